@@ -1,0 +1,1 @@
+"""madef: safety-alignment data construction and evaluation as Dagster assets on DuckDB."""

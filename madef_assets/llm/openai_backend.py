@@ -1,0 +1,266 @@
+"""Any OpenAI-compatible server through the official async client: bounded concurrency, retries
+with exponential backoff and full jitter on 429/5xx/timeouts/malformed bodies (honouring
+Retry-After), and a request budget per run."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from madef_assets.llm.types import Completion, GenerationParams, Indexed
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class MalformedResponse(Exception):
+    """The server answered 2xx but the body is not the expected OpenAI shape."""
+
+
+class BudgetExhausted(Exception):
+    pass
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds from a Retry-After (or retry-after-ms) header, if the server sent one."""
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return float(millis) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0, min(cap, base * (2**attempt)))
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        api: str = "chat",
+        concurrency: int = 16,
+        timeout_s: float = 60.0,
+        max_retries: int = 6,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        request_budget: int | None = None,
+        model_revision: str | None = None,
+        seed: int = 0,
+    ):
+        if api not in ("chat", "completions"):
+            raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
+        self.model = model
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.api = api
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.request_budget = request_budget
+        self.model_revision = model_revision
+        self.requests_sent = 0
+        self.retries = 0
+        self._rng = random.Random(seed)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"model": self.model, "revision": self.model_revision, "base_url": self.base_url, "api": self.api}
+
+    def _client(self) -> AsyncOpenAI:
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        return AsyncOpenAI(
+            base_url=self.base_url, api_key=key or "not-needed", max_retries=0, timeout=self.timeout_s
+        )
+
+    async def _with_retries(self, call: Callable[[], Awaitable[Completion]]) -> Completion:
+        started = time.perf_counter()
+        last_error = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            if self.request_budget is not None and self.requests_sent >= self.request_budget:
+                return Completion.failed(
+                    f"request budget of {self.request_budget} exhausted ({last_error})", time.perf_counter() - started
+                )
+            self.requests_sent += 1
+            wait = None
+            try:
+                result = await call()
+                result.latency_s = time.perf_counter() - started
+                result.extra["attempts"] = attempt + 1
+                return result
+            except openai.APIStatusError as exc:
+                last_error = f"HTTP {exc.status_code}: {str(exc.message)[:300]}"
+                if exc.status_code not in RETRYABLE_STATUS:
+                    return Completion.failed(last_error, time.perf_counter() - started)
+                wait = retry_after_seconds(exc.response.headers)
+            except openai.APITimeoutError:
+                last_error = f"timeout after {self.timeout_s}s"
+            except openai.APIConnectionError as exc:
+                last_error = f"connection error: {exc}"
+            except (MalformedResponse, openai.APIResponseValidationError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                last_error = f"malformed response: {type(exc).__name__}: {str(exc)[:300]}"
+            if attempt == self.max_retries:
+                break
+            self.retries += 1
+            delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s, self._rng)
+            await asyncio.sleep(max(delay, wait or 0.0))
+        return Completion.failed(
+            f"gave up after {self.max_retries + 1} attempts: {last_error}", time.perf_counter() - started
+        )
+
+    def _run(self, count: int, make_call: Callable[[AsyncOpenAI, int], Awaitable[Completion]]) -> Indexed:
+        """Run count calls concurrently in a worker thread; yield results as they complete."""
+        results: queue.Queue = queue.Queue()
+        done = object()
+
+        async def main() -> None:
+            semaphore = asyncio.Semaphore(self.concurrency)
+            async with self._client() as client:
+
+                async def one(index: int) -> None:
+                    async with semaphore:
+                        completion = await self._with_retries(lambda: make_call(client, index))
+                    results.put((index, completion))
+
+                await asyncio.gather(*(one(i) for i in range(count)))
+
+        def worker() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException as exc:  # surfaced in the consuming thread
+                results.put(exc)
+            finally:
+                results.put(done)
+
+        thread = threading.Thread(target=worker, name="openai-backend", daemon=True)
+        thread.start()
+        while True:
+            item = results.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        thread.join()
+
+    # --- request shapes -------------------------------------------------------------------------
+
+    def _sampling(self, params: GenerationParams) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+        }
+        if params.seed is not None:
+            values["seed"] = params.seed
+        if params.stop:
+            values["stop"] = list(params.stop)
+        return values
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> Indexed:
+        sampling = self._sampling(params)
+
+        async def call(client: AsyncOpenAI, index: int) -> Completion:
+            if self.api == "chat":
+                response = await client.chat.completions.create(
+                    model=self.model, messages=[{"role": "user", "content": prompts[index]}], **sampling
+                )
+                choice = _first_choice(response)
+                text = choice.message.content if choice.message else None
+            else:
+                response = await client.completions.create(model=self.model, prompt=prompts[index], **sampling)
+                choice = _first_choice(response)
+                text = choice.text
+            if choice.finish_reason == "content_filter":
+                return Completion(output=text or "", status="refused", error="content_filter", **_usage(response))
+            if not isinstance(text, str):
+                raise MalformedResponse("choice has no text")
+            return Completion(output=text, **_usage(response))
+
+        return self._run(len(prompts), call)
+
+    def option_logprobs(self, prompts: Sequence[str], options: Sequence[str]) -> Indexed:
+        """Next-token log-probabilities of each option (options must be single tokens for the server).
+        An option missing from the server's top-20 gets -inf."""
+
+        async def call(client: AsyncOpenAI, index: int) -> Completion:
+            if self.api == "chat":
+                response = await client.chat.completions.create(
+                    model=self.model, messages=[{"role": "user", "content": prompts[index]}],
+                    max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=20,
+                )
+                content = _first_choice(response).logprobs.content
+                top = {entry.token: entry.logprob for entry in content[0].top_logprobs}
+            else:
+                response = await client.completions.create(
+                    model=self.model, prompt=prompts[index], max_tokens=1, temperature=0.0, logprobs=20
+                )
+                top = dict(_first_choice(response).logprobs.top_logprobs[0])
+            scores = {}
+            for option in options:
+                matches = [v for token, v in top.items() if token.strip() == option.strip()]
+                scores[option] = max(matches) if matches else -math.inf
+            return Completion(output=scores, **_usage(response))
+
+        return self._run(len(prompts), call)
+
+    def perplexity(self, texts: Sequence[str]) -> Indexed:
+        """Prompt log-probabilities through completions with echo (vLLM's server supports it)."""
+        if self.api != "completions":
+            raise ValueError("perplexity over the openai backend needs api: completions (echo + logprobs)")
+
+        async def call(client: AsyncOpenAI, index: int) -> Completion:
+            response = await client.completions.create(
+                model=self.model, prompt=texts[index], max_tokens=1, temperature=0.0, echo=True, logprobs=0
+            )
+            usage = _usage(response)
+            token_logprobs = _first_choice(response).logprobs.token_logprobs
+            prompt_count = usage.get("prompt_tokens") or len(token_logprobs) - 1
+            scored = [lp for lp in token_logprobs[:prompt_count] if lp is not None]
+            if not scored:
+                return Completion.failed("text has fewer than two tokens")
+            return Completion(output=math.exp(-sum(scored) / len(scored)), **usage)
+
+        return self._run(len(texts), call)
+
+    def close(self) -> None:
+        pass
+
+
+def _first_choice(response: Any) -> Any:
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise MalformedResponse("response has no choices")
+    return choices[0]
+
+
+def _usage(response: Any) -> dict[str, Any]:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return {}
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}

@@ -1,0 +1,181 @@
+"""Local Hugging Face models through transformers: batched, length-sorted, chat template optional."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from madef_assets.llm.model_files import folder_fingerprint
+from madef_assets.llm.types import Completion, GenerationParams, Indexed
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), so padding stays small."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(
+        self,
+        model_path: Path,
+        model_spec: str,
+        batch_size: int = 8,
+        device: str = "auto",
+        chat_template: str = "auto",
+        dtype: str = "auto",
+    ):
+        self.model_path = Path(model_path)
+        self.model_spec = model_spec
+        self.batch_size = batch_size
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        torch_dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        if torch_dtype is None:
+            torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=torch_dtype)
+        self.model.to(self.device).eval()
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        self.use_chat_template = has_template if chat_template == "auto" else chat_template == "always"
+        if chat_template == "always" and not has_template:
+            raise ValueError(f"{model_spec}: chat_template 'always' but the tokenizer has none")
+        self._fingerprint = folder_fingerprint(self.model_path)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"model": self.model_spec, "hash": self._fingerprint, "chat_template": self.use_chat_template}
+
+    def render(self, prompt: str) -> str:
+        if not self.use_chat_template:
+            return prompt
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+
+    def _encode(self, texts: Sequence[str], side: str) -> dict[str, torch.Tensor]:
+        self.tokenizer.padding_side = side
+        # A chat template already starts with the BOS token, so do not add another one.
+        batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=not self.use_chat_template)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _lengths(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> Indexed:
+        rendered = [self.render(p) for p in prompts]
+        for batch_index, batch in enumerate(length_sorted_batches(self._lengths(rendered), self.batch_size)):
+            started = time.perf_counter()
+            inputs = self._encode([rendered[i] for i in batch], side="left")
+            sample = params.temperature > 0
+            if params.seed is not None:
+                torch.manual_seed(params.seed + batch_index)
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=params.max_new_tokens,
+                do_sample=sample,
+                temperature=params.temperature if sample else None,
+                top_p=params.top_p if sample else None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            elapsed = (time.perf_counter() - started) / len(batch)
+            new_tokens = output[:, inputs["input_ids"].shape[1] :]
+            for row, index in enumerate(batch):
+                ids = new_tokens[row]
+                finished = (ids == self.tokenizer.eos_token_id) | (ids == self.tokenizer.pad_token_id)
+                count = int(finished.int().argmax()) if bool(finished.any()) else len(ids)
+                text = self.tokenizer.decode(ids[:count], skip_special_tokens=True)
+                yield index, Completion(
+                    output=truncate_at_stop(text, params.stop),
+                    prompt_tokens=int(inputs["attention_mask"][row].sum()),
+                    completion_tokens=count,
+                    latency_s=elapsed,
+                )
+
+    @torch.inference_mode()
+    def _continuation_logprobs(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[tuple[float, int]]:
+        """Sum of log P(continuation | context) and its token count, for aligned lists."""
+        context_ids = self.tokenizer(list(contexts), add_special_tokens=not self.use_chat_template)["input_ids"]
+        cont_ids = self.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+        sequences = [c + k for c, k in zip(context_ids, cont_ids)]
+        results: list[tuple[float, int]] = [(math.nan, 0)] * len(sequences)
+        pad = self.tokenizer.pad_token_id
+        for batch in length_sorted_batches([len(s) for s in sequences], self.batch_size):
+            width = max(len(sequences[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+                mask[row, : len(sequences[i])] = 1
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            for row, i in enumerate(batch):
+                start, end = len(context_ids[i]), len(sequences[i])
+                if end - start == 0 or start == 0:
+                    continue
+                targets = torch.tensor(sequences[i][start:end], device=logprobs.device)
+                picked = logprobs[row, start - 1 : end - 1].gather(1, targets[:, None])
+                results[i] = (float(picked.sum()), end - start)
+        return results
+
+    def option_logprobs(self, prompts: Sequence[str], options: Sequence[str]) -> Indexed:
+        rendered = [self.render(p) for p in prompts]
+        started = time.perf_counter()
+        pairs = [(i, option) for i in range(len(prompts)) for option in options]
+        scores = self._continuation_logprobs([rendered[i] for i, _ in pairs], [o for _, o in pairs])
+        elapsed = (time.perf_counter() - started) / max(len(prompts), 1)
+        by_prompt: dict[int, dict[str, float]] = {}
+        for (i, option), (score, _) in zip(pairs, scores):
+            by_prompt.setdefault(i, {})[option] = score
+        for i in range(len(prompts)):
+            values = by_prompt.get(i, {})
+            if any(math.isnan(v) for v in values.values()):
+                yield i, Completion.failed("option or prompt has no tokens", elapsed)
+            else:
+                yield i, Completion(output=values, latency_s=elapsed)
+
+    @torch.inference_mode()
+    def perplexity(self, texts: Sequence[str]) -> Indexed:
+        encoded = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        pad = self.tokenizer.pad_token_id
+        for batch in length_sorted_batches([len(e) for e in encoded], self.batch_size):
+            started = time.perf_counter()
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, : len(encoded[i])] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none"
+            ) * mask[:, 1:]
+            counts = mask[:, 1:].sum(dim=1)
+            elapsed = (time.perf_counter() - started) / len(batch)
+            for row, i in enumerate(batch):
+                n = int(counts[row])
+                if n == 0:
+                    yield i, Completion.failed("text has fewer than two tokens", elapsed)
+                else:
+                    yield i, Completion(
+                        output=math.exp(float(nll[row].sum()) / n), prompt_tokens=n + 1, latency_s=elapsed
+                    )
+
+    def close(self) -> None:
+        del self.model

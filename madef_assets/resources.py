@@ -1,0 +1,31 @@
+"""Resources built from the profile: the DuckDB I/O manager and one LLM resource per role."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from madef_assets.llm.resource import LLMResource
+from madef_assets.settings import ROLES, Settings
+from madef_assets.storage import MadefDuckDBIOManager
+
+
+def llm_resource(settings: Settings, role: str) -> LLMResource:
+    config = settings.roles[role]
+    return LLMResource(
+        role=role,
+        backend=config.backend,
+        model=config.model,
+        params_json=json.dumps(config.params),
+        options_json=json.dumps(config.options),
+        duckdb_path=str(settings.duckdb_path),
+        models_dir=str(settings.state_dir / "models"),
+    )
+
+
+def build_resources(settings: Settings) -> dict[str, Any]:
+    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "io_manager": MadefDuckDBIOManager(database=str(settings.duckdb_path)),
+        **{role: llm_resource(settings, role) for role in ROLES},
+    }

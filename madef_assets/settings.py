@@ -1,0 +1,166 @@
+"""Profile configuration: one YAML file per profile under `config/`.
+
+A profile chooses data paths, sample sizes, limits and the model for each LLM role. Environment
+variables override the profile choice and the storage paths:
+
+- `MADEF_PROFILE`: a profile name (`demo`, `production`) or a path to a YAML file;
+- `MADEF_STATE_DIR`: the folder for the DuckDB file, converted models and Dagster's own state;
+- `MADEF_DUCKDB_PATH`: the DuckDB file itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "config"
+SQL_DIR = PROJECT_ROOT / "dbt_like_sql"
+PATH_OPTIONS = ("answers",)
+ROLES = ("labeler", "attacker", "responder", "judge", "scorer", "trainee")
+
+
+class ConfigError(ValueError):
+    """A profile file is missing a key or has a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    config_key: str
+    lang: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    reader: str
+    files: tuple[SourceFile, ...]
+    known_categories: tuple[str, ...] | None
+    columns: dict[str, str]
+    description: str
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    role: str
+    backend: str
+    model: str
+    params: dict[str, Any]
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str
+    profile_path: Path
+    state_dir: Path
+    duckdb_path: Path
+    max_prompt_chars: int
+    max_quarantine_share: float
+    sources: dict[str, SourceConfig]
+    roles: dict[str, RoleConfig]
+    raw: dict[str, Any]
+
+
+def _resolve(path: str | os.PathLike, base: Path) -> Path:
+    candidate = Path(os.path.expandvars(os.path.expanduser(str(path))))
+    return candidate if candidate.is_absolute() else (base / candidate).resolve()
+
+
+def _require(mapping: dict, key: str, where: str) -> Any:
+    if key not in mapping:
+        raise ConfigError(f"{where}: missing key '{key}'")
+    return mapping[key]
+
+
+def profile_path(profile: str) -> Path:
+    candidate = Path(profile)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate.resolve()
+    path = CONFIG_DIR / f"{profile}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"MADEF_PROFILE={profile!r}: no {path}; known profiles: {known}")
+    return path
+
+
+def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Settings:
+    base = PROJECT_ROOT
+    where = str(path)
+    state_dir = _resolve(env.get("MADEF_STATE_DIR") or raw.get("state_dir", "state"), base)
+    duckdb_path = _resolve(
+        env.get("MADEF_DUCKDB_PATH") or raw.get("duckdb_path") or state_dir / "madef.duckdb", base
+    )
+    ingest = raw.get("ingest", {})
+    sources = {}
+    for name, spec in (raw.get("sources") or {}).items():
+        key = f"sources.{name}"
+        files = []
+        for index, file_spec in enumerate(_require(spec, "files", key)):
+            if isinstance(file_spec, str):
+                file_spec = {"path": file_spec}
+            file_key = f"{key}.files[{index}]"
+            extra = {
+                k: (_resolve(v, base) if k in PATH_OPTIONS else v)
+                for k, v in file_spec.items()
+                if k not in ("path", "lang")
+            }
+            files.append(
+                SourceFile(
+                    path=_resolve(_require(file_spec, "path", file_key), base),
+                    config_key=file_key,
+                    lang=file_spec.get("lang"),
+                    options=extra,
+                )
+            )
+        categories = spec.get("known_categories")
+        sources[name] = SourceConfig(
+            name=name,
+            reader=_require(spec, "reader", key),
+            files=tuple(files),
+            known_categories=tuple(categories) if categories is not None else None,
+            columns=dict(spec.get("columns") or {}),
+            description=spec.get("description", ""),
+        )
+    roles = {}
+    models = _require(raw, "models", where)
+    for role in ROLES:
+        spec = _require(models, role, f"{where}: models")
+        roles[role] = RoleConfig(
+            role=role,
+            backend=_require(spec, "backend", f"models.{role}"),
+            model=str(_require(spec, "model", f"models.{role}")),
+            params=dict(spec.get("params") or {}),
+            options={k: v for k, v in spec.items() if k not in ("backend", "model", "params")},
+        )
+    return Settings(
+        profile=raw.get("profile", path.stem),
+        profile_path=path,
+        state_dir=state_dir,
+        duckdb_path=duckdb_path,
+        max_prompt_chars=int(ingest.get("max_prompt_chars", 8000)),
+        max_quarantine_share=float(ingest.get("max_quarantine_share", 0.05)),
+        sources=sources,
+        roles=roles,
+        raw=raw,
+    )
+
+
+def load_settings(profile: str | None = None, env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    path = profile_path(profile or env.get("MADEF_PROFILE") or "demo")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return parse_settings(raw, path, env)
+
+
+@lru_cache(maxsize=1)
+def current_settings() -> Settings:
+    """The settings of this process (profile and paths from the environment), read once."""
+    return load_settings()
