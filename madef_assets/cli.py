@@ -1,4 +1,5 @@
-"""`madef run`: observe the sources and materialize every asset of the profile; `madef summary`."""
+"""`madef run` observes the sources and materializes every asset of the profile; `madef summary`
+prints the summary of the DuckDB file; `madef ui` starts the Dagster web UI on the same instance."""
 
 from __future__ import annotations
 
@@ -88,6 +89,14 @@ def summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def ui(args: argparse.Namespace) -> int:
+    from madef_assets.settings import PROJECT_ROOT, current_settings
+
+    prepare_dagster_home(current_settings().state_dir)
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    os.execv(dagster, [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), *args.dagster_args])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="madef", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--profile", help="demo, production or a YAML path (default: $MADEF_PROFILE or demo)")
     run_parser.set_defaults(handler=run)
     commands.add_parser("summary", help="print the summary of the DuckDB file").set_defaults(handler=summary)
+    ui_parser = commands.add_parser("ui", help="start the Dagster web UI (dagster dev) on the project's instance")
+    ui_parser.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed on to dagster dev, e.g. -p 3001")
+    ui_parser.set_defaults(handler=ui)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -6,7 +6,7 @@ from dagster import AssetSelection, BetaWarning, Definitions, define_asset_job, 
 
 from madef_assets.defs.sources.assets import build_source_defs
 from madef_assets.resources import build_resources
-from madef_assets.settings import current_settings
+from madef_assets.settings import Settings, current_settings
 
 MAIN_JOB = "madef_all"
 OBSERVE_JOB = "observe_sources"
@@ -14,20 +14,23 @@ OBSERVE_JOB = "observe_sources"
 # observable_source_asset and pools are marked beta; the project uses them deliberately.
 warnings.filterwarnings("ignore", category=BetaWarning)
 
-settings = current_settings()
-raw_sources, source_assets = build_source_defs(settings)
 
-defs = Definitions(
-    assets=[*raw_sources, *source_assets],
-    resources=build_resources(settings),
-    jobs=[
-        define_asset_job(MAIN_JOB, selection="*", description="Materialize every asset of the profile."),
-        define_asset_job(
-            OBSERVE_JOB,
-            selection=AssetSelection.keys(*(s.key for s in raw_sources)),
-            description="Record the content-hash data version of every source's input files.",
-        ),
-    ],
-    # One process per run: local models load once and DuckDB sees a single writer per run.
-    executor=in_process_executor,
-)
+def build_definitions(settings: Settings) -> Definitions:
+    raw_sources, source_assets = build_source_defs(settings)
+    return Definitions(
+        assets=[*raw_sources, *source_assets],
+        resources=build_resources(settings),
+        jobs=[
+            define_asset_job(MAIN_JOB, selection="*", description="Materialize every asset of the profile."),
+            define_asset_job(
+                OBSERVE_JOB,
+                selection=AssetSelection.keys(*(s.key for s in raw_sources)),
+                description="Record the content-hash data version of every source's input files.",
+            ),
+        ],
+        # One process per run: local models load once and DuckDB sees a single writer per run.
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions(current_settings())

@@ -198,8 +198,8 @@ class LLMResource(ConfigurableResource):
             pending.clear()
             last_flush = time.perf_counter()
 
-        if todo_prompts:
-            for index, completion in run(backend, todo_prompts):
+        try:
+            for index, completion in run(backend, todo_prompts) if todo_prompts else ():
                 key = todo_keys[index]
                 status, error, output = self._finish(kind, completion, parse)
                 answers[key] = {"output": output, "status": status, "error": error, "cached": False}
@@ -222,6 +222,8 @@ class LLMResource(ConfigurableResource):
                         f"ETA {eta:.0f}s, {len(found)} ledger hits"
                     )
                     last_progress = now
+        finally:
+            # Also on interruption (run terminated, KeyboardInterrupt): keep every finished call.
             flush()
 
         results = []

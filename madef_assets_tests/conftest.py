@@ -1,0 +1,25 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from madef_assets.settings import PROJECT_ROOT
+
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """Where the bundled model is converted once and reused (the project's own state folder)."""
+    path = Path(os.environ.get("MADEF_STATE_DIR", PROJECT_ROOT / "state")) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def openai_server():
+    from madef_assets_tests.openai_server import OpenAICompatibleServer
+
+    with OpenAICompatibleServer() as server:
+        yield server

@@ -1,0 +1,174 @@
+"""A real OpenAI-compatible HTTP server on loopback for tests and benchmarks.
+
+Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions. Answers are deterministic
+functions of the prompt. Faults are injected by markers in the prompt:
+
+  [[429xN]]        the first N requests for this prompt get 429 with Retry-After
+  [[500xN]]        the first N get 500
+  [[timeoutxN]]    the first N sleep past the client's timeout before answering
+  [[malformedxN]]  the first N get a 200 whose body is not JSON
+  [[always500]]    every request gets 500
+  [[400]]          every request gets 400 (not retryable)
+  [[filter]]       finish_reason content_filter
+
+`latency_s` delays every answer; `rate_429` makes that share of requests (seeded) answer 429.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_MARKER = re.compile(r"\[\[(429|500|timeout|malformed)x(\d+)\]\]")
+
+
+def fake_answer(prompt: str) -> str:
+    return f"answer({len(prompt)}): {prompt[-40:]}"
+
+
+def fake_token_logprobs(text: str) -> list[float]:
+    """One 'token' per whitespace-separated word; rarer-looking (longer) words score lower."""
+    return [-(0.2 + len(word) / 4) for word in text.split()]
+
+
+class OpenAICompatibleServer:
+    def __init__(self, latency_s: float = 0.0, timeout_sleep_s: float = 3.0, rate_429: float = 0.0, retry_after_s: float = 0.05, seed: int = 0):
+        self.latency_s = latency_s
+        self.timeout_sleep_s = timeout_sleep_s
+        self.rate_429 = rate_429
+        self.retry_after_s = retry_after_s
+        self.requests = Counter()
+        self.total_requests = 0
+        self.answered_ok = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out without a delayed-ACK stall
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v1/models":
+                    self._send(200, json.dumps({"object": "list", "data": [{"id": "test-model", "object": "model"}]}).encode())
+                else:
+                    self._send(404, b'{"error": {"message": "not found"}}')
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                request = json.loads(self.rfile.read(length) or b"{}")
+                chat = self.path.rstrip("/") == "/v1/chat/completions"
+                if not chat and self.path.rstrip("/") != "/v1/completions":
+                    self._send(404, b'{"error": {"message": "not found"}}')
+                    return
+                prompt = request["messages"][-1]["content"] if chat else request["prompt"]
+                status, body, headers = server.respond(prompt, request, chat)
+                self._send(status, body, headers)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> OpenAICompatibleServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def respond(self, prompt: str, request: dict, chat: bool) -> tuple[int, bytes, dict[str, str]]:
+        with self._lock:
+            self.total_requests += 1
+            self.requests[prompt] += 1
+            seen = self.requests[prompt]
+            random_429 = self.rate_429 > 0 and self._rng.random() < self.rate_429
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self._respond(prompt, request, chat, seen, random_429)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _respond(self, prompt: str, request: dict, chat: bool, seen: int, random_429: bool) -> tuple[int, bytes, dict[str, str]]:
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        error = b'{"error": {"message": "injected", "type": "server_error"}}'
+        for kind, count in _MARKER.findall(prompt):
+            if seen <= int(count):
+                if kind == "429":
+                    return 429, error, {"Retry-After": str(self.retry_after_s)}
+                if kind == "500":
+                    return 500, error, {}
+                if kind == "timeout":
+                    time.sleep(self.timeout_sleep_s)
+                    break
+                if kind == "malformed":
+                    return 200, b'{"id": "x", "choices": [{"text": ', {}
+        if "[[always500]]" in prompt:
+            return 500, error, {}
+        if "[[400]]" in prompt:
+            return 400, b'{"error": {"message": "bad request", "type": "invalid_request_error"}}', {}
+        if random_429:
+            return 429, error, {"Retry-After": str(self.retry_after_s)}
+        with self._lock:
+            self.answered_ok += 1
+        return 200, json.dumps(self._body(prompt, request, chat)).encode(), {}
+
+    def _body(self, prompt: str, request: dict, chat: bool) -> dict:
+        finish = "content_filter" if "[[filter]]" in prompt else "stop"
+        text = fake_answer(prompt)
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()), "total_tokens": 0}
+        top = {" A": -0.3, " B": -1.6, " C": -2.5, " D": -3.1, "safe": -0.7, "unsafe": -0.9}
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+            if request.get("logprobs"):
+                choice["logprobs"] = {"content": [{"token": "A", "logprob": -0.3, "bytes": None,
+                                                   "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in top.items()]}]}
+            return {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": request["model"],
+                    "choices": [choice], "usage": usage}
+        choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+        if request.get("logprobs") is not None:
+            if request.get("echo"):
+                words = prompt.split()
+                logprobs = [None] + fake_token_logprobs(" ".join(words))[1:] + [-1.0]
+                choice["text"] = prompt + " x"
+                choice["logprobs"] = {"tokens": words + ["x"], "token_logprobs": logprobs, "top_logprobs": None, "text_offset": None}
+                usage["prompt_tokens"] = len(words)
+            else:
+                choice["logprobs"] = {"tokens": [" A"], "token_logprobs": [-0.3], "top_logprobs": [top], "text_offset": [0]}
+        return {"id": "cmpl-test", "object": "text_completion", "created": 0, "model": request["model"],
+                "choices": [choice], "usage": usage}
+
+
+def expected_perplexity(text: str) -> float:
+    values = fake_token_logprobs(" ".join(text.split()))[1:]
+    return math.exp(-sum(values) / len(values))

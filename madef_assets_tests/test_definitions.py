@@ -1,0 +1,114 @@
+"""The code location: validation, asset conventions, metadata, gates, and profile overrides."""
+
+import os
+import subprocess
+import sys
+
+import duckdb
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance
+
+from madef_assets.definitions import MAIN_JOB, OBSERVE_JOB, build_definitions
+from madef_assets.settings import CONFIG_DIR, ROLES, ConfigError, load_settings
+
+DAGSTER = os.path.join(os.path.dirname(sys.executable), "dagster")
+
+
+def profile_with(tmp_path, **changes) -> str:
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+    raw.update(changes)
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    return str(path)
+
+
+def test_dagster_definitions_validate(tmp_path):
+    env = {**os.environ, "MADEF_STATE_DIR": str(tmp_path / "state")}
+    result = subprocess.run([DAGSTER, "definitions", "validate", "-m", "madef_assets.definitions"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Validation successful" in result.stderr + result.stdout
+
+
+def test_profiles_name_a_model_for_every_role():
+    for profile in ("demo", "production"):
+        settings = load_settings(profile, env={})
+        assert set(settings.roles) == set(ROLES)
+        assert all(role.backend in ("transformers", "openai", "vllm") for role in settings.roles.values())
+
+
+def test_environment_overrides_profile_and_paths(tmp_path):
+    settings = load_settings(env={"MADEF_PROFILE": "production", "MADEF_DUCKDB_PATH": str(tmp_path / "x.duckdb"),
+                                  "MADEF_STATE_DIR": str(tmp_path / "st")})
+    assert settings.profile == "production"
+    assert settings.duckdb_path == tmp_path / "x.duckdb"
+    assert settings.state_dir == tmp_path / "st"
+    assert load_settings(env={"MADEF_STATE_DIR": str(tmp_path / "st")}).duckdb_path == tmp_path / "st" / "madef.duckdb"
+    with pytest.raises(ConfigError, match="known profiles"):
+        load_settings("staging", env={})
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+    del raw["models"]["judge"]
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="missing key 'judge'"):
+        load_settings(str(tmp_path / "broken.yaml"), env={})
+
+
+def test_assets_have_docstring_group_and_kinds():
+    defs = build_definitions(load_settings("demo", env={}))
+    graph = defs.resolve_asset_graph()
+    materializable = [key for key in graph.materializable_asset_keys]
+    assert AssetKey("s_eval") in materializable and AssetKey(["quarantine", "s_eval"]) in materializable
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description, key
+        assert node.group_name == "sources", key
+        if node.is_materializable:
+            assert node.kinds, key
+
+
+def test_main_job_materializes_everything_with_table_metadata(tmp_path):
+    settings = load_settings(env={"MADEF_STATE_DIR": str(tmp_path / "state")})
+    defs = build_definitions(settings)
+    with DagsterInstance.ephemeral() as instance:
+        observed = defs.resolve_job_def(OBSERVE_JOB).execute_in_process(instance=instance)
+        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance)
+        assert observed.success and result.success
+        versions = {key: instance.get_latest_data_version_record(key) for key in defs.resolve_asset_graph().external_asset_keys}
+    assert len(versions) == len(settings.sources) and all(versions.values())
+    materializations = result.get_asset_materialization_events()
+    assert len(materializations) == 2 * len(settings.sources) + 2
+    for event in materializations:
+        metadata = event.materialization.metadata
+        assert "dagster/row_count" in metadata and "dagster/column_schema" in metadata, event.asset_key
+    check_results = result.get_asset_check_evaluations()
+    assert len(check_results) == 2 * len(settings.sources) and all(c.passed for c in check_results)
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
+        summary = connection.execute("select source, rows_in, rows_normalized, rows_quarantined from public.source_summary").fetchall()
+    assert all(rows_in == normalized + quarantined for _, rows_in, normalized, quarantined in summary)
+
+
+def test_quarantine_gate_blocks_downstream(tmp_path):
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('[{"instruction": "ok", "output": "fine"}, {"instruction": " ", "output": "x"}, {"output": "y"}]')
+    sources = {"tiny_sft": {"reader": "alpaca", "files": [{"path": str(bad_json), "lang": "en"}]}}
+    settings = load_settings(profile_with(tmp_path, sources=sources), env={"MADEF_STATE_DIR": str(tmp_path / "state")})
+    result = build_definitions(settings).resolve_job_def(MAIN_JOB).execute_in_process(
+        instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    gate = checks["quarantine_share_within_limit"]
+    assert not gate.passed and gate.metadata["quarantine_share"].value == pytest.approx(2 / 3, abs=1e-4)
+    assert checks["rows_in_equal_normalized_plus_quarantined"].passed
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert AssetKey("source_summary") not in materialized
+
+
+def test_missing_source_file_fails_with_file_and_key(tmp_path):
+    sources = {"gone": {"reader": "s_eval", "files": [{"path": str(tmp_path / "missing.jsonl")}]}}
+    settings = load_settings(profile_with(tmp_path, sources=sources), env={"MADEF_STATE_DIR": str(tmp_path / "state")})
+    result = build_definitions(settings).resolve_job_def(MAIN_JOB).execute_in_process(
+        instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "sources.gone.files[0]" in str(failure.step_failure_data.error) and "missing.jsonl" in str(failure.step_failure_data.error)

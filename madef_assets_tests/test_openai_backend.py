@@ -1,0 +1,110 @@
+"""The openai backend against a real local HTTP server with injected faults."""
+
+import math
+
+import pytest
+
+from madef_assets.llm.openai_backend import OpenAIBackend, backoff_delay, retry_after_seconds
+from madef_assets.llm.types import GenerationParams
+from madef_assets_tests.openai_server import OpenAICompatibleServer, expected_perplexity, fake_answer
+
+
+def backend(server, **overrides) -> OpenAIBackend:
+    options = dict(model="test-model", base_url=server.base_url, api_key_env=None, concurrency=8,
+                   timeout_s=1.0, max_retries=3, backoff_base_s=0.01, backoff_cap_s=0.05)
+    options.update(overrides)
+    return OpenAIBackend(**options)
+
+
+def run_all(results) -> dict:
+    return dict(results)
+
+
+def test_every_fault_ends_with_a_status_and_no_row_is_lost(openai_server):
+    prompts = [
+        "plain question",
+        "rate limited twice [[429x2]]",
+        "server error once [[500x1]]",
+        "slow once [[timeoutx1]]",
+        "broken body once [[malformedx1]]",
+        "always failing [[always500]]",
+        "rejected [[400]]",
+        "filtered [[filter]]",
+    ] + [f"bulk prompt {i}" for i in range(40)]
+    openai_server.timeout_sleep_s = 2.0
+    results = run_all(backend(openai_server).generate(prompts, GenerationParams(max_new_tokens=8)))
+
+    assert sorted(results) == list(range(len(prompts)))
+    by_prompt = {prompts[i]: r for i, r in results.items()}
+    for recovered in prompts[:5] + prompts[8:]:
+        assert by_prompt[recovered].status == "ok", (recovered, by_prompt[recovered].error)
+        assert by_prompt[recovered].output == fake_answer(recovered)
+    assert by_prompt["rate limited twice [[429x2]]"].extra["attempts"] == 3
+    assert by_prompt["always failing [[always500]]"].status == "error"
+    assert "gave up after 4 attempts" in by_prompt["always failing [[always500]]"].error
+    assert by_prompt["rejected [[400]]"].status == "error"
+    assert "HTTP 400" in by_prompt["rejected [[400]]"].error
+    assert by_prompt["filtered [[filter]]"].status == "refused"
+    # Retries are bounded: 4 attempts for the always-failing prompt, one for the 400.
+    assert openai_server.requests["always failing [[always500]]"] == 4
+    assert openai_server.requests["rejected [[400]]"] == 1
+    assert openai_server.requests["broken body once [[malformedx1]]"] == 2
+
+
+def test_retry_after_header_is_honoured():
+    with OpenAICompatibleServer(retry_after_s=0.4) as server:
+        import time
+
+        started = time.perf_counter()
+        results = run_all(backend(server, backoff_base_s=0.001, backoff_cap_s=0.001).generate(
+            ["wait for me [[429x1]]"], GenerationParams()))
+        elapsed = time.perf_counter() - started
+    assert results[0].status == "ok"
+    assert elapsed >= 0.4
+
+
+def test_request_budget_stops_sending(openai_server):
+    prompts = [f"budgeted {i}" for i in range(10)]
+    results = run_all(backend(openai_server, request_budget=4, concurrency=1).generate(prompts, GenerationParams()))
+    statuses = [results[i].status for i in range(10)]
+    assert statuses.count("ok") == 4
+    assert all("request budget of 4 exhausted" in results[i].error for i in range(10) if results[i].status == "error")
+    assert openai_server.total_requests == 4
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_option_logprobs_and_chat_or_completions(openai_server, api):
+    results = run_all(backend(openai_server, api=api).option_logprobs(["Q1", "Q2"], ["A", "B", "E"]))
+    assert results[0].status == "ok"
+    assert results[0].output["A"] == pytest.approx(-0.3)
+    assert results[0].output["B"] == pytest.approx(-1.6)
+    assert results[0].output["E"] == -math.inf
+
+
+def test_perplexity_through_completions_echo(openai_server):
+    texts = ["the cat sat on the mat", "extraordinarily uncharacteristically"]
+    results = run_all(backend(openai_server, api="completions").perplexity(texts))
+    for i, text in enumerate(texts):
+        assert results[i].output == pytest.approx(expected_perplexity(text))
+    with pytest.raises(ValueError, match="api: completions"):
+        list(backend(openai_server, api="chat").perplexity(texts))
+
+
+def test_backoff_helpers():
+    import random
+
+    rng = random.Random(1)
+    delays = [backoff_delay(a, 0.5, 4.0, rng) for a in range(10)]
+    assert all(0 <= d <= min(4.0, 0.5 * 2**a) for a, d in enumerate(delays))
+    assert retry_after_seconds({"retry-after": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after-ms": "250"}) == 0.25
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert retry_after_seconds({}) is None
+
+
+@pytest.mark.parametrize("concurrency", [1, 16])
+def test_concurrency_is_bounded_and_used(concurrency):
+    with OpenAICompatibleServer(latency_s=0.05) as server:
+        results = run_all(backend(server, concurrency=concurrency).generate([f"p{i}" for i in range(64)], GenerationParams()))
+    assert all(r.status == "ok" for r in results.values())
+    assert server.max_in_flight == concurrency
