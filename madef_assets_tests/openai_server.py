@@ -37,6 +37,10 @@ def fake_token_logprobs(text: str) -> list[float]:
     return [-(0.2 + len(word) / 4) for word in text.split()]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default backlog of 5 drops connects when hundreds open at once
+
+
 class OpenAICompatibleServer:
     def __init__(self, latency_s: float = 0.0, timeout_sleep_s: float = 3.0, rate_429: float = 0.0, retry_after_s: float = 0.05, seed: int = 0):
         self.latency_s = latency_s
@@ -88,7 +92,7 @@ class OpenAICompatibleServer:
                 status, body, headers = server.respond(prompt, request, chat)
                 self._send(status, body, headers)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -7,7 +7,6 @@ import sys
 import time
 
 import duckdb
-import polars as pl
 import pytest
 from dagster import DagsterInstance, materialize
 
@@ -118,3 +117,31 @@ def test_killed_run_resumes_with_only_the_missing_calls(ledger_env, tmp_path):
     assert table.height == total and (table["status"] == "ok").all()
     assert table["cached"].sum() == kept
     assert ledger_rows(tmp_path / "ledger.duckdb") == total
+
+
+def test_parse_errors_are_recorded_and_reparsed_without_new_calls(tmp_path):
+    import json as jsonlib
+
+    from madef_assets.llm.resource import LLMResource, ParseError
+
+    def answer_length(text: str) -> int:
+        length = int(text.split("(")[1].split(")")[0])
+        if length % 2:
+            raise ParseError(f"odd length {length}")
+        return length
+
+    with OpenAICompatibleServer() as server:
+        resource = LLMResource(
+            role="judge", backend="openai", model="test-model", duckdb_path=str(tmp_path / "p.duckdb"), models_dir=str(tmp_path),
+            options_json=jsonlib.dumps({"base_url": server.base_url, "api_key_env": None, "max_retries": 0}),
+        )
+        first = resource.generate(["ab", "abc", "[[400]]"], template_version="parse-test", parse=answer_length)
+        assert [r.status for r in first.results] == ["ok", "parse_error", "error"]
+        assert first.results[0].value == 2 and first.results[1].error == "odd length 3"
+        with duckdb.connect(str(tmp_path / "p.duckdb"), read_only=True) as connection:
+            stored = dict(connection.execute("select prompt, status from llm_ledger").fetchall())
+        assert stored == {"ab": "ok", "abc": "parse_error", "[[400]]": "error"}
+        # a fixed parser reads the stored answers again; only the error row is sent again
+        again = resource.generate(["ab", "abc", "[[400]]"], template_version="parse-test", parse=lambda t: t.upper())
+        assert [r.status for r in again.results] == ["ok", "ok", "error"]
+        assert again.backend_calls == 1 and server.total_requests == 4

@@ -5,7 +5,6 @@ committed so that a clone runs without the shared folder. Samples are determinis
 rows of each category, in file order, so a re-run reproduces the same bytes.
 """
 
-import io
 import json
 import shutil
 import sys

@@ -15,7 +15,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from madef_assets.llm.ledger import Ledger, canonical_json, ledger_key
-from madef_assets.llm.types import FINAL_STATUSES, Backend, CallKind, Completion, GenerationParams
+from madef_assets.llm.types import Backend, CallKind, Completion, GenerationParams
 
 PROGRESS_EVERY_S = 10.0
 FLUSH_ROWS = 64
@@ -176,82 +176,111 @@ class LLMResource(ConfigurableResource):
         started = time.perf_counter()
         log = log or logging.getLogger(f"madef.llm.{self.role}")
         backend = self.get_backend()
-        fingerprint = backend.fingerprint()
-        keys = [ledger_key(kind, backend.name, fingerprint, params, p, template_version) for p in prompts]
+        call = _CallSpec(kind, backend.name, canonical_json(backend.fingerprint()), template_version, canonical_json(params))
+        keys = [ledger_key(kind, backend.name, backend.fingerprint(), params, p, template_version) for p in prompts]
         unique: dict[str, str] = dict(zip(keys, prompts))
-        ledger = self.ledger()
-        found = ledger.lookup(list(unique))
-        todo_keys = [k for k in unique if k not in found]
-        todo_prompts = [unique[k] for k in todo_keys]
-        answers: dict[str, dict[str, Any]] = {k: {**row, "cached": True} for k, row in found.items()}
-        log.info(f"{self.role}: {len(prompts)} rows, {len(unique)} distinct, {len(found)} from the ledger, {len(todo_keys)} to send")
-
-        pending: list[dict[str, Any]] = []
-        last_flush = last_progress = time.perf_counter()
-        done = 0
-        model_json = canonical_json(fingerprint)
-        params_json = canonical_json(params)
-
-        def flush() -> None:
-            nonlocal last_flush
-            ledger.write(pending)
-            pending.clear()
-            last_flush = time.perf_counter()
-
-        try:
-            for index, completion in run(backend, todo_prompts) if todo_prompts else ():
-                key = todo_keys[index]
-                status, error, output = self._finish(kind, completion, parse)
-                answers[key] = {"output": output, "status": status, "error": error, "cached": False}
-                pending.append({
-                    "key": key, "role": self.role, "kind": kind, "backend": backend.name, "model": model_json,
-                    "template_version": template_version, "params": params_json, "prompt": todo_prompts[index],
-                    "output": output, "status": status, "error": error,
-                    "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                    "latency_s": completion.latency_s, "run_id": self._run_id,
-                })
-                done += 1
-                now = time.perf_counter()
-                if len(pending) >= FLUSH_ROWS or now - last_flush >= FLUSH_SECONDS:
-                    flush()
-                if now - last_progress >= PROGRESS_EVERY_S:
-                    rate = done / (now - started)
-                    eta = (len(todo_prompts) - done) / rate if rate else float("inf")
-                    log.info(
-                        f"{self.role}: {done}/{len(todo_prompts)} sent calls done, {rate:.1f}/s, "
-                        f"ETA {eta:.0f}s, {len(found)} ledger hits"
-                    )
-                    last_progress = now
-        finally:
-            # Also on interruption (run terminated, KeyboardInterrupt): keep every finished call.
-            flush()
-
-        results = []
-        for key in keys:
-            answer = answers[key]
-            value, status, error = None, answer["status"], answer["error"]
-            if status in ("ok", "parse_error"):
-                value = _decode_output(kind, answer["output"])
-                if parse is not None and kind == "generate":
-                    try:
-                        value, status, error = parse(value), "ok", None
-                    except ParseError as exc:
-                        value, status, error = None, "parse_error", str(exc)
-            results.append(LLMResult(key, answer["output"], status, error, answer["cached"], value))
-        batch = LLMBatch(results, backend_calls=len(todo_keys), cache_hits=len(found), seconds=time.perf_counter() - started)
+        answers = {k: {**row, "cached": True} for k, row in self.ledger().lookup(list(unique)).items()}
+        hits = len(answers)
+        todo = {k: prompt for k, prompt in unique.items() if k not in answers}
+        log.info(f"{self.role}: {len(prompts)} rows, {len(unique)} distinct, {hits} from the ledger, {len(todo)} to send")
+        if todo:
+            answers.update(self._send(backend, call, todo, run, parse, log, hits))
+        results = [self._result(kind, key, answers[key], parse) for key in keys]
+        batch = LLMBatch(results, backend_calls=len(todo), cache_hits=hits, seconds=time.perf_counter() - started)
         log.info(f"{self.role}: finished in {batch.seconds:.1f}s, statuses {batch.status_counts()}")
         return batch
 
+    def _send(
+        self,
+        backend: Backend,
+        call: "_CallSpec",
+        todo: dict[str, str],
+        run: Callable[[Backend, list[str]], Any],
+        parse: Callable[[str], Any] | None,
+        log: logging.Logger,
+        hits: int,
+    ) -> dict[str, dict[str, Any]]:
+        """Send the missing calls; write finished ones to the ledger in batches, also on interruption."""
+        keys, prompts = list(todo), list(todo.values())
+        answers: dict[str, dict[str, Any]] = {}
+        pending: list[dict[str, Any]] = []
+        progress = _Progress(self.role, len(prompts), hits, log)
+        last_flush = time.perf_counter()
+        try:
+            for index, completion in run(backend, prompts):
+                status, error, output = _finish(call.kind, completion, parse)
+                answers[keys[index]] = {"output": output, "status": status, "error": error, "cached": False}
+                pending.append(call.ledger_row(keys[index], self.role, prompts[index], output, status, error, completion, self._run_id))
+                if len(pending) >= FLUSH_ROWS or time.perf_counter() - last_flush >= FLUSH_SECONDS:
+                    self.ledger().write(pending)
+                    pending.clear()
+                    last_flush = time.perf_counter()
+                progress.step()
+        finally:
+            # Also on interruption (run terminated, KeyboardInterrupt): keep every finished call.
+            self.ledger().write(pending)
+        return answers
+
     @staticmethod
-    def _finish(kind: CallKind, completion: Completion, parse: Callable[[str], Any] | None) -> tuple[str, str | None, str | None]:
-        if completion.status != "ok":
-            output = completion.output if isinstance(completion.output, str) or completion.output is None else canonical_json(completion.output)
-            return completion.status, completion.error, output
-        if kind != "generate":
-            return "ok", None, json.dumps(completion.output)
-        if parse is not None:
-            try:
-                parse(completion.output)
-            except ParseError as exc:
-                return "parse_error", str(exc), completion.output
-        return "ok", None, completion.output
+    def _result(kind: CallKind, key: str, answer: dict[str, Any], parse: Callable[[str], Any] | None) -> LLMResult:
+        """The caller's view of a ledger row; parsing runs again so a fixed parser needs no new calls."""
+        value, status, error = None, answer["status"], answer["error"]
+        if status in ("ok", "parse_error"):
+            value = _decode_output(kind, answer["output"])
+            if parse is not None and kind == "generate":
+                try:
+                    value, status, error = parse(value), "ok", None
+                except ParseError as exc:
+                    value, status, error = None, "parse_error", str(exc)
+        return LLMResult(key, answer["output"], status, error, answer["cached"], value)
+
+
+@dataclass(frozen=True)
+class _CallSpec:
+    kind: CallKind
+    backend: str
+    model_json: str
+    template_version: str
+    params_json: str
+
+    def ledger_row(self, key: str, role: str, prompt: str, output: str | None, status: str, error: str | None,
+                   completion: Completion, run_id: str | None) -> dict[str, Any]:
+        return {
+            "key": key, "role": role, "kind": self.kind, "backend": self.backend, "model": self.model_json,
+            "template_version": self.template_version, "params": self.params_json, "prompt": prompt,
+            "output": output, "status": status, "error": error, "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens, "latency_s": completion.latency_s, "run_id": run_id,
+        }
+
+
+class _Progress:
+    """Logs done / total, rate, ETA and ledger hits at a steady interval."""
+
+    def __init__(self, role: str, total: int, hits: int, log: logging.Logger):
+        self.role, self.total, self.hits, self.log = role, total, hits, log
+        self.done = 0
+        self.started = self.last = time.perf_counter()
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if now - self.last >= PROGRESS_EVERY_S:
+            rate = self.done / (now - self.started)
+            eta = (self.total - self.done) / rate if rate else float("inf")
+            self.log.info(f"{self.role}: {self.done}/{self.total} calls done, {rate:.1f}/s, ETA {eta:.0f}s, {self.hits} ledger hits")
+            self.last = now
+
+
+def _finish(kind: CallKind, completion: Completion, parse: Callable[[str], Any] | None) -> tuple[str, str | None, str | None]:
+    """(status, error, output text) to store for a fresh backend answer."""
+    if completion.status != "ok":
+        output = completion.output if completion.output is None or isinstance(completion.output, str) else canonical_json(completion.output)
+        return completion.status, completion.error, output
+    if kind != "generate":
+        return "ok", None, json.dumps(completion.output)
+    if parse is not None:
+        try:
+            parse(completion.output)
+        except ParseError as exc:
+            return "parse_error", str(exc), completion.output
+    return "ok", None, completion.output

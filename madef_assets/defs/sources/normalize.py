@@ -138,7 +138,7 @@ def normalize_records(
             {"source": source.name, "location": record.location, "reason": reason, "raw": _printable(record.raw)}
         )
     return NormalizedSource(
-        prompts=pl.DataFrame(rows, schema=PROMPT_SCHEMA, orient="row" if not rows else None),
+        prompts=pl.DataFrame(rows, schema=PROMPT_SCHEMA),
         quarantine=pl.DataFrame(rejected, schema=QUARANTINE_SCHEMA),
         rows_in=rows_in,
     )
