@@ -6,12 +6,11 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from madef_assets.llm.model_files import folder_fingerprint
+from madef_assets.llm.local_model import LocalModel
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
 
 
@@ -21,12 +20,23 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+def right_padded(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) for token lists, padded on the right to the longest."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, : len(sequence)] = 1
+    return ids, mask
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     cut = min((text.find(s) for s in stop if s and s in text), default=-1)
     return text[:cut] if cut >= 0 else text
 
 
-class TransformersBackend:
+class TransformersBackend(LocalModel):
     name = "transformers"
 
     def __init__(
@@ -38,33 +48,17 @@ class TransformersBackend:
         chat_template: str = "auto",
         dtype: str = "auto",
     ):
-        self.model_path = Path(model_path)
-        self.model_spec = model_spec
         self.batch_size = batch_size
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         torch_dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
         if torch_dtype is None:
             torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=torch_dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype)
         self.model.to(self.device).eval()
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        self.use_chat_template = has_template if chat_template == "auto" else chat_template == "always"
-        if chat_template == "always" and not has_template:
-            raise ValueError(f"{model_spec}: chat_template 'always' but the tokenizer has none")
-        self._fingerprint = folder_fingerprint(self.model_path)
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"model": self.model_spec, "hash": self._fingerprint, "chat_template": self.use_chat_template}
-
-    def render(self, prompt: str) -> str:
-        if not self.use_chat_template:
-            return prompt
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
+        self._init_local(model_path, model_spec, chat_template)
 
     def _encode(self, texts: Sequence[str], side: str) -> dict[str, torch.Tensor]:
         self.tokenizer.padding_side = side
@@ -114,14 +108,8 @@ class TransformersBackend:
         cont_ids = self.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
         sequences = [c + k for c, k in zip(context_ids, cont_ids)]
         results: list[tuple[float, int]] = [(math.nan, 0)] * len(sequences)
-        pad = self.tokenizer.pad_token_id
         for batch in length_sorted_batches([len(s) for s in sequences], self.batch_size):
-            width = max(len(sequences[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-                mask[row, : len(sequences[i])] = 1
+            ids, mask = right_padded([sequences[i] for i in batch], self.tokenizer.pad_token_id)
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
             logprobs = torch.log_softmax(logits, dim=-1)
             for row, i in enumerate(batch):
@@ -152,15 +140,9 @@ class TransformersBackend:
     @torch.inference_mode()
     def perplexity(self, texts: Sequence[str]) -> Indexed:
         encoded = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-        pad = self.tokenizer.pad_token_id
         for batch in length_sorted_batches([len(e) for e in encoded], self.batch_size):
             started = time.perf_counter()
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-                mask[row, : len(encoded[i])] = 1
+            ids, mask = right_padded([encoded[i] for i in batch], self.tokenizer.pad_token_id)
             ids, mask = ids.to(self.device), mask.to(self.device)
             logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
             nll = torch.nn.functional.cross_entropy(

@@ -9,13 +9,12 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from madef_assets.llm.model_files import folder_fingerprint
+from madef_assets.llm.local_model import LocalModel
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
 
 
-class VLLMBackend:
+class VLLMBackend(LocalModel):
     name = "vllm"
 
     def __init__(
@@ -33,10 +32,8 @@ class VLLMBackend:
             from vllm import LLM
         except ImportError as exc:
             raise ImportError("backend 'vllm' needs the optional extra: pip install 'madef[vllm]'") from exc
-        self.model_path = Path(model_path)
-        self.model_spec = model_spec
         self.engine = LLM(
-            model=str(self.model_path),
+            model=str(model_path),
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
@@ -44,19 +41,7 @@ class VLLMBackend:
             seed=seed,
         )
         self.tokenizer = self.engine.get_tokenizer()
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        self.use_chat_template = has_template if chat_template == "auto" else chat_template == "always"
-        self._fingerprint = folder_fingerprint(self.model_path)
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"model": self.model_spec, "hash": self._fingerprint, "chat_template": self.use_chat_template}
-
-    def render(self, prompt: str) -> str:
-        if not self.use_chat_template:
-            return prompt
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
+        self._init_local(model_path, model_spec, chat_template)
 
     def _token_prompts(self, texts: Sequence[str], add_special: bool) -> list[dict[str, list[int]]]:
         return [{"prompt_token_ids": self.tokenizer.encode(t, add_special_tokens=add_special)} for t in texts]
