@@ -4,6 +4,11 @@ import warnings
 
 from dagster import AssetSelection, BetaWarning, Definitions, define_asset_job, in_process_executor
 
+from madef_assets.defs.diversity.assets import build_diversity_assets
+from madef_assets.defs.intent.assets import build_intent_assets
+from madef_assets.defs.responses.assets import build_response_assets
+from madef_assets.defs.reward.assets import build_reward_assets
+from madef_assets.defs.selection.assets import build_selection_assets
 from madef_assets.defs.sources.assets import build_source_defs
 from madef_assets.resources import build_resources
 from madef_assets.settings import Settings, current_settings
@@ -17,8 +22,15 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 
 def build_definitions(settings: Settings) -> Definitions:
     raw_sources, source_assets = build_source_defs(settings)
+    method_assets = [
+        *build_intent_assets(settings),
+        *build_diversity_assets(settings),
+        *build_response_assets(settings),
+        *build_reward_assets(settings),
+        *build_selection_assets(settings),
+    ]
     return Definitions(
-        assets=[*raw_sources, *source_assets],
+        assets=[*raw_sources, *source_assets, *method_assets],
         resources=build_resources(settings),
         jobs=[
             define_asset_job(MAIN_JOB, selection="*", description="Materialize every asset of the profile."),

@@ -57,6 +57,37 @@ class RoleConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    perplexity_quantile: float = 0.9
+    min_response_safety: float = 0.5
+    max_instruction_safety: float = 0.8
+    per_category_cap: int = 100000
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The data-construction method: which sources play which part, sizes, thresholds, gates."""
+
+    attack_sources: tuple[str, ...] = ()
+    train_sources: tuple[str, ...] = ()
+    eval_sources: tuple[str, ...] = ()
+    general_sources: tuple[str, ...] = ()
+    label_sample_per_source: int | None = None
+    seed: int = 0
+    quota_per_category: int = 1000
+    augment_per_route: int = 1
+    near_duplicate_threshold: float = 0.8
+    minhash_permutations: int = 128
+    max_parse_failure_rate: float = 0.2
+    general_sample_size: int = 40000
+    contamination_zh_chars: int = 13
+    contamination_en_words: int = 8
+    sft_export_dir: Path | None = None
+    sft_formats: tuple[str, ...] = ("alpaca",)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str
     profile_path: Path
@@ -66,6 +97,8 @@ class Settings:
     max_quarantine_share: float
     sources: dict[str, SourceConfig]
     roles: dict[str, RoleConfig]
+    method: MethodConfig
+    taxonomy_path: Path
     raw: dict[str, Any]
 
 
@@ -140,6 +173,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
             params=dict(spec.get("params") or {}),
             options={k: v for k, v in spec.items() if k not in ("backend", "model", "params")},
         )
+    method = parse_method(raw.get("method") or {}, set(sources), state_dir, base)
     return Settings(
         profile=raw.get("profile", path.stem),
         profile_path=path,
@@ -149,8 +183,34 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         max_quarantine_share=float(ingest.get("max_quarantine_share", 0.05)),
         sources=sources,
         roles=roles,
+        method=method,
+        taxonomy_path=_resolve(raw.get("taxonomy", "config/taxonomy.yaml"), base),
         raw=raw,
     )
+
+
+def parse_method(raw: dict[str, Any], source_names: set[str], state_dir: Path, base: Path) -> MethodConfig:
+    known = MethodConfig.__dataclass_fields__
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"method: unknown keys {sorted(unknown)}")
+    values = dict(raw)
+    for key in ("attack_sources", "train_sources", "eval_sources", "general_sources", "sft_formats"):
+        if key in values:
+            values[key] = tuple(values[key] or ())
+    for key in ("attack_sources", "train_sources", "eval_sources", "general_sources"):
+        missing = set(values.get(key, ())) - source_names
+        if missing:
+            raise ConfigError(f"method.{key}: {sorted(missing)} are not configured under sources")
+    overlap = set(values.get("train_sources", ())) & set(values.get("eval_sources", ()))
+    if overlap:
+        raise ConfigError(f"method: {sorted(overlap)} cannot be both train_sources and eval_sources")
+    values["sft_export_dir"] = _resolve(values.get("sft_export_dir") or state_dir / "sft_dataset", base)
+    selection = values.pop("selection", None) or {}
+    unknown = set(selection) - set(SelectionConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"method.selection: unknown keys {sorted(unknown)}")
+    return MethodConfig(**values, selection=SelectionConfig(**selection))
 
 
 def load_settings(profile: str | None = None, env: dict[str, str] | None = None) -> Settings:

@@ -56,9 +56,17 @@ class TransformersBackend(LocalModel):
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype)
-        self.model.to(self.device).eval()
+        self._torch_dtype = torch_dtype
+        self._model = None
         self._init_local(model_path, model_spec, chat_template)
+
+    @property
+    def model(self):
+        """The weights, loaded on first use: answers found in the ledger never need them."""
+        if self._model is None:
+            self._model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=self._torch_dtype)
+            self._model.to(self.device).eval()
+        return self._model
 
     def _encode(self, texts: Sequence[str], side: str) -> dict[str, torch.Tensor]:
         self.tokenizer.padding_side = side
@@ -86,6 +94,8 @@ class TransformersBackend(LocalModel):
                 top_p=params.top_p if sample else None,
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id,
+                # Stop the batch early once every row has produced a stop string.
+                **({"stop_strings": list(params.stop), "tokenizer": self.tokenizer} if params.stop else {}),
             )
             elapsed = (time.perf_counter() - started) / len(batch)
             new_tokens = output[:, inputs["input_ids"].shape[1] :]
@@ -160,4 +170,4 @@ class TransformersBackend(LocalModel):
                     )
 
     def close(self) -> None:
-        del self.model
+        self._model = None

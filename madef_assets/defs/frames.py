@@ -1,0 +1,22 @@
+"""Small helpers for asset bodies: combining source tables and one-row parameter views."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import polars as pl
+
+from madef_assets.defs.sources.normalize import PROMPT_SCHEMA
+
+
+def concat_prompts(frames: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
+    """Source tables in the normalized prompt schema, stacked (an empty table keeps the schema)."""
+    tables = [frame for frame in frames.values() if frame.height]
+    return pl.concat(tables, how="vertical_relaxed") if tables else pl.DataFrame(schema=PROMPT_SCHEMA)
+
+
+def params_view(**values: Any) -> pl.DataFrame:
+    """A one-row frame for SQL files to read their parameters from (`FROM params`)."""
+    schema = {k: (pl.Int64 if isinstance(v, int) or v is None else pl.Float64 if isinstance(v, float) else pl.Utf8) for k, v in values.items()}
+    return pl.DataFrame([values], schema=schema)

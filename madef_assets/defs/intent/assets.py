@@ -1,0 +1,115 @@
+"""Intent recognition: the labeler tags attack prompts; labels map to the 14 categories."""
+
+import polars as pl
+from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, asset
+
+from madef_assets.defs.frames import concat_prompts, params_view
+from madef_assets.defs.intent.checks import coverage_result, intent_check_specs
+from madef_assets.defs.intent.labels import normalize_label, parse_labels
+from madef_assets.defs.intent.taxonomy import Taxonomy
+from madef_assets.defs.llm_steps import parse_failure_result, status_columns
+from madef_assets.llm.resource import LLMResource
+from madef_assets.prompts import family_version, template
+from madef_assets.reports import markdown_image, stacked_bar_png
+from madef_assets.settings import Settings
+from madef_assets.storage import run_sql
+
+GROUP = "intent"
+POOL = "duckdb"
+TOP_LABELS = 20
+
+
+def label_taxonomy_table(labels: pl.DataFrame, sources: pl.DataFrame, taxonomy: Taxonomy) -> pl.DataFrame:
+    """Every distinct raw intent label and every source category with its category and mapping status."""
+    rows = []
+    ok = labels.filter(pl.col("status") == "ok").explode("labels")
+    counts = ok.group_by("labels").len().sort(["len", "labels"], descending=[True, False]) if ok.height else pl.DataFrame()
+    seen: dict[str, dict] = {}
+    for label, count in counts.iter_rows():
+        key = normalize_label(label)
+        if key in seen:
+            seen[key]["count"] += count
+            continue
+        category, status = taxonomy.map_label(label)
+        score = None
+        if category is None:
+            category, score = taxonomy.propose(label)
+            status = "proposed" if category else "unmapped"
+        seen[key] = {"kind": "intent_label", "source": "all", "label": label, "key": key, "count": count,
+                     "category": category, "status": status, "similarity": score}
+    rows += seen.values()
+    for source, category, count in sources.group_by(["source", "source_category"]).len().iter_rows() if sources.height else []:
+        if category is None:
+            continue
+        mapped = taxonomy.map_source_category(source, category)
+        known = category in taxonomy.source_categories.get(source, {})
+        rows.append({"kind": "source_category", "source": source, "label": category, "key": category, "count": count,
+                     "category": mapped, "status": "accepted" if known else "unmapped", "similarity": None})
+    schema = {"kind": pl.Utf8, "source": pl.Utf8, "label": pl.Utf8, "key": pl.Utf8, "count": pl.Int64,
+              "category": pl.Utf8, "status": pl.Utf8, "similarity": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def build_intent_assets(settings: Settings) -> list:
+    method = settings.method
+    source_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in method.attack_sources}
+    limit = method.max_parse_failure_rate
+
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, ins=source_ins, pool=POOL,
+           check_specs=intent_check_specs()[:1])
+    def intent_labels(context: AssetExecutionContext, labeler: LLMResource, **sources: pl.DataFrame):
+        """Free-form safety-theme intent labels for attack prompts (the paper's labeling instruction, zh/en),
+        one row per prompt with the parsed labels, their normalized keys and the call's status."""
+        params = params_view(sample_per_source=method.label_sample_per_source, seed=method.seed)
+        sample = run_sql("intent/label_sample", prompts=concat_prompts(sources), params=params)
+        templates = [template("intent_label", lang) for lang in sample["lang"]]
+        batch = labeler.generate(
+            [t.render(prompt=p) for t, p in zip(templates, sample["prompt"])],
+            template_version=family_version("intent_label"),
+            parse=parse_labels, log=context.log,
+        )
+        labels = [r.value if r.status == "ok" else [] for r in batch.results]
+        table = sample.with_columns(
+            pl.Series("labels", labels, dtype=pl.List(pl.Utf8)),
+            pl.Series("label_keys", [[normalize_label(x) for x in row] for row in labels], dtype=pl.List(pl.Utf8)),
+            **{k: pl.Series(k, v) for k, v in status_columns(batch).items()},
+        )
+        yield Output(table, metadata={**batch.metadata(), "rows_in": sample.height})
+        yield parse_failure_result(context.asset_key, table["status"], limit)
+
+    @asset(group_name=GROUP, kinds={"duckdb", "polars"}, ins={**source_ins, "intent_labels": AssetIn()}, pool=POOL)
+    def label_taxonomy(context: AssetExecutionContext, intent_labels: pl.DataFrame, **sources: pl.DataFrame) -> pl.DataFrame:
+        """Each raw intent label and each source category mapped to one of the 14 categories through the
+        reviewed file (status accepted or rule); the long tail gets a `proposed` category until reviewed."""
+        taxonomy = Taxonomy.load(settings.taxonomy_path)
+        table = label_taxonomy_table(intent_labels, concat_prompts(sources), taxonomy)
+        context.add_output_metadata({
+            "taxonomy_file": MetadataValue.path(str(settings.taxonomy_path)),
+            "by_status": {f"{k}/{s}": int(n) for k, s, n in table.group_by(["kind", "status"]).len().sort(["kind", "status"]).iter_rows()},
+        })
+        return table
+
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, ins={**source_ins, "intent_labels": AssetIn(), "label_taxonomy": AssetIn()},
+           pool=POOL, check_specs=intent_check_specs()[1:])
+    def prompt_categories(context: AssetExecutionContext, intent_labels: pl.DataFrame, label_taxonomy: pl.DataFrame, **sources: pl.DataFrame):
+        """One of the 14 categories for every attack prompt (majority of its mapped intent labels, else its
+        source category) with the origin and whether labeler and source agree."""
+        table = run_sql("intent/prompt_categories", prompts=concat_prompts(sources), intent_labels=intent_labels, label_taxonomy=label_taxonomy)
+        both = table.filter(pl.col("agrees_with_source").is_not_null())
+        yield Output(table, metadata={
+            "labeler_source_agreement": round(float(both["agrees_with_source"].mean()), 4) if both.height else None,
+            "by_origin": {str(k): int(v) for k, v in table["category_origin"].value_counts().iter_rows()},
+        })
+        yield coverage_result(context.asset_key, table)
+
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL)
+    def intent_distribution(context: AssetExecutionContext, prompt_categories: pl.DataFrame, label_taxonomy: pl.DataFrame) -> pl.DataFrame:
+        """Prompts per source x category and the top raw labels, with a PNG bar chart in the metadata."""
+        table = run_sql("intent/intent_distribution", prompt_categories=prompt_categories, label_taxonomy=label_taxonomy,
+                        params=params_view(top_labels=TOP_LABELS))
+        chart = stacked_bar_png(table.filter(pl.col("kind") == "source_category"), "source", "key", "prompts",
+                                "Attack prompts per source and category", settings.state_dir / "reports" / "intent_distribution.png")
+        context.add_output_metadata({"chart": MetadataValue.md(markdown_image(chart)), "chart_path": MetadataValue.path(str(chart))})
+        return table
+
+    return [intent_labels, label_taxonomy, prompt_categories, intent_distribution]

@@ -1,0 +1,26 @@
+"""Parsing the responder's chain-of-thought answer into reasoning and final answer."""
+
+from __future__ import annotations
+
+import re
+
+from madef_assets.llm.resource import ParseError
+
+ANSWER_MARKER = re.compile(r"(?:^|\n)\s*(?:回答|最终回答|Answer|Final answer)\s*[:：]", re.IGNORECASE)
+NEXT_EXAMPLE = re.compile(r"\n\s*\n?\s*(?:请求|Request)\s*[:：]")
+STOP_SEQUENCES = ("\n\n请求：", "\n\nRequest:")
+
+
+def parse_cot(text: str) -> tuple[str, str]:
+    """(reasoning, answer): the text before the answer marker and the answer after it, up to where
+    the model starts a new example. No marker or an empty part raises ParseError."""
+    text = NEXT_EXAMPLE.split(text, maxsplit=1)[0]
+    match = ANSWER_MARKER.search(text)
+    if not match:
+        raise ParseError("no answer marker ('回答：' / 'Answer:') in the response")
+    reasoning, answer = text[: match.start()].strip(), text[match.end():].strip()
+    if not reasoning:
+        raise ParseError("empty safety analysis before the answer")
+    if not answer:
+        raise ParseError("empty answer after the marker")
+    return reasoning, answer

@@ -1,0 +1,39 @@
+"""Charts written as PNG files for asset metadata."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import polars as pl
+
+
+def stacked_bar_png(frame: pl.DataFrame, index: str, stack: str, value: str, title: str, path: Path) -> Path:
+    """A horizontal stacked bar chart (one bar per `index`, one colour per `stack`) saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pivot = frame.pivot(on=stack, index=index, values=value, aggregate_function="sum").fill_null(0).sort(index)
+    stacks = [c for c in pivot.columns if c != index]
+    figure, axis = plt.subplots(figsize=(10, 0.5 * max(pivot.height, 4) + 1.5))
+    left = [0] * pivot.height
+    colours = plt.get_cmap("tab20")
+    for number, name in enumerate(stacks):
+        values = pivot[name].to_list()
+        axis.barh(pivot[index].to_list(), values, left=left, label=name, color=colours(number % 20))
+        left = [a + b for a, b in zip(left, values)]
+    axis.set_title(title)
+    axis.set_xlabel(value)
+    axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def markdown_image(path: Path) -> str:
+    """Markdown that shows a PNG inline in the Dagster UI's metadata panel."""
+    return f"![{path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
