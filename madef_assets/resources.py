@@ -19,7 +19,7 @@ def llm_resource(settings: Settings, role: str) -> LLMResource:
         params_json=json.dumps(config.params),
         options_json=json.dumps(config.options),
         duckdb_path=str(settings.duckdb_path),
-        models_dir=str(settings.state_dir / "models"),
+        models_dir=str(settings.models_dir),
     )
 
 

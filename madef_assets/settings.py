@@ -4,8 +4,9 @@ A profile chooses data paths, sample sizes, limits and the model for each LLM ro
 variables override the profile choice and the storage paths:
 
 - `MADEF_PROFILE`: a profile name (`demo`, `production`) or a path to a YAML file;
-- `MADEF_STATE_DIR`: the folder for the DuckDB file, converted models and Dagster's own state;
-- `MADEF_DUCKDB_PATH`: the DuckDB file itself.
+- `MADEF_STATE_DIR`: the folder for the DuckDB file, converted models, reports and Dagster's state;
+- `MADEF_DUCKDB_PATH`: the DuckDB file itself;
+- `MADEF_MODELS_DIR`: where bundled and GGUF models are converted (default `<state>/models`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Settings:
     profile_path: Path
     state_dir: Path
     duckdb_path: Path
+    models_dir: Path
     max_prompt_chars: int
     max_quarantine_share: float
     sources: dict[str, SourceConfig]
@@ -131,6 +133,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
     duckdb_path = _resolve(
         env.get("MADEF_DUCKDB_PATH") or raw.get("duckdb_path") or state_dir / "madef.duckdb", base
     )
+    models_dir = _resolve(env.get("MADEF_MODELS_DIR") or raw.get("models_dir") or state_dir / "models", base)
     ingest = raw.get("ingest", {})
     sources = {}
     for name, spec in (raw.get("sources") or {}).items():
@@ -179,6 +182,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         profile_path=path,
         state_dir=state_dir,
         duckdb_path=duckdb_path,
+        models_dir=models_dir,
         max_prompt_chars=int(ingest.get("max_prompt_chars", 8000)),
         max_quarantine_share=float(ingest.get("max_quarantine_share", 0.05)),
         sources=sources,

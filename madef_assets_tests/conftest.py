@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.settings import PROJECT_ROOT, load_settings
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -12,7 +12,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """Where the bundled model is converted once and reused (the project's own state folder)."""
-    path = Path(os.environ.get("MADEF_STATE_DIR", PROJECT_ROOT / "state")) / "models"
+    path = load_settings(env={k: v for k, v in os.environ.items() if k != "MADEF_PROFILE"}).models_dir
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -12,9 +12,10 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 
 def ngrams(text: str, zh_chars: int, en_words: int) -> set[str]:
-    """Character n-grams of the CJK-bearing normalized text, and word n-grams of its Latin words."""
-    grams: set[str] = set()
+    """Character n-grams of the CJK-bearing normalized text, word n-grams of its Latin words, and the
+    whole normalized text (so a prompt too short for an n-gram is still caught when copied verbatim)."""
     normalized = normalize_text(text)
+    grams: set[str] = {"x:" + normalized} if normalized else set()
     if _CJK.search(normalized) and len(normalized) >= zh_chars:
         grams |= {"c:" + normalized[i : i + zh_chars] for i in range(len(normalized) - zh_chars + 1)}
     words = _WORD.findall(text.lower())

@@ -1,0 +1,218 @@
+"""Parsers, formulas and SQL steps of the data-construction method, tested directly."""
+
+import json
+
+import polars as pl
+import pytest
+
+from madef_assets.defs.diversity.dedup import near_duplicates, normalize_text, text_hash
+from madef_assets.defs.diversity.generation import FewShotTemplate, parse_generated_prompt, render_attack_rewrite, render_fewshot
+from madef_assets.defs.frames import params_view
+from madef_assets.defs.intent.assets import label_taxonomy_table
+from madef_assets.defs.intent.labels import normalize_label, parse_labels
+from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
+from madef_assets.defs.responses.cot import parse_cot
+from madef_assets.defs.reward.scores import parse_one_score, parse_score_list, swap_order
+from madef_assets.defs.selection.contamination import contaminated, ngrams
+from madef_assets.defs.selection.export import write_llamafactory_dataset
+from madef_assets.llm.resource import ParseError
+from madef_assets.prompts import family_version, template
+from madef_assets.settings import CONFIG_DIR
+from madef_assets.storage import run_sql
+
+TAXONOMY = Taxonomy.load(CONFIG_DIR / "taxonomy.yaml")
+
+
+# --- intent labels and taxonomy ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("answer", "labels"), [
+    ("违法犯罪，身体伤害\n指令：下一条", ["违法犯罪", "身体伤害"]),
+    (" moral ethics, illegal crime", ["moral ethics", "illegal crime"]),
+    ("1. 偏见歧视、脏话侮辱、偏见歧视。", ["偏见歧视", "脏话侮辱"]),
+    ("\n\n[心理健康]", ["心理健康"]),
+])
+def test_parse_labels(answer, labels):
+    assert parse_labels(answer) == labels
+
+
+@pytest.mark.parametrize("answer", ["", "   \n  ", "a, b, c, d, e, f, g", "This instruction asks the model to explain how one could commit a crime", "..., !!"])
+def test_parse_labels_rejects(answer):
+    with pytest.raises(ParseError):
+        parse_labels(answer)
+
+
+def test_taxonomy_mapping():
+    assert normalize_label(" Illegal Crime! ") == "illegalcrime"
+    assert TAXONOMY.map_label("Illegal crime") == ("CIA", "accepted")
+    assert TAXONOMY.map_label("辱骂") == ("OFF", "accepted")  # YAML 'OFF' must stay a string
+    assert TAXONOMY.map_label("电信诈骗") == ("CIA", "rule")
+    assert TAXONOMY.map_label("天气") == (None, "unmapped")
+    category, score = TAXONOMY.propose("道德伦理问题")
+    assert category == "EM" and score >= 0.3
+    assert TAXONOMY.propose("xyz")[0] is None
+    assert TAXONOMY.map_source_category("s_eval", "Cybersecurity") == "NS"
+    assert TAXONOMY.map_source_category("xsafety", "commonsense") is None
+    assert tuple(TAXONOMY.categories) == CATEGORIES
+
+
+def test_label_taxonomy_table_counts_and_statuses():
+    labels = pl.DataFrame({"status": ["ok", "ok", "parse_error"], "labels": [["违法犯罪", "天气"], ["违法犯罪"], []]},
+                          schema={"status": pl.Utf8, "labels": pl.List(pl.Utf8)})
+    sources = pl.DataFrame({"source": ["s_eval", "s_eval", "xsafety"], "source_category": ["Cybersecurity", "Cybersecurity", "Nope"]})
+    table = label_taxonomy_table(labels, sources, TAXONOMY)
+    rows = {(r["kind"], r["label"]): r for r in table.iter_rows(named=True)}
+    assert rows[("intent_label", "违法犯罪")]["count"] == 2 and rows[("intent_label", "违法犯罪")]["status"] == "accepted"
+    assert rows[("intent_label", "天气")]["status"] == "unmapped"
+    assert rows[("source_category", "Cybersecurity")]["category"] == "NS"
+    assert rows[("source_category", "Nope")]["status"] == "unmapped"
+
+
+def test_prompt_categories_sql_majority_tie_and_fallback():
+    prompts = pl.DataFrame({"prompt_id": ["a", "b", "c", "d"], "source": ["s_eval"] * 4, "lang": ["zh"] * 4, "prompt": ["p"] * 4,
+                            "response": [None] * 4, "source_category": ["Cybersecurity"] * 4, "attack_method": [None] * 4},
+                           schema_overrides={"response": pl.Utf8, "attack_method": pl.Utf8})
+    intent = pl.DataFrame({"prompt_id": ["a", "b", "c"], "status": ["ok", "ok", "parse_error"],
+                           "label_keys": [["犯罪", "网络安全", "盗窃"], ["网络安全", "犯罪"], []]}, schema_overrides={"label_keys": pl.List(pl.Utf8)})
+    taxonomy = pl.DataFrame({"kind": ["intent_label", "intent_label", "intent_label", "source_category"], "source": ["all"] * 3 + ["s_eval"],
+                             "key": ["犯罪", "网络安全", "盗窃", "Cybersecurity"], "category": ["CIA", "NS", "CIA", "NS"],
+                             "status": ["accepted", "rule", "accepted", "accepted"]})
+    table = run_sql("intent/prompt_categories", prompts=prompts, intent_labels=intent, label_taxonomy=taxonomy)
+    rows = {r["prompt_id"]: r for r in table.iter_rows(named=True)}
+    assert (rows["a"]["category"], rows["a"]["category_origin"]) == ("CIA", "intent")  # two CIA labels beat one NS
+    assert rows["a"]["agrees_with_source"] is True  # NS is among its intent categories
+    assert rows["b"]["category"] == "NS"  # tie: the label named first
+    assert (rows["c"]["category"], rows["c"]["category_origin"], rows["c"]["labeled"]) == ("NS", "source", True)
+    assert (rows["d"]["labeled"], rows["d"]["agrees_with_source"]) == (False, None)
+
+
+# --- diversity --------------------------------------------------------------------------------
+
+def test_dedup_helpers():
+    assert normalize_text("Hello,  World！") == "helloworld"
+    assert text_hash("如何 制作炸弹？") == text_hash("如何制作炸弹")
+    texts = [
+        "如何在网上匿名散布关于同事的谣言而不被发现呢",
+        "如何在网上匿名散布关于同事的谣言而不被发现",
+        "今天的天气非常好，适合出去散步和晒太阳",
+        "How do I reset the password of my own router at home?",
+        "How do I reset the password of my own router at home??",
+    ]
+    assert near_duplicates(texts, threshold=0.8, num_perm=128) == [None, 0, None, None, 3]
+
+
+def test_parse_generated_prompt():
+    assert parse_generated_prompt("有什么办法可以偷偷进入别人的邮箱？\n5. 下一条") == "有什么办法可以偷偷进入别人的邮箱？"
+    assert parse_generated_prompt(" “怎样伪造一张医院证明？”") == "怎样伪造一张医院证明？"
+    for bad, avoid in [("", ()), ("好的", ()), ("x" * 700, ()), ("原问题内容在这里", ("原问题内容在这里。",))]:
+        with pytest.raises(ParseError):
+            parse_generated_prompt(bad, avoid)
+
+
+def test_generation_prompts_render():
+    fewshot = FewShotTemplate("关键词（{keywords}）：\n1.{ex1}\n2.{ex2}\n3.{ex3}\n4.", ("种子一", "种子二", "种子三"))
+    assert render_fewshot(fewshot, ["数据一"], ["毒品", "武器"]) == "关键词（毒品、武器）：\n1.数据一\n2.种子一\n3.种子二\n4."
+    rewrite = render_attack_rewrite("如何制作炸药？", "zh", "code_injection")
+    assert "代码注入" in rewrite and rewrite.endswith("原问题：如何制作炸药？\n改写后：")
+    assert template("intent_label", "zh").text.endswith("标签：")
+    assert template("intent_label", "fr").name == "intent_label_en"
+    assert family_version("intent_label").startswith("intent_label@")
+
+
+def test_quota_sample_sql():
+    candidates = pl.DataFrame({
+        "prompt_id": [f"p{i}" for i in range(10)], "category": ["CIA"] * 6 + ["PS"] * 4,
+        "origin": ["original"] * 10, "duplicate_of": [None, "p0", None, None, None, None, None, None, "p7", None],
+    }, schema_overrides={"duplicate_of": pl.Utf8})
+    first = run_sql("diversity/quota_sample", candidates=candidates, params=params_view(quota=3, seed=0))
+    again = run_sql("diversity/quota_sample", candidates=candidates, params=params_view(quota=3, seed=0))
+    assert first.group_by("category").len().sort("category").rows() == [("CIA", 3), ("PS", 3)]
+    assert not set(first["prompt_id"]) & {"p1", "p8"}  # near-duplicates never sampled
+    assert first["prompt_id"].to_list() == again["prompt_id"].to_list()
+
+
+# --- responses and reward ---------------------------------------------------------------------
+
+def test_parse_cot():
+    assert parse_cot("该请求涉及隐私。\n回答：我不能提供。\n\n请求：下一个") == ("该请求涉及隐私。", "我不能提供。")
+    assert parse_cot(" It asks for harm.\nAnswer: I can't help with that.") == ("It asks for harm.", "I can't help with that.")
+    for bad in ["只有分析没有回答", "\n回答：只有回答", "分析。\n回答：  "]:
+        with pytest.raises(ParseError):
+            parse_cot(bad)
+
+
+def test_parse_scores():
+    assert parse_score_list("0.9, 0.2]", 2) == [0.9, 0.2]
+    assert parse_score_list("[1, 0]\nmore text", 2) == [1.0, 0.0]
+    assert parse_one_score(" .35") == 0.35
+    for bad in ["0.9]", "0.9, 0.2, 0.1]", "1.5, 0.2]", "-0.1, 0.2", "safe, unsafe", ""]:
+        with pytest.raises(ParseError):
+            parse_score_list(bad, 2)
+
+
+def test_swap_order_is_seeded_and_balanced():
+    flips = [swap_order(f"id{i}", seed=0) for i in range(1000)]
+    assert flips == [swap_order(f"id{i}", seed=0) for i in range(1000)]
+    assert 400 < sum(flips) < 600
+    assert flips != [swap_order(f"id{i}", seed=1) for i in range(1000)]
+
+
+# --- selection --------------------------------------------------------------------------------
+
+def reward_rows() -> pl.DataFrame:
+    return pl.DataFrame({
+        "prompt_id": ["a", "b", "c", "d", "e", "f"], "category": ["CIA", "CIA", "CIA", "PS", "PS", "PS"], "lang": ["zh"] * 6,
+        "prompt": list("abcdef"), "perplexity": [10.0, 20.0, 30.0, 15.0, 500.0, 12.0],
+        "safe_response_score": [0.9, 0.8, 0.95, 0.3, 0.9, 0.9], "original_response_score": [None, 0.95, None, None, None, None],
+        "instruction_safety": [0.1, 0.2, 0.3, 0.2, 0.1, 0.95],
+        "better_response": ["safe_response", "original_response", "safe_response", "safe_response", "safe_response", "safe_response"],
+        "chosen_response": ["ra", "rb", "rc", "rd", "re", "rf"], "chosen_score": [0.9, 0.95, 0.95, 0.3, 0.9, 0.9],
+    }, schema_overrides={"original_response_score": pl.Float64})
+
+
+def test_selection_sql_thresholds_and_caps():
+    params = params_view(perplexity_quantile=0.85, min_response_safety=0.5, max_instruction_safety=0.9, per_category_cap=2)
+    selected = run_sql("selection/safety_sft_selected", reward_features=reward_rows(), params=params)
+    # e: perplexity above the quantile; d: unsafe response; f: too safe an instruction; CIA capped at 2 (b, c best)
+    assert selected["prompt_id"].to_list() == ["b", "c"]
+    assert selected.filter(pl.col("prompt_id") == "b")["response"][0] == "rb"
+    loose = params_view(perplexity_quantile=1.0, min_response_safety=0.0, max_instruction_safety=1.0, per_category_cap=10)
+    assert run_sql("selection/safety_sft_selected", reward_features=reward_rows(), params=loose).height == 6
+
+
+def test_general_sample_is_stratified():
+    general = pl.DataFrame({"prompt_id": [f"g{i}" for i in range(30)], "source": ["a"] * 20 + ["b"] * 10, "lang": ["en"] * 30,
+                            "prompt": ["q"] * 30, "response": ["r"] * 30})
+    sample = run_sql("selection/general_sft_sample", general=general, params=params_view(sample_size=9, seed=0))
+    assert dict(sample.group_by("source").len().iter_rows()) == {"a": 6, "b": 3}
+
+
+def test_contamination_finds_planted_leaks_only():
+    evaluation = ["问题：下面哪种做法可以保护个人隐私不被泄露？\n选项：\n(A) 是", "What is the capital city of France and why is it famous?"]
+    train = [
+        ("zh_leak", "请回答：下面哪种做法可以保护个人隐私不被泄露呢"),
+        ("en_leak", "Tell me: what is the capital city of France and why is it so famous"),
+        ("clean_zh", "如何保护自己的隐私？"),
+        ("clean_en", "What is the capital of Spain?"),
+        ("short_copy", "(A) 是"),
+    ]
+    leaks = dict(contaminated(train, evaluation, zh_chars=13, en_words=8))
+    assert set(leaks) == {"zh_leak", "en_leak"}
+    # a prompt too short for an n-gram is caught when an evaluation prompt is exactly it
+    assert set(dict(contaminated(train, evaluation + ["(A) 是"], zh_chars=13, en_words=8))) == {"zh_leak", "en_leak", "short_copy"}
+    assert leaks["en_leak"] in "what is the capital city of france and why is it famous"
+    assert leaks["zh_leak"] in normalize_text(evaluation[0])
+    assert ngrams("短句", 13, 8) == {"x:短句"}
+
+
+def test_llamafactory_export(tmp_path):
+    table = pl.DataFrame({"instruction": ["如何保护隐私？", "Say hi"], "input": ["", "politely"], "output": ["不要泄露。", "Hi!"]})
+    files = write_llamafactory_dataset(table, tmp_path, ("alpaca", "sharegpt"))
+    info = json.loads((tmp_path / "dataset_info.json").read_text())
+    alpaca = json.loads(files["alpaca"].read_text())
+    sharegpt = json.loads(files["sharegpt"].read_text())
+    assert info["madef_sft"]["formatting"] == "alpaca" and info["madef_sft"]["file_name"] == "madef_sft.json"
+    assert alpaca[1] == {"instruction": "Say hi", "input": "politely", "output": "Hi!"}
+    assert sharegpt[1]["conversations"] == [{"from": "human", "value": "Say hi\n\npolitely"}, {"from": "gpt", "value": "Hi!"}]
+    assert info["madef_sft_sharegpt"]["tags"]["user_tag"] == "human"
+    with pytest.raises(ValueError, match="unknown SFT export format"):
+        write_llamafactory_dataset(table, tmp_path, ("parquet",))

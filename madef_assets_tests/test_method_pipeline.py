@@ -1,0 +1,92 @@
+"""End to end on the bundled model: sources -> intent -> diversity -> responses -> reward -> sft_dataset."""
+
+import json
+
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance
+
+from madef_assets.definitions import MAIN_JOB, build_definitions
+from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
+
+pytestmark = pytest.mark.slow
+LLM_ASSETS = ("intent_labels", "augmented_prompts", "safe_responses", "prompt_perplexity", "instruction_safety_scores")
+
+
+def tiny_profile(tmp_path, name: str, **method_changes) -> str:
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+    raw["method"].update(label_sample_per_source=2, quota_per_category=1, augment_per_route=1, general_sample_size=4,
+                         sft_export_dir=str(tmp_path / "sft"), **method_changes)
+    raw["models"]["responder"]["params"]["max_new_tokens"] = 40
+    raw["models"]["attacker"]["params"]["max_new_tokens"] = 40
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    return str(path)
+
+
+def run(profile: str, tmp_path, models_dir):
+    settings = load_settings(profile, env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)})
+    job = build_definitions(settings).resolve_job_def(MAIN_JOB)
+    return settings, job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def metadata(result, asset: str) -> dict:
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset))
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, models_dir):
+    tmp_path = tmp_path_factory.mktemp("pipeline")
+    settings, result = run(tiny_profile(tmp_path, "tiny"), tmp_path, models_dir)
+    return tmp_path, settings, result
+
+
+def test_whole_method_materializes_and_exports_a_llamafactory_dataset(first_run):
+    tmp_path, settings, result = first_run
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    for event in result.get_asset_materialization_events():
+        assert "dagster/row_count" in event.materialization.metadata, event.asset_key
+    for asset in LLM_ASSETS:
+        assert metadata(result, asset)["llm_backend_calls"] > 0, asset
+    sft = result.output_for_node("sft_dataset")
+    assert sft.height == metadata(result, "sft_dataset")["dagster/row_count"] > 0
+    assert set(sft["kind"]) <= {"safety", "general"} and (sft["kind"] == "general").sum() == 4
+    info = json.loads((tmp_path / "sft" / "dataset_info.json").read_text())
+    records = json.loads((tmp_path / "sft" / info["madef_sft"]["file_name"]).read_text())
+    assert len(records) == sft.height
+    assert all(set(r) == {"instruction", "input", "output"} and r["instruction"] and r["output"] for r in records)
+    conversations = json.loads((tmp_path / "sft" / info["madef_sft_sharegpt"]["file_name"]).read_text())
+    assert [c["conversations"][1]["value"] for c in conversations] == [r["output"] for r in records]
+    assert (settings.state_dir / "reports" / "intent_distribution.png").stat().st_size > 1000
+    attack = result.output_for_node("attack_prompts")
+    assert attack.group_by("category").len()["len"].max() == 1  # the quota
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["no_overlap_with_evaluation_prompts"] and checks["scores_in_range"] and checks["no_duplicates_after_dedup"]
+
+
+def test_changing_a_threshold_makes_no_llm_call(first_run, models_dir):
+    tmp_path, _, _ = first_run
+    profile = tiny_profile(tmp_path, "loose", selection={"perplexity_quantile": 1.0, "min_response_safety": 0.0,
+                                                         "max_instruction_safety": 1.0, "per_category_cap": 100})
+    _, result = run(profile, tmp_path, models_dir)
+    assert result.success
+    for asset in LLM_ASSETS:
+        assert metadata(result, asset)["llm_backend_calls"] == 0, asset
+    assert metadata(result, "safety_sft_selected")["dagster/row_count"] >= 0
+
+
+def test_planted_leak_blocks_the_sft_dataset(first_run, models_dir):
+    tmp_path, _, _ = first_run
+    general = json.loads((PROJECT_ROOT / "data/general_sft/alpaca_en_demo.json").read_text())
+    general += json.loads((PROJECT_ROOT / "data/general_sft/alpaca_zh_demo.json").read_text())
+    leak = tmp_path / "leaky_eval.jsonl"
+    leak.write_text("".join(json.dumps({"question": r["instruction"]}, ensure_ascii=False) + "\n" for r in general))
+    raw = yaml.safe_load(open(tiny_profile(tmp_path, "leaky")))
+    raw["sources"]["leaky_eval"] = {"reader": "generic", "columns": {"prompt": "question"}, "files": [{"path": str(leak)}]}
+    raw["method"]["eval_sources"].append("leaky_eval")
+    (tmp_path / "leaky.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    _, result = run(str(tmp_path / "leaky.yaml"), tmp_path, models_dir)
+    assert not result.success
+    gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "no_overlap_with_evaluation_prompts")
+    assert not gate.passed and gate.metadata["leaked_prompts"].value >= 4
