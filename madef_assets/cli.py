@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if not result.success:
         return _report_failure(result)
     print_summary(settings.duckdb_path)
+    print(f"\nSFT dataset (LLaMA-Factory folder): {settings.method.sft_export_dir}")
+    print(f"Intent distribution chart: {settings.state_dir / 'reports' / 'intent_distribution.png'}")
     return 0
 
 

@@ -54,17 +54,31 @@ def test_environment_overrides_profile_and_paths(tmp_path):
         load_settings(str(tmp_path / "broken.yaml"), env={})
 
 
+GROUPS = {"sources", "intent", "diversity", "responses", "reward", "selection"}
+
+
 def test_assets_have_docstring_group_and_kinds():
     defs = build_definitions(load_settings("demo", env={}))
     graph = defs.resolve_asset_graph()
     materializable = [key for key in graph.materializable_asset_keys]
-    assert AssetKey("s_eval") in materializable and AssetKey(["quarantine", "s_eval"]) in materializable
+    for name in ("s_eval", "intent_labels", "label_taxonomy", "intent_distribution", "category_quota", "augmented_prompts",
+                 "attack_prompts", "safe_responses", "prompt_perplexity", "response_safety_scores", "instruction_safety_scores",
+                 "reward_features", "safety_sft_selected", "general_sft_sample", "sft_dataset"):
+        assert AssetKey(name) in materializable, name
+    assert {graph.get(key).group_name for key in graph.get_all_asset_keys()} == GROUPS
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description, key
-        assert node.group_name == "sources", key
         if node.is_materializable:
             assert node.kinds, key
+
+
+def run_sources(settings, instance=None):
+    """Materialize only the sources group (the method's LLM steps have tests of their own)."""
+    defs = build_definitions(settings)
+    keys = [k for k in defs.resolve_asset_graph().materializable_asset_keys if defs.resolve_asset_graph().get(k).group_name == "sources"]
+    return defs.resolve_job_def(MAIN_JOB).execute_in_process(
+        instance=instance or DagsterInstance.ephemeral(), asset_selection=keys, raise_on_error=False)
 
 
 def test_main_job_materializes_everything_with_table_metadata(tmp_path):
@@ -72,7 +86,7 @@ def test_main_job_materializes_everything_with_table_metadata(tmp_path):
     defs = build_definitions(settings)
     with DagsterInstance.ephemeral() as instance:
         observed = defs.resolve_job_def(OBSERVE_JOB).execute_in_process(instance=instance)
-        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance)
+        result = run_sources(settings, instance)
         assert observed.success and result.success
         versions = {key: instance.get_latest_data_version_record(key) for key in defs.resolve_asset_graph().external_asset_keys}
     assert len(versions) == len(settings.sources) and all(versions.values())
@@ -92,9 +106,9 @@ def test_quarantine_gate_blocks_downstream(tmp_path):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text('[{"instruction": "ok", "output": "fine"}, {"instruction": " ", "output": "x"}, {"output": "y"}]')
     sources = {"tiny_sft": {"reader": "alpaca", "files": [{"path": str(bad_json), "lang": "en"}]}}
-    settings = load_settings(profile_with(tmp_path, sources=sources), env={"MADEF_STATE_DIR": str(tmp_path / "state")})
-    result = build_definitions(settings).resolve_job_def(MAIN_JOB).execute_in_process(
-        instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    settings = load_settings(profile_with(tmp_path, sources=sources, method={"general_sources": ["tiny_sft"]}),
+                             env={"MADEF_STATE_DIR": str(tmp_path / "state")})
+    result = run_sources(settings)
     assert not result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     gate = checks["quarantine_share_within_limit"]
@@ -106,9 +120,23 @@ def test_quarantine_gate_blocks_downstream(tmp_path):
 
 def test_missing_source_file_fails_with_file_and_key(tmp_path):
     sources = {"gone": {"reader": "s_eval", "files": [{"path": str(tmp_path / "missing.jsonl")}]}}
-    settings = load_settings(profile_with(tmp_path, sources=sources), env={"MADEF_STATE_DIR": str(tmp_path / "state")})
-    result = build_definitions(settings).resolve_job_def(MAIN_JOB).execute_in_process(
-        instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    settings = load_settings(profile_with(tmp_path, sources=sources, method={"attack_sources": ["gone"]}),
+                             env={"MADEF_STATE_DIR": str(tmp_path / "state")})
+    result = run_sources(settings)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "sources.gone.files[0]" in str(failure.step_failure_data.error) and "missing.jsonl" in str(failure.step_failure_data.error)
+
+
+@pytest.mark.parametrize(("method", "message"), [
+    ({"train_sources": ["nope"]}, r"method.train_sources: \['nope'\] are not configured"),
+    ({"train_sources": ["s_eval"], "eval_sources": ["s_eval"]}, "cannot be both train_sources and eval_sources"),
+    ({"quota": 3}, r"method: unknown keys \['quota'\]"),
+    ({"selection": {"min_safety": 0.5}}, r"method.selection: unknown keys"),
+])
+def test_method_config_errors(tmp_path, method, message):
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+    raw["method"].update(method)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    with pytest.raises(ConfigError, match=message):
+        load_settings(str(tmp_path / "p.yaml"), env={})

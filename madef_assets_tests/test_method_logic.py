@@ -216,3 +216,27 @@ def test_llamafactory_export(tmp_path):
     assert info["madef_sft_sharegpt"]["tags"]["user_tag"] == "human"
     with pytest.raises(ValueError, match="unknown SFT export format"):
         write_llamafactory_dataset(table, tmp_path, ("parquet",))
+
+
+def test_response_judging_plan_unswaps_scores():
+    from madef_assets.defs.reward.scores import plan_response_judging
+    from madef_assets.llm.resource import LLMResult
+
+    rows = [{"prompt_id": f"id{i}", "lang": "en", "prompt": "q", "safe_response": "safe", "original_response": "orig"} for i in range(6)]
+    rows += [{"prompt_id": "single", "lang": "zh", "prompt": "q", "safe_response": None, "original_response": "orig"},
+             {"prompt_id": "none", "lang": "zh", "prompt": "q", "safe_response": None, "original_response": None}]
+    plan = plan_response_judging(rows, seed=0)
+    assert len(plan.pairs) == 6 and len(plan.singles) == 1 and plan.singles[0][1] == "original"
+    orders = [plan.rows[i]["original_first"] for i, _ in plan.pairs]
+    assert True in orders and False in orders
+    for (row, rendered), original_first in zip(plan.pairs, orders):
+        first = "orig" if original_first else "safe"
+        assert rendered.index(f"Response 1: {first}") < rendered.index("Response 2:")
+    # the judge scores whatever is shown first 0.2 and second 0.9
+    plan.apply_pairs([LLMResult("k", "0.2, 0.9]", "ok", None, False, [0.2, 0.9]) for _ in plan.pairs])
+    plan.apply_singles([LLMResult("k", "0.4]", "ok", None, False, 0.4)])
+    for row, original_first in zip((plan.rows[i] for i, _ in plan.pairs), orders):
+        assert row["original_response_score"] == (0.2 if original_first else 0.9)
+        assert row["safe_response_score"] == (0.9 if original_first else 0.2)
+    assert plan.rows[6]["original_response_score"] == 0.4 and plan.rows[6]["safe_response_score"] is None
+    assert plan.rows[7]["status"] == "no_candidate"

@@ -17,9 +17,9 @@ from madef_assets.defs.diversity.generation import (
 )
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
-from madef_assets.defs.llm_steps import parse_failure_check_spec, parse_failure_result, status_columns
+from madef_assets.defs.llm_steps import parse_failure_check_spec, parse_failure_result
 from madef_assets.defs.sources.normalize import prompt_id
-from madef_assets.llm.resource import LLMResource
+from madef_assets.llm.resource import LLMBatch, LLMResource, ParseError
 from madef_assets.prompts import family_version
 from madef_assets.settings import PROJECT_ROOT, Settings
 from madef_assets.storage import run_sql
@@ -59,6 +59,35 @@ def generation_requests(quota: pl.DataFrame, pool: pl.DataFrame, taxonomy: Taxon
     return requests
 
 
+AUGMENTED_SCHEMA = {
+    "prompt_id": pl.Utf8, "source": pl.Utf8, "lang": pl.Utf8, "prompt": pl.Utf8, "category": pl.Utf8, "route": pl.Utf8,
+    "parent_prompt_id": pl.Utf8, "attack_method": pl.Utf8, "model": pl.Utf8, "params": pl.Utf8, "status": pl.Utf8,
+    "error": pl.Utf8, "raw_output": pl.Utf8, "cached": pl.Boolean,
+}
+
+
+def augmented_table(requests: list[dict], batch: LLMBatch, model: str, params_json: str) -> pl.DataFrame:
+    """One row per generation request: the new prompt (or why there is none), route, parent, model, parameters."""
+    rows = []
+    for request, result in zip(requests, batch.results):
+        text, status, error = (result.value, result.status, result.error)
+        if status == "ok":
+            try:
+                parse_generated_prompt(text, tuple(request["avoid"]))
+            except ParseError as exc:
+                text, status, error = None, "parse_error", str(exc)
+        else:
+            text = None
+        rows.append({
+            "prompt_id": prompt_id(AUGMENTED_SOURCE, request["lang"], text) if text else None,
+            "source": AUGMENTED_SOURCE, "lang": request["lang"], "prompt": text, "category": request["category"],
+            "route": request["route"], "parent_prompt_id": request["parent_prompt_id"], "attack_method": request["attack_method"],
+            "model": model, "params": params_json, "status": status, "error": error,
+            "raw_output": result.output if isinstance(result.output, str) else None, "cached": result.cached,
+        })
+    return pl.DataFrame(rows, schema=AUGMENTED_SCHEMA)
+
+
 def build_diversity_assets(settings: Settings) -> list:
     method = settings.method
     train_sources = pl.DataFrame({"source": list(method.train_sources)}, schema={"source": pl.Utf8})
@@ -80,26 +109,7 @@ def build_diversity_assets(settings: Settings) -> list:
         requests = generation_requests(category_quota, pool, Taxonomy.load(settings.taxonomy_path), method.augment_per_route, method.seed)
         batch = attacker.generate([r["request"] for r in requests], template_version=family_version("attack_rewrite") + family_version("derive_question"),
                                   parse=parse_generated_prompt, log=context.log)
-        statuses = status_columns(batch)
-        rows = []
-        for request, result, status, error in zip(requests, batch.results, statuses["status"], statuses["error"]):
-            text = result.value if status == "ok" else None
-            if text is not None:
-                try:
-                    parse_generated_prompt(text, tuple(request["avoid"]))
-                except ValueError as exc:
-                    text, status, error = None, "parse_error", str(exc)
-            rows.append({
-                "prompt_id": prompt_id(AUGMENTED_SOURCE, request["lang"], text) if text else None,
-                "source": AUGMENTED_SOURCE, "lang": request["lang"], "prompt": text, "category": request["category"],
-                "route": request["route"], "parent_prompt_id": request["parent_prompt_id"], "attack_method": request["attack_method"],
-                "model": attacker.model, "params": attacker.params_json, "status": status, "error": error,
-                "raw_output": result.output if isinstance(result.output, str) else None, "cached": result.cached,
-            })
-        schema = {"prompt_id": pl.Utf8, "source": pl.Utf8, "lang": pl.Utf8, "prompt": pl.Utf8, "category": pl.Utf8, "route": pl.Utf8,
-                  "parent_prompt_id": pl.Utf8, "attack_method": pl.Utf8, "model": pl.Utf8, "params": pl.Utf8, "status": pl.Utf8,
-                  "error": pl.Utf8, "raw_output": pl.Utf8, "cached": pl.Boolean}
-        table = pl.DataFrame(rows, schema=schema)
+        table = augmented_table(requests, batch, attacker.model, attacker.params_json)
         yield Output(table, metadata={**batch.metadata(), "requests": len(requests),
                                       "ok_by_route": {k: int(v) for k, v in table.filter(pl.col("status") == "ok").group_by("route").len().iter_rows()}})
         yield parse_failure_result(context.asset_key, table["status"], method.max_parse_failure_rate)

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetKey, Output, asset
 
 from madef_assets.defs.llm_steps import parse_failure_check_spec, parse_failure_result, status_columns
 from madef_assets.defs.reward.checks import score_range_result, score_range_spec
-from madef_assets.defs.reward.scores import parse_one_score, parse_two_scores, swap_order
+from madef_assets.defs.reward.scores import parse_one_score, parse_two_scores, plan_response_judging
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version, template
 from madef_assets.settings import Settings
@@ -34,34 +34,14 @@ def build_reward_assets(settings: Settings) -> list:
     def response_safety_scores(context: AssetExecutionContext, judge: LLMResource, safe_responses: pl.DataFrame):
         """The judge's safety score (0-1) of each candidate response, both candidates in one prompt in a
         seeded random order (`original_first`); an instruction with one candidate is scored alone."""
-        rows = []
-        pairs, singles = [], []
-        for row in safe_responses.iter_rows(named=True):
-            candidates = [("safe", row["safe_response"]), ("original", row["original_response"])]
-            candidates = [(name, text) for name, text in candidates if text]
-            entry = {"prompt_id": row["prompt_id"], "candidates": len(candidates), "original_first": None,
-                     "safe_response_score": None, "original_response_score": None, "status": "no_candidate", "error": None, "raw_output": None}
-            if len(candidates) == 2:
-                entry["original_first"] = swap_order(row["prompt_id"], method.seed)
-                first, second = (row["original_response"], row["safe_response"]) if entry["original_first"] else (row["safe_response"], row["original_response"])
-                pairs.append((entry, template("response_pair_safety", row["lang"]).render(prompt=row["prompt"], response_1=first, response_2=second)))
-            elif candidates:
-                singles.append((entry, candidates[0][0], template("response_single_safety", row["lang"]).render(prompt=row["prompt"], response_1=candidates[0][1])))
-            rows.append(entry)
-        pair_batch = judge.generate([p for _, p in pairs], template_version=family_version("response_pair_safety"), parse=parse_two_scores, log=context.log)
-        for (entry, _), result in zip(pairs, pair_batch.results):
-            entry.update(status=result.status, error=result.error, raw_output=result.output)
-            if result.status == "ok":
-                first, second = result.value
-                entry["original_response_score"], entry["safe_response_score"] = (first, second) if entry["original_first"] else (second, first)
-        single_batch = judge.generate([p for _, _, p in singles], template_version=family_version("response_single_safety"), parse=parse_one_score, log=context.log)
-        for (entry, name, _), result in zip(singles, single_batch.results):
-            entry.update(status=result.status, error=result.error, raw_output=result.output)
-            if result.status == "ok":
-                entry[f"{name}_response_score"] = result.value
+        plan = plan_response_judging(safe_responses.to_dicts(), method.seed)
+        pair_batch = judge.generate([p for _, p in plan.pairs], template_version=family_version("response_pair_safety"), parse=parse_two_scores, log=context.log)
+        plan.apply_pairs(pair_batch.results)
+        single_batch = judge.generate([p for _, _, p in plan.singles], template_version=family_version("response_single_safety"), parse=parse_one_score, log=context.log)
+        plan.apply_singles(single_batch.results)
         schema = {"prompt_id": pl.Utf8, "candidates": pl.Int64, "original_first": pl.Boolean, "safe_response_score": pl.Float64,
                   "original_response_score": pl.Float64, "status": pl.Utf8, "error": pl.Utf8, "raw_output": pl.Utf8}
-        table = pl.DataFrame(rows, schema=schema)
+        table = pl.DataFrame(plan.rows, schema=schema)
         yield Output(table, metadata={**{f"pairs_{k}": v for k, v in pair_batch.metadata().items()},
                                       **{f"singles_{k}": v for k, v in single_batch.metadata().items()}})
         judged = table.filter(pl.col("status") != "no_candidate")["status"]

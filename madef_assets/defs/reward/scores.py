@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass, field
+from typing import Any
 
-from madef_assets.llm.resource import ParseError
+from madef_assets.llm.resource import LLMResult, ParseError
+from madef_assets.prompts import template
 
 _NUMBER = r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*"
 
@@ -35,3 +38,48 @@ def swap_order(prompt_id: str, seed: int) -> bool:
     """Whether this row shows the original response first: a seeded coin flip per prompt, so position
     bias averages out and the order is reproducible."""
     return hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()[0] % 2 == 1
+
+
+@dataclass
+class ResponseJudging:
+    """The judge requests for a table of instructions with their candidate responses."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[tuple[int, str]] = field(default_factory=list)
+    singles: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def apply_pairs(self, results: list[LLMResult]) -> None:
+        for (row, _), result in zip(self.pairs, results):
+            entry = self.rows[row]
+            entry.update(status=result.status, error=result.error, raw_output=result.output)
+            if result.status == "ok":
+                first, second = result.value
+                original, safe = (first, second) if entry["original_first"] else (second, first)
+                entry.update(original_response_score=original, safe_response_score=safe)
+
+    def apply_singles(self, results: list[LLMResult]) -> None:
+        for (row, name, _), result in zip(self.singles, results):
+            self.rows[row].update(status=result.status, error=result.error, raw_output=result.output)
+            if result.status == "ok":
+                self.rows[row][f"{name}_response_score"] = result.value
+
+
+def plan_response_judging(instructions: list[dict[str, Any]], seed: int) -> ResponseJudging:
+    """Two candidates: one pairwise prompt in a seeded random order; one: a single-response prompt;
+    none: no call, status `no_candidate`."""
+    plan = ResponseJudging()
+    for row in instructions:
+        candidates = [(name, row[f"{name}_response"]) for name in ("safe", "original") if row[f"{name}_response"]]
+        entry = {"prompt_id": row["prompt_id"], "candidates": len(candidates), "original_first": None, "safe_response_score": None,
+                 "original_response_score": None, "status": "no_candidate", "error": None, "raw_output": None}
+        if len(candidates) == 2:
+            entry["original_first"] = swap_order(row["prompt_id"], seed)
+            first, second = (row["original_response"], row["safe_response"]) if entry["original_first"] else (row["safe_response"], row["original_response"])
+            rendered = template("response_pair_safety", row["lang"]).render(prompt=row["prompt"], response_1=first, response_2=second)
+            plan.pairs.append((len(plan.rows), rendered))
+        elif candidates:
+            name, text = candidates[0]
+            rendered = template("response_single_safety", row["lang"]).render(prompt=row["prompt"], response_1=text)
+            plan.singles.append((len(plan.rows), name, rendered))
+        plan.rows.append(entry)
+    return plan
