@@ -8,15 +8,18 @@ from pathlib import Path
 import polars as pl
 
 
-def stacked_bar_png(frame: pl.DataFrame, index: str, stack: str, value: str, title: str, path: Path) -> Path:
-    """A horizontal stacked bar chart (one bar per `index`, one colour per `stack`) saved as PNG."""
+def stacked_bar_png(frame: pl.DataFrame, index: str, stack: str, value: str, title: str, path: Path,
+                    stack_order: tuple[str, ...] = ()) -> Path:
+    """A horizontal stacked bar chart (one bar per `index`, one colour per `stack`, stacks in
+    `stack_order` first) saved as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     pivot = frame.pivot(on=stack, index=index, values=value, aggregate_function="sum").fill_null(0).sort(index)
-    stacks = [c for c in pivot.columns if c != index]
+    present = [c for c in pivot.columns if c != index]
+    stacks = [c for c in stack_order if c in present] + sorted(c for c in present if c not in stack_order)
     figure, axis = plt.subplots(figsize=(10, 0.5 * max(pivot.height, 4) + 1.5))
     left = [0] * pivot.height
     colours = plt.get_cmap("tab20")

@@ -6,7 +6,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Out
 from madef_assets.defs.frames import concat_prompts, params_view
 from madef_assets.defs.intent.checks import coverage_result, intent_check_specs
 from madef_assets.defs.intent.labels import normalize_label, parse_labels
-from madef_assets.defs.intent.taxonomy import Taxonomy
+from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.llm_steps import parse_failure_result, status_columns
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version, template
@@ -108,7 +108,8 @@ def build_intent_assets(settings: Settings) -> list:
         table = run_sql("intent/intent_distribution", prompt_categories=prompt_categories, label_taxonomy=label_taxonomy,
                         params=params_view(top_labels=TOP_LABELS))
         chart = stacked_bar_png(table.filter(pl.col("kind") == "source_category"), "source", "key", "prompts",
-                                "Attack prompts per source and category", settings.state_dir / "reports" / "intent_distribution.png")
+                                "Attack prompts per source and category", settings.state_dir / "reports" / "intent_distribution.png",
+                                stack_order=CATEGORIES)
         context.add_output_metadata({"chart": MetadataValue.md(markdown_image(chart)), "chart_path": MetadataValue.path(str(chart))})
         return table
 
