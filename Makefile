@@ -4,7 +4,9 @@ VENV := .venv
 # The CPU build on machines without a GPU; on a GPU machine e.g. TORCH_SPEC="torch==2.14.1".
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup run test ui clean-state
+TRAIN_VENV := .venv-train
+
+.PHONY: setup train-env run test ui clean-state
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +17,17 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-run: setup
+# LLaMA-Factory in its own environment (see scripts/setup_training_env.sh).
+$(TRAIN_VENV)/.installed: scripts/setup_training_env.sh
+	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash scripts/setup_training_env.sh $(TRAIN_VENV)
+	touch $@
+
+train-env: $(TRAIN_VENV)/.installed
+
+run: setup train-env
 	$(VENV)/bin/madef run
 
-test: setup
+test: setup train-env
 	$(VENV)/bin/pytest
 
 ui: setup

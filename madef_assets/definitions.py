@@ -10,6 +10,7 @@ from madef_assets.defs.responses.assets import build_response_assets
 from madef_assets.defs.reward.assets import build_reward_assets
 from madef_assets.defs.selection.assets import build_selection_assets
 from madef_assets.defs.sources.assets import build_source_defs
+from madef_assets.defs.training.assets import build_training_assets
 from madef_assets.resources import build_resources
 from madef_assets.settings import Settings, current_settings
 
@@ -28,6 +29,7 @@ def build_definitions(settings: Settings) -> Definitions:
         *build_response_assets(settings),
         *build_reward_assets(settings),
         *build_selection_assets(settings),
+        *build_training_assets(settings),
     ]
     return Definitions(
         assets=[*raw_sources, *source_assets, *method_assets],

@@ -40,3 +40,28 @@ def stacked_bar_png(frame: pl.DataFrame, index: str, stack: str, value: str, tit
 def markdown_image(path: Path) -> str:
     """Markdown that shows a PNG inline in the Dagster UI's metadata panel."""
     return f"![{path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+
+def line_png(frame: pl.DataFrame, x: str, y: str, title: str, path: Path) -> Path:
+    """A line chart of y over x saved as PNG (e.g. the training loss per step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4))
+    axis.plot(frame[x].to_list(), frame[y].to_list(), marker="o", markersize=3)
+    axis.set_title(title)
+    axis.set_xlabel(x)
+    axis.set_ylabel(y)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width + "\n"
+    return header + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows())

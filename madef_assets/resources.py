@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dagster import PipesSubprocessClient
+
 from madef_assets.llm.resource import LLMResource
 from madef_assets.settings import ROLES, Settings
 from madef_assets.storage import MadefDuckDBIOManager
@@ -27,5 +29,6 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     return {
         "io_manager": MadefDuckDBIOManager(database=str(settings.duckdb_path)),
+        "pipes_subprocess_client": PipesSubprocessClient(),
         **{role: llm_resource(settings, role) for role in ROLES},
     }

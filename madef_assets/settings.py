@@ -89,6 +89,16 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """LLaMA-Factory fine-tuning: its environment's Python, where checkpoints go, and YAML arguments
+    over the paper's defaults (madef_assets/defs/training/llamafactory_config.py)."""
+
+    env_python: Path
+    output_dir: Path
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str
     profile_path: Path
@@ -100,13 +110,15 @@ class Settings:
     sources: dict[str, SourceConfig]
     roles: dict[str, RoleConfig]
     method: MethodConfig
+    training: TrainingConfig
     taxonomy_path: Path
     raw: dict[str, Any]
 
 
 def _resolve(path: str | os.PathLike, base: Path) -> Path:
     candidate = Path(os.path.expandvars(os.path.expanduser(str(path))))
-    return candidate if candidate.is_absolute() else (base / candidate).resolve()
+    # abspath, not resolve: a virtual environment's bin/python is a symlink that must stay one.
+    return Path(os.path.abspath(candidate if candidate.is_absolute() else base / candidate))
 
 
 def _require(mapping: dict, key: str, where: str) -> Any:
@@ -188,6 +200,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         sources=sources,
         roles=roles,
         method=method,
+        training=parse_training(raw.get("training") or {}, state_dir, base, env),
         taxonomy_path=_resolve(raw.get("taxonomy", "config/taxonomy.yaml"), base),
         raw=raw,
     )
@@ -215,6 +228,17 @@ def parse_method(raw: dict[str, Any], source_names: set[str], state_dir: Path, b
     if unknown:
         raise ConfigError(f"method.selection: unknown keys {sorted(unknown)}")
     return MethodConfig(**values, selection=SelectionConfig(**selection))
+
+
+def parse_training(raw: dict[str, Any], state_dir: Path, base: Path, env: dict[str, str]) -> TrainingConfig:
+    unknown = set(raw) - {"env_python", "output_dir", "args"}
+    if unknown:
+        raise ConfigError(f"training: unknown keys {sorted(unknown)}")
+    return TrainingConfig(
+        env_python=_resolve(env.get("MADEF_TRAIN_PYTHON") or raw.get("env_python") or ".venv-train/bin/python", base),
+        output_dir=_resolve(raw.get("output_dir") or state_dir / "checkpoints" / "finetuned", base),
+        args=dict(raw.get("args") or {}),
+    )
 
 
 def load_settings(profile: str | None = None, env: dict[str, str] | None = None) -> Settings:

@@ -1,6 +1,7 @@
 """End to end on the bundled model: sources -> intent -> diversity -> responses -> reward -> sft_dataset."""
 
 import json
+import math
 
 import pytest
 import yaml
@@ -25,9 +26,13 @@ def tiny_profile(tmp_path, name: str, **method_changes) -> str:
 
 
 def run(profile: str, tmp_path, models_dir):
+    """Everything up to sft_dataset; training has its own tests below."""
     settings = load_settings(profile, env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)})
-    job = build_definitions(settings).resolve_job_def(MAIN_JOB)
-    return settings, job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    selection = [k for k in graph.materializable_asset_keys if graph.get(k).group_name != "training"]
+    return settings, defs.resolve_job_def(MAIN_JOB).execute_in_process(
+        instance=DagsterInstance.ephemeral(), asset_selection=selection, raise_on_error=False)
 
 
 def metadata(result, asset: str) -> dict:
@@ -90,3 +95,42 @@ def test_planted_leak_blocks_the_sft_dataset(first_run, models_dir):
     assert not result.success
     gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "no_overlap_with_evaluation_prompts")
     assert not gate.passed and gate.metadata["leaked_prompts"].value >= 4
+
+
+TRAINING = (AssetKey("base_model_checkpoint"), AssetKey("finetuned_checkpoint"))
+
+
+def train(first_run, models_dir, name: str, args: dict):
+    tmp_path, _, _ = first_run
+    raw = yaml.safe_load(open(tiny_profile(tmp_path, name)))
+    raw["training"]["args"].update(args)
+    raw["training"]["output_dir"] = str(tmp_path / name / "checkpoint")
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    settings = load_settings(str(tmp_path / f"{name}.yaml"), env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)})
+    if not settings.training.env_python.exists():
+        pytest.skip(f"no LLaMA-Factory environment at {settings.training.env_python}: run `make train-env`")
+    job = build_definitions(settings).resolve_job_def(MAIN_JOB)
+    return settings, job.execute_in_process(instance=DagsterInstance.ephemeral(), asset_selection=list(TRAINING), raise_on_error=False)
+
+
+def test_cpu_training_writes_a_loadable_checkpoint(first_run, models_dir):
+    settings, result = train(first_run, models_dir, "train", {"max_steps": 2, "gradient_accumulation_steps": 1, "cutoff_len": 64, "save_steps": 1})
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    meta = metadata(result, "finetuned_checkpoint")
+    assert meta["steps"] == 2 and math.isfinite(meta["first_loss"]) and math.isfinite(meta["final_loss"])
+    assert "learning_rate" in meta["train_yaml"] and meta["samples"] > 0
+    checkpoint = settings.training.output_dir
+    assert (checkpoint / "checkpoint-1").is_dir() and (checkpoint.parent / "finetuned_loss.png").exists()
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint))
+    assert sum(p.numel() for p in model.parameters()) > 100_000_000
+
+
+def test_failing_training_fails_the_materialization_with_the_error(first_run, models_dir):
+    _, result = train(first_run, models_dir, "broken", {"template": "no_such_template", "max_steps": 1})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure and e.step_key == "finetuned_checkpoint")
+    error = str(failure.step_failure_data.error) + str(failure.step_failure_data.user_failure_data)
+    assert "llamafactory-cli train exited with code 1" in error
+    assert "no_such_template" in error

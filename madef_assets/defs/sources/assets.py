@@ -26,6 +26,7 @@ from madef_assets.defs.sources.checks import ingestion_check_specs, quarantine_s
 from madef_assets.defs.sources.normalize import QUARANTINE_SCHEMA, normalize_source
 from madef_assets.defs.sources.records import SourceFileError
 from madef_assets.settings import Settings, SourceConfig
+from madef_assets.reports import markdown_table
 from madef_assets.storage import run_sql
 
 GROUP = "sources"
@@ -161,7 +162,7 @@ def build_union_assets(settings: Settings) -> list[AssetsDefinition]:
         summary = run_sql("sources/source_summary", prompts=prompts, quarantine=quarantine)
         context.add_output_metadata(
             {
-                "summary": MetadataValue.md(_markdown_table(summary)),
+                "summary": MetadataValue.md(markdown_table(summary)),
                 "rows_in_total": int(summary["rows_in"].sum()),
                 "rows_quarantined_total": int(summary["rows_quarantined"].sum()),
             }
@@ -169,11 +170,6 @@ def build_union_assets(settings: Settings) -> list[AssetsDefinition]:
         return summary
 
     return [quarantine, source_summary]
-
-
-def _markdown_table(frame: pl.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width + "\n"
-    return header + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows())
 
 
 def build_source_defs(settings: Settings) -> tuple[list, list]:

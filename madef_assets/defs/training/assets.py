@@ -1,0 +1,73 @@
+"""Fine-tuning: the trainee's base checkpoint and a LLaMA-Factory full-parameter SFT run on sft_dataset."""
+
+import json
+
+import polars as pl
+from dagster import AssetExecutionContext, Failure, MetadataValue, Output, PipesSubprocessClient, asset
+
+from madef_assets.defs.selection.export import DATASET_NAME
+from madef_assets.defs.training.llamafactory_config import folder_size, read_trainer_log, render_train_config, to_yaml
+from madef_assets.llm.model_files import folder_fingerprint, resolve_model_path
+from madef_assets.reports import line_png, markdown_image, markdown_table
+from madef_assets.settings import Settings
+
+GROUP = "training"
+PIPES_SCRIPT = __file__.replace("assets.py", "pipes_train.py")
+CHECKPOINT_SCHEMA = {"model": pl.Utf8, "path": pl.Utf8, "fingerprint": pl.Utf8, "size_bytes": pl.Int64}
+
+
+def checkpoint_row(model: str, path) -> pl.DataFrame:
+    return pl.DataFrame([{"model": model, "path": str(path), "fingerprint": folder_fingerprint(path), "size_bytes": folder_size(path)}],
+                        schema=CHECKPOINT_SCHEMA)
+
+
+def build_training_assets(settings: Settings) -> list:
+    trainee = settings.roles["trainee"]
+    training = settings.training
+
+    @asset(group_name=GROUP, kinds={"duckdb", "pytorch"}, pool="duckdb")
+    def base_model_checkpoint(context: AssetExecutionContext) -> pl.DataFrame:
+        """The trainee model as a local Hugging Face checkpoint folder (the bundled Gemma 3 270M is
+        converted from GGUF once); one row with its path, fingerprint and size."""
+        path = resolve_model_path(trainee.model, settings.models_dir)
+        table = checkpoint_row(trainee.model, path)
+        context.add_output_metadata({"path": MetadataValue.path(str(path)), "size_bytes": int(table["size_bytes"][0])})
+        return table
+
+    @asset(group_name=GROUP, kinds={"duckdb", "pytorch"}, pool="duckdb", deps=["sft_dataset"])
+    def finetuned_checkpoint(context: AssetExecutionContext, pipes_subprocess_client: PipesSubprocessClient,
+                             base_model_checkpoint: pl.DataFrame) -> Output:
+        """LLaMA-Factory full-parameter SFT of the base checkpoint on the exported sft_dataset folder, run in
+        the training environment through Dagster Pipes (log streamed to the run); metadata: loss per step,
+        loss curve, rendered YAML, wall time, checkpoint path and size."""
+        output_dir = training.output_dir
+        config = render_train_config(base_model_checkpoint["path"][0], settings.method.sft_export_dir, DATASET_NAME, output_dir, training.args)
+        config_path = output_dir.parent / "finetuned_train.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(to_yaml(config), encoding="utf-8")
+        session = pipes_subprocess_client.run(
+            command=[str(training.env_python), PIPES_SCRIPT], context=context, extras={"config_path": str(config_path)})
+        outcome = next(iter(session.get_custom_messages()), {"exit_code": None, "tail": []})
+        if outcome["exit_code"] != 0:
+            # Checkpoints already written under output_dir are kept.
+            raise Failure(
+                description=f"llamafactory-cli train exited with code {outcome['exit_code']}:\n" + "\n".join(outcome["tail"][-15:]),
+                metadata={"exit_code": outcome["exit_code"], "train_yaml": MetadataValue.md(f"```yaml\n{to_yaml(config)}```")},
+            )
+        losses = read_trainer_log(output_dir)
+        chart = line_png(losses, "step", "loss", "Training loss", output_dir.parent / "finetuned_loss.png")
+        metadata = {
+            "train_yaml": MetadataValue.md(f"```yaml\n{to_yaml(config)}```"),
+            "loss_per_step": MetadataValue.md(markdown_table(losses) if losses.height else "no loss logged"),
+            "samples": len(json.loads((settings.method.sft_export_dir / f"{DATASET_NAME}.json").read_text(encoding="utf-8"))),
+            "loss_curve": MetadataValue.md(markdown_image(chart)),
+            "steps": int(losses["step"].max() or 0) if losses.height else 0,
+            "first_loss": float(losses["loss"][0]) if losses.height else None,
+            "final_loss": float(losses["loss"][-1]) if losses.height else None,
+            "wall_seconds": outcome.get("wall_seconds"),
+            "checkpoint": MetadataValue.path(str(output_dir)),
+        }
+        # Output, not a bare frame: a Pipes session makes Dagster treat the body's result as events.
+        return Output(checkpoint_row("finetuned:" + trainee.model, output_dir), metadata=metadata)
+
+    return [base_model_checkpoint, finetuned_checkpoint]
