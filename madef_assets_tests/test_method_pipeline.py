@@ -120,7 +120,8 @@ def test_cpu_training_writes_a_loadable_checkpoint(first_run, models_dir):
     assert meta["steps"] == 2 and math.isfinite(meta["first_loss"]) and math.isfinite(meta["final_loss"])
     assert "learning_rate" in meta["train_yaml"] and meta["samples"] > 0
     checkpoint = settings.training.output_dir
-    assert (checkpoint / "checkpoint-1").is_dir() and (checkpoint.parent / "finetuned_loss.png").exists()
+    assert [p.name for p in checkpoint.glob("checkpoint-*")] == ["checkpoint-2"]  # save_total_limit 1 keeps the last
+    assert (checkpoint.parent / "finetuned_loss.png").exists()
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint))

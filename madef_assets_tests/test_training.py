@@ -1,11 +1,9 @@
 """Fine-tuning: the rendered LLaMA-Factory YAML, the trainer log, and real CPU training runs."""
 
 import json
-import math
 
 import pytest
 import yaml
-from dagster import AssetKey
 
 from madef_assets.defs.training.llamafactory_config import PAPER_DEFAULTS, read_trainer_log, render_train_config
 from madef_assets.settings import load_settings
