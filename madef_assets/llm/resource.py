@@ -176,8 +176,9 @@ class LLMResource(ConfigurableResource):
         started = time.perf_counter()
         log = log or logging.getLogger(f"madef.llm.{self.role}")
         backend = self.get_backend()
-        call = _CallSpec(kind, backend.name, canonical_json(backend.fingerprint()), template_version, canonical_json(params))
-        keys = [ledger_key(kind, backend.name, backend.fingerprint(), params, p, template_version) for p in prompts]
+        fingerprint = backend.fingerprint()
+        call = _CallSpec(kind, backend.name, canonical_json(fingerprint), template_version, canonical_json(params))
+        keys = [ledger_key(kind, backend.name, fingerprint, params, p, template_version) for p in prompts]
         unique: dict[str, str] = dict(zip(keys, prompts))
         answers = {k: {**row, "cached": True} for k, row in self.ledger().lookup(list(unique)).items()}
         hits = len(answers)

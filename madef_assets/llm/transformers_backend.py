@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -12,6 +13,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from madef_assets.llm.local_model import LocalModel
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
+
+
+@lru_cache(maxsize=4)
+def _load_weights(path: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    """One copy of a model's weights per process, shared by every role that uses the model
+    (roles differ only in batch size or sampling, not in weights)."""
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -64,8 +72,7 @@ class TransformersBackend(LocalModel):
     def model(self):
         """The weights, loaded on first use: answers found in the ledger never need them."""
         if self._model is None:
-            self._model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=self._torch_dtype)
-            self._model.to(self.device).eval()
+            self._model = _load_weights(str(self.model_path), self.device, self._torch_dtype)
         return self._model
 
     def _encode(self, texts: Sequence[str], side: str) -> dict[str, torch.Tensor]:
