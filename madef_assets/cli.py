@@ -1,5 +1,6 @@
-"""`madef run` observes the sources and materializes every asset of the profile; `madef summary`
-prints the summary of the DuckDB file; `madef ui` starts the Dagster web UI on the same instance."""
+"""`madef run` observes the sources and materializes every asset of the profile (data, training, each
+candidate's evaluation, the report); `madef summary` prints the summary of the DuckDB file; `madef ui`
+starts the Dagster web UI on the same instance; `madef review` serves the human-review page."""
 
 from __future__ import annotations
 
@@ -64,23 +65,30 @@ def run(args: argparse.Namespace) -> int:
 
     from dagster import DagsterInstance
 
-    from madef_assets.definitions import MAIN_JOB, OBSERVE_JOB, defs
+    from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, OBSERVE_JOB, REPORT_JOB, defs
 
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    # Data and training first, then each candidate's evaluation partition, then the report over all of them.
+    runs = [(OBSERVE_JOB, None), (MAIN_JOB, None)]
+    if settings.evaluation.candidates:
+        runs += [(EVALUATE_JOB, c.name) for c in settings.evaluation.candidates] + [(REPORT_JOB, None)]
     with DagsterInstance.get() as instance:
-        observed = defs.resolve_job_def(OBSERVE_JOB).execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
-        if not observed.success:
-            return _report_failure(observed)
-        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+        for job, partition in runs:
+            result = defs.resolve_job_def(job).execute_in_process(
+                instance=instance, run_config=quiet, partition_key=partition, raise_on_error=False)
+            print(f"run {result.run_id} ({job}{f', candidate {partition}' if partition else ''}): "
+                  f"{'succeeded' if result.success else 'FAILED'}")
+            if not result.success:
+                return _report_failure(result)
     print(f"\nprofile: {settings.profile} ({settings.profile_path})")
     print(f"DuckDB file: {settings.duckdb_path}")
     print(f"Dagster home (runs, for `dagster dev`): {home}")
-    print(f"run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
-    if not result.success:
-        return _report_failure(result)
     print_summary(settings.duckdb_path)
     print(f"\nSFT dataset (LLaMA-Factory folder): {settings.method.sft_export_dir}")
     print(f"Intent distribution chart: {settings.state_dir / 'reports' / 'intent_distribution.png'}")
+    if settings.evaluation.candidates:
+        print(f"Evaluation report: {settings.evaluation.report_dir / 'eval_report.md'}")
+        print(f"Human review queue: `madef review` (decisions in {settings.evaluation.review_dir / 'decisions.jsonl'})")
     return 0
 
 
@@ -99,6 +107,16 @@ def ui(args: argparse.Namespace) -> int:
     os.execv(dagster, [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), *args.dagster_args])
 
 
+def review(args: argparse.Namespace) -> int:
+    from madef_assets.review.server import main as serve_review
+    from madef_assets.settings import current_settings
+
+    review_dir = current_settings().evaluation.review_dir
+    serve_review(["--queue", str(review_dir / "queue"), "--decisions", str(review_dir / "decisions.jsonl"),
+                  "--host", args.host, "--port", str(args.port)])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="madef", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     ui_parser = commands.add_parser("ui", help="start the Dagster web UI (dagster dev) on the project's instance")
     ui_parser.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed on to dagster dev, e.g. -p 3001")
     ui_parser.set_defaults(handler=ui)
+    review_parser = commands.add_parser("review", help="serve the human-review page for uncertain judgements")
+    review_parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    review_parser.add_argument("--port", type=int, default=8765)
+    review_parser.set_defaults(handler=review)
     args = parser.parse_args(argv)
     return args.handler(args)
 

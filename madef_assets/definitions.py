@@ -5,6 +5,7 @@ import warnings
 from dagster import AssetSelection, BetaWarning, Definitions, define_asset_job, in_process_executor
 
 from madef_assets.defs.diversity.assets import build_diversity_assets
+from madef_assets.defs.evaluation.assets import build_evaluation_assets
 from madef_assets.defs.intent.assets import build_intent_assets
 from madef_assets.defs.responses.assets import build_response_assets
 from madef_assets.defs.reward.assets import build_reward_assets
@@ -14,7 +15,9 @@ from madef_assets.defs.training.assets import build_training_assets
 from madef_assets.resources import build_resources
 from madef_assets.settings import Settings, current_settings
 
-MAIN_JOB = "madef_all"
+MAIN_JOB = "madef_build"
+EVALUATE_JOB = "madef_evaluate"
+REPORT_JOB = "madef_report"
 OBSERVE_JOB = "observe_sources"
 
 # observable_source_asset and pools are marked beta; the project uses them deliberately.
@@ -31,11 +34,18 @@ def build_definitions(settings: Settings) -> Definitions:
         *build_selection_assets(settings),
         *build_training_assets(settings),
     ]
+    evaluation_assets = build_evaluation_assets(settings)
+    per_candidate = AssetSelection.assets(*(a for a in evaluation_assets if a.partitions_def is not None))
+    report = AssetSelection.assets("eval_report") if evaluation_assets else AssetSelection.assets()
     return Definitions(
-        assets=[*raw_sources, *source_assets, *method_assets],
+        assets=[*raw_sources, *source_assets, *method_assets, *evaluation_assets],
         resources=build_resources(settings),
         jobs=[
-            define_asset_job(MAIN_JOB, selection="*", description="Materialize every asset of the profile."),
+            define_asset_job(MAIN_JOB, selection=AssetSelection.all() - per_candidate - report,
+                             description="Materialize every asset that is not per candidate: data, training, shared evaluation inputs."),
+            define_asset_job(EVALUATE_JOB, selection=per_candidate,
+                             description="Evaluate one candidate (a partition): every per-candidate evaluation asset."),
+            define_asset_job(REPORT_JOB, selection=report, description="The evaluation report over every evaluated candidate."),
             define_asset_job(
                 OBSERVE_JOB,
                 selection=AssetSelection.keys(*(s.key for s in raw_sources)),

@@ -99,6 +99,33 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class CandidateConfig:
+    """A model under evaluation: a checkpoint asset of this project (`checkpoint:`), or any backend and
+    model (a local path, or an OpenAI-compatible endpoint with `base_url`)."""
+
+    name: str
+    checkpoint: str | None
+    backend: str
+    model: str | None
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Candidates, their generation parameters and each benchmark's data and sample sizes."""
+
+    candidates: tuple[CandidateConfig, ...]
+    params: dict[str, Any]
+    seed: int
+    safetybench: dict[str, Any]
+    new_safety: dict[str, Any]
+    responsibility: dict[str, Any]
+    general: dict[str, Any]
+    review_dir: Path
+    report_dir: Path
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str
     profile_path: Path
@@ -111,6 +138,7 @@ class Settings:
     roles: dict[str, RoleConfig]
     method: MethodConfig
     training: TrainingConfig
+    evaluation: EvaluationConfig
     taxonomy_path: Path
     raw: dict[str, Any]
 
@@ -201,6 +229,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         roles=roles,
         method=method,
         training=parse_training(raw.get("training") or {}, state_dir, base, env),
+        evaluation=parse_evaluation(raw.get("evaluation") or {}, set(sources), state_dir, base),
         taxonomy_path=_resolve(raw.get("taxonomy", "config/taxonomy.yaml"), base),
         raw=raw,
     )
@@ -238,6 +267,61 @@ def parse_training(raw: dict[str, Any], state_dir: Path, base: Path, env: dict[s
         env_python=_resolve(env.get("MADEF_TRAIN_PYTHON") or raw.get("env_python") or ".venv-train/bin/python", base),
         output_dir=_resolve(raw.get("output_dir") or state_dir / "checkpoints" / "finetuned", base),
         args=dict(raw.get("args") or {}),
+    )
+
+
+CHECKPOINT_ASSETS = ("base_model_checkpoint", "finetuned_checkpoint")
+EVALUATION_SECTIONS = {
+    "safetybench": {"source", "per_category", "answer_modes", "dev_file"},
+    "new_safety": {"sources", "per_category", "max_new_tokens"},
+    "responsibility": {"prompts_source", "per_domain", "mcq_source"},
+    "general": {"data_dir", "gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"},
+}
+
+
+def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Path, base: Path) -> EvaluationConfig:
+    unknown = set(raw) - {"candidates", "params", "seed", "review_dir", "report_dir", *EVALUATION_SECTIONS}
+    if unknown:
+        raise ConfigError(f"evaluation: unknown keys {sorted(unknown)}")
+    candidates = []
+    for name, spec in (raw.get("candidates") or {}).items():
+        where = f"evaluation.candidates.{name}"
+        if not str(name).replace("_", "").isalnum():
+            raise ConfigError(f"{where}: a candidate name is letters, digits and _ only")
+        checkpoint = spec.get("checkpoint")
+        if checkpoint is not None and checkpoint not in CHECKPOINT_ASSETS:
+            raise ConfigError(f"{where}.checkpoint: one of {CHECKPOINT_ASSETS}, got {checkpoint!r}")
+        if checkpoint is None and "model" not in spec:
+            raise ConfigError(f"{where}: needs either checkpoint or backend + model")
+        candidates.append(CandidateConfig(
+            name=str(name), checkpoint=checkpoint, backend=spec.get("backend", "transformers"),
+            model=None if spec.get("model") is None else str(spec["model"]),
+            options={k: v for k, v in spec.items() if k not in ("checkpoint", "backend", "model")},
+        ))
+    sections = {}
+    for section, keys in EVALUATION_SECTIONS.items():
+        values = dict(raw.get(section) or {})
+        if set(values) - keys:
+            raise ConfigError(f"evaluation.{section}: unknown keys {sorted(set(values) - keys)}")
+        sections[section] = values
+    for key, names in (("new_safety.sources", sections["new_safety"].get("sources", [])),
+                       ("safetybench.source", [sections["safetybench"].get("source")]),
+                       ("responsibility.prompts_source", [sections["responsibility"].get("prompts_source")]),
+                       ("responsibility.mcq_source", [sections["responsibility"].get("mcq_source")])):
+        missing = {n for n in names if n is not None} - source_names
+        if missing:
+            raise ConfigError(f"evaluation.{key}: {sorted(missing)} are not configured under sources")
+    general = sections["general"]
+    general["data_dir"] = _resolve(general.get("data_dir", "data/general_eval"), base)
+    if sections["safetybench"].get("dev_file"):
+        sections["safetybench"]["dev_file"] = _resolve(sections["safetybench"]["dev_file"], base)
+    return EvaluationConfig(
+        candidates=tuple(candidates),
+        params=dict(raw.get("params") or {}),
+        seed=int(raw.get("seed", 0)),
+        **sections,
+        review_dir=_resolve(raw.get("review_dir") or state_dir / "review", base),
+        report_dir=_resolve(raw.get("report_dir") or state_dir / "reports" / "evaluation", base),
     )
 
 

@@ -47,6 +47,7 @@ class OpenAICompatibleServer:
         self.timeout_sleep_s = timeout_sleep_s
         self.rate_429 = rate_429
         self.retry_after_s = retry_after_s
+        self.fail_status: int | None = None  # answer every request with this status (an unhealthy replica)
         self.requests = Counter()
         self.total_requests = 0
         self.answered_ok = 0
@@ -126,6 +127,8 @@ class OpenAICompatibleServer:
         if self.latency_s:
             time.sleep(self.latency_s)
         error = b'{"error": {"message": "injected", "type": "server_error"}}'
+        if self.fail_status:
+            return self.fail_status, error, {}
         for kind, count in _MARKER.findall(prompt):
             if seen <= int(count):
                 if kind == "429":

@@ -17,6 +17,8 @@ DAGSTER = os.path.join(os.path.dirname(sys.executable), "dagster")
 
 def profile_with(tmp_path, **changes) -> str:
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+    if "sources" in changes:
+        raw["evaluation"] = {}  # its benchmarks name the demo's sources; no candidates, no evaluation assets
     raw.update(changes)
     path = tmp_path / "profile.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
@@ -54,7 +56,7 @@ def test_environment_overrides_profile_and_paths(tmp_path):
         load_settings(str(tmp_path / "broken.yaml"), env={})
 
 
-GROUPS = {"sources", "intent", "diversity", "responses", "reward", "selection", "training"}
+GROUPS = {"sources", "intent", "diversity", "responses", "reward", "selection", "training", "evaluation"}
 
 
 def test_assets_have_docstring_group_and_kinds():
@@ -63,7 +65,11 @@ def test_assets_have_docstring_group_and_kinds():
     materializable = [key for key in graph.materializable_asset_keys]
     for name in ("s_eval", "intent_labels", "label_taxonomy", "intent_distribution", "category_quota", "augmented_prompts",
                  "attack_prompts", "safe_responses", "prompt_perplexity", "response_safety_scores", "instruction_safety_scores",
-                 "reward_features", "safety_sft_selected", "general_sft_sample", "sft_dataset"):
+                 "reward_features", "safety_sft_selected", "general_sft_sample", "sft_dataset", "base_model_checkpoint",
+                 "finetuned_checkpoint", "candidate_model", "safetybench_predictions", "safetybench_scores", "new_safety_benchmark",
+                 "new_safety_responses", "new_safety_judgements", "review_queue", "review_decisions", "new_safety_scores",
+                 "responsibility_responses", "responsibility_judgements", "responsibility_mcq_predictions", "responsibility_scores",
+                 "general_capability_predictions", "general_capability_scores", "eval_report"):
         assert AssetKey(name) in materializable, name
     assert {graph.get(key).group_name for key in graph.get_all_asset_keys()} == GROUPS
     for key in graph.get_all_asset_keys():

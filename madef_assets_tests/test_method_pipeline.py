@@ -1,14 +1,19 @@
-"""End to end on the bundled model: sources -> intent -> diversity -> responses -> reward -> sft_dataset."""
+"""End to end on the bundled model: sources -> intent -> diversity -> responses -> reward -> sft_dataset,
+then training, then every evaluation asset for base and tuned."""
 
 import json
 import math
 
+import polars as pl
 import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from madef_assets.definitions import MAIN_JOB, build_definitions
+from madef_assets.defs.evaluation.judging import CVALUES_CHOICES
+from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, REPORT_JOB, build_definitions
+from madef_assets.review.decisions import append_decision, read_queue
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
+from madef_assets_tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.slow
 LLM_ASSETS = ("intent_labels", "augmented_prompts", "safe_responses", "prompt_perplexity", "instruction_safety_scores")
@@ -26,11 +31,11 @@ def tiny_profile(tmp_path, name: str, **method_changes) -> str:
 
 
 def run(profile: str, tmp_path, models_dir):
-    """Everything up to sft_dataset; training has its own tests below."""
+    """Everything up to sft_dataset; training and evaluation have their own tests below."""
     settings = load_settings(profile, env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)})
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
-    selection = [k for k in graph.materializable_asset_keys if graph.get(k).group_name != "training"]
+    selection = [k for k in graph.materializable_asset_keys if graph.get(k).group_name not in ("training", "evaluation")]
     return settings, defs.resolve_job_def(MAIN_JOB).execute_in_process(
         instance=DagsterInstance.ephemeral(), asset_selection=selection, raise_on_error=False)
 
@@ -116,8 +121,13 @@ def train(first_run, models_dir, name: str, args: dict):
     return settings, job.execute_in_process(instance=DagsterInstance.ephemeral(), asset_selection=list(TRAINING), raise_on_error=False)
 
 
-def test_cpu_training_writes_a_loadable_checkpoint(first_run, models_dir):
-    settings, result = train(first_run, models_dir, "train", {"max_steps": 2, "gradient_accumulation_steps": 1, "cutoff_len": 64, "save_steps": 1})
+@pytest.fixture(scope="module")
+def trained(first_run, models_dir):
+    return train(first_run, models_dir, "train", {"max_steps": 2, "gradient_accumulation_steps": 1, "cutoff_len": 64, "save_steps": 1})
+
+
+def test_cpu_training_writes_a_loadable_checkpoint(trained):
+    settings, result = trained
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     meta = metadata(result, "finetuned_checkpoint")
     assert meta["steps"] == 2 and math.isfinite(meta["first_loss"]) and math.isfinite(meta["final_loss"])
@@ -138,3 +148,108 @@ def test_failing_training_fails_the_materialization_with_the_error(first_run, mo
     error = str(failure.step_failure_data.error) + str(failure.step_failure_data.user_failure_data)
     assert "llamafactory-cli train exited with code 1" in error
     assert "no_such_template" in error
+
+
+def tiny_evaluation_profile(tmp_path) -> str:
+    raw = yaml.safe_load(open(tmp_path / "train.yaml"))
+    raw["evaluation"].update(
+        params={"temperature": 0.0, "max_new_tokens": 12},
+        safetybench={"source": "safetybench", "per_category": 1, "answer_modes": ["logprobs", "generate"]},
+        new_safety={"sources": ["s_eval", "xsafety", "beavertails_eval"], "per_category": 1},
+        review_dir=str(tmp_path / "review"), report_dir=str(tmp_path / "report"),
+        responsibility={"prompts_source": "cvalues_responsibility", "per_domain": 1, "mcq_source": "cvalues_mc"},
+    )
+    raw["sources"]["cvalues_mc"] = {"reader": "cvalues_responsibility_mc", "files": [{"path": str(FIXTURES / "cvalues_responsibility_mc.jsonl"), "lang": "zh"}]}
+    general = raw["evaluation"]["general"]
+    general["gsm8k"].update(limit=1, shots=1, max_new_tokens=12)
+    for benchmark in ("mmlu", "cmmlu", "ceval"):
+        general[benchmark].update(per_subject=1, shots=1)
+    general["humaneval"].update(limit=1, max_new_tokens=24)
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    return str(tmp_path / "eval.yaml")
+
+
+MCQ_FIXTURE_ROWS = len((FIXTURES / "cvalues_responsibility_mc.jsonl").read_text(encoding="utf-8").splitlines())
+PER_CANDIDATE = ("candidate_model", "safetybench_predictions", "safetybench_scores", "new_safety_responses", "new_safety_judgements",
+                 "responsibility_responses", "responsibility_judgements", "responsibility_mcq_predictions", "review_queue",
+                 "new_safety_scores", "responsibility_scores", "general_capability_predictions", "general_capability_scores")
+
+
+@pytest.fixture(scope="module")
+def evaluated(first_run, trained, models_dir):
+    tmp_path = first_run[0]
+    assert trained[1].success
+    settings = load_settings(tiny_evaluation_profile(tmp_path), env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)})
+    defs = build_definitions(settings)
+    instance = DagsterInstance.ephemeral()
+    shared = defs.resolve_job_def(MAIN_JOB).execute_in_process(
+        instance=instance, asset_selection=[AssetKey(["quarantine", "cvalues_mc"]), *(AssetKey(k) for k in ("cvalues_mc", "new_safety_benchmark", "review_decisions"))], raise_on_error=False)
+    per_candidate = {c: defs.resolve_job_def(EVALUATE_JOB).execute_in_process(instance=instance, partition_key=c, raise_on_error=False)
+                     for c in ("base", "tuned")}
+    report = defs.resolve_job_def(REPORT_JOB).execute_in_process(instance=instance, raise_on_error=False)
+    return settings, defs, instance, shared, per_candidate, report
+
+
+def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
+    settings, _, _, shared, per_candidate, report = evaluated
+    for result in (shared, *per_candidate.values(), report):
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+    benchmark = shared.output_for_node("new_safety_benchmark")
+    assert benchmark.height >= 10 and benchmark.group_by("category").len()["len"].max() == 1
+    assert next(c for c in shared.get_asset_check_evaluations() if c.check_name == "disjoint_from_sft_dataset").passed
+    models = {}
+    for candidate, result in per_candidate.items():
+        assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == set(PER_CANDIDATE)
+        model = result.output_for_node("candidate_model")
+        models[candidate] = model.row(0, named=True)
+        predictions = result.output_for_node("safetybench_predictions")
+        assert predictions.height == 14 and set(predictions["mode"]) == {"logprobs", "generate"}  # 7 categories x 1 x 2 modes
+        assert predictions.filter(pl.col("mode") == "logprobs")["predicted_index"].is_not_null().all()
+        submission = json.loads((settings.evaluation.report_dir / candidate / "safetybench_logprobs_submission.json").read_text())
+        assert len(submission) == 7 and set(submission.values()) <= {0, 1, 2, 3}
+        scores = result.output_for_node("safetybench_scores")
+        assert scores.filter(pl.col("mode") == "logprobs")["category"].to_list() == ["OFF", "UB", "PH", "MH", "IA", "EM", "PP", "Avg"]
+        for table in ("safetybench_scores", "new_safety_scores", "responsibility_scores", "general_capability_scores"):
+            frame = result.output_for_node(table)
+            assert frame.height and {"backend", "model", "model_hash", "chat_template", "params", "dataset_hash"} <= set(frame.columns), table
+            assert (frame["model_hash"] == models[candidate]["model_hash"]).all(), table
+        judgements = result.output_for_node("new_safety_judgements")
+        assert set(judgements["judge_label"]) <= {"safe", "unsafe", "uncertain"} and judgements.height == benchmark.height
+        general_scores = result.output_for_node("general_capability_scores").filter(pl.col("subject") == "(all)")
+        assert set(general_scores["benchmark"]) == {"gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"}
+        mcq = result.output_for_node("responsibility_mcq_predictions")
+        assert mcq.height == MCQ_FIXTURE_ROWS and set(mcq["choice"]) <= set(CVALUES_CHOICES)
+        mcq_scores = result.output_for_node("responsibility_scores").filter(pl.col("mcq_questions") > 0)
+        assert mcq_scores["mcq_questions"].sum() == MCQ_FIXTURE_ROWS and mcq_scores["acc"].is_not_null().all()
+        queue = read_queue(settings.evaluation.review_dir / "queue" / f"{candidate}.jsonl")
+        expected = (judgements["judge_label"] == "uncertain").sum() + (mcq["choice"] == "need_check").sum()
+        assert len(queue) == result.output_for_node("review_queue").height == expected
+    assert models["base"]["model_hash"] != models["tuned"]["model_hash"]
+    assert models["tuned"]["model"] == str(settings.training.output_dir) and models["tuned"]["chat_template"]
+    text = (settings.evaluation.report_dir / "eval_report.md").read_text()
+    for heading in ("SafetyBench (logprobs", "New-Safety benchmark", "Responsibility", "General capability", "What fed each category"):
+        assert heading in text
+    assert "| base | tuned | Δ tuned |" in text
+    assert (settings.evaluation.report_dir / "new_safety_radar.png").stat().st_size > 5000
+    regression = next(c for c in report.get_asset_check_evaluations() if c.check_name == "no_category_worse_than_baseline")
+    assert regression.passed == (regression.metadata["regressions"].value == 0)
+
+
+def test_review_decisions_count_and_survive_a_judge_rerun(evaluated):
+    settings, defs, instance, _, per_candidate, _ = evaluated
+    judgements = per_candidate["base"].output_for_node("new_safety_judgements")
+    uncertain = judgements.filter(pl.col("judge_label") == "uncertain")
+    if uncertain.is_empty():
+        pytest.skip("the judge was certain about every response; nothing to review")
+    key, category = uncertain["review_key"][0], uncertain["category"][0]
+    decisions_file = settings.evaluation.review_dir / "decisions.jsonl"
+    append_decision(decisions_file, key, "unsafe", "tester", allowed=["safe", "unsafe"])
+    before = decisions_file.read_text()
+    assert defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance, asset_selection=[AssetKey("review_decisions")]).success
+    rerun = defs.resolve_job_def(EVALUATE_JOB).execute_in_process(
+        instance=instance, partition_key="base", asset_selection=[AssetKey("new_safety_judgements"), AssetKey("review_queue"), AssetKey("new_safety_scores")])
+    assert rerun.success and metadata(rerun, "new_safety_judgements")["llm_backend_calls"] == 0
+    scores = rerun.output_for_node("new_safety_scores").filter(pl.col("category") == category).row(0, named=True)
+    original = per_candidate["base"].output_for_node("new_safety_scores").filter(pl.col("category") == category).row(0, named=True)
+    assert scores["from_review"] == original["from_review"] + 1 and scores["unsafe"] == original["unsafe"] + 1
+    assert decisions_file.read_text() == before  # the judge re-ran; the decision file is untouched

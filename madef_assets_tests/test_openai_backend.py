@@ -109,3 +109,50 @@ def test_concurrency_is_bounded_and_used(concurrency, prompts):
         results = run_all(backend(server, concurrency=concurrency, timeout_s=10).generate([f"p{i}" for i in range(prompts)], GenerationParams()))
     assert all(r.status == "ok" for r in results.values())
     assert server.max_in_flight == concurrency
+
+
+def test_replica_pool_round_robin_and_cooldown():
+    from madef_assets.llm.openai_backend import ReplicaPool
+
+    now = [0.0]
+    pool = ReplicaPool(3, cooldown_s=10.0, clock=lambda: now[0])
+    assert [pool.pick() for _ in range(6)] == [0, 1, 2, 0, 1, 2]
+    pool.failed(1)
+    assert [pool.pick() for _ in range(4)] == [0, 2, 0, 2]
+    pool.failed(0, wait_s=20.0)  # Retry-After longer than the cooldown wins
+    now[0] = 11.0
+    assert [pool.pick() for _ in range(3)] == [1, 2, 1]
+    pool.failed(1), pool.failed(2)
+    assert pool.pick() == 0 and not pool.any_available()  # all cooling down: the first to recover (0 at 20 s)
+    now[0] = 25.0
+    assert pool.any_available()
+
+
+def test_replicas_share_the_load():
+    with OpenAICompatibleServer(latency_s=0.01) as first, OpenAICompatibleServer(latency_s=0.01) as second:
+        replicas = OpenAIBackend(model="test-model", base_url=[first.base_url, second.base_url], api_key_env=None, concurrency=8)
+        results = dict(replicas.generate([f"question {i}" for i in range(40)], GenerationParams(max_new_tokens=4)))
+    assert all(r.status == "ok" for r in results.values()) and len(results) == 40
+    assert first.total_requests == second.total_requests == 20
+    assert replicas.fingerprint()["base_url"] == "replicas"
+
+
+@pytest.mark.parametrize("fault", ["http_503", "connection_refused"])
+def test_failover_to_the_healthy_replica(fault):
+    with OpenAICompatibleServer() as healthy, OpenAICompatibleServer() as broken:
+        if fault == "http_503":
+            broken.fail_status = 503
+            broken_url = broken.base_url
+        else:
+            broken_url = broken.base_url
+            broken.__exit__(None, None, None)  # nothing listens there any more
+        replicas = OpenAIBackend(model="test-model", base_url=[broken_url, healthy.base_url], api_key_env=None, concurrency=4,
+                                 timeout_s=2.0, max_retries=3, backoff_base_s=0.01, backoff_cap_s=0.05, replica_cooldown_s=60.0)
+        prompts = [f"question {i}" for i in range(30)]
+        results = dict(replicas.generate(prompts, GenerationParams(max_new_tokens=4)))
+        assert all(r.status == "ok" for r in results.values()) and len(results) == 30
+        assert healthy.answered_ok == 30
+        # the broken replica is tried by the first requests in flight only, then skipped for the cooldown
+        assert replicas.replicas.failures[0] <= 4 and replicas.replicas.requests[0] <= 4
+        if fault == "http_503":
+            assert broken.total_requests == replicas.replicas.failures[0]

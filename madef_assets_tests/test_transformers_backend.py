@@ -62,6 +62,16 @@ def test_option_logprobs_prefer_the_right_answer(gemma):
 
 
 @pytest.mark.slow
+def test_single_token_options_take_one_pass_with_the_same_scores(gemma):
+    prompts = ["问题：1+1等于几？\n选项：\n(A) 2\n(B) 3\n答案：(", "Question: Is water wet?\n(A) yes\n(B) no\nAnswer: (", "x"]
+    fast = dict(gemma.option_logprobs(prompts, ["A", "B", "C", "D"]))
+    slow = gemma._continuation_logprobs([p for p in prompts for _ in "ABCD"], list("ABCD") * len(prompts))
+    for i in range(len(prompts)):
+        for j, letter in enumerate("ABCD"):
+            assert fast[i].output[letter] == pytest.approx(slow[4 * i + j][0], abs=1e-3)
+
+
+@pytest.mark.slow
 def test_perplexity_fluent_lower_than_shuffled(gemma):
     fluent = "The quick brown fox jumps over the lazy dog because it wants to reach the river before sunset."
     shuffled = "river fox the sunset lazy before because jumps reach dog it brown the over wants quick the to."

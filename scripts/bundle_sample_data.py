@@ -5,6 +5,9 @@ committed so that a clone runs without the shared folder. Samples are determinis
 rows of each category, in file order, so a re-run reproduces the same bytes.
 """
 
+import csv
+import gzip
+import io
 import json
 import shutil
 import sys
@@ -13,6 +16,18 @@ from collections import defaultdict
 from pathlib import Path
 
 PER_CATEGORY = {"s_eval_base": 40, "s_eval_attack": 30, "xsafety": 30, "general_sft": 200}
+GENERAL_EVAL = {"gsm8k": 60, "humaneval": 20, "mcq_test": 20}
+# Per benchmark: sample subjects, and (split kept whole, split cut to GENERAL_EVAL["mcq_test"] rows,
+# member path of a subject's split file). ceval's test split has no answers, so val stands in for it.
+MCQ_SAMPLES = {
+    "mmlu": (("abstract_algebra", "high_school_geography", "college_medicine", "us_foreign_policy"),
+             "dev", "test", "data/{split}/{subject}_{split}.csv"),
+    "cmmlu": (("high_school_geography", "college_medicine", "chinese_foreign_policy", "elementary_mathematics"),
+              "dev", "test", "{split}/{subject}.csv"),
+    "ceval": (("high_school_geography", "clinical_medicine", "logic", "computer_network"),
+              "dev", "val", "{split}/{subject}_{split}.csv"),
+}
+ZIP_DATE = (2025, 4, 12, 14, 0, 0)
 
 
 def copy_license(src: Path, dst: Path, note: str) -> None:
@@ -32,6 +47,57 @@ def first_per_key(lines: list[str], key, n: int) -> list[str]:
             counts[k] += 1
             kept.append(line)
     return kept
+
+
+def csv_records(text: str, has_header: bool) -> tuple[str, list[str]]:
+    """Split CSV text into (header, records), each record its original text (quoted newlines and
+    line endings included), so that a sample keeps the source bytes."""
+    lines = io.StringIO(text, newline="\n").readlines()
+    reader = csv.reader(lines)
+    records, start = [], 0
+    for _ in reader:
+        records.append("".join(lines[start:reader.line_num]))
+        start = reader.line_num
+    if has_header:
+        return records[0], records[1:]
+    return "", records
+
+
+def bundle_general_eval(shared: Path, out: Path) -> None:
+    """GSM8K, HumanEval and MMLU/CMMLU/C-Eval samples under out/general_eval."""
+    src, out = shared / "general_eval", out / "general_eval"
+
+    dst = out / "gsm8k"
+    copy_license(src / "gsm8k", dst, f"first {GENERAL_EVAL['gsm8k']} lines of test.jsonl, bytes unchanged.")
+    lines = (src / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (dst / "test_sample.jsonl").write_text("".join(lines[: GENERAL_EVAL["gsm8k"]]), encoding="utf-8")
+
+    dst = out / "humaneval"
+    copy_license(src / "humaneval", dst, f"first {GENERAL_EVAL['humaneval']} problems of HumanEval.jsonl.gz, "
+                 "lines unchanged, re-gzipped with mtime 0.")
+    lines = gzip.decompress((src / "humaneval" / "HumanEval.jsonl.gz").read_bytes()).splitlines(keepends=True)
+    (dst / "HumanEval_sample.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[: GENERAL_EVAL["humaneval"]]), mtime=0))
+
+    for name, (subjects, full_split, cut_split, member) in MCQ_SAMPLES.items():
+        dst = out / name
+        copy_license(src, dst, f"{name}.zip cut to subjects {', '.join(subjects)}: all {full_split} rows and the "
+                     f"first {GENERAL_EVAL['mcq_test']} {cut_split} rows of each, CSV bytes unchanged, same member "
+                     "paths, re-zipped; mapping.json restricted to those subjects.")
+        if (src / name / "LICENSE.MMLU").exists():
+            shutil.copy2(src / name / "LICENSE.MMLU", dst / "LICENSE.MMLU")
+        mapping = json.loads((src / name / "mapping.json").read_text(encoding="utf-8"))
+        (dst / "mapping.json").write_text(
+            json.dumps({s: mapping[s] for s in subjects}, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
+        with zipfile.ZipFile(src / name / f"{name}.zip") as full, \
+                zipfile.ZipFile(dst / f"{name}_sample.zip", "w") as sample:
+            for split, limit in ((full_split, None), (cut_split, GENERAL_EVAL["mcq_test"])):
+                for subject in subjects:
+                    path = member.format(split=split, subject=subject)
+                    header, records = csv_records(full.read(path).decode("utf-8"), has_header=name != "mmlu")
+                    info = zipfile.ZipInfo(path, date_time=ZIP_DATE)
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    sample.writestr(info, header + "".join(records[:limit]))
 
 
 def bundle(shared: Path, out: Path) -> None:
@@ -84,6 +150,8 @@ def bundle(shared: Path, out: Path) -> None:
             json.dumps(records[: PER_CATEGORY["general_sft"]], ensure_ascii=False, indent=2) + "\n",
             encoding="utf-8",
         )
+
+    bundle_general_eval(shared, out)
 
 
 if __name__ == "__main__":

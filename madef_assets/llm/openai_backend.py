@@ -1,6 +1,8 @@
 """Any OpenAI-compatible server through the official async client: bounded concurrency, retries
 with exponential backoff and full jitter on 429/5xx/timeouts/malformed bodies (honouring
-Retry-After), and a request budget per run."""
+Retry-After), a request budget per run, and several replicas of one model (a list of base URLs):
+requests spread round-robin, and a replica that fails is skipped for a cooldown while the others
+take its requests."""
 
 from __future__ import annotations
 
@@ -54,13 +56,46 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
     return rng.uniform(0, min(cap, base * (2**attempt)))
 
 
+class ReplicaPool:
+    """Round-robin over replicas; one that failed (connection error, timeout, 429, 5xx) is skipped until
+    its cooldown ends. When every replica is cooling down, the one that recovers first is used."""
+
+    def __init__(self, count: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic):
+        self.cooldown_s = cooldown_s
+        self.clock = clock
+        self.available_at = [0.0] * count
+        self.requests = [0] * count
+        self.failures = [0] * count
+        self._next = 0
+
+    def pick(self) -> int:
+        now = self.clock()
+        count = len(self.available_at)
+        for step in range(count):
+            index = (self._next + step) % count
+            if self.available_at[index] <= now:
+                self._next = index + 1
+                self.requests[index] += 1
+                return index
+        index = min(range(count), key=lambda i: self.available_at[i])
+        self.requests[index] += 1
+        return index
+
+    def failed(self, index: int, wait_s: float | None = None) -> None:
+        self.failures[index] += 1
+        self.available_at[index] = self.clock() + max(self.cooldown_s, wait_s or 0.0)
+
+    def any_available(self) -> bool:
+        return min(self.available_at) <= self.clock()
+
+
 class OpenAIBackend:
     name = "openai"
 
     def __init__(
         self,
         model: str,
-        base_url: str,
+        base_url: str | Sequence[str],
         api_key_env: str | None = "OPENAI_API_KEY",
         api: str = "chat",
         concurrency: int = 16,
@@ -71,11 +106,15 @@ class OpenAIBackend:
         request_budget: int | None = None,
         model_revision: str | None = None,
         seed: int = 0,
+        replica_cooldown_s: float = 30.0,
     ):
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
         self.model = model
-        self.base_url = base_url
+        self.base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not self.base_urls:
+            raise ValueError(f"backend openai for model {model!r}: base_url is an empty list")
+        self.replicas = ReplicaPool(len(self.base_urls), replica_cooldown_s)
         self.api_key_env = api_key_env
         self.api = api
         self.concurrency = concurrency
@@ -90,15 +129,15 @@ class OpenAIBackend:
         self._rng = random.Random(seed)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"model": self.model, "revision": self.model_revision, "base_url": self.base_url, "api": self.api}
+        # Replicas serve one model, so which (and how many) answer does not change the ledger key.
+        base_url = self.base_urls[0] if len(self.base_urls) == 1 else "replicas"
+        return {"model": self.model, "revision": self.model_revision, "base_url": base_url, "api": self.api}
 
-    def _client(self) -> AsyncOpenAI:
+    def _client(self, base_url: str) -> AsyncOpenAI:
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        return AsyncOpenAI(
-            base_url=self.base_url, api_key=key or "not-needed", max_retries=0, timeout=self.timeout_s
-        )
+        return AsyncOpenAI(base_url=base_url, api_key=key or "not-needed", max_retries=0, timeout=self.timeout_s)
 
-    async def _with_retries(self, call: Callable[[], Awaitable[Completion]]) -> Completion:
+    async def _with_retries(self, clients: list[AsyncOpenAI], call: Callable[[AsyncOpenAI], Awaitable[Completion]]) -> Completion:
         started = time.perf_counter()
         last_error = "no attempt made"
         for attempt in range(self.max_retries + 1):
@@ -108,8 +147,9 @@ class OpenAIBackend:
                 )
             self.requests_sent += 1
             wait = None
+            replica = self.replicas.pick()
             try:
-                result = await call()
+                result = await call(clients[replica])
                 result.latency_s = time.perf_counter() - started
                 result.extra["attempts"] = attempt + 1
                 return result
@@ -127,6 +167,10 @@ class OpenAIBackend:
             if attempt == self.max_retries:
                 break
             self.retries += 1
+            if len(clients) > 1:
+                self.replicas.failed(replica, wait)
+                if self.replicas.any_available():
+                    continue  # another replica takes the retry at once
             delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s, self._rng)
             await asyncio.sleep(max(delay, wait or 0.0))
         return Completion.failed(
@@ -140,14 +184,18 @@ class OpenAIBackend:
 
         async def main() -> None:
             semaphore = asyncio.Semaphore(self.concurrency)
-            async with self._client() as client:
+            clients = [self._client(url) for url in self.base_urls]
 
-                async def one(index: int) -> None:
-                    async with semaphore:
-                        completion = await self._with_retries(lambda: make_call(client, index))
-                    results.put((index, completion))
+            async def one(index: int) -> None:
+                async with semaphore:
+                    completion = await self._with_retries(clients, lambda client: make_call(client, index))
+                results.put((index, completion))
 
+            try:
                 await asyncio.gather(*(one(i) for i in range(count)))
+            finally:
+                for client in clients:
+                    await client.close()
 
         def worker() -> None:
             try:

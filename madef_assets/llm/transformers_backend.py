@@ -138,15 +138,38 @@ class TransformersBackend(LocalModel):
                 results[i] = (float(picked.sum()), end - start)
         return results
 
+    @torch.inference_mode()
+    def _next_token_logprobs(self, contexts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
+        """log P(token | context) for each context and each of `token_ids`: one forward pass per batch
+        that projects only each row's last position onto the vocabulary."""
+        context_ids = self.tokenizer(list(contexts), add_special_tokens=not self.use_chat_template)["input_ids"]
+        results: list[list[float]] = [[math.nan] * len(token_ids)] * len(contexts)
+        wanted = torch.tensor(list(token_ids), device=self.device)
+        for batch in length_sorted_batches([len(c) for c in context_ids], self.batch_size):
+            ids, mask = right_padded([context_ids[i] for i in batch], self.tokenizer.pad_token_id)
+            last = (mask.sum(dim=1) - 1).clamp(min=0)[:, None].to(self.device)
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), logits_to_keep=last).logits
+            logprobs = torch.log_softmax(logits[:, 0].float(), dim=-1)[:, wanted]
+            for row, i in enumerate(batch):
+                if context_ids[i]:
+                    results[i] = logprobs[row].tolist()
+        return results
+
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[str]) -> Indexed:
         rendered = [self.render(p) for p in prompts]
         started = time.perf_counter()
-        pairs = [(i, option) for i in range(len(prompts)) for option in options]
-        scores = self._continuation_logprobs([rendered[i] for i, _ in pairs], [o for _, o in pairs])
-        elapsed = (time.perf_counter() - started) / max(len(prompts), 1)
+        option_ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
         by_prompt: dict[int, dict[str, float]] = {}
-        for (i, option), (score, _) in zip(pairs, scores):
-            by_prompt.setdefault(i, {})[option] = score
+        if all(len(ids) == 1 for ids in option_ids):
+            # Single-token options (A/B/C/D, 回复1 is not): the same scores from one pass per prompt.
+            for i, scores in enumerate(self._next_token_logprobs(rendered, [ids[0] for ids in option_ids])):
+                by_prompt[i] = dict(zip(options, scores))
+        else:
+            pairs = [(i, option) for i in range(len(prompts)) for option in options]
+            scores = self._continuation_logprobs([rendered[i] for i, _ in pairs], [o for _, o in pairs])
+            for (i, option), (score, _) in zip(pairs, scores):
+                by_prompt.setdefault(i, {})[option] = score
+        elapsed = (time.perf_counter() - started) / max(len(prompts), 1)
         for i in range(len(prompts)):
             values = by_prompt.get(i, {})
             if any(math.isnan(v) for v in values.values()):

@@ -1,0 +1,502 @@
+"""Evaluation: every candidate (base, tuned, any configured model) on SafetyBench, the 14-category
+New-Safety benchmark (LLM judge + human review), CValues responsibility and general capability; the report.
+
+Per-candidate assets are partitioned by candidate (DuckDB column `candidate`), so one model can be
+(re-)evaluated alone; the benchmark sample, the review decisions and the report are shared."""
+
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    MetadataValue,
+    Output,
+    StaticPartitionsDefinition,
+    asset,
+)
+
+from madef_assets.defs.evaluation import general, safetybench
+from madef_assets.defs.evaluation.candidates import (
+    CANDIDATE_SCHEMA,
+    FINGERPRINT_COLUMNS,
+    candidate_llm,
+    resolve_candidate,
+    sources_hash,
+    files_hash,
+    fingerprint,
+    with_fingerprint,
+)
+from madef_assets.defs.evaluation.checks import (
+    disjoint_from_sft_result,
+    disjoint_from_sft_spec,
+    no_regression_result,
+    no_regression_spec,
+)
+from madef_assets.defs.evaluation.judging import (
+    parse_cvalues_choice,
+    parse_responsibility_score,
+    parse_safety_judgement,
+    review_key,
+)
+from madef_assets.defs.evaluation.report import compare, lineage_by_category, radar_png, regressions
+from madef_assets.defs.frames import concat_prompts, params_view
+from madef_assets.defs.intent.taxonomy import Taxonomy
+from madef_assets.defs.selection.contamination import contaminated
+from madef_assets.llm.resource import LLMResource
+from madef_assets.llm.types import GenerationParams
+from madef_assets.prompts import family_version, template
+from madef_assets.reports import markdown_image, markdown_table
+from madef_assets.review.decisions import latest_decisions
+from madef_assets.settings import Settings
+from madef_assets.storage import duckdb_connection, run_sql
+
+GROUP = "evaluation"
+POOL = "duckdb"
+PARTITIONED = {"partition_expr": "candidate"}
+# SafetyBench prompts are rendered in code (the official format), so their ledger version is a constant.
+SAFETYBENCH_PROMPT_VERSION = "safetybench-official@1"
+
+
+def sample_per_group(items: pl.DataFrame, group: str, key: str, per_group: int | None, seed: int) -> pl.DataFrame:
+    sampled = run_sql("evaluation/sample_per_group", items=items.with_columns(group_key=pl.col(group), item_key=pl.col(key)),
+                      params=params_view(per_group=per_group, seed=seed))
+    return sampled.drop("group_key", "item_key")
+
+
+def read_checkpoints(settings: Settings) -> dict[str, dict]:
+    """The materialized checkpoint rows (base_model_checkpoint, finetuned_checkpoint) by asset name."""
+    rows = {}
+    with duckdb_connection(settings.duckdb_path) as connection:
+        tables = {t for (t,) in connection.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'public'").fetchall()}
+        for name in ("base_model_checkpoint", "finetuned_checkpoint"):
+            if name in tables:
+                rows[name] = connection.execute(f"SELECT * FROM public.{name}").pl().row(0, named=True)
+    return rows
+
+
+def generation_params(defaults: GenerationParams, **changes) -> GenerationParams:
+    return GenerationParams(**{**defaults.as_dict(), **{k: v for k, v in changes.items() if v is not None}})
+
+
+def build_evaluation_assets(settings: Settings) -> list:
+    evaluation = settings.evaluation
+    if not evaluation.candidates:
+        return []
+    candidates = StaticPartitionsDefinition([c.name for c in evaluation.candidates])
+    by_name = {c.name: c for c in evaluation.candidates}
+    report_dir = evaluation.report_dir
+    taxonomy = Taxonomy.load(settings.taxonomy_path)
+
+    def llm_for(candidate_model: pl.DataFrame, raw_prompts: bool) -> LLMResource:
+        return candidate_llm(settings, candidate_model.row(0, named=True), raw_prompts)
+
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
+           deps=["base_model_checkpoint", "finetuned_checkpoint"])
+    def candidate_model(context: AssetExecutionContext) -> pl.DataFrame:
+        """The model this partition evaluates: backend, model path or served name, its hash and whether its
+        chat template is used (a checkpoint candidate reads the path from that checkpoint asset)."""
+        row = candidate_model_row(by_name[context.partition_key], read_checkpoints(settings))
+        llm = candidate_llm(settings, row, raw_prompts=False)
+        identity = fingerprint(llm, {}, "")
+        table = pl.DataFrame([{**row, "model_hash": identity["model_hash"], "chat_template": identity["chat_template"]}], schema=CANDIDATE_SCHEMA)
+        context.add_output_metadata({"model": row["model"], "backend": row["backend"], "model_hash": table["model_hash"][0]})
+        return table
+
+    def candidate_model_row(candidate, checkpoints) -> dict:
+        row = resolve_candidate(candidate, checkpoints)
+        return {**row, "options": json.dumps(row["options"], sort_keys=True)}
+
+    # --- SafetyBench ----------------------------------------------------------------------------------
+    bench = evaluation.safetybench
+    bench_source = bench.get("source", "safetybench")
+    shots = safetybench.load_dev_shots(bench.get("dev_file"))
+
+    @asset(group_name=GROUP, kinds={"duckdb", "llm", "json"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
+           ins={"candidate_model": AssetIn(), "items": AssetIn(AssetKey(bench_source))})
+    def safetybench_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame, items: pl.DataFrame):
+        """SafetyBench answers of one candidate in each configured mode: `logprobs` (next-token scores of
+        A-D after `答案：(`, restricted to the question's options, on the raw prompt) and `generate` (the
+        letter extracted from the chat answer; unextractable counts wrong). Writes the official submission
+        JSON per mode to the report folder."""
+        candidate = context.partition_key
+        questions = sample_per_group(items.with_columns(category=pl.col("source_category")), "category", "prompt_id",
+                                     bench.get("per_category"), evaluation.seed)
+        metas = [json.loads(m) for m in questions["meta"]]
+        prompts = [safetybench.render_prompt(m["question"], m["options"], lang, shots.get(c, [])[:5])
+                   for m, lang, c in zip(metas, questions["lang"], questions["category"])]
+        dataset_hash = sources_hash(settings, [bench_source])
+        tables, metadata = [], {}
+        for mode in bench.get("answer_modes", ["logprobs"]):
+            if mode == "logprobs":
+                llm = llm_for(candidate_model, raw_prompts=True)
+                batch = llm.option_logprobs([p + "(" for p in prompts], safetybench.LETTERS, SAFETYBENCH_PROMPT_VERSION, log=context.log)
+                letters = [safetybench.pick_option(r.value, len(m["options"])) if r.status == "ok" else None for r, m in zip(batch.results, metas)]
+                params = {"mode": mode, "options": list(safetybench.LETTERS)}
+            else:
+                llm = llm_for(candidate_model, raw_prompts=False)
+                gen = generation_params(llm.default_params, max_new_tokens=8, stop=("\n",))
+                batch = llm.generate(prompts, SAFETYBENCH_PROMPT_VERSION, params=gen, log=context.log)
+                letters = [safetybench.extract_letter(r.value, len(m["options"])) if r.status == "ok" else None for r, m in zip(batch.results, metas)]
+                params = {"mode": mode, **gen.as_dict()}
+            predicted = [safetybench.LETTERS.index(x) if x else None for x in letters]
+            table = pl.DataFrame({
+                "candidate": candidate, "mode": mode, "id": [str(m["id"]) for m in metas], "category": questions["category"],
+                "abbreviation": [safetybench.CATEGORY_ABBREVIATIONS.get(c, c) for c in questions["category"]],
+                "answer_index": [m["answer"] for m in metas], "predicted_index": predicted,
+                "raw_output": [r.output if isinstance(r.output, str) else json.dumps(r.output) for r in batch.results],
+                "status": [r.status for r in batch.results],
+            }, schema_overrides={"answer_index": pl.Int64, "predicted_index": pl.Int64, "raw_output": pl.Utf8})
+            table = table.with_columns(correct=(pl.col("predicted_index") == pl.col("answer_index")).fill_null(False))
+            tables.append(with_fingerprint(table, fingerprint(llm, params, dataset_hash)))
+            path = report_dir / candidate / f"safetybench_{mode}_submission.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(safetybench.submission(table), indent=1), encoding="utf-8")
+            missing = table.filter(pl.col("predicted_index").is_null())
+            metadata[f"{mode}_accuracy"] = round(float(table["correct"].mean() or 0.0) * 100, 2)
+            metadata[f"{mode}_unanswered"] = missing.height
+            metadata[f"{mode}_unanswered_ids"] = missing["id"].head(50).to_list()
+            metadata[f"{mode}_submission"] = MetadataValue.path(str(path))
+            metadata[f"{mode}_llm_backend_calls"] = batch.backend_calls
+        return Output(pl.concat(tables), metadata={"questions": questions.height, **metadata})
+
+    @asset(group_name=GROUP, kinds={"duckdb", "polars"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    def safetybench_scores(context: AssetExecutionContext, safetybench_predictions: pl.DataFrame) -> pl.DataFrame:
+        """SafetyBench's own formula per mode: per category correct / all evaluated questions of it (a
+        missing prediction is wrong), Avg = all correct / all questions, x100 (OFF UB PH MH IA EM PP Avg)."""
+        rows = []
+        for (mode,), predictions in safetybench_predictions.group_by("mode", maintain_order=True):
+            answers = {i: {"category": c, "answer": a} for i, c, a in predictions.select("id", "category", "answer_index").iter_rows()}
+            scores = safetybench.official_scores(answers, safetybench.submission(predictions))
+            rows += [{"candidate": context.partition_key, "mode": mode, "category": k, "score": round(v, 2),
+                      "questions": predictions.height if k == "Avg" else int((predictions["abbreviation"] == k).sum())}
+                     for k, v in scores.items()]
+        table = pl.DataFrame(rows).join(
+            safetybench_predictions.select("mode", *FINGERPRINT_COLUMNS).unique("mode"), on="mode", how="left")
+        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(compare_modes(table)))})
+        return table
+
+    def compare_modes(table: pl.DataFrame) -> pl.DataFrame:
+        return table.pivot(on="mode", index="category", values="score")
+
+    # --- New-Safety benchmark, 14 categories ------------------------------------------------------
+    new_safety = evaluation.new_safety
+    new_safety_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in new_safety.get("sources", [])}
+
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, check_specs=[disjoint_from_sft_spec()],
+           ins={**new_safety_ins, "sft_dataset": AssetIn()})
+    def new_safety_benchmark(context: AssetExecutionContext, sft_dataset: pl.DataFrame, **sources: pl.DataFrame):
+        """The 14-category open-ended benchmark: evaluation.new_safety.per_category prompts per category,
+        seeded, from the configured sources mapped through the taxonomy; prompts in the SFT set or sharing
+        a long n-gram with it are excluded first, and a blocking check confirms the result is disjoint."""
+        pool = concat_prompts(sources)
+        mapped = pool.with_columns(category=pl.Series([taxonomy.map_source_category(s, c) for s, c in zip(pool["source"], pool["source_category"])], dtype=pl.Utf8))
+        unmapped = mapped.filter(pl.col("category").is_null())
+        mapped = mapped.filter(pl.col("category").is_not_null())
+        sft_texts = sft_dataset["instruction"].to_list()
+        leaking = {key for key, _ in contaminated(zip(mapped["prompt_id"], mapped["prompt"]), sft_texts,
+                                                  settings.method.contamination_zh_chars, settings.method.contamination_en_words)}
+        clean = mapped.filter(~pl.col("prompt_id").is_in(list(leaking | set(sft_dataset["prompt_id"].to_list()))))
+        table = sample_per_group(clean, "category", "prompt_id", new_safety.get("per_category"), evaluation.seed).select(
+            "prompt_id", "source", "lang", "category", "source_category", "prompt")
+        per_category = {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()}
+        yield Output(table, metadata={
+            "rows_in": pool.height, "unmapped_category": unmapped.height, "excluded_overlapping_sft": mapped.height - clean.height,
+            "eligible": clean.height, "per_category": per_category,
+            "categories_missing": [c for c in taxonomy.categories if c not in per_category],
+        })
+        yield disjoint_from_sft_result(table, sft_dataset, settings.method)
+
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    def new_safety_responses(context: AssetExecutionContext, candidate_model: pl.DataFrame, new_safety_benchmark: pl.DataFrame):
+        """Each benchmark prompt answered by the candidate (chat template when the model has one)."""
+        llm = llm_for(candidate_model, raw_prompts=False)
+        params = generation_params(llm.default_params, max_new_tokens=new_safety.get("max_new_tokens"))
+        batch = llm.generate(new_safety_benchmark["prompt"].to_list(), "new_safety_response@1", params=params, log=context.log)
+        table = new_safety_benchmark.select("prompt_id", "category", "lang", "prompt").with_columns(
+            candidate=pl.lit(context.partition_key),
+            response=pl.Series([r.value if r.status == "ok" else None for r in batch.results], dtype=pl.Utf8),
+            status=pl.Series([r.status for r in batch.results]), error=pl.Series([r.error for r in batch.results], dtype=pl.Utf8))
+        table = with_fingerprint(table, fingerprint(llm, params.as_dict(), sources_hash(settings, new_safety.get("sources", []))))
+        return Output(table, metadata=batch.metadata())
+
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    def new_safety_judgements(context: AssetExecutionContext, judge: LLMResource, new_safety_responses: pl.DataFrame):
+        """The judge's label per response: safe / unsafe / uncertain with a short reason. An unparseable
+        verdict or a missing response is `uncertain` and goes to the review queue."""
+        rendered = [template("new_safety_judge", lang).render(prompt=p, response=r or "")
+                    for lang, p, r in zip(new_safety_responses["lang"], new_safety_responses["prompt"], new_safety_responses["response"])]
+        batch = judge.generate(rendered, family_version("new_safety_judge"), log=context.log)
+        verdicts = [parse_safety_judgement(r.value) if r.status == "ok" else None for r in batch.results]
+        table = new_safety_responses.select("candidate", "prompt_id", "category", "lang", "prompt", "response").with_columns(
+            judge_label=pl.Series([v.label if v else "uncertain" for v in verdicts]),
+            judge_reason=pl.Series([v.reason if v else f"judge call failed: {r.error}" for v, r in zip(verdicts, batch.results)]),
+            judge_parsed=pl.Series([bool(v and v.parsed) for v in verdicts]),
+            judge_raw_output=pl.Series([r.output if isinstance(r.output, str) else None for r in batch.results], dtype=pl.Utf8),
+            review_key=pl.Series([review_key("new_safety", context.partition_key, p, r) for p, r in
+                                  zip(new_safety_responses["prompt_id"], new_safety_responses["response"])]),
+        )
+        labels = {k: int(v) for k, v in table.group_by("judge_label").len().sort("judge_label").iter_rows()}
+        return Output(table, metadata={**batch.metadata(), "labels": labels, "judge_model": judge.model})
+
+    # --- Responsibility (CValues) ------------------------------------------------------------------
+    responsibility = evaluation.responsibility
+    prompts_source = responsibility.get("prompts_source", "cvalues_responsibility")
+    mcq_source = responsibility.get("mcq_source")
+
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
+           ins={"candidate_model": AssetIn(), "prompts": AssetIn(AssetKey(prompts_source))})
+    def responsibility_responses(context: AssetExecutionContext, candidate_model: pl.DataFrame, prompts: pl.DataFrame):
+        """The candidate's answers to the CValues responsibility prompts, responsibility.per_domain per domain."""
+        sample = sample_per_group(prompts.with_columns(domain=pl.col("source_category")), "domain", "prompt_id",
+                                  responsibility.get("per_domain"), evaluation.seed)
+        llm = llm_for(candidate_model, raw_prompts=False)
+        batch = llm.generate(sample["prompt"].to_list(), "responsibility_response@1", log=context.log)
+        table = sample.select("prompt_id", "domain", "lang", "prompt").with_columns(
+            candidate=pl.lit(context.partition_key),
+            response=pl.Series([r.value if r.status == "ok" else None for r in batch.results], dtype=pl.Utf8),
+            status=pl.Series([r.status for r in batch.results]))
+        table = with_fingerprint(table, fingerprint(llm, llm.default_params.as_dict(), sources_hash(settings, [prompts_source])))
+        return Output(table, metadata=batch.metadata())
+
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    def responsibility_judgements(context: AssetExecutionContext, judge: LLMResource, responsibility_responses: pl.DataFrame):
+        """The judge's 1-10 responsibility score per answer (CValues' human-evaluation scale); an unparseable
+        score is null and counted as unscored."""
+        rendered = [template("responsibility_judge", lang).render(prompt=p, response=r or "")
+                    for lang, p, r in zip(responsibility_responses["lang"], responsibility_responses["prompt"], responsibility_responses["response"])]
+        params = generation_params(judge.default_params, max_new_tokens=4, stop=("\n",))
+        batch = judge.generate(rendered, family_version("responsibility_judge"), params=params, log=context.log)
+        table = responsibility_responses.select("candidate", "prompt_id", "domain", "prompt", "response").with_columns(
+            score=pl.Series([parse_responsibility_score(r.value) if r.status == "ok" else None for r in batch.results], dtype=pl.Int64),
+            judge_raw_output=pl.Series([r.output if isinstance(r.output, str) else None for r in batch.results], dtype=pl.Utf8))
+        return Output(table, metadata={**batch.metadata(), "unscored": int(table["score"].is_null().sum())})
+
+    mcq_ins = {"mcq": AssetIn(AssetKey(mcq_source))} if mcq_source else {}
+
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
+           ins={"candidate_model": AssetIn(), **mcq_ins})
+    def responsibility_mcq_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame, **mcq: pl.DataFrame):
+        """The candidate's choice on each CValues responsibility MCQ (回复1 / 回复2 / other / refuse /
+        need_check, rules in judging.parse_cvalues_choice); need_check goes to the review queue. Empty
+        when responsibility.mcq_source is not configured."""
+        schema = {"candidate": pl.Utf8, "prompt_id": pl.Utf8, "domain": pl.Utf8, "prompt": pl.Utf8, "label": pl.Utf8,
+                  "response": pl.Utf8, "choice": pl.Utf8, "review_key": pl.Utf8}
+        if not mcq:
+            context.add_output_metadata({"note": "no responsibility.mcq_source configured"})
+            return pl.DataFrame(schema=schema)
+        questions = mcq["mcq"]
+        llm = llm_for(candidate_model, raw_prompts=False)
+        batch = llm.generate(questions["prompt"].to_list(), "responsibility_mcq@1", log=context.log)
+        responses = [r.value if r.status == "ok" else None for r in batch.results]
+        table = pl.DataFrame({
+            "candidate": context.partition_key, "prompt_id": questions["prompt_id"], "domain": questions["source_category"],
+            "prompt": questions["prompt"], "label": questions["response"], "response": responses,
+            "choice": [parse_cvalues_choice(r) for r in responses],
+            "review_key": [review_key("responsibility_mcq", context.partition_key, p, r) for p, r in zip(questions["prompt_id"], responses)],
+        }, schema=schema)
+        choices = {k: int(v) for k, v in table.group_by("choice").len().sort("choice").iter_rows()}
+        context.add_output_metadata({**batch.metadata(), "choices": choices})
+        return table
+
+    # --- Human review ----------------------------------------------------------------------------------
+    review_dir = evaluation.review_dir
+    decisions_file = review_dir / "decisions.jsonl"
+
+    @asset(group_name=GROUP, kinds={"duckdb", "json"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    def review_queue(context: AssetExecutionContext, new_safety_judgements: pl.DataFrame,
+                     responsibility_mcq_predictions: pl.DataFrame) -> pl.DataFrame:
+        """What a human must decide for this candidate: New-Safety responses the judge was uncertain about
+        and MCQ answers that need a check. Written to <review_dir>/queue/<candidate>.jsonl for the review
+        page (`madef review`); decisions go to decisions.jsonl, which no asset ever rewrites."""
+        uncertain = new_safety_judgements.filter(pl.col("judge_label") == "uncertain").select(
+            "review_key", pl.lit("new_safety").alias("benchmark"), "candidate", "category", "prompt", "response",
+            "judge_label", "judge_reason", pl.lit(["safe", "unsafe"]).alias("allowed_decisions"))
+        need_check = responsibility_mcq_predictions.filter(pl.col("choice") == "need_check").select(
+            "review_key", pl.lit("responsibility_mcq").alias("benchmark"), "candidate", pl.col("domain").alias("category"),
+            "prompt", "response", pl.col("choice").alias("judge_label"), pl.lit(None, pl.Utf8).alias("judge_reason"),
+            pl.lit(["回复1", "回复2", "other", "refuse"]).alias("allowed_decisions"))
+        table = pl.concat([uncertain, need_check], how="vertical_relaxed")
+        path = review_dir / "queue" / f"{context.partition_key}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in table.iter_rows(named=True)), encoding="utf-8")
+        context.add_output_metadata({"queue_file": MetadataValue.path(str(path)), "decisions_file": MetadataValue.path(str(decisions_file))})
+        return table
+
+    @asset(group_name=GROUP, kinds={"duckdb", "json"}, pool=POOL)
+    def review_decisions(context: AssetExecutionContext) -> pl.DataFrame:
+        """The reviewers' decisions from <review_dir>/decisions.jsonl (append-only; the latest decision per
+        review_key wins). Malformed lines are listed in the metadata, never dropped silently."""
+        latest, problems = latest_decisions(decisions_file)
+        table = pl.DataFrame(list(latest.values()), schema={"review_key": pl.Utf8, "decision": pl.Utf8, "reviewer": pl.Utf8,
+                                                              "note": pl.Utf8, "decided_at": pl.Utf8})
+        context.add_output_metadata({"decisions_file": MetadataValue.path(str(decisions_file)), "malformed_lines": len(problems),
+                                     "problems": problems[:20]})
+        return table
+
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    def new_safety_scores(context: AssetExecutionContext, new_safety_judgements: pl.DataFrame, review_decisions: pl.DataFrame,
+                          new_safety_responses: pl.DataFrame) -> pl.DataFrame:
+        """Safe rate per category for the candidate, with counts and how many labels came from review."""
+        table = run_sql("evaluation/new_safety_scores", judgements=new_safety_judgements, decisions=review_decisions)
+        if new_safety_responses.height:
+            table = with_fingerprint(table, new_safety_responses.row(0, named=True))
+        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.select("category", "prompts", "safe", "unsafe", "pending_review", "from_review", "safe_rate")))})
+        return table
+
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    def responsibility_scores(context: AssetExecutionContext, responsibility_judgements: pl.DataFrame,
+                              responsibility_mcq_predictions: pl.DataFrame, review_decisions: pl.DataFrame,
+                              responsibility_responses: pl.DataFrame) -> pl.DataFrame:
+        """Per domain: the judge's mean responsibility score, and MCQ acc / acc* when the MCQ file is configured."""
+        table = run_sql("evaluation/responsibility_scores", judgements=responsibility_judgements,
+                        mcq_predictions=responsibility_mcq_predictions, decisions=review_decisions)
+        if responsibility_responses.height:
+            table = with_fingerprint(table, responsibility_responses.row(0, named=True))
+        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.select("domain", "prompts", "scored", "mean_score", "mcq_questions", "acc", "acc_star")))})
+        return table
+
+    # --- General capability --------------------------------------------------------------------------
+    general_config = evaluation.general
+    data_dir = general_config["data_dir"]
+
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    def general_capability_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame) -> Output:
+        """gsm8k (few-shot chain of thought, final number exact match), MMLU / CMMLU / C-Eval val (k-shot,
+        option log-probabilities) and HumanEval (pass@1, each program run in a sandboxed subprocess with a
+        time and memory limit, never in this process), on the raw prompt as lm-evaluation-harness does."""
+        llm = llm_for(candidate_model, raw_prompts=True)
+        tables, metadata = [], {}
+        for benchmark in ("gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"):
+            spec = general_config.get(benchmark)
+            if not spec:
+                continue
+            run = {"gsm8k": predict_gsm8k, "humaneval": predict_humaneval}.get(benchmark, predict_mcq)
+            table, batch, params, files = run(context, llm, benchmark, spec)
+            table = with_fingerprint(table.with_columns(candidate=pl.lit(context.partition_key), benchmark=pl.lit(benchmark)),
+                                     fingerprint(llm, params, files_hash(files)))
+            tables.append(table)
+            metadata[f"{benchmark}_questions"] = table.height
+            metadata[f"{benchmark}_score"] = round(100 * float(table["correct"].mean() or 0.0), 2)
+            metadata[f"{benchmark}_llm_backend_calls"] = batch.backend_calls
+        columns = ["candidate", "benchmark", "subject", "item_id", "prediction", "reference", "correct", "detail", "status", *FINGERPRINT_COLUMNS]
+        return Output(pl.concat([t.select(columns) for t in tables], how="vertical_relaxed"), metadata=metadata)
+
+    def predict_gsm8k(context, llm: LLMResource, benchmark: str, spec: dict):
+        path = data_dir / spec["file"]
+        shots_count = int(spec.get("shots", 8))
+        items = general.load_gsm8k(path)
+        shots, items = items[:shots_count], items[shots_count:]
+        items = items[: spec["limit"]] if spec.get("limit") is not None else items
+        params = generation_params(llm.default_params, max_new_tokens=spec.get("max_new_tokens", 256), stop=general.GSM8K_STOP)
+        prompts = [general.render_gsm8k_prompt(item.question, shots) for item in items]
+        batch = llm.generate(prompts, "gsm8k@1", params=params, log=context.log)
+        predictions = [general.extract_gsm8k_answer(r.value) if r.status == "ok" else None for r in batch.results]
+        table = pl.DataFrame({
+            "subject": "gsm8k", "item_id": [i.item_id for i in items], "prediction": predictions, "reference": [i.answer for i in items],
+            "correct": [p is not None and p == i.answer for p, i in zip(predictions, items)],
+            "detail": [r.output if isinstance(r.output, str) else None for r in batch.results], "status": [r.status for r in batch.results],
+        }, schema_overrides={"prediction": pl.Utf8, "detail": pl.Utf8})
+        return table, batch, {**params.as_dict(), "shots": shots_count}, [path]
+
+    def predict_mcq(context, llm: LLMResource, benchmark: str, spec: dict):
+        zip_path, mapping = data_dir / spec["zip"], data_dir / spec["mapping"]
+        split = "val" if benchmark == "ceval" else "test"
+        items = general.load_mcq_benchmark(benchmark, zip_path, mapping, split, limit_per_subject=spec.get("per_subject"))
+        dev = general.load_mcq_benchmark(benchmark, zip_path, mapping, "dev")
+        shots_count = int(spec.get("shots", 5))
+        dev_by_subject: dict[str, list] = {}
+        for item in dev:
+            dev_by_subject.setdefault(item.subject, []).append(item)
+        continuations = general.mcq_continuations(benchmark)
+        prompts = [general.render_mcq_prompt(item, dev_by_subject.get(item.subject, [])[:shots_count]) for item in items]
+        batch = llm.option_logprobs(prompts, continuations, f"{benchmark}@{shots_count}shot", log=context.log)
+        predictions = [general.pick_mcq_answer(r.value, continuations) if r.status == "ok" else None for r in batch.results]
+        table = pl.DataFrame({
+            "subject": [i.subject for i in items], "item_id": [i.item_id for i in items], "prediction": predictions,
+            "reference": [i.answer for i in items], "correct": [p is not None and p == i.answer for p, i in zip(predictions, items)],
+            "detail": [json.dumps(r.value) if r.status == "ok" else r.error for r in batch.results], "status": [r.status for r in batch.results],
+        }, schema_overrides={"prediction": pl.Utf8, "detail": pl.Utf8})
+        return table, batch, {"options": list(continuations), "shots": shots_count}, [zip_path, mapping]
+
+    def predict_humaneval(context, llm: LLMResource, benchmark: str, spec: dict):
+        path = data_dir / spec["file"]
+        items = general.load_humaneval(path, limit=spec.get("limit"))
+        params = generation_params(llm.default_params, max_new_tokens=spec.get("max_new_tokens", 512), stop=general.HUMANEVAL_STOP)
+        batch = llm.generate([item.prompt for item in items], "humaneval@1", params=params, log=context.log)
+        completions = [r.value if r.status == "ok" else "" for r in batch.results]
+        programs = [general.humaneval_program(item, completion) for item, completion in zip(items, completions)]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(lambda p: general.run_in_sandbox(p, float(spec.get("timeout_s", 10)), int(spec.get("memory_mb", 1024))), programs))
+        table = pl.DataFrame({
+            "subject": "humaneval", "item_id": [i.task_id for i in items], "prediction": [general.truncate_completion(c) for c in completions],
+            "reference": None, "correct": [r.passed for r in results],
+            "detail": [f"{r.status} in {r.seconds:.2f}s: {r.stderr_tail[-300:]}" for r in results], "status": [r.status for r in batch.results],
+        }, schema_overrides={"reference": pl.Utf8, "prediction": pl.Utf8})
+        return table, batch, {**params.as_dict(), "timeout_s": spec.get("timeout_s", 10), "memory_mb": spec.get("memory_mb", 1024)}, [path]
+
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    def general_capability_scores(context: AssetExecutionContext, general_capability_predictions: pl.DataFrame) -> pl.DataFrame:
+        """Accuracy per benchmark and subject (pass@1 for HumanEval), and per benchmark over all questions."""
+        table = run_sql("evaluation/general_capability_scores", predictions=general_capability_predictions)
+        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.filter(pl.col("subject") == "(all)").select("benchmark", "questions", "score")))})
+        return table
+
+    # --- Report ------------------------------------------------------------------------------------------
+    order = [c.name for c in evaluation.candidates]
+
+    @asset(group_name=GROUP, kinds={"duckdb", "markdown"}, pool=POOL, check_specs=[no_regression_spec()],
+           ins={"safetybench_scores": AssetIn(), "new_safety_scores": AssetIn(), "responsibility_scores": AssetIn(),
+                "general_capability_scores": AssetIn(), "sft_dataset": AssetIn(), "attack_prompts": AssetIn()})
+    def eval_report(context: AssetExecutionContext, safetybench_scores: pl.DataFrame, new_safety_scores: pl.DataFrame,
+                    responsibility_scores: pl.DataFrame, general_capability_scores: pl.DataFrame,
+                    sft_dataset: pl.DataFrame, attack_prompts: pl.DataFrame):
+        """The paper's four views with every candidate against the first (the baseline) and deltas:
+        SafetyBench (Table 5-1), 14-category safe rates + radar chart (Figure 5-3), responsibility
+        (Table 5-2), general capability (Table 5-3); plus, per category, the SFT sources and generation
+        routes that fed it next to its eval delta. Markdown + PNG in the report folder."""
+        safety_mode = "logprobs" if "logprobs" in set(safetybench_scores["mode"].to_list()) else None
+        bench_rows = safetybench_scores.filter(pl.col("mode") == safety_mode) if safety_mode else safetybench_scores
+        bench_table = compare(bench_rows, "category", "score", order)
+        by_mode = {mode: compare(rows, "category", "score", order) for (mode,), rows in safetybench_scores.group_by("mode", maintain_order=True)}
+        category_order = pl.DataFrame({"category": list(taxonomy.categories)})
+        safety_table = category_order.join(compare(new_safety_scores, "category", "safe_rate", order), on="category", how="left")
+        responsibility_table = compare(responsibility_scores, "domain", "mean_score", order)
+        mcq = responsibility_scores.filter(pl.col("mcq_questions") > 0)
+        general_table = compare(general_capability_scores.filter(pl.col("subject") == "(all)"), "benchmark", "score", order)
+        lineage = lineage_by_category(run_sql("evaluation/sft_lineage", sft=sft_dataset, attack=attack_prompts))
+        delta_columns = [c for c in safety_table.columns if c.startswith("Δ ")]
+        lineage_table = category_order.join(safety_table.select("category", *delta_columns), on="category", how="left").join(
+            lineage, on="category", how="left")
+        report_dir.mkdir(parents=True, exist_ok=True)
+        radar = radar_png(safety_table, "category", order, "Safe rate per category (%)", report_dir / "new_safety_radar.png")
+        sections = [
+            "# madef evaluation report", f"Candidates: {', '.join(order)} (deltas against {order[0]}).",
+            *[f"## SafetyBench ({mode}, Table 5-1 form)\n{markdown_table(table)}" for mode, table in by_mode.items()],
+            f"## New-Safety benchmark: safe rate per category (Figure 5-3 form)\n{markdown_table(safety_table)}\n\n![radar](new_safety_radar.png)",
+            f"## Responsibility (Table 5-2 form): mean judge score 1-10 per domain\n{markdown_table(responsibility_table)}",
+            *([f"### Responsibility MCQ\n{markdown_table(compare(mcq, 'domain', 'acc', order))}"] if mcq.height else []),
+            f"## General capability (Table 5-3 form)\n{markdown_table(general_table)}",
+            f"## What fed each category: SFT sources/routes next to the safe-rate delta\n{markdown_table(lineage_table)}",
+        ]
+        report_path = report_dir / "eval_report.md"
+        report_path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+        long = pl.concat([
+            bench_rows.select("candidate", pl.lit("safetybench").alias("view"), pl.col("category").alias("item"), "score"),
+            new_safety_scores.select("candidate", pl.lit("new_safety").alias("view"), pl.col("category").alias("item"), pl.col("safe_rate").alias("score")),
+            responsibility_scores.select("candidate", pl.lit("responsibility").alias("view"), pl.col("domain").alias("item"), pl.col("mean_score").alias("score")),
+            general_capability_scores.filter(pl.col("subject") == "(all)").select("candidate", pl.lit("general").alias("view"), pl.col("benchmark").alias("item"), "score"),
+        ], how="vertical_relaxed")
+        yield Output(long, metadata={
+            "report": MetadataValue.md("\n\n".join(sections[:-1] + [sections[-1]]).replace("![radar](new_safety_radar.png)", markdown_image(radar))),
+            "report_file": MetadataValue.path(str(report_path)), "radar_chart": MetadataValue.path(str(radar)),
+        })
+        yield no_regression_result(regressions(safety_table, "category") + [f"SafetyBench {r}" for r in regressions(bench_table, "category")])
+
+    return [candidate_model, safetybench_predictions, safetybench_scores, new_safety_benchmark, new_safety_responses,
+            new_safety_judgements, responsibility_responses, responsibility_judgements, responsibility_mcq_predictions,
+            review_queue, review_decisions, new_safety_scores, responsibility_scores, general_capability_predictions,
+            general_capability_scores, eval_report]

@@ -1,0 +1,1 @@
+"""Human review of uncertain LLM-judge results: the queue and decisions files and a small local web page."""
