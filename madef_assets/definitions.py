@@ -2,8 +2,9 @@
 
 import warnings
 
-from dagster import AssetSelection, BetaWarning, Definitions, define_asset_job, in_process_executor
+from dagster import AssetSelection, BetaWarning, Definitions, ExecutorDefinition, define_asset_job, in_process_executor, multiprocess_executor
 
+from madef_assets.defs.automation import build_automation_sensor, build_schedules, build_source_sensor, with_eager_automation
 from madef_assets.defs.diversity.assets import build_diversity_assets
 from madef_assets.defs.evaluation.assets import build_evaluation_assets
 from madef_assets.defs.intent.assets import build_intent_assets
@@ -13,15 +14,35 @@ from madef_assets.defs.selection.assets import build_selection_assets
 from madef_assets.defs.sources.assets import build_source_defs
 from madef_assets.defs.training.assets import build_training_assets
 from madef_assets.resources import build_resources
-from madef_assets.settings import Settings, current_settings
+from madef_assets.settings import ConfigError, Settings, current_settings
 
 MAIN_JOB = "madef_build"
 EVALUATE_JOB = "madef_evaluate"
 REPORT_JOB = "madef_report"
 OBSERVE_JOB = "observe_sources"
+REBUILD_SFT_JOB = "rebuild_sft_dataset"
 
 # observable_source_asset and pools are marked beta; the project uses them deliberately.
 warnings.filterwarnings("ignore", category=BetaWarning)
+
+
+def build_executor(name: str) -> ExecutorDefinition:
+    """in_process (default: one process per run, models load once, one DuckDB writer), multiprocess, or
+    Dagster's k8s / celery executors for scale-out (extra `deploy`; see deploy/ and the README)."""
+    if name == "in_process":
+        return in_process_executor
+    if name == "multiprocess":
+        return multiprocess_executor
+    try:
+        if name == "k8s":
+            from dagster_k8s import k8s_job_executor
+
+            return k8s_job_executor
+        from dagster_celery import celery_executor
+
+        return celery_executor
+    except ImportError as exc:
+        raise ConfigError(f"execution.executor {name!r} needs the deploy extra: pip install 'madef[deploy]' ({exc})") from exc
 
 
 def build_definitions(settings: Settings) -> Definitions:
@@ -37,23 +58,28 @@ def build_definitions(settings: Settings) -> Definitions:
     evaluation_assets = build_evaluation_assets(settings)
     per_candidate = AssetSelection.assets(*(a for a in evaluation_assets if a.partitions_def is not None))
     report = AssetSelection.assets("eval_report") if evaluation_assets else AssetSelection.assets()
+    evaluate_job = define_asset_job(EVALUATE_JOB, selection=per_candidate,
+                                    description="Evaluate one candidate (a partition): every per-candidate evaluation asset.")
+    rebuild_sft_job = define_asset_job(REBUILD_SFT_JOB, selection=AssetSelection.assets("sft_dataset").upstream().materializable().required_multi_asset_neighbors(),
+                                       description="Rebuild the SFT set and everything it needs.")
     return Definitions(
-        assets=[*raw_sources, *source_assets, *method_assets, *evaluation_assets],
+        assets=[*raw_sources, *with_eager_automation([*source_assets, *method_assets, *evaluation_assets])],
         resources=build_resources(settings),
         jobs=[
             define_asset_job(MAIN_JOB, selection=AssetSelection.all() - per_candidate - report,
                              description="Materialize every asset that is not per candidate: data, training, shared evaluation inputs."),
-            define_asset_job(EVALUATE_JOB, selection=per_candidate,
-                             description="Evaluate one candidate (a partition): every per-candidate evaluation asset."),
+            evaluate_job,
             define_asset_job(REPORT_JOB, selection=report, description="The evaluation report over every evaluated candidate."),
             define_asset_job(
                 OBSERVE_JOB,
                 selection=AssetSelection.keys(*(s.key for s in raw_sources)),
                 description="Record the content-hash data version of every source's input files.",
             ),
+            rebuild_sft_job,
         ],
-        # One process per run: local models load once and DuckDB sees a single writer per run.
-        executor=in_process_executor,
+        sensors=[build_source_sensor(settings), build_automation_sensor(settings)],
+        schedules=build_schedules(settings, evaluate_job, rebuild_sft_job),
+        executor=build_executor(settings.executor),
     )
 
 

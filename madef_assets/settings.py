@@ -85,6 +85,7 @@ class MethodConfig:
     contamination_en_words: int = 8
     sft_export_dir: Path | None = None
     sft_formats: tuple[str, ...] = ("alpaca",)
+    required_categories: tuple[str, ...] | None = None  # None: all 14; the attack-prompt gate blocks on a missing one
     selection: SelectionConfig = field(default_factory=SelectionConfig)
 
 
@@ -126,6 +127,19 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class AutomationConfig:
+    """Sensors (source files → new data versions → eager re-materialization) and schedules."""
+
+    sensors_running: bool = True
+    source_poll_seconds: int = 60
+    evaluate_cron: str = "0 2 * * *"
+    evaluate_enabled: bool = False
+    rebuild_sft_cron: str = "0 3 * * 0"
+    rebuild_sft_enabled: bool = False
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str
     profile_path: Path
@@ -139,6 +153,8 @@ class Settings:
     method: MethodConfig
     training: TrainingConfig
     evaluation: EvaluationConfig
+    automation: AutomationConfig
+    executor: str
     taxonomy_path: Path
     raw: dict[str, Any]
 
@@ -230,6 +246,8 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         method=method,
         training=parse_training(raw.get("training") or {}, state_dir, base, env),
         evaluation=parse_evaluation(raw.get("evaluation") or {}, set(sources), state_dir, base),
+        automation=parse_automation(raw.get("automation") or {}),
+        executor=parse_executor(raw.get("execution") or {}),
         taxonomy_path=_resolve(raw.get("taxonomy", "config/taxonomy.yaml"), base),
         raw=raw,
     )
@@ -244,6 +262,8 @@ def parse_method(raw: dict[str, Any], source_names: set[str], state_dir: Path, b
     for key in ("attack_sources", "train_sources", "eval_sources", "general_sources", "sft_formats"):
         if key in values:
             values[key] = tuple(values[key] or ())
+    if values.get("required_categories") is not None:
+        values["required_categories"] = tuple(values["required_categories"])
     for key in ("attack_sources", "train_sources", "eval_sources", "general_sources"):
         missing = set(values.get(key, ())) - source_names
         if missing:
@@ -268,6 +288,37 @@ def parse_training(raw: dict[str, Any], state_dir: Path, base: Path, env: dict[s
         output_dir=_resolve(raw.get("output_dir") or state_dir / "checkpoints" / "finetuned", base),
         args=dict(raw.get("args") or {}),
     )
+
+
+EXECUTORS = ("in_process", "multiprocess", "k8s", "celery")
+
+
+def parse_executor(raw: dict[str, Any]) -> str:
+    if set(raw) - {"executor"}:
+        raise ConfigError(f"execution: unknown keys {sorted(set(raw) - {'executor'})}")
+    executor = raw.get("executor", "in_process")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"execution.executor: one of {EXECUTORS}, got {executor!r}")
+    return executor
+
+
+def parse_automation(raw: dict[str, Any]) -> AutomationConfig:
+    unknown = set(raw) - {"sensors_running", "source_poll_seconds", "schedules", "timezone"}
+    if unknown:
+        raise ConfigError(f"automation: unknown keys {sorted(unknown)}")
+    values = {k: v for k, v in raw.items() if k != "schedules"}
+    for name, prefix in (("evaluate_candidates", "evaluate"), ("rebuild_sft_dataset", "rebuild_sft")):
+        spec = (raw.get("schedules") or {}).get(name) or {}
+        if set(spec) - {"cron", "enabled"}:
+            raise ConfigError(f"automation.schedules.{name}: unknown keys {sorted(set(spec) - {'cron', 'enabled'})}")
+        if "cron" in spec:
+            values[f"{prefix}_cron"] = str(spec["cron"])
+        if "enabled" in spec:
+            values[f"{prefix}_enabled"] = bool(spec["enabled"])
+    unknown_schedules = set(raw.get("schedules") or {}) - {"evaluate_candidates", "rebuild_sft_dataset"}
+    if unknown_schedules:
+        raise ConfigError(f"automation.schedules: unknown schedules {sorted(unknown_schedules)}")
+    return AutomationConfig(**values)
 
 
 CHECKPOINT_ASSETS = ("base_model_checkpoint", "finetuned_checkpoint")

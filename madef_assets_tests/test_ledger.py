@@ -145,3 +145,27 @@ def test_parse_errors_are_recorded_and_reparsed_without_new_calls(tmp_path):
         again = resource.generate(["ab", "abc", "[[400]]"], template_version="parse-test", parse=lambda t: t.upper())
         assert [r.status for r in again.results] == ["ok", "ok", "error"]
         assert again.backend_calls == 1 and server.total_requests == 4
+
+
+def test_progress_is_logged_at_a_steady_interval_while_calls_run(tmp_path, monkeypatch, caplog):
+    import json
+    import logging
+
+    from madef_assets.llm import resource as resource_module
+    from madef_assets.llm.resource import LLMResource
+
+    monkeypatch.setattr(resource_module, "PROGRESS_EVERY_S", 0.2)
+    with OpenAICompatibleServer(latency_s=0.1) as server:
+        judge = LLMResource(
+            role="judge", backend="openai", model="test-model", duckdb_path=str(tmp_path / "p.duckdb"), models_dir=str(tmp_path),
+            options_json=json.dumps({"base_url": server.base_url, "api_key_env": None, "concurrency": 1}),
+        )
+        judge.generate(["warm"], template_version="progress")
+        log = logging.getLogger("madef.test.progress")
+        with caplog.at_level(logging.INFO, logger="madef.test.progress"):
+            judge.generate(["warm"] + [f"question {i}" for i in range(12)], template_version="progress", log=log)
+    lines = [r.getMessage() for r in caplog.records if "calls done" in r.getMessage()]
+    assert len(lines) >= 4, lines  # ~1.2 s of calls, a line every 0.2 s
+    assert all("/12 calls done" in line and "ETA" in line and "1 ledger hits" in line for line in lines)
+    done = [int(line.split(": ")[1].split("/")[0]) for line in lines]
+    assert done == sorted(done) and done[-1] > done[0]

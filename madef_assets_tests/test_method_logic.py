@@ -240,3 +240,18 @@ def test_response_judging_plan_unswaps_scores():
         assert row["safe_response_score"] == (0.9 if original_first else 0.2)
     assert plan.rows[6]["original_response_score"] == 0.4 and plan.rows[6]["safe_response_score"] is None
     assert plan.rows[7]["status"] == "no_candidate"
+
+
+def test_category_gate_blocks_on_a_missing_required_category():
+    from dagster import AssetCheckSeverity
+
+    from madef_assets.defs.diversity.checks import attack_prompt_check_results
+    from madef_assets.defs.intent.taxonomy import CATEGORIES
+
+    full = pl.DataFrame({"category": list(CATEGORIES), "prompt": [f"prompt about {c}" for c in CATEGORIES]})
+    present, duplicates = attack_prompt_check_results(full, None)
+    assert present.passed and duplicates.passed and present.severity == AssetCheckSeverity.ERROR
+    without_ps = full.filter(pl.col("category") != "PS")
+    gate = attack_prompt_check_results(without_ps, None)[0]
+    assert not gate.passed and gate.metadata["missing"].value == "PS"
+    assert attack_prompt_check_results(without_ps, ("OFF", "UB"))[0].passed

@@ -16,13 +16,16 @@ from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
 from madef_assets_tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.slow
+# What the tiny profile's sources supply by their own categories; PR, DT and PS come only from generation
+# by the 270M model, which a two-prompt sample cannot promise.
+SOURCE_MAPPED_CATEGORIES = ["OFF", "UB", "CIA", "PP", "EM", "PMH", "IA", "MI", "DP", "NS", "EX"]
 LLM_ASSETS = ("intent_labels", "augmented_prompts", "safe_responses", "prompt_perplexity", "instruction_safety_scores")
 
 
 def tiny_profile(tmp_path, name: str, **method_changes) -> str:
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
     raw["method"].update(label_sample_per_source=2, quota_per_category=1, augment_per_route=1, general_sample_size=4,
-                         sft_export_dir=str(tmp_path / "sft"), **method_changes)
+                         sft_export_dir=str(tmp_path / "sft"), required_categories=SOURCE_MAPPED_CATEGORIES, **method_changes)
     raw["models"]["responder"]["params"]["max_new_tokens"] = 40
     raw["models"]["attacker"]["params"]["max_new_tokens"] = 40
     path = tmp_path / f"{name}.yaml"
@@ -30,12 +33,12 @@ def tiny_profile(tmp_path, name: str, **method_changes) -> str:
     return str(path)
 
 
-def run(profile: str, tmp_path, models_dir):
-    """Everything up to sft_dataset; training and evaluation have their own tests below."""
+def run(profile: str, tmp_path, models_dir, groups_left_out=("training", "evaluation")):
+    """Everything up to sft_dataset by default; training and evaluation have their own tests below."""
     settings = load_settings(profile, env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)})
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
-    selection = [k for k in graph.materializable_asset_keys if graph.get(k).group_name not in ("training", "evaluation")]
+    selection = [k for k in graph.materializable_asset_keys if graph.get(k).group_name not in groups_left_out]
     return settings, defs.resolve_job_def(MAIN_JOB).execute_in_process(
         instance=DagsterInstance.ephemeral(), asset_selection=selection, raise_on_error=False)
 
@@ -73,6 +76,7 @@ def test_whole_method_materializes_and_exports_a_llamafactory_dataset(first_run)
     assert attack.group_by("category").len()["len"].max() == 1  # the quota
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["no_overlap_with_evaluation_prompts"] and checks["scores_in_range"] and checks["no_duplicates_after_dedup"]
+    assert checks["every_category_present"] and set(SOURCE_MAPPED_CATEGORIES) <= set(attack["category"])
 
 
 def test_changing_a_threshold_makes_no_llm_call(first_run, models_dir):
@@ -89,7 +93,7 @@ def test_changing_a_threshold_makes_no_llm_call(first_run, models_dir):
     assert loose >= strict and loose == metadata(result, "reward_features")["rows_with_all_features"]
 
 
-def test_planted_leak_blocks_the_sft_dataset(first_run, models_dir):
+def test_planted_leak_blocks_the_sft_dataset_and_stops_training(first_run, models_dir):
     tmp_path, _, _ = first_run
     general = json.loads((PROJECT_ROOT / "data/general_sft/alpaca_en_demo.json").read_text())
     general += json.loads((PROJECT_ROOT / "data/general_sft/alpaca_zh_demo.json").read_text())
@@ -99,10 +103,15 @@ def test_planted_leak_blocks_the_sft_dataset(first_run, models_dir):
     raw["sources"]["leaky_eval"] = {"reader": "generic", "columns": {"prompt": "question"}, "files": [{"path": str(leak)}]}
     raw["method"]["eval_sources"].append("leaky_eval")
     (tmp_path / "leaky.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
-    _, result = run(str(tmp_path / "leaky.yaml"), tmp_path, models_dir)
+    _, result = run(str(tmp_path / "leaky.yaml"), tmp_path, models_dir, groups_left_out=("evaluation",))
     assert not result.success
     gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "no_overlap_with_evaluation_prompts")
     assert not gate.passed and gate.metadata["leaked_prompts"].value >= 4
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "base_model_checkpoint" in materialized
+    assert "finetuned_checkpoint" not in materialized  # the blocking gate stopped the line before training
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert "base_model_checkpoint" in started and "finetuned_checkpoint" not in started
 
 
 TRAINING = (AssetKey("base_model_checkpoint"), AssetKey("finetuned_checkpoint"))

@@ -1,25 +1,20 @@
 """The review page in a real headless Chromium: a reviewer records two decisions and the pending count drops."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from madef_assets.settings import PROJECT_ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install '.[test]')")
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from madef_assets_tests.browser import free_port, headless_chromium, save_screenshot, wait_until_answering  # noqa: E402
 
 ITEMS = [
     {"review_key": "a1f0", "benchmark": "new_safety", "candidate": "base", "category": "weapons",
@@ -36,35 +31,6 @@ ITEMS = [
 REVIEWER = "Alice 审核员"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_answering(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"review server exited early:\n{log.read_text()}"
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"review server did not answer within {timeout_s}s:\n{log.read_text()}")
-
-
-def headless_chromium(profile_dir: Path) -> "webdriver.Chrome":
-    """Debian's Chromium and chromedriver by explicit path, so Selenium Manager never downloads anything."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile_dir}", "--window-size=1200,1800"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-
-
 def pending_count_becomes(driver, expected: str) -> None:
     """Wait for the page loaded after a decision; the old page's elements go stale while it is replaced."""
     WebDriverWait(driver, 15, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
@@ -79,9 +45,6 @@ def click_decision(driver, review_key: str, decision: str) -> None:
 
 @pytest.mark.browser
 def test_reviewer_records_decisions_in_headless_chromium(tmp_path):
-    for required in (CHROMIUM, CHROMEDRIVER):
-        if not required.exists():
-            pytest.skip(f"{required} is missing (apt-get install chromium chromium-driver)")
     queue = tmp_path / "queue.jsonl"
     queue.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in ITEMS), encoding="utf-8")
     decisions = tmp_path / "decisions.jsonl"
@@ -97,6 +60,7 @@ def test_reviewer_records_decisions_in_headless_chromium(tmp_path):
     try:
         wait_until_answering(base + "/", server, log)
         driver = headless_chromium(tmp_path / "chromium-profile")
+        driver.set_window_size(1200, 1800)
         try:
             driver.get(base + "/")
             assert driver.title == "madef review queue"
@@ -125,12 +89,10 @@ def test_reviewer_records_decisions_in_headless_chromium(tmp_path):
 
             driver.get(base + "/?all=1")
             assert len(driver.find_elements(By.CSS_SELECTOR, "div.item.decided")) == 2
-            screenshot = tmp_path / "review_page.png"
-            assert driver.save_screenshot(str(screenshot))
+            data = save_screenshot(driver, tmp_path / "review_page.png")
         finally:
             driver.quit()
     finally:
         server.terminate()
         server.wait(timeout=10)
-    data = screenshot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5 * 1024

@@ -1,6 +1,7 @@
 """Fine-tuning: the rendered LLaMA-Factory YAML, the trainer log, and real CPU training runs."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -31,3 +32,13 @@ def test_read_trainer_log(tmp_path):
     log = read_trainer_log(tmp_path)
     assert log.select("step", "loss").rows() == [(1, 4.2), (2, 3.9)]
     assert read_trainer_log(tmp_path / "missing").height == 0
+
+
+def test_deepspeed_file_for_multi_gpu_is_resolved_and_is_zero3(tmp_path):
+    from madef_assets.defs.training.llamafactory_config import render_train_config
+
+    config = render_train_config(tmp_path / "base", tmp_path / "data", "madef_sft", tmp_path / "out",
+                                 {"deepspeed": "deploy/llamafactory/deepspeed_z3.json", "bf16": True})
+    path = Path(config["deepspeed"])
+    assert path.is_absolute() and path.exists()
+    assert json.loads(path.read_text())["zero_optimization"]["stage"] == 3

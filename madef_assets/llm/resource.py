@@ -205,18 +205,18 @@ class LLMResource(ConfigurableResource):
         keys, prompts = list(todo), list(todo.values())
         answers: dict[str, dict[str, Any]] = {}
         pending: list[dict[str, Any]] = []
-        progress = _Progress(self.role, len(prompts), hits, log)
         last_flush = time.perf_counter()
         try:
-            for index, completion in run(backend, prompts):
-                status, error, output = _finish(call.kind, completion, parse)
-                answers[keys[index]] = {"output": output, "status": status, "error": error, "cached": False}
-                pending.append(call.ledger_row(keys[index], self.role, prompts[index], output, status, error, completion, self._run_id))
-                if len(pending) >= FLUSH_ROWS or time.perf_counter() - last_flush >= FLUSH_SECONDS:
-                    self.ledger().write(pending)
-                    pending.clear()
-                    last_flush = time.perf_counter()
-                progress.step()
+            with _Progress(self.role, len(prompts), hits, log) as progress:
+                for index, completion in run(backend, prompts):
+                    status, error, output = _finish(call.kind, completion, parse)
+                    answers[keys[index]] = {"output": output, "status": status, "error": error, "cached": False}
+                    pending.append(call.ledger_row(keys[index], self.role, prompts[index], output, status, error, completion, self._run_id))
+                    if len(pending) >= FLUSH_ROWS or time.perf_counter() - last_flush >= FLUSH_SECONDS:
+                        self.ledger().write(pending)
+                        pending.clear()
+                        last_flush = time.perf_counter()
+                    progress.step()
         finally:
             # Also on interruption (run terminated, KeyboardInterrupt): keep every finished call.
             self.ledger().write(pending)
@@ -255,21 +255,36 @@ class _CallSpec:
 
 
 class _Progress:
-    """Logs done / total, rate, ETA and ledger hits at a steady interval."""
+    """Logs done / total, rate, ETA and ledger hits every PROGRESS_EVERY_S seconds from a timer thread,
+    so the run log shows where a long call is even while a slow batch produces no row."""
 
     def __init__(self, role: str, total: int, hits: int, log: logging.Logger):
         self.role, self.total, self.hits, self.log = role, total, hits, log
         self.done = 0
-        self.started = self.last = time.perf_counter()
+        self.started = time.perf_counter()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._report, name=f"progress-{role}", daemon=True)
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stopped.set()
+        self._thread.join()
 
     def step(self) -> None:
         self.done += 1
-        now = time.perf_counter()
-        if now - self.last >= PROGRESS_EVERY_S:
-            rate = self.done / (now - self.started)
-            eta = (self.total - self.done) / rate if rate else float("inf")
-            self.log.info(f"{self.role}: {self.done}/{self.total} calls done, {rate:.1f}/s, ETA {eta:.0f}s, {self.hits} ledger hits")
-            self.last = now
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        rate = self.done / elapsed if elapsed else 0.0
+        eta = f"{(self.total - self.done) / rate:.0f}s" if rate else "unknown"
+        return f"{self.role}: {self.done}/{self.total} calls done, {rate:.1f}/s, ETA {eta}, {self.hits} ledger hits"
+
+    def _report(self) -> None:
+        while not self._stopped.wait(PROGRESS_EVERY_S):
+            self.log.info(self.line())
 
 
 def _finish(kind: CallKind, completion: Completion, parse: Callable[[str], Any] | None) -> tuple[str, str | None, str | None]:

@@ -137,6 +137,6 @@ def build_diversity_assets(settings: Settings) -> list:
             "rows_after_dedup": exact.height - near_count, "rows_out": table.height,
             "per_category": {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()},
         })
-        yield from attack_prompt_check_results(table)
+        yield from attack_prompt_check_results(table, method.required_categories)
 
     return [category_quota, augmented_prompts, attack_prompts]

@@ -113,7 +113,6 @@ def build_evaluation_assets(settings: Settings) -> list:
     # --- SafetyBench ----------------------------------------------------------------------------------
     bench = evaluation.safetybench
     bench_source = bench.get("source", "safetybench")
-    shots = safetybench.load_dev_shots(bench.get("dev_file"))
 
     @asset(group_name=GROUP, kinds={"duckdb", "llm", "json"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
            ins={"candidate_model": AssetIn(), "items": AssetIn(AssetKey(bench_source))})
@@ -123,6 +122,7 @@ def build_evaluation_assets(settings: Settings) -> list:
         letter extracted from the chat answer; unextractable counts wrong). Writes the official submission
         JSON per mode to the report folder."""
         candidate = context.partition_key
+        shots = safetybench.load_dev_shots(bench.get("dev_file"))
         questions = sample_per_group(items.with_columns(category=pl.col("source_category")), "category", "prompt_id",
                                      bench.get("per_category"), evaluation.seed)
         metas = [json.loads(m) for m in questions["meta"]]
@@ -491,7 +491,7 @@ def build_evaluation_assets(settings: Settings) -> list:
             general_capability_scores.filter(pl.col("subject") == "(all)").select("candidate", pl.lit("general").alias("view"), pl.col("benchmark").alias("item"), "score"),
         ], how="vertical_relaxed")
         yield Output(long, metadata={
-            "report": MetadataValue.md("\n\n".join(sections[:-1] + [sections[-1]]).replace("![radar](new_safety_radar.png)", markdown_image(radar))),
+            "report": MetadataValue.md("\n\n".join(sections).replace("![radar](new_safety_radar.png)", markdown_image(radar))),
             "report_file": MetadataValue.path(str(report_path)), "radar_chart": MetadataValue.path(str(radar)),
         })
         yield no_regression_result(regressions(safety_table, "category") + [f"SafetyBench {r}" for r in regressions(bench_table, "category")])

@@ -36,8 +36,14 @@ def render_train_config(base_model: Path, dataset_dir: Path, dataset: str, outpu
     clash = owned & set(overrides)
     if clash:
         raise ValueError(f"training.args may not set {sorted(clash)}: madef sets them from the graph")
-    return {**PAPER_DEFAULTS, **overrides, "model_name_or_path": str(base_model), "dataset": dataset,
-            "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
+    config = {**PAPER_DEFAULTS, **overrides, "model_name_or_path": str(base_model), "dataset": dataset,
+              "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
+    if "deepspeed" in config and not Path(config["deepspeed"]).is_absolute():
+        # A profile names the DeepSpeed file relative to the project; the trainer may run elsewhere.
+        from madef_assets.settings import PROJECT_ROOT
+
+        config["deepspeed"] = str(PROJECT_ROOT / config["deepspeed"])
+    return config
 
 
 def to_yaml(config: dict[str, Any]) -> str:

@@ -1,0 +1,113 @@
+"""docker/ and deploy/: validated without a container engine (none runs here): the compose files by
+docker-compose's own schema check, the Dagster instance YAML by Dagster's, the executors' run config
+against the jobs' config schema."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from dagster import validate_run_config
+from dagster._core.errors import DagsterInvalidConfigError
+from dagster._core.instance.config import dagster_instance_config
+
+from madef_assets.definitions import MAIN_JOB, build_definitions
+from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_settings
+
+DOCKER = PROJECT_ROOT / "docker"
+DEPLOY = PROJECT_ROOT / "deploy"
+COMPOSE = DOCKER / "docker-compose.yaml"
+COMPOSE_ENV = {"DAGSTER_POSTGRES_PASSWORD": "test-only"}
+
+
+def compose_config(tmp_path, *files, profile: str | None = None) -> subprocess.CompletedProcess:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (scripts/install_test_tools.sh installs Debian's)")
+    args = [binary, *(a for f in files for a in ("-f", str(f))), *(["--profile", profile] if profile else []), "config"]
+    return subprocess.run(args, env={**os.environ, **COMPOSE_ENV}, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+
+def test_compose_files_pass_docker_compose_config(tmp_path):
+    plain = compose_config(tmp_path, COMPOSE)
+    assert plain.returncode == 0, plain.stderr
+    assert yaml.safe_load(plain.stdout)["services"]["vllm"]["profiles"] == ["gpu"]  # started only with --profile gpu
+    gpu = compose_config(tmp_path, COMPOSE, DOCKER / "docker-compose.gpu.yaml", profile="gpu")
+    assert gpu.returncode == 0, gpu.stderr
+    services = yaml.safe_load(gpu.stdout)["services"]
+    assert services["user_code"]["environment"]["MADEF_PROFILE"] == "production"
+    assert services["user_code"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    # the validator is real: a misspelt key is refused
+    broken = yaml.safe_load(COMPOSE.read_text())
+    broken["services"]["webserver"]["comand"] = broken["services"]["webserver"].pop("command")
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(broken))
+    refused = compose_config(tmp_path, tmp_path / "broken.yaml")
+    assert refused.returncode != 0 and "comand" in refused.stderr
+
+
+def test_compose_wires_postgres_grpc_and_secrets_consistently():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "user_code", "webserver", "daemon", "vllm"}
+    workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())["load_from"][0]["grpc_server"]
+    assert workspace["host"] == "user_code"
+    command = services["user_code"]["command"]
+    assert command[command.index("-p") + 1] == str(workspace["port"]) and "madef_assets.definitions" in command
+    for name in ("webserver", "daemon"):
+        mounts = services[name]["volumes"]
+        assert "./dagster.yaml:/opt/dagster/home/dagster.yaml:ro" in mounts and any("workspace.yaml" in m for m in mounts), name
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["vllm"]["profiles"] == ["gpu"]
+    text = COMPOSE.read_text()
+    assert re.search(r"PASSWORD: \$\{DAGSTER_POSTGRES_PASSWORD:\?", text), "the password comes from the environment only"
+    for dockerfile_copy in re.findall(r"^COPY (\S+) ", (DOCKER / "Dockerfile").read_text(), re.M):
+        assert (PROJECT_ROOT / dockerfile_copy).exists(), dockerfile_copy
+    assert {"app", "train"} == set(re.findall(r"^FROM \S+ AS (\w+)", (DOCKER / "Dockerfile").read_text(), re.M))
+
+
+def test_instance_yaml_is_valid_dagster_config(monkeypatch):
+    monkeypatch.setenv("DAGSTER_POSTGRES_DB", "dagster")
+    monkeypatch.setenv("DAGSTER_POSTGRES_USER", "dagster")
+    monkeypatch.setenv("DAGSTER_POSTGRES_PASSWORD", "test-only")
+    config, _ = dagster_instance_config(str(DOCKER), "dagster.yaml")
+    assert "postgres" in config["storage"] and config["concurrency"]["pools"]["default_limit"] == 1
+    from dagster_postgres import PostgresRunStorage  # the class the instance will load is installed
+
+    assert PostgresRunStorage
+
+
+def test_instance_validator_is_real(tmp_path):
+    (tmp_path / "dagster.yaml").write_text("run_coordinator:\n  module: dagster.core.run_coordinator\n  class: QueuedRunCoordinator\n"
+                                           "  config:\n    max_concurrent_runs: 4\nconcurrency:\n  runs:\n    max_concurrent_runs: 2\n")
+    with pytest.raises(DagsterInvalidConfigError):
+        dagster_instance_config(str(tmp_path), "dagster.yaml")
+
+
+@pytest.mark.parametrize("executor, run_config", [("k8s", DEPLOY / "k8s" / "run_config.yaml"), ("celery", DEPLOY / "celery" / "run_config.yaml")])
+def test_scale_out_executors_accept_their_run_config(tmp_path, executor, run_config):
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+    raw["execution"] = {"executor": executor}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    job = build_definitions(load_settings(str(tmp_path / "p.yaml"), env={"MADEF_STATE_DIR": str(tmp_path)})).resolve_job_def(MAIN_JOB)
+    assert job.executor_def.name == executor
+    validate_run_config(job, yaml.safe_load(run_config.read_text()))
+    with pytest.raises(DagsterInvalidConfigError):
+        validate_run_config(job, {"execution": {"config": {"no_such_option": 1}}})
+
+
+def test_unknown_executor_is_a_config_error(tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+    raw["execution"] = {"executor": "ray"}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    with pytest.raises(ConfigError, match="execution.executor"):
+        load_settings(str(tmp_path / "p.yaml"), env={})
+
+
+def test_helm_values_point_at_the_code_location():
+    values = yaml.safe_load((DEPLOY / "k8s" / "values.yaml").read_text())
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    assert deployment["dagsterApiGrpcArgs"] == ["-m", "madef_assets.definitions"]
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert not any("TOKEN" in str(e.get("value", "")) for e in deployment["env"])  # secrets by reference only

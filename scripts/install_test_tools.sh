@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages some tests drive for real: Chromium + ChromeDriver (and a small CJK font) for the review
+# page and the Dagster UI, docker-compose (v1) to validate docker/ without an engine. Needs root; without
+# them those tests skip and say why.
+set -euo pipefail
+packages=(chromium chromium-driver fonts-wqy-microhei docker-compose)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "install_test_tools.sh: not root, skipping: apt-get install ${missing[*]}" >&2
+    exit 0
+fi
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
