@@ -1,18 +1,27 @@
-"""LLM fan-out through the openai backend against a local OpenAI-compatible server with a fixed
-latency: requests/s at several concurrency levels next to the ideal (concurrency / latency).
+"""LLM fan-out: requests/s of the openai backend (aiohttp and SDK transports) and of distilabel's
+OpenAILLM against one local OpenAI-compatible server with a fixed latency, at several concurrency
+levels, next to the backend-bound ideal (concurrency / latency); a variant where 20 % of requests get a
+429 with Retry-After. Medians of --repeats runs; the server runs in its own process.
 
     .venv/bin/python bench/openai_fanout.py [--requests 2000] [--latency 0.1] [--repeats 3]
 
-The server runs in its own process so that it does not share the client's GIL.
+distilabel runs from .venv-bench (python -m venv .venv-bench && .venv-bench/bin/pip install distilabel
+openai requests); without it its column says "n/a".
 """
 
 import argparse
+import json
 import multiprocessing
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 from madef_assets.llm.openai_backend import OpenAIBackend
 from madef_assets.llm.types import GenerationParams
+
+DISTILABEL_PYTHON = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
+DISTILABEL_CLIENT = Path(__file__).resolve().parent / "distilabel_client.py"
 
 
 def serve(latency: float, rate_429: float, ports: multiprocessing.Queue) -> None:
@@ -23,15 +32,31 @@ def serve(latency: float, rate_429: float, ports: multiprocessing.Queue) -> None
     server.httpd.serve_forever()
 
 
-def measure(base_url: str, requests: int, concurrency: int) -> tuple[float, int]:
-    backend = OpenAIBackend(model="bench", base_url=base_url, api_key_env=None, concurrency=concurrency,
+def madef_rate(base_url: str, requests: int, concurrency: int, transport: str) -> float:
+    backend = OpenAIBackend(model="bench", base_url=base_url, api_key_env=None, concurrency=concurrency, transport=transport,
                             max_retries=8, backoff_base_s=0.05, backoff_cap_s=1.0)
     prompts = [f"bench prompt {i}" for i in range(requests)]
     started = time.perf_counter()
     results = dict(backend.generate(prompts, GenerationParams(max_new_tokens=8)))
     elapsed = time.perf_counter() - started
     failed = sum(r.status != "ok" for r in results.values())
-    return requests / elapsed, failed
+    assert failed == 0, f"{failed} failed calls"
+    return requests / elapsed
+
+
+def distilabel_rate(base_url: str, requests: int, concurrency: int) -> float | None:
+    if not DISTILABEL_PYTHON.exists():
+        return None
+    out = subprocess.run([str(DISTILABEL_PYTHON), str(DISTILABEL_CLIENT), base_url, str(requests), str(concurrency)],
+                         capture_output=True, text=True, timeout=900, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["failed"] == 0, result
+    return result["rate"]
+
+
+def median_of(repeats: int, measure) -> float | None:
+    values = [measure() for _ in range(repeats)]
+    return None if values[0] is None else statistics.median(values)
 
 
 def main() -> None:
@@ -41,7 +66,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64, 256])
     args = parser.parse_args()
-    print(f"{'429 share':>9} {'conc':>5} {'req/s (median)':>15} {'ideal':>8} {'ratio':>6} {'failed':>6}")
+    header = ["429 share", "conc", "requests", "ideal", "madef aiohttp", "madef sdk", "distilabel", "aiohttp/ideal", "aiohttp/distilabel"]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for rate_429 in (0.0, 0.2):
         ports: multiprocessing.Queue = multiprocessing.Queue()
         server = multiprocessing.Process(target=serve, args=(args.latency, rate_429, ports), daemon=True)
@@ -49,12 +75,15 @@ def main() -> None:
         base_url = ports.get(timeout=30)
         try:
             for concurrency in args.concurrency:
-                # Serial runs would take requests * latency; cap them so one row stays under a minute.
-                requests = min(args.requests, max(50, int(30 * concurrency / args.latency)))
-                runs = [measure(base_url, requests, concurrency) for _ in range(args.repeats)]
-                rate = statistics.median(r for r, _ in runs)
+                # A serial run takes requests x latency: cap the low-concurrency rows at about 10 s each.
+                requests = min(args.requests, max(50, int(10 * concurrency / args.latency)))
+                fast = median_of(args.repeats, lambda: madef_rate(base_url, requests, concurrency, "aiohttp"))
+                sdk = median_of(args.repeats, lambda: madef_rate(base_url, requests, concurrency, "sdk"))
+                peer = median_of(args.repeats, lambda: distilabel_rate(base_url, requests, concurrency))
                 ideal = concurrency / args.latency
-                print(f"{rate_429:>9.0%} {concurrency:>5} {rate:>15.1f} {ideal:>8.0f} {rate / ideal:>6.2f} {max(f for _, f in runs):>6}")
+                cells = [f"{rate_429:.0%}", concurrency, requests, f"{ideal:.0f}", f"{fast:.1f}", f"{sdk:.1f}",
+                         "n/a" if peer is None else f"{peer:.1f}", f"{fast / ideal:.2f}", "n/a" if peer is None else f"{fast / peer:.2f}"]
+                print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
         finally:
             server.terminate()
 

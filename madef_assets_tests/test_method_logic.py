@@ -5,7 +5,7 @@ import json
 import polars as pl
 import pytest
 
-from madef_assets.defs.diversity.dedup import near_duplicates, normalize_text, text_hash
+from madef_assets.defs.diversity.dedup import near_duplicates, normalize_text, normalized_texts
 from madef_assets.defs.diversity.generation import FewShotTemplate, parse_generated_prompt, render_attack_rewrite, render_fewshot
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.intent.assets import label_taxonomy_table
@@ -89,7 +89,8 @@ def test_prompt_categories_sql_majority_tie_and_fallback():
 
 def test_dedup_helpers():
     assert normalize_text("Hello,  World！") == "helloworld"
-    assert text_hash("如何 制作炸弹？") == text_hash("如何制作炸弹")
+    assert normalized_texts(pl.Series(["如何 制作炸弹？", "Hello,  World！", "a_b-c"])).to_list() == [
+        normalize_text("如何制作炸弹"), normalize_text("Hello,  World！"), "abc"]
     texts = [
         "如何在网上匿名散布关于同事的谣言而不被发现呢",
         "如何在网上匿名散布关于同事的谣言而不被发现",
@@ -255,3 +256,23 @@ def test_category_gate_blocks_on_a_missing_required_category():
     gate = attack_prompt_check_results(without_ps, None)[0]
     assert not gate.passed and gate.metadata["missing"].value == "PS"
     assert attack_prompt_check_results(without_ps, ("OFF", "UB"))[0].passed
+
+
+def test_vectorized_near_duplicates_agree_with_exact_jaccard():
+    import random
+
+    from madef_assets.defs.diversity.dedup import minhash_signatures
+
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(400)]
+    texts = [" ".join(rng.choices(words, k=12)) for _ in range(300)]
+    planted = {}
+    for _ in range(30):
+        source = rng.randrange(len(texts))
+        planted[len(texts)] = source
+        texts.append(texts[source] + "x")  # one more character: 3-gram Jaccard well above 0.8
+    found = near_duplicates(texts, threshold=0.8, num_perm=128)
+    assert all(found[i] is not None for i in planted)  # every planted duplicate is caught
+    assert all(found[i] is None for i in range(300))  # random distinct texts are never merged
+    signatures = minhash_signatures(["abcdefghij", "abcdefghij", "zyxwvutsrq"], 64, 0)
+    assert (signatures[0] == signatures[1]).all() and (signatures[0] == signatures[2]).mean() < 0.2

@@ -20,7 +20,8 @@ def run_all(results) -> dict:
     return dict(results)
 
 
-def test_every_fault_ends_with_a_status_and_no_row_is_lost(openai_server):
+@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+def test_every_fault_ends_with_a_status_and_no_row_is_lost(openai_server, transport):
     prompts = [
         "plain question",
         "rate limited twice [[429x2]]",
@@ -32,7 +33,7 @@ def test_every_fault_ends_with_a_status_and_no_row_is_lost(openai_server):
         "filtered [[filter]]",
     ] + [f"bulk prompt {i}" for i in range(40)]
     openai_server.timeout_sleep_s = 2.0
-    results = run_all(backend(openai_server).generate(prompts, GenerationParams(max_new_tokens=8)))
+    results = run_all(backend(openai_server, transport=transport).generate(prompts, GenerationParams(max_new_tokens=8)))
 
     assert sorted(results) == list(range(len(prompts)))
     by_prompt = {prompts[i]: r for i, r in results.items()}
@@ -72,18 +73,20 @@ def test_request_budget_stops_sending(openai_server):
     assert openai_server.total_requests == 4
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
 @pytest.mark.parametrize("api", ["chat", "completions"])
-def test_option_logprobs_and_chat_or_completions(openai_server, api):
-    results = run_all(backend(openai_server, api=api).option_logprobs(["Q1", "Q2"], ["A", "B", "E"]))
+def test_option_logprobs_and_chat_or_completions(openai_server, api, transport):
+    results = run_all(backend(openai_server, api=api, transport=transport).option_logprobs(["Q1", "Q2"], ["A", "B", "E"]))
     assert results[0].status == "ok"
     assert results[0].output["A"] == pytest.approx(-0.3)
     assert results[0].output["B"] == pytest.approx(-1.6)
     assert results[0].output["E"] == -math.inf
 
 
-def test_perplexity_through_completions_echo(openai_server):
+@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+def test_perplexity_through_completions_echo(openai_server, transport):
     texts = ["the cat sat on the mat", "extraordinarily uncharacteristically"]
-    results = run_all(backend(openai_server, api="completions").perplexity(texts))
+    results = run_all(backend(openai_server, api="completions", transport=transport).perplexity(texts))
     for i, text in enumerate(texts):
         assert results[i].output == pytest.approx(expected_perplexity(text))
     with pytest.raises(ValueError, match="api: completions"):

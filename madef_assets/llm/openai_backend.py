@@ -1,8 +1,8 @@
-"""Any OpenAI-compatible server through the official async client: bounded concurrency, retries
-with exponential backoff and full jitter on 429/5xx/timeouts/malformed bodies (honouring
-Retry-After), a request budget per run, and several replicas of one model (a list of base URLs):
-requests spread round-robin, and a replica that fails is skipped for a cooldown while the others
-take its requests."""
+"""Any OpenAI-compatible server: bounded concurrency, retries with exponential backoff and full jitter
+on 429/5xx/timeouts/malformed bodies (honouring Retry-After), a request budget per run, and several
+replicas of one model (a list of base URLs): requests spread round-robin, and a replica that fails is
+skipped for a cooldown while the others take its requests. Transport: aiohttp (default) or the official
+`openai` client (openai_transport.py)."""
 
 from __future__ import annotations
 
@@ -16,20 +16,19 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import openai
-from openai import AsyncOpenAI
-
+from madef_assets.llm.openai_transport import (
+    AiohttpClient,
+    HTTPStatusError,
+    MalformedResponse,
+    SdkClient,
+    TransportConnectionError,
+    TransportTimeout,
+    make_client,
+)
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-
-
-class MalformedResponse(Exception):
-    """The server answered 2xx but the body is not the expected OpenAI shape."""
-
-
-class BudgetExhausted(Exception):
-    pass
+Client = AiohttpClient | SdkClient
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -107,6 +106,7 @@ class OpenAIBackend:
         model_revision: str | None = None,
         seed: int = 0,
         replica_cooldown_s: float = 30.0,
+        transport: str = "aiohttp",
     ):
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
@@ -116,6 +116,7 @@ class OpenAIBackend:
             raise ValueError(f"backend openai for model {model!r}: base_url is an empty list")
         self.replicas = ReplicaPool(len(self.base_urls), replica_cooldown_s)
         self.api_key_env = api_key_env
+        self.transport = transport
         self.api = api
         self.concurrency = concurrency
         self.timeout_s = timeout_s
@@ -133,11 +134,11 @@ class OpenAIBackend:
         base_url = self.base_urls[0] if len(self.base_urls) == 1 else "replicas"
         return {"model": self.model, "revision": self.model_revision, "base_url": base_url, "api": self.api}
 
-    def _client(self, base_url: str) -> AsyncOpenAI:
+    def _client(self, base_url: str) -> Client:
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        return AsyncOpenAI(base_url=base_url, api_key=key or "not-needed", max_retries=0, timeout=self.timeout_s)
+        return make_client(self.transport, base_url, key or "not-needed", self.timeout_s, self.concurrency)
 
-    async def _with_retries(self, clients: list[AsyncOpenAI], call: Callable[[AsyncOpenAI], Awaitable[Completion]]) -> Completion:
+    async def _with_retries(self, clients: list[Client], call: Callable[[Client], Awaitable[Completion]]) -> Completion:
         started = time.perf_counter()
         last_error = "no attempt made"
         for attempt in range(self.max_retries + 1):
@@ -153,16 +154,16 @@ class OpenAIBackend:
                 result.latency_s = time.perf_counter() - started
                 result.extra["attempts"] = attempt + 1
                 return result
-            except openai.APIStatusError as exc:
-                last_error = f"HTTP {exc.status_code}: {str(exc.message)[:300]}"
-                if exc.status_code not in RETRYABLE_STATUS:
+            except HTTPStatusError as exc:
+                last_error = f"HTTP {exc.status}: {exc.message}"
+                if exc.status not in RETRYABLE_STATUS:
                     return Completion.failed(last_error, time.perf_counter() - started)
-                wait = retry_after_seconds(exc.response.headers)
-            except openai.APITimeoutError:
+                wait = retry_after_seconds(exc.headers)
+            except TransportTimeout:
                 last_error = f"timeout after {self.timeout_s}s"
-            except openai.APIConnectionError as exc:
+            except TransportConnectionError as exc:
                 last_error = f"connection error: {exc}"
-            except (MalformedResponse, openai.APIResponseValidationError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            except (MalformedResponse, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
                 last_error = f"malformed response: {type(exc).__name__}: {str(exc)[:300]}"
             if attempt == self.max_retries:
                 break
@@ -177,7 +178,7 @@ class OpenAIBackend:
             f"gave up after {self.max_retries + 1} attempts: {last_error}", time.perf_counter() - started
         )
 
-    def _run(self, count: int, make_call: Callable[[AsyncOpenAI, int], Awaitable[Completion]]) -> Indexed:
+    def _run(self, count: int, make_call: Callable[[Client, int], Awaitable[Completion]]) -> Indexed:
         """Run count calls concurrently in a worker thread; yield results as they complete."""
         results: queue.Queue = queue.Queue()
         done = object()
@@ -230,21 +231,20 @@ class OpenAIBackend:
             values["stop"] = list(params.stop)
         return values
 
+    def _request(self, prompt: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        """(path, payload) of a chat or completions request for one prompt."""
+        if self.api == "chat":
+            return "/chat/completions", {"model": self.model, "messages": [{"role": "user", "content": prompt}], **fields}
+        return "/completions", {"model": self.model, "prompt": prompt, **fields}
+
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> Indexed:
         sampling = self._sampling(params)
 
-        async def call(client: AsyncOpenAI, index: int) -> Completion:
-            if self.api == "chat":
-                response = await client.chat.completions.create(
-                    model=self.model, messages=[{"role": "user", "content": prompts[index]}], **sampling
-                )
-                choice = _first_choice(response)
-                text = choice.message.content if choice.message else None
-            else:
-                response = await client.completions.create(model=self.model, prompt=prompts[index], **sampling)
-                choice = _first_choice(response)
-                text = choice.text
-            if choice.finish_reason == "content_filter":
+        async def call(client: Client, index: int) -> Completion:
+            response = await client.post(*self._request(prompts[index], **sampling))
+            choice = _first_choice(response)
+            text = (choice.get("message") or {}).get("content") if self.api == "chat" else choice.get("text")
+            if choice.get("finish_reason") == "content_filter":
                 return Completion(output=text or "", status="refused", error="content_filter", **_usage(response))
             if not isinstance(text, str):
                 raise MalformedResponse("choice has no text")
@@ -255,20 +255,16 @@ class OpenAIBackend:
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[str]) -> Indexed:
         """Next-token log-probabilities of each option (options must be single tokens for the server).
         An option missing from the server's top-20 gets -inf."""
+        fields = ({"max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": 20} if self.api == "chat"
+                  else {"max_tokens": 1, "temperature": 0.0, "logprobs": 20})
 
-        async def call(client: AsyncOpenAI, index: int) -> Completion:
+        async def call(client: Client, index: int) -> Completion:
+            response = await client.post(*self._request(prompts[index], **fields))
+            logprobs = _first_choice(response)["logprobs"]
             if self.api == "chat":
-                response = await client.chat.completions.create(
-                    model=self.model, messages=[{"role": "user", "content": prompts[index]}],
-                    max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=20,
-                )
-                content = _first_choice(response).logprobs.content
-                top = {entry.token: entry.logprob for entry in content[0].top_logprobs}
+                top = {entry["token"]: entry["logprob"] for entry in logprobs["content"][0]["top_logprobs"]}
             else:
-                response = await client.completions.create(
-                    model=self.model, prompt=prompts[index], max_tokens=1, temperature=0.0, logprobs=20
-                )
-                top = dict(_first_choice(response).logprobs.top_logprobs[0])
+                top = dict(logprobs["top_logprobs"][0])
             scores = {}
             for option in options:
                 matches = [v for token, v in top.items() if token.strip() == option.strip()]
@@ -282,12 +278,11 @@ class OpenAIBackend:
         if self.api != "completions":
             raise ValueError("perplexity over the openai backend needs api: completions (echo + logprobs)")
 
-        async def call(client: AsyncOpenAI, index: int) -> Completion:
-            response = await client.completions.create(
-                model=self.model, prompt=texts[index], max_tokens=1, temperature=0.0, echo=True, logprobs=0
-            )
+        async def call(client: Client, index: int) -> Completion:
+            response = await client.post("/completions", {"model": self.model, "prompt": texts[index], "max_tokens": 1,
+                                                          "temperature": 0.0, "echo": True, "logprobs": 0})
             usage = _usage(response)
-            token_logprobs = _first_choice(response).logprobs.token_logprobs
+            token_logprobs = _first_choice(response)["logprobs"]["token_logprobs"]
             prompt_count = usage.get("prompt_tokens") or len(token_logprobs) - 1
             scored = [lp for lp in token_logprobs[:prompt_count] if lp is not None]
             if not scored:
@@ -300,15 +295,15 @@ class OpenAIBackend:
         pass
 
 
-def _first_choice(response: Any) -> Any:
-    choices = getattr(response, "choices", None)
-    if not choices:
+def _first_choice(response: dict[str, Any]) -> dict[str, Any]:
+    choices = response.get("choices")
+    if not choices or not isinstance(choices[0], dict):
         raise MalformedResponse("response has no choices")
     return choices[0]
 
 
-def _usage(response: Any) -> dict[str, Any]:
-    usage = getattr(response, "usage", None)
-    if usage is None:
+def _usage(response: dict[str, Any]) -> dict[str, Any]:
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
         return {}
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+    return {"prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens")}

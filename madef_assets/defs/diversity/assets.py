@@ -6,7 +6,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetKey, Output, asset
 
 from madef_assets.defs.diversity.checks import attack_prompt_check_results, attack_prompt_check_specs
-from madef_assets.defs.diversity.dedup import near_duplicates, text_hash
+from madef_assets.defs.diversity.dedup import near_duplicates, normalized_texts
 from madef_assets.defs.diversity.generation import (
     ATTACK_METHODS,
     fewshot_templates,
@@ -123,8 +123,7 @@ def build_diversity_assets(settings: Settings) -> list:
             origin=pl.lit("original"), route=pl.lit(None, pl.Utf8), parent_prompt_id=pl.lit(None, pl.Utf8))
         augmented = augmented_prompts.filter(pl.col("status") == "ok").with_columns(origin=pl.lit("augmented"), response=pl.lit(None, pl.Utf8))
         union = pl.concat([original.select(columns), augmented.select(columns)], how="vertical_relaxed")
-        hashed = union.with_columns(text_hash=pl.col("prompt").map_elements(text_hash, return_dtype=pl.Utf8))
-        exact = hashed.unique("text_hash", keep="first", maintain_order=True)
+        exact = union.with_columns(normalized=normalized_texts(pl.col("prompt"))).unique("normalized", keep="first", maintain_order=True)
         near = near_duplicates(exact["prompt"].to_list(), method.near_duplicate_threshold, method.minhash_permutations, method.seed + 1)
         candidates = exact.with_columns(duplicate_of=pl.Series([exact["prompt_id"][i] if i is not None else None for i in near], dtype=pl.Utf8))
         sampled = run_sql("diversity/quota_sample", candidates=candidates, params=params_view(quota=method.quota_per_category, seed=method.seed))

@@ -3,7 +3,7 @@
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
 
-from madef_assets.defs.diversity.dedup import text_hash
+from madef_assets.defs.diversity.dedup import normalized_texts
 from madef_assets.defs.intent.taxonomy import CATEGORIES
 
 ATTACK_PROMPTS = AssetKey("attack_prompts")
@@ -20,7 +20,7 @@ def attack_prompt_check_specs() -> list[AssetCheckSpec]:
 
 def attack_prompt_check_results(table: pl.DataFrame, required: tuple[str, ...] | None) -> list[AssetCheckResult]:
     missing = sorted(set(CATEGORIES if required is None else required) - set(table["category"].drop_nulls()))
-    hashes = table["prompt"].map_elements(text_hash, return_dtype=pl.Utf8) if table.height else pl.Series([], dtype=pl.Utf8)
+    hashes = normalized_texts(table["prompt"].cast(pl.Utf8))
     duplicates = hashes.len() - hashes.n_unique()
     return [
         AssetCheckResult(asset_key=ATTACK_PROMPTS, check_name="every_category_present", passed=not missing,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
 
-from datasketch import MinHash, MinHashLSH
+import numpy as np
+import polars as pl
+from datasketch.lsh import _optimal_param
 
 _NOT_TEXT = re.compile(r"[\W_]+", re.UNICODE)
 SHINGLE_CHARS = 3
@@ -18,30 +19,68 @@ def normalize_text(text: str) -> str:
     return _NOT_TEXT.sub("", unicodedata.normalize("NFKC", text).lower())
 
 
-def text_hash(text: str) -> str:
-    return hashlib.sha256(normalize_text(text).encode()).hexdigest()[:20]
+def normalized_texts(texts: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
+    """normalize_text for a whole column at once (polars, no Python loop per row); equal normalized
+    texts are exact duplicates."""
+    return texts.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"[\W_]+", "")
 
 
-def shingles(text: str, size: int = SHINGLE_CHARS) -> set[str]:
-    normalized = normalize_text(text)
-    if len(normalized) <= size:
-        return {normalized}
-    return {normalized[i : i + size] for i in range(len(normalized) - size + 1)}
+def minhash_signatures(texts: Sequence[str], num_perm: int, seed: int) -> np.ndarray:
+    """MinHash signatures (rows x num_perm, uint64) of the character 3-gram sets of the normalized texts,
+    computed column-wise: shingles and their 64-bit hashes in polars, each hash function a seeded
+    multiply-shift ((a*h + b) mod 2^64, top 32 bits, a odd) as one vectorized numpy pass, the minimum
+    per text by reduceat."""
+    frame = pl.DataFrame({"text": normalized_texts(pl.Series(texts, dtype=pl.Utf8))}).with_row_index("row")
+    grams = (
+        frame.with_columns(start=pl.int_ranges(0, pl.max_horizontal(pl.col("text").str.len_chars().cast(pl.Int64) - SHINGLE_CHARS + 1, 1)))
+        .explode("start")
+        .select("row", gram=pl.col("text").str.slice(pl.col("start"), SHINGLE_CHARS).hash(seed))
+    )  # a repeated 3-gram cannot change a minimum, so the multiset needs no dedup; rows stay ascending
+    hashes = grams["gram"].to_numpy().astype(np.uint64)
+    starts = np.flatnonzero(np.diff(grams["row"].to_numpy(), prepend=-1))
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64, endpoint=True) | np.uint64(1)
+    b = rng.integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64, endpoint=True)
+    signatures = np.empty((len(texts), num_perm), dtype=np.uint64)
+    permuted = np.empty_like(hashes)
+    shift = np.uint64(32)
+    with np.errstate(over="ignore"):  # multiplication modulo 2^64 is the hash function
+        for k in range(num_perm):
+            np.multiply(hashes, a[k], out=permuted)
+            np.add(permuted, b[k], out=permuted)
+            np.right_shift(permuted, shift, out=permuted)
+            signatures[:, k] = np.minimum.reduceat(permuted, starts)
+    return signatures
 
 
 def near_duplicates(texts: Sequence[str], threshold: float, num_perm: int, seed: int = 1) -> list[int | None]:
-    """For each text, the index of an earlier text it nearly duplicates (estimated Jaccard similarity of
-    character 3-gram sets at or above threshold), else None. Earlier texts are kept first."""
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    signatures: list[MinHash] = []
-    duplicate_of: list[int | None] = []
-    for index, text in enumerate(texts):
-        signature = MinHash(num_perm=num_perm, seed=seed)
-        signature.update_batch([s.encode() for s in shingles(text)])
-        signatures.append(signature)
-        candidates = [int(c) for c in lsh.query(signature)]
-        match = min((c for c in candidates if signatures[c].jaccard(signature) >= threshold), default=None)
-        duplicate_of.append(match)
-        if match is None:
-            lsh.insert(str(index), signature)
+    """For each text, the index of an earlier kept text it nearly duplicates (estimated Jaccard
+    similarity of character 3-gram sets at or above threshold), else None. Earlier texts are kept first.
+    Candidates come from LSH banding of the MinHash signatures (bands and rows by datasketch's
+    optimal-parameter rule for the threshold, weighted 0.8 against missed duplicates: every candidate is
+    verified on the full signature, so extra candidates cost little), then each pair is verified."""
+    if not texts:
+        return []
+    signatures = minhash_signatures(texts, num_perm, seed)
+    bands, rows = _optimal_param(threshold, num_perm, 0.2, 0.8)
+    pairs: set[tuple[int, int]] = set()
+    for band in range(bands):
+        block = np.ascontiguousarray(signatures[:, band * rows : (band + 1) * rows])
+        keys = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        boundaries = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+        starts, ends = np.concatenate(([0], boundaries)), np.concatenate((boundaries, [len(keys)]))
+        for group in np.flatnonzero(ends - starts > 1):  # only buckets that hold a candidate pair
+            members = np.sort(order[starts[group]:ends[group]]).tolist()
+            pairs.update((members[i], later) for i in range(len(members)) for later in members[i + 1 :])
+    matches: dict[int, list[int]] = {}
+    if pairs:
+        earlier, later = np.array(sorted(pairs)).T
+        similar = (signatures[earlier] == signatures[later]).mean(axis=1) >= threshold
+        for i, j in zip(earlier[similar].tolist(), later[similar].tolist()):
+            matches.setdefault(j, []).append(i)
+    duplicate_of: list[int | None] = [None] * len(texts)
+    for j in sorted(matches):
+        duplicate_of[j] = min((i for i in matches[j] if duplicate_of[i] is None), default=None)
     return duplicate_of

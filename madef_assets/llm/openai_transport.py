@@ -1,0 +1,110 @@
+"""Two transports for the OpenAI wire protocol, with one error vocabulary for the openai backend's retries:
+`aiohttp` (default: JSON over a pooled aiohttp session; about 2.5x the requests per second of the SDK
+on 2 cores, see BENCHMARKS.md) and `sdk` (the official `openai` client, for providers whose quirks it
+handles). Both return the response body as a dict."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import openai
+from openai import AsyncOpenAI
+
+TRANSPORTS = ("aiohttp", "sdk")
+
+
+class HTTPStatusError(Exception):
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.message, self.headers = status, message, headers
+
+
+class TransportTimeout(Exception):
+    pass
+
+
+class TransportConnectionError(Exception):
+    pass
+
+
+class MalformedResponse(Exception):
+    """The server answered 2xx but the body is not the expected OpenAI shape."""
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        error = json.loads(body).get("error") or {}
+        return str(error.get("message") if isinstance(error, dict) else error)[:300]
+    except (ValueError, AttributeError):
+        return body[:300].decode("utf-8", "replace")
+
+
+class AiohttpClient:
+    """POSTs JSON to `<base_url><path>` over one pooled session (created inside the running event loop)."""
+
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, connections: int):
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self.headers, timeout=self.timeout,
+                                                  connector=aiohttp.TCPConnector(limit=self.connections))
+        try:
+            async with self._session.post(self.base_url + path, data=json.dumps(payload)) as response:
+                body = await response.read()
+                if response.status >= 400:
+                    raise HTTPStatusError(response.status, _error_message(body), response.headers)
+        except asyncio.TimeoutError as exc:
+            raise TransportTimeout(str(exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise TransportConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise MalformedResponse(f"body is not JSON: {body[:200]!r}") from exc
+        if not isinstance(data, dict):
+            raise MalformedResponse(f"body is not a JSON object: {body[:200]!r}")
+        return data
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class SdkClient:
+    """The official async client, its retries off (the backend retries), its errors mapped."""
+
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, connections: int):
+        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s)
+
+    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        endpoint = self._client.chat.completions if path == "/chat/completions" else self._client.completions
+        try:
+            response = await endpoint.create(**payload)
+        except openai.APIStatusError as exc:
+            raise HTTPStatusError(exc.status_code, str(exc.message)[:300], exc.response.headers) from exc
+        except openai.APITimeoutError as exc:
+            raise TransportTimeout(str(exc)) from exc
+        except openai.APIConnectionError as exc:
+            raise TransportConnectionError(str(exc)) from exc
+        except openai.APIResponseValidationError as exc:
+            raise MalformedResponse(str(exc)[:300]) from exc
+        return response.model_dump()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def make_client(transport: str, base_url: str, api_key: str, timeout_s: float, connections: int) -> AiohttpClient | SdkClient:
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
+    cls = AiohttpClient if transport == "aiohttp" else SdkClient
+    return cls(base_url, api_key, timeout_s, connections)
