@@ -208,3 +208,12 @@ def test_candidates_resolve_checkpoints_and_raw_prompt_mode(tmp_path):
     assert json.loads(candidate_llm(settings, row, raw_prompts=True).options_json)["chat_template"] == "never"
     assert "chat_template" not in json.loads(candidate_llm(settings, row, raw_prompts=False).options_json)
     assert candidate_llm(settings, row, raw_prompts=False).role == "candidate:base"
+
+
+def test_generation_params_with_changes_keeps_unset_fields():
+    from madef_assets.llm.types import GenerationParams
+
+    defaults = GenerationParams(temperature=0.0, max_new_tokens=48, stop=("\n",))
+    changed = defaults.with_changes(max_new_tokens=None, stop=["]", "\n"], top_p=0.9)
+    assert (changed.max_new_tokens, changed.stop, changed.top_p) == (48, ("]", "\n"), 0.9)
+    assert defaults.with_changes().as_dict() == defaults.as_dict()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 CallKind = Literal["generate", "option_logprobs", "perplexity"]
@@ -25,6 +25,11 @@ class GenerationParams:
         if "stop" in known:
             known["stop"] = tuple(known["stop"])
         return cls(**known)
+
+    def with_changes(self, **changes: Any) -> GenerationParams:
+        """A copy with the given fields changed; a None value keeps the field (an unset config key)."""
+        values = {k: (tuple(v) if k == "stop" else v) for k, v in changes.items() if v is not None}
+        return replace(self, **values)
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)

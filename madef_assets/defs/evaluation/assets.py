@@ -47,7 +47,6 @@ from madef_assets.defs.frames import concat_prompts, params_view
 from madef_assets.defs.intent.taxonomy import Taxonomy
 from madef_assets.defs.selection.contamination import contaminated
 from madef_assets.llm.resource import LLMResource
-from madef_assets.llm.types import GenerationParams
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import markdown_image, markdown_table
 from madef_assets.review.decisions import latest_decisions
@@ -76,10 +75,6 @@ def read_checkpoints(settings: Settings) -> dict[str, dict]:
             if name in tables:
                 rows[name] = connection.execute(f"SELECT * FROM public.{name}").pl().row(0, named=True)
     return rows
-
-
-def generation_params(defaults: GenerationParams, **changes) -> GenerationParams:
-    return GenerationParams(**{**defaults.as_dict(), **{k: v for k, v in changes.items() if v is not None}})
 
 
 def build_evaluation_assets(settings: Settings) -> list:
@@ -138,7 +133,7 @@ def build_evaluation_assets(settings: Settings) -> list:
                 params = {"mode": mode, "options": list(safetybench.LETTERS)}
             else:
                 llm = llm_for(candidate_model, raw_prompts=False)
-                gen = generation_params(llm.default_params, max_new_tokens=8, stop=("\n",))
+                gen = llm.default_params.with_changes(max_new_tokens=8, stop=("\n",))
                 batch = llm.generate(prompts, SAFETYBENCH_PROMPT_VERSION, params=gen, log=context.log)
                 letters = [safetybench.extract_letter(r.value, len(m["options"])) if r.status == "ok" else None for r, m in zip(batch.results, metas)]
                 params = {"mode": mode, **gen.as_dict()}
@@ -176,11 +171,8 @@ def build_evaluation_assets(settings: Settings) -> list:
                      for k, v in scores.items()]
         table = pl.DataFrame(rows).join(
             safetybench_predictions.select("mode", *FINGERPRINT_COLUMNS).unique("mode"), on="mode", how="left")
-        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(compare_modes(table)))})
+        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.pivot(on="mode", index="category", values="score")))})
         return table
-
-    def compare_modes(table: pl.DataFrame) -> pl.DataFrame:
-        return table.pivot(on="mode", index="category", values="score")
 
     # --- New-Safety benchmark, 14 categories ------------------------------------------------------
     new_safety = evaluation.new_safety
@@ -214,7 +206,7 @@ def build_evaluation_assets(settings: Settings) -> list:
     def new_safety_responses(context: AssetExecutionContext, candidate_model: pl.DataFrame, new_safety_benchmark: pl.DataFrame):
         """Each benchmark prompt answered by the candidate (chat template when the model has one)."""
         llm = llm_for(candidate_model, raw_prompts=False)
-        params = generation_params(llm.default_params, max_new_tokens=new_safety.get("max_new_tokens"))
+        params = llm.default_params.with_changes(max_new_tokens=new_safety.get("max_new_tokens"))
         batch = llm.generate(new_safety_benchmark["prompt"].to_list(), "new_safety_response@1", params=params, log=context.log)
         table = new_safety_benchmark.select("prompt_id", "category", "lang", "prompt").with_columns(
             candidate=pl.lit(context.partition_key),
@@ -268,7 +260,7 @@ def build_evaluation_assets(settings: Settings) -> list:
         score is null and counted as unscored."""
         rendered = [template("responsibility_judge", lang).render(prompt=p, response=r or "")
                     for lang, p, r in zip(responsibility_responses["lang"], responsibility_responses["prompt"], responsibility_responses["response"])]
-        params = generation_params(judge.default_params, max_new_tokens=4, stop=("\n",))
+        params = judge.default_params.with_changes(max_new_tokens=4, stop=("\n",))
         batch = judge.generate(rendered, family_version("responsibility_judge"), params=params, log=context.log)
         table = responsibility_responses.select("candidate", "prompt_id", "domain", "prompt", "response").with_columns(
             score=pl.Series([parse_responsibility_score(r.value) if r.status == "ok" else None for r in batch.results], dtype=pl.Int64),
@@ -391,7 +383,7 @@ def build_evaluation_assets(settings: Settings) -> list:
         items = general.load_gsm8k(path)
         shots, items = items[:shots_count], items[shots_count:]
         items = items[: spec["limit"]] if spec.get("limit") is not None else items
-        params = generation_params(llm.default_params, max_new_tokens=spec.get("max_new_tokens", 256), stop=general.GSM8K_STOP)
+        params = llm.default_params.with_changes(max_new_tokens=spec.get("max_new_tokens", 256), stop=general.GSM8K_STOP)
         prompts = [general.render_gsm8k_prompt(item.question, shots) for item in items]
         batch = llm.generate(prompts, "gsm8k@1", params=params, log=context.log)
         predictions = [general.extract_gsm8k_answer(r.value) if r.status == "ok" else None for r in batch.results]
@@ -425,7 +417,7 @@ def build_evaluation_assets(settings: Settings) -> list:
     def predict_humaneval(context, llm: LLMResource, benchmark: str, spec: dict):
         path = data_dir / spec["file"]
         items = general.load_humaneval(path, limit=spec.get("limit"))
-        params = generation_params(llm.default_params, max_new_tokens=spec.get("max_new_tokens", 512), stop=general.HUMANEVAL_STOP)
+        params = llm.default_params.with_changes(max_new_tokens=spec.get("max_new_tokens", 512), stop=general.HUMANEVAL_STOP)
         batch = llm.generate([item.prompt for item in items], "humaneval@1", params=params, log=context.log)
         completions = [r.value if r.status == "ok" else "" for r in batch.results]
         programs = [general.humaneval_program(item, completion) for item, completion in zip(items, completions)]
@@ -458,10 +450,11 @@ def build_evaluation_assets(settings: Settings) -> list:
         SafetyBench (Table 5-1), 14-category safe rates + radar chart (Figure 5-3), responsibility
         (Table 5-2), general capability (Table 5-3); plus, per category, the SFT sources and generation
         routes that fed it next to its eval delta. Markdown + PNG in the report folder."""
-        safety_mode = "logprobs" if "logprobs" in set(safetybench_scores["mode"].to_list()) else None
-        bench_rows = safetybench_scores.filter(pl.col("mode") == safety_mode) if safety_mode else safetybench_scores
-        bench_table = compare(bench_rows, "category", "score", order)
         by_mode = {mode: compare(rows, "category", "score", order) for (mode,), rows in safetybench_scores.group_by("mode", maintain_order=True)}
+        # The regression check and the long table follow log-probability mode when it ran.
+        safety_mode = "logprobs" if "logprobs" in by_mode else next(iter(by_mode), None)
+        bench_rows = safetybench_scores.filter(pl.col("mode") == safety_mode)
+        bench_table = by_mode.get(safety_mode, compare(bench_rows, "category", "score", order))
         category_order = pl.DataFrame({"category": list(taxonomy.categories)})
         safety_table = category_order.join(compare(new_safety_scores, "category", "safe_rate", order), on="category", how="left")
         responsibility_table = compare(responsibility_scores, "domain", "mean_score", order)

@@ -6,7 +6,6 @@ from dagster import AssetExecutionContext, AssetKey, Output, asset
 from madef_assets.defs.llm_steps import parse_failure_check_spec, parse_failure_result, status_columns
 from madef_assets.defs.responses.cot import STOP_SEQUENCES, parse_cot
 from madef_assets.llm.resource import LLMResource
-from madef_assets.llm.types import GenerationParams
 from madef_assets.prompts import family_version, template
 from madef_assets.settings import Settings
 
@@ -20,7 +19,7 @@ def build_response_assets(settings: Settings) -> list:
         (`safe_response`, the training response), next to the source's original response when it has one."""
         rendered = [template("safe_response", lang).render(prompt=p) for lang, p in zip(attack_prompts["lang"], attack_prompts["prompt"])]
         defaults = responder.default_params
-        params = GenerationParams(**{**defaults.as_dict(), "stop": tuple(defaults.stop) + STOP_SEQUENCES})
+        params = defaults.with_changes(stop=tuple(defaults.stop) + STOP_SEQUENCES)
         batch = responder.generate(rendered, template_version=family_version("safe_response"), params=params, parse=parse_cot, log=context.log)
         parsed = [r.value if r.status == "ok" else (None, None) for r in batch.results]
         table = attack_prompts.select("prompt_id", "category", "lang", "prompt", pl.col("response").alias("original_response")).with_columns(
