@@ -3,8 +3,9 @@
 import math
 
 import pytest
+import torch
 
-from madef_assets.llm.transformers_backend import length_sorted_batches, truncate_at_stop
+from madef_assets.llm.transformers_backend import OutputHead, length_sorted_batches, output_head, truncate_at_stop
 from madef_assets.llm.types import GenerationParams
 
 
@@ -102,3 +103,63 @@ def test_roles_with_different_batch_sizes_share_one_copy_of_the_weights(gemma, m
     other = build_backend("transformers", "bundled:gemma3-270m", {"batch_size": 16}, models_dir)
     assert other is not gemma and other.batch_size == 16
     assert other.model is gemma.model
+
+
+def test_chunked_token_nll_equals_cross_entropy_over_full_logits():
+    generator = torch.Generator().manual_seed(0)
+    states, weight, bias = (torch.randn(shape, generator=generator) for shape in ((37, 16), (1000, 16), (1000,)))
+    targets = torch.randint(0, 1000, (37,), generator=generator)
+    for head in (OutputHead(weight * 4), OutputHead(weight, bias), OutputHead(weight * 4, bias, softcap=3.0)):
+        full = head.logits(states)
+        expected = torch.nn.functional.cross_entropy(full, targets, reduction="none")
+        for chunk in (1000, 300, 7):  # one chunk, a ragged last chunk, many chunks
+            assert torch.allclose(head.token_nll(states, targets, chunk=chunk), expected, atol=1e-4)
+    # Logits far beyond exp's range stay finite: the running maximum is subtracted before exp.
+    huge = OutputHead(weight * 1e4).token_nll(states, targets, chunk=300)
+    assert torch.isfinite(huge).all() and (huge >= 0).all()
+    assert OutputHead(weight).token_nll(states[:0], targets[:0]).shape == (0,)
+
+
+def tiny_causal_lm(family: str, **head_settings):
+    from transformers import CohereConfig, CohereForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
+
+    sizes = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    torch.manual_seed(0)
+    if family == "gemma3":
+        return Gemma3ForCausalLM(Gemma3TextConfig(**sizes, head_dim=16, **head_settings)).eval()
+    return CohereForCausalLM(CohereConfig(**sizes, **head_settings)).eval()
+
+
+@torch.inference_mode()
+def test_output_head_taken_only_when_it_reproduces_the_model_logits():
+    capped = tiny_causal_lm("gemma3", final_logit_softcapping=0.05)
+    head = output_head(capped)
+    assert head is not None and head.softcap == 0.05
+    ids = torch.tensor([[2, 17, 45, 210, 9, 33]])
+    states = capped.get_decoder()(input_ids=ids).last_hidden_state[0, :-1]
+    expected = capped(input_ids=ids, labels=ids).loss
+    assert float(head.token_nll(states, ids[0, 1:]).mean()) == pytest.approx(float(expected), rel=1e-5)
+    # Cohere multiplies its logits by logit_scale after the projection: not a plain head, so no shortcut.
+    assert output_head(tiny_causal_lm("cohere", logit_scale=0.5)) is None
+
+
+@pytest.mark.slow
+def test_perplexity_equals_the_models_own_loss_on_either_path(gemma):
+    texts = ["The quick brown fox jumps over the lazy dog.", "如何在家里安全地处理过期药品？请给出步骤。", "Hi", "a b c d e f g h i j k"]
+    assert gemma.head is not None  # Gemma 3's tied embedding is a plain projection: the chunked path
+    with torch.inference_mode():
+        expected = []
+        for text in texts:
+            ids = torch.tensor([gemma.tokenizer(text)["input_ids"]])
+            expected.append(math.exp(float(gemma.model(input_ids=ids, labels=ids).loss)))
+    chunked = dict(gemma.perplexity(texts))
+    gemma._head = None  # as for a model whose head is not a plain projection: full logits
+    try:
+        full = dict(gemma.perplexity(texts))
+    finally:
+        gemma._head = False
+    for i, value in enumerate(expected):
+        # Batched with padding vs alone differs in float rounding only; the two paths agree more closely.
+        assert chunked[i].output == pytest.approx(value, rel=1e-3)
+        assert chunked[i].output == pytest.approx(full[i].output, rel=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,6 +40,61 @@ def right_padded(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Ten
     return ids, mask
 
 
+@dataclass(frozen=True)
+class OutputHead:
+    """A causal LM's output projection as plain tensors: logits = softcap(states @ weight.T + bias)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    softcap: float | None = None
+
+    def _finish(self, logits: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if bias is not None:
+            logits.add_(bias)
+        if self.softcap is not None:
+            logits.div_(self.softcap).tanh_().mul_(self.softcap)
+        return logits
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        return self._finish(states.float() @ self.weight.float().t(), self.bias)
+
+    def token_nll(self, states: torch.Tensor, targets: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """-log softmax(logits(state))[target] for each row, in fp32. The projection runs one vocabulary
+        chunk at a time into one reused buffer with a running log-sum-exp, so the (rows x vocabulary)
+        logits never exist: with a 262k vocabulary they would be most of the memory traffic."""
+        states = states.float()
+        rows, vocab = states.shape[0], self.weight.shape[0]
+        running_max = torch.full((rows,), -math.inf, device=states.device)
+        running_sum = torch.zeros(rows, device=states.device)
+        buffer = torch.empty(rows * min(chunk, vocab), device=states.device)
+        for start in range(0, vocab, chunk):
+            end = min(start + chunk, vocab)
+            logits = buffer[: rows * (end - start)].view(rows, end - start)
+            torch.mm(states, self.weight[start:end].float().t(), out=logits)
+            self._finish(logits, None if self.bias is None else self.bias[start:end].float())
+            new_max = torch.maximum(running_max, logits.amax(dim=1))
+            running_sum = running_sum * torch.exp(running_max - new_max) + logits.sub_(new_max[:, None]).exp_().sum(dim=1)
+            running_max = new_max
+        target_logits = (states * self.weight[targets].float()).sum(dim=1)[:, None]
+        target_logits = self._finish(target_logits, None if self.bias is None else self.bias[targets].float()[:, None])[:, 0]
+        return running_max + running_sum.log() - target_logits
+
+
+def output_head(model: torch.nn.Module) -> OutputHead | None:
+    """The model's output projection, when applying it to the decoder's last hidden state gives the
+    model's own logits (checked on a probe); None for heads that do something else (scaling, extra
+    layers), which then go through the full forward pass."""
+    projection, decoder = model.get_output_embeddings(), model.get_decoder()
+    if not isinstance(projection, torch.nn.Linear) or decoder is model:
+        return None
+    head = OutputHead(projection.weight, projection.bias, getattr(model.config, "final_logit_softcapping", None))
+    probe = torch.arange(1, 9, device=projection.weight.device)[None] % model.config.vocab_size
+    expected = model(input_ids=probe, use_cache=False).logits[0].float()
+    states = decoder(input_ids=probe, use_cache=False).last_hidden_state[0]
+    tolerance = max(1e-3, 8 * torch.finfo(projection.weight.dtype).eps) * float(expected.abs().max())
+    return head if torch.allclose(head.logits(states), expected, rtol=0, atol=tolerance) else None
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     cut = min((text.find(s) for s in stop if s and s in text), default=-1)
     return text[:cut] if cut >= 0 else text
@@ -66,6 +122,7 @@ class TransformersBackend(LocalModel):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch_dtype = torch_dtype
         self._model = None
+        self._head: OutputHead | None | bool = False  # False: not looked at yet
         self._init_local(model_path, model_spec, chat_template)
 
     @property
@@ -74,6 +131,24 @@ class TransformersBackend(LocalModel):
         if self._model is None:
             self._model = _load_weights(str(self.model_path), self.device, self._torch_dtype)
         return self._model
+
+    @property
+    def head(self) -> OutputHead | None:
+        if self._head is False:
+            with torch.inference_mode():
+                self._head = output_head(self.model)
+        return self._head
+
+    def _token_nll(self, ids: torch.Tensor, mask: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+        """-log P(token t+1 | tokens up to t) for every position t where `scored` (batch x length-1) is
+        set, in row-major order. Only those positions go through the output projection."""
+        ids, mask, scored = ids.to(self.device), mask.to(self.device), scored.to(self.device)
+        targets = ids[:, 1:][scored]
+        if self.head is None:
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            return torch.nn.functional.cross_entropy(logits[:, :-1][scored].float(), targets, reduction="none")
+        states = self.model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        return self.head.token_nll(states[:, :-1][scored], targets)
 
     def _encode(self, texts: Sequence[str], side: str) -> dict[str, torch.Tensor]:
         self.tokenizer.padding_side = side
@@ -127,15 +202,15 @@ class TransformersBackend(LocalModel):
         results: list[tuple[float, int]] = [(math.nan, 0)] * len(sequences)
         for batch in length_sorted_batches([len(s) for s in sequences], self.batch_size):
             ids, mask = right_padded([sequences[i] for i in batch], self.tokenizer.pad_token_id)
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            for row, i in enumerate(batch):
-                start, end = len(context_ids[i]), len(sequences[i])
-                if end - start == 0 or start == 0:
-                    continue
-                targets = torch.tensor(sequences[i][start:end], device=logprobs.device)
-                picked = logprobs[row, start - 1 : end - 1].gather(1, targets[:, None])
-                results[i] = (float(picked.sum()), end - start)
+            scored = torch.zeros(len(batch), ids.shape[1] - 1, dtype=torch.bool)
+            spans = [(len(context_ids[i]), len(sequences[i])) for i in batch]
+            for row, (start, end) in enumerate(spans):
+                if start > 0:
+                    scored[row, start - 1 : end - 1] = True
+            nll = self._token_nll(ids, mask, scored)
+            for i, (start, end), part in zip(batch, spans, nll.split(scored.sum(dim=1).tolist())):
+                if start > 0 and end > start:
+                    results[i] = (-float(part.sum()), end - start)
         return results
 
     @torch.inference_mode()
@@ -183,21 +258,16 @@ class TransformersBackend(LocalModel):
         for batch in length_sorted_batches([len(e) for e in encoded], self.batch_size):
             started = time.perf_counter()
             ids, mask = right_padded([encoded[i] for i in batch], self.tokenizer.pad_token_id)
-            ids, mask = ids.to(self.device), mask.to(self.device)
-            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-            nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none"
-            ) * mask[:, 1:]
-            counts = mask[:, 1:].sum(dim=1)
+            scored = mask[:, 1:].bool()
+            counts = scored.sum(dim=1).tolist()
+            nll = self._token_nll(ids, mask, scored)
             elapsed = (time.perf_counter() - started) / len(batch)
-            for row, i in enumerate(batch):
-                n = int(counts[row])
+            for i, n, part in zip(batch, counts, nll.split(counts)):
                 if n == 0:
                     yield i, Completion.failed("text has fewer than two tokens", elapsed)
                 else:
-                    yield i, Completion(
-                        output=math.exp(float(nll[row].sum()) / n), prompt_tokens=n + 1, latency_s=elapsed
-                    )
+                    yield i, Completion(output=math.exp(float(part.sum()) / n), prompt_tokens=n + 1, latency_s=elapsed)
 
     def close(self) -> None:
         self._model = None
+        self._head = False
