@@ -2,7 +2,7 @@
 on the same device in the same run: output tokens/s and the ratio, medians of --repeats runs. Needs a
 CUDA device and the `vllm` extra (the lent GPU machine); elsewhere only the transformers row can run.
 
-    .venv/bin/python bench/vllm_throughput.py [--prompts 512] [--max-new-tokens 128] [--repeats 3]
+    .venv/bin/python bench/vllm_throughput.py [--prompts 500] [--max-new-tokens 128] [--repeats 3]
     .venv/bin/python bench/vllm_throughput.py --backends transformers --prompts 8 --max-new-tokens 8   # CPU
 """
 
@@ -34,7 +34,7 @@ def measure(backend, prompts: list[str], params: GenerationParams) -> tuple[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--prompts", type=int, default=512)
+    parser.add_argument("--prompts", type=int, default=500, help="at most 500, the bundled prompts; more would repeat some")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default="transformers,vllm", help="the first is the baseline")
@@ -50,6 +50,7 @@ def main() -> None:
         timings = [measure(backend, prompts, params) for _ in range(args.repeats)]
         seconds = statistics.median(t for t, _ in timings)
         rows[name] = (seconds, statistics.median(n for _, n in timings))
+        backend.close()
     print(f"{args.prompts} prompts, up to {args.max_new_tokens} new tokens, greedy, median of {args.repeats}\n")
     print("| backend | options | seconds | output tokens | tokens/s | ratio |\n|---|---|---|---|---|---|")
     baseline = None
