@@ -12,12 +12,12 @@ import time
 
 from perplexity import bundled_prompts
 
-from madef_assets.llm.resource import build_backend
+from madef_assets.llm.backends import build_backend
 from madef_assets.llm.types import GenerationParams
 from madef_assets.settings import load_settings
 
 OPTIONS = {
-    "vllm": {"gpu_memory_utilization": 0.5, "max_model_len": 1024},
+    "vllm": {"gpu_memory_utilization": 0.5, "max_model_len": 1024, "dtype": "bfloat16"},
     "transformers": {"batch_size": 64},
 }
 

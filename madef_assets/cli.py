@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, OBSERVE_JOB, REPORT_JOB, defs
+    from madef_assets.llm.engines import ENGINES
 
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     # Data and training first, then each candidate's evaluation partition, then the report over all of them.
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         for job, partition in runs:
             result = defs.resolve_job_def(job).execute_in_process(
                 instance=instance, run_config=quiet, partition_key=partition, raise_on_error=False)
+            ENGINES.release()  # a run's models end with it (the next run may evaluate other weights)
             print(f"run {result.run_id} ({job}{f', candidate {partition}' if partition else ''}): "
                   f"{'succeeded' if result.success else 'FAILED'}")
             if not result.success:

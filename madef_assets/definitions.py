@@ -6,6 +6,7 @@ from dagster import AssetSelection, BetaWarning, Definitions, ExecutorDefinition
 
 from madef_assets.defs.automation import build_automation_sensor, build_schedules, build_source_sensor, with_eager_automation
 from madef_assets.defs.diversity.assets import build_diversity_assets
+from madef_assets.defs.engine_release import with_engine_release
 from madef_assets.defs.evaluation.assets import build_evaluation_assets
 from madef_assets.defs.intent.assets import build_intent_assets
 from madef_assets.defs.responses.assets import build_response_assets
@@ -63,7 +64,8 @@ def build_definitions(settings: Settings) -> Definitions:
     rebuild_sft_job = define_asset_job(REBUILD_SFT_JOB, selection=AssetSelection.assets("sft_dataset").upstream().materializable().required_multi_asset_neighbors(),
                                        description="Rebuild the SFT set and everything it needs.")
     return Definitions(
-        assets=[*raw_sources, *with_eager_automation([*source_assets, *method_assets, *evaluation_assets])],
+        assets=[*raw_sources, *with_engine_release(with_eager_automation([*source_assets, *method_assets, *evaluation_assets]),
+                                                   settings.gpu.release)],
         resources=build_resources(settings),
         jobs=[
             define_asset_job(MAIN_JOB, selection=AssetSelection.all() - per_candidate - report,

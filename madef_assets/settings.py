@@ -139,6 +139,19 @@ class AutomationConfig:
     timezone: str = "UTC"
 
 
+GPU_RELEASE_POLICIES = ("per_asset", "per_run")
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    """When loaded local models give their memory back: `per_asset` closes every engine an asset loaded
+    when the asset ends; `per_run` keeps them for the next asset of the run. Either way every engine is
+    closed before training, which starts only when the GPU has `training_min_free_fraction` free."""
+
+    release: str = "per_run"
+    training_min_free_fraction: float = 0.9
+
+
 @dataclass(frozen=True)
 class Settings:
     profile: str
@@ -155,6 +168,7 @@ class Settings:
     evaluation: EvaluationConfig
     automation: AutomationConfig
     executor: str
+    gpu: GpuConfig
     taxonomy_path: Path
     raw: dict[str, Any]
 
@@ -248,6 +262,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         evaluation=parse_evaluation(raw.get("evaluation") or {}, set(sources), state_dir, base),
         automation=parse_automation(raw.get("automation") or {}),
         executor=parse_executor(raw.get("execution") or {}),
+        gpu=parse_gpu(raw.get("gpu") or {}),
         taxonomy_path=_resolve(raw.get("taxonomy", "config/taxonomy.yaml"), base),
         raw=raw,
     )
@@ -288,6 +303,18 @@ def parse_training(raw: dict[str, Any], state_dir: Path, base: Path, env: dict[s
         output_dir=_resolve(raw.get("output_dir") or state_dir / "checkpoints" / "finetuned", base),
         args=dict(raw.get("args") or {}),
     )
+
+
+def parse_gpu(raw: dict[str, Any]) -> GpuConfig:
+    unknown = set(raw) - set(GpuConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"gpu: unknown keys {sorted(unknown)}; allowed: {sorted(GpuConfig.__dataclass_fields__)}")
+    config = GpuConfig(**raw)
+    if config.release not in GPU_RELEASE_POLICIES:
+        raise ConfigError(f"gpu.release must be one of {GPU_RELEASE_POLICIES}, got {config.release!r}")
+    if not 0 <= config.training_min_free_fraction <= 1:
+        raise ConfigError(f"gpu.training_min_free_fraction must be between 0 and 1, got {config.training_min_free_fraction}")
+    return config
 
 
 EXECUTORS = ("in_process", "multiprocess", "k8s", "celery")

@@ -39,6 +39,11 @@ def test_compose_files_pass_docker_compose_config(tmp_path):
     services = yaml.safe_load(gpu.stdout)["services"]
     assert services["user_code"]["environment"]["MADEF_PROFILE"] == "production"
     assert services["user_code"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    evaluation = yaml.safe_load(compose_config(tmp_path, COMPOSE, profile="gpu-eval").stdout)["services"]
+    for name in ("vllm", "vllm-base", "vllm-tuned"):  # one GPU shared: every server is told its share
+        server = (services | evaluation)[name]["command"]
+        assert "--gpu-memory-utilization" in server and "--max-model-len" in server, name
+    assert evaluation["vllm-tuned"]["profiles"] == ["gpu-eval"]
     # the validator is real: a misspelt key is refused
     broken = yaml.safe_load(COMPOSE.read_text())
     broken["services"]["webserver"]["comand"] = broken["services"]["webserver"].pop("command")
@@ -50,7 +55,7 @@ def test_compose_files_pass_docker_compose_config(tmp_path):
 def test_compose_wires_postgres_grpc_and_secrets_consistently():
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "user_code", "webserver", "daemon", "vllm"}
+    assert set(services) == {"postgres", "user_code", "webserver", "daemon", "vllm", "vllm-base", "vllm-tuned"}
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())["load_from"][0]["grpc_server"]
     assert workspace["host"] == "user_code"
     command = services["user_code"]["command"]
@@ -59,7 +64,7 @@ def test_compose_wires_postgres_grpc_and_secrets_consistently():
         mounts = services[name]["volumes"]
         assert "./dagster.yaml:/opt/dagster/home/dagster.yaml:ro" in mounts and any("workspace.yaml" in m for m in mounts), name
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert services["vllm"]["profiles"] == ["gpu"]
+    assert services["vllm"]["profiles"] == ["gpu"] and services["vllm-base"]["profiles"] == ["gpu-eval"]
     text = COMPOSE.read_text()
     assert re.search(r"PASSWORD: \$\{DAGSTER_POSTGRES_PASSWORD:\?", text), "the password comes from the environment only"
     for dockerfile_copy in re.findall(r"^COPY (\S+) ", (DOCKER / "Dockerfile").read_text(), re.M):
@@ -103,6 +108,27 @@ def test_unknown_executor_is_a_config_error(tmp_path):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
     with pytest.raises(ConfigError, match="execution.executor"):
         load_settings(str(tmp_path / "p.yaml"), env={})
+
+
+@pytest.mark.parametrize("gpu, message", [
+    ({"release": "per_step"}, "gpu.release must be one of"),
+    ({"relase": "per_asset"}, "gpu: unknown keys \\['relase'\\]; allowed"),
+    ({"training_min_free_fraction": 1.5}, "between 0 and 1"),
+])
+def test_gpu_policy_errors_name_the_key(tmp_path, gpu, message):
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+    raw["gpu"] = gpu
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    with pytest.raises(ConfigError, match=message):
+        load_settings(str(tmp_path / "p.yaml"), env={})
+
+
+def test_production_serves_the_responder_and_candidates():
+    settings = load_settings("production", env={})
+    assert settings.roles["responder"].backend == "openai" and settings.gpu.release in ("per_asset", "per_run")
+    for candidate in settings.evaluation.candidates:
+        assert candidate.backend == "openai" and candidate.checkpoint is not None
+        assert candidate.options["api"] == "chat" and candidate.options["raw_api"] == "completions"
 
 
 def test_helm_values_point_at_the_code_location():

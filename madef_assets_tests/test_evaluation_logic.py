@@ -210,6 +210,31 @@ def test_candidates_resolve_checkpoints_and_raw_prompt_mode(tmp_path):
     assert candidate_llm(settings, row, raw_prompts=False).role == "candidate:base"
 
 
+def test_a_served_checkpoint_candidate_is_versioned_by_the_checkpoint_content():
+    from madef_assets.settings import CandidateConfig
+
+    served = CandidateConfig("tuned", "finetuned_checkpoint", "openai", "tuned", {"base_url": "http://vllm-tuned:8000/v1"})
+    checkpoints = {"finetuned_checkpoint": {"path": "/state/checkpoints/finetuned", "fingerprint": "abc123"}}
+    row = resolve_candidate(served, checkpoints)
+    assert row["model"] == "tuned" and row["options"]["model_revision"] == "abc123"
+    assert "model_revision" not in served.options  # the profile's own options are left alone
+    with pytest.raises(ValueError, match="needs model: <the served name>"):
+        resolve_candidate(CandidateConfig("tuned", "finetuned_checkpoint", "openai", None, {}), checkpoints)
+
+
+def test_served_candidates_score_raw_prompts_through_completions(tmp_path):
+    settings = load_settings("demo", env={"MADEF_STATE_DIR": str(tmp_path)})
+    served = {"candidate": "served", "backend": "openai", "model": "tuned",
+              "options": json.dumps({"base_url": "http://127.0.0.1:8000/v1", "api": "chat"})}
+    options = lambda row, raw: json.loads(candidate_llm(settings, row, raw_prompts=raw).options_json)  # noqa: E731
+    assert options(served, raw=True)["api"] == "completions"
+    assert options(served, raw=False)["api"] == "chat"
+    chat_only = {**served, "options": json.dumps({"base_url": "https://api.example/v1", "api": "chat", "raw_api": "none"})}
+    assert options(chat_only, raw=True)["api"] == "chat" and "raw_api" not in options(chat_only, raw=True)
+    with pytest.raises(ValueError, match="raw_api must be one of"):
+        candidate_llm(settings, {**served, "options": json.dumps({"raw_api": "chat"})}, raw_prompts=True)
+
+
 def test_generation_params_with_changes_keeps_unset_fields():
     from madef_assets.llm.types import GenerationParams
 

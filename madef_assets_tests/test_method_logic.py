@@ -207,7 +207,7 @@ def test_contamination_finds_planted_leaks_only():
 
 def test_llamafactory_export(tmp_path):
     table = pl.DataFrame({"instruction": ["如何保护隐私？", "Say hi"], "input": ["", "politely"], "output": ["不要泄露。", "Hi!"]})
-    files = write_llamafactory_dataset(table, tmp_path, ("alpaca", "sharegpt"))
+    files = write_llamafactory_dataset(table.to_dicts(), tmp_path, ("alpaca", "sharegpt"))
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     alpaca = json.loads(files["alpaca"].read_text())
     sharegpt = json.loads(files["sharegpt"].read_text())
@@ -216,7 +216,7 @@ def test_llamafactory_export(tmp_path):
     assert sharegpt[1]["conversations"] == [{"from": "human", "value": "Say hi\n\npolitely"}, {"from": "gpt", "value": "Hi!"}]
     assert info["madef_sft_sharegpt"]["tags"]["user_tag"] == "human"
     with pytest.raises(ValueError, match="unknown SFT export format"):
-        write_llamafactory_dataset(table, tmp_path, ("parquet",))
+        write_llamafactory_dataset(table.to_dicts(), tmp_path, ("parquet",))
 
 
 def test_response_judging_plan_unswaps_scores():

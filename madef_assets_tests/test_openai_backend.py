@@ -74,13 +74,19 @@ def test_request_budget_stops_sending(openai_server):
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
-@pytest.mark.parametrize("api", ["chat", "completions"])
-def test_option_logprobs_and_chat_or_completions(openai_server, api, transport):
-    results = run_all(backend(openai_server, api=api, transport=transport).option_logprobs(["Q1", "Q2"], ["A", "B", "E"]))
+def test_option_logprobs_through_completions(openai_server, transport):
+    results = run_all(backend(openai_server, api="completions", transport=transport).option_logprobs(["Q1", "Q2"], ["A", "B", "E"]))
     assert results[0].status == "ok"
     assert results[0].output["A"] == pytest.approx(-0.3)
     assert results[0].output["B"] == pytest.approx(-1.6)
     assert results[0].output["E"] == -math.inf
+
+
+def test_option_logprobs_refused_on_a_chat_endpoint(openai_server):
+    """A chat template would wrap the raw prompt: refused before any request, with the setting to change."""
+    with pytest.raises(ValueError, match="need api: completions"):
+        list(backend(openai_server, api="chat").option_logprobs(["Q1"], ["A", "B"]))
+    assert openai_server.total_requests == 0
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "sdk"])

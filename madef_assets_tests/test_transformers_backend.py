@@ -22,7 +22,7 @@ def test_truncate_at_stop():
 
 @pytest.fixture(scope="module")
 def gemma(models_dir):
-    from madef_assets.llm.resource import build_backend
+    from madef_assets.llm.backends import build_backend
 
     return build_backend("transformers", "bundled:gemma3-270m", {"batch_size": 4}, models_dir)
 
@@ -98,7 +98,7 @@ def test_resource_goes_through_the_ledger(gemma, models_dir, tmp_path):
 
 @pytest.mark.slow
 def test_roles_with_different_batch_sizes_share_one_copy_of_the_weights(gemma, models_dir):
-    from madef_assets.llm.resource import build_backend
+    from madef_assets.llm.backends import build_backend
 
     other = build_backend("transformers", "bundled:gemma3-270m", {"batch_size": 16}, models_dir)
     assert other is not gemma and other.batch_size == 16
@@ -154,12 +154,32 @@ def test_perplexity_equals_the_models_own_loss_on_either_path(gemma):
             ids = torch.tensor([gemma.tokenizer(text)["input_ids"]])
             expected.append(math.exp(float(gemma.model(input_ids=ids, labels=ids).loss)))
     chunked = dict(gemma.perplexity(texts))
-    gemma._head = None  # as for a model whose head is not a plain projection: full logits
+    gemma.weights.head = None  # as for a model whose head is not a plain projection: full logits
     try:
         full = dict(gemma.perplexity(texts))
     finally:
-        gemma._head = False
+        del gemma.weights.head  # looked at again on next use
     for i, value in enumerate(expected):
         # Batched with padding vs alone differs in float rounding only; the two paths agree more closely.
         assert chunked[i].output == pytest.approx(value, rel=1e-3)
         assert chunked[i].output == pytest.approx(full[i].output, rel=1e-4)
+
+
+def test_a_wrongly_converted_gguf_tokenizer_is_refused(models_dir):
+    """transformers 5.17 converted the bundled GGUF's tokenizer to single characters without BOS (seen on
+    the first GPU check): the converted folder must tokenize as the GGUF says, or nothing is written."""
+    from tokenizers import Tokenizer, models, processors
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from madef_assets.llm.model_files import TOKENIZER_PROBE, bundled_gguf, converted_tokenizer_problem, gguf_flag, resolve_model_path
+
+    gguf = bundled_gguf(models_dir)
+    assert gguf_flag(gguf, "tokenizer.ggml.add_bos_token") is True and gguf_flag(gguf, "no.such.key") is None
+    good = AutoTokenizer.from_pretrained(str(resolve_model_path("bundled:gemma3-270m", models_dir)))
+    assert converted_tokenizer_problem(good, add_bos=True) is None
+    good.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    assert "do not start with BOS" in converted_tokenizer_problem(good, add_bos=True)
+    characters = sorted(set(TOKENIZER_PROBE))
+    per_character = Tokenizer(models.BPE({c: i for i, c in enumerate(characters)}, merges=[]))
+    problem = converted_tokenizer_problem(PreTrainedTokenizerFast(tokenizer_object=per_character), add_bos=False)
+    assert problem and f"into {len(TOKENIZER_PROBE)} tokens" in problem

@@ -1,13 +1,41 @@
-"""What the two local-model backends (transformers, vllm) share: chat-template use and fingerprint."""
+"""What the two local-model backends (transformers, vllm) share: chat-template use, prompt token ids and
+the identity that keys the ledger. Identity and rendering need only the checkpoint folder's files and
+its tokenizer, never the weights, so a fully cached run loads no model."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from madef_assets.llm.model_files import folder_fingerprint
 
 CHAT_TEMPLATE_MODES = ("auto", "always", "never")
+
+
+def folder_has_chat_template(path: Path) -> bool:
+    """Whether the tokenizer saved in `path` has a chat template, read from its files the way
+    transformers finds one: chat_template.jinja, chat_template.json, or tokenizer_config.json."""
+    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+        return True
+    config = path / "tokenizer_config.json"
+    if not config.is_file():
+        return False
+    return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+
+
+def uses_chat_template(path: Path, model_spec: str, mode: str) -> bool:
+    if mode not in CHAT_TEMPLATE_MODES:
+        raise ValueError(f"{model_spec}: chat_template must be one of {CHAT_TEMPLATE_MODES}, got {mode!r}")
+    has_template = folder_has_chat_template(path)
+    if mode == "always" and not has_template:
+        raise ValueError(f"{model_spec}: chat_template 'always' but the tokenizer has none")
+    return has_template if mode == "auto" else mode == "always"
+
+
+def local_identity(model_spec: str, path: Path, chat_template: str = "auto") -> dict[str, Any]:
+    """What identifies a local model's answers in the ledger: spec, folder hash, template use."""
+    return {"model": model_spec, "hash": folder_fingerprint(path), "chat_template": uses_chat_template(path, model_spec, chat_template)}
 
 
 class LocalModel:
@@ -19,18 +47,15 @@ class LocalModel:
     use_chat_template: bool
 
     def _init_local(self, model_path: Path, model_spec: str, chat_template: str) -> None:
-        if chat_template not in CHAT_TEMPLATE_MODES:
-            raise ValueError(f"{model_spec}: chat_template must be one of {CHAT_TEMPLATE_MODES}, got {chat_template!r}")
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if chat_template == "always" and not has_template:
-            raise ValueError(f"{model_spec}: chat_template 'always' but the tokenizer has none")
         self.model_path = Path(model_path)
         self.model_spec = model_spec
-        self.use_chat_template = has_template if chat_template == "auto" else chat_template == "always"
-        self._fingerprint = folder_fingerprint(self.model_path)
+        self._identity = local_identity(model_spec, self.model_path, chat_template)
+        self.use_chat_template = self._identity["chat_template"]
+        if self.use_chat_template and not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"{model_spec}: the folder has a chat template file but the tokenizer did not load it")
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"model": self.model_spec, "hash": self._fingerprint, "chat_template": self.use_chat_template}
+        return dict(self._identity)
 
     def render(self, prompt: str) -> str:
         """The prompt as the model sees it: wrapped in the chat template when one is used."""
@@ -39,3 +64,8 @@ class LocalModel:
         return self.tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of the rendered prompt. A chat template writes its own BOS token, so the tokenizer
+        adds special tokens only to raw prompts: exactly one BOS either way."""
+        return self.tokenizer.encode(self.render(prompt), add_special_tokens=not self.use_chat_template)

@@ -34,8 +34,34 @@ def bundled_gguf(models_dir: Path) -> Path:
         return bundled.assemble(target)
 
 
+TOKENIZER_PROBE = "The quick brown fox jumps over the lazy dog."
+
+
+def gguf_flag(gguf_path: Path, key: str) -> bool | None:
+    """A boolean metadata field of a GGUF file (e.g. tokenizer.ggml.add_bos_token), None when absent."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf_path)).fields.get(key)
+    return None if field is None or not field.data else bool(field.parts[field.data[0]][0])
+
+
+def converted_tokenizer_problem(tokenizer, add_bos: bool) -> str | None:
+    """Why a tokenizer converted from GGUF does not tokenize as the model was trained, or None. Seen with
+    transformers 5.17: Gemma's SentencePiece vocabulary came out as a Unigram model that split words into
+    single characters and added no BOS, so the model read noise (perplexities in the hundreds of thousands)."""
+    ids = tokenizer.encode(TOKENIZER_PROBE)
+    if add_bos and (not ids or ids[0] != tokenizer.bos_token_id):
+        return "its encodings do not start with BOS, although the GGUF's tokenizer.ggml.add_bos_token is true"
+    words = len(TOKENIZER_PROBE.split())
+    if len(ids) - int(add_bos) > 2 * words:
+        return f"it splits {words} common English words into {len(ids)} tokens (characters, not the model's vocabulary)"
+    return None
+
+
 def gguf_to_hf(gguf_path: Path, target: Path) -> Path:
-    """Dequantize a GGUF file once into a normal HF checkpoint folder (fp32 safetensors)."""
+    """Dequantize a GGUF file once into a normal HF checkpoint folder (fp32 safetensors), after checking
+    that the converted tokenizer tokenizes as the GGUF's does."""
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with _file_lock(target.with_suffix(".lock")):
@@ -44,6 +70,11 @@ def gguf_to_hf(gguf_path: Path, target: Path) -> Path:
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        problem = converted_tokenizer_problem(tokenizer, bool(gguf_flag(gguf_path, "tokenizer.ggml.add_bos_token")))
+        if problem:
+            raise RuntimeError(f"transformers {transformers.__version__} converted the tokenizer of {gguf_path.name} "
+                               f"wrongly: {problem}. Nothing was written; convert it with another transformers release "
+                               "(5.24 converts it right; the folder it writes then loads anywhere).")
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         # The weights are already dequantized; drop the GGUF quantizer so save_pretrained writes them.
         model.hf_quantizer = None

@@ -7,6 +7,7 @@ skipped for a cooldown while the others take its requests. Transport: aiohttp (d
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import os
 import queue
@@ -129,10 +130,25 @@ class OpenAIBackend:
         self.retries = 0
         self._rng = random.Random(seed)
 
-    def fingerprint(self) -> dict[str, Any]:
+    @classmethod
+    def from_options(cls, model: str, options: dict[str, Any]) -> OpenAIBackend:
+        """The backend for a role's options (the keys this class takes; the rest belongs to the role)."""
+        if "base_url" not in options:
+            raise ValueError(f"backend openai for model {model!r} needs base_url")
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
+        return cls(model=model, **{k: v for k, v in options.items() if k in accepted})
+
+    @staticmethod
+    def identity(model: str, options: dict[str, Any]) -> dict[str, Any]:
+        """The ledger identity of answers from these options (what `fingerprint` returns)."""
+        base_url = options.get("base_url")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
         # Replicas serve one model, so which (and how many) answer does not change the ledger key.
-        base_url = self.base_urls[0] if len(self.base_urls) == 1 else "replicas"
-        return {"model": self.model, "revision": self.model_revision, "base_url": base_url, "api": self.api}
+        return {"model": model, "revision": options.get("model_revision"),
+                "base_url": urls[0] if len(urls) == 1 else "replicas", "api": options.get("api", "chat")}
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.identity(self.model, {"base_url": self.base_urls, "model_revision": self.model_revision, "api": self.api})
 
     def _client(self, base_url: str) -> Client:
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
@@ -253,18 +269,19 @@ class OpenAIBackend:
         return self._run(len(prompts), call)
 
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[str]) -> Indexed:
-        """Next-token log-probabilities of each option (options must be single tokens for the server).
-        An option missing from the server's top-20 gets -inf."""
-        fields = ({"max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": 20} if self.api == "chat"
-                  else {"max_tokens": 1, "temperature": 0.0, "logprobs": 20})
+        """Next-token log-probabilities of each option after the raw prompt, through completions (options
+        must be single tokens for the server). An option missing from the server's top-20 gets -inf."""
+        if self.api != "completions":
+            raise ValueError(
+                f"option log-probabilities of model {self.model!r} need api: completions: through api: chat the "
+                "server's chat template would wrap the prompt, and the scores would not be those of the raw prompt "
+                "(a vLLM server offers both; for a chat-only provider leave log-prob tasks out)"
+            )
+        fields = {"max_tokens": 1, "temperature": 0.0, "logprobs": 20}
 
         async def call(client: Client, index: int) -> Completion:
             response = await client.post(*self._request(prompts[index], **fields))
-            logprobs = _first_choice(response)["logprobs"]
-            if self.api == "chat":
-                top = {entry["token"]: entry["logprob"] for entry in logprobs["content"][0]["top_logprobs"]}
-            else:
-                top = dict(logprobs["top_logprobs"][0])
+            top = dict(_first_choice(response)["logprobs"]["top_logprobs"][0])
             scores = {}
             for option in options:
                 matches = [v for token, v in top.items() if token.strip() == option.strip()]

@@ -14,6 +14,7 @@ from typing import Any
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
+from madef_assets.llm.backends import backend_identity, build_backend
 from madef_assets.llm.ledger import Ledger, canonical_json, ledger_key
 from madef_assets.llm.types import Backend, CallKind, Completion, GenerationParams
 
@@ -21,42 +22,9 @@ PROGRESS_EVERY_S = 10.0
 FLUSH_ROWS = 64
 FLUSH_SECONDS = 5.0
 
-_heavy_backends: dict[str, Backend] = {}
-_heavy_lock = threading.Lock()
-
 
 class ParseError(ValueError):
     """A model answer that does not have the expected form; stored as status parse_error."""
-
-
-def build_backend(backend: str, model: str, options: dict[str, Any], models_dir: Path) -> Backend:
-    """A backend instance. Local-model backends are loaded once per process and shared."""
-    if backend == "openai":
-        from madef_assets.llm.openai_backend import OpenAIBackend
-
-        if "base_url" not in options:
-            raise ValueError(f"backend openai for model {model!r} needs base_url")
-        allowed = set(OpenAIBackend.__init__.__code__.co_varnames) - {"self", "model"}
-        return OpenAIBackend(model=model, **{k: v for k, v in options.items() if k in allowed})
-    if backend not in ("transformers", "vllm"):
-        raise ValueError(f"unknown backend {backend!r}: transformers, openai or vllm")
-    cache_key = canonical_json([backend, model, options])
-    with _heavy_lock:
-        if cache_key not in _heavy_backends:
-            from madef_assets.llm.model_files import resolve_model_path
-
-            path = resolve_model_path(model, models_dir)
-            if backend == "transformers":
-                from madef_assets.llm.transformers_backend import TransformersBackend
-
-                keys = ("batch_size", "device", "chat_template", "dtype")
-                _heavy_backends[cache_key] = TransformersBackend(path, model, **{k: options[k] for k in keys if k in options})
-            else:
-                from madef_assets.llm.vllm_backend import VLLMBackend
-
-                keys = ("chat_template", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype", "seed")
-                _heavy_backends[cache_key] = VLLMBackend(path, model, **{k: options[k] for k in keys if k in options})
-        return _heavy_backends[cache_key]
 
 
 @dataclass
@@ -114,6 +82,7 @@ class LLMResource(ConfigurableResource):
     models_dir: str
 
     _backend: Backend | None = PrivateAttr(default=None)
+    _identity: dict[str, Any] | None = PrivateAttr(default=None)
     _ledger: Ledger | None = PrivateAttr(default=None)
     _run_id: str | None = PrivateAttr(default=None)
 
@@ -128,6 +97,12 @@ class LLMResource(ConfigurableResource):
         if self._backend is None:
             self._backend = build_backend(self.backend, self.model, json.loads(self.options_json), Path(self.models_dir))
         return self._backend
+
+    def identity(self) -> dict[str, Any]:
+        """The model's ledger identity, known without building the backend."""
+        if self._identity is None:
+            self._identity = backend_identity(self.backend, self.model, json.loads(self.options_json), Path(self.models_dir))
+        return self._identity
 
     def ledger(self) -> Ledger:
         if self._ledger is None:
@@ -175,17 +150,17 @@ class LLMResource(ConfigurableResource):
     ) -> LLMBatch:
         started = time.perf_counter()
         log = log or logging.getLogger(f"madef.llm.{self.role}")
-        backend = self.get_backend()
-        fingerprint = backend.fingerprint()
-        call = _CallSpec(kind, backend.name, canonical_json(fingerprint), template_version, canonical_json(params))
-        keys = [ledger_key(kind, backend.name, fingerprint, params, p, template_version) for p in prompts]
+        fingerprint = self.identity()
+        call = _CallSpec(kind, self.backend, canonical_json(fingerprint), template_version, canonical_json(params))
+        keys = [ledger_key(kind, self.backend, fingerprint, params, p, template_version) for p in prompts]
         unique: dict[str, str] = dict(zip(keys, prompts))
         answers = {k: {**row, "cached": True} for k, row in self.ledger().lookup(list(unique)).items()}
         hits = len(answers)
         todo = {k: prompt for k, prompt in unique.items() if k not in answers}
         log.info(f"{self.role}: {len(prompts)} rows, {len(unique)} distinct, {hits} from the ledger, {len(todo)} to send")
         if todo:
-            answers.update(self._send(backend, call, todo, run, parse, log, hits))
+            # Built only now: a step whose answers are all in the ledger loads no model.
+            answers.update(self._send(self.get_backend(), call, todo, run, parse, log, hits))
         results = [self._result(kind, key, answers[key], parse) for key in keys]
         batch = LLMBatch(results, backend_calls=len(todo), cache_hits=hits, seconds=time.perf_counter() - started)
         log.info(f"{self.role}: finished in {batch.seconds:.1f}s, statuses {batch.status_counts()}")

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from madef_assets.llm.engines import ENGINES
 from madef_assets.llm.local_model import LocalModel
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
 
-
-@lru_cache(maxsize=4)
-def _load_weights(path: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
-    """One copy of a model's weights per process, shared by every role that uses the model
-    (roles differ only in batch size or sampling, not in weights)."""
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -95,6 +91,24 @@ def output_head(model: torch.nn.Module) -> OutputHead | None:
     return head if torch.allclose(head.logits(states), expected, rtol=0, atol=tolerance) else None
 
 
+class LoadedWeights:
+    """One model's weights on one device, shared by every role that uses them (roles differ only in
+    batch size, chat-template use or sampling), with its output head once looked at."""
+
+    def __init__(self, path: Path, device: str, dtype: torch.dtype):
+        self.module = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
+
+    @cached_property
+    def head(self) -> OutputHead | None:
+        with torch.inference_mode():
+            return output_head(self.module)
+
+
+def _drop_weights(weights: LoadedWeights) -> None:
+    weights.module = None
+    weights.__dict__.pop("head", None)
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     cut = min((text.find(s) for s in stop if s and s in text), default=-1)
     return text[:cut] if cut >= 0 else text
@@ -112,32 +126,30 @@ class TransformersBackend(LocalModel):
         chat_template: str = "auto",
         dtype: str = "auto",
     ):
+        if dtype not in DTYPES:
+            raise ValueError(f"{model_spec}: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.batch_size = batch_size
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        torch_dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-        if torch_dtype is None:
-            torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        self._torch_dtype = DTYPES[dtype] or (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self._torch_dtype = torch_dtype
-        self._model = None
-        self._head: OutputHead | None | bool = False  # False: not looked at yet
         self._init_local(model_path, model_spec, chat_template)
+        self.engine_key = ("transformers", str(self.model_path), self.device, str(self._torch_dtype))
 
     @property
-    def model(self):
-        """The weights, loaded on first use: answers found in the ledger never need them."""
-        if self._model is None:
-            self._model = _load_weights(str(self.model_path), self.device, self._torch_dtype)
-        return self._model
+    def weights(self) -> LoadedWeights:
+        """Loaded on first use (answers found in the ledger never need them), shared through ENGINES."""
+        return ENGINES.get(self.engine_key, {}, lambda: LoadedWeights(self.model_path, self.device, self._torch_dtype),
+                           _drop_weights, on_gpu=self.device.startswith("cuda"))
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.weights.module
 
     @property
     def head(self) -> OutputHead | None:
-        if self._head is False:
-            with torch.inference_mode():
-                self._head = output_head(self.model)
-        return self._head
+        return self.weights.head
 
     def _token_nll(self, ids: torch.Tensor, mask: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
         """-log P(token t+1 | tokens up to t) for every position t where `scored` (batch x length-1) is
@@ -214,43 +226,41 @@ class TransformersBackend(LocalModel):
         return results
 
     @torch.inference_mode()
-    def _next_token_logprobs(self, contexts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
-        """log P(token | context) for each context and each of `token_ids`: one forward pass per batch
-        that projects only each row's last position onto the vocabulary."""
+    def _next_token_logprobs(self, contexts: Sequence[str], token_ids: Sequence[int]) -> Iterator[tuple[list[int], list[list[float]]]]:
+        """log P(token | context) for each context and each of `token_ids`, yielded per batch as (context
+        indices, rows): one forward pass per batch that projects only each row's last position."""
         context_ids = self.tokenizer(list(contexts), add_special_tokens=not self.use_chat_template)["input_ids"]
-        results: list[list[float]] = [[math.nan] * len(token_ids)] * len(contexts)
         wanted = torch.tensor(list(token_ids), device=self.device)
         for batch in length_sorted_batches([len(c) for c in context_ids], self.batch_size):
             ids, mask = right_padded([context_ids[i] for i in batch], self.tokenizer.pad_token_id)
             last = (mask.sum(dim=1) - 1).clamp(min=0)[:, None].to(self.device)
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), logits_to_keep=last).logits
             logprobs = torch.log_softmax(logits[:, 0].float(), dim=-1)[:, wanted]
-            for row, i in enumerate(batch):
-                if context_ids[i]:
-                    results[i] = logprobs[row].tolist()
-        return results
+            yield batch, [logprobs[row].tolist() if context_ids[i] else [math.nan] * len(token_ids) for row, i in enumerate(batch)]
 
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[str]) -> Indexed:
+        """Scores yielded per batch, so progress and ledger flushes follow the work."""
         rendered = [self.render(p) for p in prompts]
-        started = time.perf_counter()
         option_ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
-        by_prompt: dict[int, dict[str, float]] = {}
+        started = time.perf_counter()
         if all(len(ids) == 1 for ids in option_ids):
             # Single-token options (A/B/C/D, 回复1 is not): the same scores from one pass per prompt.
-            for i, scores in enumerate(self._next_token_logprobs(rendered, [ids[0] for ids in option_ids])):
-                by_prompt[i] = dict(zip(options, scores))
-        else:
-            pairs = [(i, option) for i in range(len(prompts)) for option in options]
+            for batch, rows in self._next_token_logprobs(rendered, [ids[0] for ids in option_ids]):
+                elapsed, started = (time.perf_counter() - started) / len(batch), time.perf_counter()
+                for i, scores in zip(batch, rows):
+                    yield i, _option_completion(dict(zip(options, scores)), elapsed)
+            return
+        # Multi-token options: a chunk of prompts at a time, each with all its options.
+        for first in range(0, len(prompts), self.batch_size):
+            chunk = range(first, min(first + self.batch_size, len(prompts)))
+            pairs = [(i, option) for i in chunk for option in options]
             scores = self._continuation_logprobs([rendered[i] for i, _ in pairs], [o for _, o in pairs])
+            by_prompt: dict[int, dict[str, float]] = {}
             for (i, option), (score, _) in zip(pairs, scores):
                 by_prompt.setdefault(i, {})[option] = score
-        elapsed = (time.perf_counter() - started) / max(len(prompts), 1)
-        for i in range(len(prompts)):
-            values = by_prompt.get(i, {})
-            if any(math.isnan(v) for v in values.values()):
-                yield i, Completion.failed("option or prompt has no tokens", elapsed)
-            else:
-                yield i, Completion(output=values, latency_s=elapsed)
+            elapsed, started = (time.perf_counter() - started) / len(chunk), time.perf_counter()
+            for i in chunk:
+                yield i, _option_completion(by_prompt.get(i, {}), elapsed)
 
     @torch.inference_mode()
     def perplexity(self, texts: Sequence[str]) -> Indexed:
@@ -269,5 +279,10 @@ class TransformersBackend(LocalModel):
                     yield i, Completion(output=math.exp(float(part.sum()) / n), prompt_tokens=n + 1, latency_s=elapsed)
 
     def close(self) -> None:
-        self._model = None
-        self._head = False
+        ENGINES.release(self.engine_key)
+
+
+def _option_completion(scores: dict[str, float], elapsed: float) -> Completion:
+    if any(math.isnan(v) for v in scores.values()):
+        return Completion.failed("option or prompt has no tokens", elapsed)
+    return Completion(output=scores, latency_s=elapsed)

@@ -1,17 +1,43 @@
 """vLLM's in-process offline engine (optional extra `madef[vllm]`, GPU machines only).
 
-Imported only when a role selects `backend: vllm`.
+Imported only when a role selects `backend: vllm`. The engine is loaded on first use and shared through
+ENGINES: one engine per weights, whatever each role's chat-template use. madef renders and tokenizes
+every prompt itself and hands vLLM token ids, so a chat template's BOS is never doubled. Work goes to the
+engine in chunks of `chunk_size` prompts and results are yielded per chunk, so progress, ledger flushes
+and kill-and-resume work as on the other backends.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+from transformers import AutoTokenizer
+
+from madef_assets.llm.engines import ENGINES
 from madef_assets.llm.local_model import LocalModel
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
+
+
+def _load_engine(model_path: Path, options: dict[str, Any]) -> Any:
+    try:
+        from vllm import LLM
+    except ImportError as exc:
+        raise ImportError("backend 'vllm' needs the optional extra: pip install 'madef[vllm]'") from exc
+    return LLM(model=str(model_path), **options)
+
+
+def shutdown_engine(engine: Any) -> None:
+    """Stop the engine core (its worker process, if any) and leave no distributed state behind, so the
+    next engine of this process starts clean; ENGINES then drops the engine and empties the CUDA cache."""
+    from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+    engine.llm_engine.engine_core.shutdown()
+    destroy_model_parallel()
+    destroy_distributed_environment()
 
 
 class VLLMBackend(LocalModel):
@@ -22,32 +48,39 @@ class VLLMBackend(LocalModel):
         model_path: Path,
         model_spec: str,
         chat_template: str = "auto",
+        chunk_size: int = 1024,
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.85,
         max_model_len: int | None = None,
         dtype: str = "auto",
         seed: int = 0,
+        enforce_eager: bool = False,
+        attention_backend: str | None = None,
     ):
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise ImportError("backend 'vllm' needs the optional extra: pip install 'madef[vllm]'") from exc
-        self.engine = LLM(
-            model=str(model_path),
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
-            dtype=dtype,
-            seed=seed,
-        )
-        self.tokenizer = self.engine.get_tokenizer()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self._init_local(model_path, model_spec, chat_template)
+        self.chunk_size = chunk_size
+        self.engine_options: dict[str, Any] = {
+            "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
+            "max_model_len": max_model_len, "dtype": dtype, "seed": seed, "enforce_eager": enforce_eager,
+        }
+        if attention_backend is not None:
+            self.engine_options["attention_backend"] = attention_backend
+        self.engine_key = ("vllm", str(self.model_path))
 
-    def _token_prompts(self, texts: Sequence[str], add_special: bool) -> list[dict[str, list[int]]]:
-        return [{"prompt_token_ids": self.tokenizer.encode(t, add_special_tokens=add_special)} for t in texts]
+    @property
+    def engine(self) -> Any:
+        """Loaded on first use (answers found in the ledger never need it), shared through ENGINES."""
+        return ENGINES.get(self.engine_key, self.engine_options, lambda: _load_engine(self.model_path, self.engine_options),
+                           shutdown_engine, on_gpu=True)
+
+    def _chunks(self, count: int) -> Iterator[range]:
+        for first in range(0, count, self.chunk_size):
+            yield range(first, min(first + self.chunk_size, count))
 
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> Indexed:
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
         sampling = SamplingParams(
             temperature=params.temperature,
@@ -56,59 +89,61 @@ class VLLMBackend(LocalModel):
             seed=params.seed,
             stop=list(params.stop) or None,
         )
-        started = time.perf_counter()
-        outputs = self.engine.generate([self.render(p) for p in prompts], sampling, use_tqdm=False)
-        elapsed = (time.perf_counter() - started) / max(len(prompts), 1)
-        for index, output in enumerate(outputs):
-            choice = output.outputs[0]
-            yield index, Completion(
-                output=choice.text,
-                prompt_tokens=len(output.prompt_token_ids or []),
-                completion_tokens=len(choice.token_ids),
-                latency_s=elapsed,
-            )
+        for chunk in self._chunks(len(prompts)):
+            started = time.perf_counter()
+            token_prompts = [TokensPrompt(prompt_token_ids=self.prompt_ids(prompts[i])) for i in chunk]
+            outputs = self.engine.generate(token_prompts, sampling, use_tqdm=False)
+            elapsed = (time.perf_counter() - started) / len(chunk)
+            for index, prompt, output in zip(chunk, token_prompts, outputs):
+                choice = output.outputs[0]
+                yield index, Completion(
+                    output=choice.text,
+                    prompt_tokens=len(prompt["prompt_token_ids"]),
+                    completion_tokens=len(choice.token_ids),
+                    latency_s=elapsed,
+                )
 
-    def _prompt_logprobs(self, token_prompts: list[dict[str, list[int]]]) -> list[list[float]]:
-        """Log-probability of every prompt token after the first, from vLLM's prompt_logprobs."""
+    def _prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """Log-probability of every token after the first of each id sequence (vLLM's prompt_logprobs)."""
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
         sampling = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outputs = self.engine.generate(token_prompts, sampling, use_tqdm=False)
+        outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids) for ids in sequences], sampling, use_tqdm=False)
         values = []
-        for prompt, output in zip(token_prompts, outputs):
-            ids = prompt["prompt_token_ids"]
+        for ids, output in zip(sequences, outputs):
             per_position = output.prompt_logprobs or []
             values.append([per_position[i][ids[i]].logprob for i in range(1, len(ids)) if per_position[i]])
         return values
 
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[str]) -> Indexed:
-        started = time.perf_counter()
-        rendered = [self.render(p) for p in prompts]
-        add_special = not self.use_chat_template
-        contexts = [self.tokenizer.encode(r, add_special_tokens=add_special) for r in rendered]
         option_ids = [self.tokenizer.encode(o, add_special_tokens=False) for o in options]
-        pairs = [(i, j) for i in range(len(prompts)) for j in range(len(options))]
-        logprobs = self._prompt_logprobs([{"prompt_token_ids": contexts[i] + option_ids[j]} for i, j in pairs])
-        elapsed = (time.perf_counter() - started) / max(len(prompts), 1)
-        scores: dict[int, dict[str, float]] = {}
-        for (i, j), values in zip(pairs, logprobs):
-            length = len(option_ids[j])
-            scores.setdefault(i, {})[options[j]] = sum(values[-length:]) if length else math.nan
-        for i in range(len(prompts)):
-            if any(math.isnan(v) for v in scores[i].values()):
-                yield i, Completion.failed("option has no tokens", elapsed)
-            else:
-                yield i, Completion(output=scores[i], latency_s=elapsed)
+        for chunk in self._chunks(len(prompts)):
+            started = time.perf_counter()
+            contexts = {i: self.prompt_ids(prompts[i]) for i in chunk}
+            pairs = [(i, j) for i in chunk for j in range(len(options))]
+            logprobs = self._prompt_logprobs([contexts[i] + option_ids[j] for i, j in pairs])
+            elapsed = (time.perf_counter() - started) / len(chunk)
+            scores: dict[int, dict[str, float]] = {i: {} for i in chunk}
+            for (i, j), values in zip(pairs, logprobs):
+                length = len(option_ids[j])
+                scores[i][options[j]] = sum(values[-length:]) if length and len(values) >= length else math.nan
+            for i in chunk:
+                if any(math.isnan(v) for v in scores[i].values()):
+                    yield i, Completion.failed("option or prompt has no tokens", elapsed)
+                else:
+                    yield i, Completion(output=scores[i], latency_s=elapsed)
 
     def perplexity(self, texts: Sequence[str]) -> Indexed:
-        started = time.perf_counter()
-        logprobs = self._prompt_logprobs(self._token_prompts(texts, add_special=True))
-        elapsed = (time.perf_counter() - started) / max(len(texts), 1)
-        for index, values in enumerate(logprobs):
-            if not values:
-                yield index, Completion.failed("text has fewer than two tokens", elapsed)
-            else:
-                yield index, Completion(output=math.exp(-sum(values) / len(values)), prompt_tokens=len(values) + 1, latency_s=elapsed)
+        for chunk in self._chunks(len(texts)):
+            started = time.perf_counter()
+            logprobs = self._prompt_logprobs([self.tokenizer.encode(texts[i], add_special_tokens=True) for i in chunk])
+            elapsed = (time.perf_counter() - started) / len(chunk)
+            for index, values in zip(chunk, logprobs):
+                if not values:
+                    yield index, Completion.failed("text has fewer than two tokens", elapsed)
+                else:
+                    yield index, Completion(output=math.exp(-sum(values) / len(values)), prompt_tokens=len(values) + 1, latency_s=elapsed)
 
     def close(self) -> None:
-        del self.engine
+        ENGINES.release(self.engine_key)

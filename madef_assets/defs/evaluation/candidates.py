@@ -20,23 +20,41 @@ FINGERPRINT_COLUMNS = ("backend", "model", "model_hash", "chat_template", "param
 
 
 def resolve_candidate(candidate: CandidateConfig, checkpoints: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The backend, model (path or served name) and options a candidate runs with. A `checkpoint:`
-    candidate takes the path of that checkpoint asset's row (e.g. the fine-tuned folder)."""
-    model = candidate.model
+    """The backend, model (path or served name) and options a candidate runs with. A local `checkpoint:`
+    candidate takes the path of that checkpoint asset's row (e.g. the fine-tuned folder); a served one
+    (`backend: openai`, `model:` the served name) takes the checkpoint's fingerprint as its revision, so
+    its answers in the ledger follow the checkpoint's content."""
+    model, options = candidate.model, dict(candidate.options)
     if candidate.checkpoint is not None:
         if candidate.checkpoint not in checkpoints:
             raise ValueError(f"candidate {candidate.name!r}: {candidate.checkpoint} is not materialized yet")
-        model = checkpoints[candidate.checkpoint]["path"]
-    return {"candidate": candidate.name, "backend": candidate.backend, "model": model, "options": candidate.options}
+        row = checkpoints[candidate.checkpoint]
+        if candidate.backend == "openai":
+            if model is None:
+                raise ValueError(f"candidate {candidate.name!r}: a served checkpoint needs model: <the served name>")
+            options["model_revision"] = row["fingerprint"]
+        else:
+            model = row["path"]
+    return {"candidate": candidate.name, "backend": candidate.backend, "model": model, "options": options}
+
+
+RAW_APIS = ("completions", "none")
 
 
 def candidate_llm(settings: Settings, row: Mapping[str, Any], raw_prompts: bool) -> LLMResource:
     """An LLM resource over the candidate. `raw_prompts` scores or completes the prompt text as is
     (log-probability and few-shot completion tasks, as lm-evaluation-harness does by default); otherwise
-    a local model's chat template wraps the prompt when the model has one."""
+    a local model's chat template wraps the prompt when the model has one. A served candidate answers
+    open prompts through its `api` (chat) and raw prompts through `raw_api`: `completions` (default; a
+    vLLM server has both endpoints) or `none` for a chat-only provider, whose log-prob tasks then fail."""
     options = json.loads(row["options"]) if isinstance(row["options"], str) else dict(row["options"])
+    raw_api = options.pop("raw_api", "completions")
+    if raw_api not in RAW_APIS:
+        raise ValueError(f"candidate {row['candidate']!r}: raw_api must be one of {RAW_APIS}, got {raw_api!r}")
     if raw_prompts and row["backend"] != "openai":
         options["chat_template"] = "never"
+    elif raw_prompts and raw_api == "completions":
+        options["api"] = "completions"
     return LLMResource(
         role=f"candidate:{row['candidate']}",
         backend=row["backend"],
@@ -50,7 +68,7 @@ def candidate_llm(settings: Settings, row: Mapping[str, Any], raw_prompts: bool)
 
 def fingerprint(llm: LLMResource, params: Mapping[str, Any], dataset_hash: str) -> dict[str, Any]:
     """The eval fingerprint columns for one candidate run of one benchmark."""
-    model = llm.get_backend().fingerprint()
+    model = llm.identity()
     return {
         "backend": llm.backend,
         "model": str(model.get("model", llm.model)),

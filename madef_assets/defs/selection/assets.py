@@ -46,7 +46,7 @@ def build_selection_assets(settings: Settings) -> list:
         """The SFT set (selected safety samples + general sample) as a table and as a LLaMA-Factory dataset
         folder (alpaca JSON, sharegpt when configured, dataset_info.json); gated by the contamination check."""
         table = run_sql("selection/sft_dataset", safety_sft_selected=safety_sft_selected, general_sft_sample=general_sft_sample)
-        files = write_llamafactory_dataset(table, method.sft_export_dir, method.sft_formats)
+        files = write_llamafactory_dataset(table.select("instruction", "input", "output").to_dicts(), method.sft_export_dir, method.sft_formats)
         yield Output(table, metadata={
             "dataset_dir": MetadataValue.path(str(method.sft_export_dir)),
             "files": MetadataValue.json({k: str(v) for k, v in files.items()}),

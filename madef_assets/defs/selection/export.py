@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import polars as pl
 
 DATASET_NAME = "madef_sft"
 
 
-def write_llamafactory_dataset(table: pl.DataFrame, folder: Path, formats: tuple[str, ...]) -> dict[str, Path]:
-    """alpaca JSON (instruction/input/output) and/or sharegpt JSON (conversations), with the
+def write_llamafactory_dataset(rows: Sequence[Mapping[str, str]], folder: Path, formats: tuple[str, ...]) -> dict[str, Path]:
+    """alpaca JSON (instruction/input/output) and/or sharegpt JSON (conversations) of the rows, with the
     dataset_info.json that registers them for LLaMA-Factory (`dataset: madef_sft`)."""
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     info: dict[str, dict] = {}
-    records = table.select("instruction", "input", "output").to_dicts()
+    records = [{k: row[k] for k in ("instruction", "input", "output")} for row in rows]
     for fmt in formats:
         name = DATASET_NAME if fmt == "alpaca" else f"{DATASET_NAME}_{fmt}"
         path = folder / f"{name}.json"

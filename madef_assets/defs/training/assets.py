@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, Failure, MetadataValue, Output, Pipes
 
 from madef_assets.defs.selection.export import DATASET_NAME
 from madef_assets.defs.training.llamafactory_config import folder_size, read_trainer_log, render_train_config, to_yaml
+from madef_assets.llm.engines import ENGINES, free_gpu_problem, gpu_memory
 from madef_assets.llm.model_files import folder_fingerprint, resolve_model_path
 from madef_assets.reports import line_png, markdown_image, markdown_table
 from madef_assets.settings import Settings
@@ -40,6 +41,11 @@ def build_training_assets(settings: Settings) -> list:
         """LLaMA-Factory full-parameter SFT of the base checkpoint on the exported sft_dataset folder, run in
         the training environment through Dagster Pipes (log streamed to the run); metadata: loss per step,
         loss curve, rendered YAML, wall time, checkpoint path and size."""
+        closed = ENGINES.release()  # every loaded model, whatever gpu.release says: training needs the memory
+        problem = free_gpu_problem(gpu_memory(), settings.gpu.training_min_free_fraction)
+        if problem:
+            raise Failure(description=f"training not started: {problem}")
+        context.log.info(f"closed {closed} loaded model engine(s) before training")
         output_dir = training.output_dir
         config = render_train_config(base_model_checkpoint["path"][0], settings.method.sft_export_dir, DATASET_NAME, output_dir, training.args)
         config_path = output_dir.parent / "finetuned_train.yaml"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 # Full-parameter SFT as in the paper (LLaMA-Factory, Llama-3.2-1B-Instruct).
 PAPER_DEFAULTS: dict[str, Any] = {
@@ -54,6 +55,8 @@ def to_yaml(config: dict[str, Any]) -> str:
 
 def read_trainer_log(output_dir: Path) -> pl.DataFrame:
     """Loss per logged step from LLaMA-Factory's trainer_log.jsonl (empty when nothing was logged)."""
+    import polars as pl
+
     schema = {"step": pl.Int64, "loss": pl.Float64, "learning_rate": pl.Float64, "epoch": pl.Float64}
     path = output_dir / "trainer_log.jsonl"
     if not path.exists():
