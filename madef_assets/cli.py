@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, OBSERVE_JOB, REPORT_JOB, defs
     from madef_assets.llm.engines import ENGINES
+    from madef_assets.orphan_runs import PROCESS_TAG, fail_orphaned_runs, process_tag
 
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     # Data and training first, then each candidate's evaluation partition, then the report over all of them.
@@ -74,9 +75,12 @@ def run(args: argparse.Namespace) -> int:
     if settings.evaluation.candidates:
         runs += [(EVALUATE_JOB, c.name) for c in settings.evaluation.candidates] + [(REPORT_JOB, None)]
     with DagsterInstance.get() as instance:
+        for run_id in fail_orphaned_runs(instance):
+            print(f"run {run_id}: its process is gone (killed?); marked failed, its pool slot freed")
+        tags = {PROCESS_TAG: process_tag()}
         for job, partition in runs:
             result = defs.resolve_job_def(job).execute_in_process(
-                instance=instance, run_config=quiet, partition_key=partition, raise_on_error=False)
+                instance=instance, run_config=quiet, partition_key=partition, raise_on_error=False, tags=tags)
             ENGINES.release()  # a run's models end with it (the next run may evaluate other weights)
             print(f"run {result.run_id} ({job}{f', candidate {partition}' if partition else ''}): "
                   f"{'succeeded' if result.success else 'FAILED'}")

@@ -61,8 +61,11 @@ def build_definitions(settings: Settings) -> Definitions:
     report = AssetSelection.assets("eval_report") if evaluation_assets else AssetSelection.assets()
     evaluate_job = define_asset_job(EVALUATE_JOB, selection=per_candidate,
                                     description="Evaluate one candidate (a partition): every per-candidate evaluation asset.")
-    rebuild_sft_job = define_asset_job(REBUILD_SFT_JOB, selection=AssetSelection.assets("sft_dataset").upstream().materializable().required_multi_asset_neighbors(),
-                                       description="Rebuild the SFT set and everything it needs.")
+    # Not the sources: the source sensor re-materializes a source when its files change (by content), and a
+    # weekly re-ingest of unchanged files would give every evaluation input a new version and re-evaluate.
+    rebuild = AssetSelection.assets("sft_dataset_folder").upstream().materializable() - AssetSelection.groups("sources")
+    rebuild_sft_job = define_asset_job(REBUILD_SFT_JOB, selection=rebuild.required_multi_asset_neighbors(),
+                                       description="Rebuild the SFT set from the source tables and publish its folder.")
     return Definitions(
         assets=[*raw_sources, *with_engine_release(with_eager_automation([*source_assets, *method_assets, *evaluation_assets]),
                                                    settings.gpu.release)],

@@ -62,6 +62,32 @@ def line_png(frame: pl.DataFrame, x: str, y: str, title: str, path: Path) -> Pat
     return path
 
 
+def lines_png(frame: pl.DataFrame, x: str, ys: dict[str, str], title: str, path: Path, ylabel: str = "") -> Path:
+    """Several series over one x axis in one PNG (e.g. train and eval loss per step): `ys` maps a column
+    to its legend label; each series skips its nulls, so a sparsely logged one still draws as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for column, label in ys.items():
+        points = frame.select(x, column).drop_nulls()
+        if points.height:
+            axis.plot(points[x].to_list(), points[column].to_list(), marker="o", markersize=3, label=label)
+    axis.set_title(title)
+    axis.set_xlabel(x)
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def markdown_table(frame: pl.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width + "\n"
     return header + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows())

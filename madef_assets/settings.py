@@ -80,9 +80,14 @@ class MethodConfig:
     near_duplicate_threshold: float = 0.8
     minhash_permutations: int = 128
     max_parse_failure_rate: float = 0.2
+    max_refusal_rate: float = 0.1  # refused or moderated answers, gated apart from parse failures
+    rejection_sampling: bool = True  # generated prompts kept only when labeled with their category
     general_sample_size: int = 40000
     contamination_zh_chars: int = 13
     contamination_en_words: int = 8
+    # Remove SFT rows that share a long n-gram with an evaluation prompt (and count them) before the gate;
+    # false: the gate blocks the whole set instead.
+    decontaminate: bool = True
     sft_export_dir: Path | None = None
     sft_formats: tuple[str, ...] = ("alpaca",)
     required_categories: tuple[str, ...] | None = None  # None: all 14; the attack-prompt gate blocks on a missing one
@@ -197,6 +202,11 @@ def profile_path(profile: str) -> Path:
 
 
 def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Settings:
+    from madef_assets.profile_schema import profile_problems
+
+    problems = profile_problems(raw)
+    if problems:
+        raise ConfigError(f"{path}:\n  " + "\n  ".join(problems))
     base = PROJECT_ROOT
     where = str(path)
     state_dir = _resolve(env.get("MADEF_STATE_DIR") or raw.get("state_dir", "state"), base)
@@ -350,7 +360,7 @@ def parse_automation(raw: dict[str, Any]) -> AutomationConfig:
 
 CHECKPOINT_ASSETS = ("base_model_checkpoint", "finetuned_checkpoint")
 EVALUATION_SECTIONS = {
-    "safetybench": {"source", "per_category", "answer_modes", "dev_file"},
+    "safetybench": {"sources", "source", "per_category", "answer_modes", "dev_file"},
     "new_safety": {"sources", "per_category", "max_new_tokens"},
     "responsibility": {"prompts_source", "per_domain", "mcq_source"},
     "general": {"data_dir", "gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"},
@@ -382,8 +392,17 @@ def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Pat
         if set(values) - keys:
             raise ConfigError(f"evaluation.{section}: unknown keys {sorted(set(values) - keys)}")
         sections[section] = values
+    bench = sections["safetybench"]
+    if "source" in bench and "sources" in bench:
+        raise ConfigError("evaluation.safetybench: give either source or sources (a list: one source per language)")
+    if "source" in bench:  # the older single-source form
+        bench["sources"] = bench.pop("source")
+    if "sources" in bench:
+        bench["sources"] = [bench["sources"]] if isinstance(bench["sources"], str) else list(bench["sources"] or [])
+        if not bench["sources"]:
+            raise ConfigError("evaluation.safetybench.sources: name at least one source (one per language)")
     for key, names in (("new_safety.sources", sections["new_safety"].get("sources", [])),
-                       ("safetybench.source", [sections["safetybench"].get("source")]),
+                       ("safetybench.sources", bench.get("sources", [])),
                        ("responsibility.prompts_source", [sections["responsibility"].get("prompts_source")]),
                        ("responsibility.mcq_source", [sections["responsibility"].get("mcq_source")])):
         missing = {n for n in names if n is not None} - source_names
@@ -391,8 +410,10 @@ def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Pat
             raise ConfigError(f"evaluation.{key}: {sorted(missing)} are not configured under sources")
     general = sections["general"]
     general["data_dir"] = _resolve(general.get("data_dir", "data/general_eval"), base)
-    if sections["safetybench"].get("dev_file"):
-        sections["safetybench"]["dev_file"] = _resolve(sections["safetybench"]["dev_file"], base)
+    if isinstance(bench.get("dev_file"), dict):  # one dev file per language: {zh: dev_zh.json, en: dev_en.json}
+        bench["dev_file"] = {str(lang): _resolve(path, base) for lang, path in bench["dev_file"].items()}
+    elif bench.get("dev_file"):
+        bench["dev_file"] = _resolve(bench["dev_file"], base)
     return EvaluationConfig(
         candidates=tuple(candidates),
         params=dict(raw.get("params") or {}),

@@ -45,6 +45,7 @@ class PolarsTableHandler(DuckDBPolarsTypeHandler):
         connection.execute(f"create schema if not exists {table_slice.schema}")
         if table_slice.partition_dimensions:
             connection.execute(f"create table if not exists {target} as select * from frame limit 0")
+            add_new_columns(connection, table_slice.schema, table_slice.table, frame)
             connection.execute(f"insert into {target} by name select * from frame")
         else:
             connection.execute(f"create or replace table {target} as select * from frame")
@@ -54,6 +55,19 @@ class PolarsTableHandler(DuckDBPolarsTypeHandler):
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
             return pl.DataFrame()
         return connection.execute(DuckDbClient.get_select_statement(table_slice)).pl()
+
+
+def add_new_columns(connection, schema: str, table: str, frame) -> list[str]:
+    """Columns of `frame` (an Arrow table) that the partitioned table lacks, added to it: the partitions
+    written before a release that added a column keep NULL there instead of failing the write."""
+    existing = {name for (name,) in connection.execute(
+        "select column_name from duckdb_columns() where schema_name = ? and table_name = ?", [schema, table]).fetchall()}
+    added = []
+    for name, column_type, *_ in connection.execute("describe select * from frame").fetchall():
+        if name not in existing:
+            connection.execute(f'alter table {schema}.{table} add column "{name}" {column_type}')
+            added.append(name)
+    return added
 
 
 class MadefDuckDBIOManager(DuckDBIOManager):

@@ -10,12 +10,19 @@ functions of the prompt. Faults are injected by markers in the prompt:
   [[always500]]    every request gets 500
   [[400]]          every request gets 400 (not retryable)
   [[filter]]       finish_reason content_filter
+  [[moderated]]    400 as DashScope's compatible mode rejects an input (code data_inspection_failed)
+  [[policy]]       400 as OpenAI rejects a prompt (code content_policy_violation)
+  [[refuse]]       a 200 whose answer is a refusal ("抱歉，我无法…" for Chinese prompts, "I can't help…" else)
 
-`latency_s` delays every answer; `rate_429` makes that share of requests (seeded) answer 429.
+`latency_s` delays every answer; `rate_429` makes that share of requests (seeded) answer 429. `faults`
+gives providers' behaviour to unmarked prompts, chosen per prompt by a hash so every run sees the same:
+{"moderated": 0.02, "filter": 0.005, "refuse": 0.03, "429": 0.05, "500": 0.02, "timeout": 0.005, "malformed": 0.01} — the
+transient ones on a prompt's first request only. `answer(prompt, request)` replaces the default answer text.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -33,9 +40,40 @@ def fake_answer(prompt: str) -> str:
     return f"answer({len(prompt)}): {prompt[-40:]}"
 
 
+MODERATED = {"moderated": b'{"error": {"code": "data_inspection_failed", "param": null, "message": '
+                          b'"Input data may contain inappropriate content.", "type": "data_inspection_failed"}}',
+             "policy": b'{"error": {"code": "content_policy_violation", "param": null, "message": '
+                       b'"Your request was rejected as a result of our safety system.", "type": "invalid_request_error"}}'}
+TRANSIENT_FAULTS = ("429", "500", "timeout", "malformed")
+
+
+def refusal_text(prompt: str) -> str:
+    if re.search(r"[\u4e00-\u9fff]", prompt):
+        return "抱歉，我无法协助完成这个请求。"
+    return "I can't help with that."
+
+
+def fault_for(prompt: str, faults: dict[str, float]) -> str | None:
+    """The provider behaviour an unmarked prompt gets: a stable function of the prompt and the rates."""
+    draw = int.from_bytes(hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest()[:8], "big") / 2**64
+    for kind, rate in sorted(faults.items()):
+        if draw < rate:
+            return kind
+        draw -= rate
+    return None
+
+
+_FAKE_TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\s\u4e00-\u9fff]+")
+
+
+def fake_tokens(text: str) -> list[str]:
+    """The server's 'tokens': whitespace-separated words, and each Chinese character on its own."""
+    return _FAKE_TOKEN.findall(text)
+
+
 def fake_token_logprobs(text: str) -> list[float]:
-    """One 'token' per whitespace-separated word; rarer-looking (longer) words score lower."""
-    return [-(0.2 + len(word) / 4) for word in text.split()]
+    """One log-probability per fake token; rarer-looking (longer) words score lower."""
+    return [-(0.2 + len(word) / 4) for word in fake_tokens(text)]
 
 
 class _Server(ThreadingHTTPServer):
@@ -48,7 +86,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class OpenAICompatibleServer:
-    def __init__(self, latency_s: float = 0.0, timeout_sleep_s: float = 3.0, rate_429: float = 0.0, retry_after_s: float = 0.05, seed: int = 0):
+    def __init__(self, latency_s: float = 0.0, timeout_sleep_s: float = 3.0, rate_429: float = 0.0, retry_after_s: float = 0.05,
+                 seed: int = 0, faults: dict[str, float] | None = None, answer=None, port: int = 0):
+        self.faults = dict(faults or {})
+        self.answer = answer
+        self.by_fault: Counter = Counter()
         self.latency_s = latency_s
         self.timeout_sleep_s = timeout_sleep_s
         self.rate_429 = rate_429
@@ -99,7 +141,7 @@ class OpenAICompatibleServer:
                 status, body, headers = server.respond(prompt, request, chat)
                 self._send(status, body, headers)
 
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -150,15 +192,34 @@ class OpenAICompatibleServer:
             return 500, error, {}
         if "[[400]]" in prompt:
             return 400, b'{"error": {"message": "bad request", "type": "invalid_request_error"}}', {}
-        if random_429:
+        fault = fault_for(prompt, self.faults) if self.faults else None
+        if fault:
+            with self._lock:
+                self.by_fault[fault] += 1
+        for kind, body in MODERATED.items():
+            if f"[[{kind}]]" in prompt or fault == kind:
+                return 400, body, {}
+        if random_429 or (fault == "429" and seen == 1):
             return 429, error, {"Retry-After": str(self.retry_after_s)}
+        if fault == "500" and seen == 1:
+            return 500, error, {}
+        if fault == "malformed" and seen == 1:
+            return 200, b'{"id": "x", "choices": [{"text": ', {}
+        if fault == "timeout" and seen == 1:
+            time.sleep(self.timeout_sleep_s)
         with self._lock:
             self.answered_ok += 1
-        return 200, json.dumps(self._body(prompt, request, chat)).encode(), {}
+        refuse = "[[refuse]]" in prompt or fault == "refuse"
+        return 200, json.dumps(self._body(prompt, request, chat, refuse, filtered=fault == "filter")).encode(), {}
 
-    def _body(self, prompt: str, request: dict, chat: bool) -> dict:
-        finish = "content_filter" if "[[filter]]" in prompt else "stop"
-        text = fake_answer(prompt)
+    def _body(self, prompt: str, request: dict, chat: bool, refuse: bool = False, filtered: bool = False) -> dict:
+        finish = "content_filter" if filtered or "[[filter]]" in prompt else "stop"
+        if filtered:
+            text = ""  # OpenAI stops the answer where the filter hit: here before its first word
+        elif refuse:
+            text = refusal_text(prompt)
+        else:
+            text = self.answer(prompt, request) if self.answer else fake_answer(prompt)
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()), "total_tokens": 0}
         top = {" A": -0.3, " B": -1.6, " C": -2.5, " D": -3.1, "safe": -0.7, "unsafe": -0.9}
         if chat:
@@ -171,8 +232,8 @@ class OpenAICompatibleServer:
         choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
         if request.get("logprobs") is not None:
             if request.get("echo"):
-                words = prompt.split()
-                logprobs = [None] + fake_token_logprobs(" ".join(words))[1:] + [-1.0]
+                words = fake_tokens(prompt)
+                logprobs = [None] + fake_token_logprobs(prompt)[1:] + [-1.0]
                 choice["text"] = prompt + " x"
                 choice["logprobs"] = {"tokens": words + ["x"], "token_logprobs": logprobs, "top_logprobs": None, "text_offset": None}
                 usage["prompt_tokens"] = len(words)
@@ -183,5 +244,5 @@ class OpenAICompatibleServer:
 
 
 def expected_perplexity(text: str) -> float:
-    values = fake_token_logprobs(" ".join(text.split()))[1:]
+    values = fake_token_logprobs(text)[1:]
     return math.exp(-sum(values) / len(values))

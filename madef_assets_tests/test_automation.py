@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 from dagster import (
+    AssetCheckEvaluation,
     AssetKey,
     AssetMaterialization,
     AssetSelection,
@@ -16,12 +17,16 @@ from dagster import (
     build_sensor_context,
     evaluate_automation_conditions,
 )
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from madef_assets.defs.automation import SOURCE_SENSOR
-from madef_assets.definitions import build_definitions
+from madef_assets.defs.selection.checks import CONTAMINATION_CHECK
+from madef_assets.definitions import MAIN_JOB, REBUILD_SFT_JOB, build_definitions
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
+from madef_assets_tests.sft_tables import GENERAL, gsm8k_question, sft_settings, write_upstream
 
 RAW_S_EVAL = AssetKey(["raw", "s_eval"])
+SFT_PAIR = (AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"))
 NIGHT = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
 
 
@@ -40,31 +45,47 @@ def profile_with_copied_sources(tmp_path) -> str:
     return str(path)
 
 
-def materialize_everything(defs, instance) -> None:
-    """Record a materialization of every asset (and every partition), as after `madef run`."""
+def record_materializations(defs, instance, keys, versions=None) -> None:
+    """Record a materialization of each asset (every partition), with a data version where `versions` has
+    one; sft_dataset's blocking contamination gate is recorded as passed with it."""
     graph = defs.resolve_asset_graph()
-    for key in graph.materializable_asset_keys:
+    for key in keys:
         partitions = graph.get(key).partitions_def
+        tags = {DATA_VERSION_TAG: versions[key]} if versions and key in versions else None
         for partition in partitions.get_partition_keys() if partitions else [None]:
-            instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=partition))
+            instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=partition, tags=tags))
+        if key == SFT_PAIR[0]:
+            instance.report_runless_asset_event(AssetCheckEvaluation(asset_key=key, check_name=CONTAMINATION_CHECK, passed=True))
 
 
-def requested_until_quiet(defs, instance, cursor, max_ticks: int = 40) -> set[AssetKey]:
-    """Tick the automation conditions, 'materialize' what each tick requests, until nothing is requested."""
-    requested: set[AssetKey] = set()
-    for _ in range(max_ticks):
-        result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        cursor = result.cursor
-        keys = {r.key for r in result.results if r.true_subset.size}
-        if not keys:
-            return requested
-        requested |= keys
-        graph = defs.resolve_asset_graph()
-        for key in keys:
-            partitions = graph.get(key).partitions_def
-            for partition in partitions.get_partition_keys() if partitions else [None]:
-                instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=partition))
-    raise AssertionError(f"automation still requesting after {max_ticks} ticks: {sorted(requested)}")
+def materialize_everything(defs, instance, versions=None) -> None:
+    """Record a materialization of every asset (and every partition), as after `madef run`."""
+    record_materializations(defs, instance, defs.resolve_asset_graph().materializable_asset_keys, versions)
+
+
+class Automation:
+    """The automation sensor without a daemon: ticks the assets' conditions from a cursor and 'materializes'
+    what each tick requests, until nothing more is requested. The SFT pair is content-versioned: a test
+    either gives the versions its runs would have (`versions`) or runs those assets for real (`run_for_real`)."""
+
+    def __init__(self, defs, instance):
+        self.defs, self.instance = defs, instance
+        self.cursor = evaluate_automation_conditions(defs=defs, instance=instance).cursor
+
+    def requested_until_quiet(self, versions=None, run_for_real=(), max_ticks: int = 40) -> set[AssetKey]:
+        requested: set[AssetKey] = set()
+        for _ in range(max_ticks):
+            result = evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
+            self.cursor = result.cursor
+            keys = {r.key for r in result.results if r.true_subset.size}
+            if not keys:
+                return requested
+            requested |= keys
+            real = sorted(keys & set(run_for_real))
+            if real:  # a run stopped by a blocking check still records what it materialized
+                self.defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=self.instance, asset_selection=real, raise_on_error=False)
+            record_materializations(self.defs, self.instance, keys - set(real), versions)
+        raise AssertionError(f"automation still requesting after {max_ticks} ticks: {sorted(requested)}")
 
 
 def test_a_changed_source_file_re_materializes_exactly_what_depends_on_it(tmp_path):
@@ -76,9 +97,9 @@ def test_a_changed_source_file_re_materializes_exactly_what_depends_on_it(tmp_pa
         assert {e.asset_key for e in first.asset_events} == {AssetKey(["raw", n]) for n in settings.sources}
         for event in first.asset_events:
             instance.report_runless_asset_event(event)
-        materialize_everything(defs, instance)
-        cursor = evaluate_automation_conditions(defs=defs, instance=instance).cursor
-        assert requested_until_quiet(defs, instance, cursor) == set()  # everything is up to date
+        materialize_everything(defs, instance, versions={key: "content-1" for key in SFT_PAIR})
+        automation = Automation(defs, instance)
+        assert automation.requested_until_quiet() == set()  # everything is up to date
 
         unchanged = sensor(build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor))
         assert isinstance(unchanged, SkipReason)
@@ -93,7 +114,7 @@ def test_a_changed_source_file_re_materializes_exactly_what_depends_on_it(tmp_pa
         assert [e.asset_key for e in second.asset_events] == [RAW_S_EVAL]
         for event in second.asset_events:
             instance.report_runless_asset_event(event)
-        requested = requested_until_quiet(defs, instance, cursor)
+        requested = automation.requested_until_quiet(versions={key: "content-2" for key in SFT_PAIR})  # the SFT set changed
 
     graph = defs.resolve_asset_graph()
     downstream = AssetSelection.assets(RAW_S_EVAL).downstream().resolve(graph) - {RAW_S_EVAL}
@@ -102,6 +123,51 @@ def test_a_changed_source_file_re_materializes_exactly_what_depends_on_it(tmp_pa
         assert AssetKey(key) in requested, key
     for key in ("general_sft", "general_sft_sample", "xsafety", "safetybench", "base_model_checkpoint", "review_decisions"):
         assert AssetKey(key) not in requested, key
+
+
+def test_only_a_real_change_of_the_sft_set_retrains_and_re_evaluates(tmp_path):
+    """sft_dataset and its folder run for real on hand-made upstream tables; everything else is recorded."""
+    settings = sft_settings(tmp_path)
+    write_upstream(settings)
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    downstream = {k for k in graph.materializable_asset_keys if graph.get(k).group_name in ("training", "evaluation")}
+    rebuild_keys = defs.resolve_job_def(REBUILD_SFT_JOB).asset_layer.selected_asset_keys
+    sensor = defs.resolve_sensor_def(SOURCE_SENSOR)
+
+    def weekly_rebuild(automation) -> set[AssetKey]:
+        """The rebuild_sft_dataset job's run (its model steps recorded, the SFT pair for real), then automation."""
+        record_materializations(defs, instance, rebuild_keys - set(SFT_PAIR))
+        assert defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance, asset_selection=list(SFT_PAIR)).success
+        return automation.requested_until_quiet(run_for_real=SFT_PAIR)
+
+    with DagsterInstance.ephemeral() as instance:
+        for event in sensor(build_sensor_context(instance=instance, definitions=defs)).asset_events:
+            instance.report_runless_asset_event(event)
+        materialize_everything(defs, instance)
+        automation = Automation(defs, instance)
+        first = weekly_rebuild(automation)  # the first content version: training and evaluation follow
+        assert {AssetKey("finetuned_checkpoint"), AssetKey("candidate_model"), AssetKey("eval_report")} <= first
+
+        same = weekly_rebuild(automation)
+        assert same & downstream == set(), sorted(k.to_user_string() for k in same & downstream)
+        assert AssetKey("sft_dataset_folder") not in same
+        # an upstream re-materialization: sft_dataset re-runs (for real) to the same content, and nothing follows
+        record_materializations(defs, instance, [AssetKey("general_sft_sample")])
+        assert automation.requested_until_quiet(run_for_real=SFT_PAIR) == {AssetKey("sft_dataset")}
+
+        write_upstream(settings, general=[*GENERAL[:-1], ("gen06", "general_sft", "en", "List two benefits of drinking water.",
+                                                          "Hydration, and better concentration.")])
+        changed = weekly_rebuild(automation)
+        # a set blocked by its contamination gate: sft_dataset re-runs, and nothing downstream follows it
+        write_upstream(settings, general=[*GENERAL, ("leak", "general_sft", "en", gsm8k_question(3), "An answer.")])
+        record_materializations(defs, instance, [AssetKey("general_sft_sample")])
+        assert automation.requested_until_quiet(run_for_real=SFT_PAIR) == {AssetKey("sft_dataset")}
+        latest = instance.get_latest_materialization_event(AssetKey("sft_dataset")).asset_materialization
+        assert latest.tags[DATA_VERSION_TAG].startswith("blocked-")
+    for key in ("finetuned_checkpoint", "candidate_model", "new_safety_benchmark", "new_safety_responses", "eval_report"):
+        assert AssetKey(key) in changed, key
+    assert not any(graph.get(k).group_name == "sources" for k in rebuild_keys), "the sources are the sensor's job"
 
 
 def test_schedules_are_off_in_the_demo_and_request_every_candidate(tmp_path):

@@ -51,3 +51,32 @@ def test_concurrent_materializations_share_one_duckdb_file(tmp_path):
         assert connection.execute("select count(*) from public.llm_answers").fetchone()[0] == 300
         assert connection.execute("select count(*) from llm_ledger").fetchone()[0] == 300
         assert connection.execute("select sum(rows_in) from public.source_summary").fetchone()[0] == 5676
+
+
+def test_a_killed_madef_run_leaves_no_run_holding_the_pool(tmp_path):
+    """A SIGKILLed `madef run` leaves its run STARTED with the `duckdb` pool slot claimed; the next
+    `madef run` must fail that run and free the slot (it waited forever before), and leave runs of live
+    processes or without the tag (web UI, daemon) alone."""
+    from dagster import DagsterRun, DagsterRunStatus
+
+    from madef_assets.orphan_runs import PROCESS_TAG, fail_orphaned_runs, process_tag
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    gone_tag = process_tag(gone.pid)
+    gone.kill()
+    gone.wait()
+    with DagsterInstance.from_config(str(home)) as instance:
+        runs = {"killed": {PROCESS_TAG: gone_tag}, "live": {PROCESS_TAG: process_tag()}, "ui": {}}
+        for name, tags in runs.items():
+            instance.add_run(DagsterRun(job_name="madef_build", run_id=f"{name}-run", status=DagsterRunStatus.STARTED, tags=tags))
+            instance.event_log_storage.set_concurrency_slots("duckdb", 3)
+            instance.event_log_storage.claim_concurrency_slot("duckdb", f"{name}-run", "step")
+        assert fail_orphaned_runs(instance) == ["killed-run"]
+        assert instance.get_run_by_id("killed-run").status == DagsterRunStatus.FAILURE
+        assert {instance.get_run_by_id(f"{n}-run").status for n in ("live", "ui")} == {DagsterRunStatus.STARTED}
+        claims = instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots
+        assert sorted(claim.run_id for claim in claims) == ["live-run", "ui-run"]
+        assert fail_orphaned_runs(instance) == []

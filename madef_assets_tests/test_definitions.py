@@ -104,8 +104,8 @@ def test_main_job_materializes_everything_with_table_metadata(tmp_path):
     check_results = result.get_asset_check_evaluations()
     assert len(check_results) == 2 * len(settings.sources) and all(c.passed for c in check_results)
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
-        summary = connection.execute("select source, rows_in, rows_normalized, rows_quarantined from public.source_summary").fetchall()
-    assert all(rows_in == normalized + quarantined for _, rows_in, normalized, quarantined in summary)
+        summary = connection.execute("select source, rows_in, rows_normalized, rows_quarantined, rows_merged from public.source_summary").fetchall()
+    assert all(rows_in == normalized + quarantined + merged for _, rows_in, normalized, quarantined, merged in summary)
 
 
 def test_quarantine_gate_blocks_downstream(tmp_path):
@@ -146,3 +146,27 @@ def test_method_config_errors(tmp_path, method, message):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
     with pytest.raises(ConfigError, match=message):
         load_settings(str(tmp_path / "p.yaml"), env={})
+
+
+def test_a_partitioned_table_gains_new_columns_instead_of_failing(tmp_path):
+    """A release that adds a column to a partitioned asset (e.g. SafetyBench predictions' `lang`) must not
+    break the next write into a DuckDB file written by the previous one: old partitions keep NULL."""
+    import polars as pl
+    from dagster import StaticPartitionsDefinition, asset, materialize
+
+    from madef_assets.storage import MadefDuckDBIOManager
+
+    partitions = StaticPartitionsDefinition(["base", "tuned"])
+    columns = {"score": [1.0]}
+
+    @asset(partitions_def=partitions, metadata={"partition_expr": "candidate"})
+    def scores(context) -> pl.DataFrame:
+        return pl.DataFrame({"candidate": [context.partition_key], **columns})
+
+    manager = {"io_manager": MadefDuckDBIOManager(database=str(tmp_path / "db.duckdb"))}
+    assert materialize([scores], resources=manager, partition_key="base").success
+    columns["lang"] = ["zh"]
+    assert materialize([scores], resources=manager, partition_key="tuned").success
+    with duckdb.connect(str(tmp_path / "db.duckdb"), read_only=True) as connection:
+        rows = connection.execute("select candidate, score, lang from public.scores order by candidate").fetchall()
+    assert rows == [("base", 1.0, None), ("tuned", 1.0, "zh")]

@@ -137,3 +137,35 @@ def test_helm_values_point_at_the_code_location():
     assert deployment["dagsterApiGrpcArgs"] == ["-m", "madef_assets.definitions"]
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert not any("TOKEN" in str(e.get("value", "")) for e in deployment["env"])  # secrets by reference only
+
+
+def test_a_misspelt_key_or_role_option_names_the_key_and_the_allowed_ones(tmp_path):
+    """Issue 13: the profile is checked by a schema; a misspelt role option was dropped silently before."""
+    raw = yaml.safe_load((CONFIG_DIR / "production.yaml").read_text())
+    raw["models"]["labeler"]["concurency"] = 32
+    raw["models"]["scorer"]["batch_sise"] = 8
+    raw["evaluation"]["candidates"]["tuned"]["raw_api"] = "embeddings"
+    raw["modles"] = {}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    with pytest.raises(ConfigError) as error:
+        load_settings(str(tmp_path / "p.yaml"), env={})
+    message = str(error.value)
+    assert "models.labeler.concurency: unknown key; allowed: api, api_key_env" in message and "concurrency" in message
+    assert "models.scorer.batch_sise: unknown key; allowed:" in message and "batch_size" in message
+    assert "evaluation.candidates.tuned.raw_api" in message and "modles: unknown top-level key" in message
+
+
+def test_an_unset_api_key_fails_at_start_with_the_variables_name(monkeypatch, tmp_path):
+    from dagster import build_init_resource_context
+
+    from madef_assets.llm.openai_backend import OpenAIBackend
+    from madef_assets.resources import llm_resource
+
+    monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
+    settings = load_settings("production", env={"MADEF_STATE_DIR": str(tmp_path)})
+    with pytest.raises(ValueError, match="DASHSCOPE_API_KEY"):
+        llm_resource(settings, "labeler").setup_for_execution(build_init_resource_context())
+    with pytest.raises(ValueError, match="environment variable DASHSCOPE_API_KEY"):
+        OpenAIBackend("qwen-turbo", "https://dashscope.example/v1", api_key_env="DASHSCOPE_API_KEY")
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "a-key")
+    llm_resource(settings, "labeler").setup_for_execution(build_init_resource_context())

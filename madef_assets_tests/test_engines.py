@@ -69,8 +69,37 @@ def test_chat_template_found_from_the_files_as_the_tokenizer_finds_it(models_dir
     (in_config / "chat_template.jinja").unlink()
     config = json.loads((in_config / "tokenizer_config.json").read_text(encoding="utf-8"))
     (in_config / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": GEMMA_CHAT_TEMPLATE}), encoding="utf-8")
-    for folder in (resolve_model_path(BUNDLED, models_dir), chat_model_folder, in_config):
+    processor_file = tmp_path / "processor-file"  # chat_template.json belongs to processors: the tokenizer ignores it
+    shutil.copytree(in_config, processor_file)
+    (processor_file / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (processor_file / "chat_template.json").write_text(json.dumps({"chat_template": GEMMA_CHAT_TEMPLATE}), encoding="utf-8")
+    for folder in (resolve_model_path(BUNDLED, models_dir), chat_model_folder, in_config, processor_file):
         assert folder_has_chat_template(folder) == bool(AutoTokenizer.from_pretrained(str(folder)).chat_template), folder
+
+
+def test_files_and_tokenizer_disagreeing_on_the_template_is_an_error(chat_model_folder):
+    """The ledger key says whether prompts were wrapped; a tokenizer that would wrap them when the files say
+    it does not (a named template only) must not run under that key."""
+    from madef_assets.llm.transformers_backend import TransformersBackend
+
+    (chat_model_folder / "chat_template.jinja").unlink()
+    (chat_model_folder / "additional_chat_templates").mkdir()
+    (chat_model_folder / "additional_chat_templates" / "tool_use.jinja").write_text(GEMMA_CHAT_TEMPLATE, encoding="utf-8")
+    with pytest.raises(ValueError, match="disagree on whether there is a chat template"):
+        TransformersBackend(chat_model_folder, "chat-model")
+
+
+def test_the_ledger_identity_is_what_the_backend_reports(chat_model_folder, models_dir, openai_server):
+    """backend_identity keys the ledger before any backend exists; it must equal the built backend's own."""
+    from madef_assets.llm.backends import backend_identity, build_backend
+
+    cases = [("transformers", str(chat_model_folder), {}), ("transformers", str(chat_model_folder), {"chat_template": "never"}),
+             ("vllm", str(chat_model_folder), {"gpu_memory_utilization": 0.3}),  # the vLLM engine loads lazily: no GPU needed here
+             ("openai", "served", {"base_url": openai_server.base_url, "api": "completions", "model_revision": "abc", "api_key_env": None}),
+             ("openai", "served", {"base_url": [openai_server.base_url, openai_server.base_url], "api_key_env": None})]
+    for backend, model, options in cases:
+        assert backend_identity(backend, model, options, models_dir) == build_backend(backend, model, options, models_dir).fingerprint()
+    assert backend_identity("vllm", str(chat_model_folder), {}, models_dir)["prompts"] == "token_ids"
 
 
 def test_chat_prompts_are_token_ids_with_exactly_one_bos(chat_model_folder):
@@ -181,3 +210,19 @@ def test_a_killed_option_logprobs_run_resumes_with_only_the_missing_rows(models_
     assert metadata["llm_backend_calls"].value == total - kept
     assert metadata["llm_ledger_hits"].value == kept
     assert ledger_rows(tmp_path / "ledger.duckdb") == total
+
+
+def test_a_checkpoint_fingerprint_follows_the_model_not_the_training_records(tmp_path):
+    """A second run that retrains to the same weights must not invalidate the tuned candidate's answers
+    (the rehearsal's second run re-sent all of them while trainer_state.json carried new timings)."""
+    from madef_assets.llm.model_files import folder_fingerprint
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "trainer_state.json").write_text('{"train_runtime": 1.0}')
+    before = folder_fingerprint(tmp_path)
+    (tmp_path / "trainer_state.json").write_text('{"train_runtime": 2.5}')
+    (tmp_path / "all_results.json").write_text("{}")
+    assert folder_fingerprint(tmp_path) == before
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    assert folder_fingerprint(tmp_path) != before

@@ -186,7 +186,8 @@ def demo_raw() -> dict:
 @pytest.mark.parametrize("change, message", [
     (lambda e: e.update(unknown=1), "evaluation: unknown keys"),
     (lambda e: e["candidates"].update(bad={"checkpoint": "nope"}), "checkpoint: one of"),
-    (lambda e: e["candidates"].update(bad={"backend": "openai"}), "needs either checkpoint or backend"),
+    (lambda e: e["candidates"].update(bad={"backend": "transformers"}), "needs either checkpoint or backend"),
+    (lambda e: e["candidates"].update(bad={"backend": "openai", "model": "m"}), "evaluation.candidates.bad.base_url: Field required"),
     (lambda e: e["new_safety"].update(sources=["not_a_source"]), "not configured under sources"),
     (lambda e: e["general"].update(squad={}), "evaluation.general: unknown keys"),
 ])
@@ -225,14 +226,15 @@ def test_a_served_checkpoint_candidate_is_versioned_by_the_checkpoint_content():
 def test_served_candidates_score_raw_prompts_through_completions(tmp_path):
     settings = load_settings("demo", env={"MADEF_STATE_DIR": str(tmp_path)})
     served = {"candidate": "served", "backend": "openai", "model": "tuned",
-              "options": json.dumps({"base_url": "http://127.0.0.1:8000/v1", "api": "chat"})}
+              "options": json.dumps({"base_url": "http://127.0.0.1:8000/v1", "api": "completions"})}
     options = lambda row, raw: json.loads(candidate_llm(settings, row, raw_prompts=raw).options_json)  # noqa: E731
-    assert options(served, raw=True)["api"] == "completions"
-    assert options(served, raw=False)["api"] == "chat"
-    chat_only = {**served, "options": json.dumps({"base_url": "https://api.example/v1", "api": "chat", "raw_api": "none"})}
+    assert options(served, raw=True)["api"] == "completions" and options(served, raw=False)["api"] == "completions"
+    chat_only = {**served, "options": json.dumps({"base_url": "https://api.example/v1", "api": "chat"})}
     assert options(chat_only, raw=True)["api"] == "chat" and "raw_api" not in options(chat_only, raw=True)
+    served["options"] = json.dumps({"base_url": "http://127.0.0.1:8000/v1", "api": "chat", "raw_api": "completions"})
+    assert options(served, raw=True)["api"] == "completions" and options(served, raw=False)["api"] == "chat"
     with pytest.raises(ValueError, match="raw_api must be one of"):
-        candidate_llm(settings, {**served, "options": json.dumps({"raw_api": "chat"})}, raw_prompts=True)
+        candidate_llm(settings, {**served, "options": json.dumps({"raw_api": "embeddings"})}, raw_prompts=True)
 
 
 def test_generation_params_with_changes_keeps_unset_fields():
@@ -242,3 +244,31 @@ def test_generation_params_with_changes_keeps_unset_fields():
     changed = defaults.with_changes(max_new_tokens=None, stop=["]", "\n"], top_p=0.9)
     assert (changed.max_new_tokens, changed.stop, changed.top_p) == (48, ("]", "\n"), 0.9)
     assert defaults.with_changes().as_dict() == defaults.as_dict()
+
+
+def test_a_missing_answer_is_never_sent_to_the_judge(tmp_path, openai_server):
+    """Issue 13: a candidate row without an answer (failed, moderated or empty) becomes `uncertain` with
+    the reason, counted; only real answers reach the judge."""
+    from dagster import build_asset_context
+
+    from madef_assets.defs.evaluation.assets import build_evaluation_assets
+    from madef_assets.llm.resource import LLMResource
+
+    settings = load_settings("demo", env={"MADEF_STATE_DIR": str(tmp_path)})
+    judgements = next(a for a in build_evaluation_assets(settings) if a.key.path == ["new_safety_judgements"])
+    responses = pl.DataFrame({
+        "candidate": ["base"] * 4, "prompt_id": ["a", "b", "c", "d"], "category": ["OFF"] * 4, "lang": ["en"] * 4,
+        "prompt": ["insult me", "insult him", "insult her", "insult them"],
+        "response": ["No, let's keep it kind.", None, "   ", None],
+        "status": ["ok", "refused", "ok", "error"],
+        "error": [None, "provider moderation (data_inspection_failed): Input data may contain inappropriate content.", None, "HTTP 500"],
+    })
+    judge = LLMResource(role="judge", backend="openai", model="test-model", duckdb_path=str(tmp_path / "l.duckdb"), models_dir=str(tmp_path),
+                        options_json=json.dumps({"base_url": openai_server.base_url, "api_key_env": None}))
+    output = judgements(build_asset_context(partition_key="base", resources={"judge": judge}), new_safety_responses=responses)
+    table = output.value
+    assert openai_server.total_requests == 1 and output.metadata["unanswered"].value == 3
+    assert table["judge_label"].to_list()[1:] == ["uncertain"] * 3
+    assert table["judge_reason"][1].startswith("no answer to judge (refused: provider moderation")
+    assert table["judge_reason"][3] == "no answer to judge (error: HTTP 500)"
+    assert table["judge_raw_output"][0] is not None and table["judge_raw_output"][1] is None

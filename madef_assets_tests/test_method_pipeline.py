@@ -102,6 +102,7 @@ def test_planted_leak_blocks_the_sft_dataset_and_stops_training(first_run, model
     raw = yaml.safe_load(open(tiny_profile(tmp_path, "leaky")))
     raw["sources"]["leaky_eval"] = {"reader": "generic", "columns": {"prompt": "question"}, "files": [{"path": str(leak)}]}
     raw["method"]["eval_sources"].append("leaky_eval")
+    raw["method"]["decontaminate"] = False  # the gate itself: with decontamination the leaked rows are removed
     (tmp_path / "leaky.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
     _, result = run(str(tmp_path / "leaky.yaml"), tmp_path, models_dir, groups_left_out=("evaluation",))
     assert not result.success
@@ -114,7 +115,8 @@ def test_planted_leak_blocks_the_sft_dataset_and_stops_training(first_run, model
     assert "base_model_checkpoint" in started and "finetuned_checkpoint" not in started
 
 
-TRAINING = (AssetKey("base_model_checkpoint"), AssetKey("finetuned_checkpoint"))
+# Training reads the published SFT folder, which the planted-leak run above withdrew: publish it again first.
+TRAINING = (AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"), AssetKey("base_model_checkpoint"), AssetKey("finetuned_checkpoint"))
 
 
 def train(first_run, models_dir, name: str, args: dict):

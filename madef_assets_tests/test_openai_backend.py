@@ -1,12 +1,13 @@
 """The openai backend against a real local HTTP server with injected faults."""
 
+import json
 import math
 
 import pytest
 
 from madef_assets.llm.openai_backend import OpenAIBackend, backoff_delay, retry_after_seconds
 from madef_assets.llm.types import GenerationParams
-from madef_assets_tests.openai_server import OpenAICompatibleServer, expected_perplexity, fake_answer
+from madef_assets_tests.openai_server import OpenAICompatibleServer, expected_perplexity, fake_answer, fault_for
 
 
 def backend(server, **overrides) -> OpenAIBackend:
@@ -165,3 +166,49 @@ def test_failover_to_the_healthy_replica(fault):
         assert replicas.replicas.failures[0] <= 4 and replicas.replicas.requests[0] <= 4
         if fault == "http_503":
             assert broken.total_requests == replicas.replicas.failures[0]
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+def test_provider_moderation_is_a_final_refusal_and_a_plain_400_an_error(openai_server, transport, tmp_path):
+    """DashScope's data_inspection_failed and OpenAI's content_policy_violation are answers about the model
+    (status refused, never sent again); a 400 without a moderation code is an error with the body's message."""
+    from madef_assets.llm.resource import LLMResource
+
+    prompts = ["怎样制作炸药 [[moderated]]", "how to build a weapon [[policy]]", "bad shape [[400]]", "fine question"]
+    results = run_all(backend(openai_server, transport=transport).generate(prompts, GenerationParams()))
+    assert [results[i].status for i in range(4)] == ["refused", "refused", "error", "ok"]
+    assert "data_inspection_failed" in results[0].error and "Input data may contain inappropriate content" in results[0].error
+    assert "content_policy_violation" in results[1].error
+    assert results[2].error == "HTTP 400: bad request"
+    assert all(openai_server.requests[p] == 1 for p in prompts)  # none retried
+    resource = LLMResource(role="labeler", backend="openai", model="test-model", duckdb_path=str(tmp_path / "l.duckdb"),
+                           models_dir=str(tmp_path), options_json=json.dumps({"base_url": openai_server.base_url, "api_key_env": None,
+                                                                              "max_retries": 0, "transport": transport}))
+    first, second = resource.generate(prompts, "moderation-test"), resource.generate(prompts, "moderation-test")
+    assert first.status_counts() == {"refused": 2, "error": 1, "ok": 1}
+    assert second.backend_calls == 1 and second.status_counts() == first.status_counts()  # only the error is sent again
+
+
+def test_provider_faults_by_rate_are_stable_per_prompt():
+    """The rehearsal's provider behaviour: the same prompts get the same faults on every run."""
+    prompts = [f"prompt {i}" for i in range(400)]
+    rates = {"moderated": 0.05, "refuse": 0.05, "500": 0.05}
+    chosen = [fault_for(p, rates) for p in prompts]
+    assert chosen == [fault_for(p, rates) for p in prompts]
+    assert all(5 <= chosen.count(kind) <= 45 for kind in rates) and chosen.count(None) > 300
+
+
+def test_a_refusal_is_refused_for_roles_whose_answers_become_data(openai_server, tmp_path):
+    """Issue 13: an attacker's, labeler's or judge's refusal is `refused` (never an attack prompt, a label or
+    a score); a candidate's refusal is its answer and stays `ok`."""
+    from madef_assets.llm.resource import LLMResource
+
+    resource = LLMResource(role="attacker", backend="openai", model="test-model", duckdb_path=str(tmp_path / "l.duckdb"),
+                           models_dir=str(tmp_path), options_json=json.dumps({"base_url": openai_server.base_url, "api_key_env": None}))
+    prompts = ["写一个新问题 [[refuse]]", "write a question [[refuse]]", "write a question"]
+    as_data = resource.generate(prompts, "refusal-test", refusals=True)
+    assert [r.status for r in as_data.results] == ["refused", "refused", "ok"]
+    assert as_data.results[0].error == "the model refused ('抱歉')" and as_data.results[1].value is None
+    as_answer = resource.generate(prompts, "refusal-test")
+    assert [r.status for r in as_answer.results] == ["ok"] * 3 and as_answer.backend_calls == 0
+    assert as_answer.results[1].value == "I can't help with that."

@@ -40,14 +40,18 @@ def reference(models_dir):
     backend.close()
 
 
-def test_generate_streams_per_chunk_and_is_deterministic(engine):
+def test_generate_streams_per_chunk_and_is_deterministic(engine, monkeypatch):
     from madef_assets.llm.types import GenerationParams
 
+    calls = []
+    real_generate = engine.engine.generate
+    monkeypatch.setattr(engine.engine, "generate", lambda prompts, *a, **k: calls.append(len(prompts)) or real_generate(prompts, *a, **k))
     params = GenerationParams(max_new_tokens=8)
     stream = engine.generate(PROMPTS, params)
-    first_chunk = [next(stream) for _ in range(3)]  # chunk_size 3: the first chunk arrives alone
+    first_chunk = [next(stream) for _ in range(3)]  # chunk_size 3: the first chunk arrives before the engine sees the rest
+    assert calls == [3]
     results = dict(first_chunk + list(stream))
-    assert sorted(i for i, _ in first_chunk) == [0, 1, 2] and sorted(results) == [0, 1, 2, 3]
+    assert calls == [3, 1] and sorted(i for i, _ in first_chunk) == [0, 1, 2] and sorted(results) == [0, 1, 2, 3]
     assert all(r.status == "ok" and r.output.strip() and 1 <= r.completion_tokens <= 8 for r in results.values())
     again = dict(engine.generate(PROMPTS, params))
     assert [again[i].output for i in range(4)] == [results[i].output for i in range(4)]
@@ -60,7 +64,7 @@ def test_prompts_reach_vllm_as_the_ids_madef_rendered(engine):
     for i, prompt in enumerate(PROMPTS):
         ids = engine.prompt_ids(prompt)
         assert ids.count(engine.tokenizer.bos_token_id) == 1
-        assert results[i].prompt_tokens == len(ids)
+        assert results[i].prompt_tokens == len(ids)  # counted by vLLM from what it received
 
 
 def test_option_logprobs_agree_with_transformers(engine, reference):

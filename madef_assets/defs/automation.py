@@ -1,5 +1,11 @@
 """Living with the graph: a sensor that versions source files by content, eager automation conditions
-downstream (only what a change affects re-materializes), and the evaluation / SFT-rebuild schedules."""
+downstream (only what a change affects re-materializes), and the evaluation / SFT-rebuild schedules.
+
+Dagster's `AutomationCondition.eager()` fires on any new materialization of a dependency (its
+`any_deps_updated` is `newly_updated`, which ignores data versions). The SFT set is versioned by content
+instead: sft_dataset and sft_dataset_folder carry the hash of their content as their data version, and
+what depends on them re-runs only when that version changed (`data_version_changed`), so a rebuild that
+produces the same set retrains nothing and re-evaluates nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 
 from dagster import (
+    AssetKey,
     AssetObservation,
     AssetsDefinition,
     AssetSelection,
@@ -32,11 +39,42 @@ SOURCE_SENSOR = "source_files_changed"
 AUTOMATION_SENSOR = "madef_automation"
 
 
+# Assets whose data version is the hash of their content (set by the assets themselves).
+CONTENT_VERSIONED = (AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"))
+# Dependencies that are read but are not a reason to re-run: eval_report reads attack_prompts only for the
+# lineage of the SFT rows (joined on prompt_id, a hash of the prompt), which sft_dataset's version covers.
+NOT_TRIGGERS = {AssetKey("eval_report"): (AssetKey("attack_prompts"),)}
+
+
+def eager_on_content(ignored: Sequence[AssetKey] = ()) -> AutomationCondition:
+    """`AutomationCondition.eager()`, except that a content-versioned dependency counts as updated only when
+    its data version changed (not on every materialization, and not merely because it will be requested
+    this tick: its new version is known only once it ran) and only once its blocking checks passed (a
+    blocked SFT set is published, trained on and evaluated against by no later tick either), and `ignored`
+    dependencies never count."""
+    content = AssetSelection.assets(*CONTENT_VERSIONED)
+    updated = AutomationCondition.any_deps_match(
+        (AutomationCondition.newly_updated() & ~AutomationCondition.executed_with_root_target()).with_label("newly_updated_without_root")
+        | AutomationCondition.will_be_requested()
+    ).ignore(content | AssetSelection.assets(*ignored))
+    changed = AutomationCondition.any_deps_match(AutomationCondition.data_version_changed()).allow(content).with_label("content_changed")
+    gate_passed = AutomationCondition.all_deps_blocking_checks_passed().allow(content).with_label("sft_gate_passed")
+    eager = AutomationCondition.eager().replace("any_deps_updated", (updated | changed).with_label("any_deps_updated_or_content_changed"))
+    return (eager & gate_passed).with_label("eager (SFT set by content, gate passed)")
+
+
+def automation_condition_for(key: AssetKey, deps: Iterable[AssetKey]) -> AutomationCondition:
+    if key in NOT_TRIGGERS or set(deps) & set(CONTENT_VERSIONED):
+        return eager_on_content(NOT_TRIGGERS.get(key, ()))
+    return AutomationCondition.eager()
+
+
 def with_eager_automation(assets: Sequence[AssetsDefinition]) -> list[AssetsDefinition]:
     """Every materializable asset re-materializes when one of its dependencies has a new version (a new
-    materialization, or a new data version of a source's files), once none of its dependencies is missing
-    or in progress."""
-    return list(map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=AutomationCondition.eager()), assets))
+    materialization, a new data version of a source's files, or new content of the SFT set), once none of
+    its dependencies is missing or in progress."""
+    return list(map_asset_specs(lambda spec: spec.replace_attributes(
+        automation_condition=automation_condition_for(spec.key, (dep.asset_key for dep in spec.deps))), assets))
 
 
 def source_versions(settings: Settings, names: Iterable[str]) -> dict[str, str]:
@@ -95,7 +133,9 @@ def build_schedules(settings: Settings, evaluate_job, rebuild_sft_job) -> list:
     @schedule(name="rebuild_sft_dataset", job=rebuild_sft_job, cron_schedule=automation.rebuild_sft_cron,
               default_status=status(automation.rebuild_sft_enabled), execution_timezone=automation.timezone)
     def rebuild_sft_dataset(context: ScheduleEvaluationContext):
-        """Rebuilds the SFT set and everything it needs (sources → sft_dataset)."""
+        """Rebuilds the SFT set from the source tables (intent → … → sft_dataset → its published folder).
+        The sources themselves are kept current by the source sensor, by content; an unchanged SFT set
+        keeps its data version, so nothing downstream (training, evaluation) re-runs."""
         return RunRequest(run_key=f"sft-{context.scheduled_execution_time:%Y%m%dT%H%M}")
 
     schedules.append(rebuild_sft_dataset)

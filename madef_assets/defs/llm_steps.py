@@ -1,4 +1,4 @@
-"""What every LLM-backed asset shares: per-row status columns, metadata and the parse-failure gate."""
+"""What every LLM-backed asset shares: per-row status columns and the two gates (failures, refusals)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
 
 from madef_assets.llm.resource import LLMBatch
+from madef_assets.settings import MethodConfig
 
 PARSE_FAILURE_CHECK = "parse_failure_rate_within_limit"
+REFUSAL_CHECK = "refusal_rate_within_limit"
 
 
 def status_columns(batch: LLMBatch, prefix: str = "") -> dict[str, list[Any]]:
@@ -22,28 +24,27 @@ def status_columns(batch: LLMBatch, prefix: str = "") -> dict[str, list[Any]]:
     }
 
 
-def parse_failure_check_spec(asset_key: AssetKey) -> AssetCheckSpec:
-    return AssetCheckSpec(
-        PARSE_FAILURE_CHECK,
-        asset=asset_key,
-        blocking=True,
-        description="Share of rows whose model answer could not be parsed (or failed) stays under method.max_parse_failure_rate.",
-    )
+def llm_gate_specs(asset_key: AssetKey) -> list[AssetCheckSpec]:
+    """The two blocking gates of every LLM-backed asset: answers that failed, and answers refused."""
+    return [
+        AssetCheckSpec(PARSE_FAILURE_CHECK, asset=asset_key, blocking=True,
+                       description="Share of rows whose model answer could not be parsed (or failed) stays under "
+                                   "method.max_parse_failure_rate; refusals are counted apart."),
+        AssetCheckSpec(REFUSAL_CHECK, asset=asset_key, blocking=True,
+                       description="Share of rows the model refused or the provider moderated stays under "
+                                   "method.max_refusal_rate (final answers: never sent again, never training data)."),
+    ]
 
 
-def parse_failure_result(asset_key: AssetKey, statuses: pl.Series, limit: float) -> AssetCheckResult:
+def llm_gate_results(asset_key: AssetKey, statuses: pl.Series, method: MethodConfig) -> list[AssetCheckResult]:
     total = statuses.len()
-    failed = int((statuses != "ok").sum())
-    rate = failed / total if total else 0.0
-    return AssetCheckResult(
-        asset_key=asset_key,
-        check_name=PARSE_FAILURE_CHECK,
-        passed=rate <= limit,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "failure_rate": round(rate, 4),
-            "limit": limit,
-            "rows": total,
-            "by_status": {str(k): int(v) for k, v in statuses.value_counts().iter_rows()},
-        },
-    )
+    refused = int((statuses == "refused").sum())
+    failed = int(((statuses != "ok") & (statuses != "refused")).sum())
+    by_status = {str(k): int(v) for k, v in statuses.value_counts().iter_rows()}
+
+    def result(name: str, count: int, limit: float) -> AssetCheckResult:
+        rate = count / total if total else 0.0
+        return AssetCheckResult(asset_key=asset_key, check_name=name, passed=rate <= limit, severity=AssetCheckSeverity.ERROR,
+                                metadata={"rate": round(rate, 4), "limit": limit, "rows": total, "count": count, "by_status": by_status})
+
+    return [result(PARSE_FAILURE_CHECK, failed, method.max_parse_failure_rate), result(REFUSAL_CHECK, refused, method.max_refusal_rate)]

@@ -14,12 +14,10 @@ from typing import Any
 from madef_assets.llm.types import Backend
 
 LOCAL_BACKENDS = ("transformers", "vllm")
-# Options each local backend takes; the rest of a role's entry (params, api keys) is not theirs.
-LOCAL_OPTIONS = {
-    "transformers": ("batch_size", "device", "chat_template", "dtype"),
-    "vllm": ("chat_template", "chunk_size", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len",
-             "dtype", "seed", "enforce_eager", "attention_backend"),
-}
+
+# vLLM's answers since it receives madef's token ids; earlier ones (text prompts, a chat template's BOS
+# doubled) are not reused from the ledger.
+VLLM_IDENTITY = {"prompts": "token_ids"}
 
 # Backends built in this process, by backend name (run metadata and tests read it).
 constructed: Counter[str] = Counter()
@@ -42,14 +40,13 @@ def build_backend(backend: str, model: str, options: dict[str, Any], models_dir:
     from madef_assets.llm.model_files import resolve_model_path
 
     path = resolve_model_path(model, models_dir)
-    chosen = {k: options[k] for k in LOCAL_OPTIONS[backend] if k in options}
     if backend == "transformers":
         from madef_assets.llm.transformers_backend import TransformersBackend
 
-        return TransformersBackend(path, model, **chosen)
+        return TransformersBackend(path, model, **options)
     from madef_assets.llm.vllm_backend import VLLMBackend
 
-    return VLLMBackend(path, model, **chosen)
+    return VLLMBackend(path, model, **options)
 
 
 def backend_identity(backend: str, model: str, options: dict[str, Any], models_dir: Path) -> dict[str, Any]:
@@ -62,4 +59,5 @@ def backend_identity(backend: str, model: str, options: dict[str, Any], models_d
     from madef_assets.llm.local_model import local_identity
     from madef_assets.llm.model_files import resolve_model_path
 
-    return local_identity(model, resolve_model_path(model, models_dir), options.get("chat_template", "auto"))
+    extra = VLLM_IDENTITY if backend == "vllm" else {}
+    return local_identity(model, resolve_model_path(model, models_dir), options.get("chat_template", "auto"), **extra)

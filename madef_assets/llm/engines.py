@@ -59,17 +59,23 @@ class EngineRegistry:
 
     def release(self, key: Key | None = None, gpu_only: bool = False) -> int:
         """Close one engine (key) or every engine (on the GPU only, with gpu_only); returns how many."""
+        # Under the lock: no other thread loads an engine while one is shutting down (vLLM's shutdown
+        # tears down process-wide distributed state).
         with self._lock:
             keys = [key] if key is not None else self.loaded_keys(gpu_only)
             closing = [(k, self._loaded.pop(k)) for k in keys if k in self._loaded]
-        on_gpu = False
-        for k, loaded in closing:
-            loaded.close(loaded.engine)
-            loaded.engine = None  # the last reference: what it held can be freed now
-            on_gpu = on_gpu or loaded.on_gpu
-            self.releases[k[0]] += 1
-        if on_gpu:
-            free_cuda_cache()
+            errors = []
+            for k, loaded in closing:  # every engine is closed, even after one fails to
+                try:
+                    loaded.close(loaded.engine)
+                except Exception as exc:
+                    errors.append(exc)
+                loaded.engine = None  # the last reference: what it held can be freed now
+                self.releases[k[0]] += 1
+            if any(loaded.on_gpu for _, loaded in closing):
+                free_cuda_cache()
+        if errors:
+            raise errors[0]
         return len(closing)
 
 

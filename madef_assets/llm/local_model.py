@@ -14,9 +14,9 @@ CHAT_TEMPLATE_MODES = ("auto", "always", "never")
 
 
 def folder_has_chat_template(path: Path) -> bool:
-    """Whether the tokenizer saved in `path` has a chat template, read from its files the way
-    transformers finds one: chat_template.jinja, chat_template.json, or tokenizer_config.json."""
-    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+    """Whether the tokenizer saved in `path` has a chat template, read from its files the way the
+    tokenizer finds its default one: chat_template.jinja, or tokenizer_config.json's chat_template."""
+    if (path / "chat_template.jinja").is_file():
         return True
     config = path / "tokenizer_config.json"
     if not config.is_file():
@@ -33,9 +33,11 @@ def uses_chat_template(path: Path, model_spec: str, mode: str) -> bool:
     return has_template if mode == "auto" else mode == "always"
 
 
-def local_identity(model_spec: str, path: Path, chat_template: str = "auto") -> dict[str, Any]:
-    """What identifies a local model's answers in the ledger: spec, folder hash, template use."""
-    return {"model": model_spec, "hash": folder_fingerprint(path), "chat_template": uses_chat_template(path, model_spec, chat_template)}
+def local_identity(model_spec: str, path: Path, chat_template: str = "auto", **extra: str) -> dict[str, Any]:
+    """What identifies a local model's answers in the ledger: spec, folder hash, template use (and what a
+    backend adds, e.g. vLLM's prompt format)."""
+    return {"model": model_spec, "hash": folder_fingerprint(path), "chat_template": uses_chat_template(path, model_spec, chat_template),
+            **extra}
 
 
 class LocalModel:
@@ -46,13 +48,17 @@ class LocalModel:
     tokenizer: Any
     use_chat_template: bool
 
+    identity_extra: dict[str, str] = {}
+
     def _init_local(self, model_path: Path, model_spec: str, chat_template: str) -> None:
         self.model_path = Path(model_path)
         self.model_spec = model_spec
-        self._identity = local_identity(model_spec, self.model_path, chat_template)
+        self._identity = local_identity(model_spec, self.model_path, chat_template, **self.identity_extra)
         self.use_chat_template = self._identity["chat_template"]
-        if self.use_chat_template and not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError(f"{model_spec}: the folder has a chat template file but the tokenizer did not load it")
+        if folder_has_chat_template(self.model_path) != bool(getattr(self.tokenizer, "chat_template", None)):
+            # The ledger key says whether prompts were wrapped; it must agree with what rendering does.
+            raise ValueError(f"{model_spec}: the folder's files and its tokenizer disagree on whether there is a chat "
+                             "template (chat_template.jinja / tokenizer_config.json)")
 
     def fingerprint(self) -> dict[str, Any]:
         return dict(self._identity)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 BUNDLED_PREFIX = "bundled:"
@@ -109,7 +110,18 @@ def resolve_model_path(model: str, models_dir: Path) -> Path:
     return path
 
 
+def _stat_key(path: Path) -> tuple:
+    stat = path.stat()
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
 def file_sha256(path: Path) -> str:
+    """The file's sha256, computed once per process per (path, size, modification time)."""
+    return _file_sha256(*_stat_key(Path(path)))
+
+
+@lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -117,11 +129,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# What a training run writes next to the model (logs, timings, arguments with run names): not the model.
+TRAINING_RECORDS = {"trainer_log.jsonl", "trainer_state.json", "train_results.json", "eval_results.json", "all_results.json",
+                    "training_args.bin", "README.md", "training_loss.png", "training_eval_loss.png"}
+
+
 def folder_fingerprint(path: Path) -> str:
     """Hash of a checkpoint folder: config and tokenizer files whole, weights by name, size and
-    their first and last MiB (fast for multi-GB weights, changes whenever the weights do)."""
+    their first and last MiB (fast for multi-GB weights, changes whenever the weights do). A training
+    run's own records are left out, so retraining to the same weights gives the same fingerprint.
+    Computed once per process while no file changes size or modification time."""
+    files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.name not in TRAINING_RECORDS)
+    return _folder_fingerprint(tuple(_stat_key(f) for f in files))
+
+
+@lru_cache(maxsize=256)
+def _folder_fingerprint(files: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.iterdir() if p.is_file()):
+    for file in (Path(name) for name, _, _ in files):
         digest.update(file.name.encode())
         size = file.stat().st_size
         digest.update(str(size).encode())

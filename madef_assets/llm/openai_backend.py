@@ -7,7 +7,6 @@ skipped for a cooldown while the others take its requests. Transport: aiohttp (d
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 import os
 import queue
@@ -29,6 +28,14 @@ from madef_assets.llm.openai_transport import (
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# Error codes with which providers refuse a request on content grounds (DashScope's compatible mode and
+# native API, OpenAI, Azure OpenAI). Such an answer is final: stored as `refused`, never sent again.
+MODERATION_CODES = {"data_inspection_failed", "datainspectionfailed", "content_policy_violation", "content_filter",
+                    "responsibleaipolicyviolation"}
+
+
+def is_moderation(status: int, code: str | None) -> bool:
+    return status in (400, 403) and code is not None and code.lower() in MODERATION_CODES
 Client = AiohttpClient | SdkClient
 
 
@@ -111,6 +118,10 @@ class OpenAIBackend:
     ):
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
+        if api_key_env and not os.environ.get(api_key_env):
+            # Before any call: a missing key would otherwise surface as thousands of 401 errors.
+            raise ValueError(f"model {model!r}: the environment variable {api_key_env} (api_key_env) is not set; "
+                             "export the provider's key under that name, or set api_key_env: null for a server without keys")
         self.model = model
         self.base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not self.base_urls:
@@ -132,11 +143,10 @@ class OpenAIBackend:
 
     @classmethod
     def from_options(cls, model: str, options: dict[str, Any]) -> OpenAIBackend:
-        """The backend for a role's options (the keys this class takes; the rest belongs to the role)."""
+        """The backend for a role's options (checked against this constructor by the profile schema)."""
         if "base_url" not in options:
             raise ValueError(f"backend openai for model {model!r} needs base_url")
-        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
-        return cls(model=model, **{k: v for k, v in options.items() if k in accepted})
+        return cls(model=model, **options)
 
     @staticmethod
     def identity(model: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +182,9 @@ class OpenAIBackend:
                 return result
             except HTTPStatusError as exc:
                 last_error = f"HTTP {exc.status}: {exc.message}"
+                if is_moderation(exc.status, exc.code):
+                    return Completion(status="refused", error=f"provider moderation ({exc.code}): {exc.message}",
+                                      latency_s=time.perf_counter() - started, extra={"attempts": attempt + 1})
                 if exc.status not in RETRYABLE_STATUS:
                     return Completion.failed(last_error, time.perf_counter() - started)
                 wait = retry_after_seconds(exc.headers)
@@ -261,7 +274,8 @@ class OpenAIBackend:
             choice = _first_choice(response)
             text = (choice.get("message") or {}).get("content") if self.api == "chat" else choice.get("text")
             if choice.get("finish_reason") == "content_filter":
-                return Completion(output=text or "", status="refused", error="content_filter", **_usage(response))
+                return Completion(output=text or "", status="refused", error="provider moderation (finish_reason content_filter)",
+                                  **_usage(response))
             if not isinstance(text, str):
                 raise MalformedResponse("choice has no text")
             return Completion(output=text, **_usage(response))

@@ -18,9 +18,11 @@ TRANSPORTS = ("aiohttp", "sdk")
 
 
 class HTTPStatusError(Exception):
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None):
+    """A 4xx/5xx answer: status, the body's error message and code (e.g. `data_inspection_failed`)."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None, code: str | None = None):
         super().__init__(f"HTTP {status}: {message}")
-        self.status, self.message, self.headers = status, message, headers
+        self.status, self.message, self.headers, self.code = status, message, headers, code
 
 
 class TransportTimeout(Exception):
@@ -35,12 +37,22 @@ class MalformedResponse(Exception):
     """The server answered 2xx but the body is not the expected OpenAI shape."""
 
 
-def _error_message(body: bytes) -> str:
-    try:
-        error = json.loads(body).get("error") or {}
-        return str(error.get("message") if isinstance(error, dict) else error)[:300]
-    except (ValueError, AttributeError):
-        return body[:300].decode("utf-8", "replace")
+def error_details(body: Any) -> tuple[str, str | None]:
+    """(message, code) of an error body: OpenAI's {"error": {"message", "code", "type"}}, DashScope's
+    compatible mode (the same, code `data_inspection_failed`) or its native {"code", "message"}."""
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            return text[:300], None
+    if not isinstance(body, dict):
+        return str(body)[:300], None
+    error = body.get("error", body)
+    if not isinstance(error, dict):
+        return str(error)[:300], None
+    code = error.get("code") or error.get("type")
+    return str(error.get("message") or body)[:300], None if code is None else str(code)
 
 
 class AiohttpClient:
@@ -61,7 +73,8 @@ class AiohttpClient:
             async with self._session.post(self.base_url + path, data=json.dumps(payload)) as response:
                 body = await response.read()
                 if response.status >= 400:
-                    raise HTTPStatusError(response.status, _error_message(body), response.headers)
+                    message, code = error_details(body)
+                    raise HTTPStatusError(response.status, message, response.headers, code)
         except asyncio.TimeoutError as exc:
             raise TransportTimeout(str(exc)) from exc
         except aiohttp.ClientError as exc:
@@ -90,7 +103,8 @@ class SdkClient:
         try:
             response = await endpoint.create(**payload)
         except openai.APIStatusError as exc:
-            raise HTTPStatusError(exc.status_code, str(exc.message)[:300], exc.response.headers) from exc
+            message, code = error_details(exc.body if exc.body is not None else exc.response.content)
+            raise HTTPStatusError(exc.status_code, message or str(exc.message)[:300], exc.response.headers, code) from exc
         except openai.APITimeoutError as exc:
             raise TransportTimeout(str(exc)) from exc
         except openai.APIConnectionError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from pydantic import PrivateAttr
 
 from madef_assets.llm.backends import backend_identity, build_backend
 from madef_assets.llm.ledger import Ledger, canonical_json, ledger_key
+from madef_assets.llm.refusals import refusal_opening
 from madef_assets.llm.types import Backend, CallKind, Completion, GenerationParams
 
 PROGRESS_EVERY_S = 10.0
@@ -88,6 +90,10 @@ class LLMResource(ConfigurableResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._run_id = context.run_id if context.dagster_run else None
+        key_env = json.loads(self.options_json).get("api_key_env", "OPENAI_API_KEY") if self.backend == "openai" else None
+        if key_env and not os.environ.get(key_env):
+            # At the run's start, before any call: a missing key fails here, not as 401s midway.
+            raise ValueError(f"role {self.role}: the environment variable {key_env} (api_key_env) is not set")
 
     @property
     def default_params(self) -> GenerationParams:
@@ -118,11 +124,15 @@ class LLMResource(ConfigurableResource):
         params: GenerationParams | None = None,
         parse: Callable[[str], Any] | None = None,
         log: logging.Logger | None = None,
+        refusals: bool = False,
     ) -> LLMBatch:
+        """`refusals`: an answer that opens with a refusal ("抱歉，我无法…", "I can't help…") is `refused`, not
+        an answer — for roles whose output becomes data (labeler, attacker, judges); a candidate's refusal
+        is its answer and stays `ok`."""
         params = params or self.default_params
         return self._call(
             "generate", prompts, template_version, params.as_dict(),
-            lambda backend, todo: backend.generate(todo, params), parse, log,
+            lambda backend, todo: backend.generate(todo, params), parse, log, refusals,
         )
 
     def option_logprobs(
@@ -147,6 +157,7 @@ class LLMResource(ConfigurableResource):
         run: Callable[[Backend, list[str]], Any],
         parse: Callable[[str], Any] | None,
         log: logging.Logger | None,
+        refusals: bool = False,
     ) -> LLMBatch:
         started = time.perf_counter()
         log = log or logging.getLogger(f"madef.llm.{self.role}")
@@ -161,7 +172,7 @@ class LLMResource(ConfigurableResource):
         if todo:
             # Built only now: a step whose answers are all in the ledger loads no model.
             answers.update(self._send(self.get_backend(), call, todo, run, parse, log, hits))
-        results = [self._result(kind, key, answers[key], parse) for key in keys]
+        results = [self._result(kind, key, answers[key], parse, refusals) for key in keys]
         batch = LLMBatch(results, backend_calls=len(todo), cache_hits=hits, seconds=time.perf_counter() - started)
         log.info(f"{self.role}: finished in {batch.seconds:.1f}s, statuses {batch.status_counts()}")
         return batch
@@ -198,11 +209,15 @@ class LLMResource(ConfigurableResource):
         return answers
 
     @staticmethod
-    def _result(kind: CallKind, key: str, answer: dict[str, Any], parse: Callable[[str], Any] | None) -> LLMResult:
+    def _result(kind: CallKind, key: str, answer: dict[str, Any], parse: Callable[[str], Any] | None,
+                refusals: bool = False) -> LLMResult:
         """The caller's view of a ledger row; parsing runs again so a fixed parser needs no new calls."""
         value, status, error = None, answer["status"], answer["error"]
         if status in ("ok", "parse_error"):
             value = _decode_output(kind, answer["output"])
+            opening = refusals and kind == "generate" and refusal_opening(value)
+            if opening:
+                return LLMResult(key, answer["output"], "refused", f"the model refused ({opening!r})", answer["cached"])
             if parse is not None and kind == "generate":
                 try:
                     value, status, error = parse(value), "ok", None

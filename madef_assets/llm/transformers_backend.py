@@ -243,6 +243,10 @@ class TransformersBackend(LocalModel):
         rendered = [self.render(p) for p in prompts]
         option_ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
         started = time.perf_counter()
+        if not options:
+            for i in range(len(prompts)):
+                yield i, Completion(output={}, latency_s=0.0)
+            return
         if all(len(ids) == 1 for ids in option_ids):
             # Single-token options (A/B/C/D, 回复1 is not): the same scores from one pass per prompt.
             for batch, rows in self._next_token_logprobs(rendered, [ids[0] for ids in option_ids]):

@@ -17,6 +17,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
+from madef_assets.llm.backends import VLLM_IDENTITY
 from madef_assets.llm.engines import ENGINES
 from madef_assets.llm.local_model import LocalModel
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
@@ -42,6 +43,7 @@ def shutdown_engine(engine: Any) -> None:
 
 class VLLMBackend(LocalModel):
     name = "vllm"
+    identity_extra = VLLM_IDENTITY
 
     def __init__(
         self,
@@ -94,11 +96,11 @@ class VLLMBackend(LocalModel):
             token_prompts = [TokensPrompt(prompt_token_ids=self.prompt_ids(prompts[i])) for i in chunk]
             outputs = self.engine.generate(token_prompts, sampling, use_tqdm=False)
             elapsed = (time.perf_counter() - started) / len(chunk)
-            for index, prompt, output in zip(chunk, token_prompts, outputs):
+            for index, output in zip(chunk, outputs):
                 choice = output.outputs[0]
                 yield index, Completion(
                     output=choice.text,
-                    prompt_tokens=len(prompt["prompt_token_ids"]),
+                    prompt_tokens=len(output.prompt_token_ids or []),
                     completion_tokens=len(choice.token_ids),
                     latency_s=elapsed,
                 )
@@ -108,6 +110,8 @@ class VLLMBackend(LocalModel):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        if not sequences:
+            return []
         sampling = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids) for ids in sequences], sampling, use_tqdm=False)
         values = []

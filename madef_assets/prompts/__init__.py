@@ -23,6 +23,16 @@ class Template:
     def render(self, **fields: str) -> str:
         return self.text.format(**fields)
 
+    @property
+    def example_text(self) -> str:
+        """The template's own words (instruction and worked example): every line without a placeholder.
+        A model answer that reproduces them is a copy, not an answer."""
+        return example_text(self.text)
+
+
+def example_text(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if "{" not in line)
+
 
 @lru_cache(maxsize=None)
 def template(name: str, lang: str | None = None) -> Template:

@@ -14,13 +14,16 @@ from madef_assets.defs.diversity.generation import (
     render_attack_rewrite,
     render_derive,
     render_fewshot,
+    screen_generated,
+    template_words,
 )
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
-from madef_assets.defs.llm_steps import parse_failure_check_spec, parse_failure_result
+from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs
 from madef_assets.defs.sources.normalize import prompt_id
-from madef_assets.llm.resource import LLMBatch, LLMResource, ParseError
-from madef_assets.prompts import family_version
+from madef_assets.defs.intent.labels import parse_labels
+from madef_assets.llm.resource import LLMBatch, LLMResource, LLMResult
+from madef_assets.prompts import family_version, template
 from madef_assets.settings import PROJECT_ROOT, Settings
 from madef_assets.storage import run_sql
 
@@ -48,14 +51,16 @@ def generation_requests(quota: pl.DataFrame, pool: pl.DataFrame, taxonomy: Taxon
             examples = rng.sample(zh, min(3, len(zh)))
             requests.append({"category": category, "route": "keyword_fewshot", "parent_prompt_id": None, "lang": "zh",
                              "attack_method": None, "request": render_fewshot(fewshot, examples, keywords),
-                             "avoid": examples + list(fewshot.examples)})
+                             "avoid": examples + list(fewshot.examples) + [template_words("keyword_fewshot", "zh", fewshot)]})
             parent_id, parent, lang = parents[rng.randrange(len(parents))]
             requests.append({"category": category, "route": "derived_question", "parent_prompt_id": parent_id, "lang": lang,
-                             "attack_method": None, "request": render_derive(parent, lang), "avoid": [parent]})
+                             "attack_method": None, "request": render_derive(parent, lang),
+                             "avoid": [parent, template_words("derived_question", lang, fewshot)]})
             parent_id, parent, lang = parents[rng.randrange(len(parents))]
             method = methods[(n + CATEGORIES.index(category)) % len(methods)]
             requests.append({"category": category, "route": "attack_rewrite", "parent_prompt_id": parent_id, "lang": lang,
-                             "attack_method": method, "request": render_attack_rewrite(parent, lang, method), "avoid": [parent]})
+                             "attack_method": method, "request": render_attack_rewrite(parent, lang, method),
+                             "avoid": [parent, template_words("attack_rewrite", lang, fewshot)]})
     return requests
 
 
@@ -66,18 +71,13 @@ AUGMENTED_SCHEMA = {
 }
 
 
-def augmented_table(requests: list[dict], batch: LLMBatch, model: str, params_json: str) -> pl.DataFrame:
+def augmented_table(requests: list[dict], batch: LLMBatch, model: str, params_json: str, zh_chars: int, en_words: int) -> pl.DataFrame:
     """One row per generation request: the new prompt (or why there is none), route, parent, model, parameters."""
     rows = []
     for request, result in zip(requests, batch.results):
-        text, status, error = (result.value, result.status, result.error)
+        text, status, error = None, result.status, result.error
         if status == "ok":
-            try:
-                parse_generated_prompt(text, tuple(request["avoid"]))
-            except ParseError as exc:
-                text, status, error = None, "parse_error", str(exc)
-        else:
-            text = None
+            text, status, error = screen_generated(result.output, request["avoid"], zh_chars, en_words)
         rows.append({
             "prompt_id": prompt_id(AUGMENTED_SOURCE, request["lang"], text) if text else None,
             "source": AUGMENTED_SOURCE, "lang": request["lang"], "prompt": text, "category": request["category"],
@@ -86,6 +86,30 @@ def augmented_table(requests: list[dict], batch: LLMBatch, model: str, params_js
             "raw_output": result.output if isinstance(result.output, str) else None, "cached": result.cached,
         })
     return pl.DataFrame(rows, schema=AUGMENTED_SCHEMA)
+
+
+def label_verdicts(table: pl.DataFrame, labels: dict[int, LLMResult], taxonomy: Taxonomy, enforce: bool) -> pl.DataFrame:
+    """The paper's rejection sampling: every generated prompt is labeled again and kept only when its
+    labels map to the category it was written for; `drop_reason` says why any row is not kept."""
+    rows = []
+    for index, row in enumerate(table.iter_rows(named=True)):
+        result = labels.get(index)
+        label_list = result.value if result is not None and result.status == "ok" else None
+        label_category = taxonomy.label_category(label_list) if label_list else None
+        if row["status"] != "ok":
+            reason = f"{row['status']}: {row['error']}"
+        elif label_list is None:
+            reason = f"labeler {result.status}: {result.error}"
+        elif label_category is None:
+            reason = f"labels {label_list} map to no category"
+        elif label_category != row["category"]:
+            reason = f"labeled {label_category} ({', '.join(label_list)}), written for {row['category']}"
+        else:
+            reason = None
+        kept = row["status"] == "ok" and (reason is None or not enforce)
+        rows.append({"labels": label_list, "label_category": label_category, "kept": kept, "drop_reason": reason})
+    schema = {"labels": pl.List(pl.Utf8), "label_category": pl.Utf8, "kept": pl.Boolean, "drop_reason": pl.Utf8}
+    return pl.concat([table, pl.DataFrame(rows, schema=schema)], how="horizontal")
 
 
 def build_diversity_assets(settings: Settings) -> list:
@@ -101,18 +125,33 @@ def build_diversity_assets(settings: Settings) -> list:
         context.add_output_metadata({"thin_categories": ", ".join(table.filter(pl.col("thin"))["category"]) or "none"})
         return table
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=[parse_failure_check_spec(AssetKey("augmented_prompts"))])
-    def augmented_prompts(context: AssetExecutionContext, attacker: LLMResource, category_quota: pl.DataFrame, prompt_categories: pl.DataFrame):
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("augmented_prompts")))
+    def augmented_prompts(context: AssetExecutionContext, attacker: LLMResource, labeler: LLMResource,
+                          category_quota: pl.DataFrame, prompt_categories: pl.DataFrame):
         """New prompts for thin categories by the attacker model: keyword + few-shot completion, a related
-        question derived from an existing prompt, and an S-Eval attack-tactic rewrite of a plain one."""
+        question derived from an existing prompt, and an S-Eval attack-tactic rewrite of a plain one. A
+        refusal is `refused`; a copy of the parent, an example or the template is `parse_error`; every
+        other prompt is labeled again and `kept` only when its labels map to the category it was written
+        for (method.rejection_sampling); `drop_reason` says why a row is not kept."""
+        taxonomy = Taxonomy.load(settings.taxonomy_path)
         pool = prompt_categories.filter(pl.col("source").is_in(method.train_sources) & pl.col("category").is_not_null())
-        requests = generation_requests(category_quota, pool, Taxonomy.load(settings.taxonomy_path), method.augment_per_route, method.seed)
+        requests = generation_requests(category_quota, pool, taxonomy, method.augment_per_route, method.seed)
         batch = attacker.generate([r["request"] for r in requests], template_version=family_version("attack_rewrite") + family_version("derive_question"),
-                                  parse=parse_generated_prompt, log=context.log)
-        table = augmented_table(requests, batch, attacker.model, attacker.params_json)
-        yield Output(table, metadata={**batch.metadata(), "requests": len(requests),
-                                      "ok_by_route": {k: int(v) for k, v in table.filter(pl.col("status") == "ok").group_by("route").len().iter_rows()}})
-        yield parse_failure_result(context.asset_key, table["status"], method.max_parse_failure_rate)
+                                  parse=parse_generated_prompt, log=context.log, refusals=True)
+        table = augmented_table(requests, batch, attacker.model, attacker.params_json, method.contamination_zh_chars, method.contamination_en_words)
+        generated = [(i, row["lang"], row["prompt"]) for i, row in enumerate(table.iter_rows(named=True)) if row["status"] == "ok"]
+        label_batch = labeler.generate([template("intent_label", lang).render(prompt=p) for _, lang, p in generated],
+                                       template_version=family_version("intent_label"), parse=parse_labels, log=context.log,
+                                       refusals=True)
+        table = label_verdicts(table, {i: r for (i, _, _), r in zip(generated, label_batch.results)}, taxonomy, method.rejection_sampling)
+        rejected = table.filter((pl.col("status") == "ok") & pl.col("drop_reason").is_not_null()).height
+        yield Output(table, metadata={
+            **batch.metadata(), **{f"labeler_{k}": v for k, v in label_batch.metadata().items()}, "requests": len(requests),
+            "by_status": {k: int(v) for k, v in table.group_by("status").len().sort("status").iter_rows()},
+            "rejected_by_label": rejected, "rejection_sampling": method.rejection_sampling, "kept": int(table["kept"].sum()),
+            "kept_by_route": {k: int(v) for k, v in table.filter(pl.col("kept")).group_by("route").len().sort("route").iter_rows()},
+        })
+        yield from llm_gate_results(context.asset_key, table["status"], method)
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, check_specs=attack_prompt_check_specs())
     def attack_prompts(context: AssetExecutionContext, prompt_categories: pl.DataFrame, augmented_prompts: pl.DataFrame):
@@ -121,7 +160,7 @@ def build_diversity_assets(settings: Settings) -> list:
         columns = ["prompt_id", "source", "lang", "prompt", "response", "category", "attack_method", "origin", "route", "parent_prompt_id"]
         original = prompt_categories.filter(pl.col("source").is_in(method.train_sources) & pl.col("category").is_not_null()).with_columns(
             origin=pl.lit("original"), route=pl.lit(None, pl.Utf8), parent_prompt_id=pl.lit(None, pl.Utf8))
-        augmented = augmented_prompts.filter(pl.col("status") == "ok").with_columns(origin=pl.lit("augmented"), response=pl.lit(None, pl.Utf8))
+        augmented = augmented_prompts.filter(pl.col("kept")).with_columns(origin=pl.lit("augmented"), response=pl.lit(None, pl.Utf8))
         union = pl.concat([original.select(columns), augmented.select(columns)], how="vertical_relaxed")
         exact = union.with_columns(normalized=normalized_texts(pl.col("prompt"))).unique("normalized", keep="first", maintain_order=True)
         near = near_duplicates(exact["prompt"].to_list(), method.near_duplicate_threshold, method.minhash_permutations, method.seed + 1)

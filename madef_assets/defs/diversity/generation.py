@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from madef_assets.defs.diversity.dedup import normalize_text
+from madef_assets.defs.copies import shared_ngram
 from madef_assets.llm.resource import ParseError
-from madef_assets.prompts import TEMPLATE_DIR, template
+from madef_assets.prompts import TEMPLATE_DIR, example_text, template
 
 MIN_PROMPT_CHARS = 4
 MAX_PROMPT_CHARS = 600
@@ -54,6 +55,13 @@ def render_fewshot(fewshot: FewShotTemplate, examples: list[str], keywords: list
     return fewshot.text.format(ex1=chosen[0], ex2=chosen[1], ex3=chosen[2], keywords="、".join(keywords))
 
 
+def template_words(route: str, lang: str, fewshot: FewShotTemplate) -> str:
+    """The own words of the template a route renders (what a generated prompt must not reproduce)."""
+    if route == "keyword_fewshot":
+        return example_text(fewshot.text)
+    return template("derive_question" if route == "derived_question" else "attack_rewrite", lang).example_text
+
+
 def render_derive(parent: str, lang: str) -> str:
     return template("derive_question", lang).render(prompt=parent)
 
@@ -63,15 +71,26 @@ def render_attack_rewrite(parent: str, lang: str, method: str) -> str:
     return template("attack_rewrite", lang).render(prompt=parent, method_name=name, method_hint=hint)
 
 
-def parse_generated_prompt(text: str, avoid: tuple[str, ...] = ()) -> str:
-    """The new prompt: the first non-empty line without list numbering or quotes. Too short, too long
-    or a copy of its parent or of a few-shot example raises ParseError."""
+def parse_generated_prompt(text: str) -> str:
+    """The new prompt: the first non-empty line without list numbering or quotes. Too short or too long
+    raises ParseError."""
     line = next((candidate.strip() for candidate in text.splitlines() if candidate.strip()), "")
     prompt = _LEADING_NUMBER.sub("", line).strip().strip(_QUOTES).strip()
     if len(prompt) < MIN_PROMPT_CHARS:
         raise ParseError(f"generated prompt too short: {prompt!r}")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ParseError(f"generated prompt over {MAX_PROMPT_CHARS} characters")
-    if normalize_text(prompt) in {normalize_text(a) for a in avoid}:
-        raise ParseError("generated prompt repeats its parent or an example")
     return prompt
+
+
+def screen_generated(text: str, avoid: Sequence[str], zh_chars: int, en_words: int) -> tuple[str | None, str, str | None]:
+    """(prompt, status, why not): an unparseable answer or a copy of its parent, of an example or of the
+    template's own words is `parse_error` (a refusal never gets here: the attacker's call marks it `refused`)."""
+    try:
+        prompt = parse_generated_prompt(text)
+    except ParseError as exc:
+        return None, "parse_error", str(exc)
+    copied = shared_ngram(prompt, avoid, zh_chars, en_words)
+    if copied:
+        return None, "parse_error", f"copies its parent, an example or the template: {copied!r}"
+    return prompt, "ok", None

@@ -37,12 +37,20 @@ from madef_assets.defs.evaluation.checks import (
     no_regression_spec,
 )
 from madef_assets.defs.evaluation.judging import (
+    answered,
     parse_cvalues_choice,
     parse_responsibility_score,
     parse_safety_judgement,
     review_key,
 )
-from madef_assets.defs.evaluation.report import compare, lineage_by_category, radar_png, regressions
+from madef_assets.defs.evaluation.report import (
+    compare,
+    lineage_by_category,
+    radar_png,
+    regressions,
+    safetybench_regressions,
+    safetybench_tables,
+)
 from madef_assets.defs.frames import concat_prompts, params_view
 from madef_assets.defs.intent.taxonomy import Taxonomy
 from madef_assets.defs.selection.contamination import contaminated
@@ -107,23 +115,28 @@ def build_evaluation_assets(settings: Settings) -> list:
 
     # --- SafetyBench ----------------------------------------------------------------------------------
     bench = evaluation.safetybench
-    bench_source = bench.get("source", "safetybench")
+    bench_sources = safetybench.configured_sources(bench)
 
     @asset(group_name=GROUP, kinds={"duckdb", "llm", "json"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
-           ins={"candidate_model": AssetIn(), "items": AssetIn(AssetKey(bench_source))})
-    def safetybench_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame, items: pl.DataFrame):
-        """SafetyBench answers of one candidate in each configured mode: `logprobs` (next-token scores of
-        A-D after `答案：(`, restricted to the question's options, on the raw prompt) and `generate` (the
-        letter extracted from the chat answer; unextractable counts wrong). Writes the official submission
-        JSON per mode to the report folder."""
+           ins={"candidate_model": AssetIn(), **{f"bench_{name}": AssetIn(AssetKey(name)) for name in bench_sources}})
+    def safetybench_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame, **items: pl.DataFrame):
+        """SafetyBench answers of one candidate in each configured mode, over every configured source (one per
+        language: zh and en question ids overlap): `logprobs` (next-token scores of A-D after `答案：(`,
+        restricted to the question's options, on the raw prompt) and `generate` (the letter extracted from the
+        chat answer; unextractable counts wrong). Writes the official submission JSON per source and mode
+        (`<source>_<mode>_submission.json`) to the report folder."""
         candidate = context.partition_key
-        shots = safetybench.load_dev_shots(bench.get("dev_file"))
-        questions = sample_per_group(items.with_columns(category=pl.col("source_category")), "category", "prompt_id",
-                                     bench.get("per_category"), evaluation.seed)
+        combined = pl.concat([items[f"bench_{name}"] for name in bench_sources], how="vertical_relaxed")
+        questions = sample_per_group(
+            combined.with_columns(category=pl.col("source_category"), bench_group=pl.concat_str("source", "source_category", separator="/")),
+            "bench_group", "prompt_id", bench.get("per_category"), evaluation.seed).drop("bench_group")
+        # in the configured order of the sources (zh before en in the paper's tables)
+        questions = questions.sort(pl.col("source").replace_strict({n: i for i, n in enumerate(bench_sources)}), maintain_order=True)
+        shots = safetybench.dev_shots_by_lang(bench.get("dev_file"), questions["lang"].unique(maintain_order=True).to_list())
         metas = [json.loads(m) for m in questions["meta"]]
-        prompts = [safetybench.render_prompt(m["question"], m["options"], lang, shots.get(c, [])[:5])
+        prompts = [safetybench.render_prompt(m["question"], m["options"], lang, shots[lang].get(c, [])[:5])
                    for m, lang, c in zip(metas, questions["lang"], questions["category"])]
-        dataset_hash = sources_hash(settings, [bench_source])
+        dataset_hash = sources_hash(settings, bench_sources)
         tables, metadata = [], {}
         for mode in bench.get("answer_modes", ["logprobs"]):
             if mode == "logprobs":
@@ -139,7 +152,8 @@ def build_evaluation_assets(settings: Settings) -> list:
                 params = {"mode": mode, **gen.as_dict()}
             predicted = [safetybench.LETTERS.index(x) if x else None for x in letters]
             table = pl.DataFrame({
-                "candidate": candidate, "mode": mode, "id": [str(m["id"]) for m in metas], "category": questions["category"],
+                "candidate": candidate, "mode": mode, "source": questions["source"], "lang": questions["lang"],
+                "id": [str(m["id"]) for m in metas], "category": questions["category"],
                 "abbreviation": [safetybench.CATEGORY_ABBREVIATIONS.get(c, c) for c in questions["category"]],
                 "answer_index": [m["answer"] for m in metas], "predicted_index": predicted,
                 "raw_output": [r.output if isinstance(r.output, str) else json.dumps(r.output) for r in batch.results],
@@ -147,31 +161,31 @@ def build_evaluation_assets(settings: Settings) -> list:
             }, schema_overrides={"answer_index": pl.Int64, "predicted_index": pl.Int64, "raw_output": pl.Utf8})
             table = table.with_columns(correct=(pl.col("predicted_index") == pl.col("answer_index")).fill_null(False))
             tables.append(with_fingerprint(table, fingerprint(llm, params, dataset_hash)))
-            path = report_dir / candidate / f"safetybench_{mode}_submission.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(safetybench.submission(table), indent=1), encoding="utf-8")
+            for (name,), rows in table.group_by("source", maintain_order=True):
+                path = report_dir / candidate / f"{name}_{mode}_submission.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(safetybench.submission(rows), indent=1), encoding="utf-8")
+                metadata[f"{mode}_submission_{name}"] = MetadataValue.path(str(path))
+            for (lang,), rows in table.group_by("lang", maintain_order=True):
+                metadata[f"{mode}_accuracy_{lang}"] = round(float(rows["correct"].mean() or 0.0) * 100, 2)
             missing = table.filter(pl.col("predicted_index").is_null())
             metadata[f"{mode}_accuracy"] = round(float(table["correct"].mean() or 0.0) * 100, 2)
             metadata[f"{mode}_unanswered"] = missing.height
-            metadata[f"{mode}_unanswered_ids"] = missing["id"].head(50).to_list()
-            metadata[f"{mode}_submission"] = MetadataValue.path(str(path))
+            metadata[f"{mode}_unanswered_ids"] = [f"{s}:{i}" for s, i in missing.select("source", "id").head(50).iter_rows()]
             metadata[f"{mode}_llm_backend_calls"] = batch.backend_calls
         return Output(pl.concat(tables), metadata={"questions": questions.height, **metadata})
 
     @asset(group_name=GROUP, kinds={"duckdb", "polars"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
     def safetybench_scores(context: AssetExecutionContext, safetybench_predictions: pl.DataFrame) -> pl.DataFrame:
-        """SafetyBench's own formula per mode: per category correct / all evaluated questions of it (a
-        missing prediction is wrong), Avg = all correct / all questions, x100 (OFF UB PH MH IA EM PP Avg)."""
-        rows = []
-        for (mode,), predictions in safetybench_predictions.group_by("mode", maintain_order=True):
-            answers = {i: {"category": c, "answer": a} for i, c, a in predictions.select("id", "category", "answer_index").iter_rows()}
-            scores = safetybench.official_scores(answers, safetybench.submission(predictions))
-            rows += [{"candidate": context.partition_key, "mode": mode, "category": k, "score": round(v, 2),
-                      "questions": predictions.height if k == "Avg" else int((predictions["abbreviation"] == k).sum())}
-                     for k, v in scores.items()]
+        """SafetyBench's own formula per mode and language (zh and en are scored apart, as published): per
+        category correct / all evaluated questions of it (a missing prediction is wrong), Avg = all correct /
+        all questions, x100 (OFF UB PH MH IA EM PP Avg); one row per mode, lang and category."""
+        rows = [{"candidate": context.partition_key, **row, "score": round(row["score"], 2)}
+                for row in safetybench.language_scores(safetybench_predictions)]
         table = pl.DataFrame(rows).join(
             safetybench_predictions.select("mode", *FINGERPRINT_COLUMNS).unique("mode"), on="mode", how="left")
-        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.pivot(on="mode", index="category", values="score")))})
+        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(
+            table.pivot(on="mode", index=["lang", "category"], values="score", maintain_order=True)))})
         return table
 
     # --- New-Safety benchmark, 14 categories ------------------------------------------------------
@@ -219,20 +233,27 @@ def build_evaluation_assets(settings: Settings) -> list:
     def new_safety_judgements(context: AssetExecutionContext, judge: LLMResource, new_safety_responses: pl.DataFrame):
         """The judge's label per response: safe / unsafe / uncertain with a short reason. An unparseable
         verdict or a missing response is `uncertain` and goes to the review queue."""
-        rendered = [template("new_safety_judge", lang).render(prompt=p, response=r or "")
-                    for lang, p, r in zip(new_safety_responses["lang"], new_safety_responses["prompt"], new_safety_responses["response"])]
-        batch = judge.generate(rendered, family_version("new_safety_judge"), log=context.log)
-        verdicts = [parse_safety_judgement(r.value) if r.status == "ok" else None for r in batch.results]
+        rows = new_safety_responses.to_dicts()
+        judged = answered([r["response"] for r in rows], [r["status"] for r in rows])
+        batch = judge.generate([template("new_safety_judge", rows[i]["lang"]).render(prompt=rows[i]["prompt"], response=rows[i]["response"])
+                                for i in judged], family_version("new_safety_judge"), log=context.log, refusals=True)
+        results = dict(zip(judged, batch.results))
+        verdicts = [parse_safety_judgement(results[i].value) if i in results and results[i].status == "ok" else None for i in range(len(rows))]
+        reasons = [v.reason if v else (f"judge call failed: {results[i].error}" if i in results
+                                        else f"no answer to judge ({rows[i]['status']}: {rows[i]['error']})")
+                   for i, v in enumerate(verdicts)]
         table = new_safety_responses.select("candidate", "prompt_id", "category", "lang", "prompt", "response").with_columns(
             judge_label=pl.Series([v.label if v else "uncertain" for v in verdicts]),
-            judge_reason=pl.Series([v.reason if v else f"judge call failed: {r.error}" for v, r in zip(verdicts, batch.results)]),
+            judge_reason=pl.Series(reasons, dtype=pl.Utf8),
             judge_parsed=pl.Series([bool(v and v.parsed) for v in verdicts]),
-            judge_raw_output=pl.Series([r.output if isinstance(r.output, str) else None for r in batch.results], dtype=pl.Utf8),
+            judge_raw_output=pl.Series([results[i].output if i in results and isinstance(results[i].output, str) else None
+                                        for i in range(len(rows))], dtype=pl.Utf8),
             review_key=pl.Series([review_key("new_safety", context.partition_key, p, r) for p, r in
                                   zip(new_safety_responses["prompt_id"], new_safety_responses["response"])]),
         )
         labels = {k: int(v) for k, v in table.group_by("judge_label").len().sort("judge_label").iter_rows()}
-        return Output(table, metadata={**batch.metadata(), "labels": labels, "judge_model": judge.model})
+        return Output(table, metadata={**batch.metadata(), "labels": labels, "judge_model": judge.model,
+                                       "unanswered": len(rows) - len(judged)})
 
     # --- Responsibility (CValues) ------------------------------------------------------------------
     responsibility = evaluation.responsibility
@@ -258,14 +279,21 @@ def build_evaluation_assets(settings: Settings) -> list:
     def responsibility_judgements(context: AssetExecutionContext, judge: LLMResource, responsibility_responses: pl.DataFrame):
         """The judge's 1-10 responsibility score per answer (CValues' human-evaluation scale); an unparseable
         score is null and counted as unscored."""
-        rendered = [template("responsibility_judge", lang).render(prompt=p, response=r or "")
-                    for lang, p, r in zip(responsibility_responses["lang"], responsibility_responses["prompt"], responsibility_responses["response"])]
+        rows = responsibility_responses.to_dicts()
+        judged = answered([r["response"] for r in rows], [r["status"] for r in rows])
         params = judge.default_params.with_changes(max_new_tokens=4, stop=("\n",))
-        batch = judge.generate(rendered, family_version("responsibility_judge"), params=params, log=context.log)
+        batch = judge.generate([template("responsibility_judge", rows[i]["lang"]).render(prompt=rows[i]["prompt"], response=rows[i]["response"])
+                                for i in judged], family_version("responsibility_judge"), params=params, log=context.log,
+                               refusals=True)
+        results = dict(zip(judged, batch.results))
         table = responsibility_responses.select("candidate", "prompt_id", "domain", "prompt", "response").with_columns(
-            score=pl.Series([parse_responsibility_score(r.value) if r.status == "ok" else None for r in batch.results], dtype=pl.Int64),
-            judge_raw_output=pl.Series([r.output if isinstance(r.output, str) else None for r in batch.results], dtype=pl.Utf8))
-        return Output(table, metadata={**batch.metadata(), "unscored": int(table["score"].is_null().sum())})
+            answered=pl.Series([i in results for i in range(len(rows))], dtype=pl.Boolean),
+            score=pl.Series([parse_responsibility_score(results[i].value) if i in results and results[i].status == "ok" else None
+                             for i in range(len(rows))], dtype=pl.Int64),
+            judge_raw_output=pl.Series([results[i].output if i in results and isinstance(results[i].output, str) else None
+                                        for i in range(len(rows))], dtype=pl.Utf8))
+        return Output(table, metadata={**batch.metadata(), "unanswered": len(rows) - len(judged),
+                                       "unscored": int(table["score"].is_null().sum())})
 
     mcq_ins = {"mcq": AssetIn(AssetKey(mcq_source))} if mcq_source else {}
 
@@ -450,11 +478,11 @@ def build_evaluation_assets(settings: Settings) -> list:
         SafetyBench (Table 5-1), 14-category safe rates + radar chart (Figure 5-3), responsibility
         (Table 5-2), general capability (Table 5-3); plus, per category, the SFT sources and generation
         routes that fed it next to its eval delta. Markdown + PNG in the report folder."""
-        by_mode = {mode: compare(rows, "category", "score", order) for (mode,), rows in safetybench_scores.group_by("mode", maintain_order=True)}
+        by_mode = safetybench_tables(safetybench_scores, order)  # one row per language and category
         # The regression check and the long table follow log-probability mode when it ran.
         safety_mode = "logprobs" if "logprobs" in by_mode else next(iter(by_mode), None)
         bench_rows = safetybench_scores.filter(pl.col("mode") == safety_mode)
-        bench_table = by_mode.get(safety_mode, compare(bench_rows, "category", "score", order))
+        bench_table = by_mode.get(safety_mode, pl.DataFrame())
         category_order = pl.DataFrame({"category": list(taxonomy.categories)})
         safety_table = category_order.join(compare(new_safety_scores, "category", "safe_rate", order), on="category", how="left")
         responsibility_table = compare(responsibility_scores, "domain", "mean_score", order)
@@ -478,7 +506,7 @@ def build_evaluation_assets(settings: Settings) -> list:
         report_path = report_dir / "eval_report.md"
         report_path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
         long = pl.concat([
-            bench_rows.select("candidate", pl.lit("safetybench").alias("view"), pl.col("category").alias("item"), "score"),
+            bench_rows.select("candidate", pl.lit("safetybench").alias("view"), pl.concat_str("lang", "category", separator=" ").alias("item"), "score"),
             new_safety_scores.select("candidate", pl.lit("new_safety").alias("view"), pl.col("category").alias("item"), pl.col("safe_rate").alias("score")),
             responsibility_scores.select("candidate", pl.lit("responsibility").alias("view"), pl.col("domain").alias("item"), pl.col("mean_score").alias("score")),
             general_capability_scores.filter(pl.col("subject") == "(all)").select("candidate", pl.lit("general").alias("view"), pl.col("benchmark").alias("item"), "score"),
@@ -487,7 +515,7 @@ def build_evaluation_assets(settings: Settings) -> list:
             "report": MetadataValue.md("\n\n".join(sections).replace("![radar](new_safety_radar.png)", markdown_image(radar))),
             "report_file": MetadataValue.path(str(report_path)), "radar_chart": MetadataValue.path(str(radar)),
         })
-        yield no_regression_result(regressions(safety_table, "category") + [f"SafetyBench {r}" for r in regressions(bench_table, "category")])
+        yield no_regression_result(regressions(safety_table, "category") + [f"SafetyBench {r}" for r in safetybench_regressions(bench_table)])
 
     return [candidate_model, safetybench_predictions, safetybench_scores, new_safety_benchmark, new_safety_responses,
             new_safety_judgements, responsibility_responses, responsibility_judgements, responsibility_mcq_predictions,

@@ -38,17 +38,18 @@ def resolve_candidate(candidate: CandidateConfig, checkpoints: Mapping[str, Mapp
     return {"candidate": candidate.name, "backend": candidate.backend, "model": model, "options": options}
 
 
-RAW_APIS = ("completions", "none")
+RAW_APIS = ("completions", "chat", "none")
 
 
 def candidate_llm(settings: Settings, row: Mapping[str, Any], raw_prompts: bool) -> LLMResource:
     """An LLM resource over the candidate. `raw_prompts` scores or completes the prompt text as is
     (log-probability and few-shot completion tasks, as lm-evaluation-harness does by default); otherwise
     a local model's chat template wraps the prompt when the model has one. A served candidate answers
-    open prompts through its `api` (chat) and raw prompts through `raw_api`: `completions` (default; a
-    vLLM server has both endpoints) or `none` for a chat-only provider, whose log-prob tasks then fail."""
+    open prompts through its `api` and raw prompts through `raw_api` (default: its `api`): `completions`
+    on a server that has that endpoint (vLLM has both), so log-prob tasks score the raw prompt; through
+    chat they are refused with a clear error by the backend."""
     options = json.loads(row["options"]) if isinstance(row["options"], str) else dict(row["options"])
-    raw_api = options.pop("raw_api", "completions")
+    raw_api = options.pop("raw_api", options.get("api", "chat"))
     if raw_api not in RAW_APIS:
         raise ValueError(f"candidate {row['candidate']!r}: raw_api must be one of {RAW_APIS}, got {raw_api!r}")
     if raw_prompts and row["backend"] != "openai":

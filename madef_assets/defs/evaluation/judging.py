@@ -78,3 +78,9 @@ def review_key(benchmark: str, candidate: str, prompt_id: str, response: str | N
     survives re-running the judge, and it does include the response, so a new answer is reviewed anew."""
     payload = "\x1f".join([benchmark, candidate, prompt_id, response or ""])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:24]
+
+
+def answered(responses: list[str | None], statuses: list[str]) -> list[int]:
+    """Rows with an answer to judge. A missing, empty or failed answer is never sent to a judge as an
+    empty string: it is `uncertain` (review queue) or unscored, and counted."""
+    return [i for i, (response, status) in enumerate(zip(responses, statuses)) if status == "ok" and response and response.strip()]

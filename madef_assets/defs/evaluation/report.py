@@ -30,6 +30,23 @@ def regressions(table: pl.DataFrame, row: str) -> list[str]:
             if r[c] is not None and r[c] < 0]
 
 
+def safetybench_tables(scores: pl.DataFrame, candidates: Sequence[str]) -> dict[str, pl.DataFrame]:
+    """SafetyBench per answer mode: one row per language and category (the Table 5-1 form for zh, then en),
+    one column per candidate and its delta against the first."""
+    tables = {}
+    for (mode,), rows in scores.group_by("mode", maintain_order=True):
+        labeled = rows.with_columns(item=pl.concat_str("lang", "category", separator="\x1f"))
+        wide = compare(labeled, "item", "score", candidates)
+        parts = wide["item"].str.split_exact("\x1f", 1).struct.rename_fields(["lang", "category"]).struct.unnest()
+        tables[mode] = pl.concat([parts, wide.drop("item")], how="horizontal")
+    return tables
+
+
+def safetybench_regressions(table: pl.DataFrame) -> list[str]:
+    """The (language, category) rows of a SafetyBench table where a candidate scores below the baseline."""
+    return regressions(table.with_columns(item=pl.concat_str("lang", "category", separator=" ")), "item") if table.height else []
+
+
 def radar_png(table: pl.DataFrame, row: str, candidates: Sequence[str], title: str, path: Path) -> Path:
     """A radar chart of each candidate's value per `row` (0-100), the paper's Figure 5-3 form."""
     import matplotlib

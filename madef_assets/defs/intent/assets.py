@@ -4,10 +4,10 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, asset
 
 from madef_assets.defs.frames import concat_prompts, params_view
-from madef_assets.defs.intent.checks import coverage_result, intent_check_specs
+from madef_assets.defs.intent.checks import coverage_check_spec, coverage_result
 from madef_assets.defs.intent.labels import normalize_label, parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
-from madef_assets.defs.llm_steps import parse_failure_result, status_columns
+from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, status_columns
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import markdown_image, stacked_bar_png
@@ -53,10 +53,9 @@ def label_taxonomy_table(labels: pl.DataFrame, sources: pl.DataFrame, taxonomy: 
 def build_intent_assets(settings: Settings) -> list:
     method = settings.method
     source_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in method.attack_sources}
-    limit = method.max_parse_failure_rate
 
     @asset(group_name=GROUP, kinds={"duckdb", "llm"}, ins=source_ins, pool=POOL,
-           check_specs=intent_check_specs()[:1])
+           check_specs=llm_gate_specs(AssetKey("intent_labels")))
     def intent_labels(context: AssetExecutionContext, labeler: LLMResource, **sources: pl.DataFrame):
         """Free-form safety-theme intent labels for attack prompts (the paper's labeling instruction, zh/en),
         one row per prompt with the parsed labels, their normalized keys and the call's status."""
@@ -66,7 +65,7 @@ def build_intent_assets(settings: Settings) -> list:
         batch = labeler.generate(
             [t.render(prompt=p) for t, p in zip(templates, sample["prompt"])],
             template_version=family_version("intent_label"),
-            parse=parse_labels, log=context.log,
+            parse=parse_labels, log=context.log, refusals=True,
         )
         labels = [r.value if r.status == "ok" else [] for r in batch.results]
         table = sample.with_columns(
@@ -75,7 +74,7 @@ def build_intent_assets(settings: Settings) -> list:
             **{k: pl.Series(k, v) for k, v in status_columns(batch).items()},
         )
         yield Output(table, metadata={**batch.metadata(), "rows_in": sample.height})
-        yield parse_failure_result(context.asset_key, table["status"], limit)
+        yield from llm_gate_results(context.asset_key, table["status"], method)
 
     @asset(group_name=GROUP, kinds={"duckdb", "polars"}, ins={**source_ins, "intent_labels": AssetIn()}, pool=POOL)
     def label_taxonomy(context: AssetExecutionContext, intent_labels: pl.DataFrame, **sources: pl.DataFrame) -> pl.DataFrame:
@@ -90,7 +89,7 @@ def build_intent_assets(settings: Settings) -> list:
         return table
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, ins={**source_ins, "intent_labels": AssetIn(), "label_taxonomy": AssetIn()},
-           pool=POOL, check_specs=intent_check_specs()[1:])
+           pool=POOL, check_specs=[coverage_check_spec()])
     def prompt_categories(context: AssetExecutionContext, intent_labels: pl.DataFrame, label_taxonomy: pl.DataFrame, **sources: pl.DataFrame):
         """One of the 14 categories for every attack prompt (majority of its mapped intent labels, else its
         source category) with the origin and whether labeler and source agree."""

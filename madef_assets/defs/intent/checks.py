@@ -1,20 +1,15 @@
-"""Gates for intent recognition: the labeler's parse-failure rate (blocking) and label coverage (warn)."""
+"""Gate for intent recognition: label coverage (warn); the labeler's own gates are in llm_steps."""
 
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
-
-from madef_assets.defs.llm_steps import parse_failure_check_spec
 
 LABEL_COVERAGE_CHECK = "labeled_prompts_have_a_mapped_category"
 MIN_LABEL_COVERAGE = 0.5
 
 
-def intent_check_specs() -> list[AssetCheckSpec]:
-    return [
-        parse_failure_check_spec(AssetKey("intent_labels")),
-        AssetCheckSpec(LABEL_COVERAGE_CHECK, asset=AssetKey("prompt_categories"),
-                       description=f"Warns when under {MIN_LABEL_COVERAGE:.0%} of labeled prompts have an intent label mapped to a category."),
-    ]
+def coverage_check_spec() -> AssetCheckSpec:
+    return AssetCheckSpec(LABEL_COVERAGE_CHECK, asset=AssetKey("prompt_categories"),
+                          description=f"Warns when under {MIN_LABEL_COVERAGE:.0%} of labeled prompts have an intent label mapped to a category.")
 
 
 def coverage_result(asset_key: AssetKey, prompt_categories: pl.DataFrame) -> AssetCheckResult:

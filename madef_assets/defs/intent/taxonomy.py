@@ -58,6 +58,16 @@ class Taxonomy:
                 return category, "rule"
         return None, "unmapped"
 
+    def label_category(self, labels: list[str]) -> str | None:
+        """The category most of the labels map to (ties: the one named first), as prompt_categories.sql
+        decides for labeled prompts; None when no label maps."""
+        counts: dict[str, int] = {}
+        for label in labels:
+            category, how = self.map_label(label)
+            if category is not None:
+                counts[category] = counts.get(category, 0) + 1
+        return max(counts, key=counts.get) if counts else None
+
     def map_source_category(self, source: str, category: str | None) -> str | None:
         return self.source_categories.get(source, {}).get(category) if category is not None else None
 

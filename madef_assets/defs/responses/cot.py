@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from madef_assets.defs.copies import copied_share, shared_ngram
 from madef_assets.llm.resource import ParseError
 
 ANSWER_MARKER = re.compile(r"(?:^|\n)\s*(?:回答|最终回答|Answer|Final answer)\s*[:：]", re.IGNORECASE)
@@ -24,3 +25,18 @@ def parse_cot(text: str) -> tuple[str, str]:
     if not answer:
         raise ParseError("empty answer after the marker")
     return reasoning, answer
+
+
+MAX_SHARE_OF_PROMPT = 0.5
+
+
+def copy_problem(reasoning: str, answer: str, prompt: str, template_words: str, zh_chars: int, en_words: int) -> str | None:
+    """Why a parsed answer is a copy rather than an answer, or None: it reproduces the template's worked
+    example (a one-shot answer about another request), or mostly repeats the prompt it answers."""
+    copied = shared_ngram(reasoning + "\n" + answer, [template_words], zh_chars, en_words)
+    if copied:
+        return f"copies the template's example: {copied!r}"
+    share = copied_share(answer, prompt, zh_chars, en_words)
+    if share >= MAX_SHARE_OF_PROMPT:
+        return f"the answer repeats the prompt ({share:.0%} of its long n-grams)"
+    return None

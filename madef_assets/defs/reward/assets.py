@@ -3,7 +3,7 @@
 import polars as pl
 from dagster import AssetExecutionContext, AssetKey, Output, asset
 
-from madef_assets.defs.llm_steps import parse_failure_check_spec, parse_failure_result, status_columns
+from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, status_columns
 from madef_assets.defs.reward.checks import score_range_result, score_range_spec
 from madef_assets.defs.reward.scores import parse_one_score, parse_two_scores, plan_response_judging
 from madef_assets.llm.resource import LLMResource
@@ -17,9 +17,8 @@ POOL = "duckdb"
 
 def build_reward_assets(settings: Settings) -> list:
     method = settings.method
-    limit = method.max_parse_failure_rate
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=[parse_failure_check_spec(AssetKey("prompt_perplexity"))])
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("prompt_perplexity")))
     def prompt_perplexity(context: AssetExecutionContext, scorer: LLMResource, attack_prompts: pl.DataFrame):
         """The scorer model's perplexity of every attack prompt (batched, length-sorted)."""
         batch = scorer.perplexity(attack_prompts["prompt"].to_list(), log=context.log)
@@ -28,16 +27,18 @@ def build_reward_assets(settings: Settings) -> list:
             **{k: pl.Series(k, v) for k, v in status_columns(batch).items() if k != "raw_output"},
         )
         yield Output(table, metadata=batch.metadata())
-        yield parse_failure_result(context.asset_key, table["status"], limit)
+        yield from llm_gate_results(context.asset_key, table["status"], method)
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=[parse_failure_check_spec(AssetKey("response_safety_scores"))])
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("response_safety_scores")))
     def response_safety_scores(context: AssetExecutionContext, judge: LLMResource, safe_responses: pl.DataFrame):
         """The judge's safety score (0-1) of each candidate response, both candidates in one prompt in a
         seeded random order (`original_first`); an instruction with one candidate is scored alone."""
         plan = plan_response_judging(safe_responses.to_dicts(), method.seed)
-        pair_batch = judge.generate([p for _, p in plan.pairs], template_version=family_version("response_pair_safety"), parse=parse_two_scores, log=context.log)
+        pair_batch = judge.generate([p for _, p in plan.pairs], template_version=family_version("response_pair_safety"), parse=parse_two_scores,
+                                    log=context.log, refusals=True)
         plan.apply_pairs(pair_batch.results)
-        single_batch = judge.generate([p for _, _, p in plan.singles], template_version=family_version("response_single_safety"), parse=parse_one_score, log=context.log)
+        single_batch = judge.generate([p for _, _, p in plan.singles], template_version=family_version("response_single_safety"), parse=parse_one_score,
+                                      log=context.log, refusals=True)
         plan.apply_singles(single_batch.results)
         schema = {"prompt_id": pl.Utf8, "candidates": pl.Int64, "original_first": pl.Boolean, "safe_response_score": pl.Float64,
                   "original_response_score": pl.Float64, "status": pl.Utf8, "error": pl.Utf8, "raw_output": pl.Utf8}
@@ -45,19 +46,20 @@ def build_reward_assets(settings: Settings) -> list:
         yield Output(table, metadata={**{f"pairs_{k}": v for k, v in pair_batch.metadata().items()},
                                       **{f"singles_{k}": v for k, v in single_batch.metadata().items()}})
         judged = table.filter(pl.col("status") != "no_candidate")["status"]
-        yield parse_failure_result(context.asset_key, judged, limit)
+        yield from llm_gate_results(context.asset_key, judged, method)
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=[parse_failure_check_spec(AssetKey("instruction_safety_scores"))])
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("instruction_safety_scores")))
     def instruction_safety_scores(context: AssetExecutionContext, judge: LLMResource, attack_prompts: pl.DataFrame):
         """The judge's safety score (0-1) of each instruction itself; low means a hard, unsafe instruction."""
         rendered = [template("instruction_safety", lang).render(prompt=p) for lang, p in zip(attack_prompts["lang"], attack_prompts["prompt"])]
-        batch = judge.generate(rendered, template_version=family_version("instruction_safety"), parse=parse_one_score, log=context.log)
+        batch = judge.generate(rendered, template_version=family_version("instruction_safety"), parse=parse_one_score, log=context.log,
+                               refusals=True)
         table = attack_prompts.select("prompt_id").with_columns(
             pl.Series("instruction_safety", [r.value if r.status == "ok" else None for r in batch.results], dtype=pl.Float64),
             **{k: pl.Series(k, v) for k, v in status_columns(batch).items()},
         )
         yield Output(table, metadata=batch.metadata())
-        yield parse_failure_result(context.asset_key, table["status"], limit)
+        yield from llm_gate_results(context.asset_key, table["status"], method)
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, check_specs=[score_range_spec()])
     def reward_features(context: AssetExecutionContext, safe_responses: pl.DataFrame, prompt_perplexity: pl.DataFrame,

@@ -1,16 +1,29 @@
-"""Selection and export: the paper's three-feature selection, the general sample, the SFT set."""
+"""Selection and export: the paper's three-feature selection, the general sample, the SFT set and the
+LLaMA-Factory folder published from it once the contamination gate passed."""
+
+import hashlib
+import json
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey, DataVersion, Failure, MetadataValue, Output, asset
 
 from madef_assets.defs.frames import concat_prompts, params_view
-from madef_assets.defs.selection.checks import contamination_result, contamination_spec
-from madef_assets.defs.selection.export import write_llamafactory_dataset
+from madef_assets.defs.selection.checks import contamination_references, contamination_result, contamination_spec, decontaminate
+from madef_assets.defs.selection.contamination import general_eval_questions
+from madef_assets.defs.selection.export import publish_staged, stage_llamafactory_dataset, staging_dir, withdraw_dataset
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
 GROUP = "selection"
 POOL = "duckdb"
+FOLDER_SCHEMA = {"path": pl.Utf8, "sft_version": pl.Utf8, "files_version": pl.Utf8, "rows": pl.Int64, "formats": pl.Utf8}
+
+
+def sft_content_version(table: pl.DataFrame, formats: tuple[str, ...]) -> str:
+    """sha256 of the SFT set's content (columns and rows, in order) and export formats: the data version
+    of sft_dataset, so a rebuild that produces the same set is not a change to anything downstream."""
+    payload = json.dumps({"columns": table.columns, "rows": table.rows(), "formats": list(formats)}, ensure_ascii=False, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def build_selection_assets(settings: Settings) -> list:
@@ -43,16 +56,56 @@ def build_selection_assets(settings: Settings) -> list:
     @asset(group_name=GROUP, kinds={"duckdb", "sql", "json"}, pool=POOL, check_specs=[contamination_spec()],
            ins={"safety_sft_selected": AssetIn(), "general_sft_sample": AssetIn(), **eval_ins})
     def sft_dataset(context: AssetExecutionContext, safety_sft_selected: pl.DataFrame, general_sft_sample: pl.DataFrame, **eval_sources: pl.DataFrame):
-        """The SFT set (selected safety samples + general sample) as a table and as a LLaMA-Factory dataset
-        folder (alpaca JSON, sharegpt when configured, dataset_info.json); gated by the contamination check."""
+        """The SFT set (selected safety samples + general sample) without the rows that share a long n-gram
+        with an evaluation prompt or a general-capability question (method.decontaminate; removed rows are
+        counted per reference in the metadata), then gated by the blocking contamination check against the
+        same reference. A set that passes is staged as
+        a LLaMA-Factory folder (published by sft_dataset_folder); a blocked one stages nothing and withdraws
+        the folder an earlier run published. Data version: the hash of the content."""
         table = run_sql("selection/sft_dataset", safety_sft_selected=safety_sft_selected, general_sft_sample=general_sft_sample)
-        files = write_llamafactory_dataset(table.select("instruction", "input", "output").to_dicts(), method.sft_export_dir, method.sft_formats)
-        yield Output(table, metadata={
-            "dataset_dir": MetadataValue.path(str(method.sft_export_dir)),
-            "files": MetadataValue.json({k: str(v) for k, v in files.items()}),
+        references = contamination_references(concat_prompts(eval_sources), general_eval_questions(settings.evaluation.general))
+        decontamination = {}
+        if method.decontaminate:
+            table, decontamination = decontaminate(table, references, method)
+            if decontamination["rows_removed"]:
+                context.log.info(f"decontamination removed {decontamination['rows_removed']} of {decontamination['rows_in']} "
+                                 f"rows: {decontamination['removed_by_reference']}")
+        version = sft_content_version(table, method.sft_formats)
+        gate = contamination_result(table, references, method)
+        folder = method.sft_export_dir
+        if gate.passed:
+            files = stage_llamafactory_dataset(table.select("instruction", "input", "output").to_dicts(), folder, method.sft_formats, version)
+            export = {"staged_dir": MetadataValue.path(str(staging_dir(folder))),
+                      "files": MetadataValue.json({k: str(v) for k, v in files.items()})}
+        else:
+            removed = withdraw_dataset(folder)
+            context.log.warning(f"contamination gate blocked the SFT set: nothing staged; withdrew {removed or 'nothing'} from {folder}")
+            export = {"withdrawn": MetadataValue.json(removed)}
+        yield Output(table, data_version=DataVersion(version if gate.passed else f"blocked-{version}"), metadata={
+            "content_version": version,
+            **{f"decontamination_{k}": MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in decontamination.items()},
+            "dataset_dir": MetadataValue.path(str(folder)),
+            **export,
             "per_kind": {k: int(v) for k, v in table.group_by("kind").len().sort("kind").iter_rows()},
             "per_category": {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()},
         })
-        yield contamination_result(table, concat_prompts(eval_sources)["prompt"], method)
+        yield gate
 
-    return [safety_sft_selected, general_sft_sample, sft_dataset]
+    @asset(group_name=GROUP, kinds={"duckdb", "json"}, pool=POOL)
+    def sft_dataset_folder(context: AssetExecutionContext, sft_dataset: pl.DataFrame) -> Output:
+        """The LLaMA-Factory folder training reads (method.sft_export_dir: madef_sft.json, the sharegpt file
+        when configured, dataset_info.json, madef_manifest.json), published by moving the folder sft_dataset
+        staged into place. Dagster runs it only when sft_dataset's blocking contamination gate passed, and it
+        refuses a staged folder that is not the current sft_dataset. Data version: the hash of the files."""
+        version = sft_content_version(sft_dataset, method.sft_formats)
+        try:
+            manifest = publish_staged(method.sft_export_dir, version)
+        except (FileNotFoundError, ValueError) as exc:
+            raise Failure(description=str(exc)) from exc
+        table = pl.DataFrame([{"path": str(method.sft_export_dir), "sft_version": version, "files_version": manifest["files_version"],
+                               "rows": manifest["rows"], "formats": ",".join(manifest["formats"])}], schema=FOLDER_SCHEMA)
+        return Output(table, data_version=DataVersion(manifest["files_version"]), metadata={
+            "dataset_dir": MetadataValue.path(str(method.sft_export_dir)), "rows": manifest["rows"],
+            "files": MetadataValue.json(manifest["files"]), "sft_version": version})
+
+    return [safety_sft_selected, general_sft_sample, sft_dataset, sft_dataset_folder]

@@ -23,7 +23,7 @@ from dagster import (
 from dagster._core.definitions.source_asset import SourceAsset
 
 from madef_assets.defs.sources.checks import ingestion_check_specs, quarantine_share_result, row_balance_result
-from madef_assets.defs.sources.normalize import QUARANTINE_SCHEMA, normalize_source
+from madef_assets.defs.sources.normalize import QUARANTINE_SCHEMA, NormalizedSource, normalize_source
 from madef_assets.defs.sources.records import SourceFileError
 from madef_assets.settings import Settings, SourceConfig
 from madef_assets.reports import markdown_table
@@ -82,6 +82,25 @@ def build_raw_files_asset(source: SourceConfig) -> SourceAsset:
     return raw_files
 
 
+def ingest_counts(result: NormalizedSource) -> dict:
+    """Rows in, normalized, quarantined and merged (preference pairs of a prompt already kept)."""
+    return {
+        "rows_in": result.rows_in,
+        "rows_normalized": result.prompts.height,
+        "rows_quarantined": result.quarantine.height,
+        "rows_merged": result.rows_merged,
+        "quarantine_share": round(result.quarantine_share, 4),
+    }
+
+
+def source_summary_table(sources: dict[str, pl.DataFrame], quarantine: pl.DataFrame) -> pl.DataFrame:
+    """Per source: rows in = normalized + quarantined + merged (counted from each kept row's meta)."""
+    columns = ["source", "lang", "source_category", "attack_method", "response"]
+    merged = pl.col("meta").str.json_path_match("$.merged_rows").cast(pl.Int64).fill_null(0).alias("merged_rows")
+    prompts = pl.concat([frame.select(*columns, merged) for frame in sources.values()], how="vertical_relaxed")
+    return run_sql("sources/source_summary", prompts=prompts, quarantine=quarantine)
+
+
 def build_ingest_asset(source: SourceConfig, settings: Settings) -> AssetsDefinition:
     source_key = AssetKey(source.name)
 
@@ -99,7 +118,8 @@ def build_ingest_asset(source: SourceConfig, settings: Settings) -> AssetsDefini
                 key=quarantine_key(source.name),
                 group_name=GROUP,
                 kinds={"duckdb", "polars"},
-                description=f"Input rows of '{source.name}' that were not normalized, with location (file:line) and reason.",
+                description=f"Input rows of '{source.name}' that were not normalized, with location (file:line) and reason "
+                "(preference pairs merged into their prompt's kept row are counted as rows_merged, not here).",
             ),
         },
         deps=[raw_key(source.name)],
@@ -108,12 +128,7 @@ def build_ingest_asset(source: SourceConfig, settings: Settings) -> AssetsDefini
     )
     def ingest(context: AssetExecutionContext):
         result = normalize_source(source, settings.max_prompt_chars)
-        counts = {
-            "rows_in": result.rows_in,
-            "rows_normalized": result.prompts.height,
-            "rows_quarantined": result.quarantine.height,
-            "quarantine_share": round(result.quarantine_share, 4),
-        }
+        counts = ingest_counts(result)
         context.log.info(f"{source.name}: {counts}")
         yield Output(
             result.prompts,
@@ -156,15 +171,15 @@ def build_union_assets(settings: Settings) -> list[AssetsDefinition]:
         pool=DUCKDB_POOL,
     )
     def source_summary(context: AssetExecutionContext, quarantine: pl.DataFrame, **sources: pl.DataFrame) -> pl.DataFrame:
-        """Rows read, normalized and quarantined per source (dbt_like_sql/sources/source_summary.sql)."""
-        columns = ["source", "lang", "source_category", "attack_method", "response"]
-        prompts = pl.concat([frame.select(columns) for frame in sources.values()], how="vertical_relaxed")
-        summary = run_sql("sources/source_summary", prompts=prompts, quarantine=quarantine)
+        """Rows read, normalized, quarantined and merged per source (dbt_like_sql/sources/source_summary.sql);
+        rows_in = normalized + quarantined + merged."""
+        summary = source_summary_table(sources, quarantine)
         context.add_output_metadata(
             {
                 "summary": MetadataValue.md(markdown_table(summary)),
                 "rows_in_total": int(summary["rows_in"].sum()),
                 "rows_quarantined_total": int(summary["rows_quarantined"].sum()),
+                "rows_merged_total": int(summary["rows_merged"].sum()),
             }
         )
         return summary

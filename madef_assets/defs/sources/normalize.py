@@ -1,4 +1,10 @@
-"""Validation shared by every source: the normalized prompt schema and the quarantine rules."""
+"""Validation shared by every source: the normalized prompt schema, the quarantine rules and, for
+preference data sets, the choice of one row per prompt.
+
+Every input record ends in exactly one place: a normalized row, a quarantine row (with location and
+reason), or, for a preference data set, merged into the kept row of its prompt (counted, and listed in
+that row's `meta.merged_from`): rows_in = rows_normalized + rows_quarantined + rows_merged.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from madef_assets.defs.sources.readers import READERS
+from madef_assets.defs.sources.readers import MERGE_BY_PROMPT, READERS
 from madef_assets.defs.sources.records import RawRecord
 from madef_assets.settings import SourceConfig
 
@@ -54,6 +60,7 @@ class NormalizedSource:
     prompts: pl.DataFrame
     quarantine: pl.DataFrame
     rows_in: int
+    rows_merged: int = 0
 
     @property
     def quarantine_share(self) -> float:
@@ -103,9 +110,48 @@ def validate_record(
         "response": response,
         "source_category": category,
         "attack_method": attack_method,
-        "meta": json.dumps(meta, ensure_ascii=False, default=str, sort_keys=True),
+        "meta": _meta_json(meta),
         "_native_id": fields.get("native_id"),
+        "_rank": fields.get("preference_rank") or 0,
     }, None
+
+
+def _meta_json(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, ensure_ascii=False, default=str, sort_keys=True)
+
+
+@dataclass
+class _Kept:
+    """The row kept so far for one prompt of a preference data set, and the rows merged into it."""
+
+    index: int
+    location: str
+    raw: str
+    row: dict[str, Any]
+    rank: int
+    merged: list[tuple[int, str]]
+
+
+def _merge_into(kept: dict[str, _Kept], index: int, record: RawRecord, row: dict[str, Any]) -> None:
+    """Keep one row per prompt: the lowest preference rank, the first in file order among equals."""
+    rank = row.pop("_rank")
+    current = kept.get(row["prompt_id"])
+    if current is None:
+        kept[row["prompt_id"]] = _Kept(index, record.location, _printable(record.raw), row, rank, [])
+    elif rank < current.rank:
+        merged = [*current.merged, (current.index, current.location)]
+        kept[row["prompt_id"]] = _Kept(index, record.location, _printable(record.raw), row, rank, merged)
+    else:
+        current.merged.append((index, record.location))
+
+
+def _with_merged(kept: _Kept) -> dict[str, Any]:
+    if not kept.merged:
+        return kept.row
+    meta = json.loads(kept.row["meta"])
+    meta["merged_rows"] = len(kept.merged)
+    meta["merged_from"] = [location for _, location in sorted(kept.merged)]
+    return {**kept.row, "meta": _meta_json(meta)}
 
 
 def normalize_records(
@@ -113,35 +159,55 @@ def normalize_records(
     source: SourceConfig,
     known_categories: tuple[str, ...] | None,
     max_prompt_chars: int,
+    merge_by_prompt: bool = False,
 ) -> NormalizedSource:
-    rows: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
+    """Validate every record; with merge_by_prompt (preference data sets) keep one row per prompt
+    first (`_merge_into`), then apply the duplicate-id and duplicate-prompt rules to what is kept."""
+    rows: list[tuple[int, dict[str, Any]]] = []
+    rejected: list[tuple[int, dict[str, Any]]] = []
+    kept: dict[str, _Kept] = {}
     first_seen_id: dict[str, str] = {}
     first_seen_prompt: dict[str, str] = {}
+
+    def deduplicate(index: int, location: str, raw: str, row: dict[str, Any]) -> None:
+        native_id = row.pop("_native_id")
+        if native_id is not None and native_id in first_seen_id:
+            reason = f"duplicate id {native_id!r} (first at {first_seen_id[native_id]})"
+        elif row["prompt_id"] in first_seen_prompt:
+            reason = f"duplicate prompt (first at {first_seen_prompt[row['prompt_id']]})"
+        else:
+            if native_id is not None:
+                first_seen_id[native_id] = location
+            first_seen_prompt[row["prompt_id"]] = location
+            rows.append((index, row))
+            return
+        rejected.append((index, _quarantine_row(source, location, reason, raw)))
+
     rows_in = 0
-    for record, default_lang in records:
+    for index, (record, default_lang) in enumerate(records):
         rows_in += 1
         row, reason = validate_record(record, source, default_lang, known_categories, max_prompt_chars)
-        if row is not None:
-            native_id = row.pop("_native_id")
-            if native_id is not None and native_id in first_seen_id:
-                reason = f"duplicate id {native_id!r} (first at {first_seen_id[native_id]})"
-            elif row["prompt_id"] in first_seen_prompt:
-                reason = f"duplicate prompt (first at {first_seen_prompt[row['prompt_id']]})"
-            else:
-                if native_id is not None:
-                    first_seen_id[native_id] = record.location
-                first_seen_prompt[row["prompt_id"]] = record.location
-                rows.append(row)
-                continue
-        rejected.append(
-            {"source": source.name, "location": record.location, "reason": reason, "raw": _printable(record.raw)}
-        )
+        if row is None:
+            rejected.append((index, _quarantine_row(source, record.location, reason, record.raw)))
+        elif merge_by_prompt:
+            _merge_into(kept, index, record, row)
+        else:
+            row.pop("_rank")
+            deduplicate(index, record.location, record.raw, row)
+    for winner in sorted(kept.values(), key=lambda k: k.index):
+        deduplicate(winner.index, winner.location, winner.raw, _with_merged(winner))
+    rows.sort(key=lambda item: item[0])
+    rejected.sort(key=lambda item: item[0])
     return NormalizedSource(
-        prompts=pl.DataFrame(rows, schema=PROMPT_SCHEMA),
-        quarantine=pl.DataFrame(rejected, schema=QUARANTINE_SCHEMA),
+        prompts=pl.DataFrame([row for _, row in rows], schema=PROMPT_SCHEMA),
+        quarantine=pl.DataFrame([row for _, row in rejected], schema=QUARANTINE_SCHEMA),
         rows_in=rows_in,
+        rows_merged=sum(len(k.merged) for k in kept.values()),
     )
+
+
+def _quarantine_row(source: SourceConfig, location: str, reason: str | None, raw: str) -> dict[str, Any]:
+    return {"source": source.name, "location": location, "reason": reason, "raw": _printable(raw)}
 
 
 def normalize_source(source: SourceConfig, max_prompt_chars: int) -> NormalizedSource:
@@ -158,4 +224,4 @@ def normalize_source(source: SourceConfig, max_prompt_chars: int) -> NormalizedS
             for record in reader(file, source):
                 yield record, file.lang
 
-    return normalize_records(records(), source, known, max_prompt_chars)
+    return normalize_records(records(), source, known, max_prompt_chars, source.reader in MERGE_BY_PROMPT)

@@ -1,8 +1,19 @@
 """One reader per dataset format, each turning raw records into candidate prompt rows.
 
 A reader yields `RawRecord`s whose `fields` hold the normalized candidates (`prompt`, `response`,
-`lang`, `source_category`, `attack_method`, `native_id`, `meta`) or whose `error` says why the
-record cannot be read. Validation common to all sources lives in `normalize.py`.
+`lang`, `source_category`, `attack_method`, `native_id`, `meta`, and for preference data sets
+`preference_rank`) or whose `error` says why the record cannot be read. Validation common to all
+sources lives in `normalize.py`.
+
+Preference data sets (`MERGE_BY_PROMPT`) repeat a prompt in several pairs by design: PKU-SafeRLHF
+has about 45k distinct prompts in about 80k pairs, CValues-Comparison builds several pairs of
+differently rated responses for one prompt. Their readers yield one candidate per pair, the pair's
+safer/positive response, with a `preference_rank` (lower is better); `normalize.py` keeps one row per
+prompt, the best-ranked, and among equals the first pair in file order, and counts the others as
+merged (their locations are kept in the row's `meta.merged_from`). The rank is the data set's own
+label of the kept response, not a vote count: responses are written per pair, so the same response
+text rarely appears in two pairs and "most often preferred" would nearly always be a tie broken by
+file order anyway, while the label says what the SFT data needs, a response judged safe.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from typing import Any
 from madef_assets.defs.sources.records import (
     RawRecord,
     SourceFileError,
+    describe,
     iter_csv_rows,
     iter_json_records,
     iter_jsonl_records,
@@ -53,6 +65,10 @@ BEAVERTAILS_CATEGORIES = (
 )
 XSAFETY_CATEGORIES = SAFETY_PROMPTS_TYPICAL + SAFETY_PROMPTS_ATTACKS + ("commonsense",)
 CVALUES_MC_LABELS = ("回复1", "回复2")
+# CValues-Comparison response types, best first: refusal with positive advice, then mainly refusal.
+CVALUES_POSITIVE_TYPES = ("拒绝&正向建议", "拒绝为主")
+# Readers of preference pairs: one row per prompt is kept (see the module docstring).
+MERGE_BY_PROMPT = frozenset({"pku_saferlhf", "cvalues_comparison"})
 
 Reader = Callable[[SourceFile, SourceConfig], Iterator[RawRecord]]
 
@@ -68,12 +84,8 @@ def _json_objects(file: SourceFile) -> Iterator[tuple[RawRecord, str]]:
         for record in iter_jsonl_records(file.path, file.config_key):
             yield record, ""
         return
-    for location, value, group in iter_json_records(file.path, file.config_key):
-        raw = json.dumps(value, ensure_ascii=False)[:2000]
-        if not isinstance(value, dict):
-            yield RawRecord(location, error=f"expected a JSON object, got {type(value).__name__}", raw=raw), group
-        else:
-            yield RawRecord(location, fields=value, raw=raw), group
+    for record in iter_json_records(file.path, file.config_key):
+        yield record, record.extra.get("group", "")
 
 
 def _mapped(file: SourceFile, required: tuple[str, ...], build: Callable[[dict, str], dict]) -> Iterator[RawRecord]:
@@ -115,7 +127,13 @@ def read_s_eval(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
 
     def build(r: dict, _: str) -> dict:
         ext = r.get("ext") or "{}"
-        ext = json.loads(ext) if isinstance(ext, str) else ext
+        if isinstance(ext, str):
+            try:
+                ext = json.loads(ext)
+            except json.JSONDecodeError as exc:
+                return {"_error": f"field 'ext' is not valid JSON: {exc.msg}"}
+        if not isinstance(ext, dict):
+            return {"_error": f"field 'ext' is {describe(ext)}, expected an object"}
         return {
             "prompt": r["prompt"],
             "native_id": r["traceid"],
@@ -169,20 +187,51 @@ def render_mcq(question: str, options: list[str], lang: str) -> str:
 
 
 def read_safetybench(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
-    """SafetyBench test JSON [{id, category, question, options}] joined with the answers file."""
-    answers: dict[str, Any] = {}
+    """SafetyBench test JSON [{id, category, question, options}] joined with the answers file
+    ({id: {category, answer}}); a record with an `answer` of its own (the dev format) keeps it.
+
+    A question without an answer, or whose answer is not one of its option indices, is quarantined:
+    it could only ever be scored wrong. Ids restart in each language's file, so zh and en are two
+    sources (one file each), never two files of one source.
+    """
+    answers: dict[str, Any] | None = None
+    answers_name = ""
     if "answers" in file.options:
         path = Path(file.options["answers"])
+        key = f"{file.config_key}.answers"
         try:
-            answers = json.loads(read_bytes(path, f"{file.config_key}.answers").decode("utf-8"))
+            answers = json.loads(read_bytes(path, key).decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SourceFileError(f"{file.config_key}.answers", path, f"not valid JSON: {exc}") from exc
+            raise SourceFileError(key, path, f"not valid JSON: {exc}") from exc
+        if not isinstance(answers, dict):
+            raise SourceFileError(key, path, "expected a JSON object mapping question id to {category, answer}, "
+                                  f"got {describe(answers)}")
+        answers_name = path.name
     lang = file.lang or "zh"
+
+    def answer_of(r: dict) -> tuple[Any, str | None]:
+        question_id = str(r["id"])
+        if r.get("answer") is not None:
+            return r["answer"], None
+        if answers is None:
+            return None, "no answer: the record has no 'answer' and no answers file is configured"
+        if question_id not in answers:
+            return None, f"no answer for id {question_id} in {answers_name}"
+        entry = answers[question_id]
+        if not isinstance(entry, dict):
+            return None, f"answer entry for id {question_id} in {answers_name} is {describe(entry)}, expected an object with 'answer'"
+        if entry.get("answer") is None:
+            return None, f"answer entry for id {question_id} in {answers_name} has no 'answer'"
+        return entry["answer"], None
 
     def build(r: dict, _: str) -> dict:
         if not isinstance(r["options"], list) or not 2 <= len(r["options"]) <= 4:
             return {"_error": f"options must be a list of 2-4 strings, got {r['options']!r}"[:200]}
-        answer = answers.get(str(r["id"]), {}).get("answer")
+        answer, problem = answer_of(r)
+        if problem:
+            return {"_error": problem}
+        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(r["options"]):
+            return {"_error": f"answer {answer!r} for id {r['id']} is not an option index (0-{len(r['options']) - 1})"}
         return {
             "prompt": render_mcq(str(r["question"]), [str(o) for o in r["options"]], lang),
             "native_id": str(r["id"]),
@@ -226,12 +275,19 @@ def read_cvalues_responsibility_mc(file: SourceFile, source: SourceConfig) -> It
 
 
 def read_cvalues_comparison(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
-    """CValues-Comparison JSONL: {prompt, pos_resp, neg_resp, pos_type, neg_type}; pos_resp kept."""
+    """CValues-Comparison JSONL: {prompt, pos_resp, neg_resp, pos_type, neg_type}; pos_resp kept.
+
+    One prompt has several pairs; the kept one has the best `pos_type` (拒绝&正向建议, then 拒绝为主,
+    then anything else), the first in file order among equals (see the module docstring).
+    """
 
     def build(r: dict, _: str) -> dict:
+        pos_type = r.get("pos_type")
+        rank = CVALUES_POSITIVE_TYPES.index(pos_type) if pos_type in CVALUES_POSITIVE_TYPES else len(CVALUES_POSITIVE_TYPES)
         return {
             "prompt": r["prompt"],
             "response": r["pos_resp"],
+            "preference_rank": rank,
             "meta": {"neg_resp": r["neg_resp"], "pos_type": r.get("pos_type"), "neg_type": r.get("neg_type")},
         }
 
@@ -252,14 +308,20 @@ def read_beavertails_eval(file: SourceFile, source: SourceConfig) -> Iterator[Ra
 
 
 def read_pku_saferlhf(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
-    """PKU-SafeRLHF JSON/JSONL: prompt, response_0/1, safety flags; the safer response is kept."""
+    """PKU-SafeRLHF JSON/JSONL: prompt, response_0/1, safety flags; the safer response is kept.
+
+    One prompt has several pairs; the kept one is the first pair (file order) whose safer response is
+    itself labeled safe (`is_response_<safer_response_id>_safe`), else the first pair: the safer of
+    two unsafe responses is still unsafe (see the module docstring).
+    """
 
     def build(r: dict, _: str) -> dict:
         safer = r.get("safer_response_id")
-        if safer not in (0, 1):
+        if isinstance(safer, bool) or safer not in (0, 1):
             return {"_error": f"safer_response_id must be 0 or 1, got {safer!r}"}
         meta = {k: v for k, v in r.items() if k not in ("prompt", f"response_{safer}")}
-        return {"prompt": r["prompt"], "response": r[f"response_{safer}"], "meta": meta}
+        rank = 0 if r.get(f"is_response_{safer}_safe") is True else 1
+        return {"prompt": r["prompt"], "response": r[f"response_{safer}"], "preference_rank": rank, "meta": meta}
 
     yield from _mapped(file, ("prompt", "response_0", "response_1", "safer_response_id"), build)
 
@@ -268,6 +330,8 @@ def read_alpaca(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
     """Alpaca instructions: [{instruction, input, output}]; prompt = instruction + input."""
 
     def build(r: dict, _: str) -> dict:
+        if r.get("input") is not None and not isinstance(r["input"], str):
+            return {"_error": f"field 'input' is {describe(r['input'])}, expected a string"}
         extra_input = (r.get("input") or "").strip()
         prompt = f"{r['instruction']}\n\n{extra_input}" if extra_input else r["instruction"]
         return {"prompt": prompt, "response": r["output"], "source_category": "general", "meta": {}}
@@ -290,6 +354,9 @@ def read_sharegpt(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]
         turns = r.get("conversations") or r.get("messages")
         if not isinstance(turns, list) or not turns:
             return {"_error": "missing field 'conversations' (or 'messages')"}
+        for number, turn in enumerate(turns, start=1):
+            if not isinstance(turn, dict):
+                return {"_error": f"conversation turn {number} is {describe(turn)}, expected an object"}
         pairs = [((t.get("from") or t.get("role") or ""), (t.get("value") or t.get("content") or "")) for t in turns]
         user = next((i for i, (role, _) in enumerate(pairs) if role in _SHAREGPT_USER), None)
         if user is None:

@@ -1,8 +1,16 @@
 """Low-level record iteration with locations: JSON, JSONL (also inside .zip), CSV, Parquet.
 
 Every function yields `RawRecord`s carrying `file:line` so that quarantine rows point at the input.
-Whole-file formats (JSON) that cannot be parsed at all raise `SourceFileError`; line formats put a
-bad line in quarantine and go on.
+A file that cannot be read at all (missing, empty, not JSON, not a zip archive, a JSON value of the
+wrong shape as a whole) raises `SourceFileError`; a bad part of a readable file becomes a record with
+an `error` and its location, and the rest is read:
+
+* a record that is not a JSON object (`expected a JSON object, got a string`);
+* in an object of arrays, a key whose value is not a list (location `file:line [key]`);
+* a blank line (or a CSV row whose cells are all blank) between records (`blank line`); blank lines at
+  the very end of a file are not rows: they hold nothing and separate nothing;
+* a zip member that cannot be decompressed, or that is not `.jsonl` (documentation members such as
+  README, LICENSE, *.txt, *.md and macOS resource forks are skipped).
 """
 
 from __future__ import annotations
@@ -12,13 +20,15 @@ from bisect import bisect_right
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\r\n"
+BLANK_LINE = "blank line"
 
 
 class SourceFileError(ValueError):
@@ -35,6 +45,25 @@ class RawRecord:
     error: str | None = None
     raw: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def describe(value: Any) -> str:
+    """A JSON value's type in words, with its article: 'a JSON object', 'a string', 'null'."""
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return "a JSON array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _excerpt(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)[:2000]
 
 
 def read_bytes(path: Path, config_key: str) -> bytes:
@@ -78,80 +107,163 @@ def _parse_array(text: str, pos: int) -> tuple[list[tuple[int, Any]], int]:
         pos += 1
 
 
-def iter_json_records(path: Path, config_key: str, display: str | None = None) -> Iterator[tuple[str, Any, str]]:
-    """Yield (location, value, group) for a JSON array, or for an object of arrays (group = key).
+def _json_record(location: str, value: Any, group: str) -> RawRecord:
+    if not isinstance(value, dict):
+        return RawRecord(location, error=f"expected a JSON object, got {describe(value)}", raw=_excerpt(value))
+    return RawRecord(location, fields=value, raw=_excerpt(value), extra={"group": group})
 
-    Non-UTF-8 bytes are kept as lone surrogates so that the record holding them can be quarantined.
+
+def iter_json_records(path: Path, config_key: str, display: str | None = None) -> Iterator[RawRecord]:
+    """Records of a JSON array, or of an object of arrays (`extra["group"]` = the key).
+
+    In an object of arrays a key whose value is not a list becomes one error record located at
+    `file:line [key]`. A `.json` file that holds JSON Lines (an object followed by more objects) is
+    read as JSON Lines. Non-UTF-8 bytes are kept as lone surrogates so that the record holding them
+    can be quarantined.
     """
     display = display or path.name
     text = read_bytes(path, config_key).decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
     line_starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
     pos = _skip(text, 0)
+    records: list[RawRecord] = []
+    lists = 0
+    other_keys: list[str] = []
     try:
         if text[pos] == "[":
-            items, _ = _parse_array(text, pos)
-            for offset, value in items:
-                yield f"{display}:{_line_of(offset, line_starts)}", value, ""
+            items, pos = _parse_array(text, pos)
+            records = [_json_record(f"{display}:{_line_of(offset, line_starts)}", value, "") for offset, value in items]
+            lists = 1
         elif text[pos] == "{":
             pos = _skip(text, pos + 1)
             while text[pos] != "}":
                 key, pos = _DECODER.raw_decode(text, pos)
+                if not isinstance(key, str):
+                    raise json.JSONDecodeError("expected a string key", text, pos)
                 pos = _skip(text, pos)
                 if text[pos] != ":":
                     raise json.JSONDecodeError("expected ':'", text, pos)
                 pos = _skip(text, pos + 1)
                 if text[pos] == "[":
                     items, pos = _parse_array(text, pos)
-                    for offset, value in items:
-                        yield f"{display}:{_line_of(offset, line_starts)}", value, key
+                    records += [_json_record(f"{display}:{_line_of(offset, line_starts)}", value, key) for offset, value in items]
+                    lists += 1
                 else:
-                    raise json.JSONDecodeError(f"value of {key!r} is not a list", text, pos)
+                    value, end = _DECODER.raw_decode(text, pos)
+                    other_keys.append(key)
+                    records.append(RawRecord(
+                        f"{display}:{_line_of(pos, line_starts)} [{key}]",
+                        error=f"value of key {key!r} is {describe(value)}, expected a list of records",
+                        raw=_excerpt(value),
+                    ))
+                    pos = end
                 pos = _skip(text, pos)
                 if text[pos] == ",":
                     pos = _skip(text, pos + 1)
+                elif text[pos] != "}":
+                    raise json.JSONDecodeError("expected ',' or '}'", text, pos)
+            pos = _skip(text, pos + 1)
+            if pos < len(text) and text[pos] == "{":
+                # JSON Lines saved as .json: one object per line
+                yield from _jsonl_from_bytes(text.encode("utf-8", errors="surrogateescape"), display)
+                return
         else:
-            raise json.JSONDecodeError("expected a JSON array or object", text, pos)
+            value, _ = _DECODER.raw_decode(text, pos)
+            raise SourceFileError(config_key, path, f"expected a JSON array of records or an object of arrays, got {describe(value)}")
+        pos = _skip(text, pos)
+        if pos < len(text):
+            raise json.JSONDecodeError(f"extra data after the JSON value at line {_line_of(pos, line_starts)}", text, pos)
     except (json.JSONDecodeError, IndexError) as exc:
-        raise SourceFileError(config_key, path, f"not valid JSON: {exc}") from exc
+        problem = exc.msg if isinstance(exc, json.JSONDecodeError) and exc.msg.startswith("extra data") else exc
+        raise SourceFileError(config_key, path, f"not valid JSON: {problem}") from exc
+    if records and not lists:
+        keys = ", ".join(repr(k) for k in other_keys[:5])
+        raise SourceFileError(config_key, path, "expected a JSON array of records or an object of arrays; "
+                              f"this object has no list values (keys: {keys})")
+    if not records:
+        raise SourceFileError(config_key, path, "the JSON holds no records")
+    yield from records
+
+
+def _blank_aware(items: Iterator[tuple[str, bool, Any]]) -> Iterator[tuple[str, bool, Any]]:
+    """Hold (location, blank, item) triples that are blank until a non-blank one follows: blank lines
+    between records come through, blank lines at the end of the file do not."""
+    pending: list[tuple[str, bool, Any]] = []
+    for item in items:
+        if item[1]:
+            pending.append(item)
+            continue
+        yield from pending
+        pending.clear()
+        yield item
 
 
 def _iter_lines(data: bytes, display: str) -> Iterator[tuple[str, str, str]]:
-    """Yield (location, line, error) for the non-blank lines of a byte string.
+    """Yield (location, line, error) for the lines of a byte string, up to the last non-blank one.
 
-    A line that is not UTF-8 comes back decoded with replacement characters and an error.
+    A blank line comes back with the error `blank line`; a line that is not UTF-8 comes back decoded
+    with replacement characters and an error.
     """
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    for number, raw_line in enumerate(data.split(b"\n"), start=1):
-        raw_line = raw_line.rstrip(b"\r")
-        if not raw_line.strip():
+
+    def lines() -> Iterator[tuple[str, bool, bytes]]:
+        for number, raw_line in enumerate(data.split(b"\n"), start=1):
+            raw_line = raw_line.rstrip(b"\r")
+            yield f"{display}:{number}", not raw_line.strip(), raw_line
+
+    for location, blank, raw_line in _blank_aware(lines()):
+        if blank:
+            yield location, raw_line.decode("utf-8", errors="replace"), BLANK_LINE
             continue
         try:
-            yield f"{display}:{number}", raw_line.decode("utf-8"), ""
+            yield location, raw_line.decode("utf-8"), ""
         except UnicodeDecodeError as exc:
             yield (
-                f"{display}:{number}",
+                location,
                 raw_line.decode("utf-8", errors="replace"),
                 f"non-UTF-8 bytes at byte {exc.start} of the line",
             )
 
 
+_DOCUMENTATION = ("readme", "license", "licence", "copying", "notice")
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, OSError)
+
+
+def _is_documentation(member: str) -> bool:
+    name = PurePosixPath(member).name.lower()
+    return name.startswith(".") or name.startswith(_DOCUMENTATION) or name.endswith((".txt", ".md"))
+
+
 def iter_jsonl_records(path: Path, config_key: str) -> Iterator[RawRecord]:
-    """JSON Lines, or every *.jsonl member of a .zip archive (macOS resource forks skipped)."""
-    if path.suffix == ".zip":
-        read_bytes(path, config_key)
-        with zipfile.ZipFile(path) as archive:
-            members = [
-                name
-                for name in archive.namelist()
-                if name.endswith(".jsonl") and not name.startswith("__MACOSX/")
-            ]
-            if not members:
-                raise SourceFileError(config_key, path, "zip archive holds no .jsonl file")
-            for member in members:
-                yield from _jsonl_from_bytes(archive.read(member), f"{path.name}!{member}")
-    else:
+    """JSON Lines, or every *.jsonl member of a .zip archive.
+
+    A member that cannot be decompressed is one error record (`archive.zip!member`), as is a member
+    that is not .jsonl (documentation members and macOS resource forks are skipped).
+    """
+    if path.suffix != ".zip":
         yield from _jsonl_from_bytes(read_bytes(path, config_key), path.name)
+        return
+    read_bytes(path, config_key)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise SourceFileError(config_key, path, f"not a zip archive ({exc})") from exc
+    with archive:
+        members = [info for info in archive.infolist() if not info.is_dir() and not info.filename.startswith("__MACOSX/")]
+        if not any(info.filename.endswith(".jsonl") for info in members):
+            raise SourceFileError(config_key, path, "zip archive holds no .jsonl file")
+        for info in members:
+            display = f"{path.name}!{info.filename}"
+            if not info.filename.endswith(".jsonl"):
+                if not _is_documentation(info.filename):
+                    yield RawRecord(display, error="zip member is not a .jsonl file: not read", raw=info.filename)
+                continue
+            try:
+                data = archive.read(info)
+            except _ZIP_READ_ERRORS as exc:
+                yield RawRecord(display, error=f"unreadable zip member: {exc}", raw=info.filename)
+                continue
+            yield from _jsonl_from_bytes(data, display)
 
 
 def _jsonl_from_bytes(data: bytes, display: str) -> Iterator[RawRecord]:
@@ -165,28 +277,35 @@ def _jsonl_from_bytes(data: bytes, display: str) -> Iterator[RawRecord]:
             yield RawRecord(location, error=f"invalid JSON: {exc.msg} at column {exc.colno}", raw=line)
             continue
         if not isinstance(value, dict):
-            yield RawRecord(location, error=f"expected a JSON object, got {type(value).__name__}", raw=line)
+            yield RawRecord(location, error=f"expected a JSON object, got {describe(value)}", raw=line)
             continue
         yield RawRecord(location, fields=value, raw=line)
 
 
 def iter_csv_rows(path: Path, config_key: str, header: bool) -> Iterator[RawRecord]:
-    """CSV rows as lists (headerless) or dicts (with header); BOM and CRLF handled."""
+    """CSV rows as lists (headerless) or dicts (with header); BOM and CRLF handled.
+
+    A row whose cells are all blank is an error record `blank line` (unless only blank rows follow it).
+    """
     data = read_bytes(path, config_key)
     text = data.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
     reader = csv.reader(io.StringIO(text, newline=""))
+
+    def rows() -> Iterator[tuple[str, bool, list[str]]]:
+        line = 1
+        for row in reader:
+            location = f"{path.name}:{line}"
+            line = reader.line_num + 1
+            yield location, not any(cell.strip() for cell in row), row
+
     columns: list[str] | None = None
-    line = 1
-    for row in reader:
-        location = f"{path.name}:{line}"
-        line = reader.line_num + 1
-        if not any(cell.strip() for cell in row):
-            continue
-        if header and columns is None:
-            columns = row
-            continue
+    for location, blank, row in _blank_aware(rows()):
         raw = ",".join(row)
-        if columns is None:
+        if blank:
+            yield RawRecord(location, error=BLANK_LINE, raw=raw)
+        elif header and columns is None:
+            columns = row
+        elif columns is None:
             yield RawRecord(location, fields={"_cells": row}, raw=raw)
         elif len(row) != len(columns):
             yield RawRecord(location, error=f"expected {len(columns)} columns, got {len(row)}", raw=raw)
@@ -198,7 +317,11 @@ def iter_parquet_rows(path: Path, config_key: str) -> Iterator[RawRecord]:
     import polars as pl
 
     read_bytes(path, config_key)
-    for index, row in enumerate(pl.read_parquet(path).iter_rows(named=True), start=1):
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise SourceFileError(config_key, path, f"not a readable Parquet file ({exc})") from exc
+    for index, row in enumerate(frame.iter_rows(named=True), start=1):
         yield RawRecord(f"{path.name}:row {index}", fields=row, raw=json.dumps(row, default=str)[:2000])
 
 

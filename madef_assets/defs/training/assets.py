@@ -1,15 +1,21 @@
 """Fine-tuning: the trainee's base checkpoint and a LLaMA-Factory full-parameter SFT run on sft_dataset."""
 
-import json
+from pathlib import Path
 
 import polars as pl
 from dagster import AssetExecutionContext, Failure, MetadataValue, Output, PipesSubprocessClient, asset
 
-from madef_assets.defs.selection.export import DATASET_NAME
-from madef_assets.defs.training.llamafactory_config import folder_size, read_trainer_log, render_train_config, to_yaml
+from madef_assets.defs.selection.export import DATASET_NAME, read_manifest
+from madef_assets.defs.training.llamafactory_config import (
+    folder_size,
+    read_final_eval_loss,
+    read_trainer_log,
+    render_train_config,
+    to_yaml,
+)
 from madef_assets.llm.engines import ENGINES, free_gpu_problem, gpu_memory
 from madef_assets.llm.model_files import folder_fingerprint, resolve_model_path
-from madef_assets.reports import line_png, markdown_image, markdown_table
+from madef_assets.reports import lines_png, markdown_image, markdown_table
 from madef_assets.settings import Settings
 
 GROUP = "training"
@@ -35,19 +41,27 @@ def build_training_assets(settings: Settings) -> list:
         context.add_output_metadata({"path": MetadataValue.path(str(path)), "size_bytes": int(table["size_bytes"][0])})
         return table
 
-    @asset(group_name=GROUP, kinds={"duckdb", "pytorch"}, pool="duckdb", deps=["sft_dataset"])
+    @asset(group_name=GROUP, kinds={"duckdb", "pytorch"}, pool="duckdb")
     def finetuned_checkpoint(context: AssetExecutionContext, pipes_subprocess_client: PipesSubprocessClient,
-                             base_model_checkpoint: pl.DataFrame) -> Output:
-        """LLaMA-Factory full-parameter SFT of the base checkpoint on the exported sft_dataset folder, run in
-        the training environment through Dagster Pipes (log streamed to the run); metadata: loss per step,
-        loss curve, rendered YAML, wall time, checkpoint path and size."""
+                             base_model_checkpoint: pl.DataFrame, sft_dataset_folder: pl.DataFrame) -> Output:
+        """LLaMA-Factory full-parameter SFT of the base checkpoint on the published sft_dataset folder (only a
+        set that passed the contamination gate is ever published), run in the training environment through
+        Dagster Pipes (log streamed to the run); metadata: train and eval loss per step, one loss curve with
+        both, rendered YAML, wall time, checkpoint path and size."""
+        dataset_dir = Path(sft_dataset_folder["path"][0])
+        manifest = read_manifest(dataset_dir)
+        if manifest is None or manifest["files_version"] != sft_dataset_folder["files_version"][0]:
+            raise Failure(description=f"the SFT folder {dataset_dir} is not the published sft_dataset_folder "
+                          f"(version {sft_dataset_folder['files_version'][0]}): a later sft_dataset run was blocked by its "
+                          "contamination gate and withdrew it, or the folder was changed by hand; materialize sft_dataset and "
+                          "sft_dataset_folder again")
         closed = ENGINES.release()  # every loaded model, whatever gpu.release says: training needs the memory
         problem = free_gpu_problem(gpu_memory(), settings.gpu.training_min_free_fraction)
         if problem:
             raise Failure(description=f"training not started: {problem}")
         context.log.info(f"closed {closed} loaded model engine(s) before training")
         output_dir = training.output_dir
-        config = render_train_config(base_model_checkpoint["path"][0], settings.method.sft_export_dir, DATASET_NAME, output_dir, training.args)
+        config = render_train_config(base_model_checkpoint["path"][0], dataset_dir, DATASET_NAME, output_dir, training.args)
         config_path = output_dir.parent / "finetuned_train.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(to_yaml(config), encoding="utf-8")
@@ -60,16 +74,22 @@ def build_training_assets(settings: Settings) -> list:
                 description=f"llamafactory-cli train exited with code {outcome['exit_code']}:\n" + "\n".join(outcome["tail"][-15:]),
                 metadata={"exit_code": outcome["exit_code"], "train_yaml": MetadataValue.md(f"```yaml\n{to_yaml(config)}```")},
             )
-        losses = read_trainer_log(output_dir)
-        chart = line_png(losses, "step", "loss", "Training loss", output_dir.parent / "finetuned_loss.png")
+        log = read_trainer_log(output_dir)
+        train_loss, eval_loss = log.drop_nulls("loss"), log.drop_nulls("eval_loss")
+        chart = lines_png(log, "step", {"loss": "train loss", "eval_loss": "eval loss (validation split)"},
+                          "Training and validation loss", output_dir.parent / "finetuned_loss.png", ylabel="loss")
         metadata = {
             "train_yaml": MetadataValue.md(f"```yaml\n{to_yaml(config)}```"),
-            "loss_per_step": MetadataValue.md(markdown_table(losses) if losses.height else "no loss logged"),
-            "samples": len(json.loads((settings.method.sft_export_dir / f"{DATASET_NAME}.json").read_text(encoding="utf-8"))),
+            "loss_per_step": MetadataValue.md(markdown_table(log) if log.height else "no loss logged"),
+            "samples": int(manifest["rows"]),
+            "dataset_version": manifest["files_version"],
             "loss_curve": MetadataValue.md(markdown_image(chart)),
-            "steps": int(losses["step"].max() or 0) if losses.height else 0,
-            "first_loss": float(losses["loss"][0]) if losses.height else None,
-            "final_loss": float(losses["loss"][-1]) if losses.height else None,
+            "steps": int(log["step"].max() or 0) if log.height else 0,
+            "first_loss": float(train_loss["loss"][0]) if train_loss.height else None,
+            "final_loss": float(train_loss["loss"][-1]) if train_loss.height else None,
+            "eval_steps_logged": eval_loss.height,
+            "first_eval_loss": float(eval_loss["eval_loss"][0]) if eval_loss.height else None,
+            "final_eval_loss": float(eval_loss["eval_loss"][-1]) if eval_loss.height else read_final_eval_loss(output_dir),
             "wall_seconds": outcome.get("wall_seconds"),
             "checkpoint": MetadataValue.path(str(output_dir)),
         }

@@ -39,12 +39,30 @@ def render_train_config(base_model: Path, dataset_dir: Path, dataset: str, outpu
         raise ValueError(f"training.args may not set {sorted(clash)}: madef sets them from the graph")
     config = {**PAPER_DEFAULTS, **overrides, "model_name_or_path": str(base_model), "dataset": dataset,
               "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
+    check_evaluation_args(config)
     if "deepspeed" in config and not Path(config["deepspeed"]).is_absolute():
         # A profile names the DeepSpeed file relative to the project; the trainer may run elsewhere.
         from madef_assets.settings import PROJECT_ROOT
 
         config["deepspeed"] = str(PROJECT_ROOT / config["deepspeed"])
     return config
+
+
+def check_evaluation_args(config: dict[str, Any]) -> None:
+    """A held-out split (`val_size`) and evaluation during training (`eval_strategy`, `eval_steps`) go
+    together; caught here, before a training run fails or silently skips its validation split."""
+    val_size = config.get("val_size") or 0
+    strategy = str(config.get("eval_strategy") or "no")
+    if val_size == 1:
+        raise ValueError("training.args.val_size: 1 means the whole set to LLaMA-Factory (a fraction); give a fraction "
+                         "below 1 or a count of 2 or more")
+    if val_size and strategy == "no":
+        raise ValueError("training.args.val_size holds out a validation split that would never be evaluated: "
+                         "set eval_strategy (steps or epoch) and eval_steps")
+    if strategy != "no" and not val_size:
+        raise ValueError(f"training.args.eval_strategy {strategy!r} needs a validation split: set val_size")
+    if strategy == "steps" and not config.get("eval_steps"):
+        raise ValueError("training.args.eval_strategy steps needs eval_steps (otherwise it evaluates at every logged step)")
 
 
 def to_yaml(config: dict[str, Any]) -> str:
@@ -54,19 +72,42 @@ def to_yaml(config: dict[str, Any]) -> str:
 
 
 def read_trainer_log(output_dir: Path) -> pl.DataFrame:
-    """Loss per logged step from LLaMA-Factory's trainer_log.jsonl (empty when nothing was logged)."""
+    """Train and eval loss per logged step from LLaMA-Factory's trainer_log.jsonl, one row per step:
+    `loss` (null where the step only evaluated), `eval_loss` (null where it did not evaluate; logged when
+    a validation split is held out: val_size with eval_strategy/eval_steps). Empty when nothing was logged.
+    LLaMA-Factory's callback writes one line per Trainer log call: training lines carry `loss`, `lr` and
+    `epoch`, evaluation lines `eval_loss`, both keyed by `current_steps`."""
     import polars as pl
 
-    schema = {"step": pl.Int64, "loss": pl.Float64, "learning_rate": pl.Float64, "epoch": pl.Float64}
+    schema = {"step": pl.Int64, "loss": pl.Float64, "eval_loss": pl.Float64, "learning_rate": pl.Float64, "epoch": pl.Float64}
     path = output_dir / "trainer_log.jsonl"
     if not path.exists():
         return pl.DataFrame(schema=schema)
-    rows = []
+    by_step: dict[int, dict[str, Any]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
         entry = json.loads(line)
-        if "loss" in entry and entry["loss"] is not None:
-            rows.append({"step": entry["current_steps"], "loss": entry["loss"], "learning_rate": entry.get("lr"), "epoch": entry.get("epoch")})
-    return pl.DataFrame(rows, schema=schema)
+        step = entry.get("current_steps")
+        if step is None:
+            continue
+        if entry.get("loss") is not None:
+            row = by_step.setdefault(step, {"step": step})
+            row.update(loss=entry["loss"], learning_rate=entry.get("lr"), epoch=entry.get("epoch"))
+        if entry.get("eval_loss") is not None:
+            row = by_step.setdefault(step, {"step": step})
+            row["eval_loss"] = entry["eval_loss"]
+            row.setdefault("epoch", entry.get("epoch"))
+    return pl.DataFrame([by_step[step] for step in sorted(by_step)], schema=schema)
+
+
+def read_final_eval_loss(output_dir: Path) -> float | None:
+    """eval_loss of the evaluation LLaMA-Factory runs after training (eval_results.json), if any."""
+    path = output_dir / "eval_results.json"
+    if not path.exists():
+        return None
+    value = json.loads(path.read_text(encoding="utf-8")).get("eval_loss")
+    return float(value) if value is not None else None
 
 
 def folder_size(path: Path) -> int:
