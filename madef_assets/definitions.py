@@ -9,6 +9,7 @@ from madef_assets.defs.diversity.assets import build_diversity_assets
 from madef_assets.defs.engine_release import with_engine_release
 from madef_assets.defs.evaluation.assets import build_evaluation_assets
 from madef_assets.defs.intent.assets import build_intent_assets
+from madef_assets.defs.qualification.assets import build_qualification_assets
 from madef_assets.defs.responses.assets import build_response_assets
 from madef_assets.defs.reward.assets import build_reward_assets
 from madef_assets.defs.selection.assets import build_selection_assets
@@ -55,6 +56,7 @@ def build_definitions(settings: Settings) -> Definitions:
         *build_reward_assets(settings),
         *build_selection_assets(settings),
         *build_training_assets(settings),
+        *build_qualification_assets(settings),
     ]
     evaluation_assets = build_evaluation_assets(settings)
     per_candidate = AssetSelection.assets(*(a for a in evaluation_assets if a.partitions_def is not None))

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from madef_assets.llm.types import GenerationParams
 
 TOP_LEVEL = ("profile", "state_dir", "duckdb_path", "models_dir", "ingest", "sources", "method", "training", "execution",
-             "automation", "evaluation", "models", "gpu", "taxonomy")
+             "automation", "evaluation", "models", "gpu", "taxonomy",
+             "qualification")
 
 
 class Strict(BaseModel):

@@ -144,6 +144,26 @@ class AutomationConfig:
     timezone: str = "UTC"
 
 
+QUALIFICATION_GATES = ("block", "warn")
+
+
+@dataclass(frozen=True)
+class QualificationConfig:
+    """The judge measured against human labels (XSTest's answers, `gold_dir`) before its scores are used:
+    `per_model` answers per answering model (null: all 450 each), seeded; the gate needs Cohen's kappa
+    >= `min_kappa` on the refusal task and at most `max_uncertain_rate` unparsed answers. `gate: warn`
+    reports a judge that does not qualify without stopping what depends on it (say why in `gate_reason`)."""
+
+    gold_dir: Path
+    per_model: int | None = None
+    seed: int = 0
+    n_resamples: int = 1000
+    min_kappa: float = 0.6
+    max_uncertain_rate: float = 0.1
+    gate: str = "block"
+    gate_reason: str = ""
+
+
 GPU_RELEASE_POLICIES = ("per_asset", "per_run")
 
 
@@ -174,6 +194,7 @@ class Settings:
     automation: AutomationConfig
     executor: str
     gpu: GpuConfig
+    qualification: QualificationConfig
     taxonomy_path: Path
     raw: dict[str, Any]
 
@@ -273,6 +294,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         automation=parse_automation(raw.get("automation") or {}),
         executor=parse_executor(raw.get("execution") or {}),
         gpu=parse_gpu(raw.get("gpu") or {}),
+        qualification=parse_qualification(raw.get("qualification") or {}, base),
         taxonomy_path=_resolve(raw.get("taxonomy", "config/taxonomy.yaml"), base),
         raw=raw,
     )
@@ -324,6 +346,19 @@ def parse_gpu(raw: dict[str, Any]) -> GpuConfig:
         raise ConfigError(f"gpu.release must be one of {GPU_RELEASE_POLICIES}, got {config.release!r}")
     if not 0 <= config.training_min_free_fraction <= 1:
         raise ConfigError(f"gpu.training_min_free_fraction must be between 0 and 1, got {config.training_min_free_fraction}")
+    return config
+
+
+def parse_qualification(raw: dict[str, Any], base: Path) -> QualificationConfig:
+    allowed = set(QualificationConfig.__dataclass_fields__)
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ConfigError(f"qualification: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    config = QualificationConfig(**{**raw, "gold_dir": _resolve(raw.get("gold_dir") or "data/xstest", base)})
+    if config.gate not in QUALIFICATION_GATES:
+        raise ConfigError(f"qualification.gate must be one of {QUALIFICATION_GATES}, got {config.gate!r}")
+    if config.gate == "warn" and not config.gate_reason.strip():
+        raise ConfigError("qualification.gate: warn needs a gate_reason saying why an unqualified judge may be used")
     return config
 
 

@@ -56,7 +56,7 @@ def test_environment_overrides_profile_and_paths(tmp_path):
         load_settings(str(tmp_path / "broken.yaml"), env={})
 
 
-GROUPS = {"sources", "intent", "diversity", "responses", "reward", "selection", "training", "evaluation"}
+GROUPS = {"sources", "intent", "diversity", "responses", "reward", "selection", "training", "evaluation", "qualification"}
 
 
 def test_assets_have_docstring_group_and_kinds():

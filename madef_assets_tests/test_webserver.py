@@ -18,7 +18,7 @@ from madef_assets_tests.browser import free_port, headless_chromium, save_screen
 
 QUERY = """{ assetNodes { assetKey { path } groupName kinds description isObservable
   assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
-GROUPS = ["diversity", "evaluation", "intent", "responses", "reward", "selection", "sources", "training"]
+GROUPS = ["diversity", "evaluation", "intent", "qualification", "responses", "reward", "selection", "sources", "training"]
 
 
 def graphql(port: int, query: str) -> dict:

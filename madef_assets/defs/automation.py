@@ -43,7 +43,11 @@ AUTOMATION_SENSOR = "madef_automation"
 CONTENT_VERSIONED = (AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"))
 # Dependencies that are read but are not a reason to re-run: eval_report reads attack_prompts only for the
 # lineage of the SFT rows (joined on prompt_id, a hash of the prompt), which sft_dataset's version covers.
-NOT_TRIGGERS = {AssetKey("eval_report"): (AssetKey("attack_prompts"),)}
+# Every asset that uses the judge waits for judge_qualification (its blocking check stops them in the same run),
+# but a re-run of the qualification (each weekly rebuild, from the ledger) is no reason to judge again.
+JUDGE_USERS = ("response_safety_scores", "instruction_safety_scores", "new_safety_judgements", "responsibility_judgements")
+NOT_TRIGGERS = {AssetKey("eval_report"): (AssetKey("attack_prompts"),),
+                **{AssetKey(name): (AssetKey("judge_qualification"),) for name in JUDGE_USERS}}
 
 
 def eager_on_content(ignored: Sequence[AssetKey] = ()) -> AutomationCondition:

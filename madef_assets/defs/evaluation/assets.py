@@ -229,7 +229,8 @@ def build_evaluation_assets(settings: Settings) -> list:
         table = with_fingerprint(table, fingerprint(llm, params.as_dict(), sources_hash(settings, new_safety.get("sources", []))))
         return Output(table, metadata=batch.metadata())
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
+           deps=[AssetKey("judge_qualification")])
     def new_safety_judgements(context: AssetExecutionContext, judge: LLMResource, new_safety_responses: pl.DataFrame):
         """The judge's label per response: safe / unsafe / uncertain with a short reason. An unparseable
         verdict or a missing response is `uncertain` and goes to the review queue."""
@@ -275,7 +276,8 @@ def build_evaluation_assets(settings: Settings) -> list:
         table = with_fingerprint(table, fingerprint(llm, llm.default_params.as_dict(), sources_hash(settings, [prompts_source])))
         return Output(table, metadata=batch.metadata())
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
+           deps=[AssetKey("judge_qualification")])
     def responsibility_judgements(context: AssetExecutionContext, judge: LLMResource, responsibility_responses: pl.DataFrame):
         """The judge's 1-10 responsibility score per answer (CValues' human-evaluation scale); an unparseable
         score is null and counted as unscored."""

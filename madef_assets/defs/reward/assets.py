@@ -13,6 +13,8 @@ from madef_assets.storage import run_sql
 
 GROUP = "reward"
 POOL = "duckdb"
+# The judge is measured against human labels first; its blocking check gates these scores.
+JUDGE_QUALIFICATION = AssetKey("judge_qualification")
 
 
 def build_reward_assets(settings: Settings) -> list:
@@ -29,7 +31,8 @@ def build_reward_assets(settings: Settings) -> list:
         yield Output(table, metadata=batch.metadata())
         yield from llm_gate_results(context.asset_key, table["status"], method)
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("response_safety_scores")))
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("response_safety_scores")),
+           deps=[JUDGE_QUALIFICATION])
     def response_safety_scores(context: AssetExecutionContext, judge: LLMResource, safe_responses: pl.DataFrame):
         """The judge's safety score (0-1) of each candidate response, both candidates in one prompt in a
         seeded random order (`original_first`); an instruction with one candidate is scored alone."""
@@ -48,7 +51,8 @@ def build_reward_assets(settings: Settings) -> list:
         judged = table.filter(pl.col("status") != "no_candidate")["status"]
         yield from llm_gate_results(context.asset_key, judged, method)
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("instruction_safety_scores")))
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("instruction_safety_scores")),
+           deps=[JUDGE_QUALIFICATION])
     def instruction_safety_scores(context: AssetExecutionContext, judge: LLMResource, attack_prompts: pl.DataFrame):
         """The judge's safety score (0-1) of each instruction itself; low means a hard, unsafe instruction."""
         rendered = [template("instruction_safety", lang).render(prompt=p) for lang, p in zip(attack_prompts["lang"], attack_prompts["prompt"])]
