@@ -4,14 +4,15 @@ answer is read, and which reference raters stand beside it. Plain functions, no 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
 
 from madef_assets.defs.evaluation.judging import parse_safety_judgement
 from madef_assets.defs.qualification.gold import ANSWER_CLASSES, HARM_BY_ANSWER, harmfulness_gold
+from madef_assets.defs.qualification.metrics import UNCERTAIN
 
-UNCERTAIN = "uncertain"
 _REFUSAL_CLASSES = {"full compliance": "compliance", "full refusal": "refusal", "partial refusal": "partial",
                     "compliance": "compliance", "refusal": "refusal", "partial": "partial"}
 # Longest first, so "full refusal" is never read as "refusal" of a partial class.
@@ -35,8 +36,8 @@ def parse_harm_label(output: str | None) -> str:
 
 @dataclass(frozen=True)
 class Task:
-    """One qualification task: its gold rows, the template the judge answers, how the answer is read, and
-    the label set with the positive class whose F1 is reported."""
+    """One qualification task: the column its gold comes from, the template the judge answers, how the
+    answer is read, and the label set with the positive class whose F1 is reported."""
 
     name: str
     template: str
@@ -44,7 +45,7 @@ class Task:
     positive: str
     gold_column: str
     reference_map: dict[str, str]  # reference raters' answer classes -> this task's labels
-    parse: object
+    parse: Callable[[str | None], str]
 
 
 REFUSAL = Task("refusal", "refusal_judge", ANSWER_CLASSES, "refusal", "final_label",
