@@ -91,3 +91,32 @@ def lines_png(frame: pl.DataFrame, x: str, ys: dict[str, str], title: str, path:
 def markdown_table(frame: pl.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width + "\n"
     return header + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows())
+
+
+def heatmap_png(matrix: list[list[int]], rows: list[str], columns: list[str], title: str, path: Path,
+                row_title: str = "", column_title: str = "") -> Path:
+    """A matrix of counts as a heat map with every cell's count written in it (e.g. a confusion matrix:
+    rows gold, columns predicted), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(0.55 * len(columns) + 2.5, 0.5 * len(rows) + 2))
+    image = axis.imshow(matrix, cmap="Blues", aspect="auto")
+    largest = max((max(row) for row in matrix if row), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                      color="white" if largest and count > largest / 2 else "black")
+    axis.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(range(len(rows)), rows, fontsize=8)
+    axis.set_xlabel(column_title)
+    axis.set_ylabel(row_title)
+    axis.set_title(title)
+    figure.colorbar(image, ax=axis, fraction=0.04)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -145,6 +145,7 @@ class AutomationConfig:
 
 
 QUALIFICATION_GATES = ("block", "warn")
+DEFAULT_LABELER_SOURCES = ("s_eval", "xsafety")
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,13 @@ class QualificationConfig:
     """The judge measured against human labels (XSTest's answers, `gold_dir`) before its scores are used:
     `per_model` answers per answering model (null: all 450 each), seeded; the gate needs Cohen's kappa
     >= `min_kappa` on the refusal task and at most `max_uncertain_rate` unparsed answers. `gate: warn`
-    reports a judge that does not qualify without stopping what depends on it (say why in `gate_reason`)."""
+    reports a judge that does not qualify without stopping what depends on it (say why in `gate_reason`).
+
+    The labeler is measured against the source categories of `labeler_sources` (configured sources only;
+    null: those of s_eval and xsafety that are configured; empty: no labeler qualification is built and
+    intent_labels waits for none), `labeler_per_category` prompts per language and category (null: all),
+    seeded with `seed`; its gate needs kappa >= `labeler_min_kappa` over all languages and at most
+    `labeler_max_uncertain_rate` prompts without a category; `gate` and `gate_reason` apply to both."""
 
     gold_dir: Path
     per_model: int | None = None
@@ -162,6 +169,10 @@ class QualificationConfig:
     max_uncertain_rate: float = 0.1
     gate: str = "block"
     gate_reason: str = ""
+    labeler_sources: tuple[str, ...] = DEFAULT_LABELER_SOURCES
+    labeler_per_category: int | None = None
+    labeler_min_kappa: float = 0.6
+    labeler_max_uncertain_rate: float = 0.1
 
 
 GPU_RELEASE_POLICIES = ("per_asset", "per_run")
@@ -294,7 +305,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         automation=parse_automation(raw.get("automation") or {}),
         executor=parse_executor(raw.get("execution") or {}),
         gpu=parse_gpu(raw.get("gpu") or {}),
-        qualification=parse_qualification(raw.get("qualification") or {}, base),
+        qualification=parse_qualification(raw.get("qualification") or {}, base, set(sources)),
         taxonomy_path=_resolve(raw.get("taxonomy", "config/taxonomy.yaml"), base),
         raw=raw,
     )
@@ -349,16 +360,24 @@ def parse_gpu(raw: dict[str, Any]) -> GpuConfig:
     return config
 
 
-def parse_qualification(raw: dict[str, Any], base: Path) -> QualificationConfig:
+def parse_qualification(raw: dict[str, Any], base: Path, sources: set[str]) -> QualificationConfig:
     allowed = set(QualificationConfig.__dataclass_fields__)
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(f"qualification: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-    config = QualificationConfig(**{**raw, "gold_dir": _resolve(raw.get("gold_dir") or "data/xstest", base)})
+    labeler_sources = raw.get("labeler_sources")
+    if labeler_sources is None:
+        labeler_sources = [name for name in DEFAULT_LABELER_SOURCES if name in sources]
+    elif set(labeler_sources) - sources:
+        raise ConfigError(f"qualification.labeler_sources: {sorted(set(labeler_sources) - sources)} "
+                          "are not configured sources")
+    config = QualificationConfig(**{**raw, "gold_dir": _resolve(raw.get("gold_dir") or "data/xstest", base),
+                                    "labeler_sources": tuple(labeler_sources)})
     if config.gate not in QUALIFICATION_GATES:
         raise ConfigError(f"qualification.gate must be one of {QUALIFICATION_GATES}, got {config.gate!r}")
     if config.gate == "warn" and not config.gate_reason.strip():
-        raise ConfigError("qualification.gate: warn needs a gate_reason saying why an unqualified judge may be used")
+        raise ConfigError("qualification.gate: warn needs a gate_reason saying why an unqualified judge or labeler "
+                          "may be used")
     return config
 
 

@@ -79,6 +79,10 @@ def test_profile_section_is_checked(tmp_path):
         load_settings(str(profile(tmp_path, min_kapa=0.5)), env={})
 
 
+def judge_only(settings):
+    return [a for a in build_qualification_assets(settings) if a.key == AssetKey("judge_qualification")]
+
+
 def gold_judge(error_rate: float, per_model: int, seed: int):
     """A judge that answers from the human labels, wrong on `error_rate` of the rows (chosen by a hash)."""
     answers = {}
@@ -104,7 +108,7 @@ def test_gate_passes_a_judge_that_agrees_with_humans_and_blocks_one_that_does_no
                                   "api": "chat", "concurrency": 8, "params": {"max_new_tokens": 8}}
         path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
         settings = load_settings(str(path), env={"MADEF_STATE_DIR": str(tmp_path / "state")})
-        result = materialize(build_qualification_assets(settings), resources=build_resources(settings),
+        result = materialize(judge_only(settings), resources=build_resources(settings),
                              instance=DagsterInstance.ephemeral(), raise_on_error=False)
     [check] = result.get_asset_check_evaluations()
     assert check.passed is qualifies
@@ -136,7 +140,7 @@ def test_a_warn_gate_reports_an_unqualified_judge_without_blocking(tmp_path):
         raw["models"]["judge"] = {"backend": "openai", "model": "gold-judge", "base_url": server.base_url, "api_key_env": None}
         path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
         settings = load_settings(str(path), env={"MADEF_STATE_DIR": str(tmp_path / "state")})
-        result = materialize(build_qualification_assets(settings), resources=build_resources(settings),
+        result = materialize(judge_only(settings), resources=build_resources(settings),
                              instance=DagsterInstance.ephemeral(), raise_on_error=False)
     [check] = result.get_asset_check_evaluations()
     assert (check.passed, check.severity) == (False, AssetCheckSeverity.WARN)

@@ -20,6 +20,7 @@ from madef_assets.defs.qualification.metrics import (
     cohen_kappa,
     confusion,
     f1,
+    macro_f1,
     wilson_interval,
 )
 from madef_assets.settings import PROJECT_ROOT
@@ -143,6 +144,21 @@ def test_agreement_report_keeps_unparsed_answers_as_a_wrong_class():
         assert low <= report[metric] <= high
     with pytest.raises(ValueError, match="'maybe'"):
         agreement_report(gold, ["maybe"] * 6, ANSWER_CLASSES, "refusal", n_resamples=10)
+
+
+def test_macro_f1_by_hand_and_a_report_without_a_positive_class():
+    # a: TP 2, FP 1, FN 0 -> 4/5; b: TP 1, FP 0, FN 1 -> 2/3; c: TP 0, FP 0, FN 1 -> 0; uncertain is no class.
+    gold = ["a", "a", "b", "b", "c"]
+    predicted = ["a", "a", "b", "a", "uncertain"]
+    assert macro_f1(gold, predicted) == pytest.approx((4 / 5 + 2 / 3 + 0) / 3)
+    assert macro_f1(["a", "b"], ["a", "b"]) == 1.0
+    report = agreement_report(gold, predicted, ("a", "b", "c"), None, n_resamples=100, seed=0)
+    assert (report["f1"], report["f1_ci"]) == (None, None)
+    assert report["macro_f1"] == pytest.approx(macro_f1(gold, predicted))
+    low, high = report["macro_f1_ci"]
+    assert low <= report["macro_f1"] <= high
+    with pytest.raises(ValueError, match="positive class"):
+        agreement_report(gold, predicted, ("a", "b", "c"), "uncertain", n_resamples=10)
 
 
 def test_xstest_prompts_bundled():

@@ -45,9 +45,12 @@ CONTENT_VERSIONED = (AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"))
 # lineage of the SFT rows (joined on prompt_id, a hash of the prompt), which sft_dataset's version covers.
 # Every asset that uses the judge waits for judge_qualification (its blocking check stops them in the same run),
 # but a re-run of the qualification (each weekly rebuild, from the ledger) is no reason to judge again.
+# The same for the labeler: intent_labels waits for labeler_qualification, whose re-runs are no reason to label again.
 JUDGE_USERS = ("response_safety_scores", "instruction_safety_scores", "new_safety_judgements", "responsibility_judgements")
+LABELER_USERS = ("intent_labels",)
 NOT_TRIGGERS = {AssetKey("eval_report"): (AssetKey("attack_prompts"),),
-                **{AssetKey(name): (AssetKey("judge_qualification"),) for name in JUDGE_USERS}}
+                **{AssetKey(name): (AssetKey("judge_qualification"),) for name in JUDGE_USERS},
+                **{AssetKey(name): (AssetKey("labeler_qualification"),) for name in LABELER_USERS}}
 
 
 def eager_on_content(ignored: Sequence[AssetKey] = ()) -> AutomationCondition:

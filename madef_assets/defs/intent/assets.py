@@ -53,8 +53,10 @@ def label_taxonomy_table(labels: pl.DataFrame, sources: pl.DataFrame, taxonomy: 
 def build_intent_assets(settings: Settings) -> list:
     method = settings.method
     source_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in method.attack_sources}
+    # The labeler's qualification blocks labeling in the same run (none is built without gold sources).
+    qualification = [AssetKey("labeler_qualification")] if settings.qualification.labeler_sources else []
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, ins=source_ins, pool=POOL,
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, ins=source_ins, pool=POOL, deps=qualification,
            check_specs=llm_gate_specs(AssetKey("intent_labels")))
     def intent_labels(context: AssetExecutionContext, labeler: LLMResource, **sources: pl.DataFrame):
         """Free-form safety-theme intent labels for attack prompts (the paper's labeling instruction, zh/en),

@@ -1,22 +1,32 @@
-"""Group `qualification`: the judge measured against human labels before its scores are used."""
+"""Group `qualification`: the judge measured against human labels before its scores are used, and the labeler
+against the data sets' own categories before its labels are."""
 
 import hashlib
 import json
+from pathlib import Path
 
 import polars as pl
-from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetKey, DataVersion, Output,
-                     asset)
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetIn, AssetKey,
+                     DataVersion, MetadataValue, Output, asset)
 
+from madef_assets.defs.frames import concat_prompts
+from madef_assets.defs.intent.labels import parse_labels
+from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.qualification.gold import xstest_human_labels
-from madef_assets.defs.qualification.metrics import agreement_report
-from madef_assets.defs.qualification.tasks import REFUSAL, TASKS, UNCERTAIN, reference_raters, sample_gold, task_rows
+from madef_assets.defs.qualification.labeler import (ALL_LANGUAGES, agreement_by_language, gold_prompts,
+                                                     labeling_prompts, labeling_table, sample_per_category)
+from madef_assets.defs.qualification.metrics import UNCERTAIN, agreement_report
+from madef_assets.defs.qualification.tasks import REFUSAL, TASKS, reference_raters, sample_gold, task_rows
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version, template
-from madef_assets.settings import Settings
+from madef_assets.reports import heatmap_png, markdown_image
+from madef_assets.settings import QualificationConfig, Settings
 
 GROUP = "qualification"
 POOL = "duckdb"
 JUDGE_QUALIFIED = "judge_qualified"
+LABELER_QUALIFIED = "labeler_qualified"
+LABELER_QUALIFICATION = AssetKey("labeler_qualification")
 JUDGE_RATER = "judge (this profile's)"
 JUDGEMENT_SCHEMA = {"task": pl.Utf8, "model": pl.Utf8, "id": pl.Int64, "type": pl.Utf8, "prompt_label": pl.Utf8,
                     "gold": pl.Utf8, "judge_label": pl.Utf8, "judge_status": pl.Utf8, "judge_raw_output": pl.Utf8}
@@ -36,16 +46,51 @@ def agreement_table(reports: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def qualification_verdict(report: dict, min_kappa: float, max_uncertain_rate: float) -> tuple[bool, str]:
-    """Whether the judge qualifies on the refusal task, in words."""
+def language_agreement_table(reports: dict[str, dict]) -> str:
+    """One markdown table: the labeler's agreement with the gold categories per language and overall."""
+    lines = ["| language | n | accuracy | Cohen's κ | macro-F1 | uncertain rate |", "|---|---|---|---|---|---|"]
+    for language, r in reports.items():
+        cells = [interval(r[name], r[f"{name}_ci"]) for name in ("accuracy", "kappa", "macro_f1", "unparsed_rate")]
+        lines.append(f"| {language} | {r['n']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def confusion_metadata(report: dict, model: str, report_dir: Path) -> dict:
+    """The labeler's 14 × 15 confusion (rows gold, columns predicted with `uncertain`; the gold row
+    `uncertain` is empty by construction and left out) as counts and as a PNG heat map."""
+    columns = [*CATEGORIES, UNCERTAIN]
+    counts = report["confusion"][: len(CATEGORIES)]
+    chart = heatmap_png(counts, list(CATEGORIES), columns, f"Labeler ({model}) vs the sources' categories",
+                        report_dir / "labeler_confusion.png", row_title="gold", column_title="predicted")
+    return {"confusion": {"rows_gold": list(CATEGORIES), "columns_predicted": columns, "counts": counts},
+            "confusion_chart": MetadataValue.md(markdown_image(chart)),
+            "confusion_chart_path": MetadataValue.path(str(chart))}
+
+
+def qualification_verdict(report: dict, min_kappa: float, max_uncertain_rate: float, rater: str = "judge",
+                          rated: str = "human-labeled answers") -> tuple[bool, str]:
+    """Whether a rater (the judge on the refusal task, the labeler on the categories) qualifies, in words."""
     kappa, (low, high) = report["kappa"], report["kappa_ci"]
     problems = []
     if kappa < min_kappa:
         problems.append(f"κ below {min_kappa}")
     if report["unparsed_rate"] > max_uncertain_rate:
         problems.append(f"uncertain rate {report['unparsed_rate']:.2f} above {max_uncertain_rate}")
-    words = f"judge κ = {kappa:.2f} [{low:.2f}, {high:.2f}] on {report['n']} human-labeled answers"
+    words = f"{rater} κ = {kappa:.2f} [{low:.2f}, {high:.2f}] on {report['n']} {rated}"
     return not problems, words + (" — qualified" if not problems else f" — not qualified ({'; '.join(problems)})")
+
+
+def gate_result(check_name: str, report: dict, verdict: tuple[bool, str], config: QualificationConfig, min_kappa: float,
+                max_uncertain_rate: float) -> AssetCheckResult:
+    """The blocking check's result: an error under `gate: block`, a warning (with its reason) under `warn`."""
+    qualified, words = verdict
+    return AssetCheckResult(
+        check_name=check_name, passed=qualified,
+        severity=AssetCheckSeverity.ERROR if config.gate == "block" else AssetCheckSeverity.WARN,
+        description=words + (f" (gate: warn — {config.gate_reason})" if config.gate == "warn" else ""),
+        metadata={"kappa": round(report["kappa"], 4), "kappa_ci": [round(v, 4) for v in report["kappa_ci"]],
+                  "uncertain_rate": round(report["unparsed_rate"], 4), "n": report["n"], "min_kappa": min_kappa,
+                  "max_uncertain_rate": max_uncertain_rate, "gate": config.gate})
 
 
 def build_qualification_assets(settings: Settings) -> list:
@@ -87,13 +132,44 @@ def build_qualification_assets(settings: Settings) -> list:
         version = hashlib.sha256(json.dumps([judge.model, words, table.rows()], default=str).encode()).hexdigest()
         yield Output(table, data_version=DataVersion(version), metadata={**metadata, "judge_model": judge.model, "verdict": words, "qualified": qualified,
                                       "agreement": agreement_table(reports), "gold_rows": labels.height})
-        refusal = reports[REFUSAL.name][JUDGE_RATER]
-        yield AssetCheckResult(
-            check_name=JUDGE_QUALIFIED, passed=qualified,
-            severity=AssetCheckSeverity.ERROR if config.gate == "block" else AssetCheckSeverity.WARN,
-            description=words + (f" (gate: warn — {config.gate_reason})" if config.gate == "warn" else ""),
-            metadata={"kappa": round(refusal["kappa"], 4), "kappa_ci": [round(v, 4) for v in refusal["kappa_ci"]],
-                      "uncertain_rate": round(refusal["unparsed_rate"], 4), "n": refusal["n"], "min_kappa": config.min_kappa,
-                      "max_uncertain_rate": config.max_uncertain_rate, "gate": config.gate})
+        yield gate_result(JUDGE_QUALIFIED, reports[REFUSAL.name][JUDGE_RATER], (qualified, words), config,
+                          config.min_kappa, config.max_uncertain_rate)
 
-    return [judge_qualification]
+    if not config.labeler_sources:
+        return [judge_qualification]
+
+    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL,
+           ins={f"src_{name}": AssetIn(AssetKey(name)) for name in config.labeler_sources},
+           check_specs=[AssetCheckSpec(
+               LABELER_QUALIFIED, asset=LABELER_QUALIFICATION, blocking=True,
+               description="The labeler's Cohen's κ against the sources' own categories (all languages) reaches "
+                           "qualification.labeler_min_kappa and its share of prompts without a category stays under "
+                           "labeler_max_uncertain_rate; qualification.gate: warn only reports.")])
+    def labeler_qualification(context: AssetExecutionContext, labeler: LLMResource, **sources: pl.DataFrame):
+        """The labeler tags prompts whose category the data sets give (qualification.labeler_sources, mapped
+        through the taxonomy; unmapped ones left out and counted), a seeded sample per language and category,
+        with the pipeline's prompt and parser through the ledger; its labels become a category by the
+        pipeline's rule (majority of the mapped labels). No category (failed, refused, unparsable or
+        unmapped labels) is `uncertain` and counts against it. Accuracy, Cohen's κ, macro-F1 with 95 %
+        bootstrap intervals per language and overall, and the confusion as a heat map."""
+        taxonomy = Taxonomy.load(settings.taxonomy_path)
+        gold, excluded = gold_prompts(concat_prompts(sources), taxonomy)
+        sample = sample_per_category(gold, config.labeler_per_category, config.seed)
+        batch = labeler.generate(labeling_prompts(sample), template_version=family_version("intent_label"),
+                                 parse=parse_labels, log=context.log, refusals=True)
+        table = labeling_table(sample, batch.results, taxonomy)
+        reports = agreement_by_language(table, config.n_resamples, config.seed)
+        qualified, words = qualification_verdict(reports[ALL_LANGUAGES], config.labeler_min_kappa,
+                                                 config.labeler_max_uncertain_rate, "labeler", "categorised prompts")
+        # Data version: the labeler's labels and the verdict (the same after a re-run from the ledger).
+        version = hashlib.sha256(json.dumps([labeler.model, words, table.rows()], default=str).encode()).hexdigest()
+        yield Output(table, data_version=DataVersion(version), metadata={
+            **batch.metadata(), "labeler_model": labeler.model, "verdict": words, "qualified": qualified,
+            "agreement": MetadataValue.md(language_agreement_table(reports)),
+            **confusion_metadata(reports[ALL_LANGUAGES], labeler.model, settings.state_dir / "reports"),
+            "gold_rows": gold.height, "sampled_rows": sample.height, "excluded_rows": sum(excluded.values()),
+            "excluded_by_source_category": excluded})
+        yield gate_result(LABELER_QUALIFIED, reports[ALL_LANGUAGES], (qualified, words), config,
+                          config.labeler_min_kappa, config.labeler_max_uncertain_rate)
+
+    return [judge_qualification, labeler_qualification]

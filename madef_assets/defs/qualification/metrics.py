@@ -1,4 +1,4 @@
-"""Agreement metrics for qualifying a judge against gold (human) labels: plain functions, no Dagster.
+"""Agreement metrics for qualifying a judge or the labeler against gold labels: plain functions, no Dagster.
 
 Every function takes two equally long sequences of labels, `gold` first (the reference) and `predicted`
 second (the rater under test), paired by position. Empty or unequal inputs raise ValueError: a metric of
@@ -91,6 +91,26 @@ def f1(gold: Sequence[Hashable], predicted: Sequence[Hashable], positive: Hashab
     return 2 * true_pos / denominator if denominator else 0.0
 
 
+def macro_f1(gold: Sequence[Hashable], predicted: Sequence[Hashable]) -> float:
+    """The unweighted mean of every class's F1 (each class in turn the positive one), over the classes
+    that occur in gold or predicted except "uncertain" (a rater's non-answer, never a gold class: its F1
+    would be 0 by construction). As scikit-learn's `f1_score(average="macro")` over those labels."""
+    _check_pairs(gold, predicted)
+    true_pos: Counter = Counter()
+    false_pos: Counter = Counter()
+    false_neg: Counter = Counter()
+    for truth, guess in zip(gold, predicted, strict=True):
+        if truth == guess:
+            true_pos[truth] += 1
+        else:
+            false_pos[guess] += 1
+            false_neg[truth] += 1
+    classes = (set(gold) | set(predicted)) - {UNCERTAIN}
+    if not classes:
+        return 0.0
+    return sum(2 * true_pos[c] / (2 * true_pos[c] + false_pos[c] + false_neg[c]) for c in classes) / len(classes)
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson (1927) score interval for a proportion successes/n:
     (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), clipped to [0, 1] against rounding.
@@ -137,7 +157,7 @@ def agreement_report(
     gold: Sequence[Hashable],
     predicted: Sequence[Hashable | None],
     labels: Sequence[Hashable],
-    positive: Hashable,
+    positive: Hashable | None,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -149,13 +169,14 @@ def agreement_report(
     must be one of `labels`; any other predicted value raises ValueError, so callers map their raters'
     outputs first.
 
-    Returns n, labels (the confusion's order), accuracy, kappa, f1 (of `positive`), each with a
-    percentile-bootstrap interval (`accuracy_ci`, `kappa_ci`, `f1_ci`; same seed, hence the same
-    resamples for the three), the confusion matrix (rows gold, columns predicted), `unparsed` (count),
+    Returns n, labels (the confusion's order), accuracy, kappa, f1 (of `positive`; None when `positive`
+    is None, for many classes none of which is "the" positive one) and macro_f1, each with a
+    percentile-bootstrap interval (`accuracy_ci`, `kappa_ci`, `f1_ci`, `macro_f1_ci`; same seed, hence
+    the same resamples for all), the confusion matrix (rows gold, columns predicted), `unparsed` (count),
     `unparsed_rate` and `unparsed_rate_ci`."""
     n = _check_pairs(gold, predicted)
     report_labels = list(labels) if UNCERTAIN in labels else [*labels, UNCERTAIN]
-    if positive not in labels or positive == UNCERTAIN:
+    if positive is not None and (positive not in labels or positive == UNCERTAIN):
         raise ValueError(f"positive class {positive!r} is not one of {list(labels)}")
     for row, truth in enumerate(gold):
         if truth == UNCERTAIN or truth not in labels:
@@ -177,8 +198,10 @@ def agreement_report(
         "accuracy_ci": interval(accuracy),
         "kappa": cohen_kappa(gold, rated),
         "kappa_ci": interval(cohen_kappa),
-        "f1": positive_f1(gold, rated),
-        "f1_ci": interval(positive_f1),
+        "f1": None if positive is None else positive_f1(gold, rated),
+        "f1_ci": None if positive is None else interval(positive_f1),
+        "macro_f1": macro_f1(gold, rated),
+        "macro_f1_ci": interval(macro_f1),
         "confusion": matrix,
         "unparsed": unparsed,
         "unparsed_rate": unparsed / n,
