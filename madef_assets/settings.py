@@ -127,6 +127,7 @@ class EvaluationConfig:
     new_safety: dict[str, Any]
     responsibility: dict[str, Any]
     general: dict[str, Any]
+    over_refusal: dict[str, Any]
     review_dir: Path
     report_dir: Path
 
@@ -399,6 +400,7 @@ EVALUATION_SECTIONS = {
     "new_safety": {"sources", "per_category", "max_new_tokens"},
     "responsibility": {"prompts_source", "per_domain", "mcq_source"},
     "general": {"data_dir", "gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"},
+    "over_refusal": {"source", "per_type", "max_new_tokens"},
 }
 
 
@@ -439,7 +441,8 @@ def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Pat
     for key, names in (("new_safety.sources", sections["new_safety"].get("sources", [])),
                        ("safetybench.sources", bench.get("sources", [])),
                        ("responsibility.prompts_source", [sections["responsibility"].get("prompts_source")]),
-                       ("responsibility.mcq_source", [sections["responsibility"].get("mcq_source")])):
+                       ("responsibility.mcq_source", [sections["responsibility"].get("mcq_source")]),
+                       ("over_refusal.source", [sections["over_refusal"].get("source")])):
         missing = {n for n in names if n is not None} - source_names
         if missing:
             raise ConfigError(f"evaluation.{key}: {sorted(missing)} are not configured under sources")

@@ -8,7 +8,8 @@ import pytest
 import yaml
 from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, materialize
 
-from madef_assets.defs.qualification.assets import build_qualification_assets, qualification_verdict
+from madef_assets.defs.qualification.assets import build_qualification_assets
+from madef_assets.defs.qualification.fitness import qualification_verdict
 from madef_assets.defs.qualification.gold import xstest_human_labels
 from madef_assets.defs.qualification.tasks import (HARMFULNESS, REFUSAL, TASKS, parse_harm_label, parse_refusal_class,
                                                    reference_raters, sample_gold, task_rows)
@@ -122,7 +123,8 @@ def test_every_asset_that_uses_the_judge_waits_for_its_qualification():
     graph = build_definitions(load_settings("demo", env={})).resolve_asset_graph()
     users = [key.to_user_string() for key in graph.get_all_asset_keys()
              if "judge" in graph.get(key).assets_def.required_resource_keys and key.to_user_string() != "judge_qualification"]
-    assert sorted(users) == ["instruction_safety_scores", "new_safety_judgements", "response_safety_scores", "responsibility_judgements"]
+    assert sorted(users) == ["instruction_safety_scores", "new_safety_judgements", "over_refusal_judgements",
+                            "response_safety_scores", "responsibility_judgements"]
     for user in users:
         assert "judge_qualification" in {p.to_user_string() for p in graph.get(AssetKey(user)).parent_keys}
     [spec] = graph.get(AssetKey("judge_qualification")).assets_def.check_specs

@@ -7,6 +7,7 @@ import polars as pl
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetKey, DataVersion, Output,
                      asset)
 
+from madef_assets.defs.qualification.fitness import qualification_verdict
 from madef_assets.defs.qualification.gold import xstest_human_labels
 from madef_assets.defs.qualification.metrics import agreement_report
 from madef_assets.defs.qualification.tasks import REFUSAL, TASKS, UNCERTAIN, reference_raters, sample_gold, task_rows
@@ -34,18 +35,6 @@ def agreement_table(reports: dict[str, dict[str, dict]]) -> str:
             lines.append(f"| {task} | {rater} | {r['n']} | {interval(r['accuracy'], r['accuracy_ci'])} | "
                          f"{interval(r['kappa'], r['kappa_ci'])} | {interval(r['f1'], r['f1_ci'])} | {r['unparsed_rate']:.3f} |")
     return "\n".join(lines)
-
-
-def qualification_verdict(report: dict, min_kappa: float, max_uncertain_rate: float) -> tuple[bool, str]:
-    """Whether the judge qualifies on the refusal task, in words."""
-    kappa, (low, high) = report["kappa"], report["kappa_ci"]
-    problems = []
-    if kappa < min_kappa:
-        problems.append(f"κ below {min_kappa}")
-    if report["unparsed_rate"] > max_uncertain_rate:
-        problems.append(f"uncertain rate {report['unparsed_rate']:.2f} above {max_uncertain_rate}")
-    words = f"judge κ = {kappa:.2f} [{low:.2f}, {high:.2f}] on {report['n']} human-labeled answers"
-    return not problems, words + (" — qualified" if not problems else f" — not qualified ({'; '.join(problems)})")
 
 
 def build_qualification_assets(settings: Settings) -> list:
