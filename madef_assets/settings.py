@@ -146,17 +146,21 @@ class AutomationConfig:
 
 
 QUALIFICATION_GATES = ("block", "warn")
+DEFAULT_PKU_GOLD = "data/pku_saferlhf/preference_train.json"
 
 
 @dataclass(frozen=True)
 class QualificationConfig:
-    """The judge measured against human labels (XSTest's answers, `gold_dir`) before its scores are used:
-    `per_model` answers per answering model (null: all 450 each), seeded; the gate needs Cohen's kappa
-    >= `min_kappa` on the refusal task and at most `max_uncertain_rate` unparsed answers. `gate: warn`
-    reports a judge that does not qualify without stopping what depends on it (say why in `gate_reason`)."""
+    """The judge measured against human labels (XSTest's answers, `gold_dir`; PKU-SafeRLHF's pairs,
+    `pku_gold_file`) before its scores are used: `per_model` XSTest answers per answering model (null: all
+    450 each) and `pku_pairs` pairs (null: all), seeded; the gate needs Cohen's kappa >= `min_kappa` on
+    the refusal task and at most `max_uncertain_rate` unparsed answers. `gate: warn` reports a judge that
+    does not qualify without stopping what depends on it (say why in `gate_reason`)."""
 
     gold_dir: Path
+    pku_gold_file: Path
     per_model: int | None = None
+    pku_pairs: int | None = None
     seed: int = 0
     n_resamples: int = 1000
     min_kappa: float = 0.6
@@ -355,7 +359,11 @@ def parse_qualification(raw: dict[str, Any], base: Path) -> QualificationConfig:
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(f"qualification: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-    config = QualificationConfig(**{**raw, "gold_dir": _resolve(raw.get("gold_dir") or "data/xstest", base)})
+    config = QualificationConfig(**{**raw, "gold_dir": _resolve(raw.get("gold_dir") or "data/xstest", base),
+                                    "pku_gold_file": _resolve(raw.get("pku_gold_file") or DEFAULT_PKU_GOLD, base)})
+    pairs = config.pku_pairs
+    if pairs is not None and (isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1):
+        raise ConfigError(f"qualification.pku_pairs must be a positive integer or null (all pairs), got {pairs!r}")
     if config.gate not in QUALIFICATION_GATES:
         raise ConfigError(f"qualification.gate must be one of {QUALIFICATION_GATES}, got {config.gate!r}")
     if config.gate == "warn" and not config.gate_reason.strip():
