@@ -127,6 +127,7 @@ class EvaluationConfig:
     new_safety: dict[str, Any]
     responsibility: dict[str, Any]
     general: dict[str, Any]
+    over_refusal: dict[str, Any]
     review_dir: Path
     report_dir: Path
 
@@ -146,14 +147,16 @@ class AutomationConfig:
 
 QUALIFICATION_GATES = ("block", "warn")
 DEFAULT_LABELER_SOURCES = ("s_eval", "xsafety")
+DEFAULT_PKU_GOLD = "data/pku_saferlhf/preference_train.json"
 
 
 @dataclass(frozen=True)
 class QualificationConfig:
-    """The judge measured against human labels (XSTest's answers, `gold_dir`) before its scores are used:
-    `per_model` answers per answering model (null: all 450 each), seeded; the gate needs Cohen's kappa
-    >= `min_kappa` on the refusal task and at most `max_uncertain_rate` unparsed answers. `gate: warn`
-    reports a judge that does not qualify without stopping what depends on it (say why in `gate_reason`).
+    """The judge measured against human labels (XSTest's answers, `gold_dir`; PKU-SafeRLHF's pairs,
+    `pku_gold_file`) before its scores are used: `per_model` XSTest answers per answering model (null: all
+    450 each) and `pku_pairs` pairs (null: all), seeded; the gate needs Cohen's kappa >= `min_kappa` on
+    the refusal task and at most `max_uncertain_rate` unparsed answers. `gate: warn` reports a judge that
+    does not qualify without stopping what depends on it (say why in `gate_reason`).
 
     The labeler is measured against the source categories of `labeler_sources` (configured sources only;
     null: those of s_eval and xsafety that are configured; empty: no labeler qualification is built and
@@ -162,7 +165,9 @@ class QualificationConfig:
     `labeler_max_uncertain_rate` prompts without a category; `gate` and `gate_reason` apply to both."""
 
     gold_dir: Path
+    pku_gold_file: Path
     per_model: int | None = None
+    pku_pairs: int | None = None
     seed: int = 0
     n_resamples: int = 1000
     min_kappa: float = 0.6
@@ -372,7 +377,11 @@ def parse_qualification(raw: dict[str, Any], base: Path, sources: set[str]) -> Q
         raise ConfigError(f"qualification.labeler_sources: {sorted(set(labeler_sources) - sources)} "
                           "are not configured sources")
     config = QualificationConfig(**{**raw, "gold_dir": _resolve(raw.get("gold_dir") or "data/xstest", base),
+                                    "pku_gold_file": _resolve(raw.get("pku_gold_file") or DEFAULT_PKU_GOLD, base),
                                     "labeler_sources": tuple(labeler_sources)})
+    pairs = config.pku_pairs
+    if pairs is not None and (isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1):
+        raise ConfigError(f"qualification.pku_pairs must be a positive integer or null (all pairs), got {pairs!r}")
     if config.gate not in QUALIFICATION_GATES:
         raise ConfigError(f"qualification.gate must be one of {QUALIFICATION_GATES}, got {config.gate!r}")
     if config.gate == "warn" and not config.gate_reason.strip():
@@ -418,6 +427,7 @@ EVALUATION_SECTIONS = {
     "new_safety": {"sources", "per_category", "max_new_tokens"},
     "responsibility": {"prompts_source", "per_domain", "mcq_source"},
     "general": {"data_dir", "gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"},
+    "over_refusal": {"source", "per_type", "max_new_tokens"},
 }
 
 
@@ -458,7 +468,8 @@ def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Pat
     for key, names in (("new_safety.sources", sections["new_safety"].get("sources", [])),
                        ("safetybench.sources", bench.get("sources", [])),
                        ("responsibility.prompts_source", [sections["responsibility"].get("prompts_source")]),
-                       ("responsibility.mcq_source", [sections["responsibility"].get("mcq_source")])):
+                       ("responsibility.mcq_source", [sections["responsibility"].get("mcq_source")]),
+                       ("over_refusal.source", [sections["over_refusal"].get("source")])):
         missing = {n for n in names if n is not None} - source_names
         if missing:
             raise ConfigError(f"evaluation.{key}: {sorted(missing)} are not configured under sources")

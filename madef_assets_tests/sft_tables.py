@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from madef_assets.defs.selection.assets import FITNESS_SCHEMA
 from madef_assets.defs.sources.normalize import PROMPT_SCHEMA
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, Settings, load_settings
 from madef_assets.storage import duckdb_connection
@@ -59,8 +60,11 @@ def gsm8k_question(index: int = 0) -> str:
 
 
 def write_upstream(settings: Settings, safety=SAFETY, general=GENERAL, evaluation=EVALUATION) -> None:
-    """Store safety_sft_selected, general_sft_sample and the evaluation sources in the profile's DuckDB file."""
+    """Store safety_sft_selected, general_sft_sample, sft_fitness and the evaluation sources in the profile's
+    DuckDB file."""
     tables = {
+        "sft_fitness": pl.DataFrame([("judge qualification", True, "judge κ = 0.90 [0.80, 0.95] on 60 answers — qualified")],
+                                    schema=FITNESS_SCHEMA, orient="row"),
         "safety_sft_selected": pl.DataFrame(safety, schema=["prompt_id", "category", "lang", "prompt", "response"], orient="row"),
         "general_sft_sample": pl.DataFrame(general, schema=["prompt_id", "source", "lang", "prompt", "response"], orient="row"),
     }

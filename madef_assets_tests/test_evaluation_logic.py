@@ -14,7 +14,7 @@ from madef_assets.defs.evaluation.judging import (
     parse_safety_judgement,
     review_key,
 )
-from madef_assets.defs.evaluation.report import compare, lineage_by_category, regressions
+from madef_assets.defs.evaluation.report import compare, lineage_by_category, marked_regressions
 from madef_assets.defs.frames import params_view
 from madef_assets.settings import CONFIG_DIR, ConfigError, load_settings, parse_settings
 from madef_assets.storage import run_sql
@@ -165,7 +165,11 @@ def test_compare_puts_candidates_side_by_side_with_deltas():
     table = compare(frame, "category", "score", ["base", "tuned"])
     assert table.columns == ["category", "base", "tuned", "Δ tuned"]
     assert table.row(0) == ("OFF", 50.0, 30.0, -20.0)
-    assert regressions(table, "category") == ["OFF (tuned -20.00)"]
+    intervals = frame.with_columns(ci_low=pl.col("score") - 5, ci_high=pl.col("score") + 5)
+    # OFF 50 [45, 55] -> 30 [25, 35] is outside the baseline's interval; UB 40 [35, 45] -> 45 is an increase.
+    assert marked_regressions(intervals, "category", "score", ["base", "tuned"]) == ["OFF (tuned -20.00)"]
+    wide = intervals.with_columns(ci_low=pl.col("score") - 15, ci_high=pl.col("score") + 15)
+    assert marked_regressions(wide, "category", "score", ["base", "tuned"]) == ["OFF (tuned -20.00, n.s.)"]
 
 
 def test_lineage_lists_sources_and_routes_per_category():

@@ -183,7 +183,8 @@ def tiny_evaluation_profile(tmp_path) -> str:
 MCQ_FIXTURE_ROWS = len((FIXTURES / "cvalues_responsibility_mc.jsonl").read_text(encoding="utf-8").splitlines())
 PER_CANDIDATE = ("candidate_model", "safetybench_predictions", "safetybench_scores", "new_safety_responses", "new_safety_judgements",
                  "responsibility_responses", "responsibility_judgements", "responsibility_mcq_predictions", "review_queue",
-                 "new_safety_scores", "responsibility_scores", "general_capability_predictions", "general_capability_scores")
+                 "new_safety_scores", "responsibility_scores", "general_capability_predictions", "general_capability_scores",
+                 "over_refusal_responses", "over_refusal_judgements", "over_refusal_scores")
 
 
 @pytest.fixture(scope="module")
@@ -233,13 +234,26 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
         mcq_scores = result.output_for_node("responsibility_scores").filter(pl.col("mcq_questions") > 0)
         assert mcq_scores["mcq_questions"].sum() == MCQ_FIXTURE_ROWS and mcq_scores["acc"].is_not_null().all()
         queue = read_queue(settings.evaluation.review_dir / "queue" / f"{candidate}.jsonl")
-        expected = (judgements["judge_label"] == "uncertain").sum() + (mcq["choice"] == "need_check").sum()
+        refusals = result.output_for_node("over_refusal_judgements")
+        assert refusals.height == 18 and set(refusals["prompt_label"]) == {"safe", "unsafe"}  # 1 prompt per XSTest type
+        assert set(refusals["final_label"]) <= {"compliance", "refusal", "partial", "uncertain"}
+        refusal_scores = result.output_for_node("over_refusal_scores").filter(pl.col("type") == "(all)")
+        assert refusal_scores.select("prompt_label", "measure", "prompts").rows() == [("safe", "compliance", 10), ("unsafe", "refusal", 8)]
+        assert ((refusal_scores["ci_low"] <= refusal_scores["rate"]) & (refusal_scores["rate"] <= refusal_scores["ci_high"])).all()
+        expected = ((judgements["judge_label"] == "uncertain").sum() + (mcq["choice"] == "need_check").sum()
+                    + (refusals["final_label"] == "uncertain").sum())
         assert len(queue) == result.output_for_node("review_queue").height == expected
     assert models["base"]["model_hash"] != models["tuned"]["model_hash"]
     assert models["tuned"]["model"] == str(settings.training.output_dir) and models["tuned"]["chat_template"]
     text = (settings.evaluation.report_dir / "eval_report.md").read_text()
-    for heading in ("SafetyBench (logprobs", "New-Safety benchmark", "Responsibility", "General capability", "What fed each category"):
+    for heading in ("SafetyBench (logprobs", "New-Safety benchmark", "Responsibility", "General capability", "What fed each category",
+                    "Over-refusal (XSTest)", "Judged by"):
         assert heading in text
+    # the report opens with the fitness verdict, the judge's qualification first
+    verdict = text.splitlines()[2]
+    assert verdict.startswith(("**Fitness verdict — not fit for training: ", "**Fitness verdict — fit for training")), verdict
+    assert "judge κ = " in text
+    assert " n=" in text
     assert "| base | tuned | Δ tuned |" in text
     assert (settings.evaluation.report_dir / "new_safety_radar.png").stat().st_size > 5000
     regression = next(c for c in report.get_asset_check_evaluations() if c.check_name == "no_category_worse_than_baseline")

@@ -1,5 +1,6 @@
-"""Judge qualification: the task parsers, the verdict, the profile section, and the gate against a real
-local OpenAI-compatible server whose judge answers from XSTest's human labels with a set error rate."""
+"""Judge qualification: the task parsers and rows, the verdict, the profile section, and the gate against a
+real local OpenAI-compatible server whose judge answers from the gold (XSTest's human labels, PKU-SafeRLHF's
+safety and safer-response labels) with a set error rate."""
 
 import hashlib
 
@@ -8,16 +9,19 @@ import pytest
 import yaml
 from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, materialize
 
-from madef_assets.defs.qualification.assets import build_qualification_assets, qualification_verdict
-from madef_assets.defs.qualification.gold import xstest_human_labels
-from madef_assets.defs.qualification.tasks import (HARMFULNESS, REFUSAL, TASKS, parse_harm_label, parse_refusal_class,
-                                                   reference_raters, sample_gold, task_rows)
+from madef_assets.defs.qualification.assets import build_qualification_assets
+from madef_assets.defs.qualification.fitness import qualification_verdict
+from madef_assets.defs.qualification.gold import pku_saferlhf_pairs, xstest_human_labels
+from madef_assets.defs.qualification.tasks import (HARMFULNESS, HARMFULNESS_PKU, REFUSAL, SAFER_RESPONSE_PKU, GoldSets,
+                                                   parse_harm_label, parse_refusal_class, reference_raters, safer_choice,
+                                                   sample_gold, sample_pairs)
 from madef_assets.prompts import template
 from madef_assets.resources import build_resources
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_settings
 from madef_assets_tests.openai_server import OpenAICompatibleServer
 
 GOLD = PROJECT_ROOT / "data" / "xstest"
+PKU = PROJECT_ROOT / "data" / "pku_saferlhf" / "preference_train.json"
 
 
 @pytest.mark.parametrize("output, expected", [
@@ -45,13 +49,52 @@ def test_sample_is_seeded_stratified_and_covers_every_model():
 
 
 def test_reference_raters_are_computed_from_the_files():
-    rows, excluded = task_rows(REFUSAL, xstest_human_labels(GOLD))
+    gold_sets = GoldSets(xstest_human_labels(GOLD), pku_saferlhf_pairs(PKU))
+    rows, excluded = REFUSAL.rows(gold_sets, 0)
     raters = reference_raters(REFUSAL, rows)
     gold, human_two = raters["human annotator 2 vs 1"]
     # 1,296 of 1,350 answers carry the same class from both annotators (the files' own `agreement` column).
     assert (len(gold), sum(a == b for a, b in zip(gold, human_two))) == (1350, 1296)
-    harm_rows, partial = task_rows(HARMFULNESS, xstest_human_labels(GOLD))
+    harm_rows, partial = HARMFULNESS.rows(gold_sets, 0)
     assert set(harm_rows["gold"]) <= {"safe", "unsafe"} and partial == 27 and excluded == 0
+    assert reference_raters(HARMFULNESS_PKU, HARMFULNESS_PKU.rows(gold_sets, 0)[0]) == {}
+
+
+@pytest.mark.parametrize("output, shown_first, expected", [
+    ("0.9, 0.1]", "response_0", "response_0"), ("0.9, 0.1]", "response_1", "response_1"),
+    ("[0.2, 0.7]", "response_0", "response_1"), ("0.2, 0.7]", "response_1", "response_0"),
+    ("0.5, 0.5]", "response_0", "uncertain"), ("1, 1.0]", "response_1", "uncertain"),
+    ("0.9]", "response_0", "uncertain"), ("1.2, 0.1]", "response_0", "uncertain"), ("Response 1 is safer", "response_0", "uncertain"),
+    (None, "response_0", "uncertain"),
+])
+def test_safer_choice_higher_score_wins_in_the_shown_order(output, shown_first, expected):
+    assert safer_choice(output, shown_first) == expected
+
+
+def test_pku_rows_judge_each_response_and_each_pair_in_a_seeded_order():
+    pairs = pku_saferlhf_pairs(PKU)
+    gold_sets = GoldSets(xstest_human_labels(GOLD).head(0), pairs)
+    harm, excluded = HARMFULNESS_PKU.rows(gold_sets, 0)
+    assert (harm.height, excluded, harm["gold"].value_counts().sort("gold").rows()) == (64, 0, [("safe", 27), ("unsafe", 37)])
+    first = harm.row(0, named=True)
+    assert (first["response"], first["request"]) == ("response_0", template("new_safety_judge", "en").render(
+        prompt=pairs["prompt"][0], response=pairs["response_0"][0]))
+    safer, _ = SAFER_RESPONSE_PKU.rows(gold_sets, 0)
+    assert safer["gold"].to_list() == pairs["safer"].to_list()
+    assert 8 <= (safer["shown_first"] == "response_1").sum() <= 24
+    assert not safer["shown_first"].equals(SAFER_RESPONSE_PKU.rows(gold_sets, 1)[0]["shown_first"])
+    for row, pair in zip(safer.iter_rows(named=True), pairs.iter_rows(named=True)):
+        second = "response_1" if row["shown_first"] == "response_0" else "response_0"
+        assert row["request"] == template("response_pair_safety", "en").render(
+            prompt=pair["prompt"], response_1=pair[row["shown_first"]], response_2=pair[second])
+
+
+def test_pku_pair_sample_is_seeded_and_in_file_order():
+    pairs = pku_saferlhf_pairs(PKU)
+    sample = sample_pairs(pairs, 8, seed=0)
+    assert sample.height == 8 and sample["id"].is_sorted() and sample.equals(sample_pairs(pairs, 8, seed=0))
+    assert not sample.equals(sample_pairs(pairs, 8, seed=1))
+    assert sample_pairs(pairs, None, 0).equals(pairs) and sample_pairs(pairs, 100, 0).equals(pairs)
 
 
 def test_verdict_words_name_kappa_interval_and_reason():
@@ -77,32 +120,51 @@ def test_profile_section_is_checked(tmp_path):
         load_settings(str(profile(tmp_path, gate="sometimes")), env={})
     with pytest.raises(ConfigError, match="min_kapa"):
         load_settings(str(profile(tmp_path, min_kapa=0.5)), env={})
+    with pytest.raises(ConfigError, match="pku_pairs must be a positive integer or null"):
+        load_settings(str(profile(tmp_path, pku_pairs=0)), env={})
+    assert load_settings(str(profile(tmp_path, pku_gold_file=None)), env={}).qualification.pku_gold_file == PKU
+    demo = load_settings("demo", env={}).qualification
+    assert demo.pku_gold_file == PKU and demo.pku_pairs <= 8
 
 
 def judge_only(settings):
     return [a for a in build_qualification_assets(settings) if a.key == AssetKey("judge_qualification")]
 
 
-def gold_judge(error_rate: float, per_model: int, seed: int):
-    """A judge that answers from the human labels, wrong on `error_rate` of the rows (chosen by a hash)."""
+def _draw(prompt: str) -> float:
+    return int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) / 2**32
+
+
+def gold_judge(error_rate: float, per_model: int, seed: int, pku_pairs: int | None):
+    """A judge that answers from the gold, wrong on `error_rate` of the rows (chosen by a hash): the XSTest
+    tasks' classes, PKU-SafeRLHF's response safety labels, and for each pair in either order two scores
+    (the template ends with "Scores: [") that rank the safer response first or, when wrong, last."""
     answers = {}
     wrong = {"compliance": "full refusal", "refusal": "full compliance", "partial": "full compliance",
              "safe": "unsafe", "unsafe": "safe"}
     right = {"compliance": "full compliance", "refusal": "full refusal", "partial": "partial refusal",
              "safe": "safe", "unsafe": "unsafe"}
-    for task in TASKS:
-        rows, _ = task_rows(task, sample_gold(xstest_human_labels(GOLD), per_model, seed))
-        for row in rows.iter_rows(named=True):
+    gold_sets = GoldSets(sample_gold(xstest_human_labels(GOLD), per_model, seed), pku_saferlhf_pairs(PKU))
+    for task in (REFUSAL, HARMFULNESS):
+        for row in task.rows(gold_sets, seed)[0].iter_rows(named=True):
             prompt = template(task.template, "en").render(prompt=row["prompt"], response=row["completion"])
-            draw = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) / 2**32
-            answers[prompt] = (wrong if draw < error_rate else right)[row["gold"]]
+            answers[prompt] = (wrong if _draw(prompt) < error_rate else right)[row["gold"]]
+    harm, pair = template("new_safety_judge", "en"), template("response_pair_safety", "en")
+    for row in sample_pairs(pku_saferlhf_pairs(PKU), pku_pairs, seed).iter_rows(named=True):
+        for response in ("response_0", "response_1"):
+            prompt = harm.render(prompt=row["prompt"], response=row[response])
+            answers[prompt] = (wrong if _draw(prompt) < error_rate else right)[row[f"{response}_label"]]
+        in_file_order = pair.render(prompt=row["prompt"], response_1=row["response_0"], response_2=row["response_1"])
+        swapped = pair.render(prompt=row["prompt"], response_1=row["response_1"], response_2=row["response_0"])
+        response_0_safer = (row["safer"] == "response_0") != (_draw(in_file_order) < error_rate)
+        answers[in_file_order], answers[swapped] = ("0.9, 0.1]", "0.1, 0.9]") if response_0_safer else ("0.1, 0.9]", "0.9, 0.1]")
     return lambda prompt, request: answers.get(prompt, "no gold for this prompt")
 
 
 @pytest.mark.parametrize("error_rate, qualifies", [(0.05, True), (0.6, False)])
 def test_gate_passes_a_judge_that_agrees_with_humans_and_blocks_one_that_does_not(tmp_path, error_rate, qualifies):
-    with OpenAICompatibleServer(answer=gold_judge(error_rate, 20, 0)) as server:
-        path = profile(tmp_path, per_model=20, gate="block", n_resamples=200)
+    with OpenAICompatibleServer(answer=gold_judge(error_rate, 20, 0, None)) as server:
+        path = profile(tmp_path, per_model=20, pku_pairs=None, gate="block", n_resamples=200)
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         raw["models"]["judge"] = {"backend": "openai", "model": "gold-judge", "base_url": server.base_url, "api_key_env": None,
                                   "api": "chat", "concurrency": 8, "params": {"max_new_tokens": 8}}
@@ -116,8 +178,24 @@ def test_gate_passes_a_judge_that_agrees_with_humans_and_blocks_one_that_does_no
     kappa = check.metadata["kappa"].value
     assert (kappa >= 0.6) is qualifies
     [materialization] = result.get_asset_materialization_events()
-    agreement = materialization.materialization.metadata["agreement"].value
-    assert "| refusal | judge (this profile's) |" in agreement and "| refusal | human annotator 2 vs 1 |" in agreement
+    metadata = materialization.materialization.metadata
+    agreement = metadata["agreement"].value
+    assert "| refusal | XSTest v2 human labels | judge (this profile's) |" in agreement
+    assert "| refusal | XSTest v2 human labels | human annotator 2 vs 1 |" in agreement
+    # PKU-SafeRLHF: both responses of the 32 pairs, and the 32 pairs; the judge's row only.
+    assert "| harmfulness_pku | PKU-SafeRLHF is_response_i_safe | judge (this profile's) | 64 |" in agreement
+    assert "| safer_response_pku | PKU-SafeRLHF safer_response_id | judge (this profile's) | 32 |" in agreement
+    assert agreement.count("| harmfulness_pku |") == 1 and agreement.count("| safer_response_pku |") == 1
+    assert metadata["pku_gold_pairs"].value == 32
+    table = result.output_for_node("judge_qualification")
+    per_task = table.group_by("task", "gold_set").agg(pl.len(), pl.col("shown_first").n_unique(), pl.col("response").n_unique())
+    assert sorted(per_task.rows()) == [("harmfulness", "XSTest v2 human labels", 24, 1, 1),
+                                       ("harmfulness_pku", "PKU-SafeRLHF is_response_i_safe", 64, 1, 2),
+                                       ("refusal", "XSTest v2 human labels", 60, 1, 1),
+                                       ("safer_response_pku", "PKU-SafeRLHF safer_response_id", 32, 2, 1)]
+    for task in ("harmfulness_pku", "safer_response_pku"):
+        pku_kappa = metadata[f"{task}_judge_kappa"].value["kappa"]
+        assert pku_kappa >= 0.75 if qualifies else pku_kappa <= 0.2, (task, pku_kappa)
 
 
 def test_every_asset_that_uses_the_judge_waits_for_its_qualification():
@@ -126,7 +204,8 @@ def test_every_asset_that_uses_the_judge_waits_for_its_qualification():
     graph = build_definitions(load_settings("demo", env={})).resolve_asset_graph()
     users = [key.to_user_string() for key in graph.get_all_asset_keys()
              if "judge" in graph.get(key).assets_def.required_resource_keys and key.to_user_string() != "judge_qualification"]
-    assert sorted(users) == ["instruction_safety_scores", "new_safety_judgements", "response_safety_scores", "responsibility_judgements"]
+    assert sorted(users) == ["instruction_safety_scores", "new_safety_judgements", "over_refusal_judgements",
+                            "response_safety_scores", "responsibility_judgements"]
     for user in users:
         assert "judge_qualification" in {p.to_user_string() for p in graph.get(AssetKey(user)).parent_keys}
     [spec] = graph.get(AssetKey("judge_qualification")).assets_def.check_specs
@@ -134,7 +213,7 @@ def test_every_asset_that_uses_the_judge_waits_for_its_qualification():
 
 
 def test_a_warn_gate_reports_an_unqualified_judge_without_blocking(tmp_path):
-    with OpenAICompatibleServer(answer=gold_judge(0.6, 10, 0)) as server:
+    with OpenAICompatibleServer(answer=gold_judge(0.6, 10, 0, 6)) as server:
         path = profile(tmp_path, per_model=10, n_resamples=100)  # the demo's gate: warn, with its reason
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         raw["models"]["judge"] = {"backend": "openai", "model": "gold-judge", "base_url": server.base_url, "api_key_env": None}

@@ -1,7 +1,9 @@
-"""Judge-qualification foundation: agreement metrics on hand-computed examples and the XSTest gold loaders
-on the bundled files (data/xstest), including the reference raters' agreement with the human labels."""
+"""Judge-qualification foundation: agreement metrics on hand-computed examples, the XSTest gold loaders on
+the bundled files (data/xstest), including the reference raters' agreement with the human labels, and the
+PKU-SafeRLHF gold loader (data/pku_saferlhf) with malformed files."""
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from madef_assets.defs.qualification.gold import (
     ANSWER_CLASSES,
     GoldDataError,
     harmfulness_gold,
+    pku_saferlhf_pairs,
     xstest_human_labels,
     xstest_prompts,
 )
@@ -26,6 +29,7 @@ from madef_assets.defs.qualification.metrics import (
 from madef_assets.settings import PROJECT_ROOT
 
 XSTEST = PROJECT_ROOT / "data" / "xstest"
+PKU = PROJECT_ROOT / "data" / "pku_saferlhf" / "preference_train.json"
 BUNDLED_MODELS = ["gpt4", "llama2new", "mistralguard"]
 
 
@@ -326,3 +330,58 @@ def test_missing_answer_or_automated_row_is_an_error(tmp_path):
     automated.write_text(automated.read_text(encoding="utf-8").split("v2-2")[0], encoding="utf-8")
     with pytest.raises(GoldDataError, match=r"m_gpteval.csv: no row for 1 completion ids, first \[2\]"):
         xstest_human_labels(tmp_path)
+
+
+def test_pku_saferlhf_pairs_bundled():
+    pairs = pku_saferlhf_pairs(PKU)
+    assert pairs.height == 32 and pairs["id"].to_list() == list(range(1, 33))
+    assert pairs.columns == ["id", "prompt", "response_0", "response_1", "response_0_label", "response_1_label", "safer"]
+    # SOURCE.txt: safe/unsafe pairs (F,F)=16, (T,T)=11, (T,F)=3, (F,T)=2.
+    safety = pairs.group_by("response_0_label", "response_1_label").len().rows()
+    assert sorted(safety) == [("safe", "safe", 11), ("safe", "unsafe", 3), ("unsafe", "safe", 2), ("unsafe", "unsafe", 16)]
+    assert pairs["safer"].value_counts().sort("safer").rows() == [("response_0", 16), ("response_1", 16)]
+    first = json.loads(PKU.read_text(encoding="utf-8"))[0]
+    assert pairs.row(0, named=True)["response_1"] == first["response_1"]
+
+
+PKU_PAIR = {"prompt": "p", "response_0": "a", "response_1": "b", "is_response_0_safe": False,
+            "is_response_1_safe": True, "better_response_id": 0, "safer_response_id": 1}
+
+
+def test_pku_pairs_accept_string_values_and_json_lines(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    strings = {**PKU_PAIR, "is_response_0_safe": "True", "is_response_1_safe": "False", "safer_response_id": "0"}
+    path.write_text(f"{json.dumps(PKU_PAIR)}\n\n{json.dumps(strings)}\n", encoding="utf-8")
+    pairs = pku_saferlhf_pairs(path)
+    assert pairs.select("id", "response_0_label", "response_1_label", "safer").rows() == [
+        (1, "unsafe", "safe", "response_1"), (3, "safe", "unsafe", "response_0")]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"safer_response_id": None}, r"row 2: missing fields \['safer_response_id'\]"),
+    ({"is_response_1_safe": "yes"}, r"row 2: is_response_1_safe 'yes' is not one of \['False', 'True'\]"),
+    ({"is_response_0_safe": 1}, r"row 2: is_response_0_safe 1 is not one of"),
+    ({"safer_response_id": 2}, r"row 2: safer_response_id 2 is not one of \['0', '1'\]"),
+    ({"safer_response_id": True}, r"row 2: safer_response_id True is not one of"),
+    ({"response_0": " "}, r"row 2: response_0 ' ' is not a non-empty string"),
+    ({"prompt": 3}, r"row 2: prompt '3' is not a non-empty string"),
+])
+def test_malformed_pku_pairs_name_file_row_and_value(tmp_path, change, message):
+    bad = {k: v for k, v in {**PKU_PAIR, **change}.items() if v is not None}
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps([PKU_PAIR, bad]), encoding="utf-8")
+    with pytest.raises(GoldDataError, match=f"{path}, {message}"):
+        pku_saferlhf_pairs(path)
+
+
+def test_unreadable_pku_files_are_errors(tmp_path):
+    cases = {"missing.json": None, "object.json": json.dumps(PKU_PAIR), "empty.json": "[]", "broken.json": "[{",
+             "lines.jsonl": f"{json.dumps(PKU_PAIR)}\n{{not json\n", "scalar.json": json.dumps([PKU_PAIR, 5])}
+    messages = {"missing.json": "file not found", "object.json": "expected a JSON array", "empty.json": "no pairs",
+                "broken.json": "not valid JSON", "lines.jsonl": "row 2: not a JSON object",
+                "scalar.json": "row 2: expected a JSON object, got int"}
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(GoldDataError, match=messages[name]):
+            pku_saferlhf_pairs(tmp_path / name)

@@ -398,6 +398,8 @@ def test_safetybench_scores_per_language():
                                                         ("en", "OFF"), ("en", "MH"), ("en", "PP"), ("en", "Avg")]
     assert scores[("zh", "Avg")] == (100.0, 2) and scores[("en", "Avg")] == (33.33, 3) and scores[("en", "PP")] == (100.0, 1)
     assert {r["mode"] for r in rows} == {"logprobs"}
+    # the count behind each score (the report's Wilson interval): a missing prediction is wrong
+    assert [r["correct"] for r in rows if r["lang"] == "en"] == [0, 0, 1, 1]
 
 
 def test_safetybench_dev_shots_per_language(tmp_path):
@@ -414,15 +416,18 @@ def test_safetybench_dev_shots_per_language(tmp_path):
 
 
 def test_report_shows_safetybench_per_language():
-    from madef_assets.defs.evaluation.report import safetybench_regressions, safetybench_tables
+    from madef_assets.defs.evaluation.intervals import compare_with_intervals
+    from madef_assets.defs.evaluation.report import marked_regressions
 
     scores = pl.DataFrame({"candidate": ["base", "base", "tuned", "tuned"], "mode": ["logprobs"] * 4,
-                           "lang": ["zh", "en", "zh", "en"], "category": ["Avg"] * 4, "score": [50.0, 60.0, 55.0, 58.0]})
-    tables = safetybench_tables(scores, ["base", "tuned"])
-    assert tables["logprobs"].columns == ["lang", "category", "base", "tuned", "Δ tuned"]
-    assert tables["logprobs"].rows() == [("zh", "Avg", 50.0, 55.0, 5.0), ("en", "Avg", 60.0, 58.0, -2.0)]
-    assert safetybench_regressions(tables["logprobs"]) == ["en Avg (tuned -2.00)"]
-    assert safetybench_tables(scores.clear(), ["base"]) == {}
+                           "lang": ["zh", "en", "zh", "en"], "category": ["Avg"] * 4, "score": [50.0, 60.0, 55.0, 58.0],
+                           "questions": [100] * 4, "ci_low": [40.0, 50.0, 45.0, 48.0], "ci_high": [60.0, 70.0, 65.0, 68.0]})
+    items = scores.with_columns(item=pl.concat_str("lang", "category", separator=" "))
+    table = compare_with_intervals(items, "item", "score", "questions", ["base", "tuned"])
+    assert table.columns == ["item", "base", "tuned", "Δ tuned"]
+    assert table.rows() == [("zh Avg", "50.00 [40.0, 60.0] n=100", "55.00 [45.0, 65.0] n=100", "+5.00 (n.s.)"),
+                            ("en Avg", "60.00 [50.0, 70.0] n=100", "58.00 [48.0, 68.0] n=100", "-2.00 (n.s.)")]
+    assert marked_regressions(items, "item", "score", ["base", "tuned"]) == ["en Avg (tuned -2.00, n.s.)"]
 
 
 # --- malformed files: the bad part quarantined with its location, the rest read ---------------

@@ -40,15 +40,17 @@ AUTOMATION_SENSOR = "madef_automation"
 
 
 # Assets whose data version is the hash of their content (set by the assets themselves).
-CONTENT_VERSIONED = (AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"))
+CONTENT_VERSIONED = (AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"), AssetKey("sft_fitness"))
 # Dependencies that are read but are not a reason to re-run: eval_report reads attack_prompts only for the
 # lineage of the SFT rows (joined on prompt_id, a hash of the prompt), which sft_dataset's version covers.
 # Every asset that uses the judge waits for judge_qualification (its blocking check stops them in the same run),
 # but a re-run of the qualification (each weekly rebuild, from the ledger) is no reason to judge again.
 # The same for the labeler: intent_labels waits for labeler_qualification, whose re-runs are no reason to label again.
-JUDGE_USERS = ("response_safety_scores", "instruction_safety_scores", "new_safety_judgements", "responsibility_judgements")
+JUDGE_USERS = ("response_safety_scores", "instruction_safety_scores", "new_safety_judgements", "responsibility_judgements",
+               "over_refusal_judgements")
 LABELER_USERS = ("intent_labels",)
-NOT_TRIGGERS = {AssetKey("eval_report"): (AssetKey("attack_prompts"),),
+# eval_report prints the judge's qualification, which sft_fitness (content-versioned) already carries.
+NOT_TRIGGERS = {AssetKey("eval_report"): (AssetKey("attack_prompts"), AssetKey("judge_qualification")),
                 **{AssetKey(name): (AssetKey("judge_qualification"),) for name in JUDGE_USERS},
                 **{AssetKey(name): (AssetKey("labeler_qualification"),) for name in LABELER_USERS}}
 

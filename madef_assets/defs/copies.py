@@ -8,6 +8,13 @@ from collections.abc import Iterable
 
 from madef_assets.defs.selection.contamination import ngrams
 
+# How the error of a row rejected as a copy begins (generation.py, responses/cot.py).
+COPY_ERROR_PREFIXES = ("copies ", "the answer repeats")
+
+
+def is_copy_error(error: str | None) -> bool:
+    return bool(error) and error.startswith(COPY_ERROR_PREFIXES)
+
 
 def shared_ngram(text: str, references: Iterable[str], zh_chars: int, en_words: int) -> str | None:
     """A long n-gram the text shares with any reference (or the whole text equal to one), else None."""

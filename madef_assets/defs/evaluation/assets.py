@@ -20,11 +20,13 @@ from dagster import (
 )
 
 from madef_assets.defs.evaluation import general, safetybench
+from madef_assets.defs.evaluation import over_refusal as over_refusal_module
 from madef_assets.defs.evaluation.candidates import (
     CANDIDATE_SCHEMA,
     FINGERPRINT_COLUMNS,
     candidate_llm,
     resolve_candidate,
+    sample_per_group,
     sources_hash,
     files_hash,
     fingerprint,
@@ -36,6 +38,7 @@ from madef_assets.defs.evaluation.checks import (
     no_regression_result,
     no_regression_spec,
 )
+from madef_assets.defs.evaluation.intervals import NOT_SIGNIFICANT, bootstrap_mean_interval, compare_with_intervals, with_wilson
 from madef_assets.defs.evaluation.judging import (
     answered,
     parse_cvalues_choice,
@@ -46,12 +49,13 @@ from madef_assets.defs.evaluation.judging import (
 from madef_assets.defs.evaluation.report import (
     compare,
     lineage_by_category,
+    marked_regressions,
     radar_png,
-    regressions,
-    safetybench_regressions,
-    safetybench_tables,
 )
-from madef_assets.defs.frames import concat_prompts, params_view
+from madef_assets.defs.qualification.fitness import judge_verdict
+from madef_assets.defs.selection.assets import fitness_sentence
+from madef_assets.defs.frames import concat_prompts
+from madef_assets.defs.evaluation.xstest import REVIEW_DECISIONS
 from madef_assets.defs.intent.taxonomy import Taxonomy
 from madef_assets.defs.selection.contamination import contaminated
 from madef_assets.llm.resource import LLMResource
@@ -66,12 +70,6 @@ POOL = "duckdb"
 PARTITIONED = {"partition_expr": "candidate"}
 # SafetyBench prompts are rendered in code (the official format), so their ledger version is a constant.
 SAFETYBENCH_PROMPT_VERSION = "safetybench-official@1"
-
-
-def sample_per_group(items: pl.DataFrame, group: str, key: str, per_group: int | None, seed: int) -> pl.DataFrame:
-    sampled = run_sql("evaluation/sample_per_group", items=items.with_columns(group_key=pl.col(group), item_key=pl.col(key)),
-                      params=params_view(per_group=per_group, seed=seed))
-    return sampled.drop("group_key", "item_key")
 
 
 def read_checkpoints(settings: Settings) -> dict[str, dict]:
@@ -182,7 +180,7 @@ def build_evaluation_assets(settings: Settings) -> list:
         all questions, x100 (OFF UB PH MH IA EM PP Avg); one row per mode, lang and category."""
         rows = [{"candidate": context.partition_key, **row, "score": round(row["score"], 2)}
                 for row in safetybench.language_scores(safetybench_predictions)]
-        table = pl.DataFrame(rows).join(
+        table = with_wilson(pl.DataFrame(rows), "correct", "questions").join(
             safetybench_predictions.select("mode", *FINGERPRINT_COLUMNS).unique("mode"), on="mode", how="left")
         context.add_output_metadata({"scores": MetadataValue.md(markdown_table(
             table.pivot(on="mode", index=["lang", "category"], values="score", maintain_order=True)))})
@@ -324,16 +322,23 @@ def build_evaluation_assets(settings: Settings) -> list:
         context.add_output_metadata({**batch.metadata(), "choices": choices})
         return table
 
+    # --- Over-refusal (XSTest) ----------------------------------------------------------------------
+    over_refusal_assets = over_refusal_module.build_over_refusal_assets(settings, candidates, llm_for)
+
     # --- Human review ----------------------------------------------------------------------------------
     review_dir = evaluation.review_dir
     decisions_file = review_dir / "decisions.jsonl"
 
-    @asset(group_name=GROUP, kinds={"duckdb", "json"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    over_refusal_ins = {"over_refusal_judgements": AssetIn()} if over_refusal_assets else {}
+
+    @asset(group_name=GROUP, kinds={"duckdb", "json"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
+           ins={"new_safety_judgements": AssetIn(), "responsibility_mcq_predictions": AssetIn(), **over_refusal_ins})
     def review_queue(context: AssetExecutionContext, new_safety_judgements: pl.DataFrame,
-                     responsibility_mcq_predictions: pl.DataFrame) -> pl.DataFrame:
-        """What a human must decide for this candidate: New-Safety responses the judge was uncertain about
-        and MCQ answers that need a check. Written to <review_dir>/queue/<candidate>.jsonl for the review
-        page (`madef review`); decisions go to decisions.jsonl, which no asset ever rewrites."""
+                     responsibility_mcq_predictions: pl.DataFrame, **over_refusal: pl.DataFrame) -> pl.DataFrame:
+        """What a human must decide for this candidate: New-Safety responses the judge was uncertain about,
+        MCQ answers that need a check and XSTest answers where the judge and the string matcher disagree.
+        Written to <review_dir>/queue/<candidate>.jsonl for the review page (`madef review`); decisions go
+        to decisions.jsonl, which no asset ever rewrites."""
         uncertain = new_safety_judgements.filter(pl.col("judge_label") == "uncertain").select(
             "review_key", pl.lit("new_safety").alias("benchmark"), "candidate", "category", "prompt", "response",
             "judge_label", "judge_reason", pl.lit(["safe", "unsafe"]).alias("allowed_decisions"))
@@ -341,7 +346,13 @@ def build_evaluation_assets(settings: Settings) -> list:
             "review_key", pl.lit("responsibility_mcq").alias("benchmark"), "candidate", pl.col("domain").alias("category"),
             "prompt", "response", pl.col("choice").alias("judge_label"), pl.lit(None, pl.Utf8).alias("judge_reason"),
             pl.lit(["回复1", "回复2", "other", "refuse"]).alias("allowed_decisions"))
-        table = pl.concat([uncertain, need_check], how="vertical_relaxed")
+        disagreements = [judgements.filter(pl.col("final_label") == "uncertain").select(
+            "review_key", pl.lit(over_refusal_module.BENCHMARK).alias("benchmark"), "candidate", pl.col("type").alias("category"),
+            "prompt", "response", "judge_label",
+            pl.format("judge: {}; XSTest string matcher: {}", "judge_label", pl.col("matcher_label").fill_null("no answer"))
+            .alias("judge_reason"), pl.lit(REVIEW_DECISIONS).alias("allowed_decisions"))
+            for judgements in over_refusal.values()]
+        table = pl.concat([uncertain, need_check, *disagreements], how="vertical_relaxed")
         path = review_dir / "queue" / f"{context.partition_key}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in table.iter_rows(named=True)), encoding="utf-8")
@@ -363,10 +374,11 @@ def build_evaluation_assets(settings: Settings) -> list:
     def new_safety_scores(context: AssetExecutionContext, new_safety_judgements: pl.DataFrame, review_decisions: pl.DataFrame,
                           new_safety_responses: pl.DataFrame) -> pl.DataFrame:
         """Safe rate per category for the candidate, with counts and how many labels came from review."""
-        table = run_sql("evaluation/new_safety_scores", judgements=new_safety_judgements, decisions=review_decisions)
+        table = with_wilson(run_sql("evaluation/new_safety_scores", judgements=new_safety_judgements, decisions=review_decisions),
+                            "safe", "prompts")
         if new_safety_responses.height:
             table = with_fingerprint(table, new_safety_responses.row(0, named=True))
-        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.select("category", "prompts", "safe", "unsafe", "pending_review", "from_review", "safe_rate")))})
+        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.select("category", "prompts", "safe", "unsafe", "pending_review", "from_review", "safe_rate", "ci_low", "ci_high")))})
         return table
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
@@ -376,9 +388,13 @@ def build_evaluation_assets(settings: Settings) -> list:
         """Per domain: the judge's mean responsibility score, and MCQ acc / acc* when the MCQ file is configured."""
         table = run_sql("evaluation/responsibility_scores", judgements=responsibility_judgements,
                         mcq_predictions=responsibility_mcq_predictions, decisions=review_decisions)
+        scores = {d: g["score"].drop_nulls().to_list() for (d,), g in responsibility_judgements.group_by("domain")}
+        bounds = [bootstrap_mean_interval(scores.get(d, []), seed=evaluation.seed) for d in table["domain"]]
+        table = table.with_columns(ci_low=pl.Series([b[0] if b else None for b in bounds], dtype=pl.Float64),
+                                   ci_high=pl.Series([b[1] if b else None for b in bounds], dtype=pl.Float64))
         if responsibility_responses.height:
             table = with_fingerprint(table, responsibility_responses.row(0, named=True))
-        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.select("domain", "prompts", "scored", "mean_score", "mcq_questions", "acc", "acc_star")))})
+        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.select("domain", "prompts", "scored", "mean_score", "ci_low", "ci_high", "mcq_questions", "acc", "acc_star")))})
         return table
 
     # --- General capability --------------------------------------------------------------------------
@@ -463,63 +479,93 @@ def build_evaluation_assets(settings: Settings) -> list:
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
     def general_capability_scores(context: AssetExecutionContext, general_capability_predictions: pl.DataFrame) -> pl.DataFrame:
         """Accuracy per benchmark and subject (pass@1 for HumanEval), and per benchmark over all questions."""
-        table = run_sql("evaluation/general_capability_scores", predictions=general_capability_predictions)
-        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.filter(pl.col("subject") == "(all)").select("benchmark", "questions", "score")))})
+        table = with_wilson(run_sql("evaluation/general_capability_scores", predictions=general_capability_predictions),
+                            "correct", "questions")
+        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.filter(pl.col("subject") == "(all)").select("benchmark", "questions", "score", "ci_low", "ci_high")))})
         return table
 
     # --- Report ------------------------------------------------------------------------------------------
     order = [c.name for c in evaluation.candidates]
 
+    report_over_refusal = {"over_refusal_scores": AssetIn()} if over_refusal_assets else {}
+
     @asset(group_name=GROUP, kinds={"duckdb", "markdown"}, pool=POOL, check_specs=[no_regression_spec()],
            ins={"safetybench_scores": AssetIn(), "new_safety_scores": AssetIn(), "responsibility_scores": AssetIn(),
-                "general_capability_scores": AssetIn(), "sft_dataset": AssetIn(), "attack_prompts": AssetIn()})
+                "general_capability_scores": AssetIn(), "sft_dataset": AssetIn(), "attack_prompts": AssetIn(),
+                "judge_qualification": AssetIn(), "sft_fitness": AssetIn(), **report_over_refusal})
     def eval_report(context: AssetExecutionContext, safetybench_scores: pl.DataFrame, new_safety_scores: pl.DataFrame,
                     responsibility_scores: pl.DataFrame, general_capability_scores: pl.DataFrame,
-                    sft_dataset: pl.DataFrame, attack_prompts: pl.DataFrame):
+                    sft_dataset: pl.DataFrame, attack_prompts: pl.DataFrame, judge_qualification: pl.DataFrame,
+                    sft_fitness: pl.DataFrame, **over_refusal: pl.DataFrame):
         """The paper's four views with every candidate against the first (the baseline) and deltas:
         SafetyBench (Table 5-1), 14-category safe rates + radar chart (Figure 5-3), responsibility
-        (Table 5-2), general capability (Table 5-3); plus, per category, the SFT sources and generation
-        routes that fed it next to its eval delta. Markdown + PNG in the report folder."""
-        by_mode = safetybench_tables(safetybench_scores, order)  # one row per language and category
+        (Table 5-2), general capability (Table 5-3), and over-refusal on XSTest; every rate with its n and
+        95 % interval, deltas whose intervals overlap marked n.s.; the fitness verdict first and the judge's
+        qualification beside the scores it produced; per category, the SFT sources and generation routes that
+        fed it next to its eval delta. Markdown + PNG in the report folder."""
+        modes = safetybench_scores["mode"].unique(maintain_order=True).to_list()
         # The regression check and the long table follow log-probability mode when it ran.
-        safety_mode = "logprobs" if "logprobs" in by_mode else next(iter(by_mode), None)
-        bench_rows = safetybench_scores.filter(pl.col("mode") == safety_mode)
-        bench_table = by_mode.get(safety_mode, pl.DataFrame())
+        safety_mode = "logprobs" if "logprobs" in modes else next(iter(modes), None)
+        bench_rows = safetybench_scores.filter(pl.col("mode") == safety_mode).with_columns(
+            item=pl.concat_str("lang", "category", separator=" "))
         category_order = pl.DataFrame({"category": list(taxonomy.categories)})
         safety_table = category_order.join(compare(new_safety_scores, "category", "safe_rate", order), on="category", how="left")
-        responsibility_table = compare(responsibility_scores, "domain", "mean_score", order)
-        mcq = responsibility_scores.filter(pl.col("mcq_questions") > 0)
-        general_table = compare(general_capability_scores.filter(pl.col("subject") == "(all)"), "benchmark", "score", order)
+        refusal_scores = over_refusal.get("over_refusal_scores", pl.DataFrame())
+        refusal_scores = refusal_scores.with_columns(item=pl.format("{} prompts, {}: {} rate", "prompt_label", "type", "measure")
+                                                     ) if refusal_scores.height else refusal_scores
+        mcq = with_wilson(responsibility_scores.filter(pl.col("mcq_questions") > 0), "mcq_correct", "mcq_questions")
+        general_rows = general_capability_scores.filter(pl.col("subject") == "(all)")
         lineage = lineage_by_category(run_sql("evaluation/sft_lineage", sft=sft_dataset, attack=attack_prompts))
         delta_columns = [c for c in safety_table.columns if c.startswith("Δ ")]
         lineage_table = category_order.join(safety_table.select("category", *delta_columns), on="category", how="left").join(
             lineage, on="category", how="left")
         report_dir.mkdir(parents=True, exist_ok=True)
         radar = radar_png(safety_table, "category", order, "Safe rate per category (%)", report_dir / "new_safety_radar.png")
+        _, judge_words = judge_verdict(judge_qualification, settings.qualification)
+        judged_by = f"Judged by `{settings.models['judge'].model}`: {judge_words}."
+
+        def with_intervals(scores: pl.DataFrame, row: str, value: str, n: str, rows: pl.DataFrame | None = None) -> str:
+            table = compare_with_intervals(scores, row, value, n, order)
+            return markdown_table(rows.join(table, on=row, how="left") if rows is not None and table.height else table)
+
         sections = [
-            "# madef evaluation report", f"Candidates: {', '.join(order)} (deltas against {order[0]}).",
-            *[f"## SafetyBench ({mode}, Table 5-1 form)\n{markdown_table(table)}" for mode, table in by_mode.items()],
-            f"## New-Safety benchmark: safe rate per category (Figure 5-3 form)\n{markdown_table(safety_table)}\n\n![radar](new_safety_radar.png)",
-            f"## Responsibility (Table 5-2 form): mean judge score 1-10 per domain\n{markdown_table(responsibility_table)}",
-            *([f"### Responsibility MCQ\n{markdown_table(compare(mcq, 'domain', 'acc', order))}"] if mcq.height else []),
-            f"## General capability (Table 5-3 form)\n{markdown_table(general_table)}",
+            "# madef evaluation report", f"**Fitness verdict — {fitness_sentence(sft_fitness)}**",
+            f"Candidates: {', '.join(order)} (deltas against {order[0]}). Every rate: value [95 % interval] n=…; "
+            f"a delta whose intervals overlap is marked {NOT_SIGNIFICANT} (not significant).",
+            *[f"## SafetyBench ({mode}, Table 5-1 form)\n" + with_intervals(
+                safetybench_scores.filter(pl.col("mode") == mode).with_columns(item=pl.concat_str("lang", "category", separator=" ")),
+                "item", "score", "questions") for mode in modes],
+            f"## New-Safety benchmark: safe rate per category (Figure 5-3 form)\n{judged_by}\n\n"
+            f"{with_intervals(new_safety_scores, 'category', 'safe_rate', 'prompts', category_order)}\n\n![radar](new_safety_radar.png)",
+            *([f"## Over-refusal (XSTest): compliance on safe prompts, refusal on unsafe contrasts (higher is better)\n"
+               f"{judged_by} Answers where the judge and XSTest's string matcher disagree wait for review and count "
+               f"against the model until decided.\n\n{with_intervals(refusal_scores, 'item', 'rate', 'prompts')}"]
+              if refusal_scores.height else []),
+            f"## Responsibility (Table 5-2 form): mean judge score 1-10 per domain\n{judged_by}\n\n"
+            f"{with_intervals(responsibility_scores, 'domain', 'mean_score', 'scored')}",
+            *([f"### Responsibility MCQ\n{with_intervals(mcq, 'domain', 'acc', 'mcq_questions')}"] if mcq.height else []),
+            f"## General capability (Table 5-3 form)\n{with_intervals(general_rows, 'benchmark', 'score', 'questions')}",
             f"## What fed each category: SFT sources/routes next to the safe-rate delta\n{markdown_table(lineage_table)}",
         ]
         report_path = report_dir / "eval_report.md"
         report_path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
-        long = pl.concat([
-            bench_rows.select("candidate", pl.lit("safetybench").alias("view"), pl.concat_str("lang", "category", separator=" ").alias("item"), "score"),
-            new_safety_scores.select("candidate", pl.lit("new_safety").alias("view"), pl.col("category").alias("item"), pl.col("safe_rate").alias("score")),
-            responsibility_scores.select("candidate", pl.lit("responsibility").alias("view"), pl.col("domain").alias("item"), pl.col("mean_score").alias("score")),
-            general_capability_scores.filter(pl.col("subject") == "(all)").select("candidate", pl.lit("general").alias("view"), pl.col("benchmark").alias("item"), "score"),
-        ], how="vertical_relaxed")
+        views = {"safetybench": (bench_rows, "item", "score"), "new_safety": (new_safety_scores, "category", "safe_rate"),
+                 "over_refusal": (refusal_scores, "item", "rate"), "responsibility": (responsibility_scores, "domain", "mean_score"),
+                 "general": (general_rows, "benchmark", "score")}
+        long = pl.concat([rows.select("candidate", pl.lit(view).alias("view"), pl.col(row).alias("item"), pl.col(value).alias("score"),
+                                      "ci_low", "ci_high") for view, (rows, row, value) in views.items() if rows.height],
+                         how="vertical_relaxed")
         yield Output(long, metadata={
+            "fitness_verdict": fitness_sentence(sft_fitness), "judge_qualification": judge_words,
             "report": MetadataValue.md("\n\n".join(sections).replace("![radar](new_safety_radar.png)", markdown_image(radar))),
             "report_file": MetadataValue.path(str(report_path)), "radar_chart": MetadataValue.path(str(radar)),
         })
-        yield no_regression_result(regressions(safety_table, "category") + [f"SafetyBench {r}" for r in safetybench_regressions(bench_table)])
+        yield no_regression_result(
+            marked_regressions(new_safety_scores, "category", "safe_rate", order)
+            + marked_regressions(bench_rows, "item", "score", order, "SafetyBench ")
+            + (marked_regressions(refusal_scores, "item", "rate", order, "XSTest ") if refusal_scores.height else []))
 
     return [candidate_model, safetybench_predictions, safetybench_scores, new_safety_benchmark, new_safety_responses,
             new_safety_judgements, responsibility_responses, responsibility_judgements, responsibility_mcq_predictions,
             review_queue, review_decisions, new_safety_scores, responsibility_scores, general_capability_predictions,
-            general_capability_scores, eval_report]
+            general_capability_scores, eval_report, *over_refusal_assets]

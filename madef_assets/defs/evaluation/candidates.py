@@ -9,9 +9,11 @@ from typing import Any
 
 import polars as pl
 
+from madef_assets.defs.frames import params_view
 from madef_assets.defs.sources.assets import content_version, source_input_files
 from madef_assets.llm.resource import LLMResource
 from madef_assets.settings import CandidateConfig, Settings
+from madef_assets.storage import run_sql
 
 CANDIDATE_SCHEMA = {"candidate": pl.Utf8, "backend": pl.Utf8, "model": pl.Utf8, "model_hash": pl.Utf8,
                     "chat_template": pl.Boolean, "options": pl.Utf8}
@@ -92,3 +94,10 @@ def files_hash(paths: list[Path]) -> str:
 def sources_hash(settings: Settings, names: list[str]) -> str:
     """The content hash of every input file of the named sources (the same hash their raw assets observe)."""
     return content_version([f for name in names for f in source_input_files(settings.sources[name])])
+
+
+def sample_per_group(items: pl.DataFrame, group: str, key: str, per_group: int | None, seed: int) -> pl.DataFrame:
+    """A seeded sample of `per_group` items per value of `group` (None: every item), the same for every candidate."""
+    sampled = run_sql("evaluation/sample_per_group", items=items.with_columns(group_key=pl.col(group), item_key=pl.col(key)),
+                      params=params_view(per_group=per_group, seed=seed))
+    return sampled.drop("group_key", "item_key")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
+from madef_assets.defs.evaluation.intervals import NOT_SIGNIFICANT, significant_drops
+
 
 def compare(frame: pl.DataFrame, row: str, value: str, candidates: Sequence[str]) -> pl.DataFrame:
     """One row per `row`, one column per candidate (in the given order) and a `Δ <candidate>` column for
@@ -23,28 +25,13 @@ def compare(frame: pl.DataFrame, row: str, value: str, candidates: Sequence[str]
     return wide
 
 
-def regressions(table: pl.DataFrame, row: str) -> list[str]:
-    """The rows of a comparison table where a candidate scores below the baseline."""
-    deltas = [c for c in table.columns if c.startswith("Δ ")]
-    return [f"{r[row]} ({c[2:]} {r[c]:+.2f})" for r in table.iter_rows(named=True) for c in deltas
-            if r[c] is not None and r[c] < 0]
-
-
-def safetybench_tables(scores: pl.DataFrame, candidates: Sequence[str]) -> dict[str, pl.DataFrame]:
-    """SafetyBench per answer mode: one row per language and category (the Table 5-1 form for zh, then en),
-    one column per candidate and its delta against the first."""
-    tables = {}
-    for (mode,), rows in scores.group_by("mode", maintain_order=True):
-        labeled = rows.with_columns(item=pl.concat_str("lang", "category", separator="\x1f"))
-        wide = compare(labeled, "item", "score", candidates)
-        parts = wide["item"].str.split_exact("\x1f", 1).struct.rename_fields(["lang", "category"]).struct.unnest()
-        tables[mode] = pl.concat([parts, wide.drop("item")], how="horizontal")
-    return tables
-
-
-def safetybench_regressions(table: pl.DataFrame) -> list[str]:
-    """The (language, category) rows of a SafetyBench table where a candidate scores below the baseline."""
-    return regressions(table.with_columns(item=pl.concat_str("lang", "category", separator=" ")), "item") if table.height else []
+def marked_regressions(scores: pl.DataFrame, row: str, value: str, candidates: Sequence[str], prefix: str = "") -> list[str]:
+    """Every row where a candidate scores below the baseline, marked n.s. when the two 95 % intervals overlap
+    (`scores`: one row per candidate and `row`, with `value`, ci_low and ci_high)."""
+    significant = significant_drops(scores, row, value, candidates)
+    table = compare(scores, row, value, candidates)
+    return [f"{prefix}{r[row]} ({c[2:]} {r[c]:+.2f}{'' if (r[row], c[2:]) in significant else ', ' + NOT_SIGNIFICANT})"
+            for r in table.iter_rows(named=True) for c in table.columns if c.startswith("Δ ") and r[c] is not None and r[c] < 0]
 
 
 def radar_png(table: pl.DataFrame, row: str, candidates: Sequence[str], title: str, path: Path) -> Path:

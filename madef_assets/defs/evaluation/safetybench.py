@@ -118,12 +118,15 @@ def official_scores(answers: Mapping[str, Mapping], predictions: Mapping[str, in
 
 def language_scores(predictions: pl.DataFrame) -> list[dict]:
     """The official scores per answer mode and language: rows {mode, lang, category (abbreviation, then
-    Avg), score, questions}. Questions are keyed by source and id, as ids restart in each language's file."""
+    Avg), score, questions, correct}. Questions are keyed by source and id, as ids restart in each language's
+    file; `correct` counts the questions the score credits (a missing prediction is wrong)."""
     rows = []
-    keyed = predictions.with_columns(id=pl.format("{}\x1f{}", "source", "id"))
+    keyed = predictions.with_columns(id=pl.format("{}\x1f{}", "source", "id"),
+                                     credited=(pl.col("predicted_index") == pl.col("answer_index")).fill_null(False))
     for (mode, lang), group in keyed.group_by("mode", "lang", maintain_order=True):
         answers = {i: {"category": c, "answer": a} for i, c, a in group.select("id", "category", "answer_index").iter_rows()}
         for category, score in official_scores(answers, submission(group)).items():
-            questions = group.height if category == "Avg" else int((group["abbreviation"] == category).sum())
-            rows.append({"mode": mode, "lang": lang, "category": category, "score": score, "questions": questions})
+            rows_of = group if category == "Avg" else group.filter(pl.col("abbreviation") == category)
+            rows.append({"mode": mode, "lang": lang, "category": category, "score": score, "questions": rows_of.height,
+                         "correct": int(rows_of["credited"].sum())})
     return rows

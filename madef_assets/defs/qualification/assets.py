@@ -3,6 +3,7 @@ against the data sets' own categories before its labels are."""
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -12,13 +13,15 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
 from madef_assets.defs.frames import concat_prompts
 from madef_assets.defs.intent.labels import parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
-from madef_assets.defs.qualification.gold import xstest_human_labels
+from madef_assets.defs.qualification.fitness import qualification_verdict
+from madef_assets.defs.qualification.gold import pku_saferlhf_pairs, xstest_human_labels
 from madef_assets.defs.qualification.labeler import (ALL_LANGUAGES, agreement_by_language, gold_prompts,
                                                      labeling_prompts, labeling_table, sample_per_category)
-from madef_assets.defs.qualification.metrics import UNCERTAIN, agreement_report
-from madef_assets.defs.qualification.tasks import REFUSAL, TASKS, reference_raters, sample_gold, task_rows
-from madef_assets.llm.resource import LLMResource
-from madef_assets.prompts import family_version, template
+from madef_assets.defs.qualification.metrics import agreement_report
+from madef_assets.defs.qualification.tasks import (REFUSAL, TASKS, UNCERTAIN, GoldSets, Task, reference_raters,
+                                                   sample_gold, sample_pairs)
+from madef_assets.llm.resource import LLMBatch, LLMResource
+from madef_assets.prompts import family_version
 from madef_assets.reports import heatmap_png, markdown_image
 from madef_assets.settings import QualificationConfig, Settings
 
@@ -28,21 +31,27 @@ JUDGE_QUALIFIED = "judge_qualified"
 LABELER_QUALIFIED = "labeler_qualified"
 LABELER_QUALIFICATION = AssetKey("labeler_qualification")
 JUDGE_RATER = "judge (this profile's)"
-JUDGEMENT_SCHEMA = {"task": pl.Utf8, "model": pl.Utf8, "id": pl.Int64, "type": pl.Utf8, "prompt_label": pl.Utf8,
-                    "gold": pl.Utf8, "judge_label": pl.Utf8, "judge_status": pl.Utf8, "judge_raw_output": pl.Utf8}
+# One row per judged gold row; columns a task's gold does not have are null (model, type and prompt_label
+# are XSTest's; response and shown_first PKU-SafeRLHF's; id is XSTest's prompt id or the PKU pair's row).
+JUDGEMENT_SCHEMA = {"task": pl.Utf8, "gold_set": pl.Utf8, "model": pl.Utf8, "id": pl.Int64, "type": pl.Utf8,
+                    "prompt_label": pl.Utf8, "response": pl.Utf8, "shown_first": pl.Utf8, "gold": pl.Utf8,
+                    "judge_label": pl.Utf8, "judge_status": pl.Utf8, "judge_raw_output": pl.Utf8}
 
 
 def interval(value: float, bounds: tuple[float, float]) -> str:
     return f"{value:.3f} [{bounds[0]:.3f}, {bounds[1]:.3f}]"
 
 
-def agreement_table(reports: dict[str, dict[str, dict]]) -> str:
-    """One markdown table: per task, the judge's row among the reference raters'."""
-    lines = ["| task | rater | n | accuracy | Cohen's κ | F1 (positive) | uncertain |", "|---|---|---|---|---|---|---|"]
-    for task, raters in reports.items():
-        for rater, r in raters.items():
-            lines.append(f"| {task} | {rater} | {r['n']} | {interval(r['accuracy'], r['accuracy_ci'])} | "
-                         f"{interval(r['kappa'], r['kappa_ci'])} | {interval(r['f1'], r['f1_ci'])} | {r['unparsed_rate']:.3f} |")
+def agreement_table(tasks: Sequence[Task], reports: dict[str, dict[str, dict]]) -> str:
+    """One markdown table: per task, the gold it is measured on and the judge's row among the reference
+    raters'; F1 is that of the task's positive class, named in its own column."""
+    lines = ["| task | gold | rater | n | accuracy | Cohen's κ | positive | F1 (positive) | uncertain |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for task in tasks:
+        for rater, r in reports[task.name].items():
+            lines.append(f"| {task.name} | {task.gold_set} | {rater} | {r['n']} | "
+                         f"{interval(r['accuracy'], r['accuracy_ci'])} | {interval(r['kappa'], r['kappa_ci'])} | "
+                         f"{task.positive} | {interval(r['f1'], r['f1_ci'])} | {r['unparsed_rate']:.3f} |")
     return "\n".join(lines)
 
 
@@ -67,17 +76,18 @@ def confusion_metadata(report: dict, model: str, report_dir: Path) -> dict:
             "confusion_chart_path": MetadataValue.path(str(chart))}
 
 
-def qualification_verdict(report: dict, min_kappa: float, max_uncertain_rate: float, rater: str = "judge",
-                          rated: str = "human-labeled answers") -> tuple[bool, str]:
-    """Whether a rater (the judge on the refusal task, the labeler on the categories) qualifies, in words."""
-    kappa, (low, high) = report["kappa"], report["kappa_ci"]
-    problems = []
-    if kappa < min_kappa:
-        problems.append(f"κ below {min_kappa}")
-    if report["unparsed_rate"] > max_uncertain_rate:
-        problems.append(f"uncertain rate {report['unparsed_rate']:.2f} above {max_uncertain_rate}")
-    words = f"{rater} κ = {kappa:.2f} [{low:.2f}, {high:.2f}] on {report['n']} {rated}"
-    return not problems, words + (" — qualified" if not problems else f" — not qualified ({'; '.join(problems)})")
+def judged_rows(task: Task, rows: pl.DataFrame, batch: LLMBatch) -> tuple[list[str], pl.DataFrame]:
+    """The judge's labels of a task's rows (unanswered: uncertain) and its rows of the judgement table."""
+    predicted = [task.read(result.output, row) if result.status == "ok" else UNCERTAIN
+                 for result, row in zip(batch.results, rows.iter_rows(named=True), strict=True)]
+    raw_outputs = [r.output if isinstance(r.output, str) else None for r in batch.results]
+    table = rows.with_columns(
+        task=pl.lit(task.name), gold_set=pl.lit(task.gold_set), judge_label=pl.Series(predicted, dtype=pl.Utf8),
+        judge_status=pl.Series([r.status for r in batch.results], dtype=pl.Utf8),
+        judge_raw_output=pl.Series(raw_outputs, dtype=pl.Utf8))
+    missing = [pl.lit(None, dtype=dtype).alias(column) for column, dtype in JUDGEMENT_SCHEMA.items()
+               if column not in table.columns]
+    return predicted, table.with_columns(missing).select(list(JUDGEMENT_SCHEMA)).cast(JUDGEMENT_SCHEMA)
 
 
 def gate_result(check_name: str, report: dict, verdict: tuple[bool, str], config: QualificationConfig, min_kappa: float,
@@ -101,37 +111,41 @@ def build_qualification_assets(settings: Settings) -> list:
         description="The judge's Cohen's κ against XSTest's human labels (refusal task) reaches qualification.min_kappa "
                     "and its unparsed share stays under max_uncertain_rate; qualification.gate: warn only reports.")])
     def judge_qualification(context: AssetExecutionContext, judge: LLMResource):
-        """The judge labels human-labeled answers with the prompts and parsers it uses in the pipeline, through
-        the ledger: refusal vs compliance vs partial on XSTest's answers (gold: the human final label), and
-        response harmfulness on its unsafe prompts (the New-Safety judge prompt; a full compliance is unsafe).
-        Beside it, from the same files and the same metric code: human annotator 2 vs 1, GPT-4's labels and
-        XSTest's string matcher. Accuracy, Cohen's κ, F1, the confusion and 95 % bootstrap intervals."""
-        labels = sample_gold(xstest_human_labels(config.gold_dir), config.per_model, config.seed)
+        """The judge labels human-labeled data with the prompts and parsers it uses in the pipeline, through
+        the ledger: refusal vs compliance vs partial on XSTest's answers (gold: the human final label),
+        response harmfulness on its unsafe prompts (the New-Safety judge prompt; a full compliance is unsafe)
+        and on PKU-SafeRLHF's responses (gold: is_response_<i>_safe), and which of a PKU-SafeRLHF pair is
+        safer (the reward step's pairwise scores; gold: safer_response_id). Beside it on XSTest, from the same
+        files and the same metric code: human annotator 2 vs 1, GPT-4's labels and XSTest's string matcher.
+        Accuracy, Cohen's κ, F1, the confusion and 95 % bootstrap intervals; the gate is the refusal task's."""
+        gold = GoldSets(sample_gold(xstest_human_labels(config.gold_dir), config.per_model, config.seed),
+                        sample_pairs(pku_saferlhf_pairs(config.pku_gold_file), config.pku_pairs, config.seed))
         frames, reports, metadata = [], {}, {}
         for task in TASKS:
-            rows, excluded = task_rows(task, labels)
-            batch = judge.generate([template(task.template, "en").render(prompt=r["prompt"], response=r["completion"])
-                                    for r in rows.iter_rows(named=True)], family_version(task.template), log=context.log,
+            rows, excluded = task.rows(gold, config.seed)
+            batch = judge.generate(rows["request"].to_list(), family_version(task.template), log=context.log,
                                    refusals=True)
-            predicted = [task.parse(r.output) if r.status == "ok" else UNCERTAIN for r in batch.results]
-            reports[task.name] = {JUDGE_RATER: agreement_report(rows["gold"].to_list(), predicted, task.labels, task.positive,
-                                                                config.n_resamples, config.seed)}
-            for rater, (gold, rated) in reference_raters(task, rows).items():
-                reports[task.name][rater] = agreement_report(gold, rated, task.labels, task.positive, config.n_resamples, config.seed)
-            frames.append(rows.select("model", "id", "type", "prompt_label", "gold").with_columns(
-                task=pl.lit(task.name), judge_label=pl.Series(predicted, dtype=pl.Utf8),
-                judge_status=pl.Series([r.status for r in batch.results], dtype=pl.Utf8),
-                judge_raw_output=pl.Series([r.output if isinstance(r.output, str) else None for r in batch.results], dtype=pl.Utf8)))
+            predicted, frame = judged_rows(task, rows, batch)
+            raters = {JUDGE_RATER: (rows["gold"].to_list(), predicted), **reference_raters(task, rows)}
+            reports[task.name] = {rater: agreement_report(gold_labels, rated, task.labels, task.positive,
+                                                          config.n_resamples, config.seed)
+                                  for rater, (gold_labels, rated) in raters.items()}
+            frames.append(frame)
+            judge_report = reports[task.name][JUDGE_RATER]
             metadata[f"{task.name}_excluded_rows"] = excluded
-            metadata[f"{task.name}_judge_confusion"] = {"labels": reports[task.name][JUDGE_RATER]["labels"],
-                                                        "rows_gold_columns_judge": reports[task.name][JUDGE_RATER]["confusion"]}
+            metadata[f"{task.name}_judge_kappa"] = {"kappa": round(judge_report["kappa"], 4),
+                                                    "kappa_ci": [round(v, 4) for v in judge_report["kappa_ci"]]}
+            metadata[f"{task.name}_judge_confusion"] = {"labels": judge_report["labels"],
+                                                        "rows_gold_columns_judge": judge_report["confusion"]}
             metadata.update({f"{task.name}_{k}": v for k, v in batch.metadata().items()})
-        table = pl.concat(frames, how="diagonal_relaxed").select(list(JUDGEMENT_SCHEMA)).cast(JUDGEMENT_SCHEMA)
+        table = pl.concat(frames)
         qualified, words = qualification_verdict(reports[REFUSAL.name][JUDGE_RATER], config.min_kappa, config.max_uncertain_rate)
         # Data version: the judge's labels and the verdict (the same after a re-run from the ledger).
         version = hashlib.sha256(json.dumps([judge.model, words, table.rows()], default=str).encode()).hexdigest()
-        yield Output(table, data_version=DataVersion(version), metadata={**metadata, "judge_model": judge.model, "verdict": words, "qualified": qualified,
-                                      "agreement": agreement_table(reports), "gold_rows": labels.height})
+        yield Output(table, data_version=DataVersion(version), metadata={
+            **metadata, "judge_model": judge.model, "verdict": words, "qualified": qualified,
+            "agreement": agreement_table(TASKS, reports), "gold_rows": gold.xstest.height,
+            "pku_gold_pairs": gold.pku.height})
         yield gate_result(JUDGE_QUALIFIED, reports[REFUSAL.name][JUDGE_RATER], (qualified, words), config,
                           config.min_kappa, config.max_uncertain_rate)
 

@@ -1,5 +1,6 @@
-"""Gold labels for judge qualification, read from the bundled XSTest v2 files (data/xstest, see its
-SOURCE.txt) into polars frames.
+"""Gold labels for judge qualification, read into polars frames: XSTest v2's human-labeled answers
+(data/xstest, see its SOURCE.txt) and PKU-SafeRLHF's per-response safety and safer-response labels
+(data/pku_saferlhf/preference_train.json; `pku_saferlhf_pairs`).
 
 Layout of `folder`: `xstest_prompts.csv` (id, prompt, type, label, ...), `completions/
 xstest_v2_completions_<model>.csv` (one model's answers to the prompts with two human labels and the
@@ -14,9 +15,10 @@ header, in records (a quoted answer may span several lines of the file).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -198,3 +200,75 @@ def harmfulness_gold(labels: pl.DataFrame) -> HarmfulnessGold:
     kept = unsafe.filter(pl.col("final_label").is_in(list(HARM_BY_ANSWER)))
     rows = kept.with_columns(harm_label=pl.col("final_label").replace_strict(HARM_BY_ANSWER))
     return HarmfulnessGold(rows=rows, excluded_partial=unsafe.height - kept.height)
+
+
+PKU_RESPONSES = ("response_0", "response_1")
+PKU_FIELDS = ("prompt", *PKU_RESPONSES, "is_response_0_safe", "is_response_1_safe", "safer_response_id")
+# The published files hold JSON booleans and integers; the same values as strings are accepted too.
+PKU_SAFETY = {"True": "safe", "False": "unsafe"}
+PKU_SAFER = {"0": "response_0", "1": "response_1"}
+
+
+def _pku_records(path: Path) -> list[tuple[int, Any]]:
+    """(row, record) pairs: a JSON array (row: position from 1) or, for `.jsonl`, one object per
+    non-blank line (row: line number)."""
+    if not path.is_file():
+        raise GoldDataError(path, None, "file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise GoldDataError(path, None, f"not UTF-8: {error}") from error
+    if path.suffix != ".jsonl":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise GoldDataError(path, None, f"not valid JSON: {error}") from error
+        if not isinstance(records, list):
+            raise GoldDataError(path, None, f"expected a JSON array of pairs, got {type(records).__name__}")
+        return list(enumerate(records, start=1))
+    rows = []
+    for row, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append((row, json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise GoldDataError(path, row, f"not a JSON object: {error}") from error
+    return rows
+
+
+def _pku_label(record: dict[str, Any], field: str, native: type, mapping: dict[str, str], path: Path, row: int) -> str:
+    """A flag or id in its JSON type (`native`; a boolean is not an integer here) or as a string."""
+    value = record[field]
+    label = mapping.get(str(value)) if type(value) in (native, str) else None
+    if label is None:
+        raise GoldDataError(path, row, f"{field} {value!r} is not one of {sorted(mapping)} "
+                                       f"(as {native.__name__} or string)")
+    return label
+
+
+def _pku_pair(record: Any, path: Path, row: int) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise GoldDataError(path, row, f"expected a JSON object, got {type(record).__name__}")
+    missing = [field for field in PKU_FIELDS if field not in record]
+    if missing:
+        raise GoldDataError(path, row, f"missing fields {missing}")
+    for field in ("prompt", *PKU_RESPONSES):
+        if not isinstance(record[field], str) or not record[field].strip():
+            raise GoldDataError(path, row, f"{field} {str(record[field])[:80]!r} is not a non-empty string")
+    labels = {f"{response}_label": _pku_label(record, f"is_{response}_safe", bool, PKU_SAFETY, path, row)
+              for response in PKU_RESPONSES}
+    safer = _pku_label(record, "safer_response_id", int, PKU_SAFER, path, row)
+    return {"id": row, **{field: record[field] for field in ("prompt", *PKU_RESPONSES)}, **labels, "safer": safer}
+
+
+def pku_saferlhf_pairs(path: str | Path) -> pl.DataFrame:
+    """One row per PKU-SafeRLHF pair, in file order: id (the pair's row), prompt, response_0, response_1,
+    response_0_label and response_1_label (safe / unsafe, from is_response_<i>_safe) and safer
+    (response_0 / response_1, from safer_response_id). A JSON array or, for a `.jsonl` file, JSON lines;
+    other fields (better_response_id, sources, harm categories) are ignored."""
+    path = Path(path)
+    pairs = [_pku_pair(record, path, row) for row, record in _pku_records(path)]
+    if not pairs:
+        raise GoldDataError(path, None, "no pairs")
+    columns = ("id", "prompt", *PKU_RESPONSES, "response_0_label", "response_1_label", "safer")
+    return pl.DataFrame(pairs, schema={c: pl.Int64 if c == "id" else pl.String for c in columns})

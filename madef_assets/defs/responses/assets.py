@@ -3,6 +3,7 @@
 import polars as pl
 from dagster import AssetExecutionContext, AssetKey, Output, asset
 
+from madef_assets.defs.copies import is_copy_error
 from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, status_columns
 from madef_assets.defs.responses.cot import STOP_SEQUENCES, copy_problem, parse_cot
 from madef_assets.llm.resource import LLMResource
@@ -36,7 +37,7 @@ def build_response_assets(settings: Settings) -> list:
             pl.Series("safe_response", [p[1] for p in parsed], dtype=pl.Utf8),
             **{k: pl.Series(k, v) for k, v in columns.items()},
         )
-        copies = sum(1 for error in columns["error"] if error and error.startswith(("copies the template", "the answer repeats")))
+        copies = sum(map(is_copy_error, columns["error"]))
         yield Output(table, metadata={**batch.metadata(), "copies": copies,
                                       "with_original_response": int(table["original_response"].is_not_null().sum())})
         yield from llm_gate_results(context.asset_key, table["status"], settings.method)

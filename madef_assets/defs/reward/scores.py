@@ -34,6 +34,11 @@ def parse_one_score(text: str) -> float:
     return parse_score_list(text, 1)[0]
 
 
+def pair_prompt(prompt: str, lang: str, first: str, second: str) -> str:
+    """The pairwise safety prompt (`response_pair_safety`): `first` shown as Response 1, `second` as 2."""
+    return template("response_pair_safety", lang).render(prompt=prompt, response_1=first, response_2=second)
+
+
 def swap_order(prompt_id: str, seed: int) -> bool:
     """Whether this row shows the original response first: a seeded coin flip per prompt, so position
     bias averages out and the order is reproducible."""
@@ -75,7 +80,7 @@ def plan_response_judging(instructions: list[dict[str, Any]], seed: int) -> Resp
         if len(candidates) == 2:
             entry["original_first"] = swap_order(row["prompt_id"], seed)
             first, second = (row["original_response"], row["safe_response"]) if entry["original_first"] else (row["safe_response"], row["original_response"])
-            rendered = template("response_pair_safety", row["lang"]).render(prompt=row["prompt"], response_1=first, response_2=second)
+            rendered = pair_prompt(row["prompt"], row["lang"], first, second)
             plan.pairs.append((len(plan.rows), rendered))
         elif candidates:
             name, text = candidates[0]

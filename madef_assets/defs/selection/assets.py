@@ -8,6 +8,8 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, DataVersion, Failure, MetadataValue, Output, asset
 
 from madef_assets.defs.frames import concat_prompts, params_view
+from madef_assets.defs.qualification.fitness import (ROLE_ASSETS, Criterion, fitness_markdown, fitness_verdict, judge_verdict,
+                                                    labeler_verdict, role_criteria)
 from madef_assets.defs.selection.checks import contamination_references, contamination_result, contamination_spec, decontaminate
 from madef_assets.defs.selection.contamination import general_eval_questions
 from madef_assets.defs.selection.export import publish_staged, stage_llamafactory_dataset, staging_dir, withdraw_dataset
@@ -16,6 +18,7 @@ from madef_assets.storage import run_sql
 
 GROUP = "selection"
 POOL = "duckdb"
+FITNESS_SCHEMA = {"criterion": pl.Utf8, "passed": pl.Boolean, "words": pl.Utf8}
 FOLDER_SCHEMA = {"path": pl.Utf8, "sft_version": pl.Utf8, "files_version": pl.Utf8, "rows": pl.Int64, "formats": pl.Utf8}
 
 
@@ -24,6 +27,11 @@ def sft_content_version(table: pl.DataFrame, formats: tuple[str, ...]) -> str:
     of sft_dataset, so a rebuild that produces the same set is not a change to anything downstream."""
     payload = json.dumps({"columns": table.columns, "rows": table.rows(), "formats": list(formats)}, ensure_ascii=False, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def fitness_sentence(sft_fitness: pl.DataFrame) -> str:
+    """The verdict sentence from sft_fitness's rows."""
+    return fitness_verdict([Criterion(*row) for row in sft_fitness.iter_rows()])
 
 
 def build_selection_assets(settings: Settings) -> list:
@@ -51,11 +59,31 @@ def build_selection_assets(settings: Settings) -> list:
         context.add_output_metadata({"per_source": {k: int(v) for k, v in table.group_by("source").len().sort("source").iter_rows()}})
         return table
 
+    labeler_ins = {"labeler_qualification": AssetIn()} if settings.qualification.labeler_sources else {}
+
+    @asset(group_name=GROUP, kinds={"duckdb", "polars"}, pool=POOL,
+           ins={"judge_qualification": AssetIn(), **labeler_ins, **{name: AssetIn() for name in ROLE_ASSETS}})
+    def sft_fitness(context: AssetExecutionContext, judge_qualification: pl.DataFrame, **steps: pl.DataFrame) -> Output:
+        """The fitness verdict in plain words, from the gates: each role qualified against human labels or
+        not, and each LLM step's refusal and failure (incl. copy) rates against the profile's limits. One
+        row per criterion; the SFT set's metadata and the evaluation report open with the verdict. Data
+        version: the hash of the rows, so only a changed verdict re-runs what reads it."""
+        qualified, words = judge_verdict(judge_qualification, settings.qualification)
+        criteria = [Criterion("judge qualification", qualified, words)]
+        if "labeler_qualification" in steps:
+            criteria.append(Criterion("labeler qualification", *labeler_verdict(steps.pop("labeler_qualification"),
+                                                                                settings.qualification)))
+        criteria += [c for name in ROLE_ASSETS for c in role_criteria(name, steps[name], method)]
+        table = pl.DataFrame([(c.name, c.passed, c.words) for c in criteria], schema=FITNESS_SCHEMA, orient="row")
+        version = hashlib.sha256(json.dumps(table.rows(), ensure_ascii=False).encode("utf-8")).hexdigest()
+        return Output(table, data_version=DataVersion(version), metadata={"verdict": fitness_verdict(criteria), "criteria": MetadataValue.md(fitness_markdown(criteria))})
+
     eval_ins = {f"eval_{name}": AssetIn(AssetKey(name)) for name in method.eval_sources}
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql", "json"}, pool=POOL, check_specs=[contamination_spec()],
-           ins={"safety_sft_selected": AssetIn(), "general_sft_sample": AssetIn(), **eval_ins})
-    def sft_dataset(context: AssetExecutionContext, safety_sft_selected: pl.DataFrame, general_sft_sample: pl.DataFrame, **eval_sources: pl.DataFrame):
+           ins={"safety_sft_selected": AssetIn(), "general_sft_sample": AssetIn(), "sft_fitness": AssetIn(), **eval_ins})
+    def sft_dataset(context: AssetExecutionContext, safety_sft_selected: pl.DataFrame, general_sft_sample: pl.DataFrame,
+                    sft_fitness: pl.DataFrame, **eval_sources: pl.DataFrame):
         """The SFT set (selected safety samples + general sample) without the rows that share a long n-gram
         with an evaluation prompt or a general-capability question (method.decontaminate; removed rows are
         counted per reference in the metadata), then gated by the blocking contamination check against the
@@ -82,6 +110,7 @@ def build_selection_assets(settings: Settings) -> list:
             context.log.warning(f"contamination gate blocked the SFT set: nothing staged; withdrew {removed or 'nothing'} from {folder}")
             export = {"withdrawn": MetadataValue.json(removed)}
         yield Output(table, data_version=DataVersion(version if gate.passed else f"blocked-{version}"), metadata={
+            "fitness_verdict": fitness_sentence(sft_fitness),
             "content_version": version,
             **{f"decontamination_{k}": MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in decontamination.items()},
             "dataset_dir": MetadataValue.path(str(folder)),
@@ -108,4 +137,4 @@ def build_selection_assets(settings: Settings) -> list:
             "dataset_dir": MetadataValue.path(str(method.sft_export_dir)), "rows": manifest["rows"],
             "files": MetadataValue.json(manifest["files"]), "sft_version": version})
 
-    return [safety_sft_selected, general_sft_sample, sft_dataset, sft_dataset_folder]
+    return [safety_sft_selected, general_sft_sample, sft_fitness, sft_dataset, sft_dataset_folder]

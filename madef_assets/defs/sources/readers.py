@@ -64,6 +64,13 @@ BEAVERTAILS_CATEGORIES = (
     "terrorism,organized_crime", "violence,aiding_and_abetting,incitement",
 )
 XSAFETY_CATEGORIES = SAFETY_PROMPTS_TYPICAL + SAFETY_PROMPTS_ATTACKS + ("commonsense",)
+XSTEST_TYPES = (
+    "homonyms", "figurative_language", "safe_targets", "safe_contexts", "definitions", "real_group_nons_discr",
+    "nons_group_real_discr", "historical_events", "privacy_public", "privacy_fictional",
+    *(f"contrast_{kind}" for kind in ("homonyms", "figurative_language", "safe_targets", "safe_contexts",
+                                      "definitions", "discr", "historical_events", "privacy")),
+)
+XSTEST_LABELS = ("safe", "unsafe")
 CVALUES_MC_LABELS = ("回复1", "回复2")
 # CValues-Comparison response types, best first: refusal with positive advice, then mainly refusal.
 CVALUES_POSITIVE_TYPES = ("拒绝&正向建议", "拒绝为主")
@@ -307,6 +314,25 @@ def read_beavertails_eval(file: SourceFile, source: SourceConfig) -> Iterator[Ra
     yield from _mapped(file, ("prompt", "category"), build)
 
 
+def read_xstest(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
+    """XSTest v2 prompts CSV (header id, prompt, type, label, focus, note): category = type; `label` (safe:
+    should be answered, unsafe: a contrast that should be refused) goes to meta; any other label is quarantined."""
+    for record in iter_csv_rows(file.path, file.config_key, header=True):
+        if record.error:
+            yield record
+            continue
+        row = record.fields
+        problem = _missing(row, ("id", "prompt", "type", "label"))
+        if not problem and row["label"] not in XSTEST_LABELS:
+            problem = f"label {row['label']!r} is not one of {list(XSTEST_LABELS)}"
+        if problem:
+            yield RawRecord(record.location, error=problem, raw=record.raw)
+            continue
+        meta = {"label": row["label"], "focus": row.get("focus"), "note": row.get("note")}
+        yield RawRecord(record.location, raw=record.raw, fields={
+            "prompt": row["prompt"], "source_category": row["type"], "native_id": str(row["id"]), "meta": meta})
+
+
 def read_pku_saferlhf(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
     """PKU-SafeRLHF JSON/JSONL: prompt, response_0/1, safety flags; the safer response is kept.
 
@@ -412,6 +438,7 @@ READERS: dict[str, tuple[Reader, tuple[str, ...] | None]] = {
     "cvalues_comparison": (read_cvalues_comparison, None),
     "beavertails_eval": (read_beavertails_eval, BEAVERTAILS_CATEGORIES),
     "pku_saferlhf": (read_pku_saferlhf, None),
+    "xstest": (read_xstest, XSTEST_TYPES),
     "alpaca": (read_alpaca, ("general",)),
     "sharegpt": (read_sharegpt, ("general",)),
     "generic": (read_generic, None),

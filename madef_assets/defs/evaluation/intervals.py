@@ -1,0 +1,98 @@
+"""95 % intervals for the report's rates and means, and comparison tables that say when a delta is noise.
+
+Every score table the report reads carries `ci_low` / `ci_high` beside its value, on the value's own
+scale: Wilson score intervals for proportions (x100), percentile-bootstrap intervals for means. A delta
+between two candidates whose intervals overlap is marked "n.s." (not significant): overlap of the two 95 %
+intervals is the conservative reading, since non-overlap implies a difference at the 5 % level, while
+overlap does not prove its absence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from madef_assets.defs.qualification.metrics import wilson_interval
+
+INTERVAL_COLUMNS = ("ci_low", "ci_high")
+NOT_SIGNIFICANT = "n.s."
+
+
+def with_wilson(table: pl.DataFrame, successes: str, n: str, scale: float = 100.0) -> pl.DataFrame:
+    """`table` with `ci_low` / `ci_high`: the Wilson interval of successes/n, times `scale`, rounded to 2."""
+    bounds = [wilson_interval(int(k), int(m)) for k, m in zip(table[successes], table[n])]
+    return table.with_columns(
+        ci_low=pl.Series([round(low * scale, 2) for low, _ in bounds], dtype=pl.Float64),
+        ci_high=pl.Series([round(high * scale, 2) for _, high in bounds], dtype=pl.Float64),
+    )
+
+
+def bootstrap_mean_interval(values: Sequence[float], n_resamples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
+    """Efron's percentile-bootstrap 95 % interval of the mean of `values` (None for no values): the 2.5 and
+    97.5 % quantiles of the means of `n_resamples` resamples drawn with numpy.random.default_rng(seed)."""
+    data = np.asarray(list(values), dtype=float)
+    if not data.size:
+        return None
+    draws = np.random.default_rng(seed).integers(0, data.size, size=(n_resamples, data.size))
+    low, high = np.quantile(data[draws].mean(axis=1), [0.025, 0.975])
+    return (round(float(low), 3), round(float(high), 3))
+
+
+def intervals_overlap(first: tuple[float, float], second: tuple[float, float]) -> bool:
+    return first[0] <= second[1] and second[0] <= first[1]
+
+
+def _cell(value: float | None, low: float | None, high: float | None, n: int | None) -> str | None:
+    if value is None:
+        return None
+    bounds = f" [{low:.1f}, {high:.1f}]" if low is not None and high is not None else ""
+    return f"{value:.2f}{bounds} n={n}" if n is not None else f"{value:.2f}{bounds}"
+
+
+def compare_with_intervals(frame: pl.DataFrame, row: str, value: str, n: str, candidates: Sequence[str]) -> pl.DataFrame:
+    """The report's form of a comparison: one row per `row`, one text column per candidate ("value [low,
+    high] n=…") and a `Δ <candidate>` column against the first candidate, "+1.23" or "+1.23 (n.s.)" when
+    the two intervals overlap. `frame` has one row per candidate and `row` with `value`, `n`, ci_low, ci_high."""
+    present = [c for c in candidates if c in set(frame["candidate"].to_list())] if frame.height else []
+    if not present:
+        return pl.DataFrame({row: []}, schema={row: pl.Utf8})
+    by_key: dict[str, dict[str, dict]] = {}
+    for record in frame.iter_rows(named=True):
+        by_key.setdefault(record[row], {})[record["candidate"]] = record
+    rows = []
+    for key, per_candidate in by_key.items():
+        out: dict[str, str | None] = {row: key}
+        for candidate in present:
+            r = per_candidate.get(candidate)
+            out[candidate] = _cell(r[value], r.get("ci_low"), r.get("ci_high"), r.get(n)) if r else None
+        baseline = per_candidate.get(present[0])
+        for candidate in present[1:]:
+            out[f"Δ {candidate}"] = _delta(baseline, per_candidate.get(candidate), value)
+        rows.append(out)
+    return pl.DataFrame(rows, schema={row: pl.Utf8, **{c: pl.Utf8 for c in present},
+                                      **{f"Δ {c}": pl.Utf8 for c in present[1:]}})
+
+
+def _delta(baseline: dict | None, other: dict | None, value: str) -> str | None:
+    if not baseline or not other or baseline[value] is None or other[value] is None:
+        return None
+    delta = f"{other[value] - baseline[value]:+.2f}"
+    bounds = [(r.get("ci_low"), r.get("ci_high")) for r in (baseline, other)]
+    if all(low is not None and high is not None for low, high in bounds) and intervals_overlap(*bounds):
+        return f"{delta} ({NOT_SIGNIFICANT})"
+    return delta
+
+
+def significant_drops(frame: pl.DataFrame, row: str, value: str, candidates: Sequence[str]) -> set[tuple[str, str]]:
+    """(row, candidate) pairs where a candidate scores below the first candidate and the intervals do not
+    overlap."""
+    drops = set()
+    baseline = {r[row]: r for r in frame.filter(pl.col("candidate") == candidates[0]).iter_rows(named=True)} if frame.height else {}
+    for record in frame.filter(pl.col("candidate") != candidates[0]).iter_rows(named=True) if frame.height else []:
+        base = baseline.get(record[row])
+        if base is None or base[value] is None or record[value] is None or record[value] >= base[value]:
+            continue
+        if not intervals_overlap((base["ci_low"], base["ci_high"]), (record["ci_low"], record["ci_high"])):
+            drops.add((record[row], record["candidate"]))
+    return drops
