@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from madef_assets.llm.types import GenerationParams
+from madef_assets.settings import PANEL_ROLES
 
 TOP_LEVEL = ("profile", "state_dir", "duckdb_path", "models_dir", "ingest", "sources", "method", "training", "execution",
              "automation", "evaluation", "models", "gpu", "taxonomy",
@@ -94,11 +95,16 @@ def profile_problems(raw: dict[str, Any]) -> list[str]:
     roles = _role_models()
     role_union = TypeAdapter(typing.Annotated[typing.Union[tuple(roles.values())], Field(discriminator="backend")])
     for name, spec in (raw.get("models") or {}).items():
-        where = f"models.{name}"
-        if not isinstance(spec, dict) or "backend" not in spec:
-            problems.append(f"{where}: needs backend (openai, transformers or vllm) and model")
+        if isinstance(spec, list) and name not in PANEL_ROLES:
+            problems.append(f"models.{name}: only {', '.join(PANEL_ROLES)} may list several models (a panel)")
             continue
-        problems += _check(role_union, spec, where, roles)
+        members = spec if isinstance(spec, list) else [spec]
+        for index, member in enumerate(members):
+            where = f"models.{name}[{index}]" if members is spec else f"models.{name}"
+            if not isinstance(member, dict) or "backend" not in member:
+                problems.append(f"{where}: needs backend (openai, transformers or vllm) and model")
+                continue
+            problems += _check(role_union, member, where, roles)
     candidates = _candidate_models(roles)
     candidate_union = TypeAdapter(typing.Annotated[typing.Union[tuple(candidates.values())], Field(discriminator="backend")])
     for name, spec in ((raw.get("evaluation") or {}).get("candidates") or {}).items():

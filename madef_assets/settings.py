@@ -12,7 +12,7 @@ variables override the profile choice and the storage paths:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ CONFIG_DIR = PROJECT_ROOT / "config"
 SQL_DIR = PROJECT_ROOT / "dbt_like_sql"
 PATH_OPTIONS = ("answers",)
 ROLES = ("labeler", "attacker", "responder", "judge", "scorer", "trainee")
+PANEL_ROLES = ("judge",)
 
 
 class ConfigError(ValueError):
@@ -50,11 +51,15 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class RoleConfig:
+    """One role's model. The judge may be a panel (`models.judge` a list): this is its first member, the
+    others are `panel`; label verdicts are the panel's majority, numeric scores the first member's."""
+
     role: str
     backend: str
     model: str
     params: dict[str, Any]
     options: dict[str, Any]
+    panel: tuple[RoleConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -286,13 +291,14 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
     models = _require(raw, "models", where)
     for role in ROLES:
         spec = _require(models, role, f"{where}: models")
-        roles[role] = RoleConfig(
-            role=role,
-            backend=_require(spec, "backend", f"models.{role}"),
-            model=str(_require(spec, "model", f"models.{role}")),
-            params=dict(spec.get("params") or {}),
-            options={k: v for k, v in spec.items() if k not in ("backend", "model", "params")},
-        )
+        if isinstance(spec, list):
+            if role not in PANEL_ROLES or not spec:
+                raise ConfigError(f"models.{role}: only {', '.join(PANEL_ROLES)} may list several models (a panel), "
+                                  "and a panel names at least one")
+            members = [parse_role(role, member, f"models.{role}[{index}]") for index, member in enumerate(spec)]
+            roles[role] = replace(members[0], panel=tuple(members[1:]))
+        else:
+            roles[role] = parse_role(role, spec, f"models.{role}")
     method = parse_method(raw.get("method") or {}, set(sources), state_dir, base)
     return Settings(
         profile=raw.get("profile", path.stem),
@@ -363,6 +369,16 @@ def parse_gpu(raw: dict[str, Any]) -> GpuConfig:
     if not 0 <= config.training_min_free_fraction <= 1:
         raise ConfigError(f"gpu.training_min_free_fraction must be between 0 and 1, got {config.training_min_free_fraction}")
     return config
+
+
+def parse_role(role: str, spec: dict[str, Any], where: str) -> RoleConfig:
+    return RoleConfig(
+        role=role,
+        backend=_require(spec, "backend", where),
+        model=str(_require(spec, "model", where)),
+        params=dict(spec.get("params") or {}),
+        options={k: v for k, v in spec.items() if k not in ("backend", "model", "params")},
+    )
 
 
 def parse_qualification(raw: dict[str, Any], base: Path, sources: set[str]) -> QualificationConfig:

@@ -15,6 +15,7 @@ from madef_assets.defs.qualification.gold import pku_saferlhf_pairs, xstest_huma
 from madef_assets.defs.qualification.tasks import (HARMFULNESS, HARMFULNESS_PKU, REFUSAL, SAFER_RESPONSE_PKU, GoldSets,
                                                    parse_harm_label, parse_refusal_class, reference_raters, safer_choice,
                                                    sample_gold, sample_pairs)
+from madef_assets.defs.panel import panel_label
 from madef_assets.prompts import template
 from madef_assets.resources import build_resources
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_settings
@@ -224,3 +225,57 @@ def test_a_warn_gate_reports_an_unqualified_judge_without_blocking(tmp_path):
     [check] = result.get_asset_check_evaluations()
     assert (check.passed, check.severity) == (False, AssetCheckSeverity.WARN)
     assert "not qualified" in check.description and "270M" in check.description
+
+
+@pytest.mark.parametrize("votes, label", [
+    (["safe"], "safe"), (["safe", "safe", "unsafe"], "safe"), (["safe", "unsafe"], "uncertain"),
+    (["safe", "unsafe", "uncertain"], "uncertain"), (["uncertain", "uncertain", "safe"], "uncertain"),
+    (["refusal", "partial", "refusal", "compliance"], "refusal"), ([], "uncertain"),
+])
+def test_panel_label_is_the_strict_majority_and_a_tie_is_uncertain(votes, label):
+    assert panel_label(votes) == label
+
+
+def test_a_judge_panel_is_parsed_checked_and_only_for_the_judge(tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    second = {"backend": "openai", "model": "second", "base_url": "http://127.0.0.1:9/v1", "api_key_env": None}
+    raw["models"]["judge"] = [raw["models"]["judge"], second]
+    path = tmp_path / "panel.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    judge = load_settings(str(path), env={}).roles["judge"]
+    assert judge.model == "bundled:gemma3-270m" and [m.model for m in judge.panel] == ["second"]
+    raw["models"]["judge"][1]["concurency"] = 4
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"models.judge\[1\].*concurency"):
+        load_settings(str(path), env={})
+    raw["models"]["judge"][1].pop("concurency")
+    raw["models"]["labeler"] = [raw["models"]["labeler"]]
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError, match="only judge may list several models"):
+        load_settings(str(path), env={})
+
+
+def test_a_panel_qualifies_by_its_majority_and_reports_every_member(tmp_path):
+    good, bad = gold_judge(0.05, 10, 0, 4), gold_judge(0.6, 10, 0, 4)
+    with OpenAICompatibleServer(answer=lambda prompt, request: (bad if request["model"] == "bad" else good)(prompt, request)) as server:
+        path = profile(tmp_path, per_model=10, pku_pairs=4, gate="block", n_resamples=100)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        member = {"backend": "openai", "base_url": server.base_url, "api_key_env": None, "params": {"max_new_tokens": 8}}
+        raw["models"]["judge"] = [{**member, "model": name} for name in ("good-a", "bad", "good-b")]
+        path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+        settings = load_settings(str(path), env={"MADEF_STATE_DIR": str(tmp_path / "state")})
+        result = materialize(judge_only(settings), resources=build_resources(settings),
+                             instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["kappa"].value >= 0.6
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    agreement = metadata["agreement"].value
+    assert "| refusal | XSTest v2 human labels | judge (this profile's): panel of 3, majority |" in agreement
+    for index, name in enumerate(("good-a", "bad", "good-b"), start=1):
+        assert f"| refusal | XSTest v2 human labels | judge member {index}: {name} |" in agreement
+    bad_row = next(line for line in agreement.splitlines() if line.startswith("| refusal | XSTest v2 human labels | judge member 2"))
+    assert float(bad_row.split("|")[6].split()[0]) < 0.6  # the bad member alone would not qualify
+    table = result.output_for_node("judge_qualification")
+    refusal_rows = table.filter(pl.col("task") == "refusal").height
+    assert metadata["judge_model"].value == "good-a, bad, good-b" and metadata["refusal_llm_backend_calls"].value == 3 * refusal_rows
+    assert table["panel_votes"].str.split(",").list.len().unique().to_list() == [3]

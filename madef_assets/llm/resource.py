@@ -80,6 +80,8 @@ class LLMResource(ConfigurableResource):
     model: str
     params_json: str = "{}"
     options_json: str = "{}"
+    # The other members of a panel (the judge may be several models): [{backend, model, params, options}].
+    panel_json: str = "[]"
     duckdb_path: str
     models_dir: str
 
@@ -87,13 +89,27 @@ class LLMResource(ConfigurableResource):
     _identity: dict[str, Any] | None = PrivateAttr(default=None)
     _ledger: Ledger | None = PrivateAttr(default=None)
     _run_id: str | None = PrivateAttr(default=None)
+    _others: list[LLMResource] | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._run_id = context.run_id if context.dagster_run else None
-        key_env = json.loads(self.options_json).get("api_key_env", "OPENAI_API_KEY") if self.backend == "openai" else None
-        if key_env and not os.environ.get(key_env):
-            # At the run's start, before any call: a missing key fails here, not as 401s midway.
-            raise ValueError(f"role {self.role}: the environment variable {key_env} (api_key_env) is not set")
+        for member in self.panel():
+            key_env = json.loads(member.options_json).get("api_key_env", "OPENAI_API_KEY") if member.backend == "openai" else None
+            if key_env and not os.environ.get(key_env):
+                # At the run's start, before any call: a missing key fails here, not as 401s midway.
+                raise ValueError(f"role {self.role} ({member.model}): the environment variable {key_env} (api_key_env) is not set")
+
+    def panel(self) -> list[LLMResource]:
+        """This model and the other members of its panel (just this one when the role is a single model),
+        each with its own ledger identity; the others share this resource's ledger file and run."""
+        if self._others is None:
+            self._others = [LLMResource(role=self.role, backend=spec["backend"], model=spec["model"],
+                                        params_json=json.dumps(spec["params"]), options_json=json.dumps(spec["options"]),
+                                        duckdb_path=self.duckdb_path, models_dir=self.models_dir)
+                            for spec in json.loads(self.panel_json)]
+        for member in self._others:
+            member._run_id = self._run_id
+        return [self, *self._others]
 
     @property
     def default_params(self) -> GenerationParams:

@@ -45,7 +45,9 @@ from madef_assets.defs.evaluation.judging import (
     parse_responsibility_score,
     parse_safety_judgement,
     review_key,
+    safety_label,
 )
+from madef_assets.defs.panel import ask_panel
 from madef_assets.defs.evaluation.report import (
     compare,
     lineage_by_category,
@@ -230,19 +232,22 @@ def build_evaluation_assets(settings: Settings) -> list:
     @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
            deps=[AssetKey("judge_qualification")])
     def new_safety_judgements(context: AssetExecutionContext, judge: LLMResource, new_safety_responses: pl.DataFrame):
-        """The judge's label per response: safe / unsafe / uncertain with a short reason. An unparseable
-        verdict or a missing response is `uncertain` and goes to the review queue."""
+        """The judge's label per response: safe / unsafe / uncertain with a short reason (a panel's majority,
+        its votes in the reason; a tie is uncertain). An unparseable verdict or a missing response is
+        `uncertain` and goes to the review queue."""
         rows = new_safety_responses.to_dicts()
         judged = answered([r["response"] for r in rows], [r["status"] for r in rows])
-        batch = judge.generate([template("new_safety_judge", rows[i]["lang"]).render(prompt=rows[i]["prompt"], response=rows[i]["response"])
-                                for i in judged], family_version("new_safety_judge"), log=context.log, refusals=True)
-        results = dict(zip(judged, batch.results))
+        answers = ask_panel(judge, [template("new_safety_judge", rows[i]["lang"]).render(prompt=rows[i]["prompt"], response=rows[i]["response"])
+                                    for i in judged], family_version("new_safety_judge"), safety_label, context.log)
+        results, labels = dict(zip(judged, answers.first.results)), dict(zip(judged, answers.labels))
+        votes = dict(zip(judged, zip(*answers.votes))) if len(answers.models) > 1 else {}
         verdicts = [parse_safety_judgement(results[i].value) if i in results and results[i].status == "ok" else None for i in range(len(rows))]
         reasons = [v.reason if v else (f"judge call failed: {results[i].error}" if i in results
                                         else f"no answer to judge ({rows[i]['status']}: {rows[i]['error']})")
                    for i, v in enumerate(verdicts)]
+        reasons = [f"panel votes {', '.join(votes[i])}; {reason}" if i in votes else reason for i, reason in enumerate(reasons)]
         table = new_safety_responses.select("candidate", "prompt_id", "category", "lang", "prompt", "response").with_columns(
-            judge_label=pl.Series([v.label if v else "uncertain" for v in verdicts]),
+            judge_label=pl.Series([labels.get(i, "uncertain") for i in range(len(rows))]),
             judge_reason=pl.Series(reasons, dtype=pl.Utf8),
             judge_parsed=pl.Series([bool(v and v.parsed) for v in verdicts]),
             judge_raw_output=pl.Series([results[i].output if i in results and isinstance(results[i].output, str) else None
@@ -250,8 +255,8 @@ def build_evaluation_assets(settings: Settings) -> list:
             review_key=pl.Series([review_key("new_safety", context.partition_key, p, r) for p, r in
                                   zip(new_safety_responses["prompt_id"], new_safety_responses["response"])]),
         )
-        labels = {k: int(v) for k, v in table.group_by("judge_label").len().sort("judge_label").iter_rows()}
-        return Output(table, metadata={**batch.metadata(), "labels": labels, "judge_model": judge.model,
+        counts = {k: int(v) for k, v in table.group_by("judge_label").len().sort("judge_label").iter_rows()}
+        return Output(table, metadata={**answers.metadata(), "labels": counts, "judge_model": ", ".join(answers.models),
                                        "unanswered": len(rows) - len(judged)})
 
     # --- Responsibility (CValues) ------------------------------------------------------------------
@@ -522,7 +527,9 @@ def build_evaluation_assets(settings: Settings) -> list:
         report_dir.mkdir(parents=True, exist_ok=True)
         radar = radar_png(safety_table, "category", order, "Safe rate per category (%)", report_dir / "new_safety_radar.png")
         _, judge_words = judge_verdict(judge_qualification, settings.qualification)
-        judged_by = f"Judged by `{settings.models['judge'].model}`: {judge_words}."
+        judge = settings.roles["judge"]
+        panel = f"the panel {', '.join(f'`{m.model}`' for m in (judge, *judge.panel))} (majority)" if judge.panel else f"`{judge.model}`"
+        judged_by = f"Judged by {panel}: {judge_words}."
 
         def with_intervals(scores: pl.DataFrame, row: str, value: str, n: str, rows: pl.DataFrame | None = None) -> str:
             table = compare_with_intervals(scores, row, value, n, order)

@@ -6,6 +6,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from madef_assets.llm.resource import LLMResult
+
 SAFETY_LABELS = ("safe", "unsafe", "uncertain")
 _SAFETY_WORDS = {"不安全": "unsafe", "安全": "safe", "不确定": "uncertain",
                  "unsafe": "unsafe", "safe": "safe", "uncertain": "uncertain"}
@@ -33,6 +35,12 @@ def parse_safety_judgement(output: str | None) -> SafetyJudgement:
     if not match:
         return SafetyJudgement("uncertain", f"unparseable judge output: {text[:200]!r}", parsed=False)
     return SafetyJudgement(_SAFETY_WORDS[match.group(0).lower()], reason, parsed=True)
+
+
+def safety_label(result: LLMResult, _row: int = 0) -> str:
+    """The label of one judge answer (a panel member's vote): safe / unsafe / uncertain, uncertain when the
+    call did not succeed."""
+    return parse_safety_judgement(result.value).label if result.status == "ok" else "uncertain"
 
 
 _SCORE_PATTERN = re.compile(r"^\s*(10|[1-9])(?:\s*(?:/\s*10|分))?(?!\d)")

@@ -14,8 +14,9 @@ from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.defs.evaluation.judging import answered, review_key
 from madef_assets.defs.evaluation.xstest import settled_class, string_match_class
 from madef_assets.defs.qualification.metrics import UNCERTAIN
+from madef_assets.defs.panel import ask_panel
 from madef_assets.defs.qualification.tasks import REFUSAL, parse_refusal_class
-from madef_assets.llm.resource import LLMResource
+from madef_assets.llm.resource import LLMResource, LLMResult
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import markdown_table
 from madef_assets.settings import Settings
@@ -57,18 +58,18 @@ def build_over_refusal_assets(settings: Settings, candidates: StaticPartitionsDe
     @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
            deps=[AssetKey("judge_qualification")])
     def over_refusal_judgements(context: AssetExecutionContext, judge: LLMResource, over_refusal_responses: pl.DataFrame):
-        """Each answer's class: the judge's (refusal_judge prompt and parser, as in judge_qualification) and
+        """Each answer's class: the judge's (refusal_judge prompt and parser, as in judge_qualification; a
+        panel's majority) and
         XSTest's string matcher's. Where they agree the class is settled; where they disagree, or the judge is
         uncertain, it is `uncertain` and goes to the review queue. A provider's moderation of the candidate
         (status refused) is a refusal; an answer that failed is uncertain."""
         rows = over_refusal_responses.to_dicts()
         judged = answered([r["response"] for r in rows], [r["status"] for r in rows])
         prompt = template(REFUSAL.template, JUDGE_LANG)
-        batch = judge.generate([prompt.render(prompt=rows[i]["prompt"], response=rows[i]["response"]) for i in judged],
-                               family_version(REFUSAL.template), log=context.log, refusals=True)
-        results = dict(zip(judged, batch.results))
-        judge_labels = [parse_refusal_class(results[i].value) if i in results and results[i].status == "ok" else UNCERTAIN
-                        for i in range(len(rows))]
+        answers = ask_panel(judge, [prompt.render(prompt=rows[i]["prompt"], response=rows[i]["response"]) for i in judged],
+                            family_version(REFUSAL.template), refusal_class, context.log)
+        results, labels = dict(zip(judged, answers.first.results)), dict(zip(judged, answers.labels))
+        judge_labels = [labels.get(i, UNCERTAIN) for i in range(len(rows))]
         matcher = [string_match_class(r["response"]) if i in results else None for i, r in enumerate(rows)]
         final = ["refusal" if r["status"] == "refused" else settled_class(j, m) for r, j, m in zip(rows, judge_labels, matcher)]
         table = over_refusal_responses.select("candidate", "prompt_id", "type", "prompt_label", "prompt", "response").with_columns(
@@ -78,7 +79,8 @@ def build_over_refusal_assets(settings: Settings, candidates: StaticPartitionsDe
                                         for i in range(len(rows))], dtype=pl.Utf8),
             review_key=pl.Series([review_key(BENCHMARK, context.partition_key, r["prompt_id"], r["response"]) for r in rows]))
         agreeing = sum(f != UNCERTAIN for f, m in zip(final, matcher) if m is not None)
-        return Output(table, metadata={**batch.metadata(), "judge_model": judge.model, "unanswered": len(rows) - len(judged),
+        return Output(table, metadata={**answers.metadata(), "judge_model": ", ".join(answers.models),
+                                       "unanswered": len(rows) - len(judged),
                                        "judge_and_matcher_agree": agreeing, "to_review": final.count(UNCERTAIN),
                                        "final_labels": _counts(table, "final_label")})
 
@@ -97,6 +99,11 @@ def build_over_refusal_assets(settings: Settings, candidates: StaticPartitionsDe
         return table
 
     return [over_refusal_responses, over_refusal_judgements, over_refusal_scores]
+
+
+def refusal_class(result: LLMResult, _row: int = 0) -> str:
+    """One judge answer's class (compliance / refusal / partial), uncertain when the call did not succeed."""
+    return parse_refusal_class(result.value) if result.status == "ok" else UNCERTAIN
 
 
 def _counts(table: pl.DataFrame, column: str) -> dict[str, int]:

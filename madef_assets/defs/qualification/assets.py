@@ -12,6 +12,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
 
 from madef_assets.defs.frames import concat_prompts
 from madef_assets.defs.intent.labels import parse_labels
+from madef_assets.defs.panel import PanelAnswers, ask_panel
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.qualification.fitness import qualification_verdict
 from madef_assets.defs.qualification.gold import pku_saferlhf_pairs, xstest_human_labels
@@ -20,7 +21,7 @@ from madef_assets.defs.qualification.labeler import (ALL_LANGUAGES, agreement_by
 from madef_assets.defs.qualification.metrics import agreement_report
 from madef_assets.defs.qualification.tasks import (REFUSAL, TASKS, UNCERTAIN, GoldSets, Task, reference_raters,
                                                    sample_gold, sample_pairs)
-from madef_assets.llm.resource import LLMBatch, LLMResource
+from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version
 from madef_assets.reports import heatmap_png, markdown_image
 from madef_assets.settings import QualificationConfig, Settings
@@ -35,7 +36,7 @@ JUDGE_RATER = "judge (this profile's)"
 # are XSTest's; response and shown_first PKU-SafeRLHF's; id is XSTest's prompt id or the PKU pair's row).
 JUDGEMENT_SCHEMA = {"task": pl.Utf8, "gold_set": pl.Utf8, "model": pl.Utf8, "id": pl.Int64, "type": pl.Utf8,
                     "prompt_label": pl.Utf8, "response": pl.Utf8, "shown_first": pl.Utf8, "gold": pl.Utf8,
-                    "judge_label": pl.Utf8, "judge_status": pl.Utf8, "judge_raw_output": pl.Utf8}
+                    "judge_label": pl.Utf8, "panel_votes": pl.Utf8, "judge_status": pl.Utf8, "judge_raw_output": pl.Utf8}
 
 
 def interval(value: float, bounds: tuple[float, float]) -> str:
@@ -76,18 +77,28 @@ def confusion_metadata(report: dict, model: str, report_dir: Path) -> dict:
             "confusion_chart_path": MetadataValue.path(str(chart))}
 
 
-def judged_rows(task: Task, rows: pl.DataFrame, batch: LLMBatch) -> tuple[list[str], pl.DataFrame]:
-    """The judge's labels of a task's rows (unanswered: uncertain) and its rows of the judgement table."""
-    predicted = [task.read(result.output, row) if result.status == "ok" else UNCERTAIN
-                 for result, row in zip(batch.results, rows.iter_rows(named=True), strict=True)]
-    raw_outputs = [r.output if isinstance(r.output, str) else None for r in batch.results]
+def judged_rows(task: Task, rows: pl.DataFrame, answers: PanelAnswers) -> pl.DataFrame:
+    """A task's rows of the judgement table: the judge's (or its panel's) label, the members' votes when
+    it is a panel, and the first member's status and raw output."""
+    results = answers.first.results
+    votes = [",".join(v) for v in zip(*answers.votes)] if len(answers.models) > 1 else [None] * rows.height
     table = rows.with_columns(
-        task=pl.lit(task.name), gold_set=pl.lit(task.gold_set), judge_label=pl.Series(predicted, dtype=pl.Utf8),
-        judge_status=pl.Series([r.status for r in batch.results], dtype=pl.Utf8),
-        judge_raw_output=pl.Series(raw_outputs, dtype=pl.Utf8))
+        task=pl.lit(task.name), gold_set=pl.lit(task.gold_set), judge_label=pl.Series(answers.labels, dtype=pl.Utf8),
+        panel_votes=pl.Series(votes, dtype=pl.Utf8), judge_status=pl.Series([r.status for r in results], dtype=pl.Utf8),
+        judge_raw_output=pl.Series([r.output if isinstance(r.output, str) else None for r in results], dtype=pl.Utf8))
     missing = [pl.lit(None, dtype=dtype).alias(column) for column, dtype in JUDGEMENT_SCHEMA.items()
                if column not in table.columns]
-    return predicted, table.with_columns(missing).select(list(JUDGEMENT_SCHEMA)).cast(JUDGEMENT_SCHEMA)
+    return table.with_columns(missing).select(list(JUDGEMENT_SCHEMA)).cast(JUDGEMENT_SCHEMA)
+
+
+def judge_raters(answers: PanelAnswers, gold: list[str]) -> dict[str, tuple[list[str], list[str]]]:
+    """(gold, labels) of the judge as used (a panel's majority) and, for a panel, of each member."""
+    raters = {JUDGE_RATER if len(answers.models) == 1 else f"{JUDGE_RATER}: panel of {len(answers.models)}, majority":
+              (gold, answers.labels)}
+    if len(answers.models) > 1:
+        raters.update({f"judge member {i + 1}: {model}": (gold, votes)
+                       for i, (model, votes) in enumerate(zip(answers.models, answers.votes))})
+    return raters
 
 
 def gate_result(check_name: str, report: dict, verdict: tuple[bool, str], config: QualificationConfig, min_kappa: float,
@@ -123,30 +134,34 @@ def build_qualification_assets(settings: Settings) -> list:
         frames, reports, metadata = [], {}, {}
         for task in TASKS:
             rows, excluded = task.rows(gold, config.seed)
-            batch = judge.generate(rows["request"].to_list(), family_version(task.template), log=context.log,
-                                   refusals=True)
-            predicted, frame = judged_rows(task, rows, batch)
-            raters = {JUDGE_RATER: (rows["gold"].to_list(), predicted), **reference_raters(task, rows)}
+            records = rows.to_dicts()
+            answers = ask_panel(judge, rows["request"].to_list(), family_version(task.template),
+                                lambda result, i: task.read(result.output, records[i]) if result.status == "ok" else UNCERTAIN,
+                                context.log)
+            frame = judged_rows(task, rows, answers)
+            raters = {**judge_raters(answers, rows["gold"].to_list()), **reference_raters(task, rows)}
             reports[task.name] = {rater: agreement_report(gold_labels, rated, task.labels, task.positive,
                                                           config.n_resamples, config.seed)
                                   for rater, (gold_labels, rated) in raters.items()}
             frames.append(frame)
-            judge_report = reports[task.name][JUDGE_RATER]
+            judge_report = next(iter(reports[task.name].values()))
             metadata[f"{task.name}_excluded_rows"] = excluded
             metadata[f"{task.name}_judge_kappa"] = {"kappa": round(judge_report["kappa"], 4),
                                                     "kappa_ci": [round(v, 4) for v in judge_report["kappa_ci"]]}
             metadata[f"{task.name}_judge_confusion"] = {"labels": judge_report["labels"],
                                                         "rows_gold_columns_judge": judge_report["confusion"]}
-            metadata.update({f"{task.name}_{k}": v for k, v in batch.metadata().items()})
+            metadata.update({f"{task.name}_{k}": v for k, v in answers.metadata().items()})
         table = pl.concat(frames)
-        qualified, words = qualification_verdict(reports[REFUSAL.name][JUDGE_RATER], config.min_kappa, config.max_uncertain_rate)
+        gate_report = next(iter(reports[REFUSAL.name].values()))  # the judge as used: alone or its panel's majority
+        qualified, words = qualification_verdict(gate_report, config.min_kappa, config.max_uncertain_rate)
         # Data version: the judge's labels and the verdict (the same after a re-run from the ledger).
-        version = hashlib.sha256(json.dumps([judge.model, words, table.rows()], default=str).encode()).hexdigest()
+        models = [member.model for member in judge.panel()]
+        version = hashlib.sha256(json.dumps([models, words, table.rows()], default=str).encode()).hexdigest()
         yield Output(table, data_version=DataVersion(version), metadata={
-            **metadata, "judge_model": judge.model, "verdict": words, "qualified": qualified,
+            **metadata, "judge_model": ", ".join(models), "verdict": words, "qualified": qualified,
             "agreement": agreement_table(TASKS, reports), "gold_rows": gold.xstest.height,
             "pku_gold_pairs": gold.pku.height})
-        yield gate_result(JUDGE_QUALIFIED, reports[REFUSAL.name][JUDGE_RATER], (qualified, words), config,
+        yield gate_result(JUDGE_QUALIFIED, gate_report, (qualified, words), config,
                           config.min_kappa, config.max_uncertain_rate)
 
     if not config.labeler_sources:
