@@ -50,7 +50,7 @@ def test_concurrent_materializations_share_one_duckdb_file(tmp_path):
         assert connection.execute("select count(*) from public.safetybench").fetchone()[0] == 2100
         assert connection.execute("select count(*) from public.llm_answers").fetchone()[0] == 300
         assert connection.execute("select count(*) from llm_ledger").fetchone()[0] == 300
-        assert connection.execute("select sum(rows_in) from public.source_summary").fetchone()[0] == 5676
+        assert connection.execute("select sum(rows_in) from public.source_summary").fetchone()[0] == 6126
 
 
 def test_a_killed_madef_run_leaves_no_run_holding_the_pool(tmp_path):

@@ -111,7 +111,8 @@ def test_fitness_verdict_names_what_failed_in_plain_words():
 def test_judge_verdict_is_recomputed_from_the_qualification_rows():
     config = load_settings("demo", env={}).qualification
     gold = ["compliance", "refusal", "partial", "refusal"] * 10
-    rows = pl.DataFrame({"task": "refusal", "gold": gold, "judge_label": gold})
+    rows = pl.DataFrame({"task": "refusal", "gold": gold, "judge_label": gold, "judge_models": "m", "panel_votes": None,
+                         **{c: gold for c in ("annotation_1", "annotation_2", "gpt4_label", "strmatch_label")}})
     qualified, words = judge_verdict(rows, config)
     assert qualified and words.startswith("judge κ = 1.00 [1.00, 1.00] on 40 human-labeled answers — qualified")
     wrong = rows.with_columns(judge_label=pl.lit("compliance"))

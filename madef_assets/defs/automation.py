@@ -49,8 +49,9 @@ CONTENT_VERSIONED = (AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"), As
 JUDGE_USERS = ("response_safety_scores", "instruction_safety_scores", "new_safety_judgements", "responsibility_judgements",
                "over_refusal_judgements")
 LABELER_USERS = ("intent_labels",)
-# eval_report prints the judge's qualification, which sft_fitness (content-versioned) already carries.
-NOT_TRIGGERS = {AssetKey("eval_report"): (AssetKey("attack_prompts"), AssetKey("judge_qualification")),
+# eval_report prints the judge's and the labeler's qualification, which sft_fitness (content-versioned) carries.
+NOT_TRIGGERS = {AssetKey("eval_report"): (AssetKey("attack_prompts"), AssetKey("judge_qualification"),
+                                          AssetKey("labeler_qualification")),
                 **{AssetKey(name): (AssetKey("judge_qualification"),) for name in JUDGE_USERS},
                 **{AssetKey(name): (AssetKey("labeler_qualification"),) for name in LABELER_USERS}}
 

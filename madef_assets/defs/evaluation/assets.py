@@ -54,7 +54,9 @@ from madef_assets.defs.evaluation.report import (
     marked_regressions,
     radar_png,
 )
-from madef_assets.defs.qualification.fitness import judge_verdict
+from madef_assets.defs.qualification.agreement import agreement_table, judge_reports, language_agreement_table
+from madef_assets.defs.qualification.fitness import judge_verdict, labeler_verdict
+from madef_assets.defs.qualification.labeler import agreement_by_language
 from madef_assets.defs.selection.assets import fitness_sentence
 from madef_assets.defs.frames import concat_prompts
 from madef_assets.defs.evaluation.xstest import REVIEW_DECISIONS
@@ -64,7 +66,7 @@ from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import markdown_image, markdown_table
 from madef_assets.review.decisions import latest_decisions
-from madef_assets.settings import Settings
+from madef_assets.settings import QualificationConfig, Settings
 from madef_assets.storage import duckdb_connection, run_sql
 
 GROUP = "evaluation"
@@ -83,6 +85,21 @@ def read_checkpoints(settings: Settings) -> dict[str, dict]:
             if name in tables:
                 rows[name] = connection.execute(f"SELECT * FROM public.{name}").pl().row(0, named=True)
     return rows
+
+
+def qualification_sections(judge_qualification: pl.DataFrame, labeler_qualification: pl.DataFrame | None,
+                           config: QualificationConfig) -> list[str]:
+    """The judge's agreement table (among the human, GPT-4 and string-matcher rows of the gold files) and
+    the labeler's per language, each with its verdict, computed from their stored rows."""
+    _, judge_words = judge_verdict(judge_qualification, config)
+    sections = [f"## The judge against human labels (`judge_qualification`)\n{judge_words}\n\n"
+                f"{agreement_table(judge_reports(judge_qualification, config))}"]
+    if labeler_qualification is not None:
+        _, labeler_words = labeler_verdict(labeler_qualification, config)
+        by_language = agreement_by_language(labeler_qualification, config.n_resamples, config.seed)
+        sections.append(f"## The labeler against the sources' categories (`labeler_qualification`)\n{labeler_words}\n\n"
+                        f"{language_agreement_table(by_language)}")
+    return sections
 
 
 def build_evaluation_assets(settings: Settings) -> list:
@@ -493,15 +510,16 @@ def build_evaluation_assets(settings: Settings) -> list:
     order = [c.name for c in evaluation.candidates]
 
     report_over_refusal = {"over_refusal_scores": AssetIn()} if over_refusal_assets else {}
+    report_labeler = {"labeler_qualification": AssetIn()} if settings.qualification.labeler_sources else {}
 
     @asset(group_name=GROUP, kinds={"duckdb", "markdown"}, pool=POOL, check_specs=[no_regression_spec()],
            ins={"safetybench_scores": AssetIn(), "new_safety_scores": AssetIn(), "responsibility_scores": AssetIn(),
                 "general_capability_scores": AssetIn(), "sft_dataset": AssetIn(), "attack_prompts": AssetIn(),
-                "judge_qualification": AssetIn(), "sft_fitness": AssetIn(), **report_over_refusal})
+                "judge_qualification": AssetIn(), "sft_fitness": AssetIn(), **report_over_refusal, **report_labeler})
     def eval_report(context: AssetExecutionContext, safetybench_scores: pl.DataFrame, new_safety_scores: pl.DataFrame,
                     responsibility_scores: pl.DataFrame, general_capability_scores: pl.DataFrame,
                     sft_dataset: pl.DataFrame, attack_prompts: pl.DataFrame, judge_qualification: pl.DataFrame,
-                    sft_fitness: pl.DataFrame, **over_refusal: pl.DataFrame):
+                    sft_fitness: pl.DataFrame, **optional: pl.DataFrame):
         """The paper's four views with every candidate against the first (the baseline) and deltas:
         SafetyBench (Table 5-1), 14-category safe rates + radar chart (Figure 5-3), responsibility
         (Table 5-2), general capability (Table 5-3), and over-refusal on XSTest; every rate with its n and
@@ -515,7 +533,7 @@ def build_evaluation_assets(settings: Settings) -> list:
             item=pl.concat_str("lang", "category", separator=" "))
         category_order = pl.DataFrame({"category": list(taxonomy.categories)})
         safety_table = category_order.join(compare(new_safety_scores, "category", "safe_rate", order), on="category", how="left")
-        refusal_scores = over_refusal.get("over_refusal_scores", pl.DataFrame())
+        refusal_scores = optional.get("over_refusal_scores", pl.DataFrame())
         refusal_scores = refusal_scores.with_columns(item=pl.format("{} prompts, {}: {} rate", "prompt_label", "type", "measure")
                                                      ) if refusal_scores.height else refusal_scores
         mcq = with_wilson(responsibility_scores.filter(pl.col("mcq_questions") > 0), "mcq_correct", "mcq_questions")
@@ -552,6 +570,7 @@ def build_evaluation_assets(settings: Settings) -> list:
             f"{with_intervals(responsibility_scores, 'domain', 'mean_score', 'scored')}",
             *([f"### Responsibility MCQ\n{with_intervals(mcq, 'domain', 'acc', 'mcq_questions')}"] if mcq.height else []),
             f"## General capability (Table 5-3 form)\n{with_intervals(general_rows, 'benchmark', 'score', 'questions')}",
+            *qualification_sections(judge_qualification, optional.get("labeler_qualification"), settings.qualification),
             f"## What fed each category: SFT sources/routes next to the safe-rate delta\n{markdown_table(lineage_table)}",
         ]
         report_path = report_dir / "eval_report.md"

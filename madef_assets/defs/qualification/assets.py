@@ -3,7 +3,6 @@ against the data sets' own categories before its labels are."""
 
 import hashlib
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -12,15 +11,15 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
 
 from madef_assets.defs.frames import concat_prompts
 from madef_assets.defs.intent.labels import parse_labels
-from madef_assets.defs.panel import PanelAnswers, ask_panel
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
+from madef_assets.defs.panel import PanelAnswers, ask_panel
+from madef_assets.defs.qualification.agreement import (JUDGEMENT_SCHEMA, agreement_table, judge_reports,
+                                                       language_agreement_table)
 from madef_assets.defs.qualification.fitness import qualification_verdict
 from madef_assets.defs.qualification.gold import pku_saferlhf_pairs, xstest_human_labels
 from madef_assets.defs.qualification.labeler import (ALL_LANGUAGES, agreement_by_language, gold_prompts,
                                                      labeling_prompts, labeling_table, sample_per_category)
-from madef_assets.defs.qualification.metrics import agreement_report
-from madef_assets.defs.qualification.tasks import (REFUSAL, TASKS, UNCERTAIN, GoldSets, Task, reference_raters,
-                                                   sample_gold, sample_pairs)
+from madef_assets.defs.qualification.tasks import REFUSAL, TASKS, UNCERTAIN, GoldSets, Task, sample_gold, sample_pairs
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version
 from madef_assets.reports import heatmap_png, markdown_image
@@ -31,38 +30,6 @@ POOL = "duckdb"
 JUDGE_QUALIFIED = "judge_qualified"
 LABELER_QUALIFIED = "labeler_qualified"
 LABELER_QUALIFICATION = AssetKey("labeler_qualification")
-JUDGE_RATER = "judge (this profile's)"
-# One row per judged gold row; columns a task's gold does not have are null (model, type and prompt_label
-# are XSTest's; response and shown_first PKU-SafeRLHF's; id is XSTest's prompt id or the PKU pair's row).
-JUDGEMENT_SCHEMA = {"task": pl.Utf8, "gold_set": pl.Utf8, "model": pl.Utf8, "id": pl.Int64, "type": pl.Utf8,
-                    "prompt_label": pl.Utf8, "response": pl.Utf8, "shown_first": pl.Utf8, "gold": pl.Utf8,
-                    "judge_label": pl.Utf8, "panel_votes": pl.Utf8, "judge_status": pl.Utf8, "judge_raw_output": pl.Utf8}
-
-
-def interval(value: float, bounds: tuple[float, float]) -> str:
-    return f"{value:.3f} [{bounds[0]:.3f}, {bounds[1]:.3f}]"
-
-
-def agreement_table(tasks: Sequence[Task], reports: dict[str, dict[str, dict]]) -> str:
-    """One markdown table: per task, the gold it is measured on and the judge's row among the reference
-    raters'; F1 is that of the task's positive class, named in its own column."""
-    lines = ["| task | gold | rater | n | accuracy | Cohen's κ | positive | F1 (positive) | uncertain |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for task in tasks:
-        for rater, r in reports[task.name].items():
-            lines.append(f"| {task.name} | {task.gold_set} | {rater} | {r['n']} | "
-                         f"{interval(r['accuracy'], r['accuracy_ci'])} | {interval(r['kappa'], r['kappa_ci'])} | "
-                         f"{task.positive} | {interval(r['f1'], r['f1_ci'])} | {r['unparsed_rate']:.3f} |")
-    return "\n".join(lines)
-
-
-def language_agreement_table(reports: dict[str, dict]) -> str:
-    """One markdown table: the labeler's agreement with the gold categories per language and overall."""
-    lines = ["| language | n | accuracy | Cohen's κ | macro-F1 | uncertain rate |", "|---|---|---|---|---|---|"]
-    for language, r in reports.items():
-        cells = [interval(r[name], r[f"{name}_ci"]) for name in ("accuracy", "kappa", "macro_f1", "unparsed_rate")]
-        lines.append(f"| {language} | {r['n']} | {' | '.join(cells)} |")
-    return "\n".join(lines)
 
 
 def confusion_metadata(report: dict, model: str, report_dir: Path) -> dict:
@@ -83,22 +50,13 @@ def judged_rows(task: Task, rows: pl.DataFrame, answers: PanelAnswers) -> pl.Dat
     results = answers.first.results
     votes = [",".join(v) for v in zip(*answers.votes)] if len(answers.models) > 1 else [None] * rows.height
     table = rows.with_columns(
-        task=pl.lit(task.name), gold_set=pl.lit(task.gold_set), judge_label=pl.Series(answers.labels, dtype=pl.Utf8),
-        panel_votes=pl.Series(votes, dtype=pl.Utf8), judge_status=pl.Series([r.status for r in results], dtype=pl.Utf8),
+        task=pl.lit(task.name), gold_set=pl.lit(task.gold_set), judge_models=pl.lit(",".join(answers.models)),
+        judge_label=pl.Series(answers.labels, dtype=pl.Utf8), panel_votes=pl.Series(votes, dtype=pl.Utf8),
+        judge_status=pl.Series([r.status for r in results], dtype=pl.Utf8),
         judge_raw_output=pl.Series([r.output if isinstance(r.output, str) else None for r in results], dtype=pl.Utf8))
     missing = [pl.lit(None, dtype=dtype).alias(column) for column, dtype in JUDGEMENT_SCHEMA.items()
                if column not in table.columns]
     return table.with_columns(missing).select(list(JUDGEMENT_SCHEMA)).cast(JUDGEMENT_SCHEMA)
-
-
-def judge_raters(answers: PanelAnswers, gold: list[str]) -> dict[str, tuple[list[str], list[str]]]:
-    """(gold, labels) of the judge as used (a panel's majority) and, for a panel, of each member."""
-    raters = {JUDGE_RATER if len(answers.models) == 1 else f"{JUDGE_RATER}: panel of {len(answers.models)}, majority":
-              (gold, answers.labels)}
-    if len(answers.models) > 1:
-        raters.update({f"judge member {i + 1}: {model}": (gold, votes)
-                       for i, (model, votes) in enumerate(zip(answers.models, answers.votes))})
-    return raters
 
 
 def gate_result(check_name: str, report: dict, verdict: tuple[bool, str], config: QualificationConfig, min_kappa: float,
@@ -131,38 +89,33 @@ def build_qualification_assets(settings: Settings) -> list:
         Accuracy, Cohen's κ, F1, the confusion and 95 % bootstrap intervals; the gate is the refusal task's."""
         gold = GoldSets(sample_gold(xstest_human_labels(config.gold_dir), config.per_model, config.seed),
                         sample_pairs(pku_saferlhf_pairs(config.pku_gold_file), config.pku_pairs, config.seed))
-        frames, reports, metadata = [], {}, {}
+        frames, metadata = [], {}
         for task in TASKS:
             rows, excluded = task.rows(gold, config.seed)
             records = rows.to_dicts()
             answers = ask_panel(judge, rows["request"].to_list(), family_version(task.template),
                                 lambda result, i: task.read(result.output, records[i]) if result.status == "ok" else UNCERTAIN,
                                 context.log)
-            frame = judged_rows(task, rows, answers)
-            raters = {**judge_raters(answers, rows["gold"].to_list()), **reference_raters(task, rows)}
-            reports[task.name] = {rater: agreement_report(gold_labels, rated, task.labels, task.positive,
-                                                          config.n_resamples, config.seed)
-                                  for rater, (gold_labels, rated) in raters.items()}
-            frames.append(frame)
-            judge_report = next(iter(reports[task.name].values()))
+            frames.append(judged_rows(task, rows, answers))
             metadata[f"{task.name}_excluded_rows"] = excluded
-            metadata[f"{task.name}_judge_kappa"] = {"kappa": round(judge_report["kappa"], 4),
-                                                    "kappa_ci": [round(v, 4) for v in judge_report["kappa_ci"]]}
-            metadata[f"{task.name}_judge_confusion"] = {"labels": judge_report["labels"],
-                                                        "rows_gold_columns_judge": judge_report["confusion"]}
             metadata.update({f"{task.name}_{k}": v for k, v in answers.metadata().items()})
         table = pl.concat(frames)
-        gate_report = next(iter(reports[REFUSAL.name].values()))  # the judge as used: alone or its panel's majority
-        qualified, words = qualification_verdict(gate_report, config.min_kappa, config.max_uncertain_rate)
+        reports = judge_reports(table, config)
+        for task_name, raters in reports.items():
+            judge_report = next(iter(raters.values()))  # the judge as used: alone or its panel's majority
+            metadata[f"{task_name}_judge_kappa"] = {"kappa": round(judge_report["kappa"], 4),
+                                                    "kappa_ci": [round(v, 4) for v in judge_report["kappa_ci"]]}
+            metadata[f"{task_name}_judge_confusion"] = {"labels": judge_report["labels"],
+                                                        "rows_gold_columns_judge": judge_report["confusion"]}
+        refusal = next(iter(reports[REFUSAL.name].values()))
+        qualified, words = qualification_verdict(refusal, config.min_kappa, config.max_uncertain_rate)
         # Data version: the judge's labels and the verdict (the same after a re-run from the ledger).
         models = [member.model for member in judge.panel()]
         version = hashlib.sha256(json.dumps([models, words, table.rows()], default=str).encode()).hexdigest()
         yield Output(table, data_version=DataVersion(version), metadata={
             **metadata, "judge_model": ", ".join(models), "verdict": words, "qualified": qualified,
-            "agreement": agreement_table(TASKS, reports), "gold_rows": gold.xstest.height,
-            "pku_gold_pairs": gold.pku.height})
-        yield gate_result(JUDGE_QUALIFIED, gate_report, (qualified, words), config,
-                          config.min_kappa, config.max_uncertain_rate)
+            "agreement": agreement_table(reports), "gold_rows": gold.xstest.height, "pku_gold_pairs": gold.pku.height})
+        yield gate_result(JUDGE_QUALIFIED, refusal, (qualified, words), config, config.min_kappa, config.max_uncertain_rate)
 
     if not config.labeler_sources:
         return [judge_qualification]

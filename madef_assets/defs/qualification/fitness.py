@@ -10,8 +10,8 @@ import polars as pl
 
 from madef_assets.defs.copies import is_copy_error
 from madef_assets.defs.intent.taxonomy import CATEGORIES
-from madef_assets.defs.qualification.metrics import UNCERTAIN, agreement_report
-from madef_assets.defs.qualification.tasks import REFUSAL
+from madef_assets.defs.qualification.agreement import gate_report
+from madef_assets.defs.qualification.metrics import agreement_report
 from madef_assets.settings import MethodConfig, QualificationConfig
 
 # The LLM steps whose rows feed the SFT set, by the role that answers them.
@@ -49,12 +49,10 @@ def qualification_verdict(report: dict, min_kappa: float, max_uncertain_rate: fl
 
 def judge_verdict(judge_qualification: pl.DataFrame, config: QualificationConfig) -> tuple[bool, str]:
     """The judge's verdict recomputed from judge_qualification's rows (the refusal task, the gate's task)
-    with the same metric code, seed and resamples, so every place that prints it prints the same."""
-    rows = judge_qualification.filter(pl.col("task") == REFUSAL.name)
-    if not rows.height:
+    with the same code, seed and resamples as its gate, so every place that prints it prints the same."""
+    report = gate_report(judge_qualification, config)
+    if report is None:
         return False, "judge not measured against human labels (no refusal-task rows)"
-    report = agreement_report(rows["gold"].to_list(), rows["judge_label"].fill_null(UNCERTAIN).to_list(), REFUSAL.labels,
-                              REFUSAL.positive, config.n_resamples, config.seed)
     return qualification_verdict(report, config.min_kappa, config.max_uncertain_rate)
 
 
