@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import yaml
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance
 
-from madef_assets.definitions import build_definitions
-from madef_assets.resources import build_resources
+from madef_assets.definitions import MAIN_JOB, build_definitions
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
 
 
@@ -35,20 +34,19 @@ def main() -> None:
         profile.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
         settings = load_settings(str(profile), env={"MADEF_STATE_DIR": str(Path(folder) / "state"),
                                                     "MADEF_MODELS_DIR": str(PROJECT_ROOT / "state" / "models")})
-        graph = build_definitions(settings).resolve_asset_graph()
-        keys = {AssetKey("judge_qualification"), AssetKey("labeler_qualification"),
-                *(AssetKey(name) for name in settings.qualification.labeler_sources)}
-        assets = list({graph.get(key).assets_def for key in keys})
+        keys = [AssetKey("judge_qualification"), AssetKey("labeler_qualification"),
+                *(key for name in settings.qualification.labeler_sources for key in (AssetKey(name), AssetKey(["quarantine", name])))]
+        job = build_definitions(settings).resolve_job_def(MAIN_JOB)
         started = time.perf_counter()
-        result = materialize(assets, resources=build_resources(settings), instance=DagsterInstance.ephemeral(),
-                             selection=list(keys), raise_on_error=False)
+        result = job.execute_in_process(instance=DagsterInstance.ephemeral(), asset_selection=keys, raise_on_error=False)
         seconds = time.perf_counter() - started
     print(f"model {settings.roles['judge'].model}, {seconds:.0f} s; per_model {args.per_model}, "
           f"pku_pairs {args.pku_pairs or 'all'}, labeler_per_category {args.labeler_per_category}\n")
     for event in result.get_asset_materialization_events():
         metadata = event.materialization.metadata
         if event.asset_key.to_user_string() in ("judge_qualification", "labeler_qualification"):
-            print(f"## {event.asset_key.to_user_string()}\n\n{metadata['agreement'].value}\n\n{metadata['verdict'].value}\n")
+            name = event.asset_key.to_user_string()
+            print(f"## {name}\n\n{metadata['agreement'].value}\n\n{metadata['verdict'].value}\n")
 
 
 if __name__ == "__main__":
