@@ -59,10 +59,9 @@ def build_over_refusal_assets(settings: Settings, candidates: StaticPartitionsDe
            deps=[AssetKey("judge_qualification")])
     def over_refusal_judgements(context: AssetExecutionContext, judge: LLMResource, over_refusal_responses: pl.DataFrame):
         """Each answer's class: the judge's (refusal_judge prompt and parser, as in judge_qualification; a
-        panel's majority) and
-        XSTest's string matcher's. Where they agree the class is settled; where they disagree, or the judge is
-        uncertain, it is `uncertain` and goes to the review queue. A provider's moderation of the candidate
-        (status refused) is a refusal; an answer that failed is uncertain."""
+        panel's majority) and XSTest's string matcher's. Where they agree the class is settled; where they
+        disagree, or the judge is uncertain, it is `uncertain` and goes to the review queue. A provider's
+        moderation of the candidate (status refused) is a refusal; an answer that failed is uncertain."""
         rows = over_refusal_responses.to_dicts()
         judged = answered([r["response"] for r in rows], [r["status"] for r in rows])
         prompt = template(REFUSAL.template, JUDGE_LANG)
