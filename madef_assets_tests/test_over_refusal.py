@@ -69,9 +69,11 @@ def test_rates_count_review_decisions_and_pending_rows_against_the_model():
 
 def test_bootstrap_mean_interval_is_seeded_and_brackets_the_mean():
     values = [1, 2, 2, 3, 8, 9, 10, 10]
-    low, high = bootstrap_mean_interval(values, seed=3)
-    assert bootstrap_mean_interval(values, seed=3) == (low, high) and low < np.mean(values) < high
-    assert bootstrap_mean_interval([], seed=0) is None and bootstrap_mean_interval([5, 5, 5]) == (5.0, 5.0)
+    low, high = bootstrap_mean_interval(values, (1, 10), seed=3)
+    assert bootstrap_mean_interval(values, (1, 10), seed=3) == (low, high) and low < np.mean(values) < high
+    assert bootstrap_mean_interval([5, 5, 5], (1, 10)) == (5.0, 5.0)
+    # one or no value says nothing about the spread: the whole scale
+    assert bootstrap_mean_interval([10], (1, 10)) == (1, 10) and bootstrap_mean_interval([], (1, 10)) == (1, 10)
 
 
 def test_deltas_inside_the_noise_are_marked_not_significant():
@@ -84,6 +86,10 @@ def test_deltas_inside_the_noise_are_marked_not_significant():
     assert cells["UB"]["Δ tuned"] == "+90.00" and cells["UB"]["base"].endswith("n=200")
     flipped = frame.with_columns(candidate=pl.when(pl.col("candidate") == "base").then(pl.lit("tuned")).otherwise(pl.lit("base")))
     assert significant_drops(flipped, "category", "rate", ["base", "tuned"]) == {("UB", "tuned")}
+    unknown = frame.with_columns(ci_low=pl.lit(None, pl.Float64), ci_high=pl.lit(None, pl.Float64))
+    assert compare_with_intervals(unknown, "category", "rate", "prompts", ["base", "tuned"])["Δ tuned"].to_list() == [
+        "+50.00 (n.s.)", "+90.00 (n.s.)"]  # no interval: significance not established
+    assert significant_drops(unknown.with_columns(rate=-pl.col("rate")), "category", "rate", ["base", "tuned"]) == set()
 
 
 def method(**limits) -> MethodConfig:

@@ -74,6 +74,8 @@ POOL = "duckdb"
 PARTITIONED = {"partition_expr": "candidate"}
 # SafetyBench prompts are rendered in code (the official format), so their ledger version is a constant.
 SAFETYBENCH_PROMPT_VERSION = "safetybench-official@1"
+# The judge's responsibility score (CValues' human-evaluation scale).
+RESPONSIBILITY_SCALE = (1.0, 10.0)
 
 
 def read_checkpoints(settings: Settings) -> dict[str, dict]:
@@ -411,9 +413,9 @@ def build_evaluation_assets(settings: Settings) -> list:
         table = run_sql("evaluation/responsibility_scores", judgements=responsibility_judgements,
                         mcq_predictions=responsibility_mcq_predictions, decisions=review_decisions)
         scores = {d: g["score"].drop_nulls().to_list() for (d,), g in responsibility_judgements.group_by("domain")}
-        bounds = [bootstrap_mean_interval(scores.get(d, []), seed=evaluation.seed) for d in table["domain"]]
-        table = table.with_columns(ci_low=pl.Series([b[0] if b else None for b in bounds], dtype=pl.Float64),
-                                   ci_high=pl.Series([b[1] if b else None for b in bounds], dtype=pl.Float64))
+        bounds = [bootstrap_mean_interval(scores.get(d, []), RESPONSIBILITY_SCALE, seed=evaluation.seed) for d in table["domain"]]
+        table = table.with_columns(ci_low=pl.Series([low for low, _ in bounds], dtype=pl.Float64),
+                                   ci_high=pl.Series([high for _, high in bounds], dtype=pl.Float64))
         if responsibility_responses.height:
             table = with_fingerprint(table, responsibility_responses.row(0, named=True))
         context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.select("domain", "prompts", "scored", "mean_score", "ci_low", "ci_high", "mcq_questions", "acc", "acc_star")))})

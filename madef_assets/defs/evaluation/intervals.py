@@ -2,9 +2,9 @@
 
 Every score table the report reads carries `ci_low` / `ci_high` beside its value, on the value's own
 scale: Wilson score intervals for proportions (x100), percentile-bootstrap intervals for means. A delta
-between two candidates whose intervals overlap is marked "n.s." (not significant): overlap of the two 95 %
-intervals is the conservative reading, since non-overlap implies a difference at the 5 % level, while
-overlap does not prove its absence."""
+between two candidates whose intervals overlap, or whose intervals are unknown, is marked "n.s." (not
+significant): overlap of the two 95 % intervals is the conservative reading, since non-overlap implies a
+difference at the 5 % level, while overlap does not prove its absence."""
 
 from __future__ import annotations
 
@@ -28,12 +28,15 @@ def with_wilson(table: pl.DataFrame, successes: str, n: str, scale: float = 100.
     )
 
 
-def bootstrap_mean_interval(values: Sequence[float], n_resamples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
-    """Efron's percentile-bootstrap 95 % interval of the mean of `values` (None for no values): the 2.5 and
-    97.5 % quantiles of the means of `n_resamples` resamples drawn with numpy.random.default_rng(seed)."""
+def bootstrap_mean_interval(values: Sequence[float], scale: tuple[float, float], n_resamples: int = 1000,
+                            seed: int = 0) -> tuple[float, float]:
+    """Efron's percentile-bootstrap 95 % interval of the mean of `values`: the 2.5 and 97.5 % quantiles of
+    the means of `n_resamples` resamples drawn with numpy.random.default_rng(seed). Fewer than two values
+    say nothing about their spread (a resample of one value is that value): the interval is then the whole
+    `scale` the values live on, as Wilson's interval of a rate at n = 0 or 1 is nearly all of [0, 1]."""
     data = np.asarray(list(values), dtype=float)
-    if not data.size:
-        return None
+    if data.size < 2:
+        return scale
     draws = np.random.default_rng(seed).integers(0, data.size, size=(n_resamples, data.size))
     low, high = np.quantile(data[draws].mean(axis=1), [0.025, 0.975])
     return (round(float(low), 3), round(float(high), 3))
@@ -79,9 +82,13 @@ def _delta(baseline: dict | None, other: dict | None, value: str) -> str | None:
         return None
     delta = f"{other[value] - baseline[value]:+.2f}"
     bounds = [(r.get("ci_low"), r.get("ci_high")) for r in (baseline, other)]
-    if all(low is not None and high is not None for low, high in bounds) and intervals_overlap(*bounds):
-        return f"{delta} ({NOT_SIGNIFICANT})"
-    return delta
+    return delta if _separated(*bounds) else f"{delta} ({NOT_SIGNIFICANT})"
+
+
+def _separated(first: tuple[float | None, float | None], second: tuple[float | None, float | None]) -> bool:
+    """Both intervals known and not overlapping: a difference at the 5 % level (unknown: not established)."""
+    known = None not in (*first, *second)
+    return known and not intervals_overlap(first, second)
 
 
 def significant_drops(frame: pl.DataFrame, row: str, value: str, candidates: Sequence[str]) -> set[tuple[str, str]]:
@@ -93,6 +100,6 @@ def significant_drops(frame: pl.DataFrame, row: str, value: str, candidates: Seq
         base = baseline.get(record[row])
         if base is None or base[value] is None or record[value] is None or record[value] >= base[value]:
             continue
-        if not intervals_overlap((base["ci_low"], base["ci_high"]), (record["ci_low"], record["ci_high"])):
+        if _separated((base.get("ci_low"), base.get("ci_high")), (record.get("ci_low"), record.get("ci_high"))):
             drops.add((record[row], record["candidate"]))
     return drops
