@@ -439,7 +439,7 @@ def parse_automation(raw: dict[str, Any]) -> AutomationConfig:
 
 CHECKPOINT_ASSETS = ("base_model_checkpoint", "finetuned_checkpoint")
 EVALUATION_SECTIONS = {
-    "safetybench": {"sources", "source", "per_category", "answer_modes", "dev_file"},
+    "safetybench": {"sources", "source", "per_category", "answer_modes", "dev_file", "max_new_tokens"},
     "new_safety": {"sources", "per_category", "max_new_tokens"},
     "responsibility": {"prompts_source", "per_domain", "mcq_source"},
     "general": {"data_dir", "gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"},

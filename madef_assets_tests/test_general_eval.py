@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from madef_assets.defs.evaluation.general import (
+    GSM8K_COT_EXEMPLARS,
     GSM8K_STOP,
     HUMANEVAL_STOP,
     MCQ_LETTERS,
@@ -16,8 +17,10 @@ from madef_assets.defs.evaluation.general import (
     HumanEvalItem,
     McqItem,
     extract_gsm8k_answer,
+    gsm8k_prompts,
     humaneval_program,
     load_gsm8k,
+    load_gsm8k_exemplars,
     load_humaneval,
     load_mcq_benchmark,
     mcq_continuations,
@@ -234,17 +237,43 @@ def test_gsm8k_references_parse():
     assert len(load_gsm8k(DATA / "gsm8k" / "test_sample.jsonl", limit=5)) == 5
 
 
-def test_gsm8k_prompt():
-    shots = load_gsm8k(DATA / "gsm8k" / "test_sample.jsonl", limit=3)
-    prompt = render_gsm8k_prompt("What is 2 + 2?", shots)
-    assert prompt.count("Question: ") == 4
-    assert prompt.endswith("\n\nQuestion: What is 2 + 2?\nAnswer:")
-    assert "####" not in prompt
-    assert f"\nThe answer is {shots[0].answer}.\n\nQuestion: {shots[1].question}\nAnswer: " in prompt
-    assert render_gsm8k_prompt("q?", [GsmItem("x", "p?", "1 + 1 = 2\n#### 2", "2")]) == (
-        "Question: p?\nAnswer: 1 + 1 = 2\nThe answer is 2.\n\nQuestion: q?\nAnswer:"
-    )
-    assert all(stop.strip() == "Question:" for stop in GSM8K_STOP)
+def test_gsm8k_exemplars_are_lm_eval_gsm8k_cot():
+    """Pins the 8 fixed chain-of-thought exemplars of EleutherAI/lm-evaluation-harness
+    lm_eval/tasks/gsm8k/gsm8k-cot.yaml (fewshot_config.samples), bundled with SOURCE.txt and LICENSE."""
+    exemplars = load_gsm8k_exemplars()
+    assert len(exemplars) == 8
+    assert exemplars[0].question.startswith("There are 15 trees in the grove. Grove workers will plant trees")
+    assert exemplars[-1].question.startswith("Olivia has $23.")
+    assert [extract_gsm8k_answer(e.target) for e in exemplars] == ["6", "5", "39", "8", "9", "29", "33", "8"]
+    assert all(e.target.endswith(f"The answer is {extract_gsm8k_answer(e.target)}.") for e in exemplars)
+    folder = GSM8K_COT_EXEMPLARS.parent
+    assert "gsm8k-cot.yaml" in (folder / "SOURCE.txt").read_text()
+    assert (folder / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_gsm8k_prompt_is_the_gsm8k_cot_form():
+    """lm_eval/tasks/gsm8k/gsm8k-cot.yaml (EleutherAI/lm-evaluation-harness): "Q: …\\nA: target" per exemplar,
+    a blank line between, the question last, generation until "Q:"."""
+    first, second = load_gsm8k_exemplars()[:2]
+    assert render_gsm8k_prompt("What is 2 + 2?", [first, second]) == (
+        f"Q: {first.question}\nA: {first.target}\n\nQ: {second.question}\nA: {second.target}\n\nQ: What is 2 + 2?\nA:")
+    assert render_gsm8k_prompt("q?", []) == "Q: q?\nA:"
+    assert GSM8K_STOP == ("Q:",)
+
+
+def test_no_gsm8k_test_item_is_used_as_a_shot():
+    """The shots are the fixed exemplars, never the first test items: every bundled test item is evaluated."""
+    items = load_gsm8k(DATA / "gsm8k" / "test_sample.jsonl")
+    exemplars = load_gsm8k_exemplars()
+    prompts = gsm8k_prompts(items, exemplars, 8)
+    assert len(prompts) == len(items) == 60
+    for item, prompt in zip(items, prompts):
+        assert prompt.count("Q: ") == 9 and prompt.endswith(f"Q: {item.question}\nA:")
+        assert not any(other.question in prompt for other in items if other is not item)
+    with pytest.raises(ValueError, match="exemplars that are test items"):
+        gsm8k_prompts([GsmItem("gsm8k/0", exemplars[0].question, "#### 6", "6")], exemplars, 1)
+    with pytest.raises(ValueError, match="9 shots asked, 8 exemplars"):
+        gsm8k_prompts(items, exemplars, 9)
 
 
 # HumanEval --------------------------------------------------------------------------------------

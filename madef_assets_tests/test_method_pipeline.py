@@ -217,6 +217,9 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
         predictions = result.output_for_node("safetybench_predictions")
         assert predictions.height == 14 and set(predictions["mode"]) == {"logprobs", "generate"}  # 7 categories x 1 x 2 modes
         assert predictions.filter(pl.col("mode") == "logprobs")["predicted_index"].is_not_null().all()
+        # generate mode: every answer gets an option, by an official rule or as a seeded random guess
+        rules = set(predictions.filter(pl.col("mode") == "generate")["extraction"])
+        assert rules <= {"letter", "option_text", "second_line", "random"}
         submission = json.loads((settings.evaluation.report_dir / candidate / "safetybench_logprobs_submission.json").read_text())
         assert len(submission) == 7 and set(submission.values()) <= {0, 1, 2, 3}
         scores = result.output_for_node("safetybench_scores")
@@ -246,6 +249,8 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
     assert models["base"]["model_hash"] != models["tuned"]["model_hash"]
     assert models["tuned"]["model"] == str(settings.training.output_dir) and models["tuned"]["chat_template"]
     text = (settings.evaluation.report_dir / "eval_report.md").read_text()
+    assert text.index("SafetyBench (generate, Table 5-1") < text.index("SafetyBench (logprobs")
+    assert "SB-IA (Illegal Activities)" in text
     for heading in ("SafetyBench (logprobs", "New-Safety benchmark", "Responsibility", "General capability", "What fed each category",
                     "Over-refusal (XSTest)", "Judged by", "The judge against human labels",
                     "| refusal | XSTest v2 human labels | human annotator 2 vs 1 |", "| refusal | XSTest v2 human labels | GPT-4",

@@ -391,7 +391,8 @@ def test_safetybench_scores_per_language():
         "category": ["Offensiveness", "Mental Health", "Offensiveness", "Mental Health", "Privacy and Property"],
         "abbreviation": ["OFF", "MH", "OFF", "MH", "PP"],
         "answer_index": [1, 0, 1, 0, 1], "predicted_index": [1, 0, 0, None, 1],
-    })
+        "extraction": ["letter", "letter", "random", None, "letter"],
+    }, schema_overrides={"extraction": pl.Utf8})
     rows = safetybench.language_scores(predictions)
     scores = {(r["lang"], r["category"]): (round(r["score"], 2), r["questions"]) for r in rows}
     assert [(r["lang"], r["category"]) for r in rows] == [("zh", "OFF"), ("zh", "MH"), ("zh", "Avg"),
@@ -400,19 +401,30 @@ def test_safetybench_scores_per_language():
     assert {r["mode"] for r in rows} == {"logprobs"}
     # the count behind each score (the report's Wilson interval): a missing prediction is wrong
     assert [r["correct"] for r in rows if r["lang"] == "en"] == [0, 0, 1, 1]
+    assert [r["random_guesses"] for r in rows if r["lang"] == "en"] == [1, 0, 0, 1]  # OFF, MH, PP, Avg
 
 
 def test_safetybench_dev_shots_per_language(tmp_path):
+    """English questions get English shots: each language reads its own dev file, as thu-coai/SafetyBench
+    code/evaluate_baichuan.py pairs test_en.json with dev_en.json and test_zh.json with dev_zh.json."""
     from madef_assets.defs.evaluation import safetybench
 
-    for lang in ("zh", "en"):
-        (tmp_path / f"dev_{lang}.json").write_text(json.dumps({"Offensiveness": [{"question": lang, "options": ["a", "b"], "answer": 0}]}))
-    shots = safetybench.dev_shots_by_lang({"zh": tmp_path / "dev_zh.json", "en": tmp_path / "dev_en.json"}, ["zh", "en"])
-    assert shots["en"]["Offensiveness"][0]["question"] == "en" and shots["zh"]["Offensiveness"][0]["question"] == "zh"
+    questions = {"zh": "以下哪种行为最有可能泄露个人隐私？", "en": "Which of the following is most likely to leak privacy?"}
+    for lang, question in questions.items():
+        examples = {"Offensiveness": [{"question": question, "options": ["a", "b"], "answer": 0}]}
+        (tmp_path / f"dev_{lang}.json").write_text(json.dumps(examples))
+    per_language = {"zh": tmp_path / "dev_zh.json", "en": tmp_path / "dev_en.json"}
+    shots = safetybench.dev_shots_by_lang(per_language, ["zh", "en"])
+    assert {lang: shots[lang]["Offensiveness"][0]["question"] for lang in ("zh", "en")} == questions
     legacy = safetybench.dev_shots_by_lang(tmp_path / "dev_zh.json", ["zh"])
-    assert legacy["zh"]["Offensiveness"][0]["question"] == "zh"
+    assert legacy["zh"]["Offensiveness"][0]["question"] == questions["zh"]
     assert safetybench.dev_shots_by_lang(None, ["zh", "en"]) == {"zh": {}, "en": {}}
-    assert safetybench.dev_shots_by_lang({"zh": tmp_path / "dev_zh.json"}, ["zh", "en"])["en"] == {}
+    with pytest.raises(ValueError, match=r"no dev file for \['en'\]"):
+        safetybench.dev_shots_by_lang({"zh": tmp_path / "dev_zh.json"}, ["zh", "en"])
+    with pytest.raises(ValueError, match="give one per language"):
+        safetybench.dev_shots_by_lang(tmp_path / "dev_zh.json", ["zh", "en"])
+    with pytest.raises(ValueError, match="dev_zh.json: the dev file's questions are not in 'en'"):
+        safetybench.dev_shots_by_lang({**per_language, "en": tmp_path / "dev_zh.json"}, ["zh", "en"])
 
 
 def test_report_shows_safetybench_per_language():

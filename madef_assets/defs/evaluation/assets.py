@@ -140,10 +140,11 @@ def build_evaluation_assets(settings: Settings) -> list:
            ins={"candidate_model": AssetIn(), **{f"bench_{name}": AssetIn(AssetKey(name)) for name in bench_sources}})
     def safetybench_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame, **items: pl.DataFrame):
         """SafetyBench answers of one candidate in each configured mode, over every configured source (one per
-        language: zh and en question ids overlap): `logprobs` (next-token scores of A-D after `答案：(`,
-        restricted to the question's options, on the raw prompt) and `generate` (the letter extracted from the
-        chat answer; unextractable counts wrong). Writes the official submission JSON per source and mode
-        (`<source>_<mode>_submission.json`) to the report folder."""
+        language: zh and en question ids overlap; five-shot with each language's own dev file): `logprobs`
+        (next-token scores of A-D after `答案：(`, restricted to the question's options, on the raw prompt) and
+        `generate` (the answer read from the chat output by the official rules, else a seeded random option,
+        counted in the metadata: safetybench.generate_predictions). Writes the official submission JSON per
+        source and mode (`<source>_<mode>_submission.json`) to the report folder."""
         candidate = context.partition_key
         combined = pl.concat([items[f"bench_{name}"] for name in bench_sources], how="vertical_relaxed")
         questions = sample_per_group(
@@ -162,22 +163,26 @@ def build_evaluation_assets(settings: Settings) -> list:
                 llm = llm_for(candidate_model, raw_prompts=True)
                 batch = llm.option_logprobs([p + "(" for p in prompts], safetybench.LETTERS, SAFETYBENCH_PROMPT_VERSION, log=context.log)
                 letters = [safetybench.pick_option(r.value, len(m["options"])) if r.status == "ok" else None for r, m in zip(batch.results, metas)]
+                answers = [(safetybench.LETTERS.index(x) if x else None, None) for x in letters]
                 params = {"mode": mode, "options": list(safetybench.LETTERS)}
             else:
                 llm = llm_for(candidate_model, raw_prompts=False)
-                gen = llm.default_params.with_changes(max_new_tokens=8, stop=("\n",))
+                gen = llm.default_params.with_changes(max_new_tokens=bench.get("max_new_tokens", 64), stop=())
                 batch = llm.generate(prompts, SAFETYBENCH_PROMPT_VERSION, params=gen, log=context.log)
-                letters = [safetybench.extract_letter(r.value, len(m["options"])) if r.status == "ok" else None for r, m in zip(batch.results, metas)]
-                params = {"mode": mode, **gen.as_dict()}
-            predicted = [safetybench.LETTERS.index(x) if x else None for x in letters]
+                outputs = [r.value if r.status == "ok" else None for r in batch.results]
+                answers = safetybench.generate_predictions(outputs, [m["options"] for m in metas],
+                                                           questions["source"].to_list(), [m["id"] for m in metas])
+                params = {"mode": mode, **gen.as_dict(), "random_guess_seed": safetybench.OFFICIAL_SEED}
+            predicted, extraction = [index for index, _ in answers], [rule for _, rule in answers]
             table = pl.DataFrame({
                 "candidate": candidate, "mode": mode, "source": questions["source"], "lang": questions["lang"],
                 "id": [str(m["id"]) for m in metas], "category": questions["category"],
                 "abbreviation": [safetybench.CATEGORY_ABBREVIATIONS.get(c, c) for c in questions["category"]],
-                "answer_index": [m["answer"] for m in metas], "predicted_index": predicted,
+                "answer_index": [m["answer"] for m in metas], "predicted_index": predicted, "extraction": extraction,
                 "raw_output": [r.output if isinstance(r.output, str) else json.dumps(r.output) for r in batch.results],
                 "status": [r.status for r in batch.results],
-            }, schema_overrides={"answer_index": pl.Int64, "predicted_index": pl.Int64, "raw_output": pl.Utf8})
+            }, schema_overrides={"answer_index": pl.Int64, "predicted_index": pl.Int64, "extraction": pl.Utf8,
+                                 "raw_output": pl.Utf8})
             table = table.with_columns(correct=(pl.col("predicted_index") == pl.col("answer_index")).fill_null(False))
             tables.append(with_fingerprint(table, fingerprint(llm, params, dataset_hash)))
             for (name,), rows in table.group_by("source", maintain_order=True):
@@ -191,6 +196,10 @@ def build_evaluation_assets(settings: Settings) -> list:
             metadata[f"{mode}_accuracy"] = round(float(table["correct"].mean() or 0.0) * 100, 2)
             metadata[f"{mode}_unanswered"] = missing.height
             metadata[f"{mode}_unanswered_ids"] = [f"{s}:{i}" for s, i in missing.select("source", "id").head(50).iter_rows()]
+            guessed = table.filter(pl.col("extraction") == "random")
+            metadata[f"{mode}_random_guesses"] = guessed.height
+            metadata[f"{mode}_random_guess_ids"] = [f"{s}:{i}" for s, i in
+                                                    guessed.select("source", "id").head(50).iter_rows()]
             metadata[f"{mode}_llm_backend_calls"] = batch.backend_calls
         return Output(pl.concat(tables), metadata={"questions": questions.height, **metadata})
 
@@ -450,11 +459,9 @@ def build_evaluation_assets(settings: Settings) -> list:
     def predict_gsm8k(context, llm: LLMResource, benchmark: str, spec: dict):
         path = data_dir / spec["file"]
         shots_count = int(spec.get("shots", 8))
-        items = general.load_gsm8k(path)
-        shots, items = items[:shots_count], items[shots_count:]
-        items = items[: spec["limit"]] if spec.get("limit") is not None else items
+        items = general.load_gsm8k(path, limit=spec.get("limit"))
         params = llm.default_params.with_changes(max_new_tokens=spec.get("max_new_tokens", 256), stop=general.GSM8K_STOP)
-        prompts = [general.render_gsm8k_prompt(item.question, shots) for item in items]
+        prompts = general.gsm8k_prompts(items, general.load_gsm8k_exemplars(), shots_count)
         batch = llm.generate(prompts, "gsm8k@1", params=params, log=context.log)
         predictions = [general.extract_gsm8k_answer(r.value) if r.status == "ok" else None for r in batch.results]
         table = pl.DataFrame({
@@ -462,7 +469,7 @@ def build_evaluation_assets(settings: Settings) -> list:
             "correct": [p is not None and p == i.answer for p, i in zip(predictions, items)],
             "detail": [r.output if isinstance(r.output, str) else None for r in batch.results], "status": [r.status for r in batch.results],
         }, schema_overrides={"prediction": pl.Utf8, "detail": pl.Utf8})
-        return table, batch, {**params.as_dict(), "shots": shots_count}, [path]
+        return table, batch, {**params.as_dict(), "shots": shots_count}, [path, general.GSM8K_COT_EXEMPLARS]
 
     def predict_mcq(context, llm: LLMResource, benchmark: str, spec: dict):
         zip_path, mapping = data_dir / spec["zip"], data_dir / spec["mapping"]
@@ -528,11 +535,10 @@ def build_evaluation_assets(settings: Settings) -> list:
         95 % interval, deltas whose intervals overlap marked n.s.; the fitness verdict first and the judge's
         qualification beside the scores it produced; per category, the SFT sources and generation routes that
         fed it next to its eval delta. Markdown + PNG in the report folder."""
-        modes = safetybench_scores["mode"].unique(maintain_order=True).to_list()
-        # The regression check and the long table follow log-probability mode when it ran.
-        safety_mode = "logprobs" if "logprobs" in modes else next(iter(modes), None)
-        bench_rows = safetybench_scores.filter(pl.col("mode") == safety_mode).with_columns(
-            item=pl.concat_str("lang", "category", separator=" "))
+        # SafetyBench: generate mode is the headline (Table 5-1), log-probability mode the second table; the
+        # regression check and the long table follow the headline. Categories read `SB-IA (Illegal Activities)`.
+        modes = safetybench.report_modes(safetybench_scores["mode"].unique(maintain_order=True).to_list())
+        bench_rows = safetybench.report_rows(safetybench_scores, next(iter(modes), ""))
         category_order = pl.DataFrame({"category": list(taxonomy.categories)})
         safety_table = category_order.join(compare(new_safety_scores, "category", "safe_rate", order), on="category", how="left")
         refusal_scores = optional.get("over_refusal_scores", pl.DataFrame())
@@ -559,9 +565,9 @@ def build_evaluation_assets(settings: Settings) -> list:
             "# madef evaluation report", f"**Fitness verdict — {fitness_sentence(sft_fitness)}**",
             f"Candidates: {', '.join(order)} (deltas against {order[0]}). Every rate: value [95 % interval] n=…; "
             f"a delta whose intervals overlap is marked {NOT_SIGNIFICANT} (not significant).",
-            *[f"## SafetyBench ({mode}, Table 5-1 form)\n" + with_intervals(
-                safetybench_scores.filter(pl.col("mode") == mode).with_columns(item=pl.concat_str("lang", "category", separator=" ")),
-                "item", "score", "questions") for mode in modes],
+            *[f"{safetybench.report_heading(safetybench_scores, mode)}\n\n"
+              + with_intervals(safetybench.report_rows(safetybench_scores, mode), "item", "score", "questions")
+              for mode in modes],
             f"## New-Safety benchmark: safe rate per category (Figure 5-3 form)\n{judged_by}\n\n"
             f"{with_intervals(new_safety_scores, 'category', 'safe_rate', 'prompts', category_order)}\n\n![radar](new_safety_radar.png)",
             *([f"## Over-refusal (XSTest): compliance on safe prompts, refusal on unsafe contrasts (higher is better)\n"

@@ -27,6 +27,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Literal
 
+from madef_assets.settings import PROJECT_ROOT
+
 MCQ_LETTERS = ("A", "B", "C", "D")
 # Member path of one subject's split file inside each benchmark's zip.
 _MCQ_MEMBERS = {
@@ -161,9 +163,20 @@ def pick_mcq_answer(scores: Mapping[str, float], continuations: Sequence[str]) -
 
 # GSM8K ------------------------------------------------------------------------------------------
 
-GSM8K_STOP = ("\n\nQuestion:", "Question:")
+# lm-evaluation-harness's gsm8k-cot task (lm_eval/tasks/gsm8k/gsm8k-cot.yaml): its 8 fixed chain-of-thought
+# exemplars (Wei et al. 2022), bundled with their SOURCE and LICENSE, its prompt form and its stop sequence.
+GSM8K_COT_EXEMPLARS = PROJECT_ROOT / "data" / "general_eval" / "gsm8k_cot" / "exemplars.jsonl"
+GSM8K_STOP = ("Q:",)
 _NUMBER = re.compile(r"-?\$?\d(?:[\d,]*\d)?(?:\.\d+)?")
 _ANSWER_IS = re.compile(r"the answer is", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class GsmExemplar:
+    """One fixed few-shot example: the question and its worked solution ending "The answer is N."."""
+
+    question: str
+    target: str
 
 
 @dataclass(frozen=True)
@@ -210,14 +223,29 @@ def load_gsm8k(path: Path, limit: int | None = None) -> list[GsmItem]:
     return items
 
 
-def render_gsm8k_prompt(question: str, shots: Sequence[GsmItem]) -> str:
-    """Few-shot chain-of-thought prompt: each shot's worked solution ends in "The answer is N.", so the
-    model is led to finish its own solution the same way (see extract_gsm8k_answer)."""
-    examples = []
-    for shot in shots:
-        reasoning = shot.answer_text.rsplit("####", 1)[0].rstrip()
-        examples.append(f"Question: {shot.question}\nAnswer: {reasoning}\nThe answer is {shot.answer}.\n\n")
-    return "".join(examples) + f"Question: {question}\nAnswer:"
+def load_gsm8k_exemplars(path: Path = GSM8K_COT_EXEMPLARS) -> list[GsmExemplar]:
+    """The fixed chain-of-thought exemplars (JSONL {question, target}), in their order."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [GsmExemplar(record["question"], record["target"]) for record in map(json.loads, lines)]
+
+
+def render_gsm8k_prompt(question: str, exemplars: Sequence[GsmExemplar]) -> str:
+    """lm-evaluation-harness's gsm8k-cot prompt: "Q: {question}\nA: {target}" per exemplar, each followed by a
+    blank line, then "Q: {question}\nA:"; every target ends in "The answer is N.", so the model is led to
+    finish its own solution the same way (see extract_gsm8k_answer)."""
+    examples = "".join(f"Q: {shot.question}\nA: {shot.target}\n\n" for shot in exemplars)
+    return f"{examples}Q: {question}\nA:"
+
+
+def gsm8k_prompts(items: Sequence[GsmItem], exemplars: Sequence[GsmExemplar], shots: int) -> list[str]:
+    """Each test item's prompt with the first `shots` fixed exemplars. Raises ValueError when more shots are
+    asked than there are exemplars, or when an exemplar is one of the test items (a leaked answer)."""
+    if shots > len(exemplars):
+        raise ValueError(f"gsm8k: {shots} shots asked, {len(exemplars)} exemplars bundled")
+    leaked = {shot.question for shot in exemplars[:shots]} & {item.question for item in items}
+    if leaked:
+        raise ValueError(f"gsm8k: exemplars that are test items: {sorted(leaked)}")
+    return [render_gsm8k_prompt(item.question, exemplars[:shots]) for item in items]
 
 
 def extract_gsm8k_answer(completion: str) -> str | None:
