@@ -1,6 +1,7 @@
 """`madef run` observes the sources and materializes every asset of the profile (data, training, each
 candidate's evaluation, the report); `madef summary` prints the summary of the DuckDB file; `madef ui`
-starts the Dagster web UI on the same instance; `madef review` serves the human-review page."""
+starts the Dagster web UI on the same instance; `madef review` serves the human-review page (the judge's
+queue and the taxonomy queue)."""
 
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"Dagster home (runs, for `dagster dev`): {home}")
     print_summary(settings.duckdb_path)
     print(f"\nSFT dataset (LLaMA-Factory folder): {settings.method.sft_export_dir}")
-    print(f"Intent distribution chart: {settings.state_dir / 'reports' / 'intent_distribution.png'}")
+    print(f"Intent distribution charts: {settings.state_dir / 'reports'} "
+          "(intent_distribution.png, intent_labels_<source>.png)")
     if settings.evaluation.candidates:
         print(f"Evaluation report: {settings.evaluation.report_dir / 'eval_report.md'}")
         print(f"Human review queue: `madef review` (decisions in {settings.evaluation.review_dir / 'decisions.jsonl'})")
@@ -119,6 +121,8 @@ def review(args: argparse.Namespace) -> int:
 
     review_dir = current_settings().evaluation.review_dir
     serve_review(["--queue", str(review_dir / "queue"), "--decisions", str(review_dir / "decisions.jsonl"),
+                  "--taxonomy-queue", str(review_dir / "taxonomy_queue.jsonl"),
+                  "--taxonomy-decisions", str(review_dir / "taxonomy_decisions.jsonl"),
                   "--host", args.host, "--port", str(args.port)])
     return 0
 
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ui_parser = commands.add_parser("ui", help="start the Dagster web UI (dagster dev) on the project's instance")
     ui_parser.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed on to dagster dev, e.g. -p 3001")
     ui_parser.set_defaults(handler=ui)
-    review_parser = commands.add_parser("review", help="serve the human-review page for uncertain judgements")
+    review_parser = commands.add_parser("review", help="serve the human-review page for uncertain judgements "
+                                                       "and unmapped intent labels (/taxonomy)")
     review_parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     review_parser.add_argument("--port", type=int, default=8765)
     review_parser.set_defaults(handler=review)

@@ -37,6 +37,43 @@ def stacked_bar_png(frame: pl.DataFrame, index: str, stack: str, value: str, tit
     return path
 
 
+# Chinese labels need a CJK font; matplotlib falls back along the installed ones glyph by glyph (DejaVu: Latin).
+CJK_FONTS = ["Noto Sans CJK SC", "WenQuanYi Micro Hei", "Source Han Sans SC", "SimHei", "DejaVu Sans"]
+
+
+def bar_png(frame: pl.DataFrame, label: str, value: str, colour: str, title: str, path: Path,
+            colour_order: tuple[str, ...] = ()) -> Path:
+    """A horizontal bar chart, one bar per row in frame order (the first on top), coloured by `colour` (e.g. the
+    category a raw label maps to; null: grey), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    present = set(frame[colour].drop_nulls())
+    groups = [c for c in colour_order if c in present] + sorted(present - set(colour_order))
+    palette = plt.get_cmap("tab20")
+    colours = {group: palette(number % 20) for number, group in enumerate(groups)}
+    with plt.rc_context({"font.sans-serif": [f for f in CJK_FONTS if f in installed] or ["DejaVu Sans"]}):
+        figure, axis = plt.subplots(figsize=(9, 0.35 * max(frame.height, 4) + 1.5))
+        names, values, groups_of = frame[label].to_list(), frame[value].to_list(), frame[colour].to_list()
+        axis.barh(range(frame.height), values, color=[colours.get(g, "lightgrey") for g in groups_of])
+        axis.set_yticks(range(frame.height), names, fontsize=8)
+        axis.invert_yaxis()
+        axis.set_title(title)
+        axis.set_xlabel(value)
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colours[g]) for g in groups]
+        axis.legend(handles + [plt.Rectangle((0, 0), 1, 1, color="lightgrey")], groups + ["unmapped"],
+                    loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        figure.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+    return path
+
+
 def markdown_image(path: Path) -> str:
     """Markdown that shows a PNG inline in the Dagster UI's metadata panel."""
     return f"![{path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"

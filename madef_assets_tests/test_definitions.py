@@ -70,7 +70,7 @@ def test_assets_have_docstring_group_and_kinds():
                  "new_safety_responses", "new_safety_judgements", "review_queue", "review_decisions", "new_safety_scores",
                  "responsibility_responses", "responsibility_judgements", "responsibility_mcq_predictions", "responsibility_scores",
                  "general_capability_predictions", "general_capability_scores", "eval_report", "judge_qualification",
-                 "labeler_qualification"):
+                 "labeler_qualification", "taxonomy_decisions"):
         assert AssetKey(name) in materializable, name
     assert {graph.get(key).group_name for key in graph.get_all_asset_keys()} == GROUPS
     for key in graph.get_all_asset_keys():

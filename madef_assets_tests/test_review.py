@@ -1,4 +1,5 @@
-"""The human-review queue: decisions-file logic and the review web page over HTTP."""
+"""The human-review queues (the judge's, and the taxonomy queue of raw intent labels): decisions-file logic and
+the review web page over HTTP."""
 
 import json
 import threading
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from madef_assets.defs.intent.taxonomy import CATEGORIES
 from madef_assets.review.decisions import (
     DECISION_FIELDS,
     QUEUE_FIELDS,
@@ -273,3 +275,78 @@ def test_decisions_file_problems_are_shown(review_server):
     decisions.write_text("{broken\n")
     _, page = get(base + "/")
     assert "decisions.jsonl:1: not valid JSON" in page
+
+
+# --- the taxonomy queue (raw intent labels, §3.2's manual merging) -------------------------------------------------
+
+def label_item(key: str, **changes) -> dict:
+    item = {"review_key": key, "label": key, "count": 3, "status": "proposed", "proposed": "EM", "similarity": 0.42,
+            "allowed_decisions": [*CATEGORIES, "ignore"]}
+    return item | changes
+
+
+@pytest.fixture
+def taxonomy_server(tmp_path):
+    """A review server whose taxonomy queue holds a proposed, an unmapped and a hostile label; yields
+    (base_url, taxonomy decisions file)."""
+    write_queue(tmp_path / "taxonomy_queue.jsonl", [
+        label_item("伦理道德观"), label_item("天气", status="unmapped", proposed=None, similarity=0.1),
+        label_item("<img src=x onerror=alert(1)>", proposed=None)])
+    server = serve(tmp_path / "queue.jsonl", tmp_path / "decisions.jsonl", port=0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "taxonomy_decisions.jsonl"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_taxonomy_page_lists_labels_with_accept_category_and_ignore(taxonomy_server):
+    base, _ = taxonomy_server
+    status, page = get(base + "/taxonomy?reviewer=ann")
+    assert status == 200 and "<title>madef taxonomy queue</title>" in page
+    assert '<span id="pending-count">3</span>' in page
+    assert page.count('class="decide accept"') == 1 and "accept EM" in page and "Proposed: <b>EM</b>" in page
+    assert page.count('class="decide') == 16 + 15 + 15
+    assert page.count('action="/taxonomy/decide"') == 3 and 'href="/taxonomy?' in page
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    _, judge_page = get(base + "/")
+    assert 'href="/taxonomy?reviewer=' in judge_page  # the judge's page links the taxonomy queue
+
+
+def test_taxonomy_decisions_go_to_their_own_file(taxonomy_server, tmp_path):
+    base, decisions = taxonomy_server
+    status, headers, _ = post(base + "/taxonomy/decide", {"review_key": "伦理道德观", "decision": "EM", "reviewer": "ann"})
+    assert status == 303 and headers["Location"] == "/taxonomy?reviewer=ann"
+    assert post(base + "/taxonomy/decide", {"review_key": "天气", "decision": "ignore", "reviewer": "ann"})[0] == 303
+    assert [(r["review_key"], r["decision"]) for r in map(json.loads, decisions.read_text().splitlines())] == [
+        ("伦理道德观", "EM"), ("天气", "ignore")]
+    assert not (tmp_path / "decisions.jsonl").exists()  # the judge's decisions file is untouched
+    _, page = get(base + "/taxonomy")
+    assert '<span id="pending-count">1</span>' in page
+    status, body = get(base + "/api/taxonomy")
+    assert status == 200 and {i["review_key"]: (i["decision"] or {}).get("decision") for i in json.loads(body)} == {
+        "伦理道德观": "EM", "天气": "ignore", "<img src=x onerror=alert(1)>": None}
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({"review_key": "天气", "decision": "XX", "reviewer": "ann"}, 400),
+    ({"review_key": "天气", "decision": "safe", "reviewer": "ann"}, 400),
+    ({"review_key": "absent", "decision": "EM", "reviewer": "ann"}, 404),
+])
+def test_taxonomy_decision_outside_the_categories_is_refused(taxonomy_server, fields, code):
+    base, decisions = taxonomy_server
+    assert post(base + "/taxonomy/decide", fields)[0] == code
+    assert not decisions.exists()
+
+
+def test_taxonomy_cross_origin_post_is_refused(taxonomy_server):
+    base, decisions = taxonomy_server
+    request = urllib.request.Request(base + "/taxonomy/decide", method="POST",
+                                     headers={"Origin": "http://evil.example"},
+                                     data="review_key=天气&decision=ignore&reviewer=mallory".encode())
+    with pytest.raises(urllib.error.HTTPError) as error:
+        OPENER.open(request, timeout=10)
+    assert error.value.code == 403 and not decisions.exists()

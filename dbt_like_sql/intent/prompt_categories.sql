@@ -1,5 +1,6 @@
 -- One category per attack prompt: the majority of its mapped intent labels (ties: the label named
--- first), else the data set's own category mapped through the taxonomy.
+-- first; a label counts when the taxonomy file maps it or a reviewer decided it), else the data set's own
+-- category mapped through the taxonomy.
 WITH label_rows AS (
     SELECT prompt_id, unnest(label_keys) AS key, generate_subscripts(label_keys, 1) AS pos
     FROM intent_labels
@@ -8,7 +9,8 @@ WITH label_rows AS (
 mapped AS (
     SELECT l.prompt_id, t.category, count(*) AS n, min(l.pos) AS first_pos
     FROM label_rows AS l
-    JOIN label_taxonomy AS t ON t.kind = 'intent_label' AND t.key = l.key AND t.status IN ('accepted', 'rule')
+    JOIN label_taxonomy AS t
+      ON t.kind = 'intent_label' AND t.key = l.key AND t.status IN ('accepted', 'rule', 'reviewed')
     GROUP BY l.prompt_id, t.category
 ),
 intent AS (

@@ -15,6 +15,8 @@ QUEUE_FIELDS = (
     "review_key", "benchmark", "candidate", "category", "prompt", "response",
     "judge_label", "judge_reason", "allowed_decisions",
 )
+# The taxonomy queue (label_taxonomy): raw intent labels the taxonomy file leaves proposed or unmapped.
+TAXONOMY_QUEUE_FIELDS = ("review_key", "label", "count", "status", "proposed", "similarity", "allowed_decisions")
 DECISION_FIELDS = ("review_key", "decision", "reviewer", "note", "decided_at")
 
 
@@ -37,9 +39,9 @@ def _parse_object(line: bytes) -> dict:
     return value
 
 
-def _check_queue_item(item: dict) -> None:
+def _check_queue_item(item: dict, fields: tuple[str, ...]) -> None:
     """Raise ValueError when a queue item lacks a field or has an unusable key or decision list."""
-    missing = [field for field in QUEUE_FIELDS if field not in item]
+    missing = [field for field in fields if field not in item]
     if missing:
         raise ValueError(f"missing field(s) {', '.join(missing)}")
     if not isinstance(item["review_key"], str) or not item["review_key"]:
@@ -49,11 +51,11 @@ def _check_queue_item(item: dict) -> None:
         raise ValueError("allowed_decisions must be a non-empty list of non-empty strings")
 
 
-def read_queue(path: str | os.PathLike) -> list[dict]:
+def read_queue(path: str | os.PathLike, fields: tuple[str, ...] = QUEUE_FIELDS) -> list[dict]:
     """Read the review queue, in file order: a JSONL file, or a folder of them (one per candidate, read in
     name order); a missing file or folder is an empty queue.
 
-    Raises ValueError naming ``file:line`` for a line that is not a JSON object with every field of QUEUE_FIELDS,
+    Raises ValueError naming ``file:line`` for a line that is not a JSON object with every one of ``fields``,
     or that repeats an earlier review_key: the asset owns these files, so a bad line is a bug to surface.
     """
     path = Path(path)
@@ -64,7 +66,7 @@ def read_queue(path: str | os.PathLike) -> list[dict]:
         for number, line in _numbered_lines(file):
             try:
                 item = _parse_object(line)
-                _check_queue_item(item)
+                _check_queue_item(item, fields)
                 if item["review_key"] in seen:
                     raise ValueError(f"duplicate review_key {item['review_key']!r}")
             except ValueError as exc:

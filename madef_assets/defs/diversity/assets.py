@@ -33,6 +33,12 @@ AUGMENTED_SOURCE = "augmented"
 AUGMENTATION_FILE = PROJECT_ROOT / "data" / "safety_prompts" / "augmentation_prompts.json"
 
 
+def train_pool(prompt_categories: pl.DataFrame, train_sources: tuple[str, ...]) -> pl.DataFrame:
+    """The categorized prompts that may enter the SFT set: those of a train source. Other attack sources (e.g.
+    SafetyBench, labeled only for its intent distribution, the paper's Figure 3-4) never do."""
+    return prompt_categories.filter(pl.col("source").is_in(train_sources) & pl.col("category").is_not_null())
+
+
 def generation_requests(quota: pl.DataFrame, pool: pl.DataFrame, taxonomy: Taxonomy, per_route: int, seed: int) -> list[dict]:
     """What to generate for each thin category: `per_route` prompts by each of the three routes."""
     rng = random.Random(seed)
@@ -134,7 +140,7 @@ def build_diversity_assets(settings: Settings) -> list:
         other prompt is labeled again and `kept` only when its labels map to the category it was written
         for (method.rejection_sampling); `drop_reason` says why a row is not kept."""
         taxonomy = Taxonomy.load(settings.taxonomy_path)
-        pool = prompt_categories.filter(pl.col("source").is_in(method.train_sources) & pl.col("category").is_not_null())
+        pool = train_pool(prompt_categories, method.train_sources)
         requests = generation_requests(category_quota, pool, taxonomy, method.augment_per_route, method.seed)
         batch = attacker.generate([r["request"] for r in requests], template_version=family_version("attack_rewrite") + family_version("derive_question"),
                                   parse=parse_generated_prompt, log=context.log, refusals=True)
@@ -158,7 +164,7 @@ def build_diversity_assets(settings: Settings) -> list:
         """Original (train sources) and augmented prompts, exact and MinHash near-duplicate dedup, then
         rejection sampling to the per-category quota."""
         columns = ["prompt_id", "source", "lang", "prompt", "response", "category", "attack_method", "origin", "route", "parent_prompt_id"]
-        original = prompt_categories.filter(pl.col("source").is_in(method.train_sources) & pl.col("category").is_not_null()).with_columns(
+        original = train_pool(prompt_categories, method.train_sources).with_columns(
             origin=pl.lit("original"), route=pl.lit(None, pl.Utf8), parent_prompt_id=pl.lit(None, pl.Utf8))
         augmented = augmented_prompts.filter(pl.col("kept")).with_columns(origin=pl.lit("augmented"), response=pl.lit(None, pl.Utf8))
         union = pl.concat([original.select(columns), augmented.select(columns)], how="vertical_relaxed")

@@ -1,16 +1,19 @@
 """Intent recognition: the labeler tags attack prompts; labels map to the 14 categories."""
 
+import json
+
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, asset
 
 from madef_assets.defs.frames import concat_prompts, params_view
 from madef_assets.defs.intent.checks import coverage_check_spec, coverage_result
 from madef_assets.defs.intent.labels import normalize_label, parse_labels
+from madef_assets.defs.intent.review import apply_taxonomy_decisions, read_taxonomy_decisions, taxonomy_queue
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, status_columns
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version, template
-from madef_assets.reports import markdown_image, stacked_bar_png
+from madef_assets.reports import bar_png, markdown_image, stacked_bar_png
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
@@ -78,15 +81,42 @@ def build_intent_assets(settings: Settings) -> list:
         yield Output(table, metadata={**batch.metadata(), "rows_in": sample.height})
         yield from llm_gate_results(context.asset_key, table["status"], method)
 
-    @asset(group_name=GROUP, kinds={"duckdb", "polars"}, ins={**source_ins, "intent_labels": AssetIn()}, pool=POOL)
-    def label_taxonomy(context: AssetExecutionContext, intent_labels: pl.DataFrame, **sources: pl.DataFrame) -> pl.DataFrame:
+    review_dir = settings.evaluation.review_dir
+    decisions_file = review_dir / "taxonomy_decisions.jsonl"
+    queue_file = review_dir / "taxonomy_queue.jsonl"
+
+    @asset(group_name=GROUP, kinds={"duckdb", "json"}, pool=POOL)
+    def taxonomy_decisions(context: AssetExecutionContext) -> pl.DataFrame:
+        """The reviewers' decisions on raw intent labels from <review_dir>/taxonomy_decisions.jsonl (append-only,
+        written by the review page's taxonomy queue; the latest per label key wins): the paper merged its raw
+        labels by manual annotation (§3.2). Malformed lines and decisions that are no category are listed in
+        the metadata, never dropped silently. Re-read on every build, like review_decisions."""
+        table, problems = read_taxonomy_decisions(decisions_file)
+        context.add_output_metadata({"decisions_file": MetadataValue.path(str(decisions_file)),
+                                     "malformed_lines": len(problems), "problems": problems[:20]})
+        return table
+
+    @asset(group_name=GROUP, kinds={"duckdb", "polars", "json"}, pool=POOL,
+           ins={**source_ins, "intent_labels": AssetIn(), "taxonomy_decisions": AssetIn()})
+    def label_taxonomy(context: AssetExecutionContext, intent_labels: pl.DataFrame, taxonomy_decisions: pl.DataFrame,
+                       **sources: pl.DataFrame) -> pl.DataFrame:
         """Each raw intent label and each source category mapped to one of the 14 categories through the
-        reviewed file (status accepted or rule); the long tail gets a `proposed` category until reviewed."""
+        reviewed file (status accepted or rule); the long tail gets a `proposed` category and a place in the
+        taxonomy queue (<review_dir>/taxonomy_queue.jsonl, `madef review` → /taxonomy) until a reviewer decides
+        (status reviewed, or ignored with no category), as the paper merged raw labels by hand (§3.2)."""
         taxonomy = Taxonomy.load(settings.taxonomy_path)
-        table = label_taxonomy_table(intent_labels, concat_prompts(sources), taxonomy)
+        mapped = label_taxonomy_table(intent_labels, concat_prompts(sources), taxonomy)
+        queue = taxonomy_queue(mapped)
+        queue_file.parent.mkdir(parents=True, exist_ok=True)
+        queue_file.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in queue), encoding="utf-8")
+        table = apply_taxonomy_decisions(mapped, taxonomy_decisions)
+        by_status = table.group_by(["kind", "status"]).len().sort(["kind", "status"])
         context.add_output_metadata({
             "taxonomy_file": MetadataValue.path(str(settings.taxonomy_path)),
-            "by_status": {f"{k}/{s}": int(n) for k, s, n in table.group_by(["kind", "status"]).len().sort(["kind", "status"]).iter_rows()},
+            "queue_file": MetadataValue.path(str(queue_file)),
+            "decisions_file": MetadataValue.path(str(decisions_file)),
+            "queue_pending": len(queue) - table.filter(pl.col("status").is_in(["reviewed", "ignored"])).height,
+            "by_status": {f"{k}/{s}": int(n) for k, s, n in by_status.iter_rows()},
         })
         return table
 
@@ -104,14 +134,24 @@ def build_intent_assets(settings: Settings) -> list:
         yield coverage_result(context.asset_key, table)
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL)
-    def intent_distribution(context: AssetExecutionContext, prompt_categories: pl.DataFrame, label_taxonomy: pl.DataFrame) -> pl.DataFrame:
-        """Prompts per source x category and the top raw labels, with a PNG bar chart in the metadata."""
-        table = run_sql("intent/intent_distribution", prompt_categories=prompt_categories, label_taxonomy=label_taxonomy,
-                        params=params_view(top_labels=TOP_LABELS))
-        chart = stacked_bar_png(table.filter(pl.col("kind") == "source_category"), "source", "key", "prompts",
-                                "Attack prompts per source and category", settings.state_dir / "reports" / "intent_distribution.png",
-                                stack_order=CATEGORIES)
-        context.add_output_metadata({"chart": MetadataValue.md(markdown_image(chart)), "chart_path": MetadataValue.path(str(chart))})
+    def intent_distribution(context: AssetExecutionContext, intent_labels: pl.DataFrame,
+                            prompt_categories: pl.DataFrame, label_taxonomy: pl.DataFrame) -> pl.DataFrame:
+        """Prompts per source x category (a stacked bar chart) and the top 20 raw labels of each labeled source
+        (one bar chart per source, bars coloured by category), as the paper's Figures 3-3..3-5 (§3.2); every
+        chart is a PNG under <state_dir>/reports/ and shown in the metadata."""
+        table = run_sql("intent/intent_distribution", intent_labels=intent_labels, prompt_categories=prompt_categories,
+                        label_taxonomy=label_taxonomy, params=params_view(top_labels=TOP_LABELS))
+        reports = settings.state_dir / "reports"
+        charts = [stacked_bar_png(table.filter(pl.col("kind") == "source_category"), "source", "key", "prompts",
+                                  "Attack prompts per source and category", reports / "intent_distribution.png",
+                                  stack_order=CATEGORIES)]
+        raw = table.filter(pl.col("kind") == "raw_label")
+        charts += [bar_png(raw.filter(pl.col("source") == source), "key", "prompts", "category",
+                           f"Top {TOP_LABELS} intent labels: {source}", reports / f"intent_labels_{source}.png",
+                           colour_order=CATEGORIES)
+                   for source in sorted(set(raw["source"]) - {"all"})]
+        context.add_output_metadata({"chart": MetadataValue.md("\n\n".join(markdown_image(c) for c in charts)),
+                                     "chart_paths": [str(c) for c in charts]})
         return table
 
-    return [intent_labels, label_taxonomy, prompt_categories, intent_distribution]
+    return [intent_labels, taxonomy_decisions, label_taxonomy, prompt_categories, intent_distribution]
