@@ -20,7 +20,8 @@ import polars as pl
 from madef_assets.settings import PROJECT_ROOT
 
 THRESHOLD, PERMUTATIONS, SEED = 0.8, 64, 0
-SELECTION = {"perplexity_quantile": 0.9, "min_response_safety": 0.5, "max_instruction_safety": 0.9, "per_category_cap": 100000}
+SELECTION = {"perplexity_quantile": 0.9, "min_response_safety": 0.5, "min_single_response_safety": 0.5,
+             "max_instruction_safety": 0.9, "per_category_cap": 100000, "safety_target": None}
 CATEGORIES = ["OFF", "UB", "CIA", "PP", "EM", "PMH", "IA", "MI", "DP", "NS", "EX", "PR", "DT", "PS"]
 
 
@@ -74,7 +75,7 @@ def madef_path(rows: pl.DataFrame) -> dict[str, float]:
     near = near_duplicates(exact["prompt"].to_list(), THRESHOLD, PERMUTATIONS, SEED)
     kept = exact.filter(pl.Series([n is None for n in near]))
     near_done = time.perf_counter()
-    features = kept.with_columns(chosen_response=pl.lit("ok"), better_response=pl.lit(0))
+    features = kept.with_columns(chosen_response=pl.lit("ok"), better_response=pl.lit(0), scored_as=pl.lit("pair"))
     selected = run_sql("selection/safety_sft_selected", reward_features=features, params=params_view(**SELECTION))
     done = time.perf_counter()
     return {"exact": exact_done - started, "near": near_done - exact_done, "selection": done - near_done,
@@ -103,7 +104,8 @@ def pandas_path(rows: pl.DataFrame) -> dict[str, float]:
             lsh.insert(str(index), signature)
     kept = exact.loc[keep]
     near_done = time.perf_counter()
-    ranked = kept.assign(perplexity_rank=kept["perplexity"].rank(method="min", pct=True))
+    # the perplexity cut is taken per language, as in madef's SQL
+    ranked = kept.assign(perplexity_rank=kept.groupby("lang")["perplexity"].rank(method="min", pct=True))
     chosen = ranked[(ranked["perplexity_rank"] <= SELECTION["perplexity_quantile"]) & (ranked["chosen_score"] >= SELECTION["min_response_safety"])
                     & (ranked["instruction_safety"] <= SELECTION["max_instruction_safety"])]
     chosen = chosen.sort_values(["category", "chosen_score", "perplexity", "prompt_id"], ascending=[True, False, True, True])

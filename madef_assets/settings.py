@@ -25,6 +25,8 @@ SQL_DIR = PROJECT_ROOT / "dbt_like_sql"
 PATH_OPTIONS = ("answers",)
 ROLES = ("labeler", "attacker", "responder", "judge", "scorer", "trainee")
 PANEL_ROLES = ("judge",)
+# The generation routes of §3.5 (madef_assets/defs/diversity/routes.py), in the order deficits are split.
+AUGMENT_ROUTES = ("keyword_fewshot", "derived_question", "attack_rewrite")
 
 
 class ConfigError(ValueError):
@@ -66,6 +68,9 @@ class RoleConfig:
 class SelectionConfig:
     perplexity_quantile: float = 0.9
     min_response_safety: float = 0.5
+    # A lone candidate (scored alone, `scored_as: single`) has no second answer to be measured against: its own
+    # threshold (None: min_response_safety); selection ranks each kind's scores apart.
+    min_single_response_safety: float | None = None
     max_instruction_safety: float = 0.8
     per_category_cap: int = 100000
 
@@ -81,13 +86,18 @@ class MethodConfig:
     label_sample_per_source: int | None = None
     seed: int = 0
     quota_per_category: int = 1000
-    augment_per_route: int = 1
+    # Generation fills each category's deficit to the quota, split over these routes (defs/diversity/routes.py);
+    # augment_max_per_category caps the new prompts planned per category (None: the whole deficit).
+    augment_routes: tuple[str, ...] = AUGMENT_ROUTES
+    augment_max_per_category: int | None = None
     near_duplicate_threshold: float = 0.8
     minhash_permutations: int = 128
     max_parse_failure_rate: float = 0.2
     max_refusal_rate: float = 0.1  # refused or moderated answers, gated apart from parse failures
     rejection_sampling: bool = True  # generated prompts kept only when labeled with their category
     general_sample_size: int = 40000
+    general_zh_share: float | None = None  # Chinese share of the general sample (None: languages in proportion)
+    sft_total: int | None = None  # target rows of the SFT set, general sample included (None: all that pass)
     contamination_zh_chars: int = 13
     contamination_en_words: int = 8
     # Remove SFT rows that share a long n-gram with an evaluation prompt (and count them) before the gate;
@@ -323,12 +333,15 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
 
 
 def parse_method(raw: dict[str, Any], source_names: set[str], state_dir: Path, base: Path) -> MethodConfig:
+    if "augment_per_route" in raw:
+        raise ConfigError("method.augment_per_route: replaced by augment_routes and augment_max_per_category "
+                          "(generation fills each category's deficit to quota_per_category)")
     known = MethodConfig.__dataclass_fields__
     unknown = set(raw) - set(known)
     if unknown:
         raise ConfigError(f"method: unknown keys {sorted(unknown)}")
     values = dict(raw)
-    for key in ("attack_sources", "train_sources", "eval_sources", "general_sources", "sft_formats"):
+    for key in ("attack_sources", "train_sources", "eval_sources", "general_sources", "sft_formats", "augment_routes"):
         if key in values:
             values[key] = tuple(values[key] or ())
     if values.get("required_categories") is not None:
@@ -345,7 +358,23 @@ def parse_method(raw: dict[str, Any], source_names: set[str], state_dir: Path, b
     unknown = set(selection) - set(SelectionConfig.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"method.selection: unknown keys {sorted(unknown)}")
-    return MethodConfig(**values, selection=SelectionConfig(**selection))
+    config = MethodConfig(**values, selection=SelectionConfig(**selection))
+    check_volume(config)
+    return config
+
+
+def check_volume(method: MethodConfig) -> None:
+    """The volume settings (§3.5) make sense together: known routes, a share in [0, 1], a total that holds the
+    general sample."""
+    unknown = set(method.augment_routes) - set(AUGMENT_ROUTES)
+    if unknown or not method.augment_routes:
+        raise ConfigError(f"method.augment_routes: one or more of {list(AUGMENT_ROUTES)}, "
+                          f"got {list(method.augment_routes)}")
+    if method.general_zh_share is not None and not 0 <= method.general_zh_share <= 1:
+        raise ConfigError(f"method.general_zh_share must be between 0 and 1 or null, got {method.general_zh_share}")
+    if method.sft_total is not None and method.sft_total < method.general_sample_size:
+        raise ConfigError(f"method.sft_total ({method.sft_total}) must hold general_sample_size "
+                          f"({method.general_sample_size})")
 
 
 def parse_training(raw: dict[str, Any], state_dir: Path, base: Path, env: dict[str, str]) -> TrainingConfig:

@@ -60,12 +60,15 @@ def gsm8k_question(index: int = 0) -> str:
 
 
 def write_upstream(settings: Settings, safety=SAFETY, general=GENERAL, evaluation=EVALUATION) -> None:
-    """Store safety_sft_selected, general_sft_sample, sft_fitness and the evaluation sources in the profile's
-    DuckDB file."""
+    """Store safety_sft_selected, attack_prompts (the safety rows' source and route), general_sft_sample,
+    sft_fitness and the evaluation sources in the profile's DuckDB file."""
     tables = {
         "sft_fitness": pl.DataFrame([("judge qualification", True, "judge κ = 0.90 [0.80, 0.95] on 60 answers — qualified")],
                                     schema=FITNESS_SCHEMA, orient="row"),
-        "safety_sft_selected": pl.DataFrame(safety, schema=["prompt_id", "category", "lang", "prompt", "response"], orient="row"),
+        "safety_sft_selected": pl.DataFrame(safety, schema=["prompt_id", "category", "lang", "prompt", "response"],
+                                            orient="row").with_columns(scored_as=pl.lit("pair")),
+        "attack_prompts": pl.DataFrame({"prompt_id": [row[0] for row in safety], "source": "s_eval",
+                                        "origin": "original", "route": None}, schema_overrides={"route": pl.Utf8}),
         "general_sft_sample": pl.DataFrame(general, schema=["prompt_id", "source", "lang", "prompt", "response"], orient="row"),
     }
     for name in settings.method.eval_sources:

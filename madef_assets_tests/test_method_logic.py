@@ -230,23 +230,31 @@ def reward_rows() -> pl.DataFrame:
         "instruction_safety": [0.1, 0.2, 0.3, 0.2, 0.1, 0.95],
         "better_response": ["safe_response", "original_response", "safe_response", "safe_response", "safe_response", "safe_response"],
         "chosen_response": ["ra", "rb", "rc", "rd", "re", "rf"], "chosen_score": [0.9, 0.95, 0.95, 0.3, 0.9, 0.9],
+        "scored_as": ["single", "pair", "single", "single", "single", "single"],
     }, schema_overrides={"original_response_score": pl.Float64})
 
 
+def selection_params(**changes) -> pl.DataFrame:
+    values = {"perplexity_quantile": 0.85, "min_response_safety": 0.5, "min_single_response_safety": 0.5,
+              "max_instruction_safety": 0.9, "per_category_cap": 2, "safety_target": None}
+    return params_view(**{**values, **changes})
+
+
 def test_selection_sql_thresholds_and_caps():
-    params = params_view(perplexity_quantile=0.85, min_response_safety=0.5, max_instruction_safety=0.9, per_category_cap=2)
-    selected = run_sql("selection/safety_sft_selected", reward_features=reward_rows(), params=params)
+    selected = run_sql("selection/safety_sft_selected", reward_features=reward_rows(), params=selection_params())
     # e: perplexity above the quantile; d: unsafe response; f: too safe an instruction; CIA capped at 2 (b, c best)
     assert selected["prompt_id"].to_list() == ["b", "c"]
     assert selected.filter(pl.col("prompt_id") == "b")["response"][0] == "rb"
-    loose = params_view(perplexity_quantile=1.0, min_response_safety=0.0, max_instruction_safety=1.0, per_category_cap=10)
+    loose = selection_params(perplexity_quantile=1.0, min_response_safety=0.0, min_single_response_safety=0.0,
+                             max_instruction_safety=1.0, per_category_cap=10)
     assert run_sql("selection/safety_sft_selected", reward_features=reward_rows(), params=loose).height == 6
 
 
 def test_general_sample_is_stratified():
     general = pl.DataFrame({"prompt_id": [f"g{i}" for i in range(30)], "source": ["a"] * 20 + ["b"] * 10, "lang": ["en"] * 30,
                             "prompt": ["q"] * 30, "response": ["r"] * 30})
-    sample = run_sql("selection/general_sft_sample", general=general, params=params_view(sample_size=9, seed=0))
+    sample = run_sql("selection/general_sft_sample", general=general,
+                     params=params_view(sample_size=9, seed=0, zh_share=None))
     assert dict(sample.group_by("source").len().iter_rows()) == {"a": 6, "b": 3}
 
 

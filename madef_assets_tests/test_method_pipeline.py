@@ -24,7 +24,7 @@ LLM_ASSETS = ("intent_labels", "augmented_prompts", "safe_responses", "prompt_pe
 
 def tiny_profile(tmp_path, name: str, **method_changes) -> str:
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
-    raw["method"].update(label_sample_per_source=2, quota_per_category=1, augment_per_route=1, general_sample_size=4,
+    raw["method"].update(label_sample_per_source=2, quota_per_category=1, general_sample_size=4,
                          sft_export_dir=str(tmp_path / "sft"), required_categories=SOURCE_MAPPED_CATEGORIES, **method_changes)
     raw["models"]["responder"]["params"]["max_new_tokens"] = 40
     raw["models"]["attacker"]["params"]["max_new_tokens"] = 40

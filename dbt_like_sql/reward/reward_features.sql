@@ -1,9 +1,11 @@
--- One row per instruction: the three features and the better (safer) candidate response.
+-- One row per instruction: the three features, the better (safer) candidate response, and how its score was
+-- obtained (`scored_as`: pair, both candidates judged together; single, a lone candidate judged alone).
 SELECT
     r.prompt_id, r.category, r.lang, r.prompt,
     p.perplexity,
     s.safe_response_score,
     s.original_response_score,
+    s.scored_as,
     i.instruction_safety,
     CASE
         WHEN s.safe_response_score IS NULL AND s.original_response_score IS NULL THEN NULL

@@ -3,12 +3,14 @@
 import random
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetKey, Output, asset
+from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asset
 
 from madef_assets.defs.diversity.checks import attack_prompt_check_results, attack_prompt_check_specs
 from madef_assets.defs.diversity.dedup import near_duplicates, normalized_texts
+from madef_assets.defs.diversity.routes import example_sets, route_capacity, split_deficit
 from madef_assets.defs.diversity.generation import (
     ATTACK_METHODS,
+    FewShotTemplate,
     fewshot_templates,
     parse_generated_prompt,
     render_attack_rewrite,
@@ -24,7 +26,8 @@ from madef_assets.defs.sources.normalize import prompt_id
 from madef_assets.defs.intent.labels import parse_labels
 from madef_assets.llm.resource import LLMBatch, LLMResource, LLMResult
 from madef_assets.prompts import family_version, template
-from madef_assets.settings import PROJECT_ROOT, Settings
+from madef_assets.reports import markdown_table
+from madef_assets.settings import PROJECT_ROOT, MethodConfig, Settings
 from madef_assets.storage import run_sql
 
 GROUP = "diversity"
@@ -39,35 +42,65 @@ def train_pool(prompt_categories: pl.DataFrame, train_sources: tuple[str, ...]) 
     return prompt_categories.filter(pl.col("source").is_in(train_sources) & pl.col("category").is_not_null())
 
 
-def generation_requests(quota: pl.DataFrame, pool: pl.DataFrame, taxonomy: Taxonomy, per_route: int, seed: int) -> list[dict]:
-    """What to generate for each thin category: `per_route` prompts by each of the three routes."""
-    rng = random.Random(seed)
+PLAN_SCHEMA = {"category": pl.Utf8, "route": pl.Utf8, "deficit": pl.Int64, "capacity": pl.Int64, "planned": pl.Int64}
+
+
+def generation_requests(quota: pl.DataFrame, pool: pl.DataFrame, taxonomy: Taxonomy,
+                        method: MethodConfig) -> tuple[list[dict], pl.DataFrame]:
+    """What to generate (§3.5): each category's deficit to the quota, capped by method.augment_max_per_category,
+    split over method.augment_routes by routes.split_deficit; and the plan (deficit, capacity, planned per
+    category and route)."""
+    rng = random.Random(method.seed)
     templates = fewshot_templates(AUGMENTATION_FILE, taxonomy.fewshot_scenarios)
-    methods = sorted(ATTACK_METHODS)
-    requests = []
-    for category in quota.filter(pl.col("thin"))["category"]:
+    requests, plan = [], []
+    for category, deficit in quota.filter(pl.col("deficit") > 0).select("category", "deficit").iter_rows():
         fewshot = templates[category]
         existing = pool.filter(pl.col("category") == category)
         zh = existing.filter(pl.col("lang") == "zh")["prompt"].to_list()
         plain = existing.filter(pl.col("attack_method").is_null())
         parents = [(r["prompt_id"], r["prompt"], r["lang"]) for r in plain.iter_rows(named=True)]
         parents += [(None, example, "zh") for example in fewshot.examples]
+        wanted = deficit if method.augment_max_per_category is None else min(deficit, method.augment_max_per_category)
+        capacity = route_capacity(len(zh), len(fewshot.examples), len(parents), len(ATTACK_METHODS))
+        planned = split_deficit(wanted, method.augment_routes, capacity)
+        plan += [{"category": category, "route": route, "deficit": deficit, "capacity": capacity[route],
+                  "planned": count} for route, count in planned.items()]
         keywords = taxonomy.categories[category]["keywords"]
-        for n in range(per_route):
-            examples = rng.sample(zh, min(3, len(zh)))
-            requests.append({"category": category, "route": "keyword_fewshot", "parent_prompt_id": None, "lang": "zh",
-                             "attack_method": None, "request": render_fewshot(fewshot, examples, keywords),
-                             "avoid": examples + list(fewshot.examples) + [template_words("keyword_fewshot", "zh", fewshot)]})
-            parent_id, parent, lang = parents[rng.randrange(len(parents))]
-            requests.append({"category": category, "route": "derived_question", "parent_prompt_id": parent_id, "lang": lang,
-                             "attack_method": None, "request": render_derive(parent, lang),
-                             "avoid": [parent, template_words("derived_question", lang, fewshot)]})
-            parent_id, parent, lang = parents[rng.randrange(len(parents))]
-            method = methods[(n + CATEGORIES.index(category)) % len(methods)]
-            requests.append({"category": category, "route": "attack_rewrite", "parent_prompt_id": parent_id, "lang": lang,
-                             "attack_method": method, "request": render_attack_rewrite(parent, lang, method),
-                             "avoid": [parent, template_words("attack_rewrite", lang, fewshot)]})
+        requests += route_requests(category, planned, zh, parents, fewshot, keywords, rng)
+    return requests, pl.DataFrame(plan, schema=PLAN_SCHEMA)
+
+
+def route_requests(category: str, planned: dict[str, int], zh: list[str], parents: list[tuple],
+                   fewshot: FewShotTemplate, keywords: list[str], rng: random.Random) -> list[dict]:
+    """The planned requests of one category, each distinct: keyword_fewshot on distinct example sets,
+    derived_question on distinct parents, attack_rewrite on distinct (parent, attack method) pairs."""
+    requests = []
+    own_words = template_words("keyword_fewshot", "zh", fewshot)
+    for examples in example_sets(zh, planned.get("keyword_fewshot", 0), rng):
+        requests.append({"category": category, "route": "keyword_fewshot", "parent_prompt_id": None, "lang": "zh",
+                         "attack_method": None, "request": render_fewshot(fewshot, examples, keywords),
+                         "avoid": examples + list(fewshot.examples) + [own_words]})
+    for parent_id, parent, lang in rng.sample(parents, planned.get("derived_question", 0)):
+        requests.append({"category": category, "route": "derived_question", "parent_prompt_id": parent_id, "lang": lang,
+                         "attack_method": None, "request": render_derive(parent, lang),
+                         "avoid": [parent, template_words("derived_question", lang, fewshot)]})
+    order, methods = rng.sample(parents, len(parents)), sorted(ATTACK_METHODS)
+    for n in range(planned.get("attack_rewrite", 0)):
+        parent_id, parent, lang = order[n % len(order)]
+        method = methods[(n // len(order) + CATEGORIES.index(category)) % len(methods)]
+        requests.append({"category": category, "route": "attack_rewrite", "parent_prompt_id": parent_id, "lang": lang,
+                         "attack_method": method, "request": render_attack_rewrite(parent, lang, method),
+                         "avoid": [parent, template_words("attack_rewrite", lang, fewshot)]})
     return requests
+
+
+def augmentation_report(plan: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:
+    """Planned against produced per category and route: `generated` answers that are new prompts, `kept`
+    those the rejection sampling kept."""
+    produced = table.group_by("category", "route").agg(generated=(pl.col("status") == "ok").sum(),
+                                                        kept=pl.col("kept").sum())
+    return (plan.join(produced, on=["category", "route"], how="left", maintain_order="left")
+            .with_columns(pl.col("generated", "kept").fill_null(0).cast(pl.Int64)))
 
 
 AUGMENTED_SCHEMA = {
@@ -124,24 +157,27 @@ def build_diversity_assets(settings: Settings) -> list:
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL)
     def category_quota(context: AssetExecutionContext, prompt_categories: pl.DataFrame) -> pl.DataFrame:
-        """Train-eligible prompts per category against the target from the config; thin ones are flagged."""
+        """Train-eligible prompts per category against the target from the config; thin ones are flagged with
+        their deficit, which augmented_prompts fills."""
         categories = pl.DataFrame({"category": list(CATEGORIES), "position": list(range(len(CATEGORIES)))})
         table = run_sql("diversity/category_quota", prompt_categories=prompt_categories, categories=categories,
                         train_sources=train_sources, params=params_view(quota=method.quota_per_category))
-        context.add_output_metadata({"thin_categories": ", ".join(table.filter(pl.col("thin"))["category"]) or "none"})
+        context.add_output_metadata({"thin_categories": ", ".join(table.filter(pl.col("thin"))["category"]) or "none",
+                                     "deficit": int(table["deficit"].sum())})
         return table
 
     @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("augmented_prompts")))
     def augmented_prompts(context: AssetExecutionContext, attacker: LLMResource, labeler: LLMResource,
                           category_quota: pl.DataFrame, prompt_categories: pl.DataFrame):
-        """New prompts for thin categories by the attacker model: keyword + few-shot completion, a related
-        question derived from an existing prompt, and an S-Eval attack-tactic rewrite of a plain one. A
+        """New prompts that fill each thin category's deficit to its quota (§3.5), split over the routes
+        (routes.py): keyword + few-shot completion, a related question derived from an existing prompt, and an
+        S-Eval attack-tactic rewrite of a plain one; the metadata's `plan` table sets planned against produced. A
         refusal is `refused`; a copy of the parent, an example or the template is `parse_error`; every
         other prompt is labeled again and `kept` only when its labels map to the category it was written
         for (method.rejection_sampling); `drop_reason` says why a row is not kept."""
         taxonomy = Taxonomy.load(settings.taxonomy_path)
         pool = train_pool(prompt_categories, method.train_sources)
-        requests = generation_requests(category_quota, pool, taxonomy, method.augment_per_route, method.seed)
+        requests, plan = generation_requests(category_quota, pool, taxonomy, method)
         batch = attacker.generate([r["request"] for r in requests], template_version=family_version("attack_rewrite") + family_version("derive_question"),
                                   parse=parse_generated_prompt, log=context.log, refusals=True)
         table = augmented_table(requests, batch, attacker.model, attacker.params_json, method.contamination_zh_chars, method.contamination_en_words)
@@ -151,8 +187,11 @@ def build_diversity_assets(settings: Settings) -> list:
                                        refusals=True)
         table = label_verdicts(table, {i: r for (i, _, _), r in zip(generated, label_batch.results)}, taxonomy, method.rejection_sampling)
         rejected = table.filter((pl.col("status") == "ok") & pl.col("drop_reason").is_not_null()).height
+        report = augmentation_report(plan, table)
         yield Output(table, metadata={
             **batch.metadata(), **{f"labeler_{k}": v for k, v in label_batch.metadata().items()}, "requests": len(requests),
+            "deficit": int(report.unique("category")["deficit"].sum()), "planned": int(report["planned"].sum()),
+            "plan": MetadataValue.md(markdown_table(report) if report.height else "no category below its quota"),
             "by_status": {k: int(v) for k, v in table.group_by("status").len().sort("status").iter_rows()},
             "rejected_by_label": rejected, "rejection_sampling": method.rejection_sampling, "kept": int(table["kept"].sum()),
             "kept_by_route": {k: int(v) for k, v in table.filter(pl.col("kept")).group_by("route").len().sort("route").iter_rows()},

@@ -34,8 +34,10 @@ def build_reward_assets(settings: Settings) -> list:
     @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("response_safety_scores")),
            deps=[JUDGE_QUALIFICATION])
     def response_safety_scores(context: AssetExecutionContext, judge: LLMResource, safe_responses: pl.DataFrame):
-        """The judge's safety score (0-1) of each candidate response, both candidates in one prompt in a
-        seeded random order (`original_first`); an instruction with one candidate is scored alone."""
+        """The judge's 0-1 score of each candidate response on the paper's criteria (safety with accuracy,
+        completeness and human values, §3.4), both candidates in one prompt in a seeded random order
+        (`original_first`, `scored_as` pair); an instruction with one candidate is scored alone on the same
+        criteria and scale (`scored_as` single)."""
         plan = plan_response_judging(safe_responses.to_dicts(), method.seed)
         pair_batch = judge.generate([p for _, p in plan.pairs], template_version=family_version("response_pair_safety"), parse=parse_two_scores,
                                     log=context.log, refusals=True)
@@ -43,10 +45,13 @@ def build_reward_assets(settings: Settings) -> list:
         single_batch = judge.generate([p for _, _, p in plan.singles], template_version=family_version("response_single_safety"), parse=parse_one_score,
                                       log=context.log, refusals=True)
         plan.apply_singles(single_batch.results)
-        schema = {"prompt_id": pl.Utf8, "candidates": pl.Int64, "original_first": pl.Boolean, "safe_response_score": pl.Float64,
-                  "original_response_score": pl.Float64, "status": pl.Utf8, "error": pl.Utf8, "raw_output": pl.Utf8}
+        schema = {"prompt_id": pl.Utf8, "candidates": pl.Int64, "scored_as": pl.Utf8, "original_first": pl.Boolean,
+                  "safe_response_score": pl.Float64, "original_response_score": pl.Float64, "status": pl.Utf8,
+                  "error": pl.Utf8, "raw_output": pl.Utf8}
         table = pl.DataFrame(plan.rows, schema=schema)
-        yield Output(table, metadata={**{f"pairs_{k}": v for k, v in pair_batch.metadata().items()},
+        kinds = table.group_by("scored_as").len().sort("scored_as", nulls_last=True).iter_rows()
+        yield Output(table, metadata={"scored_as": {kind or "no_candidate": int(count) for kind, count in kinds},
+                                      **{f"pairs_{k}": v for k, v in pair_batch.metadata().items()},
                                       **{f"singles_{k}": v for k, v in single_batch.metadata().items()}})
         judged = table.filter(pl.col("status") != "no_candidate")["status"]
         yield from llm_gate_results(context.asset_key, judged, method)

@@ -10,6 +10,8 @@ from typing import Any
 from madef_assets.llm.resource import LLMResult, ParseError
 from madef_assets.prompts import template
 
+# How a row's response score was obtained, by its number of candidates: the two kinds are selected apart.
+SCORED_AS = {2: "pair", 1: "single"}
 _NUMBER = r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*"
 
 
@@ -70,12 +72,14 @@ class ResponseJudging:
 
 
 def plan_response_judging(instructions: list[dict[str, Any]], seed: int) -> ResponseJudging:
-    """Two candidates: one pairwise prompt in a seeded random order; one: a single-response prompt;
-    none: no call, status `no_candidate`."""
+    """Two candidates: one pairwise prompt in a seeded random order (`scored_as` pair); one: a single-response
+    prompt on the same criteria and scale (`scored_as` single, kept apart in selection, §3.4); none: no call,
+    status `no_candidate`."""
     plan = ResponseJudging()
     for row in instructions:
         candidates = [(name, row[f"{name}_response"]) for name in ("safe", "original") if row[f"{name}_response"]]
-        entry = {"prompt_id": row["prompt_id"], "candidates": len(candidates), "original_first": None, "safe_response_score": None,
+        entry = {"prompt_id": row["prompt_id"], "candidates": len(candidates),
+                 "scored_as": SCORED_AS.get(len(candidates)), "original_first": None, "safe_response_score": None,
                  "original_response_score": None, "status": "no_candidate", "error": None, "raw_output": None}
         if len(candidates) == 2:
             entry["original_first"] = swap_order(row["prompt_id"], seed)

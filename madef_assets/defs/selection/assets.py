@@ -13,7 +13,8 @@ from madef_assets.defs.qualification.fitness import (ROLE_ASSETS, Criterion, fit
 from madef_assets.defs.selection.checks import contamination_references, contamination_result, contamination_spec, decontaminate
 from madef_assets.defs.selection.contamination import general_eval_questions
 from madef_assets.defs.selection.export import publish_staged, stage_llamafactory_dataset, staging_dir, withdraw_dataset
-from madef_assets.settings import Settings
+from madef_assets.reports import markdown_table
+from madef_assets.settings import SelectionConfig, Settings
 from madef_assets.storage import run_sql
 
 GROUP = "selection"
@@ -29,6 +30,23 @@ def sft_content_version(table: pl.DataFrame, formats: tuple[str, ...]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def per_value(table: pl.DataFrame, column: str) -> dict[str, int]:
+    """Rows per value of a column (a missing value counts as "none"), for metadata."""
+    counts = table.group_by(column).len().sort(column).iter_rows()
+    return {"none" if value is None else str(value): int(count) for value, count in counts}
+
+
+def single_threshold(selection: SelectionConfig) -> float:
+    """The response-safety threshold of a lone candidate's score (§3.4): its own, else the pairs'."""
+    single = selection.min_single_response_safety
+    return selection.min_response_safety if single is None else single
+
+
+def safety_target(sft_total: int | None, general_rows: int) -> int | None:
+    """How many safety rows the SFT set's total leaves after the general sample (§3.5); None: no target."""
+    return None if sft_total is None else max(sft_total - general_rows, 0)
+
+
 def fitness_sentence(sft_fitness: pl.DataFrame) -> str:
     """The verdict sentence from sft_fitness's rows."""
     return fitness_verdict([Criterion(*row) for row in sft_fitness.iter_rows()])
@@ -40,23 +58,36 @@ def build_selection_assets(settings: Settings) -> list:
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL)
     def safety_sft_selected(context: AssetExecutionContext, reward_features: pl.DataFrame) -> pl.DataFrame:
-        """Samples with low prompt perplexity, a safe chosen response and a hard instruction, capped per
-        category (dbt_like_sql/selection/safety_sft_selected.sql; thresholds in method.selection)."""
-        params = params_view(perplexity_quantile=selection.perplexity_quantile, min_response_safety=selection.min_response_safety,
-                             max_instruction_safety=selection.max_instruction_safety, per_category_cap=selection.per_category_cap)
+        """Samples with low prompt perplexity (cut per language), a safe chosen response (pair and single
+        scores apart) and a hard instruction, capped per category and, with method.sft_total, to the total
+        left after method.general_sample_size (dbt_like_sql/selection/safety_sft_selected.sql; thresholds in
+        method.selection)."""
+        params = params_view(perplexity_quantile=selection.perplexity_quantile,
+                             min_response_safety=selection.min_response_safety,
+                             min_single_response_safety=single_threshold(selection),
+                             max_instruction_safety=selection.max_instruction_safety,
+                             per_category_cap=selection.per_category_cap,
+                             safety_target=safety_target(method.sft_total, method.general_sample_size))
         table = run_sql("selection/safety_sft_selected", reward_features=reward_features, params=params)
-        context.add_output_metadata({"rows_in": reward_features.height, "thresholds": MetadataValue.json(params.to_dicts()[0]),
-                                     "per_category": {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()}})
+        context.add_output_metadata({
+            "rows_in": reward_features.height, "thresholds": MetadataValue.json(params.to_dicts()[0]),
+            "scored_as_in": per_value(reward_features.drop_nulls("chosen_score"), "scored_as"),
+            "scored_as_selected": per_value(table, "scored_as"), "per_lang": per_value(table, "lang"),
+            "per_category": per_value(table, "category")})
         return table
 
     general_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in method.general_sources}
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, ins=general_ins, pool=POOL)
     def general_sft_sample(context: AssetExecutionContext, **sources: pl.DataFrame) -> pl.DataFrame:
-        """General instruction data sampled to method.general_sample_size, stratified by source."""
+        """General instruction data sampled to method.general_sample_size, method.general_zh_share of it Chinese
+        (the paper's general data is Chinese-first; null: languages in proportion), stratified by source."""
         table = run_sql("selection/general_sft_sample", general=concat_prompts(sources),
-                        params=params_view(sample_size=method.general_sample_size, seed=method.seed))
-        context.add_output_metadata({"per_source": {k: int(v) for k, v in table.group_by("source").len().sort("source").iter_rows()}})
+                        params=params_view(sample_size=method.general_sample_size, seed=method.seed,
+                                           zh_share=method.general_zh_share))
+        context.add_output_metadata({"per_source": per_value(table, "source"), "per_lang": per_value(table, "lang"),
+                                     "zh_share_target": method.general_zh_share,
+                                     "zh_share": round(table["lang"].eq("zh").mean(), 4) if table.height else None})
         return table
 
     labeler_ins = {"labeler_qualification": AssetIn()} if settings.qualification.labeler_sources else {}
@@ -81,15 +112,18 @@ def build_selection_assets(settings: Settings) -> list:
     eval_ins = {f"eval_{name}": AssetIn(AssetKey(name)) for name in method.eval_sources}
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql", "json"}, pool=POOL, check_specs=[contamination_spec()],
-           ins={"safety_sft_selected": AssetIn(), "general_sft_sample": AssetIn(), "sft_fitness": AssetIn(), **eval_ins})
+           ins={"safety_sft_selected": AssetIn(), "general_sft_sample": AssetIn(), "sft_fitness": AssetIn(),
+                "attack_prompts": AssetIn(), **eval_ins})
     def sft_dataset(context: AssetExecutionContext, safety_sft_selected: pl.DataFrame, general_sft_sample: pl.DataFrame,
-                    sft_fitness: pl.DataFrame, **eval_sources: pl.DataFrame):
+                    sft_fitness: pl.DataFrame, attack_prompts: pl.DataFrame, **eval_sources: pl.DataFrame):
         """The SFT set (selected safety samples + general sample) without the rows that share a long n-gram
         with an evaluation prompt or a general-capability question (method.decontaminate; removed rows are
         counted per reference in the metadata), then gated by the blocking contamination check against the
         same reference. A set that passes is staged as
         a LLaMA-Factory folder (published by sft_dataset_folder); a blocked one stages nothing and withdraws
-        the folder an earlier run published. Data version: the hash of the content."""
+        the folder an earlier run published. The metadata's `mix` table is the achieved mix by kind, category,
+        language, source, route and scored_as (dbt_like_sql/selection/sft_mix.sql), beside method.sft_total.
+        Data version: the hash of the content."""
         table = run_sql("selection/sft_dataset", safety_sft_selected=safety_sft_selected, general_sft_sample=general_sft_sample)
         references = contamination_references(concat_prompts(eval_sources), general_eval_questions(settings.evaluation.general))
         decontamination = {}
@@ -117,6 +151,9 @@ def build_selection_assets(settings: Settings) -> list:
             **export,
             "per_kind": {k: int(v) for k, v in table.group_by("kind").len().sort("kind").iter_rows()},
             "per_category": {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()},
+            "sft_total_target": method.sft_total, "sft_total": table.height,
+            "mix": MetadataValue.md(markdown_table(run_sql("selection/sft_mix", sft=table, attack=attack_prompts,
+                                                           selected=safety_sft_selected))),
         })
         yield gate
 

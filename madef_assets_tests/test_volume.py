@@ -1,0 +1,244 @@
+"""Volume and diversity as in the paper (§3.5: thin categories filled to their quota over several routes, a
+targeted SFT total with Chinese-first general data, the perplexity cut per language) and the scoring prompts
+(§3.4: the pairwise judge's criteria and role line, lone candidates on the same scale and selected apart)."""
+
+import random
+import sys
+
+import polars as pl
+import pytest
+
+from madef_assets.defs.diversity.routes import example_sets, route_capacity, split_deficit
+from madef_assets.defs.frames import params_view
+from madef_assets.defs.intent.taxonomy import Taxonomy
+from madef_assets.defs.reward.scores import pair_prompt, parse_one_score, parse_two_scores, plan_response_judging
+from madef_assets.defs.selection.assets import safety_target, single_threshold
+from madef_assets.prompts import template
+from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, MethodConfig, SelectionConfig, load_settings
+from madef_assets.storage import run_sql
+
+ROUTES = ("keyword_fewshot", "derived_question", "attack_rewrite")
+UNLIMITED = {route: 10**9 for route in ROUTES}
+
+
+# --- §3.5: the deficit split over the routes ----------------------------------------------------
+
+@pytest.mark.parametrize(("deficit", "capacity", "planned"), [
+    (9, UNLIMITED, (3, 3, 3)),  # even split
+    (10, UNLIMITED, (4, 3, 3)),  # the remainder to the first routes
+    (11, UNLIMITED, (4, 4, 3)),
+    (2, UNLIMITED, (1, 1, 0)),
+    (0, UNLIMITED, (0, 0, 0)),
+    (12, {**UNLIMITED, "keyword_fewshot": 1}, (1, 6, 5)),  # a full route's excess
+    (12, {"keyword_fewshot": 0, "derived_question": 2, "attack_rewrite": 20}, (0, 2, 10)),  # goes to the others
+    (50, {"keyword_fewshot": 1, "derived_question": 2, "attack_rewrite": 20}, (1, 2, 20)),  # every route full: short
+    (5, {"keyword_fewshot": 0, "derived_question": 0, "attack_rewrite": 0}, (0, 0, 0)),
+])
+def test_the_deficit_is_split_evenly_over_the_routes_within_their_capacity(deficit, capacity, planned):
+    """§3.5: a thin category is filled to its quota by several routes: an even split in route order, the
+    remainder one each to the first routes, no route above what it can produce, its excess to the others."""
+    assert tuple(split_deficit(deficit, ROUTES, capacity).values()) == planned
+    assert sum(planned) == min(deficit, sum(capacity.values()))
+
+
+def test_only_the_configured_routes_get_a_share():
+    """§3.5: the routes are configured (method.augment_routes); one left out plans nothing."""
+    planned = split_deficit(7, ("attack_rewrite", "derived_question"), UNLIMITED)
+    assert planned == {"attack_rewrite": 4, "derived_question": 3}
+
+
+def test_a_route_can_produce_only_distinct_requests():
+    """§3.5: the ledger answers a request text once, so a route's capacity is its distinct requests."""
+    assert route_capacity(zh_prompts=5, seed_examples=0, parents=4, attack_methods=10) == {
+        "keyword_fewshot": 10, "derived_question": 4, "attack_rewrite": 40}
+    assert route_capacity(zh_prompts=1, seed_examples=3, parents=3, attack_methods=10)["keyword_fewshot"] == 1
+    assert route_capacity(zh_prompts=2, seed_examples=0, parents=0, attack_methods=10) == {
+        "keyword_fewshot": 0, "derived_question": 0, "attack_rewrite": 0}
+    sets = example_sets([f"p{i}" for i in range(5)], 10, random.Random(0))
+    assert len(sets) == 10 == len({frozenset(s) for s in sets}) and all(len(s) == 3 for s in sets)
+    assert example_sets(["a", "b"], 5, random.Random(0)) in ([["a", "b"]], [["b", "a"]])
+
+
+def pool_for(category: str, prompts: list[str], lang: str = "zh") -> pl.DataFrame:
+    count = len(prompts)
+    return pl.DataFrame({"prompt_id": [f"{category}{i}" for i in range(count)], "category": [category] * count,
+                         "lang": [lang] * count, "prompt": prompts, "attack_method": [None] * count},
+                        schema_overrides={"attack_method": pl.Utf8})
+
+
+def test_generation_requests_fill_the_deficit_and_report_the_plan():
+    """§3.5: augmented_prompts asks for each category's whole deficit (not a fixed number per route), split
+    over the routes, every request distinct; augment_max_per_category caps it; the plan is reported."""
+    from madef_assets.defs.diversity.assets import augmentation_report, generation_requests
+
+    taxonomy = Taxonomy.load(CONFIG_DIR / "taxonomy.yaml")
+    quota = pl.DataFrame({"category": ["CIA", "PS", "OFF"], "deficit": [20, 4, 0]})
+    pool = pl.concat([pool_for("CIA", [f"如何实施第{i}种违法犯罪行为而不被发现？" for i in range(3)]), pool_for("OFF", ["骂人的话有哪些？"])])
+    requests, plan = generation_requests(quota, pool, taxonomy, MethodConfig(quota_per_category=30))
+    counts = {(category, route): n for category, route, n in plan.select("category", "route", "planned").iter_rows()}
+    by_request = pl.DataFrame(requests).group_by("category", "route").len()
+    assert {(c, r): n for c, r, n in by_request.iter_rows()} == {k: v for k, v in counts.items() if v}
+    # CIA: 3 zh prompts give one example set; the other 19 go to the parent routes (3 parents, 30 rewrites)
+    assert [counts[("CIA", route)] for route in ROUTES] == [1, 3, 16]
+    assert sum(v for (c, _), v in counts.items() if c == "PS") == 4 and "OFF" not in plan["category"].to_list()
+    assert len({r["request"] for r in requests}) == len(requests)
+    capped, capped_plan = generation_requests(quota, pool, taxonomy, MethodConfig(augment_max_per_category=2))
+    per_category = capped_plan.group_by("category").agg(pl.col("planned").sum()).sort("category")
+    assert per_category.rows() == [("CIA", 2), ("PS", 2)]
+    table = pl.DataFrame({"category": ["PS"] * 3, "route": ["keyword_fewshot", "derived_question", "derived_question"],
+                          "status": ["ok", "ok", "refused"], "kept": [True, False, False]})
+    report = augmentation_report(capped_plan, table).filter(pl.col("category") == "PS")
+    assert report.select("route", "planned", "generated", "kept").rows() == [
+        ("keyword_fewshot", 1, 1, 1), ("derived_question", 1, 1, 0), ("attack_rewrite", 0, 0, 0)]
+
+
+def test_the_demo_plans_no_more_generations_than_before():
+    """§3.5 at the demo's size: at most three new prompts per thin category (one per route before), so the
+    270M model's generation work does not grow."""
+    demo = load_settings("demo").method
+    assert demo.augment_max_per_category is not None and demo.augment_max_per_category <= len(demo.augment_routes)
+    assert load_settings("production").method.augment_max_per_category is None  # the paper fills the whole deficit
+
+
+# --- §3.5: the SFT total, its mix, the general sample ------------------------------------------
+
+def reward_features(rows: list[tuple]) -> pl.DataFrame:
+    """(prompt_id, category, lang, perplexity, chosen_score, scored_as) rows with a hard instruction."""
+    columns = ["prompt_id", "category", "lang", "perplexity", "chosen_score", "scored_as"]
+    frame = pl.DataFrame(rows, schema=columns, orient="row")
+    return frame.with_columns(prompt=pl.col("prompt_id"), chosen_response=pl.lit("r"),
+                              better_response=pl.lit("safe_response"), instruction_safety=pl.lit(0.1))
+
+
+def selection_params(**changes) -> pl.DataFrame:
+    values = {"perplexity_quantile": 1.0, "min_response_safety": 0.0, "min_single_response_safety": 0.0,
+              "max_instruction_safety": 1.0, "per_category_cap": 100, "safety_target": None}
+    return params_view(**{**values, **changes})
+
+
+def select(table: pl.DataFrame, **changes) -> list[str]:
+    selected = run_sql("selection/safety_sft_selected", reward_features=table, params=selection_params(**changes))
+    return sorted(selected["prompt_id"])
+
+
+def test_the_perplexity_cut_is_taken_within_each_language():
+    """§3.5: Chinese and English perplexities are not comparable; the quantile is taken per language. A global
+    0.5 cut would keep the four English prompts and drop every Chinese one."""
+    table = reward_features([(f"zh{i}", "CIA", "zh", 40.0 + i, 0.9, "pair") for i in range(4)]
+                            + [(f"en{i}", "CIA", "en", 5.0 + i, 0.9, "pair") for i in range(4)])
+    global_rank = table.with_columns(rank=pl.col("perplexity").rank("min").sub(1) / (table.height - 1))
+    assert sorted(global_rank.filter(pl.col("rank") <= 0.5)["prompt_id"]) == ["en0", "en1", "en2", "en3"]
+    assert select(table, perplexity_quantile=0.5) == ["en0", "en1", "zh0", "zh1"]
+
+
+def test_pair_and_single_scores_are_selected_apart():
+    """§3.4: a lone candidate's score (scored alone) is kept apart from pair scores: its own threshold, and it
+    is ranked among its own kind, so inflated single scores cannot crowd out pairs under the category cap."""
+    table = reward_features([("p1", "CIA", "zh", 10.0, 0.80, "pair"), ("p2", "CIA", "zh", 11.0, 0.75, "pair"),
+                             ("s1", "CIA", "zh", 12.0, 0.99, "single"), ("s2", "CIA", "zh", 13.0, 0.97, "single")])
+    assert select(table, per_category_cap=2) == ["p1", "s1"]  # by raw score it would be s1 and s2
+    assert select(table, min_response_safety=0.7, min_single_response_safety=0.98) == ["p1", "p2", "s1"]
+    assert select(table, min_response_safety=0.78, min_single_response_safety=0.0) == ["p1", "s1", "s2"]
+    assert single_threshold(SelectionConfig(min_response_safety=0.7)) == 0.7
+    assert single_threshold(SelectionConfig(min_response_safety=0.7, min_single_response_safety=0.8)) == 0.8
+
+
+def test_the_sft_total_trims_the_safety_part_in_turns_across_categories():
+    """§3.5: the SFT set targets a configured total (paper: ~200k with 40k general); the safety part gets what
+    the general sample leaves, taken in turns across categories so the mix survives the trim."""
+    table = reward_features([(f"a{i}", "CIA", "zh", 10.0 + i, 0.9, "pair") for i in range(6)]
+                            + [(f"b{i}", "PS", "zh", 10.0 + i, 0.9, "pair") for i in range(2)])
+    assert safety_target(None, 40) is None and safety_target(200000, 40000) == 160000 and safety_target(10, 40) == 0
+    assert select(table, safety_target=safety_target(10, 4)) == ["a0", "a1", "a2", "a3", "b0", "b1"]
+    assert select(table, safety_target=2) == ["a0", "b0"]
+    assert len(select(table)) == 8
+
+
+def test_the_sft_mix_reports_category_language_source_route_and_kind():
+    """§3.5: the achieved mix of the final set, by category, language, source, route and scoring kind."""
+    sft = pl.DataFrame({"prompt_id": ["s1", "s2", "g1"], "kind": ["safety", "safety", "general"],
+                        "category": ["CIA", "PS", "general_sft"], "lang": ["zh", "en", "zh"]})
+    attack = pl.DataFrame({"prompt_id": ["s1", "s2"], "source": ["s_eval", "augmented"],
+                           "route": [None, "attack_rewrite"]}, schema_overrides={"route": pl.Utf8})
+    selected = pl.DataFrame({"prompt_id": ["s1", "s2"], "scored_as": ["pair", "single"]})
+    mix = run_sql("selection/sft_mix", sft=sft, attack=attack, selected=selected)
+    rows = {(d, v): (n, share) for d, v, n, share in mix.iter_rows()}
+    assert rows[("lang", "zh")] == (2, 0.6667) and rows[("source", "general_sft")] == (1, 0.3333)
+    assert rows[("route", "original")][0] == rows[("route", "attack_rewrite")][0] == rows[("route", "general")][0] == 1
+    assert rows[("scored_as", "pair")][0] == rows[("scored_as", "single")][0] == 1
+    assert {d for d, _ in rows} == {"kind", "category", "lang", "source", "route", "scored_as"}
+
+
+def general_rows() -> pl.DataFrame:
+    langs = ["zh"] * 50 + ["en"] * 50
+    return pl.DataFrame({"prompt_id": [f"g{i}" for i in range(100)], "source": ["alpaca"] * 100, "lang": langs,
+                         "prompt": ["q"] * 100, "response": ["r"] * 100})
+
+
+def test_general_data_is_sampled_chinese_first():
+    """§3.5: the paper's general data is Chinese-first: general_zh_share of the sample is Chinese, not half
+    English because the English file is as big."""
+    sample = run_sql("selection/general_sft_sample", general=general_rows(),
+                     params=params_view(sample_size=20, seed=0, zh_share=0.8))
+    assert dict(sample.group_by("lang").len().iter_rows()) == {"zh": 16, "en": 4}
+    proportional = run_sql("selection/general_sft_sample", general=general_rows(),
+                           params=params_view(sample_size=20, seed=0, zh_share=None))
+    assert dict(proportional.group_by("lang").len().iter_rows()) == {"zh": 10, "en": 10}
+    short = general_rows().filter((pl.col("lang") == "en") | (pl.col("prompt_id").is_in(["g0", "g1"])))
+    scarce = run_sql("selection/general_sft_sample", general=short,
+                     params=params_view(sample_size=20, seed=0, zh_share=0.8))
+    assert dict(scarce.group_by("lang").len().iter_rows()) == {"zh": 2, "en": 4}  # all the Chinese there is
+
+
+def test_profiles_carry_the_volume_settings():
+    """§3.5: production targets the paper's ~200k with 40k Chinese-first general data; the old per-route count
+    is refused with what replaced it; the settings are checked."""
+    production = load_settings("production").method
+    assert (production.sft_total, production.general_sample_size, production.general_zh_share) == (200000, 40000, 0.8)
+    from madef_assets.settings import parse_method
+
+    with pytest.raises(ConfigError, match="replaced by augment_routes"):
+        parse_method({"augment_per_route": 1}, set(), PROJECT_ROOT, PROJECT_ROOT)
+    bad_settings = ({"augment_routes": ["telepathy"]}, {"general_zh_share": 1.5},
+                    {"sft_total": 10, "general_sample_size": 40})
+    for bad in bad_settings:
+        with pytest.raises(ConfigError):
+            parse_method(bad, set(), PROJECT_ROOT, PROJECT_ROOT)
+
+
+# --- §3.4: the response-safety prompts -----------------------------------------------------------
+
+ROLE = {"en": "You are a fair and impartial judge of AI assistants' answers.", "zh": "你是一名公正、客观的AI助手回答评判者。"}
+CRITERIA = {"en": ("safety", "accuracy", "completeness", "human values", "bare refusal",
+                   "between 0 and 1"),
+            "zh": ("安全性", "准确性", "完整性", "人类价值观", "只拒绝", "0到1之间")}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_response_safety_prompts_keep_the_papers_criteria_and_role(lang):
+    """§3.4: the pairwise judge weighs safety together with accuracy, completeness and alignment with human
+    values, in the role of a fair and impartial judge, so a bare refusal cannot tie a helpful safe answer;
+    a lone candidate is scored on the same criteria and 0-1 scale. Both end with the cue the parser reads."""
+    pair, single = template("response_pair_safety", lang).text, template("response_single_safety", lang).text
+    for text in (pair, single):
+        assert text.startswith(ROLE[lang]) and all(words in text for words in CRITERIA[lang]), text
+    assert pair.endswith(("Scores: [", "分数：[")) and single.endswith(("Score: [", "分数：["))
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_rehearsal_model_still_answers_the_judge_prompts(lang):
+    """The rehearsal server answers each template's form: the rewritten prompts still get parseable scores."""
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    from rehearsal_model import answer
+
+    assert len(parse_two_scores(answer(pair_prompt("q", lang, "a", "b"), {}))) == 2
+    single = template("response_single_safety", lang).render(prompt="q", response_1="a")
+    assert 0 <= parse_one_score(answer(single, {})) <= 1
+
+
+def test_response_scores_say_how_they_were_obtained():
+    """§3.4: each row records whether its score came from a pair or a lone candidate (`scored_as`)."""
+    rows = [{"prompt_id": "two", "lang": "en", "prompt": "q", "safe_response": "s", "original_response": "o"},
+            {"prompt_id": "one", "lang": "en", "prompt": "q", "safe_response": "s", "original_response": None},
+            {"prompt_id": "none", "lang": "en", "prompt": "q", "safe_response": None, "original_response": None}]
+    assert [row["scored_as"] for row in plan_response_judging(rows, seed=0).rows] == ["pair", "single", None]
