@@ -184,7 +184,7 @@ MCQ_FIXTURE_ROWS = len((FIXTURES / "cvalues_responsibility_mc.jsonl").read_text(
 PER_CANDIDATE = ("candidate_model", "safetybench_predictions", "safetybench_scores", "new_safety_responses", "new_safety_judgements",
                  "responsibility_responses", "responsibility_judgements", "responsibility_mcq_predictions", "review_queue",
                  "new_safety_scores", "responsibility_scores", "general_capability_predictions", "general_capability_scores",
-                 "over_refusal_responses", "over_refusal_judgements", "over_refusal_scores")
+                 "over_refusal_responses", "over_refusal_judgements", "over_refusal_scores", "llamafactory_eval_scores")
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +249,8 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
     for heading in ("SafetyBench (logprobs", "New-Safety benchmark", "Responsibility", "General capability", "What fed each category",
                     "Over-refusal (XSTest)", "Judged by", "The judge against human labels",
                     "| refusal | XSTest v2 human labels | human annotator 2 vs 1 |", "| refusal | XSTest v2 human labels | GPT-4",
-                    "| refusal | XSTest v2 human labels | string matcher", "The labeler against the sources' categories"):
+                    "| refusal | XSTest v2 human labels | string matcher", "The labeler against the sources' categories",
+                    "## General capability: madef vs llamafactory-cli eval\n", "| mmlu | tuned | "):
         assert heading in text
     # the report opens with the fitness verdict, the judge's qualification first
     verdict = text.splitlines()[2]
