@@ -66,13 +66,24 @@ def run(args: argparse.Namespace) -> int:
 
     from dagster import DagsterInstance
 
-    from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, OBSERVE_JOB, REPORT_JOB, defs
+    from madef_assets.definitions import (
+        COMPARE_RATES_JOB,
+        EVALUATE_JOB,
+        MAIN_JOB,
+        OBSERVE_JOB,
+        REPORT_JOB,
+        TRAIN_JOB,
+        defs,
+    )
     from madef_assets.llm.engines import ENGINES
     from madef_assets.orphan_runs import PROCESS_TAG, fail_orphaned_runs, process_tag
 
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    # Data and training first, then each candidate's evaluation partition, then the report over all of them.
+    # Data and training first (one run per learning rate when there are several, then their comparison), then
+    # each candidate's evaluation partition, then the report over all of them.
     runs = [(OBSERVE_JOB, None), (MAIN_JOB, None)]
+    if settings.training.partitioned:
+        runs += [(TRAIN_JOB, label) for label in settings.training.rate_labels] + [(COMPARE_RATES_JOB, None)]
     if settings.evaluation.candidates:
         runs += [(EVALUATE_JOB, c.name) for c in settings.evaluation.candidates] + [(REPORT_JOB, None)]
     with DagsterInstance.get() as instance:
@@ -83,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             result = defs.resolve_job_def(job).execute_in_process(
                 instance=instance, run_config=quiet, partition_key=partition, raise_on_error=False, tags=tags)
             ENGINES.release()  # a run's models end with it (the next run may evaluate other weights)
-            print(f"run {result.run_id} ({job}{f', candidate {partition}' if partition else ''}): "
+            kind = "rate" if job == TRAIN_JOB else "candidate"
+            print(f"run {result.run_id} ({job}{f', {kind} {partition}' if partition else ''}): "
                   f"{'succeeded' if result.success else 'FAILED'}")
             if not result.success:
                 return _report_failure(result)

@@ -23,6 +23,9 @@ EVALUATE_JOB = "madef_evaluate"
 REPORT_JOB = "madef_report"
 OBSERVE_JOB = "observe_sources"
 REBUILD_SFT_JOB = "rebuild_sft_dataset"
+# With several training.learning_rates (§5.1.1): one training run per rate, then their loss comparison.
+TRAIN_JOB = "madef_train"
+COMPARE_RATES_JOB = "madef_compare_rates"
 
 # observable_source_asset and pools are marked beta; the project uses them deliberately.
 warnings.filterwarnings("ignore", category=BetaWarning)
@@ -49,18 +52,28 @@ def build_executor(name: str) -> ExecutorDefinition:
 
 def build_definitions(settings: Settings) -> Definitions:
     raw_sources, source_assets = build_source_defs(settings)
+    training_assets = build_training_assets(settings)
     method_assets = [
         *build_intent_assets(settings),
         *build_diversity_assets(settings),
         *build_response_assets(settings),
         *build_reward_assets(settings),
         *build_selection_assets(settings),
-        *build_training_assets(settings),
+        *training_assets,
         *build_qualification_assets(settings),
     ]
     evaluation_assets = build_evaluation_assets(settings)
     per_candidate = AssetSelection.assets(*(a for a in evaluation_assets if a.partitions_def is not None))
     report = AssetSelection.assets("eval_report") if evaluation_assets else AssetSelection.assets()
+    # Several training.learning_rates: finetuned_checkpoint is partitioned by rate and trains in runs of its own.
+    by_rate = AssetSelection.assets(*(a for a in training_assets if a.partitions_def is not None))
+    comparison = AssetSelection.assets("learning_rate_comparison")
+    rate_jobs = [
+        define_asset_job(TRAIN_JOB, selection=by_rate, description="Train one learning rate (a partition)."),
+        define_asset_job(COMPARE_RATES_JOB, selection=comparison,
+                         description="Overlay the loss curves of every trained learning rate."),
+    ] if settings.training.partitioned else []
+    per_rate = by_rate | comparison if rate_jobs else AssetSelection.assets()
     evaluate_job = define_asset_job(EVALUATE_JOB, selection=per_candidate,
                                     description="Evaluate one candidate (a partition): every per-candidate evaluation asset.")
     # Not the sources: the source sensor re-materializes a source when its files change (by content), and a
@@ -73,8 +86,9 @@ def build_definitions(settings: Settings) -> Definitions:
                                                    settings.gpu.release)],
         resources=build_resources(settings),
         jobs=[
-            define_asset_job(MAIN_JOB, selection=AssetSelection.all() - per_candidate - report,
+            define_asset_job(MAIN_JOB, selection=AssetSelection.all() - per_candidate - report - per_rate,
                              description="Materialize every asset that is not per candidate: data, training, shared evaluation inputs."),
+            *rate_jobs,
             evaluate_job,
             define_asset_job(REPORT_JOB, selection=report, description="The evaluation report over every evaluated candidate."),
             define_asset_job(

@@ -12,6 +12,7 @@ variables override the profile choice and the storage paths:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -111,24 +112,48 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """LLaMA-Factory fine-tuning: its environment's Python, where checkpoints go, and YAML arguments
-    over the paper's defaults (madef_assets/defs/training/llamafactory_config.py)."""
+    """LLaMA-Factory fine-tuning: its environment's Python, where checkpoints go, YAML arguments over the
+    paper's defaults (madef_assets/defs/training/llamafactory_config.py) and the learning rates to train
+    with (§5.1.1's comparison). One rate: one unpartitioned checkpoint in `output_dir`, as before; several:
+    one checkpoint per rate (`finetuned_checkpoint` partitioned by `rate_labels`) in `output_dir/<label>`."""
 
     env_python: Path
     output_dir: Path
     args: dict[str, Any]
+    learning_rates: tuple[float, ...] = (6.0e-7,)
+
+    @property
+    def rate_labels(self) -> tuple[str, ...]:
+        return tuple(rate_label(rate) for rate in self.learning_rates)
+
+    @property
+    def partitioned(self) -> bool:
+        return len(self.learning_rates) > 1
+
+    def learning_rate(self, label: str) -> float:
+        return self.learning_rates[self.rate_labels.index(label)]
+
+    def checkpoint_dir(self, label: str) -> Path:
+        return self.output_dir / label if self.partitioned else self.output_dir
+
+
+def rate_label(rate: float) -> str:
+    """A learning rate as a partition key and name suffix: 6e-07 -> `lr6e-7`, 0.0002 -> `lr0.0002`."""
+    return "lr" + re.sub(r"e([+-])0*(\d)", r"e\1\2", format(rate, "g"))
 
 
 @dataclass(frozen=True)
 class CandidateConfig:
     """A model under evaluation: a checkpoint asset of this project (`checkpoint:`), or any backend and
-    model (a local path, or an OpenAI-compatible endpoint with `base_url`)."""
+    model (a local path, or an OpenAI-compatible endpoint with `base_url`). A `checkpoint: finetuned_checkpoint`
+    candidate becomes one candidate per learning rate (`<name>_<rate label>`) when training runs at several."""
 
     name: str
     checkpoint: str | None
     backend: str
     model: str | None
     options: dict[str, Any]
+    rate: str | None = None  # the finetuned_checkpoint partition (rate label) it reads, when trained at several rates
 
 
 @dataclass(frozen=True)
@@ -143,6 +168,7 @@ class EvaluationConfig:
     responsibility: dict[str, Any]
     general: dict[str, Any]
     over_refusal: dict[str, Any]
+    llamafactory_eval: dict[str, Any]
     review_dir: Path
     report_dir: Path
 
@@ -310,6 +336,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         else:
             roles[role] = parse_role(role, spec, f"models.{role}")
     method = parse_method(raw.get("method") or {}, set(sources), state_dir, base)
+    training = parse_training(raw.get("training") or {}, state_dir, base, env)
     return Settings(
         profile=raw.get("profile", path.stem),
         profile_path=path,
@@ -321,8 +348,9 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         sources=sources,
         roles=roles,
         method=method,
-        training=parse_training(raw.get("training") or {}, state_dir, base, env),
-        evaluation=parse_evaluation(raw.get("evaluation") or {}, set(sources), state_dir, base),
+        training=training,
+        evaluation=parse_evaluation(raw.get("evaluation") or {}, set(sources), state_dir, base,
+                                    training.rate_labels if training.partitioned else ()),
         automation=parse_automation(raw.get("automation") or {}),
         executor=parse_executor(raw.get("execution") or {}),
         gpu=parse_gpu(raw.get("gpu") or {}),
@@ -378,14 +406,34 @@ def check_volume(method: MethodConfig) -> None:
 
 
 def parse_training(raw: dict[str, Any], state_dir: Path, base: Path, env: dict[str, str]) -> TrainingConfig:
-    unknown = set(raw) - {"env_python", "output_dir", "args"}
+    unknown = set(raw) - {"env_python", "output_dir", "args", "learning_rates"}
     if unknown:
         raise ConfigError(f"training: unknown keys {sorted(unknown)}")
+    args = dict(raw.get("args") or {})
     return TrainingConfig(
         env_python=_resolve(env.get("MADEF_TRAIN_PYTHON") or raw.get("env_python") or ".venv-train/bin/python", base),
         output_dir=_resolve(raw.get("output_dir") or state_dir / "checkpoints" / "finetuned", base),
-        args=dict(raw.get("args") or {}),
+        args=args,
+        learning_rates=parse_learning_rates(raw.get("learning_rates"), args),
     )
+
+
+def parse_learning_rates(rates: Any, args: dict[str, Any]) -> tuple[float, ...]:
+    """`training.learning_rates` (§5.1.1: one checkpoint per rate, compared) or, without it, the one rate of
+    `training.args.learning_rate` (default: the paper's 6e-7). Both at once is ambiguous and refused."""
+    from madef_assets.defs.training.llamafactory_config import PAPER_DEFAULTS
+
+    if rates is None:
+        return (float(args.get("learning_rate", PAPER_DEFAULTS["learning_rate"])),)
+    if "learning_rate" in args:
+        raise ConfigError("training: give learning_rates or args.learning_rate, not both")
+    if not isinstance(rates, list) or not rates or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0
+                                                       for r in rates):
+        raise ConfigError(f"training.learning_rates: a non-empty list of positive numbers, got {rates!r}")
+    labels = [rate_label(float(r)) for r in rates]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"training.learning_rates: {rates} repeats a rate")
+    return tuple(float(r) for r in rates)
 
 
 def parse_gpu(raw: dict[str, Any]) -> GpuConfig:
@@ -473,10 +521,14 @@ EVALUATION_SECTIONS = {
     "responsibility": {"prompts_source", "per_domain", "mcq_source"},
     "general": {"data_dir", "gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"},
     "over_refusal": {"source", "per_type", "max_new_tokens"},
+    "llamafactory_eval": {"enabled", "template", "templates", "batch_size"},
 }
 
 
-def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Path, base: Path) -> EvaluationConfig:
+def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Path, base: Path,
+                     rate_labels: tuple[str, ...] = ()) -> EvaluationConfig:
+    """The evaluation section; `rate_labels` (several learning rates) expands each finetuned_checkpoint
+    candidate into one per rate."""
     unknown = set(raw) - {"candidates", "params", "seed", "review_dir", "report_dir", *EVALUATION_SECTIONS}
     if unknown:
         raise ConfigError(f"evaluation: unknown keys {sorted(unknown)}")
@@ -490,11 +542,11 @@ def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Pat
             raise ConfigError(f"{where}.checkpoint: one of {CHECKPOINT_ASSETS}, got {checkpoint!r}")
         if checkpoint is None and "model" not in spec:
             raise ConfigError(f"{where}: needs either checkpoint or backend + model")
-        candidates.append(CandidateConfig(
+        candidates += expand_candidate(CandidateConfig(
             name=str(name), checkpoint=checkpoint, backend=spec.get("backend", "transformers"),
             model=None if spec.get("model") is None else str(spec["model"]),
             options={k: v for k, v in spec.items() if k not in ("checkpoint", "backend", "model")},
-        ))
+        ), rate_labels)
     sections = {}
     for section, keys in EVALUATION_SECTIONS.items():
         values = dict(raw.get(section) or {})
@@ -520,6 +572,7 @@ def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Pat
             raise ConfigError(f"evaluation.{key}: {sorted(missing)} are not configured under sources")
     general = sections["general"]
     general["data_dir"] = _resolve(general.get("data_dir", "data/general_eval"), base)
+    check_llamafactory_eval(sections["llamafactory_eval"], [c.name for c in candidates])
     if isinstance(bench.get("dev_file"), dict):  # one dev file per language: {zh: dev_zh.json, en: dev_en.json}
         bench["dev_file"] = {str(lang): _resolve(path, base) for lang, path in bench["dev_file"].items()}
     elif bench.get("dev_file"):
@@ -532,6 +585,32 @@ def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Pat
         review_dir=_resolve(raw.get("review_dir") or state_dir / "review", base),
         report_dir=_resolve(raw.get("report_dir") or state_dir / "reports" / "evaluation", base),
     )
+
+
+def check_llamafactory_eval(section: dict[str, Any], candidate_names: list[str]) -> None:
+    """evaluation.llamafactory_eval: `enabled` (default true), `template` (LLaMA-Factory template name for every
+    local candidate; default training.args.template), `templates` (per candidate name, as evaluated),
+    `batch_size`."""
+    unknown = set(section.get("templates") or {}) - set(candidate_names)
+    if unknown:
+        raise ConfigError(f"evaluation.llamafactory_eval.templates: {sorted(unknown)} are not candidates "
+                          f"({candidate_names})")
+    batch_size = section.get("batch_size", 4)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"evaluation.llamafactory_eval.batch_size: a positive integer, got {batch_size!r}")
+
+
+def expand_candidate(candidate: CandidateConfig, rate_labels: tuple[str, ...]) -> list[CandidateConfig]:
+    """§5.1.1: with several learning rates, a finetuned_checkpoint candidate is one candidate per rate
+    (`tuned` -> `tuned_lr6e-7`, `tuned_lr1e-6`), each reading its rate's partition; otherwise it is itself.
+    A served one cannot follow: one endpoint serves one checkpoint."""
+    if candidate.checkpoint != "finetuned_checkpoint" or not rate_labels:
+        return [candidate]
+    if candidate.backend == "openai":
+        raise ConfigError(f"evaluation.candidates.{candidate.name}: a served finetuned_checkpoint candidate needs a "
+                          "single training rate (one endpoint serves one checkpoint); evaluate the rates with a local "
+                          "candidate ({checkpoint: finetuned_checkpoint}) or train one rate")
+    return [replace(candidate, name=f"{candidate.name}_{label}", rate=label) for label in rate_labels]
 
 
 def load_settings(profile: str | None = None, env: dict[str, str] | None = None) -> Settings:

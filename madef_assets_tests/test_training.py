@@ -9,10 +9,18 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from madef_assets.defs.training.llamafactory_config import PAPER_DEFAULTS, read_trainer_log, render_train_config
-from madef_assets.definitions import MAIN_JOB, build_definitions
+from madef_assets.defs.evaluation.candidates import rate_partition_mapping, read_checkpoints, resolve_candidate
+from madef_assets.defs.training.llamafactory_config import (
+    PAPER_DEFAULTS,
+    loss_curves,
+    loss_overlay_png,
+    read_trainer_log,
+    render_train_config,
+)
+from madef_assets.definitions import COMPARE_RATES_JOB, MAIN_JOB, TRAIN_JOB, build_definitions
 from madef_assets.reports import lines_png
-from madef_assets.settings import load_settings
+from madef_assets.settings import CONFIG_DIR, ConfigError, load_settings, parse_settings, parse_training
+from madef_assets.storage import duckdb_connection
 from madef_assets_tests.sft_tables import sft_settings, write_upstream
 
 
@@ -103,3 +111,119 @@ def test_cpu_training_on_the_published_folder_logs_eval_loss_next_to_train_loss(
     checkpoints = list(settings.training.output_dir.glob("checkpoint-*"))
     assert [p.name for p in checkpoints] == ["checkpoint-2"]  # save_total_limit 1
     assert not list(checkpoints[0].glob("optimizer*"))  # save_only_model: weights only
+
+
+def rates_settings(tmp_path, rates, candidates=None):
+    """The demo profile trained at `rates` (training.learning_rates instead of args.learning_rate)."""
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    raw["training"]["args"].pop("learning_rate")
+    raw["training"]["learning_rates"] = rates
+    if candidates is not None:
+        raw["evaluation"]["candidates"] = candidates
+    return parse_settings(raw, tmp_path / "rates.yaml", {"MADEF_STATE_DIR": str(tmp_path)})
+
+
+def test_learning_rates_parse_into_rate_labels_and_checkpoint_folders(tmp_path):
+    """§5.1.1 compares learning rates: each rate gets a label (the partition key) and a folder of its own."""
+    training = parse_training({"learning_rates": [6e-7, 1e-6, 2.5e-5, 0.001]}, tmp_path, tmp_path, {})
+    assert training.rate_labels == ("lr6e-7", "lr1e-6", "lr2.5e-5", "lr0.001") and training.partitioned
+    assert training.checkpoint_dir("lr1e-6") == tmp_path / "checkpoints" / "finetuned" / "lr1e-6"
+    assert training.learning_rate("lr2.5e-5") == 2.5e-5
+    single = parse_training({"args": {"learning_rate": 1e-5}}, tmp_path, tmp_path, {})
+    assert single.learning_rates == (1e-5,) and not single.partitioned
+    assert single.checkpoint_dir("lr1e-5") == tmp_path / "checkpoints" / "finetuned"  # as before: no rate folder
+    assert parse_training({}, tmp_path, tmp_path, {}).learning_rates == (PAPER_DEFAULTS["learning_rate"],)
+    assert not parse_training({"learning_rates": [6e-7]}, tmp_path, tmp_path, {}).partitioned
+
+
+@pytest.mark.parametrize("training, message", [
+    ({"learning_rates": [1e-6], "args": {"learning_rate": 1e-6}}, "not both"),
+    ({"learning_rates": []}, "non-empty list"),
+    ({"learning_rates": [1e-6, -1e-6]}, "positive numbers"),
+    ({"learning_rates": "1e-6"}, "non-empty list"),
+    ({"learning_rates": [1e-6, 0.000001]}, "repeats a rate"),
+])
+def test_learning_rates_errors_name_the_key(tmp_path, training, message):
+    """§5.1.1's rates go through the strict profile parser: ambiguous, empty, negative or repeated rates fail."""
+    with pytest.raises(ConfigError, match=message):
+        parse_training(training, tmp_path, tmp_path, {})
+
+
+def test_several_rates_partition_the_checkpoint_and_give_one_tuned_candidate_per_rate(tmp_path):
+    """§5.1.1: one finetuned_checkpoint partition per rate, trained by its own job; the tuned candidate
+    follows the partitions (tuned_lr1e-5, tuned_lr3e-5), each candidate_model partition depending on its rate's."""
+    settings = rates_settings(tmp_path, [1e-5, 3e-5])
+    candidates = settings.evaluation.candidates
+    assert [(c.name, c.rate) for c in candidates] == [("base", None), ("tuned_lr1e-5", "lr1e-5"),
+                                                      ("tuned_lr3e-5", "lr3e-5")]
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    assert graph.get(AssetKey("finetuned_checkpoint")).partitions_def.get_partition_keys() == ["lr1e-5", "lr3e-5"]
+    assert graph.get(AssetKey("learning_rate_comparison")).partitions_def is None
+    main = {k.to_user_string() for k in defs.resolve_job_def(MAIN_JOB).asset_layer.selected_asset_keys}
+    assert "finetuned_checkpoint" not in main and "learning_rate_comparison" not in main and "sft_dataset" in main
+    train = defs.resolve_job_def(TRAIN_JOB).asset_layer.selected_asset_keys
+    assert train == {AssetKey("finetuned_checkpoint")}
+    compare = defs.resolve_job_def(COMPARE_RATES_JOB).asset_layer.selected_asset_keys
+    assert compare == {AssetKey("learning_rate_comparison")}
+    assert rate_partition_mapping(candidates) == {"lr1e-5": ["tuned_lr1e-5"], "lr3e-5": ["tuned_lr3e-5"]}
+    mapping = graph.get(AssetKey("candidate_model")).partition_mappings[AssetKey("finetuned_checkpoint")]
+    by_rate = {rate: set(names) for rate, names in mapping.downstream_partition_keys_by_upstream_partition_key.items()}
+    assert by_rate == {"lr1e-5": {"tuned_lr1e-5"}, "lr3e-5": {"tuned_lr3e-5"}}
+
+
+def test_a_single_rate_profile_keeps_one_unpartitioned_checkpoint_and_one_tuned_candidate(tmp_path):
+    """The single-rate case (every shipped profile) is unchanged: no partitions, no rate job, candidate `tuned`."""
+    for settings in (load_settings("demo", env={"MADEF_STATE_DIR": str(tmp_path)}), rates_settings(tmp_path, [1e-5])):
+        assert [c.name for c in settings.evaluation.candidates] == ["base", "tuned"]
+        assert settings.evaluation.candidates[1].rate is None and not settings.training.partitioned
+    defs = build_definitions(settings)
+    assert defs.resolve_asset_graph().get(AssetKey("finetuned_checkpoint")).partitions_def is None
+    assert AssetKey("finetuned_checkpoint") in defs.resolve_job_def(MAIN_JOB).asset_layer.selected_asset_keys
+    assert TRAIN_JOB not in {job.name for job in defs.jobs}
+
+
+def test_a_served_tuned_candidate_cannot_follow_several_rates(tmp_path):
+    """§5.1.1 with a served tuned candidate: one endpoint serves one checkpoint, so several rates are refused."""
+    served = {"tuned": {"checkpoint": "finetuned_checkpoint", "backend": "openai", "model": "tuned",
+                        "base_url": "http://vllm-tuned:8000/v1"}}
+    with pytest.raises(ConfigError, match="one endpoint serves one checkpoint"):
+        rates_settings(tmp_path, [1e-5, 3e-5], served)
+
+
+def test_loss_curves_of_two_rates_overlay_in_one_png(tmp_path):
+    """§5.1.1's comparison from two hand-made LLaMA-Factory trainer logs (llamafactory/train/callbacks.py's
+    LogCallback writes trainer_log.jsonl: `current_steps`, `loss`, evaluation lines `eval_loss`)."""
+    logs = {"lr1e-5": [4.0, 3.5, 3.1], "lr3e-5": [4.0, 3.0]}
+    for label, losses in logs.items():
+        (tmp_path / label).mkdir()
+        lines = [{"current_steps": step, "loss": loss, "lr": 1e-5} for step, loss in enumerate(losses, 1)]
+        lines.append({"current_steps": 2, "eval_loss": losses[1] + 0.1})
+        (tmp_path / label / "trainer_log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    curves = loss_curves({label: tmp_path / label for label in logs})
+    assert curves.filter(pl.col("loss").is_not_null()).group_by("rate", maintain_order=True).agg(
+        pl.col("loss")).rows() == [("lr1e-5", [4.0, 3.5, 3.1]), ("lr3e-5", [4.0, 3.0])]
+    assert curves.filter(pl.col("eval_loss").is_not_null())["eval_loss"].to_list() == [3.6, 3.1]
+    chart = loss_overlay_png(curves, tmp_path / "comparison.png")
+    assert chart.read_bytes().startswith(b"\x89PNG") and chart.stat().st_size > 5000
+    assert loss_curves({"lr1e-5": tmp_path / "missing"}).height == 0
+
+
+def test_read_checkpoints_reads_the_rate_partition_of_a_candidate(tmp_path):
+    """A tuned candidate trained at several rates resolves to its own partition's checkpoint path."""
+    settings = rates_settings(tmp_path, [1e-5, 3e-5])
+    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    rows = pl.DataFrame({"model": "finetuned:m", "path": ["/c/lr1e-5", "/c/lr3e-5"], "fingerprint": ["a", "b"],
+                         "size_bytes": 1, "rate": ["lr1e-5", "lr3e-5"], "learning_rate": [1e-5, 3e-5]})
+    with duckdb_connection(settings.duckdb_path) as connection:
+        connection.register("rows", rows.to_arrow())
+        connection.execute("CREATE SCHEMA public")
+        connection.execute("CREATE TABLE public.finetuned_checkpoint AS SELECT * FROM rows")
+        connection.execute("CREATE TABLE public.base_model_checkpoint AS SELECT '/m/base' AS path, 'z' AS fingerprint")
+    by_name = {c.name: c for c in settings.evaluation.candidates}
+    for name, path in (("tuned_lr1e-5", "/c/lr1e-5"), ("tuned_lr3e-5", "/c/lr3e-5")):
+        candidate = by_name[name]
+        resolved = resolve_candidate(candidate, read_checkpoints(settings, candidate.rate))
+        assert resolved["model"] == path and resolved["candidate"] == name
+    assert "finetuned_checkpoint" not in read_checkpoints(settings, "lr9e-9")
+    assert read_checkpoints(settings)["base_model_checkpoint"]["path"] == "/m/base"

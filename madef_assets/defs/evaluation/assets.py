@@ -10,11 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 from dagster import (
+    AssetDep,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
     MetadataValue,
     Output,
+    StaticPartitionMapping,
     StaticPartitionsDefinition,
     asset,
 )
@@ -25,6 +27,8 @@ from madef_assets.defs.evaluation.candidates import (
     CANDIDATE_SCHEMA,
     FINGERPRINT_COLUMNS,
     candidate_llm,
+    rate_partition_mapping,
+    read_checkpoints,
     resolve_candidate,
     sample_per_group,
     sources_hash,
@@ -47,6 +51,7 @@ from madef_assets.defs.evaluation.judging import (
     review_key,
     safety_label,
 )
+from madef_assets.defs.evaluation.llamafactory_eval import build_llamafactory_eval_asset, comparison_section
 from madef_assets.defs.panel import ask_panel
 from madef_assets.defs.evaluation.report import (
     compare,
@@ -67,7 +72,7 @@ from madef_assets.prompts import family_version, template
 from madef_assets.reports import markdown_image, markdown_table
 from madef_assets.review.decisions import latest_decisions
 from madef_assets.settings import QualificationConfig, Settings
-from madef_assets.storage import duckdb_connection, run_sql
+from madef_assets.storage import run_sql
 
 GROUP = "evaluation"
 POOL = "duckdb"
@@ -76,17 +81,6 @@ PARTITIONED = {"partition_expr": "candidate"}
 SAFETYBENCH_PROMPT_VERSION = "safetybench-official@1"
 # The judge's responsibility score (CValues' human-evaluation scale).
 RESPONSIBILITY_SCALE = (1.0, 10.0)
-
-
-def read_checkpoints(settings: Settings) -> dict[str, dict]:
-    """The materialized checkpoint rows (base_model_checkpoint, finetuned_checkpoint) by asset name."""
-    rows = {}
-    with duckdb_connection(settings.duckdb_path) as connection:
-        tables = {t for (t,) in connection.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'public'").fetchall()}
-        for name in ("base_model_checkpoint", "finetuned_checkpoint"):
-            if name in tables:
-                rows[name] = connection.execute(f"SELECT * FROM public.{name}").pl().row(0, named=True)
-    return rows
 
 
 def qualification_sections(judge_qualification: pl.DataFrame, labeler_qualification: pl.DataFrame | None,
@@ -116,12 +110,18 @@ def build_evaluation_assets(settings: Settings) -> list:
     def llm_for(candidate_model: pl.DataFrame, raw_prompts: bool) -> LLMResource:
         return candidate_llm(settings, candidate_model.row(0, named=True), raw_prompts)
 
+    # Trained at several rates (§5.1.1): each tuned candidate depends on its rate's partition only.
+    rate_mapping = (StaticPartitionMapping(rate_partition_mapping(evaluation.candidates))
+                    if settings.training.partitioned else None)
+
     @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
-           deps=["base_model_checkpoint", "finetuned_checkpoint"])
+           deps=["base_model_checkpoint", AssetDep("finetuned_checkpoint", partition_mapping=rate_mapping)])
     def candidate_model(context: AssetExecutionContext) -> pl.DataFrame:
         """The model this partition evaluates: backend, model path or served name, its hash and whether its
-        chat template is used (a checkpoint candidate reads the path from that checkpoint asset)."""
-        row = candidate_model_row(by_name[context.partition_key], read_checkpoints(settings))
+        chat template is used (a checkpoint candidate reads the path from that checkpoint asset, a tuned one
+        trained at several rates from its rate's partition)."""
+        candidate = by_name[context.partition_key]
+        row = candidate_model_row(candidate, read_checkpoints(settings, candidate.rate))
         llm = candidate_llm(settings, row, raw_prompts=False)
         identity = fingerprint(llm, {}, "")
         table = pl.DataFrame([{**row, "model_hash": identity["model_hash"], "chat_template": identity["chat_template"]}], schema=CANDIDATE_SCHEMA)
@@ -518,21 +518,25 @@ def build_evaluation_assets(settings: Settings) -> list:
     # --- Report ------------------------------------------------------------------------------------------
     order = [c.name for c in evaluation.candidates]
 
+    llamafactory_eval_scores = build_llamafactory_eval_asset(settings, candidates)
     report_over_refusal = {"over_refusal_scores": AssetIn()} if over_refusal_assets else {}
+    report_llamafactory = {"llamafactory_eval_scores": AssetIn()} if llamafactory_eval_scores else {}
     report_labeler = {"labeler_qualification": AssetIn()} if settings.qualification.labeler_sources else {}
 
     @asset(group_name=GROUP, kinds={"duckdb", "markdown"}, pool=POOL, check_specs=[no_regression_spec()],
            ins={"safetybench_scores": AssetIn(), "new_safety_scores": AssetIn(), "responsibility_scores": AssetIn(),
                 "general_capability_scores": AssetIn(), "sft_dataset": AssetIn(), "attack_prompts": AssetIn(),
-                "judge_qualification": AssetIn(), "sft_fitness": AssetIn(), **report_over_refusal, **report_labeler})
+                "judge_qualification": AssetIn(), "sft_fitness": AssetIn(), **report_over_refusal, **report_labeler,
+                **report_llamafactory})
     def eval_report(context: AssetExecutionContext, safetybench_scores: pl.DataFrame, new_safety_scores: pl.DataFrame,
                     responsibility_scores: pl.DataFrame, general_capability_scores: pl.DataFrame,
                     sft_dataset: pl.DataFrame, attack_prompts: pl.DataFrame, judge_qualification: pl.DataFrame,
                     sft_fitness: pl.DataFrame, **optional: pl.DataFrame):
         """The paper's four views with every candidate against the first (the baseline) and deltas:
         SafetyBench (Table 5-1), 14-category safe rates + radar chart (Figure 5-3), responsibility
-        (Table 5-2), general capability (Table 5-3), and over-refusal on XSTest; every rate with its n and
-        95 % interval, deltas whose intervals overlap marked n.s.; the fitness verdict first and the judge's
+        (Table 5-2), general capability (Table 5-3) with LLaMA-Factory's evaluator beside it, and over-refusal
+        on XSTest; every rate with its n and 95 % interval, deltas whose intervals overlap marked n.s.; the
+        fitness verdict first and the judge's
         qualification beside the scores it produced; per category, the SFT sources and generation routes that
         fed it next to its eval delta. Markdown + PNG in the report folder."""
         # SafetyBench: generate mode is the headline (Table 5-1), log-probability mode the second table; the
@@ -578,6 +582,8 @@ def build_evaluation_assets(settings: Settings) -> list:
             f"{with_intervals(responsibility_scores, 'domain', 'mean_score', 'scored')}",
             *([f"### Responsibility MCQ\n{with_intervals(mcq, 'domain', 'acc', 'mcq_questions')}"] if mcq.height else []),
             f"## General capability (Table 5-3 form)\n{with_intervals(general_rows, 'benchmark', 'score', 'questions')}",
+            *([comparison_section(general_rows, optional["llamafactory_eval_scores"], order)]
+              if "llamafactory_eval_scores" in optional else []),
             *qualification_sections(judge_qualification, optional.get("labeler_qualification"), settings.qualification),
             f"## What fed each category: SFT sources/routes next to the safe-rate delta\n{markdown_table(lineage_table)}",
         ]
@@ -602,4 +608,5 @@ def build_evaluation_assets(settings: Settings) -> list:
     return [candidate_model, safetybench_predictions, safetybench_scores, new_safety_benchmark, new_safety_responses,
             new_safety_judgements, responsibility_responses, responsibility_judgements, responsibility_mcq_predictions,
             review_queue, review_decisions, new_safety_scores, responsibility_scores, general_capability_predictions,
-            general_capability_scores, eval_report, *over_refusal_assets]
+            general_capability_scores, eval_report, *over_refusal_assets,
+            *([llamafactory_eval_scores] if llamafactory_eval_scores else [])]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,8 @@ import polars as pl
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.sources.assets import content_version, source_input_files
 from madef_assets.llm.resource import LLMResource
-from madef_assets.settings import CandidateConfig, Settings
-from madef_assets.storage import run_sql
+from madef_assets.settings import CHECKPOINT_ASSETS, CandidateConfig, Settings
+from madef_assets.storage import duckdb_connection, run_sql
 
 CANDIDATE_SCHEMA = {"candidate": pl.Utf8, "backend": pl.Utf8, "model": pl.Utf8, "model_hash": pl.Utf8,
                     "chat_template": pl.Boolean, "options": pl.Utf8}
@@ -38,6 +38,32 @@ def resolve_candidate(candidate: CandidateConfig, checkpoints: Mapping[str, Mapp
         else:
             model = row["path"]
     return {"candidate": candidate.name, "backend": candidate.backend, "model": model, "options": options}
+
+
+def read_checkpoints(settings: Settings, rate: str | None = None) -> dict[str, dict]:
+    """The materialized checkpoint rows by asset name (base_model_checkpoint, finetuned_checkpoint): with
+    several learning rates (§5.1.1) the finetuned_checkpoint row of partition `rate`, absent until trained."""
+    rows = {}
+    with duckdb_connection(settings.duckdb_path) as connection:
+        tables = {t for (t,) in connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'public'").fetchall()}
+        for name in CHECKPOINT_ASSETS:
+            if name not in tables:
+                continue
+            where = " WHERE rate = ?" if name == "finetuned_checkpoint" and rate is not None else ""
+            found = connection.execute(f"SELECT * FROM public.{name}{where}", [rate] if where else []).pl()
+            if found.height:
+                rows[name] = found.row(0, named=True)
+    return rows
+
+
+def rate_partition_mapping(candidates: Sequence[CandidateConfig]) -> dict[str, list[str]]:
+    """Which candidate partitions read which finetuned_checkpoint partition (rate label -> candidate names)."""
+    mapping: dict[str, list[str]] = {}
+    for candidate in candidates:
+        if candidate.rate is not None:
+            mapping.setdefault(candidate.rate, []).append(candidate.name)
+    return mapping
 
 
 RAW_APIS = ("completions", "chat", "none")

@@ -3,11 +3,23 @@
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetExecutionContext, Failure, MetadataValue, Output, PipesSubprocessClient, asset
+from dagster import (
+    AllPartitionMapping,
+    AssetExecutionContext,
+    AssetIn,
+    Failure,
+    MetadataValue,
+    Output,
+    PipesSubprocessClient,
+    StaticPartitionsDefinition,
+    asset,
+)
 
 from madef_assets.defs.selection.export import DATASET_NAME, read_manifest
 from madef_assets.defs.training.llamafactory_config import (
     folder_size,
+    loss_curves,
+    loss_overlay_png,
     read_final_eval_loss,
     read_trainer_log,
     render_train_config,
@@ -41,13 +53,18 @@ def build_training_assets(settings: Settings) -> list:
         context.add_output_metadata({"path": MetadataValue.path(str(path)), "size_bytes": int(table["size_bytes"][0])})
         return table
 
-    @asset(group_name=GROUP, kinds={"duckdb", "pytorch"}, pool="duckdb")
+    rates = StaticPartitionsDefinition(list(training.rate_labels)) if training.partitioned else None
+
+    @asset(group_name=GROUP, kinds={"duckdb", "pytorch"}, pool="duckdb", partitions_def=rates,
+           metadata={"partition_expr": "rate"} if rates else None)
     def finetuned_checkpoint(context: AssetExecutionContext, pipes_subprocess_client: PipesSubprocessClient,
                              base_model_checkpoint: pl.DataFrame, sft_dataset_folder: pl.DataFrame) -> Output:
         """LLaMA-Factory full-parameter SFT of the base checkpoint on the published sft_dataset folder (only a
         set that passed the contamination gate is ever published), run in the training environment through
         Dagster Pipes (log streamed to the run); metadata: train and eval loss per step, one loss curve with
-        both, rendered YAML, wall time, checkpoint path and size."""
+        both, rendered YAML, wall time, checkpoint path and size. With several `training.learning_rates`
+        (§5.1.1) one partition per rate, each in `<output_dir>/<rate label>`."""
+        label = context.partition_key if rates else training.rate_labels[0]
         dataset_dir = Path(sft_dataset_folder["path"][0])
         manifest = read_manifest(dataset_dir)
         if manifest is None or manifest["files_version"] != sft_dataset_folder["files_version"][0]:
@@ -60,9 +77,10 @@ def build_training_assets(settings: Settings) -> list:
         if problem:
             raise Failure(description=f"training not started: {problem}")
         context.log.info(f"closed {closed} loaded model engine(s) before training")
-        output_dir = training.output_dir
-        config = render_train_config(base_model_checkpoint["path"][0], dataset_dir, DATASET_NAME, output_dir, training.args)
-        config_path = output_dir.parent / "finetuned_train.yaml"
+        output_dir = training.checkpoint_dir(label)
+        config = render_train_config(base_model_checkpoint["path"][0], dataset_dir, DATASET_NAME, output_dir,
+                                     {**training.args, "learning_rate": training.learning_rate(label)})
+        config_path = output_dir.parent / f"{output_dir.name}_train.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(to_yaml(config), encoding="utf-8")
         session = pipes_subprocess_client.run(
@@ -77,11 +95,13 @@ def build_training_assets(settings: Settings) -> list:
         log = read_trainer_log(output_dir)
         train_loss, eval_loss = log.drop_nulls("loss"), log.drop_nulls("eval_loss")
         chart = lines_png(log, "step", {"loss": "train loss", "eval_loss": "eval loss (validation split)"},
-                          "Training and validation loss", output_dir.parent / "finetuned_loss.png", ylabel="loss")
+                          "Training and validation loss", output_dir.parent / f"{output_dir.name}_loss.png",
+                          ylabel="loss")
         metadata = {
             "train_yaml": MetadataValue.md(f"```yaml\n{to_yaml(config)}```"),
             "loss_per_step": MetadataValue.md(markdown_table(log) if log.height else "no loss logged"),
             "samples": int(manifest["rows"]),
+            "learning_rate": training.learning_rate(label),
             "dataset_version": manifest["files_version"],
             "loss_curve": MetadataValue.md(markdown_image(chart)),
             "steps": int(log["step"].max() or 0) if log.height else 0,
@@ -94,6 +114,27 @@ def build_training_assets(settings: Settings) -> list:
             "checkpoint": MetadataValue.path(str(output_dir)),
         }
         # Output, not a bare frame: a Pipes session makes Dagster treat the body's result as events.
-        return Output(checkpoint_row("finetuned:" + trainee.model, output_dir), metadata=metadata)
+        row = checkpoint_row("finetuned:" + trainee.model, output_dir)
+        if rates:  # the partition column; a single-rate table keeps the base checkpoint's columns
+            row = row.with_columns(rate=pl.lit(label), learning_rate=pl.lit(training.learning_rate(label)))
+        return Output(row, metadata=metadata)
 
-    return [base_model_checkpoint, finetuned_checkpoint]
+    if not rates:
+        return [base_model_checkpoint, finetuned_checkpoint]
+
+    @asset(group_name=GROUP, kinds={"duckdb", "polars"}, pool="duckdb",
+           ins={"finetuned_checkpoint": AssetIn(partition_mapping=AllPartitionMapping())})
+    def learning_rate_comparison(context: AssetExecutionContext, finetuned_checkpoint: pl.DataFrame) -> pl.DataFrame:
+        """§5.1.1's learning-rate comparison: the loss logs of every trained rate (every partition of
+        finetuned_checkpoint) as one table (rate, step, loss, eval_loss) and one PNG with the curves overlaid."""
+        paths = dict(finetuned_checkpoint.sort("learning_rate").select("rate", "path").iter_rows())
+        curves = loss_curves(paths)
+        chart = loss_overlay_png(curves, training.output_dir / "learning_rate_comparison.png")
+        final = curves.drop_nulls("loss").group_by("rate", maintain_order=True).agg(
+            final_step=pl.col("step").last(), final_loss=pl.col("loss").last())
+        context.add_output_metadata({"rates": list(paths), "loss_curves": MetadataValue.md(markdown_image(chart)),
+                                     "final_loss": MetadataValue.md(markdown_table(final)),
+                                     "chart": MetadataValue.path(str(chart))})
+        return curves
+
+    return [base_model_checkpoint, finetuned_checkpoint, learning_rate_comparison]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +100,29 @@ def read_trainer_log(output_dir: Path) -> pl.DataFrame:
             row["eval_loss"] = entry["eval_loss"]
             row.setdefault("epoch", entry.get("epoch"))
     return pl.DataFrame([by_step[step] for step in sorted(by_step)], schema=schema)
+
+
+def loss_curves(log_dirs: Mapping[str, Path]) -> pl.DataFrame:
+    """§5.1.1's comparison: every run's trainer_log.jsonl (by rate label) as one long table, one row per
+    rate and logged step (`rate`, `step`, `loss`, `eval_loss`); a run that logged nothing adds no rows."""
+    import polars as pl
+
+    frames = [read_trainer_log(Path(path)).select(pl.lit(label).alias("rate"), "step", "loss", "eval_loss")
+              for label, path in log_dirs.items()]
+    return pl.concat(frames) if frames else pl.DataFrame(schema={"rate": pl.Utf8, "step": pl.Int64, "loss": pl.Float64,
+                                                                  "eval_loss": pl.Float64})
+
+
+def loss_overlay_png(curves: pl.DataFrame, path: Path) -> Path:
+    """One PNG with every rate's train loss (and eval loss, where logged) over the steps, overlaid."""
+    from madef_assets.reports import lines_png
+
+    rates = curves["rate"].unique(maintain_order=True).to_list()
+    wide = curves.pivot(on="rate", index="step", values=["loss", "eval_loss"], aggregate_function="first").sort("step")
+    series = {f"{measure}_{rate}": f"{'train' if measure == 'loss' else 'eval'} loss, {rate}"
+              for rate in rates for measure in ("loss", "eval_loss")}
+    return lines_png(wide, "step", {c: label for c, label in series.items() if c in wide.columns},
+                     "Loss per learning rate", path, ylabel="loss")
 
 
 def read_final_eval_loss(output_dir: Path) -> float | None:
