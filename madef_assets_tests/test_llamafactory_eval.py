@@ -25,7 +25,10 @@ DATA = PROJECT_ROOT / "data" / "general_eval"
 
 
 def demo_raw() -> dict:
-    return yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    """The demo profile with the evaluator switched on (the demo leaves it off for time)."""
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    raw["evaluation"]["llamafactory_eval"]["enabled"] = True
+    return raw
 
 
 @pytest.mark.parametrize("benchmark, split, per_subject", [("mmlu", "test", 2), ("cmmlu", "test", 1),
