@@ -344,3 +344,24 @@ def test_a_missing_answer_is_never_sent_to_the_judge(tmp_path, openai_server):
     assert table["judge_reason"][1].startswith("no answer to judge (refused: provider moderation")
     assert table["judge_reason"][3] == "no answer to judge (error: HTTP 500)"
     assert table["judge_raw_output"][0] is not None and table["judge_raw_output"][1] is None
+
+
+def test_report_shows_the_data_charts_and_the_learning_rate_comparison_and_embeds_them_for_the_ui(tmp_path):
+    """§3.2's Figures 3-3..3-5 (one top-labels chart per labeled source) and §5.1.1's rate comparison appear in
+    the report as links relative to the report folder; the UI copy embeds the files that exist."""
+    from madef_assets.defs.evaluation.assets import data_section, inline_images, learning_rate_section
+
+    reports, report_dir = tmp_path / "reports", tmp_path / "reports" / "evaluation"
+    distribution = pl.DataFrame({"kind": ["raw_label", "raw_label", "raw_label", "source_category"],
+                                 "source": ["s_eval", "xsafety", "all", "s_eval"]})
+    section = data_section(distribution, reports, report_dir)
+    assert "![intent_distribution](../intent_distribution.png)" in section
+    assert "![intent_labels_s_eval](../intent_labels_s_eval.png)" in section and "intent_labels_all" not in section
+    curves = pl.DataFrame({"rate": ["lr1e-5", "lr1e-5", "lr3e-5"], "step": [1, 2, 1], "loss": [2.0, 1.5, 1.8]})
+    rates = learning_rate_section(curves, tmp_path / "ckpt", report_dir)
+    assert "![learning_rate_comparison](../../ckpt/learning_rate_comparison.png)" in rates
+    assert "| lr1e-5 | 2 | 1.5 |" in rates
+    reports.mkdir(parents=True)
+    (reports / "intent_distribution.png").write_bytes(b"\x89PNG fake")
+    embedded = inline_images(section, report_dir)
+    assert "data:image/png;base64," in embedded and "![intent_labels_s_eval](../intent_labels_s_eval.png)" in embedded

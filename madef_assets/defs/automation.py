@@ -50,8 +50,10 @@ JUDGE_USERS = ("response_safety_scores", "instruction_safety_scores", "new_safet
                "over_refusal_judgements")
 LABELER_USERS = ("intent_labels",)
 # eval_report prints the judge's and the labeler's qualification, which sft_fitness (content-versioned) carries.
+# Its charts of the data (intent_distribution) and of the training rates are redrawn whenever those re-run.
 NOT_TRIGGERS = {AssetKey("eval_report"): (AssetKey("attack_prompts"), AssetKey("judge_qualification"),
-                                          AssetKey("labeler_qualification")),
+                                          AssetKey("labeler_qualification"), AssetKey("intent_distribution"),
+                                          AssetKey("learning_rate_comparison")),
                 **{AssetKey(name): (AssetKey("judge_qualification"),) for name in JUDGE_USERS},
                 **{AssetKey(name): (AssetKey("labeler_qualification"),) for name in LABELER_USERS}}
 

@@ -6,7 +6,10 @@ Per-candidate assets are partitioned by candidate (DuckDB column `candidate`), s
 
 
 import json
+import os
+import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import polars as pl
 from dagster import (
@@ -65,6 +68,7 @@ from madef_assets.defs.qualification.labeler import agreement_by_language
 from madef_assets.defs.selection.assets import fitness_sentence
 from madef_assets.defs.frames import concat_prompts
 from madef_assets.defs.evaluation.xstest import REVIEW_DECISIONS
+from madef_assets.defs.intent.assets import intent_chart_paths
 from madef_assets.defs.intent.taxonomy import Taxonomy
 from madef_assets.defs.selection.contamination import contaminated
 from madef_assets.llm.resource import LLMResource
@@ -96,6 +100,35 @@ def qualification_sections(judge_qualification: pl.DataFrame, labeler_qualificat
         sections.append(f"## The labeler against the sources' categories (`labeler_qualification`)\n{labeler_words}\n\n"
                         f"{language_agreement_table(by_language)}")
     return sections
+
+
+def data_section(intent_distribution: pl.DataFrame, reports_dir: Path, report_dir: Path) -> str:
+    """The data behind the SFT set as the paper's Figures 3-3..3-5 show it (§3.2): prompts per source and
+    category, and the top raw intent labels of each labeled source (charts drawn by intent_distribution)."""
+    overall, per_source = intent_chart_paths(intent_distribution, reports_dir)
+    images = [f"![{path.stem}]({os.path.relpath(path, report_dir)})" for path in (overall, *per_source.values())]
+    return "## The data: intent distributions (§3.2, Figures 3-3..3-5)\n" + "\n\n".join(images)
+
+
+def learning_rate_section(comparison: pl.DataFrame, output_dir: Path, report_dir: Path) -> str:
+    """§5.1.1's learning-rate comparison: the overlaid loss curves and each rate's final loss; every rate's
+    tuned candidate is a column of the tables above."""
+    final = comparison.drop_nulls("loss").group_by("rate", maintain_order=True).agg(
+        final_step=pl.col("step").last(), final_loss=pl.col("loss").last())
+    chart = os.path.relpath(output_dir / "learning_rate_comparison.png", report_dir)
+    return (f"## Learning-rate comparison (§5.1.1)\nOne checkpoint per rate; each is a `tuned_<rate>` candidate in "
+            f"the tables above.\n\n![learning_rate_comparison]({chart})\n\n{markdown_table(final)}")
+
+
+def inline_images(markdown: str, report_dir: Path) -> str:
+    """The report's markdown with its local PNG links embedded, for the Dagster UI's metadata panel (a link
+    whose file is missing stays a link)."""
+
+    def embed(match: re.Match) -> str:
+        path = (report_dir / match.group(1)).resolve()
+        return markdown_image(path) if path.is_file() else match.group(0)
+
+    return re.sub(r"!\[[^\]]*\]\(([^)]+\.png)\)", embed, markdown)
 
 
 def build_evaluation_assets(settings: Settings) -> list:
@@ -522,16 +555,17 @@ def build_evaluation_assets(settings: Settings) -> list:
     report_over_refusal = {"over_refusal_scores": AssetIn()} if over_refusal_assets else {}
     report_llamafactory = {"llamafactory_eval_scores": AssetIn()} if llamafactory_eval_scores else {}
     report_labeler = {"labeler_qualification": AssetIn()} if settings.qualification.labeler_sources else {}
+    report_rates = {"learning_rate_comparison": AssetIn()} if settings.training.partitioned else {}
 
     @asset(group_name=GROUP, kinds={"duckdb", "markdown"}, pool=POOL, check_specs=[no_regression_spec()],
            ins={"safetybench_scores": AssetIn(), "new_safety_scores": AssetIn(), "responsibility_scores": AssetIn(),
                 "general_capability_scores": AssetIn(), "sft_dataset": AssetIn(), "attack_prompts": AssetIn(),
-                "judge_qualification": AssetIn(), "sft_fitness": AssetIn(), **report_over_refusal, **report_labeler,
-                **report_llamafactory})
+                "judge_qualification": AssetIn(), "sft_fitness": AssetIn(), "intent_distribution": AssetIn(),
+                **report_over_refusal, **report_labeler, **report_llamafactory, **report_rates})
     def eval_report(context: AssetExecutionContext, safetybench_scores: pl.DataFrame, new_safety_scores: pl.DataFrame,
                     responsibility_scores: pl.DataFrame, general_capability_scores: pl.DataFrame,
                     sft_dataset: pl.DataFrame, attack_prompts: pl.DataFrame, judge_qualification: pl.DataFrame,
-                    sft_fitness: pl.DataFrame, **optional: pl.DataFrame):
+                    sft_fitness: pl.DataFrame, intent_distribution: pl.DataFrame, **optional: pl.DataFrame):
         """The paper's four views with every candidate against the first (the baseline) and deltas:
         SafetyBench (Table 5-1), 14-category safe rates + radar chart (Figure 5-3), responsibility
         (Table 5-2), general capability (Table 5-3) with LLaMA-Factory's evaluator beside it, and over-refusal
@@ -585,6 +619,9 @@ def build_evaluation_assets(settings: Settings) -> list:
             *([comparison_section(general_rows, optional["llamafactory_eval_scores"], order)]
               if "llamafactory_eval_scores" in optional else []),
             *qualification_sections(judge_qualification, optional.get("labeler_qualification"), settings.qualification),
+            *([learning_rate_section(optional["learning_rate_comparison"], settings.training.output_dir, report_dir)]
+              if "learning_rate_comparison" in optional else []),
+            data_section(intent_distribution, settings.state_dir / "reports", report_dir),
             f"## What fed each category: SFT sources/routes next to the safe-rate delta\n{markdown_table(lineage_table)}",
         ]
         report_path = report_dir / "eval_report.md"
@@ -597,7 +634,7 @@ def build_evaluation_assets(settings: Settings) -> list:
                          how="vertical_relaxed")
         yield Output(long, metadata={
             "fitness_verdict": fitness_sentence(sft_fitness), "judge_qualification": judge_words,
-            "report": MetadataValue.md("\n\n".join(sections).replace("![radar](new_safety_radar.png)", markdown_image(radar))),
+            "report": MetadataValue.md(inline_images("\n\n".join(sections), report_dir)),
             "report_file": MetadataValue.path(str(report_path)), "radar_chart": MetadataValue.path(str(radar)),
         })
         yield no_regression_result(

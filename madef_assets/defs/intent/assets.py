@@ -2,6 +2,8 @@
 
 import json
 
+from pathlib import Path
+
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, asset
 
@@ -51,6 +53,13 @@ def label_taxonomy_table(labels: pl.DataFrame, sources: pl.DataFrame, taxonomy: 
     schema = {"kind": pl.Utf8, "source": pl.Utf8, "label": pl.Utf8, "key": pl.Utf8, "count": pl.Int64,
               "category": pl.Utf8, "status": pl.Utf8, "similarity": pl.Float64}
     return pl.DataFrame(rows, schema=schema)
+
+
+def intent_chart_paths(distribution: pl.DataFrame, reports_dir: Path) -> tuple[Path, dict[str, Path]]:
+    """Where intent_distribution draws its charts: the source × category chart, and the top-labels chart of
+    each labeled source (the paper's Figures 3-3..3-5)."""
+    sources = sorted(set(distribution.filter(pl.col("kind") == "raw_label")["source"]) - {"all"})
+    return reports_dir / "intent_distribution.png", {source: reports_dir / f"intent_labels_{source}.png" for source in sources}
 
 
 def build_intent_assets(settings: Settings) -> list:
@@ -141,15 +150,13 @@ def build_intent_assets(settings: Settings) -> list:
         chart is a PNG under <state_dir>/reports/ and shown in the metadata."""
         table = run_sql("intent/intent_distribution", intent_labels=intent_labels, prompt_categories=prompt_categories,
                         label_taxonomy=label_taxonomy, params=params_view(top_labels=TOP_LABELS))
-        reports = settings.state_dir / "reports"
+        overall, per_source = intent_chart_paths(table, settings.state_dir / "reports")
         charts = [stacked_bar_png(table.filter(pl.col("kind") == "source_category"), "source", "key", "prompts",
-                                  "Attack prompts per source and category", reports / "intent_distribution.png",
-                                  stack_order=CATEGORIES)]
+                                  "Attack prompts per source and category", overall, stack_order=CATEGORIES)]
         raw = table.filter(pl.col("kind") == "raw_label")
         charts += [bar_png(raw.filter(pl.col("source") == source), "key", "prompts", "category",
-                           f"Top {TOP_LABELS} intent labels: {source}", reports / f"intent_labels_{source}.png",
-                           colour_order=CATEGORIES)
-                   for source in sorted(set(raw["source"]) - {"all"})]
+                           f"Top {TOP_LABELS} intent labels: {source}", path, colour_order=CATEGORIES)
+                   for source, path in per_source.items()]
         context.add_output_metadata({"chart": MetadataValue.md("\n\n".join(markdown_image(c) for c in charts)),
                                      "chart_paths": [str(c) for c in charts]})
         return table
