@@ -113,6 +113,34 @@ def test_cpu_training_on_the_published_folder_logs_eval_loss_next_to_train_loss(
     assert not list(checkpoints[0].glob("optimizer*"))  # save_only_model: weights only
 
 
+@pytest.mark.slow
+def test_two_learning_rates_train_for_real_each_in_its_partition_and_are_compared(tmp_path, models_dir):
+    """§5.1.1 end to end on the CPU: one real LLaMA-Factory training per rate (1 step each) through the rate
+    job, each checkpoint in its own folder and partition row, the comparison overlays both loss logs, and
+    each tuned candidate resolves to its own rate's checkpoint."""
+    settings = sft_settings(tmp_path, models_dir, {"max_steps": 1, "gradient_accumulation_steps": 1, "cutoff_len": 64,
+                                                   "save_steps": 1, "eval_steps": 1}, learning_rates=[1e-5, 3e-5])
+    if not settings.training.env_python.exists():
+        pytest.skip(f"no LLaMA-Factory environment at {settings.training.env_python}: run `make train-env`")
+    write_upstream(settings)
+    defs, instance = build_definitions(settings), DagsterInstance.ephemeral()
+    prepared = defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance, asset_selection=[
+        AssetKey(k) for k in ("sft_dataset", "sft_dataset_folder", "base_model_checkpoint")])
+    assert prepared.success
+    for rate in ("lr1e-5", "lr3e-5"):
+        result = defs.resolve_job_def(TRAIN_JOB).execute_in_process(instance=instance, partition_key=rate, raise_on_error=False)
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+    comparison = defs.resolve_job_def(COMPARE_RATES_JOB).execute_in_process(instance=instance)
+    curves = comparison.output_for_node("learning_rate_comparison")
+    assert sorted(set(curves["rate"])) == ["lr1e-5", "lr3e-5"] and curves["loss"].drop_nulls().len() >= 2
+    assert (settings.training.output_dir / "learning_rate_comparison.png").stat().st_size > 5000
+    paths = {rate: read_checkpoints(settings, rate)["finetuned_checkpoint"]["path"] for rate in ("lr1e-5", "lr3e-5")}
+    assert paths == {rate: str(settings.training.output_dir / rate) for rate in paths}
+    tuned = {c.name: resolve_candidate(c, read_checkpoints(settings, c.rate))["model"]
+             for c in settings.evaluation.candidates if c.rate}
+    assert tuned == {"tuned_lr1e-5": paths["lr1e-5"], "tuned_lr3e-5": paths["lr3e-5"]}
+
+
 def rates_settings(tmp_path, rates, candidates=None):
     """The demo profile trained at `rates` (training.learning_rates instead of args.learning_rate)."""
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8"))
