@@ -80,7 +80,8 @@ def build_training_assets(settings: Settings) -> list:
         output_dir = training.checkpoint_dir(label)
         config = render_train_config(base_model_checkpoint["path"][0], dataset_dir, DATASET_NAME, output_dir,
                                      {**training.args, "learning_rate": training.learning_rate(label)})
-        config_path = output_dir.parent / f"{output_dir.name}_train.yaml"
+        prefix = label if rates else "finetuned"  # finetuned_train.yaml / finetuned_loss.png with one rate
+        config_path = output_dir.parent / f"{prefix}_train.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(to_yaml(config), encoding="utf-8")
         session = pipes_subprocess_client.run(
@@ -95,7 +96,7 @@ def build_training_assets(settings: Settings) -> list:
         log = read_trainer_log(output_dir)
         train_loss, eval_loss = log.drop_nulls("loss"), log.drop_nulls("eval_loss")
         chart = lines_png(log, "step", {"loss": "train loss", "eval_loss": "eval loss (validation split)"},
-                          "Training and validation loss", output_dir.parent / f"{output_dir.name}_loss.png",
+                          "Training and validation loss", output_dir.parent / f"{prefix}_loss.png",
                           ylabel="loss")
         metadata = {
             "train_yaml": MetadataValue.md(f"```yaml\n{to_yaml(config)}```"),
