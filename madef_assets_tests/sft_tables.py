@@ -40,16 +40,14 @@ EVALUATION = {  # a few prompts per evaluation source of the demo profile
 def sft_settings(tmp_path: Path, models_dir: Path | None = None, training_args: dict | None = None,
                  learning_rates: list[float] | None = None) -> Settings:
     """The demo profile with its SFT folder, checkpoints and DuckDB file under tmp_path; decontamination off,
-    so that a planted leak reaches the contamination gate these tests are about; `learning_rates`: trained
-    one checkpoint per rate instead of at args.learning_rate."""
+    so that a planted leak reaches the contamination gate these tests are about; trained at one rate unless
+    `learning_rates` names several (one checkpoint each)."""
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8"))
     raw["method"]["decontaminate"] = False
     raw["method"]["sft_export_dir"] = str(tmp_path / "sft")
     raw["training"]["output_dir"] = str(tmp_path / "checkpoint")
     raw["training"]["args"].update(training_args or {})
-    if learning_rates:
-        raw["training"]["args"].pop("learning_rate", None)
-        raw["training"]["learning_rates"] = learning_rates
+    raw["training"]["learning_rates"] = learning_rates or [1e-5]
     path = tmp_path / "sft_profile.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     env = {"MADEF_STATE_DIR": str(tmp_path / "state")}

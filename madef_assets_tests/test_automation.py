@@ -179,7 +179,8 @@ def test_schedules_are_off_in_the_demo_and_request_every_candidate(tmp_path):
     assert (evaluate.cron_schedule, rebuild.cron_schedule) == ("0 2 * * *", "0 3 * * 0")
     with DagsterInstance.ephemeral() as instance:
         requests = evaluate.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=NIGHT, repository_def=defs.get_repository_def())).run_requests
-        assert sorted(r.partition_key for r in requests) == ["base", "tuned"]
+        assert sorted(r.partition_key for r in requests) == sorted(c.name for c in settings.evaluation.candidates)
+        assert len(requests) == 3  # base and the demo's two learning rates' tuned candidates
         assert len(rebuild.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=NIGHT, repository_def=defs.get_repository_def())).run_requests) == 1
     rebuild_keys = defs.resolve_job_def("rebuild_sft_dataset").asset_layer.selected_asset_keys
     assert AssetKey("sft_dataset") in rebuild_keys and AssetKey("finetuned_checkpoint") not in rebuild_keys

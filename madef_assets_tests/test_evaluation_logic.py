@@ -272,7 +272,7 @@ def test_evaluation_config_errors_name_the_key(change, message, tmp_path):
 
 def test_candidates_resolve_checkpoints_and_raw_prompt_mode(tmp_path):
     settings = load_settings("demo", env={"MADEF_STATE_DIR": str(tmp_path)})
-    base, tuned = settings.evaluation.candidates
+    base, tuned, *_ = settings.evaluation.candidates  # the demo's tuned candidate per learning rate
     with pytest.raises(ValueError, match="finetuned_checkpoint is not materialized"):
         resolve_candidate(tuned, {"base_model_checkpoint": {"path": "/m/base"}})
     row = resolve_candidate(base, {"base_model_checkpoint": {"path": "/m/base"}})

@@ -136,7 +136,8 @@ def test_the_asset_exists_per_candidate_unless_disabled(tmp_path):
     raw = demo_raw()
     graph = build_definitions(parse_settings(raw, tmp_path / "x.yaml", {})).resolve_asset_graph()
     node = graph.get(AssetKey("llamafactory_eval_scores"))
-    assert node.partitions_def.get_partition_keys() == ["base", "tuned"] and node.group_name == "evaluation"
+    assert node.partitions_def.get_partition_keys() == ["base", "tuned_lr1e-5", "tuned_lr3e-5"]
+    assert node.group_name == "evaluation"
     assert AssetKey("llamafactory_eval_scores") in graph.get(AssetKey("eval_report")).parent_keys
     raw["evaluation"]["llamafactory_eval"]["enabled"] = False
     graph = build_definitions(parse_settings(raw, tmp_path / "x.yaml", {})).resolve_asset_graph()

@@ -26,6 +26,7 @@ def tiny_profile(tmp_path, name: str, **method_changes) -> str:
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
     raw["method"].update(label_sample_per_source=2, quota_per_category=1, general_sample_size=4,
                          sft_export_dir=str(tmp_path / "sft"), required_categories=SOURCE_MAPPED_CATEGORIES, **method_changes)
+    raw["training"]["learning_rates"] = [1e-5]  # one rate: the two-rate path has its own test (test_training)
     raw["models"]["responder"]["params"]["max_new_tokens"] = 40
     raw["models"]["attacker"]["params"]["max_new_tokens"] = 40
     path = tmp_path / f"{name}.yaml"

@@ -144,7 +144,6 @@ def test_two_learning_rates_train_for_real_each_in_its_partition_and_are_compare
 def rates_settings(tmp_path, rates, candidates=None):
     """The demo profile trained at `rates` (training.learning_rates instead of args.learning_rate)."""
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8"))
-    raw["training"]["args"].pop("learning_rate")
     raw["training"]["learning_rates"] = rates
     if candidates is not None:
         raw["evaluation"]["candidates"] = candidates
@@ -201,8 +200,8 @@ def test_several_rates_partition_the_checkpoint_and_give_one_tuned_candidate_per
 
 
 def test_a_single_rate_profile_keeps_one_unpartitioned_checkpoint_and_one_tuned_candidate(tmp_path):
-    """The single-rate case (every shipped profile) is unchanged: no partitions, no rate job, candidate `tuned`."""
-    for settings in (load_settings("demo", env={"MADEF_STATE_DIR": str(tmp_path)}), rates_settings(tmp_path, [1e-5])):
+    """The single-rate case (production, rehearsal) is unchanged: no partitions, no rate job, candidate `tuned`."""
+    for settings in (load_settings("production", env={}), rates_settings(tmp_path, [1e-5])):
         assert [c.name for c in settings.evaluation.candidates] == ["base", "tuned"]
         assert settings.evaluation.candidates[1].rate is None and not settings.training.partitioned
     defs = build_definitions(settings)
