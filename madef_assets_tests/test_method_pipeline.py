@@ -256,7 +256,7 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
                     "Over-refusal (XSTest)", "Judged by", "The judge against human labels",
                     "| refusal | XSTest v2 human labels | human annotator 2 vs 1 |", "| refusal | XSTest v2 human labels | GPT-4",
                     "| refusal | XSTest v2 human labels | string matcher", "The labeler against the sources' categories",
-                    "The data: intent distributions", "](../intent_labels_s_eval.png)"):
+                    "The data: intent distributions", "/intent_labels_s_eval.png)"):
         assert heading in text
     # the report opens with the fitness verdict, the judge's qualification first
     verdict = text.splitlines()[2]

@@ -103,11 +103,11 @@ def qualification_sections(judge_qualification: pl.DataFrame, labeler_qualificat
 
 
 def data_section(intent_distribution: pl.DataFrame, reports_dir: Path, report_dir: Path) -> str:
-    """The data behind the SFT set as the paper's Figures 3-3..3-5 show it (§3.2): prompts per source and
+    """The data behind the SFT set as the paper's Figures 3-3..3-5 show it: prompts per source and
     category, and the top raw intent labels of each labeled source (charts drawn by intent_distribution)."""
     overall, per_source = intent_chart_paths(intent_distribution, reports_dir)
     images = [f"![{path.stem}]({os.path.relpath(path, report_dir)})" for path in (overall, *per_source.values())]
-    return "## The data: intent distributions (§3.2, Figures 3-3..3-5)\n" + "\n\n".join(images)
+    return "## The data: intent distributions (Figures 3-3..3-5)\n" + "\n\n".join(images)
 
 
 def learning_rate_section(comparison: pl.DataFrame, output_dir: Path, report_dir: Path) -> str:
