@@ -15,11 +15,11 @@ from typing import Any
 import duckdb
 import polars as pl
 from dagster import InputContext, MetadataValue, OutputContext, TableColumn, TableSchema
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 
+from madef_assets.compat import DbTypeHandler, TableSlice
 from madef_assets.settings import SQL_DIR
 
 LOCK_RETRY_SECONDS = 120.0

@@ -17,8 +17,8 @@ from dagster import (
     build_sensor_context,
     evaluate_automation_conditions,
 )
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from madef_assets.compat import DATA_VERSION_TAG
 from madef_assets.defs.automation import SOURCE_SENSOR
 from madef_assets.defs.selection.checks import CONTAMINATION_CHECK
 from madef_assets.definitions import MAIN_JOB, REBUILD_SFT_JOB, build_definitions

@@ -9,10 +9,9 @@ import subprocess
 
 import pytest
 import yaml
-from dagster import validate_run_config
-from dagster._core.errors import DagsterInvalidConfigError
-from dagster._core.instance.config import dagster_instance_config
+from dagster import DagsterInvalidConfigError, validate_run_config
 
+from madef_assets.compat import dagster_instance_config
 from madef_assets.definitions import MAIN_JOB, build_definitions
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_settings
 

@@ -30,8 +30,8 @@ from dagster import (
     schedule,
     sensor,
 )
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from madef_assets.compat import DATA_VERSION_TAG
 from madef_assets.defs.sources.assets import content_version, raw_key, source_input_files
 from madef_assets.settings import Settings
 

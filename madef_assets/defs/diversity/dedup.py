@@ -8,10 +8,41 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-from datasketch.lsh import _optimal_param
+from scipy.special import beta, betainc
 
 _NOT_TEXT = re.compile(r"[\W_]+", re.UNICODE)
 SHINGLE_CHARS = 3
+# (false positive, false negative): a missed duplicate counts four times an extra candidate
+LSH_ERROR_WEIGHTS = (0.2, 0.8)
+
+
+def banding_error_areas(threshold: float, bands: int, rows: int) -> tuple[float, float]:
+    """The false-positive and false-negative areas of LSH banding with `bands` bands of `rows` rows.
+
+    A pair of Jaccard similarity s shares at least one band with probability P(s) = 1 - (1 - s^r)^b.
+    False positives: the area under P over [0, threshold]; false negatives: the area under 1 - P = (1 - s^r)^b
+    over [threshold, 1] (the definitions of datasketch.lsh's `_false_positive_probability` and
+    `_false_negative_probability`, which integrate numerically). Closed form: with u = s^r,
+    the integral of (1 - s^r)^b from 0 to x is B(1/r, b + 1) * I(x^r; 1/r, b + 1) / r, where B is the beta
+    function and I the regularized incomplete beta function."""
+    whole = beta(1 / rows, bands + 1) / rows
+    below_threshold = whole * betainc(1 / rows, bands + 1, threshold**rows)
+    return threshold - below_threshold, whole - below_threshold
+
+
+def lsh_bands_and_rows(threshold: float, num_perm: int, weights: tuple[float, float]) -> tuple[int, int]:
+    """The bands b and rows r (b * r <= num_perm) that minimise the weighted error
+    weights[0] * false-positive area + weights[1] * false-negative area of `banding_error_areas`, the first
+    (smallest b, then r) of equal minima: the rule of datasketch's `MinHashLSH(threshold, num_perm, weights)`."""
+    false_positive_weight, false_negative_weight = weights
+    best_error, best = float("inf"), (0, 0)
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            false_positive, false_negative = banding_error_areas(threshold, bands, rows)
+            error = false_positive_weight * false_positive + false_negative_weight * false_negative
+            if error < best_error:
+                best_error, best = error, (bands, rows)
+    return best
 
 
 def normalize_text(text: str) -> str:
@@ -56,13 +87,13 @@ def minhash_signatures(texts: Sequence[str], num_perm: int, seed: int) -> np.nda
 def near_duplicates(texts: Sequence[str], threshold: float, num_perm: int, seed: int = 1) -> list[int | None]:
     """For each text, the index of an earlier kept text it nearly duplicates (estimated Jaccard
     similarity of character 3-gram sets at or above threshold), else None. Earlier texts are kept first.
-    Candidates come from LSH banding of the MinHash signatures (bands and rows by datasketch's
-    optimal-parameter rule for the threshold, weighted 0.8 against missed duplicates: every candidate is
-    verified on the full signature, so extra candidates cost little), then each pair is verified."""
+    Candidates come from LSH banding of the MinHash signatures (bands and rows by `lsh_bands_and_rows`,
+    weighted against missed duplicates by `LSH_ERROR_WEIGHTS`: every candidate is verified on the full
+    signature, so extra candidates cost little), then each pair is verified."""
     if not texts:
         return []
     signatures = minhash_signatures(texts, num_perm, seed)
-    bands, rows = _optimal_param(threshold, num_perm, 0.2, 0.8)
+    bands, rows = lsh_bands_and_rows(threshold, num_perm, LSH_ERROR_WEIGHTS)
     pairs: set[tuple[int, int]] = set()
     for band in range(bands):
         block = np.ascontiguousarray(signatures[:, band * rows : (band + 1) * rows])

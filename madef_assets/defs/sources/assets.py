@@ -16,11 +16,11 @@ from dagster import (
     MetadataValue,
     ObserveResult,
     Output,
+    SourceAsset,
     asset,
     multi_asset,
     observable_source_asset,
 )
-from dagster._core.definitions.source_asset import SourceAsset
 
 from madef_assets.defs.sources.checks import ingestion_check_specs, quarantine_share_result, row_balance_result
 from madef_assets.defs.sources.normalize import QUARANTINE_SCHEMA, NormalizedSource, normalize_source
