@@ -1,7 +1,7 @@
 """`madef run` observes the sources and materializes every asset of the profile (data, training, each
 candidate's evaluation, the report); `madef summary` prints the summary of the DuckDB file; `madef ui`
 starts the Dagster web UI on the same instance; `madef review` serves the human-review page (the judge's
-queue and the taxonomy queue)."""
+queue and the taxonomy queue); `madef export --to <folder>` copies the published SFT set for sharing."""
 
 from __future__ import annotations
 
@@ -103,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"DuckDB file: {settings.duckdb_path}")
     print(f"Dagster home (runs, for `dagster dev`): {home}")
     print_summary(settings.duckdb_path)
-    print(f"\nSFT dataset (LLaMA-Factory folder): {settings.method.sft_export_dir}")
+    print(f"\nSFT dataset (LLaMA-Factory folder, dataset card README.md): {settings.method.sft_export_dir}")
+    from madef_assets.defs.selection.export import read_manifest
+
+    terms = (read_manifest(settings.method.sft_export_dir) or {}).get("license")
+    if terms:
+        print(f"SFT dataset license (combined terms of its rows): {terms['terms']} ({terms['reason']})")
     print(f"Intent distribution charts: {settings.state_dir / 'reports'} "
           "(intent_distribution.png, intent_labels_<source>.png)")
     if settings.evaluation.candidates:
@@ -139,6 +144,20 @@ def review(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from madef_assets.defs.selection.export import export_published
+    from madef_assets.settings import load_settings
+
+    folder = load_settings(args.profile).method.sft_export_dir
+    try:
+        names = export_published(folder, Path(args.to))
+    except (FileNotFoundError, FileExistsError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"copied {len(names)} files of the published SFT set {folder} to {args.to}: {', '.join(names)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="madef", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     review_parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     review_parser.add_argument("--port", type=int, default=8765)
     review_parser.set_defaults(handler=review)
+    export_parser = commands.add_parser("export", help="copy the published SFT set (card, licenses, Parquet, JSON, "
+                                                       "dataset_info) to a folder, for sharing")
+    export_parser.add_argument("--to", required=True, help="destination folder (new or empty)")
+    export_parser.add_argument("--profile", help="demo, production or a YAML path (default: $MADEF_PROFILE or demo)")
+    export_parser.set_defaults(handler=export)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -50,6 +50,7 @@ class SourceConfig:
     known_categories: tuple[str, ...] | None
     columns: dict[str, str]
     description: str
+    license: str = "unknown"  # SPDX-like id of the data's terms (madef_assets/defs/selection/card.py); unknown: check
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,18 @@ def _resolve(path: str | os.PathLike, base: Path) -> Path:
     return Path(os.path.abspath(candidate if candidate.is_absolute() else base / candidate))
 
 
+# The data terms a source may name (`sources.<name>.license`): Creative Commons ids, the common permissive
+# software licenses, or `unknown` (the combined terms of a set with such rows say "check before use").
+LICENSE_ID = re.compile(r"CC-BY(-NC)?(-SA)?-\d\.\d|Apache-2\.0|MIT|BSD-[23]-Clause|unknown")
+
+
+def parse_license(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not LICENSE_ID.fullmatch(value):
+        raise ConfigError(f"{where}: {value!r} is not a license id madef knows: CC-BY[-NC][-SA]-<version> "
+                          "(e.g. CC-BY-NC-SA-4.0), Apache-2.0, MIT, BSD-2-Clause, BSD-3-Clause or unknown")
+    return value
+
+
 def _require(mapping: dict, key: str, where: str) -> Any:
     if key not in mapping:
         raise ConfigError(f"{where}: missing key '{key}'")
@@ -322,6 +335,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
             known_categories=tuple(categories) if categories is not None else None,
             columns=dict(spec.get("columns") or {}),
             description=spec.get("description", ""),
+            license=parse_license(spec.get("license", "unknown"), f"{key}.license"),
         )
     roles = {}
     models = _require(raw, "models", where)

@@ -69,9 +69,11 @@ def write_upstream(settings: Settings, safety=SAFETY, general=GENERAL, evaluatio
         "sft_fitness": pl.DataFrame([("judge qualification", True, "judge κ = 0.90 [0.80, 0.95] on 60 answers — qualified")],
                                     schema=FITNESS_SCHEMA, orient="row"),
         "safety_sft_selected": pl.DataFrame(safety, schema=["prompt_id", "category", "lang", "prompt", "response"],
-                                            orient="row").with_columns(scored_as=pl.lit("pair")),
+                                            orient="row").with_columns(scored_as=pl.lit("pair"), perplexity=12.5,
+                                                                        chosen_score=0.9, instruction_safety=0.2),
         "attack_prompts": pl.DataFrame({"prompt_id": [row[0] for row in safety], "source": "s_eval",
-                                        "origin": "original", "route": None}, schema_overrides={"route": pl.Utf8}),
+                                        "origin": "original", "route": None, "parent_prompt_id": None},
+                                       schema_overrides={"route": pl.Utf8, "parent_prompt_id": pl.Utf8}),
         "general_sft_sample": pl.DataFrame(general, schema=["prompt_id", "source", "lang", "prompt", "response"], orient="row"),
     }
     for name in settings.method.eval_sources:

@@ -3,6 +3,7 @@ trainable. Runs the real sft_dataset / sft_dataset_folder assets on hand-made up
 
 import json
 
+import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance
 
@@ -49,6 +50,14 @@ def test_a_blocked_set_is_never_published_and_withdraws_the_earlier_folder(tmp_p
         assert gate(clean).passed and gate(clean).metadata["reference_prompts"].value["general:mmlu"] > 0
         manifest = read_manifest(folder)
         assert manifest and manifest["rows"] == 12 and (folder / DATASET_INFO).exists()
+        # the card, the licenses and the Parquet rows are published with the JSON, in the manifest's hashes
+        assert {"README.md", "licenses.csv", "data/train-00000-of-00001.parquet"} <= set(manifest["files"])
+        assert manifest["license"]["terms"] == "CC-BY-NC-SA-4.0"  # s_eval (NC-SA) and general_sft (NC) rows
+        card = (folder / "README.md").read_text(encoding="utf-8")
+        assert "| CIA | zh | s_eval | original | 1 |" in card and "fit for training" in card
+        shared = pl.read_parquet(folder / "data/train-00000-of-00001.parquet")
+        assert shared.height == 12 and shared.filter(pl.col("route") == "general")["perplexity"].null_count() == 6
+        assert shared.filter(pl.col("source") == "s_eval")["response_safety"].to_list() == [0.9] * 6
         assert not staging_dir(folder).exists()  # moved into place
 
         write_upstream(settings, general=[*GENERAL, ("leak", "general_sft", "en", leak, "An answer.")])
@@ -59,6 +68,7 @@ def test_a_blocked_set_is_never_published_and_withdraws_the_earlier_folder(tmp_p
     # nothing that looks ready: no staged folder, and the earlier set (now outdated) is withdrawn
     assert not staging_dir(folder).exists()
     assert not (folder / DATASET_INFO).exists() and not (folder / MANIFEST).exists() and read_manifest(folder) is None
+    assert not folder.exists()  # card, licenses and data/ withdrawn too
 
 
 def test_publishing_refuses_what_it_should_not_publish(tmp_path):

@@ -10,6 +10,8 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, DataVersion, Failu
 from madef_assets.defs.frames import concat_prompts, params_view
 from madef_assets.defs.qualification.fitness import (ROLE_ASSETS, Criterion, fitness_markdown, fitness_verdict, judge_verdict,
                                                     labeler_verdict, role_criteria)
+from madef_assets.defs.selection.card import (combine_licenses, licenses_table, provenance, render_card,
+                                              shared_files)
 from madef_assets.defs.selection.checks import contamination_references, contamination_result, contamination_spec, decontaminate
 from madef_assets.defs.selection.contamination import general_eval_questions
 from madef_assets.defs.selection.export import publish_staged, stage_llamafactory_dataset, staging_dir, withdraw_dataset
@@ -119,10 +121,12 @@ def build_selection_assets(settings: Settings) -> list:
         """The SFT set (selected safety samples + general sample) without the rows that share a long n-gram
         with an evaluation prompt or a general-capability question (method.decontaminate; removed rows are
         counted per reference in the metadata), then gated by the blocking contamination check against the
-        same reference. A set that passes is staged as
-        a LLaMA-Factory folder (published by sft_dataset_folder); a blocked one stages nothing and withdraws
-        the folder an earlier run published. The metadata's `mix` table is the achieved mix by kind, category,
-        language, source, route and scored_as (dbt_like_sql/selection/sft_mix.sql), beside method.sft_total.
+        same reference. A set that passes is staged as a LLaMA-Factory folder with its dataset card (README.md),
+        licenses.csv and the rows as Parquet (published by sft_dataset_folder); a blocked one stages nothing and
+        withdraws the folder an earlier run published. The combined license terms (the strictest of the rows'
+        sources, madef_assets/defs/selection/card.py) are in the metadata. The metadata's `mix` table is the
+        achieved mix by kind, category, language, source, route and scored_as (dbt_like_sql/selection/sft_mix.sql),
+        beside method.sft_total.
         Data version: the hash of the content."""
         table = run_sql("selection/sft_dataset", safety_sft_selected=safety_sft_selected, general_sft_sample=general_sft_sample)
         references = contamination_references(concat_prompts(eval_sources), general_eval_questions(settings.evaluation.general))
@@ -135,8 +139,15 @@ def build_selection_assets(settings: Settings) -> list:
         version = sft_content_version(table, method.sft_formats)
         gate = contamination_result(table, references, method)
         folder = method.sft_export_dir
+        shared = run_sql("selection/sft_export_rows", sft=table, attack=attack_prompts, selected=safety_sft_selected)
+        licenses = licenses_table(shared, {name: source.license for name, source in settings.sources.items()})
+        terms = combine_licenses(dict(licenses.select("source", "license").iter_rows()))
         if gate.passed:
-            files = stage_llamafactory_dataset(table.select("instruction", "input", "output").to_dicts(), folder, method.sft_formats, version)
+            card = render_card(shared, licenses, terms,
+                               provenance(settings, references, decontamination, fitness_sentence(sft_fitness)))
+            files = stage_llamafactory_dataset(table.select("instruction", "input", "output").to_dicts(), folder,
+                                               method.sft_formats, version, shared_files(shared, licenses, terms, card),
+                                               {"license": {"terms": terms.terms, "reason": terms.reason}})
             export = {"staged_dir": MetadataValue.path(str(staging_dir(folder))),
                       "files": MetadataValue.json({k: str(v) for k, v in files.items()})}
         else:
@@ -145,6 +156,7 @@ def build_selection_assets(settings: Settings) -> list:
             export = {"withdrawn": MetadataValue.json(removed)}
         yield Output(table, data_version=DataVersion(version if gate.passed else f"blocked-{version}"), metadata={
             "fitness_verdict": fitness_sentence(sft_fitness),
+            "license_terms": f"{terms.terms} ({terms.reason})", "licenses": MetadataValue.md(markdown_table(licenses)),
             "content_version": version,
             **{f"decontamination_{k}": MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in decontamination.items()},
             "dataset_dir": MetadataValue.path(str(folder)),
@@ -160,7 +172,8 @@ def build_selection_assets(settings: Settings) -> list:
     @asset(group_name=GROUP, kinds={"duckdb", "json"}, pool=POOL)
     def sft_dataset_folder(context: AssetExecutionContext, sft_dataset: pl.DataFrame) -> Output:
         """The LLaMA-Factory folder training reads (method.sft_export_dir: madef_sft.json, the sharegpt file
-        when configured, dataset_info.json, madef_manifest.json), published by moving the folder sft_dataset
+        when configured, dataset_info.json, README.md, licenses.csv, data/*.parquet, madef_manifest.json), published
+        by moving the folder sft_dataset
         staged into place. Dagster runs it only when sft_dataset's blocking contamination gate passed, and it
         refuses a staged folder that is not the current sft_dataset. Data version: the hash of the files."""
         version = sft_content_version(sft_dataset, method.sft_formats)

@@ -12,6 +12,9 @@ from pathlib import Path
 DATASET_NAME = "madef_sft"
 DATASET_INFO = "dataset_info.json"
 MANIFEST = "madef_manifest.json"  # which sft_dataset content the folder holds, and a hash of each file
+CARD = "README.md"  # the dataset card (Hugging Face form)
+LICENSES = "licenses.csv"  # every source with its license and rows contributed
+DATA_DIR = "data"  # the Parquet rows the card's `configs` point at
 
 
 def write_llamafactory_dataset(rows: Sequence[Mapping[str, str]], folder: Path, formats: tuple[str, ...]) -> dict[str, Path]:
@@ -54,22 +57,30 @@ def staging_dir(folder: Path) -> Path:
 
 def _owned(name: str) -> bool:
     """Files madef writes into the dataset folder (and so may replace or remove)."""
-    return name in (DATASET_INFO, MANIFEST) or (name.startswith(DATASET_NAME) and name.endswith(".json"))
+    return (name in (DATASET_INFO, MANIFEST, CARD, LICENSES, DATA_DIR)
+            or (name.startswith(DATASET_NAME) and name.endswith(".json")))
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def stage_llamafactory_dataset(rows: Sequence[Mapping[str, str]], folder: Path, formats: tuple[str, ...], sft_version: str) -> dict[str, Path]:
-    """Write the dataset into the staging folder of `folder` (replacing any earlier staging), with a
-    manifest naming the sft_dataset content version and every file's hash."""
+def stage_llamafactory_dataset(rows: Sequence[Mapping[str, str]], folder: Path, formats: tuple[str, ...],
+                               sft_version: str, attachments: Mapping[str, bytes] | None = None,
+                               notes: Mapping | None = None) -> dict[str, Path]:
+    """Write the dataset into the staging folder of `folder` (replacing any earlier staging), with the
+    attachments (relative path → bytes: card, licenses, Parquet) and a manifest naming the sft_dataset content
+    version, every file's hash (by relative path) and the `notes` (e.g. the combined license terms)."""
     staging = staging_dir(folder)
     shutil.rmtree(staging, ignore_errors=True)
     written = write_llamafactory_dataset(rows, staging, formats)
-    files = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
+    for name, content in (attachments or {}).items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(content)
+    files = {p.relative_to(staging).as_posix(): _sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
     files_version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-    manifest = {"sft_version": sft_version, "files_version": files_version, "rows": len(rows), "formats": list(formats), "files": files}
+    manifest = {"sft_version": sft_version, "files_version": files_version, "rows": len(rows), "formats": list(formats),
+                "files": files, **(notes or {})}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return {fmt: folder / path.name for fmt, path in written.items()}
 
@@ -123,9 +134,28 @@ def withdraw_dataset(folder: Path) -> list[str]:
         return removed
     for name in [DATASET_INFO, MANIFEST, *sorted(p.name for p in folder.iterdir() if _owned(p.name))]:
         path = folder / name
-        if path.exists():
+        if path.is_dir():
+            shutil.rmtree(path)
+            removed.append(name)
+        elif path.exists():
             path.unlink()
             removed.append(name)
     if not any(folder.iterdir()):
         folder.rmdir()
     return removed
+
+
+def export_published(folder: Path, destination: Path) -> list[str]:
+    """Copy a published set (every file its manifest lists, and the manifest) to `destination`, for sharing.
+    Refuses a folder that is not a complete published set and a destination that already holds files."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise FileNotFoundError(f"no complete published SFT set at {folder}: "
+                                "run `madef run` (sft_dataset_folder) first")
+    if destination.exists() and any(destination.iterdir()):
+        raise FileExistsError(f"refusing to export into {destination}: it is not empty")
+    names = [*manifest["files"], MANIFEST]
+    for name in names:
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(folder / name, destination / name)
+    return names
