@@ -27,7 +27,10 @@ train-env: $(TRAIN_VENV)/.installed
 run: setup train-env
 	$(VENV)/bin/madef run
 
+# Style first (ruff lint + format check, configured in pyproject.toml): a lint error fails the test command.
 test: setup train-env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
 
 ui: setup

@@ -20,8 +20,14 @@ import polars as pl
 from madef_assets.settings import PROJECT_ROOT
 
 THRESHOLD, PERMUTATIONS, SEED = 0.8, 64, 0
-SELECTION = {"perplexity_quantile": 0.9, "min_response_safety": 0.5, "min_single_response_safety": 0.5,
-             "max_instruction_safety": 0.9, "per_category_cap": 100000, "safety_target": None}
+SELECTION = {
+    "perplexity_quantile": 0.9,
+    "min_response_safety": 0.5,
+    "min_single_response_safety": 0.5,
+    "max_instruction_safety": 0.9,
+    "per_category_cap": 100000,
+    "safety_target": None,
+}
 CATEGORIES = ["OFF", "UB", "CIA", "PP", "EM", "PMH", "IA", "MI", "DP", "NS", "EX", "PR", "DT", "PS"]
 
 
@@ -47,7 +53,11 @@ def synthetic_rows(count: int, seed: int = 0) -> pl.DataFrame:
             text = prompts[source]
             if roll < 0.05:
                 position = rng.randrange(len(text))
-                text = text[:position] + rng.choice("的了是abc") + text[position + 1:] if rng.random() < 0.5 else text + " please"
+                text = (
+                    text[:position] + rng.choice("的了是abc") + text[position + 1 :]
+                    if rng.random() < 0.5
+                    else text + " please"
+                )
             prompts.append(text)
             langs.append(langs[source])
         elif rng.random() < 0.5:
@@ -56,12 +66,17 @@ def synthetic_rows(count: int, seed: int = 0) -> pl.DataFrame:
         else:
             prompts.append(" ".join(rng.choices(en_words, k=rng.choice(en_lengths))))
             langs.append("en")
-    return pl.DataFrame({
-        "prompt_id": [f"p{i:07d}" for i in range(count)], "prompt": prompts, "lang": langs,
-        "category": [rng.choice(CATEGORIES) for _ in range(count)],
-        "perplexity": [rng.uniform(2, 80) for _ in range(count)], "chosen_score": [rng.random() for _ in range(count)],
-        "instruction_safety": [rng.random() for _ in range(count)],
-    })
+    return pl.DataFrame(
+        {
+            "prompt_id": [f"p{i:07d}" for i in range(count)],
+            "prompt": prompts,
+            "lang": langs,
+            "category": [rng.choice(CATEGORIES) for _ in range(count)],
+            "perplexity": [rng.uniform(2, 80) for _ in range(count)],
+            "chosen_score": [rng.random() for _ in range(count)],
+            "instruction_safety": [rng.random() for _ in range(count)],
+        }
+    )
 
 
 def madef_path(rows: pl.DataFrame) -> dict[str, float]:
@@ -70,7 +85,9 @@ def madef_path(rows: pl.DataFrame) -> dict[str, float]:
     from madef_assets.storage import run_sql
 
     started = time.perf_counter()
-    exact = rows.with_columns(normalized=normalized_texts(pl.col("prompt"))).unique("normalized", keep="first", maintain_order=True)
+    exact = rows.with_columns(normalized=normalized_texts(pl.col("prompt"))).unique(
+        "normalized", keep="first", maintain_order=True
+    )
     exact_done = time.perf_counter()
     near = near_duplicates(exact["prompt"].to_list(), THRESHOLD, PERMUTATIONS, SEED)
     kept = exact.filter(pl.Series([n is None for n in near]))
@@ -78,8 +95,13 @@ def madef_path(rows: pl.DataFrame) -> dict[str, float]:
     features = kept.with_columns(chosen_response=pl.lit("ok"), better_response=pl.lit(0), scored_as=pl.lit("pair"))
     selected = run_sql("selection/safety_sft_selected", reward_features=features, params=params_view(**SELECTION))
     done = time.perf_counter()
-    return {"exact": exact_done - started, "near": near_done - exact_done, "selection": done - near_done,
-            "kept": kept.height, "selected": selected.height}
+    return {
+        "exact": exact_done - started,
+        "near": near_done - exact_done,
+        "selection": done - near_done,
+        "kept": kept.height,
+        "selected": selected.height,
+    }
 
 
 def pandas_path(rows: pl.DataFrame) -> dict[str, float]:
@@ -94,7 +116,7 @@ def pandas_path(rows: pl.DataFrame) -> dict[str, float]:
     exact_done = time.perf_counter()
     lsh, signatures, keep = MinHashLSH(threshold=THRESHOLD, num_perm=PERMUTATIONS), [], []
     for index, text in enumerate(exact["normalized"]):
-        grams = {text[i:i + 3] for i in range(max(len(text) - 2, 1))}
+        grams = {text[i : i + 3] for i in range(max(len(text) - 2, 1))}
         signature = MinHash(num_perm=PERMUTATIONS, seed=SEED)
         signature.update_batch([g.encode() for g in grams])
         signatures.append(signature)
@@ -106,14 +128,24 @@ def pandas_path(rows: pl.DataFrame) -> dict[str, float]:
     near_done = time.perf_counter()
     # the perplexity cut is taken per language, as in madef's SQL
     ranked = kept.assign(perplexity_rank=kept.groupby("lang")["perplexity"].rank(method="min", pct=True))
-    chosen = ranked[(ranked["perplexity_rank"] <= SELECTION["perplexity_quantile"]) & (ranked["chosen_score"] >= SELECTION["min_response_safety"])
-                    & (ranked["instruction_safety"] <= SELECTION["max_instruction_safety"])]
-    chosen = chosen.sort_values(["category", "chosen_score", "perplexity", "prompt_id"], ascending=[True, False, True, True])
+    chosen = ranked[
+        (ranked["perplexity_rank"] <= SELECTION["perplexity_quantile"])
+        & (ranked["chosen_score"] >= SELECTION["min_response_safety"])
+        & (ranked["instruction_safety"] <= SELECTION["max_instruction_safety"])
+    ]
+    chosen = chosen.sort_values(
+        ["category", "chosen_score", "perplexity", "prompt_id"], ascending=[True, False, True, True]
+    )
     selected = chosen.groupby("category").head(SELECTION["per_category_cap"])
     done = time.perf_counter()
     assert isinstance(selected, pd.DataFrame)
-    return {"exact": exact_done - started, "near": near_done - exact_done, "selection": done - near_done,
-            "kept": len(kept), "selected": len(selected)}
+    return {
+        "exact": exact_done - started,
+        "near": near_done - exact_done,
+        "selection": done - near_done,
+        "kept": len(kept),
+        "selected": len(selected),
+    }
 
 
 def in_child(path_name: str, count: int, results: multiprocessing.Queue) -> None:
@@ -144,13 +176,18 @@ def main() -> None:
         runs = [measure(name, args.rows) for _ in range(args.repeats)]
         table[name] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     print(f"{args.rows} rows, MinHash {PERMUTATIONS} permutations, threshold {THRESHOLD}, median of {args.repeats}\n")
-    print("| path | exact dedup s | near dedup s | selection s | total s | kept | selected | peak RSS MB | total vs pandas |")
+    print(
+        "| path | exact dedup s | near dedup s | selection s | total s | kept | selected | peak RSS MB | "
+        "total vs pandas |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, t in table.items():
         total = t["exact"] + t["near"] + t["selection"]
         baseline = table["pandas"]["exact"] + table["pandas"]["near"] + table["pandas"]["selection"]
-        print(f"| {name} | {t['exact']:.2f} | {t['near']:.2f} | {t['selection']:.2f} | {total:.2f} | {t['kept']:.0f} | "
-              f"{t['selected']:.0f} | {t['peak_rss_mb']:.0f} | {baseline / total:.2f}x |")
+        print(
+            f"| {name} | {t['exact']:.2f} | {t['near']:.2f} | {t['selection']:.2f} | {total:.2f} | {t['kept']:.0f} | "
+            f"{t['selected']:.0f} | {t['peak_rss_mb']:.0f} | {baseline / total:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def report(dagster_home: Path, wall_seconds: float | None) -> None:
     with DagsterInstance.get() as instance:
         for run in reversed(instance.get_runs()):
             record = instance.get_run_record_by_id(run.run_id)
-            runs.append((run.job_name, run.tags.get("dagster/partition", ""), (record.end_time or 0) - (record.start_time or 0)))
+            runs.append(
+                (run.job_name, run.tags.get("dagster/partition", ""), (record.end_time or 0) - (record.start_time or 0))
+            )
             for stats in instance.get_run_step_stats(run.run_id):
                 if stats.start_time and stats.end_time:
                     per_group[step_group(stats.step_key, groups)] += stats.end_time - stats.start_time
@@ -62,11 +64,20 @@ def main() -> None:
         report(args.dagster_home, None)
         return
     state = Path(tempfile.mkdtemp(prefix="madef-demo-"))
-    env = {**os.environ, "MADEF_STATE_DIR": str(state), "DAGSTER_HOME": str(state / "dagster_home"),
-           "MADEF_MODELS_DIR": str(load_settings("demo", env={}).models_dir)}
+    env = {
+        **os.environ,
+        "MADEF_STATE_DIR": str(state),
+        "DAGSTER_HOME": str(state / "dagster_home"),
+        "MADEF_MODELS_DIR": str(load_settings("demo", env={}).models_dir),
+    }
     started = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).with_name("madef")), "run"], env=env, cwd=PROJECT_ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(Path(sys.executable).with_name("madef")), "run"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     report(state / "dagster_home", time.perf_counter() - started)
 
 

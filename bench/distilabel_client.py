@@ -24,7 +24,7 @@ def main() -> None:
     started = time.perf_counter()
     failed = 0
     for start in range(0, requests, concurrency):
-        for output in llm.generate(inputs=inputs[start:start + concurrency], num_generations=1, max_new_tokens=8):
+        for output in llm.generate(inputs=inputs[start : start + concurrency], num_generations=1, max_new_tokens=8):
             failed += sum(1 for text in output["generations"] if not text)
     elapsed = time.perf_counter() - started
     print(json.dumps({"rate": requests / elapsed, "failed": failed}))

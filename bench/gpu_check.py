@@ -41,7 +41,9 @@ def gib(memory: tuple[int, int] | None) -> str:
 def record(results: Path, step: str, status: str, detail: str, **numbers) -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     with results.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"step": step, "status": status, "detail": detail, **numbers}, ensure_ascii=False) + "\n")
+        handle.write(
+            json.dumps({"step": step, "status": status, "detail": detail, **numbers}, ensure_ascii=False) + "\n"
+        )
     print(f"[gpu_check] {step}: {status} — {detail}", flush=True)
 
 
@@ -75,8 +77,13 @@ def step_machine(args) -> None:
     except ImportError as exc:
         vllm_version = f"not importable ({exc})"
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
-    record(args.results, "machine", "ok", f"{device}; {gib(gpu_memory())}; torch {torch.__version__}, "
-           f"transformers {transformers.__version__}, vllm {vllm_version}, Python {sys.version.split()[0]}")
+    record(
+        args.results,
+        "machine",
+        "ok",
+        f"{device}; {gib(gpu_memory())}; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, vllm {vllm_version}, Python {sys.version.split()[0]}",
+    )
 
 
 def step_model(args) -> None:
@@ -107,10 +114,14 @@ def step_throughput(args) -> None:
         seconds, tokens = timings[len(timings) // 2]
         rates[name] = tokens / seconds
         backend.close()
-        record(args.results, f"generate throughput, {name}", "ok",
-               f"{args.prompts} prompts, ≤{args.max_new_tokens} new tokens, greedy: {tokens} tokens in {seconds:.2f} s = "
-               f"{rates[name]:.0f} tokens/s (median of {repeats}; load + warm-up {warm_up:.0f} s)",
-               tokens_per_s=round(rates[name], 1))
+        record(
+            args.results,
+            f"generate throughput, {name}",
+            "ok",
+            f"{args.prompts} prompts, ≤{args.max_new_tokens} new tokens, greedy: {tokens} tokens in {seconds:.2f} s = "
+            f"{rates[name]:.0f} tokens/s (median of {repeats}; load + warm-up {warm_up:.0f} s)",
+            tokens_per_s=round(rates[name], 1),
+        )
     if len(rates) == 2:
         baseline, other = rates.values()
         names = list(rates)
@@ -122,8 +133,11 @@ def evaluate_candidate(name: str, path: Path, backend_name: str, prompts: list[s
     before = gpu_memory()
     started = time.perf_counter()
     # Eager (no CUDA graphs): this step is about memory coming back, the throughput step measures speed.
-    options = (vllm_options(gpu_memory_utilization=0.4, dtype="bfloat16", enforce_eager=True) if backend_name == "vllm"
-               else {"batch_size": 32})
+    options = (
+        vllm_options(gpu_memory_utilization=0.4, dtype="bfloat16", enforce_eager=True)
+        if backend_name == "vllm"
+        else {"batch_size": 32}
+    )
     backend = build_backend(backend_name, str(path), options, models_dir())
     answers = dict(backend.generate(prompts, GenerationParams(max_new_tokens=max_new_tokens)))
     letters = dict(backend.option_logprobs([p + "\n答案：(" for p in prompts], ["A", "B", "C", "D"]))
@@ -157,13 +171,23 @@ def step_release(args) -> None:
             continue
         held_after = None if start is None else (start[0] - outcome["after"][0]) / GIB
         status = "ok" if outcome["failed"] == 0 and (held_after is None or held_after < args.max_held_gib) else "FAILED"
-        record(args.results, step, status,
-               f"{outcome['seconds']:.1f} s incl. load; {outcome['failed']} failed rows; GPU before {gib(outcome['before'])}, "
-               f"loaded {gib(outcome['loaded'])}, after close {gib(outcome['after'])}"
-               + ("" if held_after is None else f" (still held vs start: {held_after:.2f} GiB)"),
-               held_after_close_gib=held_after)
-    record(args.results, "engines loaded after both candidates", "ok" if not ENGINES.loaded_keys(gpu_only=True) else "FAILED",
-           f"GPU engines still loaded: {len(ENGINES.loaded_keys(gpu_only=True))}; loads {dict(ENGINES.loads)}, releases {dict(ENGINES.releases)}")
+        record(
+            args.results,
+            step,
+            status,
+            f"{outcome['seconds']:.1f} s incl. load; {outcome['failed']} failed rows; GPU before "
+            f"{gib(outcome['before'])}, "
+            f"loaded {gib(outcome['loaded'])}, after close {gib(outcome['after'])}"
+            + ("" if held_after is None else f" (still held vs start: {held_after:.2f} GiB)"),
+            held_after_close_gib=held_after,
+        )
+    record(
+        args.results,
+        "engines loaded after both candidates",
+        "ok" if not ENGINES.loaded_keys(gpu_only=True) else "FAILED",
+        f"GPU engines still loaded: {len(ENGINES.loaded_keys(gpu_only=True))}; loads "
+        f"{dict(ENGINES.loads)}, releases {dict(ENGINES.releases)}",
+    )
     if args.train_python:
         train_right_after(args, base)
 
@@ -178,17 +202,33 @@ def train_right_after(args, base: Path) -> None:
         return
     work = work_dir() / "training"
     shutil.rmtree(work, ignore_errors=True)
-    rows = [{"instruction": p, "input": "", "output": "I can't help with that, but here is a safe alternative."} for p in bundled_prompts(16)]
+    rows = [
+        {"instruction": p, "input": "", "output": "I can't help with that, but here is a safe alternative."}
+        for p in bundled_prompts(16)
+    ]
     write_llamafactory_dataset(rows, work / "data", ("alpaca",))
-    overrides = {"template": "default", "cutoff_len": 128, "max_steps": 2, "gradient_accumulation_steps": 1,
-                 "learning_rate": 1.0e-5, "bf16": True, "save_only_model": True, "save_steps": 2, "logging_steps": 1}
+    overrides = {
+        "template": "default",
+        "cutoff_len": 128,
+        "max_steps": 2,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1.0e-5,
+        "bf16": True,
+        "save_only_model": True,
+        "save_steps": 2,
+        "logging_steps": 1,
+    }
     config = render_train_config(base, work / "data", DATASET_NAME, work / "checkpoint", overrides)
     (work / "train.yaml").write_text(to_yaml(config), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": args.train_pythonpath or ""}
     started = time.perf_counter()
     with (work / "train.log").open("w") as log:
-        code = subprocess.run([args.train_python, "-m", "llamafactory.cli", "train", str(work / "train.yaml")],
-                              env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(
+            [args.train_python, "-m", "llamafactory.cli", "train", str(work / "train.yaml")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ).returncode
     seconds = time.perf_counter() - started
     losses = []
     trainer_log = work / "checkpoint" / "trainer_log.jsonl"
@@ -197,9 +237,13 @@ def train_right_after(args, base: Path) -> None:
     log_text = (work / "train.log").read_text(errors="replace")
     (args.results.parent / "train.log").write_text(log_text[-200_000:])
     tail = log_text.splitlines()[-3:]
-    record(args.results, "bf16 LLaMA-Factory training, 2 steps, right after the vLLM candidates",
-           "ok" if code == 0 and losses else "FAILED",
-           f"exit {code} in {seconds:.0f} s; losses {losses}; GPU at start {gib(gpu_memory())}" + ("" if code == 0 else f"; log tail: {tail}"))
+    record(
+        args.results,
+        "bf16 LLaMA-Factory training, 2 steps, right after the vLLM candidates",
+        "ok" if code == 0 and losses else "FAILED",
+        f"exit {code} in {seconds:.0f} s; losses {losses}; GPU at start {gib(gpu_memory())}"
+        + ("" if code == 0 else f"; log tail: {tail}"),
+    )
 
 
 def step_note(args) -> None:
@@ -207,7 +251,11 @@ def step_note(args) -> None:
 
 
 def step_table(args) -> None:
-    rows = [json.loads(line) for line in args.results.read_text(encoding="utf-8").splitlines()] if args.results.exists() else []
+    rows = (
+        [json.loads(line) for line in args.results.read_text(encoding="utf-8").splitlines()]
+        if args.results.exists()
+        else []
+    )
     print("| step | status | detail |\n|---|---|---|")
     for row in rows:
         print(f"| {row['step']} | {row['status']} | {row['detail'].replace('|', '/')} |")
@@ -216,23 +264,35 @@ def step_table(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("step", choices=["machine", "model", "throughput", "release", "note", "table"])
-    parser.add_argument("--results", type=Path, default=Path(os.environ.get("OUT", "state/gpu_check")) / "gpu_check_results.jsonl")
+    parser.add_argument(
+        "--results", type=Path, default=Path(os.environ.get("OUT", "state/gpu_check")) / "gpu_check_results.jsonl"
+    )
     parser.add_argument("--prompts", type=int, default=500)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-repeats", type=int, default=3, help="throughput: repeats of the first backend")
     parser.add_argument("--backends", default="transformers,vllm", help="throughput: the first is the baseline")
     parser.add_argument("--backend", default="vllm", help="release: the candidates' backend")
-    parser.add_argument("--max-held-gib", type=float, default=1.0, help="release: GPU memory a closed engine may leave held")
-    parser.add_argument("--train-python", default=None, help="release: the training environment's Python (no training without)")
+    parser.add_argument(
+        "--max-held-gib", type=float, default=1.0, help="release: GPU memory a closed engine may leave held"
+    )
+    parser.add_argument(
+        "--train-python", default=None, help="release: the training environment's Python (no training without)"
+    )
     parser.add_argument("--train-pythonpath", default=None)
     parser.add_argument("--min-free-fraction", type=float, default=0.9)
     parser.add_argument("--step", dest="step_name", help="note: the row's step")
     parser.add_argument("--status", help="note: the row's status")
     parser.add_argument("--detail", help="note: the row's detail")
     args = parser.parse_args()
-    steps = {"machine": step_machine, "model": step_model, "throughput": step_throughput, "release": step_release,
-             "note": step_note, "table": step_table}
+    steps = {
+        "machine": step_machine,
+        "model": step_model,
+        "throughput": step_throughput,
+        "release": step_release,
+        "note": step_note,
+        "table": step_table,
+    }
     steps[args.step](args)
 
 

@@ -24,20 +24,26 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def environment(server: OpenAICompatibleServer, database: Path, rows: int, concurrency: int) -> dict[str, str]:
-    return {"MADEF_DUCKDB_PATH": str(database), "MADEF_TEST_OPENAI_URL": server.base_url,
-            "MADEF_TEST_PROMPTS": str(rows), "MADEF_TEST_CONCURRENCY": str(concurrency)}
+    return {
+        "MADEF_DUCKDB_PATH": str(database),
+        "MADEF_TEST_OPENAI_URL": server.base_url,
+        "MADEF_TEST_PROMPTS": str(rows),
+        "MADEF_TEST_CONCURRENCY": str(concurrency),
+    }
 
 
 def materialize(env: dict[str, str]) -> float:
     """Wall seconds of one in-process materialization of llm_answers under `env`."""
     os.environ.update(env)
-    from dagster import DagsterInstance, materialize as dagster_materialize
+    from dagster import DagsterInstance
+    from dagster import materialize as dagster_materialize
 
     from madef_assets_tests import ledger_defs
 
     started = time.perf_counter()
-    result = dagster_materialize([ledger_defs.llm_answers], resources=ledger_defs.resources_from_env(),
-                                 instance=DagsterInstance.ephemeral())
+    result = dagster_materialize(
+        [ledger_defs.llm_answers], resources=ledger_defs.resources_from_env(), instance=DagsterInstance.ephemeral()
+    )
     assert result.success
     return time.perf_counter() - started
 
@@ -63,7 +69,10 @@ def main() -> None:
             reruns.append(materialize(env))
             rerun_calls.append(server.total_requests - before)
         first, rerun = statistics.median(firsts), statistics.median(reruns)
-        print(f"{args.rows} rows, {args.latency * 1000:.0f} ms per call, concurrency {args.concurrency}, median of {args.repeats}\n")
+        print(
+            f"{args.rows} rows, {args.latency * 1000:.0f} ms per call, concurrency {args.concurrency}, "
+            f"median of {args.repeats}\n"
+        )
         print("| run | seconds | backend calls | vs first run |\n|---|---|---|---|")
         print(f"| first materialization | {first:.2f} | {args.rows} | 1.00 |")
         print(f"| unchanged re-materialization | {rerun:.2f} | {max(rerun_calls)} | {rerun / first:.3f} |")
@@ -72,9 +81,20 @@ def main() -> None:
         env = environment(server, database, args.rows, args.concurrency)
         dagster_home = Path(tmp) / "dagster_home"  # the CLI would otherwise leave a temporary home in the cwd
         dagster_home.mkdir()
-        process = subprocess.Popen([str(VENV_BIN / "dagster"), "asset", "materialize", "-m", "madef_assets_tests.ledger_defs",
-                                    "--select", "llm_answers"], env={**os.environ, **env, "DAGSTER_HOME": str(dagster_home)},
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [
+                str(VENV_BIN / "dagster"),
+                "asset",
+                "materialize",
+                "-m",
+                "madef_assets_tests.ledger_defs",
+                "--select",
+                "llm_answers",
+            ],
+            env={**os.environ, **env, "DAGSTER_HOME": str(dagster_home)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         start_count = server.answered_ok
         while server.answered_ok - start_count < args.rows // 2 and process.poll() is None:
             time.sleep(0.01)
@@ -85,8 +105,11 @@ def main() -> None:
         before = server.total_requests
         resume_seconds = materialize(env)
         resume_calls = server.total_requests - before
-        print(f"| killed at {answered_before_kill} answers, {kept} kept in the ledger; resumed | {resume_seconds:.2f} | "
-              f"{resume_calls} | missing rows {args.rows - kept}, calls / missing = {resume_calls / (args.rows - kept):.3f} |")
+        print(
+            f"| killed at {answered_before_kill} answers, {kept} kept in the ledger; resumed | {resume_seconds:.2f} | "
+            f"{resume_calls} | missing rows {args.rows - kept}, calls / missing = "
+            f"{resume_calls / (args.rows - kept):.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,16 @@ def serve(latency: float, rate_429: float, ports: multiprocessing.Queue) -> None
 
 
 def madef_rate(base_url: str, requests: int, concurrency: int, transport: str) -> float:
-    backend = OpenAIBackend(model="bench", base_url=base_url, api_key_env=None, concurrency=concurrency, transport=transport,
-                            max_retries=8, backoff_base_s=0.05, backoff_cap_s=1.0)
+    backend = OpenAIBackend(
+        model="bench",
+        base_url=base_url,
+        api_key_env=None,
+        concurrency=concurrency,
+        transport=transport,
+        max_retries=8,
+        backoff_base_s=0.05,
+        backoff_cap_s=1.0,
+    )
     prompts = [f"bench prompt {i}" for i in range(requests)]
     started = time.perf_counter()
     results = dict(backend.generate(prompts, GenerationParams(max_new_tokens=8)))
@@ -47,8 +55,13 @@ def madef_rate(base_url: str, requests: int, concurrency: int, transport: str) -
 def distilabel_rate(base_url: str, requests: int, concurrency: int) -> float | None:
     if not DISTILABEL_PYTHON.exists():
         return None
-    out = subprocess.run([str(DISTILABEL_PYTHON), str(DISTILABEL_CLIENT), base_url, str(requests), str(concurrency)],
-                         capture_output=True, text=True, timeout=900, check=True)
+    out = subprocess.run(
+        [str(DISTILABEL_PYTHON), str(DISTILABEL_CLIENT), base_url, str(requests), str(concurrency)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["failed"] == 0, result
     return result["rate"]
@@ -66,7 +79,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64, 256])
     args = parser.parse_args()
-    header = ["429 share", "conc", "requests", "ideal", "madef aiohttp", "madef sdk", "distilabel", "aiohttp/ideal", "aiohttp/distilabel"]
+    header = [
+        "429 share",
+        "conc",
+        "requests",
+        "ideal",
+        "madef aiohttp",
+        "madef sdk",
+        "distilabel",
+        "aiohttp/ideal",
+        "aiohttp/distilabel",
+    ]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for rate_429 in (0.0, 0.2):
         ports: multiprocessing.Queue = multiprocessing.Queue()
@@ -81,8 +104,17 @@ def main() -> None:
                 sdk = median_of(args.repeats, lambda: madef_rate(base_url, requests, concurrency, "sdk"))
                 peer = median_of(args.repeats, lambda: distilabel_rate(base_url, requests, concurrency))
                 ideal = concurrency / args.latency
-                cells = [f"{rate_429:.0%}", concurrency, requests, f"{ideal:.0f}", f"{fast:.1f}", f"{sdk:.1f}",
-                         "n/a" if peer is None else f"{peer:.1f}", f"{fast / ideal:.2f}", "n/a" if peer is None else f"{fast / peer:.2f}"]
+                cells = [
+                    f"{rate_429:.0%}",
+                    concurrency,
+                    requests,
+                    f"{ideal:.0f}",
+                    f"{fast:.1f}",
+                    f"{sdk:.1f}",
+                    "n/a" if peer is None else f"{peer:.1f}",
+                    f"{fast / ideal:.2f}",
+                    "n/a" if peer is None else f"{fast / peer:.2f}",
+                ]
                 print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
         finally:
             server.terminate()

@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from madef_assets.llm.transformers_backend import TransformersBackend
 from madef_assets.llm.model_files import resolve_model_path
+from madef_assets.llm.transformers_backend import TransformersBackend
 from madef_assets.settings import PROJECT_ROOT, load_settings
 
 
@@ -76,6 +76,7 @@ def main() -> None:
     baseline = next(iter(rows.values()))[0]
     for name, (seconds, drift) in rows.items():
         print(f"| {name} | {seconds:.1f} | {scored_tokens / seconds:.0f} | {baseline / seconds:.2f} | {drift:.1e} |")
+
 
 if __name__ == "__main__":
     main()

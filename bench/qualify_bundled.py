@@ -27,21 +27,38 @@ def main() -> None:
     parser.add_argument("--labeler-per-category", type=int, default=3)
     args = parser.parse_args()
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8"))
-    raw["qualification"].update(per_model=args.per_model, pku_pairs=args.pku_pairs,
-                                labeler_per_category=args.labeler_per_category)
+    raw["qualification"].update(
+        per_model=args.per_model, pku_pairs=args.pku_pairs, labeler_per_category=args.labeler_per_category
+    )
     with tempfile.TemporaryDirectory() as folder:
         profile = Path(folder) / "qualify.yaml"
         profile.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-        settings = load_settings(str(profile), env={"MADEF_STATE_DIR": str(Path(folder) / "state"),
-                                                    "MADEF_MODELS_DIR": str(PROJECT_ROOT / "state" / "models")})
-        keys = [AssetKey("judge_qualification"), AssetKey("labeler_qualification"),
-                *(key for name in settings.qualification.labeler_sources for key in (AssetKey(name), AssetKey(["quarantine", name])))]
+        settings = load_settings(
+            str(profile),
+            env={
+                "MADEF_STATE_DIR": str(Path(folder) / "state"),
+                "MADEF_MODELS_DIR": str(PROJECT_ROOT / "state" / "models"),
+            },
+        )
+        keys = [
+            AssetKey("judge_qualification"),
+            AssetKey("labeler_qualification"),
+            *(
+                key
+                for name in settings.qualification.labeler_sources
+                for key in (AssetKey(name), AssetKey(["quarantine", name]))
+            ),
+        ]
         job = build_definitions(settings).resolve_job_def(MAIN_JOB)
         started = time.perf_counter()
-        result = job.execute_in_process(instance=DagsterInstance.ephemeral(), asset_selection=keys, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=DagsterInstance.ephemeral(), asset_selection=keys, raise_on_error=False
+        )
         seconds = time.perf_counter() - started
-    print(f"model {settings.roles['judge'].model}, {seconds:.0f} s; per_model {args.per_model}, "
-          f"pku_pairs {args.pku_pairs or 'all'}, labeler_per_category {args.labeler_per_category}\n")
+    print(
+        f"model {settings.roles['judge'].model}, {seconds:.0f} s; per_model {args.per_model}, "
+        f"pku_pairs {args.pku_pairs or 'all'}, labeler_per_category {args.labeler_per_category}\n"
+    )
     for event in result.get_asset_materialization_events():
         metadata = event.materialization.metadata
         if event.asset_key.to_user_string() in ("judge_qualification", "labeler_qualification"):

@@ -38,7 +38,16 @@ from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings  # noq
 from madef_assets_tests.openai_server import OpenAICompatibleServer  # noqa: E402
 
 # How often each provider behaviour happens, per distinct prompt (transient faults on the first request only).
-FAULTS = {"moderated": 0.02, "policy": 0.005, "filter": 0.005, "refuse": 0.03, "429": 0.05, "500": 0.02, "timeout": 0.002, "malformed": 0.01}
+FAULTS = {
+    "moderated": 0.02,
+    "policy": 0.005,
+    "filter": 0.005,
+    "refuse": 0.03,
+    "429": 0.05,
+    "500": 0.02,
+    "timeout": 0.002,
+    "malformed": 0.01,
+}
 FULL_PROFILE = CONFIG_DIR / "rehearsal.yaml"
 FULL_PORT = 18080
 
@@ -52,8 +61,15 @@ def small_profile(server_url: str, target: Path) -> Path:
     profile["evaluation"] = {**demo["evaluation"], "candidates": rehearsal["evaluation"]["candidates"]}
     profile["training"] = {**demo["training"], "args": {**demo["training"]["args"], "max_steps": 1, "save_steps": 1}}
     # Production's rejection sampling; the gates wider, since a few dozen rows per asset make rates coarse.
-    profile["method"] = {**demo["method"], "rejection_sampling": True, "max_refusal_rate": 0.3, "max_parse_failure_rate": 0.3}
-    text = yaml.safe_dump(profile, allow_unicode=True, sort_keys=False).replace(f"http://127.0.0.1:{FULL_PORT}/v1", server_url)
+    profile["method"] = {
+        **demo["method"],
+        "rejection_sampling": True,
+        "max_refusal_rate": 0.3,
+        "max_parse_failure_rate": 0.3,
+    }
+    text = yaml.safe_dump(profile, allow_unicode=True, sort_keys=False).replace(
+        f"http://127.0.0.1:{FULL_PORT}/v1", server_url
+    )
     target.write_text(text, encoding="utf-8")
     return target
 
@@ -69,18 +85,32 @@ class RunReport:
     sources: list[tuple] = field(default_factory=list)  # source, rows in, normalized, quarantined, merged
 
 
-def run_graph(profile: Path, state: Path, server: OpenAICompatibleServer, kill_after_answers: int | None = None) -> RunReport:
+def run_graph(
+    profile: Path, state: Path, server: OpenAICompatibleServer, kill_after_answers: int | None = None
+) -> RunReport:
     """`madef run` in its own process (group); with kill_after_answers, SIGKILLed once the server has
     answered that many more requests."""
-    env = {**os.environ, "MADEF_PROFILE": str(profile), "MADEF_STATE_DIR": str(state), "DAGSTER_HOME": str(state / "dagster_home"),
-           "MADEF_MODELS_DIR": str(load_settings("demo", env={}).models_dir), "PYTHONUNBUFFERED": "1",
-           "MADEF_REHEARSAL_KEY": "rehearsal-key"}  # read from the environment like a provider's key
+    env = {
+        **os.environ,
+        "MADEF_PROFILE": str(profile),
+        "MADEF_STATE_DIR": str(state),
+        "DAGSTER_HOME": str(state / "dagster_home"),
+        "MADEF_MODELS_DIR": str(load_settings("demo", env={}).models_dir),
+        "PYTHONUNBUFFERED": "1",
+        "MADEF_REHEARSAL_KEY": "rehearsal-key",
+    }  # read from the environment like a provider's key
     requests, answered = server.total_requests, server.answered_ok
     started = time.perf_counter()
     state.mkdir(parents=True, exist_ok=True)
     log = (state / "run.log").open("a")
-    process = subprocess.Popen([str(Path(sys.executable).with_name("madef")), "run"], env=env, cwd=PROJECT_ROOT,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("madef")), "run"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     if kill_after_answers is not None:
         while process.poll() is None and server.answered_ok - answered < kill_after_answers:
             time.sleep(0.05)
@@ -109,7 +139,8 @@ def describe(report: RunReport, state: Path, settings_profile: Path) -> RunRepor
             for stats in instance.get_run_step_stats(run.run_id):
                 if stats.start_time and stats.end_time:
                     report.groups[step_group(stats.step_key, groups)] = (
-                        report.groups.get(step_group(stats.step_key, groups), 0.0) + stats.end_time - stats.start_time)
+                        report.groups.get(step_group(stats.step_key, groups), 0.0) + stats.end_time - stats.start_time
+                    )
             for record in instance.get_records_for_run(run.run_id).records:
                 event = record.event_log_entry.dagster_event
                 if event is None or not event.is_step_materialization:
@@ -120,25 +151,47 @@ def describe(report: RunReport, state: Path, settings_profile: Path) -> RunRepor
                     if key.endswith(("llm_backend_calls", "llm_ledger_hits")):
                         calls[name][key.rsplit("llm_", 1)[1]] += int(value.value)
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
-        tables = connection.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'public' ORDER BY table_name").fetchall()
+        tables = connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'public' ORDER BY table_name"
+        ).fetchall()
         for (table,) in tables:
-            columns = {c for (c,) in connection.execute(f"SELECT column_name FROM duckdb_columns() WHERE table_name = '{table}'").fetchall()}
+            columns = {
+                c
+                for (c,) in connection.execute(
+                    f"SELECT column_name FROM duckdb_columns() WHERE table_name = '{table}'"
+                ).fetchall()
+            }
             rows = connection.execute(f'SELECT count(*) FROM public."{table}"').fetchone()[0]
-            statuses = dict(connection.execute(f'SELECT status, count(*) FROM public."{table}" GROUP BY 1 ORDER BY 1').fetchall()) \
-                if "status" in columns else {}
+            statuses = (
+                dict(
+                    connection.execute(
+                        f'SELECT status, count(*) FROM public."{table}" GROUP BY 1 ORDER BY 1'
+                    ).fetchall()
+                )
+                if "status" in columns
+                else {}
+            )
             report.assets.append({"asset": table, "rows": rows, "statuses": statuses, **calls.get(table, {})})
         report.sources = connection.execute(
-            "SELECT source, rows_in, rows_normalized, rows_quarantined, rows_merged FROM public.source_summary ORDER BY 1").fetchall()
+            "SELECT source, rows_in, rows_normalized, rows_quarantined, rows_merged FROM "
+            "public.source_summary ORDER BY 1"
+        ).fetchall()
     return report
 
 
 def print_run(title: str, report: RunReport) -> None:
-    print(f"\n### {title}\n\n`madef run` exit {report.exit_code}, {report.wall_s:.0f} s wall, {report.requests} requests at the "
-          f"server, peak RSS {report.peak_rss_mb:.0f} MB\n")
+    print(
+        f"\n### {title}\n\n`madef run` exit {report.exit_code}, {report.wall_s:.0f} s wall, "
+        f"{report.requests} requests at the "
+        f"server, peak RSS {report.peak_rss_mb:.0f} MB\n"
+    )
     print("| asset | rows | statuses | backend calls | ledger hits |\n|---|---|---|---|---|")
     for row in report.assets:
         statuses = ", ".join(f"{k} {v}" for k, v in row["statuses"].items())
-        print(f"| {row['asset']} | {row['rows']} | {statuses} | {row.get('backend_calls', '')} | {row.get('ledger_hits', '')} |")
+        print(
+            f"| {row['asset']} | {row['rows']} | {statuses} | {row.get('backend_calls', '')} | "
+            f"{row.get('ledger_hits', '')} |"
+        )
     print("\n| source | rows in | normalized | quarantined | merged |\n|---|---|---|---|---|")
     for row in report.sources:
         print("| " + " | ".join(map(str, row)) + " |")
@@ -152,21 +205,30 @@ def rehearse(size: str, root: Path, resume: bool = True) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     port = FULL_PORT if size == "full" else 0
-    with OpenAICompatibleServer(faults=FAULTS, answer=answer, port=port, timeout_sleep_s=2.5, retry_after_s=0.05) as server:
+    with OpenAICompatibleServer(
+        faults=FAULTS, answer=answer, port=port, timeout_sleep_s=2.5, retry_after_s=0.05
+    ) as server:
         profile = FULL_PROFILE if size == "full" else small_profile(server.base_url, root / "rehearsal_small.yaml")
         first = describe(run_graph(profile, root / "state", server), root / "state", profile)
         print_run("first run", first)
         print(f"\nprovider behaviour drawn per distinct prompt: {dict(server.by_fault)}")
         second = run_graph(profile, root / "state", server)
-        print(f"\n### second run\n\nexit {second.exit_code}, {second.wall_s:.0f} s, {second.requests} requests at the server")
+        print(
+            f"\n### second run\n\nexit {second.exit_code}, {second.wall_s:.0f} s, {second.requests} "
+            "requests at the server"
+        )
         numbers = {"first": first, "second": second, "faults": dict(server.by_fault)}
         if resume:
             state = root / "resumed"
             killed = run_graph(profile, state, server, kill_after_answers=max(1, first.requests // 2))
             resumed = run_graph(profile, state, server)
-            print(f"\n### killed and resumed\n\nSIGKILL after {killed.requests} requests (exit {killed.exit_code}); the resumed run sent "
-                  f"{resumed.requests} and exited {resumed.exit_code}; together {killed.requests + resumed.requests} against "
-                  f"{first.requests} for one uninterrupted run")
+            print(
+                f"\n### killed and resumed\n\nSIGKILL after {killed.requests} requests (exit "
+                f"{killed.exit_code}); the resumed run sent "
+                f"{resumed.requests} and exited {resumed.exit_code}; together "
+                f"{killed.requests + resumed.requests} against "
+                f"{first.requests} for one uninterrupted run"
+            )
             numbers.update(killed=killed, resumed=resumed)
     return numbers
 

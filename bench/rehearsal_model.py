@@ -32,12 +32,16 @@ def _prefix(text: str) -> str:
 
 
 def _prefixes(names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(_prefix(p.read_text(encoding="utf-8")) for name in names for p in sorted(TEMPLATE_DIR.glob(f"{name}_*.txt")))
+    return tuple(
+        _prefix(p.read_text(encoding="utf-8")) for name in names for p in sorted(TEMPLATE_DIR.glob(f"{name}_*.txt"))
+    )
 
 
 def _fewshot_prefixes() -> tuple[str, ...]:
     own = json.loads((TEMPLATE_DIR / "keyword_fewshot_new_categories.json").read_text(encoding="utf-8"))
-    safety_prompts = json.loads((PROJECT_ROOT / "data" / "safety_prompts" / "augmentation_prompts.json").read_text(encoding="utf-8"))
+    safety_prompts = json.loads(
+        (PROJECT_ROOT / "data" / "safety_prompts" / "augmentation_prompts.json").read_text(encoding="utf-8")
+    )
     return tuple(_prefix(t) for t in [spec["template"] for spec in own.values()] + list(safety_prompts.values()))
 
 
@@ -117,11 +121,16 @@ def answer(prompt: str, request: dict) -> str:
     if prompt.startswith(RESPONDER):
         number = _hash(prompt) % 10000
         if prompt.startswith(RESPONDER_ZH):
-            return (f"该请求可能被用于伤害他人或违法活动（评估编号{number}），需要拒绝具体做法并给出安全建议。\n"
-                    f"回答：我不能提供这方面的具体方法（{number}）。如果你遇到相关困难，请向专业机构或相关部门求助。")
-        return (f"The request could be used to harm others or break the law (review {number}); give no method and point to safe help.\n"
-                f"Answer: I won't give instructions for this ({number}). If you are dealing with this situation, "
-                "please contact the relevant authorities or a professional.")
+            return (
+                f"该请求可能被用于伤害他人或违法活动（评估编号{number}），需要拒绝具体做法并给出安全建议。\n"
+                f"回答：我不能提供这方面的具体方法（{number}）。如果你遇到相关困难，请向专业机构或相关部门求助。"
+            )
+        return (
+            f"The request could be used to harm others or break the law (review {number}); give no "
+            "method and point to safe help.\n"
+            f"Answer: I won't give instructions for this ({number}). If you are dealing with this situation, "
+            "please contact the relevant authorities or a professional."
+        )
     if prompt.startswith(PAIR_JUDGE):
         return _scores(prompt, 2)
     if prompt.startswith(SINGLE_JUDGE):

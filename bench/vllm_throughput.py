@@ -34,7 +34,9 @@ def measure(backend, prompts: list[str], params: GenerationParams) -> tuple[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--prompts", type=int, default=500, help="at most 500, the bundled prompts; more would repeat some")
+    parser.add_argument(
+        "--prompts", type=int, default=500, help="at most 500, the bundled prompts; more would repeat some"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default="transformers,vllm", help="the first is the baseline")

@@ -92,11 +92,14 @@ def run(args: argparse.Namespace) -> int:
         tags = {PROCESS_TAG: process_tag()}
         for job, partition in runs:
             result = defs.resolve_job_def(job).execute_in_process(
-                instance=instance, run_config=quiet, partition_key=partition, raise_on_error=False, tags=tags)
+                instance=instance, run_config=quiet, partition_key=partition, raise_on_error=False, tags=tags
+            )
             ENGINES.release()  # a run's models end with it (the next run may evaluate other weights)
             kind = "rate" if job == TRAIN_JOB else "candidate"
-            print(f"run {result.run_id} ({job}{f', {kind} {partition}' if partition else ''}): "
-                  f"{'succeeded' if result.success else 'FAILED'}")
+            print(
+                f"run {result.run_id} ({job}{f', {kind} {partition}' if partition else ''}): "
+                f"{'succeeded' if result.success else 'FAILED'}"
+            )
             if not result.success:
                 return _report_failure(result)
     print(f"\nprofile: {settings.profile} ({settings.profile_path})")
@@ -109,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
     terms = (read_manifest(settings.method.sft_export_dir) or {}).get("license")
     if terms:
         print(f"SFT dataset license (combined terms of its rows): {terms['terms']} ({terms['reason']})")
-    print(f"Intent distribution charts: {settings.state_dir / 'reports'} "
-          "(intent_distribution.png, intent_labels_<source>.png)")
+    print(
+        f"Intent distribution charts: {settings.state_dir / 'reports'} "
+        "(intent_distribution.png, intent_labels_<source>.png)"
+    )
     if settings.evaluation.candidates:
         print(f"Evaluation report: {settings.evaluation.report_dir / 'eval_report.md'}")
         print(f"Human review queue: `madef review` (decisions in {settings.evaluation.review_dir / 'decisions.jsonl'})")
@@ -137,10 +142,22 @@ def review(args: argparse.Namespace) -> int:
     from madef_assets.settings import current_settings
 
     review_dir = current_settings().evaluation.review_dir
-    serve_review(["--queue", str(review_dir / "queue"), "--decisions", str(review_dir / "decisions.jsonl"),
-                  "--taxonomy-queue", str(review_dir / "taxonomy_queue.jsonl"),
-                  "--taxonomy-decisions", str(review_dir / "taxonomy_decisions.jsonl"),
-                  "--host", args.host, "--port", str(args.port)])
+    serve_review(
+        [
+            "--queue",
+            str(review_dir / "queue"),
+            "--decisions",
+            str(review_dir / "decisions.jsonl"),
+            "--taxonomy-queue",
+            str(review_dir / "taxonomy_queue.jsonl"),
+            "--taxonomy-decisions",
+            str(review_dir / "taxonomy_decisions.jsonl"),
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+        ]
+    )
     return 0
 
 
@@ -168,13 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     ui_parser = commands.add_parser("ui", help="start the Dagster web UI (dagster dev) on the project's instance")
     ui_parser.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed on to dagster dev, e.g. -p 3001")
     ui_parser.set_defaults(handler=ui)
-    review_parser = commands.add_parser("review", help="serve the human-review page for uncertain judgements "
-                                                       "and unmapped intent labels (/taxonomy)")
+    review_parser = commands.add_parser(
+        "review", help="serve the human-review page for uncertain judgements and unmapped intent labels (/taxonomy)"
+    )
     review_parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     review_parser.add_argument("--port", type=int, default=8765)
     review_parser.set_defaults(handler=review)
-    export_parser = commands.add_parser("export", help="copy the published SFT set (card, licenses, Parquet, JSON, "
-                                                       "dataset_info) to a folder, for sharing")
+    export_parser = commands.add_parser(
+        "export",
+        help="copy the published SFT set (card, licenses, Parquet, JSON, dataset_info) to a folder, for sharing",
+    )
     export_parser.add_argument("--to", required=True, help="destination folder (new or empty)")
     export_parser.add_argument("--profile", help="demo, production or a YAML path (default: $MADEF_PROFILE or demo)")
     export_parser.set_defaults(handler=export)

@@ -2,9 +2,22 @@
 
 import warnings
 
-from dagster import AssetSelection, BetaWarning, Definitions, ExecutorDefinition, define_asset_job, in_process_executor, multiprocess_executor
+from dagster import (
+    AssetSelection,
+    BetaWarning,
+    Definitions,
+    ExecutorDefinition,
+    define_asset_job,
+    in_process_executor,
+    multiprocess_executor,
+)
 
-from madef_assets.defs.automation import build_automation_sensor, build_schedules, build_source_sensor, with_eager_automation
+from madef_assets.defs.automation import (
+    build_automation_sensor,
+    build_schedules,
+    build_source_sensor,
+    with_eager_automation,
+)
 from madef_assets.defs.diversity.assets import build_diversity_assets
 from madef_assets.defs.engine_release import with_engine_release
 from madef_assets.defs.evaluation.assets import build_evaluation_assets
@@ -47,7 +60,9 @@ def build_executor(name: str) -> ExecutorDefinition:
 
         return celery_executor
     except ImportError as exc:
-        raise ConfigError(f"execution.executor {name!r} needs the deploy extra: pip install 'madef[deploy]' ({exc})") from exc
+        raise ConfigError(
+            f"execution.executor {name!r} needs the deploy extra: pip install 'madef[deploy]' ({exc})"
+        ) from exc
 
 
 def build_definitions(settings: Settings) -> Definitions:
@@ -68,29 +83,52 @@ def build_definitions(settings: Settings) -> Definitions:
     # Several training.learning_rates: finetuned_checkpoint is partitioned by rate and trains in runs of its own.
     by_rate = AssetSelection.assets(*(a for a in training_assets if a.partitions_def is not None))
     comparison = AssetSelection.assets("learning_rate_comparison")
-    rate_jobs = [
-        define_asset_job(TRAIN_JOB, selection=by_rate, description="Train one learning rate (a partition)."),
-        define_asset_job(COMPARE_RATES_JOB, selection=comparison,
-                         description="Overlay the loss curves of every trained learning rate."),
-    ] if settings.training.partitioned else []
+    rate_jobs = (
+        [
+            define_asset_job(TRAIN_JOB, selection=by_rate, description="Train one learning rate (a partition)."),
+            define_asset_job(
+                COMPARE_RATES_JOB,
+                selection=comparison,
+                description="Overlay the loss curves of every trained learning rate.",
+            ),
+        ]
+        if settings.training.partitioned
+        else []
+    )
     per_rate = by_rate | comparison if rate_jobs else AssetSelection.assets()
-    evaluate_job = define_asset_job(EVALUATE_JOB, selection=per_candidate,
-                                    description="Evaluate one candidate (a partition): every per-candidate evaluation asset.")
+    evaluate_job = define_asset_job(
+        EVALUATE_JOB,
+        selection=per_candidate,
+        description="Evaluate one candidate (a partition): every per-candidate evaluation asset.",
+    )
     # Not the sources: the source sensor re-materializes a source when its files change (by content), and a
     # weekly re-ingest of unchanged files would give every evaluation input a new version and re-evaluate.
     rebuild = AssetSelection.assets("sft_dataset_folder").upstream().materializable() - AssetSelection.groups("sources")
-    rebuild_sft_job = define_asset_job(REBUILD_SFT_JOB, selection=rebuild.required_multi_asset_neighbors(),
-                                       description="Rebuild the SFT set from the source tables and publish its folder.")
+    rebuild_sft_job = define_asset_job(
+        REBUILD_SFT_JOB,
+        selection=rebuild.required_multi_asset_neighbors(),
+        description="Rebuild the SFT set from the source tables and publish its folder.",
+    )
     return Definitions(
-        assets=[*raw_sources, *with_engine_release(with_eager_automation([*source_assets, *method_assets, *evaluation_assets]),
-                                                   settings.gpu.release)],
+        assets=[
+            *raw_sources,
+            *with_engine_release(
+                with_eager_automation([*source_assets, *method_assets, *evaluation_assets]), settings.gpu.release
+            ),
+        ],
         resources=build_resources(settings),
         jobs=[
-            define_asset_job(MAIN_JOB, selection=AssetSelection.all() - per_candidate - report - per_rate,
-                             description="Materialize every asset that is not per candidate: data, training, shared evaluation inputs."),
+            define_asset_job(
+                MAIN_JOB,
+                selection=AssetSelection.all() - per_candidate - report - per_rate,
+                description="Materialize every asset that is not per candidate: data, training, shared "
+                "evaluation inputs.",
+            ),
             *rate_jobs,
             evaluate_job,
-            define_asset_job(REPORT_JOB, selection=report, description="The evaluation report over every evaluated candidate."),
+            define_asset_job(
+                REPORT_JOB, selection=report, description="The evaluation report over every evaluated candidate."
+            ),
             define_asset_job(
                 OBSERVE_JOB,
                 selection=AssetSelection.keys(*(s.key for s in raw_sources)),

@@ -13,8 +13,13 @@ import psutil
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 PROCESS_TAG = "madef/process"
-UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-              DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+UNFINISHED = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
 
 
 def process_tag(pid: int | None = None) -> str:

@@ -16,9 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from madef_assets.llm.types import GenerationParams
 from madef_assets.settings import PANEL_ROLES
 
-TOP_LEVEL = ("profile", "state_dir", "duckdb_path", "models_dir", "ingest", "sources", "method", "training", "execution",
-             "automation", "evaluation", "models", "gpu", "taxonomy",
-             "qualification")
+TOP_LEVEL = (
+    "profile",
+    "state_dir",
+    "duckdb_path",
+    "models_dir",
+    "ingest",
+    "sources",
+    "method",
+    "training",
+    "execution",
+    "automation",
+    "evaluation",
+    "models",
+    "gpu",
+    "taxonomy",
+    "qualification",
+)
 
 
 class Strict(BaseModel):
@@ -33,7 +47,9 @@ class Params(Strict):
     stop: list[str] | None = None
 
 
-assert set(Params.model_fields) == set(GenerationParams.__dataclass_fields__), "Params must list GenerationParams' fields"
+assert set(Params.model_fields) == set(GenerationParams.__dataclass_fields__), (
+    "Params must list GenerationParams' fields"
+)
 
 
 def _constructor_fields(cls: type, skip: set[str]) -> dict[str, Any]:
@@ -53,19 +69,29 @@ def _role_models() -> dict[str, type[BaseModel]]:
 
     common = {"model": (str, ...), "params": (Params, Params())}
     return {
-        name: create_model(f"{name.capitalize()}Role", __base__=Strict, backend=(Literal[name], ...), **common,
-                           **_constructor_fields(cls, skip))
-        for name, cls, skip in (("openai", OpenAIBackend, {"self", "model"}),
-                                ("transformers", TransformersBackend, {"self", "model_path", "model_spec"}),
-                                ("vllm", VLLMBackend, {"self", "model_path", "model_spec"}))
+        name: create_model(
+            f"{name.capitalize()}Role",
+            __base__=Strict,
+            backend=(Literal[name], ...),
+            **common,
+            **_constructor_fields(cls, skip),
+        )
+        for name, cls, skip in (
+            ("openai", OpenAIBackend, {"self", "model"}),
+            ("transformers", TransformersBackend, {"self", "model_path", "model_spec"}),
+            ("vllm", VLLMBackend, {"self", "model_path", "model_spec"}),
+        )
     }
 
 
 def _candidate_models(roles: dict[str, type[BaseModel]]) -> dict[str, type[BaseModel]]:
     extra = {"checkpoint": (str | None, None), "model": (str | None, None)}
-    models = {name: create_model(f"{name.capitalize()}Candidate", __base__=role, **extra) for name, role in roles.items()}
-    models["openai"] = create_model("OpenaiCandidate", __base__=models["openai"],
-                                    raw_api=(Literal["completions", "chat", "none"] | None, None))
+    models = {
+        name: create_model(f"{name.capitalize()}Candidate", __base__=role, **extra) for name, role in roles.items()
+    }
+    models["openai"] = create_model(
+        "OpenaiCandidate", __base__=models["openai"], raw_api=(Literal["completions", "chat", "none"] | None, None)
+    )
     return models
 
 
@@ -79,7 +105,9 @@ def _format(error: dict, models: dict[str, type[BaseModel]] | None, where: str) 
     return f"{key}: {error['msg']}"
 
 
-def _check(model: type[BaseModel] | Any, value: Any, where: str, models: dict[str, type[BaseModel]] | None = None) -> list[str]:
+def _check(
+    model: type[BaseModel] | Any, value: Any, where: str, models: dict[str, type[BaseModel]] | None = None
+) -> list[str]:
     try:
         (model.model_validate if isinstance(model, type) else model.validate_python)(value)
     except ValidationError as exc:
@@ -106,7 +134,9 @@ def profile_problems(raw: dict[str, Any]) -> list[str]:
                 continue
             problems += _check(role_union, member, where, roles)
     candidates = _candidate_models(roles)
-    candidate_union = TypeAdapter(typing.Annotated[typing.Union[tuple(candidates.values())], Field(discriminator="backend")])
+    candidate_union = TypeAdapter(
+        typing.Annotated[typing.Union[tuple(candidates.values())], Field(discriminator="backend")]
+    )
     for name, spec in ((raw.get("evaluation") or {}).get("candidates") or {}).items():
         where = f"evaluation.candidates.{name}"
         if isinstance(spec, dict):

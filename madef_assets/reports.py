@@ -8,8 +8,9 @@ from pathlib import Path
 import polars as pl
 
 
-def stacked_bar_png(frame: pl.DataFrame, index: str, stack: str, value: str, title: str, path: Path,
-                    stack_order: tuple[str, ...] = ()) -> Path:
+def stacked_bar_png(
+    frame: pl.DataFrame, index: str, stack: str, value: str, title: str, path: Path, stack_order: tuple[str, ...] = ()
+) -> Path:
     """A horizontal stacked bar chart (one bar per `index`, one colour per `stack`, stacks in
     `stack_order` first) saved as PNG."""
     import matplotlib
@@ -41,8 +42,9 @@ def stacked_bar_png(frame: pl.DataFrame, index: str, stack: str, value: str, tit
 CJK_FONTS = ["Noto Sans CJK SC", "WenQuanYi Micro Hei", "Source Han Sans SC", "SimHei", "DejaVu Sans"]
 
 
-def bar_png(frame: pl.DataFrame, label: str, value: str, colour: str, title: str, path: Path,
-            colour_order: tuple[str, ...] = ()) -> Path:
+def bar_png(
+    frame: pl.DataFrame, label: str, value: str, colour: str, title: str, path: Path, colour_order: tuple[str, ...] = ()
+) -> Path:
     """A horizontal bar chart, one bar per row in frame order (the first on top), coloured by `colour` (e.g. the
     category a raw label maps to; null: grey), saved as PNG."""
     import matplotlib
@@ -65,8 +67,13 @@ def bar_png(frame: pl.DataFrame, label: str, value: str, colour: str, title: str
         axis.set_title(title)
         axis.set_xlabel(value)
         handles = [plt.Rectangle((0, 0), 1, 1, color=colours[g]) for g in groups]
-        axis.legend(handles + [plt.Rectangle((0, 0), 1, 1, color="lightgrey")], groups + ["unmapped"],
-                    loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        axis.legend(
+            handles + [plt.Rectangle((0, 0), 1, 1, color="lightgrey")],
+            groups + ["unmapped"],
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            fontsize=8,
+        )
         figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=100)
@@ -130,8 +137,15 @@ def markdown_table(frame: pl.DataFrame) -> str:
     return header + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows())
 
 
-def heatmap_png(matrix: list[list[int]], rows: list[str], columns: list[str], title: str, path: Path,
-                row_title: str = "", column_title: str = "") -> Path:
+def heatmap_png(
+    matrix: list[list[int]],
+    rows: list[str],
+    columns: list[str],
+    title: str,
+    path: Path,
+    row_title: str = "",
+    column_title: str = "",
+) -> Path:
     """A matrix of counts as a heat map with every cell's count written in it (e.g. a confusion matrix:
     rows gold, columns predicted), saved as PNG."""
     import matplotlib
@@ -144,8 +158,15 @@ def heatmap_png(matrix: list[list[int]], rows: list[str], columns: list[str], ti
     largest = max((max(row) for row in matrix if row), default=0)
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                      color="white" if largest and count > largest / 2 else "black")
+            axis.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if largest and count > largest / 2 else "black",
+            )
     axis.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=8)
     axis.set_yticks(range(len(rows)), rows, fontsize=8)
     axis.set_xlabel(column_title)

@@ -20,8 +20,9 @@ def llm_resource(settings: Settings, role: str) -> LLMResource:
         model=config.model,
         params_json=json.dumps(config.params),
         options_json=json.dumps(config.options),
-        panel_json=json.dumps([{"backend": m.backend, "model": m.model, "params": m.params, "options": m.options}
-                               for m in config.panel]),
+        panel_json=json.dumps(
+            [{"backend": m.backend, "model": m.model, "params": m.params, "options": m.options} for m in config.panel]
+        ),
         duckdb_path=str(settings.duckdb_path),
         models_dir=str(settings.models_dir),
     )

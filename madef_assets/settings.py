@@ -270,8 +270,10 @@ LICENSE_ID = re.compile(r"CC-BY(-NC)?(-SA)?-\d\.\d|Apache-2\.0|MIT|BSD-[23]-Clau
 
 def parse_license(value: Any, where: str) -> str:
     if not isinstance(value, str) or not LICENSE_ID.fullmatch(value):
-        raise ConfigError(f"{where}: {value!r} is not a license id madef knows: CC-BY[-NC][-SA]-<version> "
-                          "(e.g. CC-BY-NC-SA-4.0), Apache-2.0, MIT, BSD-2-Clause, BSD-3-Clause or unknown")
+        raise ConfigError(
+            f"{where}: {value!r} is not a license id madef knows: CC-BY[-NC][-SA]-<version> "
+            "(e.g. CC-BY-NC-SA-4.0), Apache-2.0, MIT, BSD-2-Clause, BSD-3-Clause or unknown"
+        )
     return value
 
 
@@ -301,9 +303,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
     base = PROJECT_ROOT
     where = str(path)
     state_dir = _resolve(env.get("MADEF_STATE_DIR") or raw.get("state_dir", "state"), base)
-    duckdb_path = _resolve(
-        env.get("MADEF_DUCKDB_PATH") or raw.get("duckdb_path") or state_dir / "madef.duckdb", base
-    )
+    duckdb_path = _resolve(env.get("MADEF_DUCKDB_PATH") or raw.get("duckdb_path") or state_dir / "madef.duckdb", base)
     models_dir = _resolve(env.get("MADEF_MODELS_DIR") or raw.get("models_dir") or state_dir / "models", base)
     ingest = raw.get("ingest", {})
     sources = {}
@@ -343,8 +343,10 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         spec = _require(models, role, f"{where}: models")
         if isinstance(spec, list):
             if role not in PANEL_ROLES or not spec:
-                raise ConfigError(f"models.{role}: only {', '.join(PANEL_ROLES)} may list several models (a panel), "
-                                  "and a panel names at least one")
+                raise ConfigError(
+                    f"models.{role}: only {', '.join(PANEL_ROLES)} may list several models (a panel), "
+                    "and a panel names at least one"
+                )
             members = [parse_role(role, member, f"models.{role}[{index}]") for index, member in enumerate(spec)]
             roles[role] = replace(members[0], panel=tuple(members[1:]))
         else:
@@ -363,8 +365,13 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         roles=roles,
         method=method,
         training=training,
-        evaluation=parse_evaluation(raw.get("evaluation") or {}, set(sources), state_dir, base,
-                                    training.rate_labels if training.partitioned else ()),
+        evaluation=parse_evaluation(
+            raw.get("evaluation") or {},
+            set(sources),
+            state_dir,
+            base,
+            training.rate_labels if training.partitioned else (),
+        ),
         automation=parse_automation(raw.get("automation") or {}),
         executor=parse_executor(raw.get("execution") or {}),
         gpu=parse_gpu(raw.get("gpu") or {}),
@@ -376,8 +383,10 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
 
 def parse_method(raw: dict[str, Any], source_names: set[str], state_dir: Path, base: Path) -> MethodConfig:
     if "augment_per_route" in raw:
-        raise ConfigError("method.augment_per_route: replaced by augment_routes and augment_max_per_category "
-                          "(generation fills each category's deficit to quota_per_category)")
+        raise ConfigError(
+            "method.augment_per_route: replaced by augment_routes and augment_max_per_category "
+            "(generation fills each category's deficit to quota_per_category)"
+        )
     known = MethodConfig.__dataclass_fields__
     unknown = set(raw) - set(known)
     if unknown:
@@ -410,13 +419,15 @@ def check_volume(method: MethodConfig) -> None:
     general sample."""
     unknown = set(method.augment_routes) - set(AUGMENT_ROUTES)
     if unknown or not method.augment_routes:
-        raise ConfigError(f"method.augment_routes: one or more of {list(AUGMENT_ROUTES)}, "
-                          f"got {list(method.augment_routes)}")
+        raise ConfigError(
+            f"method.augment_routes: one or more of {list(AUGMENT_ROUTES)}, got {list(method.augment_routes)}"
+        )
     if method.general_zh_share is not None and not 0 <= method.general_zh_share <= 1:
         raise ConfigError(f"method.general_zh_share must be between 0 and 1 or null, got {method.general_zh_share}")
     if method.sft_total is not None and method.sft_total < method.general_sample_size:
-        raise ConfigError(f"method.sft_total ({method.sft_total}) must hold general_sample_size "
-                          f"({method.general_sample_size})")
+        raise ConfigError(
+            f"method.sft_total ({method.sft_total}) must hold general_sample_size ({method.general_sample_size})"
+        )
 
 
 def parse_training(raw: dict[str, Any], state_dir: Path, base: Path, env: dict[str, str]) -> TrainingConfig:
@@ -441,8 +452,11 @@ def parse_learning_rates(rates: Any, args: dict[str, Any]) -> tuple[float, ...]:
         return (float(args.get("learning_rate", PAPER_DEFAULTS["learning_rate"])),)
     if "learning_rate" in args:
         raise ConfigError("training: give learning_rates or args.learning_rate, not both")
-    if not isinstance(rates, list) or not rates or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0
-                                                       for r in rates):
+    if (
+        not isinstance(rates, list)
+        or not rates
+        or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in rates)
+    ):
         raise ConfigError(f"training.learning_rates: a non-empty list of positive numbers, got {rates!r}")
     labels = [rate_label(float(r)) for r in rates]
     if len(set(labels)) != len(labels):
@@ -458,7 +472,9 @@ def parse_gpu(raw: dict[str, Any]) -> GpuConfig:
     if config.release not in GPU_RELEASE_POLICIES:
         raise ConfigError(f"gpu.release must be one of {GPU_RELEASE_POLICIES}, got {config.release!r}")
     if not 0 <= config.training_min_free_fraction <= 1:
-        raise ConfigError(f"gpu.training_min_free_fraction must be between 0 and 1, got {config.training_min_free_fraction}")
+        raise ConfigError(
+            f"gpu.training_min_free_fraction must be between 0 and 1, got {config.training_min_free_fraction}"
+        )
     return config
 
 
@@ -481,19 +497,26 @@ def parse_qualification(raw: dict[str, Any], base: Path, sources: set[str]) -> Q
     if labeler_sources is None:
         labeler_sources = [name for name in DEFAULT_LABELER_SOURCES if name in sources]
     elif set(labeler_sources) - sources:
-        raise ConfigError(f"qualification.labeler_sources: {sorted(set(labeler_sources) - sources)} "
-                          "are not configured sources")
-    config = QualificationConfig(**{**raw, "gold_dir": _resolve(raw.get("gold_dir") or "data/xstest", base),
-                                    "pku_gold_file": _resolve(raw.get("pku_gold_file") or DEFAULT_PKU_GOLD, base),
-                                    "labeler_sources": tuple(labeler_sources)})
+        raise ConfigError(
+            f"qualification.labeler_sources: {sorted(set(labeler_sources) - sources)} are not configured sources"
+        )
+    config = QualificationConfig(
+        **{
+            **raw,
+            "gold_dir": _resolve(raw.get("gold_dir") or "data/xstest", base),
+            "pku_gold_file": _resolve(raw.get("pku_gold_file") or DEFAULT_PKU_GOLD, base),
+            "labeler_sources": tuple(labeler_sources),
+        }
+    )
     pairs = config.pku_pairs
     if pairs is not None and (isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1):
         raise ConfigError(f"qualification.pku_pairs must be a positive integer or null (all pairs), got {pairs!r}")
     if config.gate not in QUALIFICATION_GATES:
         raise ConfigError(f"qualification.gate must be one of {QUALIFICATION_GATES}, got {config.gate!r}")
     if config.gate == "warn" and not config.gate_reason.strip():
-        raise ConfigError("qualification.gate: warn needs a gate_reason saying why an unqualified judge or labeler "
-                          "may be used")
+        raise ConfigError(
+            "qualification.gate: warn needs a gate_reason saying why an unqualified judge or labeler may be used"
+        )
     return config
 
 
@@ -539,8 +562,9 @@ EVALUATION_SECTIONS = {
 }
 
 
-def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Path, base: Path,
-                     rate_labels: tuple[str, ...] = ()) -> EvaluationConfig:
+def parse_evaluation(
+    raw: dict[str, Any], source_names: set[str], state_dir: Path, base: Path, rate_labels: tuple[str, ...] = ()
+) -> EvaluationConfig:
     """The evaluation section; `rate_labels` (several learning rates) expands each finetuned_checkpoint
     candidate into one per rate."""
     unknown = set(raw) - {"candidates", "params", "seed", "review_dir", "report_dir", *EVALUATION_SECTIONS}
@@ -556,11 +580,16 @@ def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Pat
             raise ConfigError(f"{where}.checkpoint: one of {CHECKPOINT_ASSETS}, got {checkpoint!r}")
         if checkpoint is None and "model" not in spec:
             raise ConfigError(f"{where}: needs either checkpoint or backend + model")
-        candidates += expand_candidate(CandidateConfig(
-            name=str(name), checkpoint=checkpoint, backend=spec.get("backend", "transformers"),
-            model=None if spec.get("model") is None else str(spec["model"]),
-            options={k: v for k, v in spec.items() if k not in ("checkpoint", "backend", "model")},
-        ), rate_labels)
+        candidates += expand_candidate(
+            CandidateConfig(
+                name=str(name),
+                checkpoint=checkpoint,
+                backend=spec.get("backend", "transformers"),
+                model=None if spec.get("model") is None else str(spec["model"]),
+                options={k: v for k, v in spec.items() if k not in ("checkpoint", "backend", "model")},
+            ),
+            rate_labels,
+        )
     sections = {}
     for section, keys in EVALUATION_SECTIONS.items():
         values = dict(raw.get(section) or {})
@@ -576,11 +605,13 @@ def parse_evaluation(raw: dict[str, Any], source_names: set[str], state_dir: Pat
         bench["sources"] = [bench["sources"]] if isinstance(bench["sources"], str) else list(bench["sources"] or [])
         if not bench["sources"]:
             raise ConfigError("evaluation.safetybench.sources: name at least one source (one per language)")
-    for key, names in (("new_safety.sources", sections["new_safety"].get("sources", [])),
-                       ("safetybench.sources", bench.get("sources", [])),
-                       ("responsibility.prompts_source", [sections["responsibility"].get("prompts_source")]),
-                       ("responsibility.mcq_source", [sections["responsibility"].get("mcq_source")]),
-                       ("over_refusal.source", [sections["over_refusal"].get("source")])):
+    for key, names in (
+        ("new_safety.sources", sections["new_safety"].get("sources", [])),
+        ("safetybench.sources", bench.get("sources", [])),
+        ("responsibility.prompts_source", [sections["responsibility"].get("prompts_source")]),
+        ("responsibility.mcq_source", [sections["responsibility"].get("mcq_source")]),
+        ("over_refusal.source", [sections["over_refusal"].get("source")]),
+    ):
         missing = {n for n in names if n is not None} - source_names
         if missing:
             raise ConfigError(f"evaluation.{key}: {sorted(missing)} are not configured under sources")
@@ -607,8 +638,9 @@ def check_llamafactory_eval(section: dict[str, Any], candidate_names: list[str])
     `batch_size`."""
     unknown = set(section.get("templates") or {}) - set(candidate_names)
     if unknown:
-        raise ConfigError(f"evaluation.llamafactory_eval.templates: {sorted(unknown)} are not candidates "
-                          f"({candidate_names})")
+        raise ConfigError(
+            f"evaluation.llamafactory_eval.templates: {sorted(unknown)} are not candidates ({candidate_names})"
+        )
     batch_size = section.get("batch_size", 4)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"evaluation.llamafactory_eval.batch_size: a positive integer, got {batch_size!r}")
@@ -621,9 +653,11 @@ def expand_candidate(candidate: CandidateConfig, rate_labels: tuple[str, ...]) -
     if candidate.checkpoint != "finetuned_checkpoint" or not rate_labels:
         return [candidate]
     if candidate.backend == "openai":
-        raise ConfigError(f"evaluation.candidates.{candidate.name}: a served finetuned_checkpoint candidate needs a "
-                          "single training rate (one endpoint serves one checkpoint); evaluate the rates with a local "
-                          "candidate ({checkpoint: finetuned_checkpoint}) or train one rate")
+        raise ConfigError(
+            f"evaluation.candidates.{candidate.name}: a served finetuned_checkpoint candidate needs a "
+            "single training rate (one endpoint serves one checkpoint); evaluate the rates with a local "
+            "candidate ({checkpoint: finetuned_checkpoint}) or train one rate"
+        )
     return [replace(candidate, name=f"{candidate.name}_{label}", rate=label) for label in rate_labels]
 
 

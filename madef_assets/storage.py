@@ -60,8 +60,12 @@ class PolarsTableHandler(DuckDBPolarsTypeHandler):
 def add_new_columns(connection, schema: str, table: str, frame) -> list[str]:
     """Columns of `frame` (an Arrow table) that the partitioned table lacks, added to it: the partitions
     written before a release that added a column keep NULL there instead of failing the write."""
-    existing = {name for (name,) in connection.execute(
-        "select column_name from duckdb_columns() where schema_name = ? and table_name = ?", [schema, table]).fetchall()}
+    existing = {
+        name
+        for (name,) in connection.execute(
+            "select column_name from duckdb_columns() where schema_name = ? and table_name = ?", [schema, table]
+        ).fetchall()
+    }
     added = []
     for name, column_type, *_ in connection.execute("describe select * from frame").fetchall():
         if name not in existing:

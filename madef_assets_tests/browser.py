@@ -41,12 +41,23 @@ def headless_chromium(profile_dir: Path):
 
     for required in (CHROMIUM, CHROMEDRIVER):
         if not required.exists():
-            pytest.skip(f"{required} is missing (scripts/install_test_tools.sh: apt-get install chromium chromium-driver)")
+            pytest.skip(
+                f"{required} is missing (scripts/install_test_tools.sh: apt-get install chromium chromium-driver)"
+            )
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile_dir}", "--window-size=1600,1200"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile_dir}",
+        "--window-size=1600,1200",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 

@@ -42,8 +42,13 @@ def resources_from_env() -> dict:
     import json
 
     labeler = LLMResource(
-        role="labeler", backend="openai", model="test-model", params_json=json.dumps({"max_new_tokens": 8}),
-        options_json=json.dumps(options), duckdb_path=database, models_dir=os.path.dirname(database),
+        role="labeler",
+        backend="openai",
+        model="test-model",
+        params_json=json.dumps({"max_new_tokens": 8}),
+        options_json=json.dumps(options),
+        duckdb_path=database,
+        models_dir=os.path.dirname(database),
     )
     return {"io_manager": MadefDuckDBIOManager(database=database), "labeler": labeler}
 

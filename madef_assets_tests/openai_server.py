@@ -16,8 +16,8 @@ functions of the prompt. Faults are injected by markers in the prompt:
 
 `latency_s` delays every answer; `rate_429` makes that share of requests (seeded) answer 429. `faults`
 gives providers' behaviour to unmarked prompts, chosen per prompt by a hash so every run sees the same:
-{"moderated": 0.02, "filter": 0.005, "refuse": 0.03, "429": 0.05, "500": 0.02, "timeout": 0.005, "malformed": 0.01} — the
-transient ones on a prompt's first request only. `answer(prompt, request)` replaces the default answer text.
+{"moderated": 0.02, "filter": 0.005, "refuse": 0.03, "429": 0.05, "500": 0.02, "timeout": 0.005, "malformed": 0.01}
+— the transient ones on a prompt's first request only. `answer(prompt, request)` replaces the default answer text.
 """
 
 from __future__ import annotations
@@ -40,10 +40,12 @@ def fake_answer(prompt: str) -> str:
     return f"answer({len(prompt)}): {prompt[-40:]}"
 
 
-MODERATED = {"moderated": b'{"error": {"code": "data_inspection_failed", "param": null, "message": '
-                          b'"Input data may contain inappropriate content.", "type": "data_inspection_failed"}}',
-             "policy": b'{"error": {"code": "content_policy_violation", "param": null, "message": '
-                       b'"Your request was rejected as a result of our safety system.", "type": "invalid_request_error"}}'}
+MODERATED = {
+    "moderated": b'{"error": {"code": "data_inspection_failed", "param": null, "message": '
+    b'"Input data may contain inappropriate content.", "type": "data_inspection_failed"}}',
+    "policy": b'{"error": {"code": "content_policy_violation", "param": null, "message": '
+    b'"Your request was rejected as a result of our safety system.", "type": "invalid_request_error"}}',
+}
 TRANSIENT_FAULTS = ("429", "500", "timeout", "malformed")
 
 
@@ -86,8 +88,17 @@ class _Server(ThreadingHTTPServer):
 
 
 class OpenAICompatibleServer:
-    def __init__(self, latency_s: float = 0.0, timeout_sleep_s: float = 3.0, rate_429: float = 0.0, retry_after_s: float = 0.05,
-                 seed: int = 0, faults: dict[str, float] | None = None, answer=None, port: int = 0):
+    def __init__(
+        self,
+        latency_s: float = 0.0,
+        timeout_sleep_s: float = 3.0,
+        rate_429: float = 0.0,
+        retry_after_s: float = 0.05,
+        seed: int = 0,
+        faults: dict[str, float] | None = None,
+        answer=None,
+        port: int = 0,
+    ):
         self.faults = dict(faults or {})
         self.answer = answer
         self.by_fault: Counter = Counter()
@@ -126,7 +137,9 @@ class OpenAICompatibleServer:
 
             def do_GET(self):
                 if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, json.dumps({"object": "list", "data": [{"id": "test-model", "object": "model"}]}).encode())
+                    self._send(
+                        200, json.dumps({"object": "list", "data": [{"id": "test-model", "object": "model"}]}).encode()
+                    )
                 else:
                     self._send(404, b'{"error": {"message": "not found"}}')
 
@@ -171,7 +184,9 @@ class OpenAICompatibleServer:
             with self._lock:
                 self.in_flight -= 1
 
-    def _respond(self, prompt: str, request: dict, chat: bool, seen: int, random_429: bool) -> tuple[int, bytes, dict[str, str]]:
+    def _respond(
+        self, prompt: str, request: dict, chat: bool, seen: int, random_429: bool
+    ) -> tuple[int, bytes, dict[str, str]]:
         if self.latency_s:
             time.sleep(self.latency_s)
         error = b'{"error": {"message": "injected", "type": "server_error"}}'
@@ -225,22 +240,52 @@ class OpenAICompatibleServer:
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
             if request.get("logprobs"):
-                choice["logprobs"] = {"content": [{"token": "A", "logprob": -0.3, "bytes": None,
-                                                   "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in top.items()]}]}
-            return {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": request["model"],
-                    "choices": [choice], "usage": usage}
+                choice["logprobs"] = {
+                    "content": [
+                        {
+                            "token": "A",
+                            "logprob": -0.3,
+                            "bytes": None,
+                            "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in top.items()],
+                        }
+                    ]
+                }
+            return {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": 0,
+                "model": request["model"],
+                "choices": [choice],
+                "usage": usage,
+            }
         choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
         if request.get("logprobs") is not None:
             if request.get("echo"):
                 words = fake_tokens(prompt)
                 logprobs = [None] + fake_token_logprobs(prompt)[1:] + [-1.0]
                 choice["text"] = prompt + " x"
-                choice["logprobs"] = {"tokens": words + ["x"], "token_logprobs": logprobs, "top_logprobs": None, "text_offset": None}
+                choice["logprobs"] = {
+                    "tokens": words + ["x"],
+                    "token_logprobs": logprobs,
+                    "top_logprobs": None,
+                    "text_offset": None,
+                }
                 usage["prompt_tokens"] = len(words)
             else:
-                choice["logprobs"] = {"tokens": [" A"], "token_logprobs": [-0.3], "top_logprobs": [top], "text_offset": [0]}
-        return {"id": "cmpl-test", "object": "text_completion", "created": 0, "model": request["model"],
-                "choices": [choice], "usage": usage}
+                choice["logprobs"] = {
+                    "tokens": [" A"],
+                    "token_logprobs": [-0.3],
+                    "top_logprobs": [top],
+                    "text_offset": [0],
+                }
+        return {
+            "id": "cmpl-test",
+            "object": "text_completion",
+            "created": 0,
+            "model": request["model"],
+            "choices": [choice],
+            "usage": usage,
+        }
 
 
 def expected_perplexity(text: str) -> float:

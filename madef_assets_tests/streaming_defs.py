@@ -14,7 +14,10 @@ from madef_assets.storage import MadefDuckDBIOManager
 
 @asset
 def option_scores(context: AssetExecutionContext, scorer: LLMResource) -> pl.DataFrame:
-    prompts = [f"Question {i}: is {i} an even number?\n(A) yes\n(B) no\nAnswer: (" for i in range(int(os.environ["MADEF_TEST_PROMPTS"]))]
+    prompts = [
+        f"Question {i}: is {i} an even number?\n(A) yes\n(B) no\nAnswer: ("
+        for i in range(int(os.environ["MADEF_TEST_PROMPTS"]))
+    ]
     batch = scorer.option_logprobs(prompts, ["A", "B"], template_version="streaming-test-v1", log=context.log)
     context.add_output_metadata(batch.metadata())
     return pl.DataFrame({"prompt": prompts, "status": [r.status for r in batch.results]})
@@ -22,8 +25,14 @@ def option_scores(context: AssetExecutionContext, scorer: LLMResource) -> pl.Dat
 
 def resources_from_env() -> dict:
     database = os.environ["MADEF_DUCKDB_PATH"]
-    scorer = LLMResource(role="scorer", backend="transformers", model="bundled:gemma3-270m", options_json=json.dumps({"batch_size": 4}),
-                         duckdb_path=database, models_dir=os.environ["MADEF_MODELS_DIR"])
+    scorer = LLMResource(
+        role="scorer",
+        backend="transformers",
+        model="bundled:gemma3-270m",
+        options_json=json.dumps({"batch_size": 4}),
+        duckdb_path=database,
+        models_dir=os.environ["MADEF_MODELS_DIR"],
+    )
     return {"io_manager": MadefDuckDBIOManager(database=database), "scorer": scorer}
 
 

@@ -19,9 +19,9 @@ from dagster import (
 )
 
 from madef_assets.compat import DATA_VERSION_TAG
+from madef_assets.definitions import MAIN_JOB, REBUILD_SFT_JOB, build_definitions
 from madef_assets.defs.automation import SOURCE_SENSOR
 from madef_assets.defs.selection.checks import CONTAMINATION_CHECK
-from madef_assets.definitions import MAIN_JOB, REBUILD_SFT_JOB, build_definitions
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
 from madef_assets_tests.sft_tables import GENERAL, gsm8k_question, sft_settings, write_upstream
 
@@ -55,7 +55,9 @@ def record_materializations(defs, instance, keys, versions=None) -> None:
         for partition in partitions.get_partition_keys() if partitions else [None]:
             instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=partition, tags=tags))
         if key == SFT_PAIR[0]:
-            instance.report_runless_asset_event(AssetCheckEvaluation(asset_key=key, check_name=CONTAMINATION_CHECK, passed=True))
+            instance.report_runless_asset_event(
+                AssetCheckEvaluation(asset_key=key, check_name=CONTAMINATION_CHECK, passed=True)
+            )
 
 
 def materialize_everything(defs, instance, versions=None) -> None:
@@ -83,7 +85,9 @@ class Automation:
             requested |= keys
             real = sorted(keys & set(run_for_real))
             if real:  # a run stopped by a blocking check still records what it materialized
-                self.defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=self.instance, asset_selection=real, raise_on_error=False)
+                self.defs.resolve_job_def(MAIN_JOB).execute_in_process(
+                    instance=self.instance, asset_selection=real, raise_on_error=False
+                )
             record_materializations(self.defs, self.instance, keys - set(real), versions)
         raise AssertionError(f"automation still requesting after {max_ticks} ticks: {sorted(requested)}")
 
@@ -107,21 +111,39 @@ def test_a_changed_source_file_re_materializes_exactly_what_depends_on_it(tmp_pa
         original_mtime = touched.stat().st_mtime
         touched.write_bytes(touched.read_bytes())
         assert touched.stat().st_mtime >= original_mtime
-        assert isinstance(sensor(build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor)), SkipReason), \
-            "a new mtime with the same bytes is not a change"
+        assert isinstance(
+            sensor(build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor)), SkipReason
+        ), "a new mtime with the same bytes is not a change"
         touched.write_text(touched.read_text(encoding="utf-8").replace("?", "？", 1), encoding="utf-8")
         second = sensor(build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor))
         assert [e.asset_key for e in second.asset_events] == [RAW_S_EVAL]
         for event in second.asset_events:
             instance.report_runless_asset_event(event)
-        requested = automation.requested_until_quiet(versions={key: "content-2" for key in SFT_PAIR})  # the SFT set changed
+        requested = automation.requested_until_quiet(
+            versions={key: "content-2" for key in SFT_PAIR}
+        )  # the SFT set changed
 
     graph = defs.resolve_asset_graph()
     downstream = AssetSelection.assets(RAW_S_EVAL).downstream().resolve(graph) - {RAW_S_EVAL}
     assert requested == downstream
-    for key in ("s_eval", "intent_labels", "attack_prompts", "sft_dataset", "finetuned_checkpoint", "new_safety_benchmark", "eval_report"):
+    for key in (
+        "s_eval",
+        "intent_labels",
+        "attack_prompts",
+        "sft_dataset",
+        "finetuned_checkpoint",
+        "new_safety_benchmark",
+        "eval_report",
+    ):
         assert AssetKey(key) in requested, key
-    for key in ("general_sft", "general_sft_sample", "xsafety", "safetybench", "base_model_checkpoint", "review_decisions"):
+    for key in (
+        "general_sft",
+        "general_sft_sample",
+        "xsafety",
+        "safetybench",
+        "base_model_checkpoint",
+        "review_decisions",
+    ):
         assert AssetKey(key) not in requested, key
 
 
@@ -138,7 +160,9 @@ def test_only_a_real_change_of_the_sft_set_retrains_and_re_evaluates(tmp_path):
     def weekly_rebuild(automation) -> set[AssetKey]:
         """The rebuild_sft_dataset job's run (its model steps recorded, the SFT pair for real), then automation."""
         record_materializations(defs, instance, rebuild_keys - set(SFT_PAIR))
-        assert defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance, asset_selection=list(SFT_PAIR)).success
+        assert (
+            defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance, asset_selection=list(SFT_PAIR)).success
+        )
         return automation.requested_until_quiet(run_for_real=SFT_PAIR)
 
     with DagsterInstance.ephemeral() as instance:
@@ -156,8 +180,19 @@ def test_only_a_real_change_of_the_sft_set_retrains_and_re_evaluates(tmp_path):
         record_materializations(defs, instance, [AssetKey("general_sft_sample")])
         assert automation.requested_until_quiet(run_for_real=SFT_PAIR) == {AssetKey("sft_dataset")}
 
-        write_upstream(settings, general=[*GENERAL[:-1], ("gen06", "general_sft", "en", "List two benefits of drinking water.",
-                                                          "Hydration, and better concentration.")])
+        write_upstream(
+            settings,
+            general=[
+                *GENERAL[:-1],
+                (
+                    "gen06",
+                    "general_sft",
+                    "en",
+                    "List two benefits of drinking water.",
+                    "Hydration, and better concentration.",
+                ),
+            ],
+        )
         changed = weekly_rebuild(automation)
         # a set blocked by its contamination gate: sft_dataset re-runs, and nothing downstream follows it
         write_upstream(settings, general=[*GENERAL, ("leak", "general_sft", "en", gsm8k_question(3), "An answer.")])
@@ -165,7 +200,13 @@ def test_only_a_real_change_of_the_sft_set_retrains_and_re_evaluates(tmp_path):
         assert automation.requested_until_quiet(run_for_real=SFT_PAIR) == {AssetKey("sft_dataset")}
         latest = instance.get_latest_materialization_event(AssetKey("sft_dataset")).asset_materialization
         assert latest.tags[DATA_VERSION_TAG].startswith("blocked-")
-    for key in ("finetuned_checkpoint", "candidate_model", "new_safety_benchmark", "new_safety_responses", "eval_report"):
+    for key in (
+        "finetuned_checkpoint",
+        "candidate_model",
+        "new_safety_benchmark",
+        "new_safety_responses",
+        "eval_report",
+    ):
         assert AssetKey(key) in changed, key
     assert not any(graph.get(k).group_name == "sources" for k in rebuild_keys), "the sources are the sensor's job"
 
@@ -178,21 +219,37 @@ def test_schedules_are_off_in_the_demo_and_request_every_candidate(tmp_path):
     assert evaluate.default_status == rebuild.default_status == DefaultScheduleStatus.STOPPED
     assert (evaluate.cron_schedule, rebuild.cron_schedule) == ("0 2 * * *", "0 3 * * 0")
     with DagsterInstance.ephemeral() as instance:
-        requests = evaluate.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=NIGHT, repository_def=defs.get_repository_def())).run_requests
+        requests = evaluate.evaluate_tick(
+            build_schedule_context(
+                instance=instance, scheduled_execution_time=NIGHT, repository_def=defs.get_repository_def()
+            )
+        ).run_requests
         assert sorted(r.partition_key for r in requests) == sorted(c.name for c in settings.evaluation.candidates)
         assert len(requests) == 3  # base and the demo's two learning rates' tuned candidates
-        assert len(rebuild.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=NIGHT, repository_def=defs.get_repository_def())).run_requests) == 1
+        assert (
+            len(
+                rebuild.evaluate_tick(
+                    build_schedule_context(
+                        instance=instance, scheduled_execution_time=NIGHT, repository_def=defs.get_repository_def()
+                    )
+                ).run_requests
+            )
+            == 1
+        )
     rebuild_keys = defs.resolve_job_def("rebuild_sft_dataset").asset_layer.selected_asset_keys
     assert AssetKey("sft_dataset") in rebuild_keys and AssetKey("finetuned_checkpoint") not in rebuild_keys
     production = build_definitions(load_settings("production", env={"MADEF_STATE_DIR": str(tmp_path)}))
     assert production.resolve_schedule_def("evaluate_candidates").default_status == DefaultScheduleStatus.RUNNING
 
 
-@pytest.mark.parametrize("automation, message", [
-    ({"schedules": {"hourly": {"cron": "0 * * * *"}}}, "unknown schedules"),
-    ({"schedules": {"evaluate_candidates": {"every": "day"}}}, "unknown keys"),
-    ({"poll": 5}, "automation: unknown keys"),
-])
+@pytest.mark.parametrize(
+    "automation, message",
+    [
+        ({"schedules": {"hourly": {"cron": "0 * * * *"}}}, "unknown schedules"),
+        ({"schedules": {"evaluate_candidates": {"every": "day"}}}, "unknown keys"),
+        ({"poll": 5}, "automation: unknown keys"),
+    ],
+)
 def test_automation_config_errors(tmp_path, automation, message):
     from madef_assets.settings import ConfigError, parse_settings
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetObservation
-from datasketch.lsh import _optimal_param
 from dagster_duckdb import io_manager as duckdb_io_manager
+from datasketch.lsh import _optimal_param
 
 from madef_assets import compat
 from madef_assets.defs.diversity.dedup import LSH_ERROR_WEIGHTS, lsh_bands_and_rows
@@ -18,8 +18,10 @@ from madef_assets.storage import MadefDuckDBIOManager, PolarsTableHandler
 
 SCANNED_DIRS = ("madef_assets", "bench", "madef_assets_tests")
 ALLOWED_FILES = {(PROJECT_ROOT / "madef_assets" / "compat.py").resolve(), Path(__file__).resolve()}
-HANDLER_METHODS = {"handle_output": ["self", "context", "table_slice", "obj", "connection"],
-                   "load_input": ["self", "context", "table_slice", "connection"]}
+HANDLER_METHODS = {
+    "handle_output": ["self", "context", "table_slice", "obj", "connection"],
+    "load_input": ["self", "context", "table_slice", "connection"],
+}
 
 
 def test_db_type_handler_is_the_base_of_the_duckdb_handlers():
@@ -88,13 +90,18 @@ def test_no_private_third_party_imports_outside_compat():
     scanned = (p for d in SCANNED_DIRS for p in (PROJECT_ROOT / d).rglob("*.py"))
     files = sorted(p for p in scanned if p.resolve() not in ALLOWED_FILES)
     assert files
-    offenders = [f"{path.relative_to(PROJECT_ROOT)}:{line}: {statement}"
-                 for path in files for line, statement in private_imports(path.read_text(), first_party)]
+    offenders = [
+        f"{path.relative_to(PROJECT_ROOT)}:{line}: {statement}"
+        for path in files
+        for line, statement in private_imports(path.read_text(), first_party)
+    ]
     assert not offenders, "private APIs of dependencies go through madef_assets/compat.py:\n" + "\n".join(offenders)
 
 
 def test_the_scan_sees_each_form_of_private_import():
-    source = ("from dagster._core import x\nfrom datasketch.lsh import (\n    MinHashLSH,\n    _optimal_param,\n)\n"
-              "import dagster._utils as utils\nfrom dagster import AssetKey, __version__\nimport os._x\n"
-              "from madef_assets import _y\nfrom . import _z\n")
+    source = (
+        "from dagster._core import x\nfrom datasketch.lsh import (\n    MinHashLSH,\n    _optimal_param,\n)\n"
+        "import dagster._utils as utils\nfrom dagster import AssetKey, __version__\nimport os._x\n"
+        "from madef_assets import _y\nfrom . import _z\n"
+    )
     assert [line for line, _ in private_imports(source, first_party_modules())] == [1, 2, 6]

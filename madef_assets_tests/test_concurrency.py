@@ -71,7 +71,9 @@ def test_a_killed_madef_run_leaves_no_run_holding_the_pool(tmp_path):
     with DagsterInstance.from_config(str(home)) as instance:
         runs = {"killed": {PROCESS_TAG: gone_tag}, "live": {PROCESS_TAG: process_tag()}, "ui": {}}
         for name, tags in runs.items():
-            instance.add_run(DagsterRun(job_name="madef_build", run_id=f"{name}-run", status=DagsterRunStatus.STARTED, tags=tags))
+            instance.add_run(
+                DagsterRun(job_name="madef_build", run_id=f"{name}-run", status=DagsterRunStatus.STARTED, tags=tags)
+            )
             instance.event_log_storage.set_concurrency_slots("duckdb", 3)
             instance.event_log_storage.claim_concurrency_slot("duckdb", f"{name}-run", "step")
         assert fail_orphaned_runs(instance) == ["killed-run"]

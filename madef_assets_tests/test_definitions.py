@@ -27,8 +27,13 @@ def profile_with(tmp_path, **changes) -> str:
 
 def test_dagster_definitions_validate(tmp_path):
     env = {**os.environ, "MADEF_STATE_DIR": str(tmp_path / "state")}
-    result = subprocess.run([DAGSTER, "definitions", "validate", "-m", "madef_assets.definitions"], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [DAGSTER, "definitions", "validate", "-m", "madef_assets.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation successful" in result.stderr + result.stdout
 
@@ -41,8 +46,13 @@ def test_profiles_name_a_model_for_every_role():
 
 
 def test_environment_overrides_profile_and_paths(tmp_path):
-    settings = load_settings(env={"MADEF_PROFILE": "production", "MADEF_DUCKDB_PATH": str(tmp_path / "x.duckdb"),
-                                  "MADEF_STATE_DIR": str(tmp_path / "st")})
+    settings = load_settings(
+        env={
+            "MADEF_PROFILE": "production",
+            "MADEF_DUCKDB_PATH": str(tmp_path / "x.duckdb"),
+            "MADEF_STATE_DIR": str(tmp_path / "st"),
+        }
+    )
     assert settings.profile == "production"
     assert settings.duckdb_path == tmp_path / "x.duckdb"
     assert settings.state_dir == tmp_path / "st"
@@ -56,21 +66,61 @@ def test_environment_overrides_profile_and_paths(tmp_path):
         load_settings(str(tmp_path / "broken.yaml"), env={})
 
 
-GROUPS = {"sources", "intent", "diversity", "responses", "reward", "selection", "training", "evaluation", "qualification"}
+GROUPS = {
+    "sources",
+    "intent",
+    "diversity",
+    "responses",
+    "reward",
+    "selection",
+    "training",
+    "evaluation",
+    "qualification",
+}
 
 
 def test_assets_have_docstring_group_and_kinds():
     defs = build_definitions(load_settings("demo", env={}))
     graph = defs.resolve_asset_graph()
     materializable = [key for key in graph.materializable_asset_keys]
-    for name in ("s_eval", "intent_labels", "label_taxonomy", "intent_distribution", "category_quota", "augmented_prompts",
-                 "attack_prompts", "safe_responses", "prompt_perplexity", "response_safety_scores", "instruction_safety_scores",
-                 "reward_features", "safety_sft_selected", "general_sft_sample", "sft_dataset", "base_model_checkpoint",
-                 "finetuned_checkpoint", "candidate_model", "safetybench_predictions", "safetybench_scores", "new_safety_benchmark",
-                 "new_safety_responses", "new_safety_judgements", "review_queue", "review_decisions", "new_safety_scores",
-                 "responsibility_responses", "responsibility_judgements", "responsibility_mcq_predictions", "responsibility_scores",
-                 "general_capability_predictions", "general_capability_scores", "eval_report", "judge_qualification",
-                 "labeler_qualification", "taxonomy_decisions"):
+    for name in (
+        "s_eval",
+        "intent_labels",
+        "label_taxonomy",
+        "intent_distribution",
+        "category_quota",
+        "augmented_prompts",
+        "attack_prompts",
+        "safe_responses",
+        "prompt_perplexity",
+        "response_safety_scores",
+        "instruction_safety_scores",
+        "reward_features",
+        "safety_sft_selected",
+        "general_sft_sample",
+        "sft_dataset",
+        "base_model_checkpoint",
+        "finetuned_checkpoint",
+        "candidate_model",
+        "safetybench_predictions",
+        "safetybench_scores",
+        "new_safety_benchmark",
+        "new_safety_responses",
+        "new_safety_judgements",
+        "review_queue",
+        "review_decisions",
+        "new_safety_scores",
+        "responsibility_responses",
+        "responsibility_judgements",
+        "responsibility_mcq_predictions",
+        "responsibility_scores",
+        "general_capability_predictions",
+        "general_capability_scores",
+        "eval_report",
+        "judge_qualification",
+        "labeler_qualification",
+        "taxonomy_decisions",
+    ):
         assert AssetKey(name) in materializable, name
     assert {graph.get(key).group_name for key in graph.get_all_asset_keys()} == GROUPS
     for key in graph.get_all_asset_keys():
@@ -83,9 +133,14 @@ def test_assets_have_docstring_group_and_kinds():
 def run_sources(settings, instance=None):
     """Materialize only the sources group (the method's LLM steps have tests of their own)."""
     defs = build_definitions(settings)
-    keys = [k for k in defs.resolve_asset_graph().materializable_asset_keys if defs.resolve_asset_graph().get(k).group_name == "sources"]
+    keys = [
+        k
+        for k in defs.resolve_asset_graph().materializable_asset_keys
+        if defs.resolve_asset_graph().get(k).group_name == "sources"
+    ]
     return defs.resolve_job_def(MAIN_JOB).execute_in_process(
-        instance=instance or DagsterInstance.ephemeral(), asset_selection=keys, raise_on_error=False)
+        instance=instance or DagsterInstance.ephemeral(), asset_selection=keys, raise_on_error=False
+    )
 
 
 def test_main_job_materializes_everything_with_table_metadata(tmp_path):
@@ -95,7 +150,9 @@ def test_main_job_materializes_everything_with_table_metadata(tmp_path):
         observed = defs.resolve_job_def(OBSERVE_JOB).execute_in_process(instance=instance)
         result = run_sources(settings, instance)
         assert observed.success and result.success
-        versions = {key: instance.get_latest_data_version_record(key) for key in defs.resolve_asset_graph().external_asset_keys}
+        versions = {
+            key: instance.get_latest_data_version_record(key) for key in defs.resolve_asset_graph().external_asset_keys
+        }
     assert len(versions) == len(settings.sources) and all(versions.values())
     materializations = result.get_asset_materialization_events()
     assert len(materializations) == 2 * len(settings.sources) + 2
@@ -105,16 +162,22 @@ def test_main_job_materializes_everything_with_table_metadata(tmp_path):
     check_results = result.get_asset_check_evaluations()
     assert len(check_results) == 2 * len(settings.sources) and all(c.passed for c in check_results)
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
-        summary = connection.execute("select source, rows_in, rows_normalized, rows_quarantined, rows_merged from public.source_summary").fetchall()
+        summary = connection.execute(
+            "select source, rows_in, rows_normalized, rows_quarantined, rows_merged from public.source_summary"
+        ).fetchall()
     assert all(rows_in == normalized + quarantined + merged for _, rows_in, normalized, quarantined, merged in summary)
 
 
 def test_quarantine_gate_blocks_downstream(tmp_path):
     bad_json = tmp_path / "bad.json"
-    bad_json.write_text('[{"instruction": "ok", "output": "fine"}, {"instruction": " ", "output": "x"}, {"output": "y"}]')
+    bad_json.write_text(
+        '[{"instruction": "ok", "output": "fine"}, {"instruction": " ", "output": "x"}, {"output": "y"}]'
+    )
     sources = {"tiny_sft": {"reader": "alpaca", "files": [{"path": str(bad_json), "lang": "en"}]}}
-    settings = load_settings(profile_with(tmp_path, sources=sources, method={"general_sources": ["tiny_sft"]}),
-                             env={"MADEF_STATE_DIR": str(tmp_path / "state")})
+    settings = load_settings(
+        profile_with(tmp_path, sources=sources, method={"general_sources": ["tiny_sft"]}),
+        env={"MADEF_STATE_DIR": str(tmp_path / "state")},
+    )
     result = run_sources(settings)
     assert not result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
@@ -127,20 +190,27 @@ def test_quarantine_gate_blocks_downstream(tmp_path):
 
 def test_missing_source_file_fails_with_file_and_key(tmp_path):
     sources = {"gone": {"reader": "s_eval", "files": [{"path": str(tmp_path / "missing.jsonl")}]}}
-    settings = load_settings(profile_with(tmp_path, sources=sources, method={"attack_sources": ["gone"]}),
-                             env={"MADEF_STATE_DIR": str(tmp_path / "state")})
+    settings = load_settings(
+        profile_with(tmp_path, sources=sources, method={"attack_sources": ["gone"]}),
+        env={"MADEF_STATE_DIR": str(tmp_path / "state")},
+    )
     result = run_sources(settings)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "sources.gone.files[0]" in str(failure.step_failure_data.error) and "missing.jsonl" in str(failure.step_failure_data.error)
+    assert "sources.gone.files[0]" in str(failure.step_failure_data.error) and "missing.jsonl" in str(
+        failure.step_failure_data.error
+    )
 
 
-@pytest.mark.parametrize(("method", "message"), [
-    ({"train_sources": ["nope"]}, r"method.train_sources: \['nope'\] are not configured"),
-    ({"train_sources": ["s_eval"], "eval_sources": ["s_eval"]}, "cannot be both train_sources and eval_sources"),
-    ({"quota": 3}, r"method: unknown keys \['quota'\]"),
-    ({"selection": {"min_safety": 0.5}}, r"method.selection: unknown keys"),
-])
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        ({"train_sources": ["nope"]}, r"method.train_sources: \['nope'\] are not configured"),
+        ({"train_sources": ["s_eval"], "eval_sources": ["s_eval"]}, "cannot be both train_sources and eval_sources"),
+        ({"quota": 3}, r"method: unknown keys \['quota'\]"),
+        ({"selection": {"min_safety": 0.5}}, r"method.selection: unknown keys"),
+    ],
+)
 def test_method_config_errors(tmp_path, method, message):
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
     raw["method"].update(method)

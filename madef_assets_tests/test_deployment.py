@@ -26,7 +26,9 @@ def compose_config(tmp_path, *files, profile: str | None = None) -> subprocess.C
     if binary is None:
         pytest.skip("docker-compose is not installed (scripts/install_test_tools.sh installs Debian's)")
     args = [binary, *(a for f in files for a in ("-f", str(f))), *(["--profile", profile] if profile else []), "config"]
-    return subprocess.run(args, env={**os.environ, **COMPOSE_ENV}, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    return subprocess.run(
+        args, env={**os.environ, **COMPOSE_ENV}, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
 
 
 def test_compose_files_pass_docker_compose_config(tmp_path):
@@ -61,11 +63,15 @@ def test_compose_wires_postgres_grpc_and_secrets_consistently():
     assert command[command.index("-p") + 1] == str(workspace["port"]) and "madef_assets.definitions" in command
     for name in ("webserver", "daemon"):
         mounts = services[name]["volumes"]
-        assert "./dagster.yaml:/opt/dagster/home/dagster.yaml:ro" in mounts and any("workspace.yaml" in m for m in mounts), name
+        assert "./dagster.yaml:/opt/dagster/home/dagster.yaml:ro" in mounts and any(
+            "workspace.yaml" in m for m in mounts
+        ), name
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["vllm"]["profiles"] == ["gpu"] and services["vllm-base"]["profiles"] == ["gpu-eval"]
     text = COMPOSE.read_text()
-    assert re.search(r"PASSWORD: \$\{DAGSTER_POSTGRES_PASSWORD:\?", text), "the password comes from the environment only"
+    assert re.search(r"PASSWORD: \$\{DAGSTER_POSTGRES_PASSWORD:\?", text), (
+        "the password comes from the environment only"
+    )
     for dockerfile_copy in re.findall(r"^COPY (\S+) ", (DOCKER / "Dockerfile").read_text(), re.M):
         assert (PROJECT_ROOT / dockerfile_copy).exists(), dockerfile_copy
     assert {"app", "train"} == set(re.findall(r"^FROM \S+ AS (\w+)", (DOCKER / "Dockerfile").read_text(), re.M))
@@ -83,18 +89,25 @@ def test_instance_yaml_is_valid_dagster_config(monkeypatch):
 
 
 def test_instance_validator_is_real(tmp_path):
-    (tmp_path / "dagster.yaml").write_text("run_coordinator:\n  module: dagster.core.run_coordinator\n  class: QueuedRunCoordinator\n"
-                                           "  config:\n    max_concurrent_runs: 4\nconcurrency:\n  runs:\n    max_concurrent_runs: 2\n")
+    (tmp_path / "dagster.yaml").write_text(
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: QueuedRunCoordinator\n"
+        "  config:\n    max_concurrent_runs: 4\nconcurrency:\n  runs:\n    max_concurrent_runs: 2\n"
+    )
     with pytest.raises(DagsterInvalidConfigError):
         dagster_instance_config(str(tmp_path), "dagster.yaml")
 
 
-@pytest.mark.parametrize("executor, run_config", [("k8s", DEPLOY / "k8s" / "run_config.yaml"), ("celery", DEPLOY / "celery" / "run_config.yaml")])
+@pytest.mark.parametrize(
+    "executor, run_config",
+    [("k8s", DEPLOY / "k8s" / "run_config.yaml"), ("celery", DEPLOY / "celery" / "run_config.yaml")],
+)
 def test_scale_out_executors_accept_their_run_config(tmp_path, executor, run_config):
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
     raw["execution"] = {"executor": executor}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
-    job = build_definitions(load_settings(str(tmp_path / "p.yaml"), env={"MADEF_STATE_DIR": str(tmp_path)})).resolve_job_def(MAIN_JOB)
+    job = build_definitions(
+        load_settings(str(tmp_path / "p.yaml"), env={"MADEF_STATE_DIR": str(tmp_path)})
+    ).resolve_job_def(MAIN_JOB)
     assert job.executor_def.name == executor
     validate_run_config(job, yaml.safe_load(run_config.read_text()))
     with pytest.raises(DagsterInvalidConfigError):
@@ -109,11 +122,14 @@ def test_unknown_executor_is_a_config_error(tmp_path):
         load_settings(str(tmp_path / "p.yaml"), env={})
 
 
-@pytest.mark.parametrize("gpu, message", [
-    ({"release": "per_step"}, "gpu.release must be one of"),
-    ({"relase": "per_asset"}, "gpu: unknown keys \\['relase'\\]; allowed"),
-    ({"training_min_free_fraction": 1.5}, "between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "gpu, message",
+    [
+        ({"release": "per_step"}, "gpu.release must be one of"),
+        ({"relase": "per_asset"}, "gpu: unknown keys \\['relase'\\]; allowed"),
+        ({"training_min_free_fraction": 1.5}, "between 0 and 1"),
+    ],
+)
 def test_gpu_policy_errors_name_the_key(tmp_path, gpu, message):
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
     raw["gpu"] = gpu

@@ -11,7 +11,7 @@ import time
 
 import duckdb
 import pytest
-from dagster import Definitions, asset, materialize
+from dagster import asset, materialize
 
 from madef_assets.defs.engine_release import with_engine_release
 from madef_assets.llm import backends
@@ -20,8 +20,10 @@ from madef_assets.llm.local_model import folder_has_chat_template
 from madef_assets.llm.resource import LLMResource
 
 BUNDLED = "bundled:gemma3-270m"
-GEMMA_CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
-                       "{{ m['content'] }}<end_of_turn>\n{% endfor %}<start_of_turn>model\n")
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}<start_of_turn>model\n"
+)
 
 
 def test_registry_loads_once_per_key_and_refuses_other_options_for_the_same_weights():
@@ -68,13 +70,19 @@ def test_chat_template_found_from_the_files_as_the_tokenizer_finds_it(models_dir
     shutil.copytree(chat_model_folder, in_config)
     (in_config / "chat_template.jinja").unlink()
     config = json.loads((in_config / "tokenizer_config.json").read_text(encoding="utf-8"))
-    (in_config / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": GEMMA_CHAT_TEMPLATE}), encoding="utf-8")
+    (in_config / "tokenizer_config.json").write_text(
+        json.dumps({**config, "chat_template": GEMMA_CHAT_TEMPLATE}), encoding="utf-8"
+    )
     processor_file = tmp_path / "processor-file"  # chat_template.json belongs to processors: the tokenizer ignores it
     shutil.copytree(in_config, processor_file)
     (processor_file / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    (processor_file / "chat_template.json").write_text(json.dumps({"chat_template": GEMMA_CHAT_TEMPLATE}), encoding="utf-8")
+    (processor_file / "chat_template.json").write_text(
+        json.dumps({"chat_template": GEMMA_CHAT_TEMPLATE}), encoding="utf-8"
+    )
     for folder in (resolve_model_path(BUNDLED, models_dir), chat_model_folder, in_config, processor_file):
-        assert folder_has_chat_template(folder) == bool(AutoTokenizer.from_pretrained(str(folder)).chat_template), folder
+        assert folder_has_chat_template(folder) == bool(AutoTokenizer.from_pretrained(str(folder)).chat_template), (
+            folder
+        )
 
 
 def test_files_and_tokenizer_disagreeing_on_the_template_is_an_error(chat_model_folder):
@@ -84,7 +92,9 @@ def test_files_and_tokenizer_disagreeing_on_the_template_is_an_error(chat_model_
 
     (chat_model_folder / "chat_template.jinja").unlink()
     (chat_model_folder / "additional_chat_templates").mkdir()
-    (chat_model_folder / "additional_chat_templates" / "tool_use.jinja").write_text(GEMMA_CHAT_TEMPLATE, encoding="utf-8")
+    (chat_model_folder / "additional_chat_templates" / "tool_use.jinja").write_text(
+        GEMMA_CHAT_TEMPLATE, encoding="utf-8"
+    )
     with pytest.raises(ValueError, match="disagree on whether there is a chat template"):
         TransformersBackend(chat_model_folder, "chat-model")
 
@@ -93,12 +103,26 @@ def test_the_ledger_identity_is_what_the_backend_reports(chat_model_folder, mode
     """backend_identity keys the ledger before any backend exists; it must equal the built backend's own."""
     from madef_assets.llm.backends import backend_identity, build_backend
 
-    cases = [("transformers", str(chat_model_folder), {}), ("transformers", str(chat_model_folder), {"chat_template": "never"}),
-             ("vllm", str(chat_model_folder), {"gpu_memory_utilization": 0.3}),  # the vLLM engine loads lazily: no GPU needed here
-             ("openai", "served", {"base_url": openai_server.base_url, "api": "completions", "model_revision": "abc", "api_key_env": None}),
-             ("openai", "served", {"base_url": [openai_server.base_url, openai_server.base_url], "api_key_env": None})]
+    cases = [
+        ("transformers", str(chat_model_folder), {}),
+        ("transformers", str(chat_model_folder), {"chat_template": "never"}),
+        (
+            "vllm",
+            str(chat_model_folder),
+            {"gpu_memory_utilization": 0.3},
+        ),  # the vLLM engine loads lazily: no GPU needed here
+        (
+            "openai",
+            "served",
+            {"base_url": openai_server.base_url, "api": "completions", "model_revision": "abc", "api_key_env": None},
+        ),
+        ("openai", "served", {"base_url": [openai_server.base_url, openai_server.base_url], "api_key_env": None}),
+    ]
     for backend, model, options in cases:
-        assert backend_identity(backend, model, options, models_dir) == build_backend(backend, model, options, models_dir).fingerprint()
+        assert (
+            backend_identity(backend, model, options, models_dir)
+            == build_backend(backend, model, options, models_dir).fingerprint()
+        )
     assert backend_identity("vllm", str(chat_model_folder), {}, models_dir)["prompts"] == "token_ids"
 
 
@@ -118,8 +142,14 @@ def test_chat_prompts_are_token_ids_with_exactly_one_bos(chat_model_folder):
 
 
 def scorer(models_dir, tmp_path, **options) -> LLMResource:
-    return LLMResource(role="scorer", backend="transformers", model=BUNDLED, options_json=json.dumps({"batch_size": 4, **options}),
-                       duckdb_path=str(tmp_path / "ledger.duckdb"), models_dir=str(models_dir))
+    return LLMResource(
+        role="scorer",
+        backend="transformers",
+        model=BUNDLED,
+        options_json=json.dumps({"batch_size": 4, **options}),
+        duckdb_path=str(tmp_path / "ledger.duckdb"),
+        models_dir=str(models_dir),
+    )
 
 
 @pytest.mark.slow
@@ -156,8 +186,13 @@ def two_assets_over_one_model(models_dir, tmp_path) -> list:
 def test_release_policy_closes_engines_at_the_end_of_each_asset(models_dir, tmp_path, policy, loads, left_loaded):
     ENGINES.release()
     before = ENGINES.loads["transformers"], ENGINES.releases["transformers"]
-    resources = {"scorer": scorer(models_dir, tmp_path), "judge": scorer(models_dir, tmp_path, batch_size=16, chat_template="never")}
-    result = materialize(with_engine_release(two_assets_over_one_model(models_dir, tmp_path), policy), resources=resources)
+    resources = {
+        "scorer": scorer(models_dir, tmp_path),
+        "judge": scorer(models_dir, tmp_path, batch_size=16, chat_template="never"),
+    }
+    result = materialize(
+        with_engine_release(two_assets_over_one_model(models_dir, tmp_path), policy), resources=resources
+    )
     assert result.success
     assert ENGINES.loads["transformers"] - before[0] == loads
     assert ENGINES.releases["transformers"] - before[1] == loads - left_loaded
@@ -179,10 +214,22 @@ def ledger_rows(path) -> int:
 @pytest.mark.slow
 def test_a_killed_option_logprobs_run_resumes_with_only_the_missing_rows(models_dir, tmp_path, monkeypatch):
     total = 160
-    env = {**os.environ, "MADEF_DUCKDB_PATH": str(tmp_path / "ledger.duckdb"), "MADEF_MODELS_DIR": str(models_dir),
-           "MADEF_TEST_PROMPTS": str(total), "DAGSTER_HOME": str(tmp_path)}
-    command = [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize",
-               "-m", "madef_assets_tests.streaming_defs", "--select", "option_scores"]
+    env = {
+        **os.environ,
+        "MADEF_DUCKDB_PATH": str(tmp_path / "ledger.duckdb"),
+        "MADEF_MODELS_DIR": str(models_dir),
+        "MADEF_TEST_PROMPTS": str(total),
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "madef_assets_tests.streaming_defs",
+        "--select",
+        "option_scores",
+    ]
     log = tmp_path / "killed.log"
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 300
@@ -205,7 +252,9 @@ def test_a_killed_option_logprobs_run_resumes_with_only_the_missing_rows(models_
 
     import madef_assets_tests.streaming_defs as streaming_defs
 
-    resumed = materialize([importlib.reload(streaming_defs).option_scores], resources=streaming_defs.resources_from_env())
+    resumed = materialize(
+        [importlib.reload(streaming_defs).option_scores], resources=streaming_defs.resources_from_env()
+    )
     metadata = resumed.asset_materializations_for_node("option_scores")[0].metadata
     assert metadata["llm_backend_calls"].value == total - kept
     assert metadata["llm_ledger_hits"].value == kept

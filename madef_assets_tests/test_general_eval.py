@@ -137,8 +137,14 @@ def test_missing_member_and_bad_header_raise(tmp_path):
 @pytest.mark.skipif(not (SHARED_DATA / "general_eval").exists(), reason="shared data folder not present")
 @pytest.mark.parametrize(
     ("benchmark", "split", "rows"),
-    [("mmlu", "dev", 285), ("mmlu", "test", 14042), ("cmmlu", "dev", 335), ("cmmlu", "test", 11582),
-     ("ceval", "dev", 260), ("ceval", "val", 1346)],
+    [
+        ("mmlu", "dev", 285),
+        ("mmlu", "test", 14042),
+        ("cmmlu", "dev", 335),
+        ("cmmlu", "test", 11582),
+        ("ceval", "dev", 260),
+        ("ceval", "val", 1346),
+    ],
 )
 def test_full_archives_load(benchmark, split, rows):
     folder = SHARED_DATA / "general_eval" / benchmark
@@ -256,7 +262,8 @@ def test_gsm8k_prompt_is_the_gsm8k_cot_form():
     a blank line between, the question last, generation until "Q:"."""
     first, second = load_gsm8k_exemplars()[:2]
     assert render_gsm8k_prompt("What is 2 + 2?", [first, second]) == (
-        f"Q: {first.question}\nA: {first.target}\n\nQ: {second.question}\nA: {second.target}\n\nQ: What is 2 + 2?\nA:")
+        f"Q: {first.question}\nA: {first.target}\n\nQ: {second.question}\nA: {second.target}\n\nQ: What is 2 + 2?\nA:"
+    )
     assert render_gsm8k_prompt("q?", []) == "Q: q?\nA:"
     assert GSM8K_STOP == ("Q:",)
 
@@ -287,8 +294,15 @@ def humaneval() -> list[HumanEvalItem]:
 def test_load_humaneval_gz_and_plain(humaneval, tmp_path):
     assert [item.task_id for item in humaneval] == [f"HumanEval/{i}" for i in range(20)]
     plain = tmp_path / "he.jsonl"
-    plain.write_text("\n".join(f'{{"task_id": "T/{i}", "prompt": "p", "entry_point": "f", "test": "t", '
-                               f'"canonical_solution": "c", "extra": 1}}' for i in range(3)) + "\n", encoding="utf-8")
+    plain.write_text(
+        "\n".join(
+            f'{{"task_id": "T/{i}", "prompt": "p", "entry_point": "f", "test": "t", '
+            f'"canonical_solution": "c", "extra": 1}}'
+            for i in range(3)
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     assert [item.task_id for item in load_humaneval(plain, limit=2)] == ["T/0", "T/1"]
 
 

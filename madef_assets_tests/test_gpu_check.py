@@ -20,20 +20,40 @@ def test_the_shell_script_parses():
 @pytest.mark.slow
 def test_steps_write_one_row_each_and_a_table(models_dir, tmp_path):
     results = tmp_path / "results.jsonl"
-    env = {**os.environ, "MADEF_STATE_DIR": str(tmp_path), "MADEF_MODELS_DIR": str(models_dir), "PYTHONPATH": str(PROJECT_ROOT)}
+    env = {
+        **os.environ,
+        "MADEF_STATE_DIR": str(tmp_path),
+        "MADEF_MODELS_DIR": str(models_dir),
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
     toy = ["--prompts", "2", "--max-new-tokens", "4", "--repeats", "1", "--baseline-repeats", "1"]
-    for step in (["machine"], ["model"], ["release", "--backend", "transformers", *toy],
-                 ["throughput", "--backends", "transformers", *toy]):
-        done = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), *step, "--results", str(results)],
-                              env=env, capture_output=True, text=True, timeout=600)
+    for step in (
+        ["machine"],
+        ["model"],
+        ["release", "--backend", "transformers", *toy],
+        ["throughput", "--backends", "transformers", *toy],
+    ):
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "gpu_check.py"), *step, "--results", str(results)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     rows = {row["step"]: row for row in map(json.loads, results.read_text().splitlines())}
     assert all(row["status"] == "ok" for row in rows.values()), rows
     assert [s for s in rows if s.startswith("candidate")] == [
         "candidate first (transformers, attention -), 2 prompts × 3 capabilities",
-        "candidate second (transformers, attention -), 2 prompts × 3 capabilities"]
+        "candidate second (transformers, attention -), 2 prompts × 3 capabilities",
+    ]
     assert "0 failed rows" in rows["candidate second (transformers, attention -), 2 prompts × 3 capabilities"]["detail"]
     assert rows["generate throughput, transformers"]["tokens_per_s"] > 0
-    table = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "table", "--results", str(results)],
-                           env=env, capture_output=True, text=True, timeout=60).stdout
+    table = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "table", "--results", str(results)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert table.startswith("| step | status | detail |") and len(table.strip().splitlines()) == 2 + len(rows)

@@ -14,10 +14,19 @@ from madef_assets.defs.automation import NOT_TRIGGERS
 from madef_assets.defs.intent.assets import label_taxonomy_table
 from madef_assets.defs.intent.labels import normalize_label
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
-from madef_assets.defs.qualification.assets import (LABELER_QUALIFICATION, build_qualification_assets,
-                                                    language_agreement_table, qualification_verdict)
-from madef_assets.defs.qualification.labeler import (agreement_by_language, gold_prompts, labeling_prompts,
-                                                     predicted_category, sample_per_category)
+from madef_assets.defs.qualification.assets import (
+    LABELER_QUALIFICATION,
+    build_qualification_assets,
+    language_agreement_table,
+    qualification_verdict,
+)
+from madef_assets.defs.qualification.labeler import (
+    agreement_by_language,
+    gold_prompts,
+    labeling_prompts,
+    predicted_category,
+    sample_per_category,
+)
 from madef_assets.defs.qualification.metrics import UNCERTAIN
 from madef_assets.defs.sources.assets import build_ingest_asset
 from madef_assets.defs.sources.normalize import normalize_source
@@ -29,32 +38,50 @@ from madef_assets_tests.openai_server import OpenAICompatibleServer
 TAXONOMY = Taxonomy.load(CONFIG_DIR / "taxonomy.yaml")
 GOLD_SOURCES = ("s_eval", "xsafety")
 # One reviewed raw label per category (config/taxonomy.yaml, `labels:`), as a labeler would write it.
-LABEL_OF = {"OFF": "insult", "UB": "discrimination", "CIA": "crime", "PP": "property privacy", "EM": "ethics",
-            "PMH": "physical harm", "IA": "instruction attack", "MI": "恶意诱导", "DP": "data privacy",
-            "NS": "cybersecurity", "EX": "extremism", "PR": "pornography", "DT": "危险话题", "PS": "politics"}
+LABEL_OF = {
+    "OFF": "insult",
+    "UB": "discrimination",
+    "CIA": "crime",
+    "PP": "property privacy",
+    "EM": "ethics",
+    "PMH": "physical harm",
+    "IA": "instruction attack",
+    "MI": "恶意诱导",
+    "DP": "data privacy",
+    "NS": "cybersecurity",
+    "EX": "extremism",
+    "PR": "pornography",
+    "DT": "危险话题",
+    "PS": "politics",
+}
 
 
 @pytest.fixture(scope="module")
 def demo_prompts():
     settings = load_settings("demo", env={})
-    return pl.concat([normalize_source(settings.sources[name], settings.max_prompt_chars).prompts
-                      for name in GOLD_SOURCES])
+    return pl.concat(
+        [normalize_source(settings.sources[name], settings.max_prompt_chars).prompts for name in GOLD_SOURCES]
+    )
 
 
 def test_every_category_has_a_reviewed_label():
     assert {category: TAXONOMY.map_label(label) for category, label in LABEL_OF.items()} == {
-        category: (category, "accepted") for category in CATEGORIES}
+        category: (category, "accepted") for category in CATEGORIES
+    }
 
 
-@pytest.mark.parametrize("status, labels, expected", [
-    ("ok", ["crime", "cybersecurity", "illegal crime"], "CIA"),  # two CIA labels beat one NS
-    ("ok", ["cybersecurity", "crime"], "NS"),  # a tie goes to the label named first
-    ("ok", ["weather", "crime"], "CIA"),  # unmapped labels do not count
-    ("ok", ["weather"], UNCERTAIN),
-    ("ok", [], UNCERTAIN),
-    ("parse_error", ["crime"], UNCERTAIN),
-    ("refused", None, UNCERTAIN),
-])
+@pytest.mark.parametrize(
+    "status, labels, expected",
+    [
+        ("ok", ["crime", "cybersecurity", "illegal crime"], "CIA"),  # two CIA labels beat one NS
+        ("ok", ["cybersecurity", "crime"], "NS"),  # a tie goes to the label named first
+        ("ok", ["weather", "crime"], "CIA"),  # unmapped labels do not count
+        ("ok", ["weather"], UNCERTAIN),
+        ("ok", [], UNCERTAIN),
+        ("parse_error", ["crime"], UNCERTAIN),
+        ("refused", None, UNCERTAIN),
+    ],
+)
 def test_predicted_category_is_the_majority_of_mapped_labels(status, labels, expected):
     assert predicted_category(status, labels, TAXONOMY) == expected
 
@@ -64,18 +91,34 @@ def test_predicted_category_is_the_rule_of_prompt_categories_sql():
     through predicted_category give the same category, prompt by prompt."""
     draw = random.Random(0)
     vocabulary = [*LABEL_OF.values(), "illegal crime", "违法犯罪", "mental health", "weather", "cooking", "网络 安全"]
-    rows = [{"prompt_id": f"p{i}", "status": "ok" if i % 7 else "parse_error",
-             "labels": list(dict.fromkeys(draw.choices(vocabulary, k=draw.randint(1, 5))))} for i in range(300)]
+    rows = [
+        {
+            "prompt_id": f"p{i}",
+            "status": "ok" if i % 7 else "parse_error",
+            "labels": list(dict.fromkeys(draw.choices(vocabulary, k=draw.randint(1, 5)))),
+        }
+        for i in range(300)
+    ]
     intent = pl.DataFrame(rows, schema={"prompt_id": pl.Utf8, "status": pl.Utf8, "labels": pl.List(pl.Utf8)})
     intent = intent.with_columns(label_keys=pl.Series([[normalize_label(x) for x in r["labels"]] for r in rows]))
     no_sources = pl.DataFrame(schema={"source": pl.Utf8, "source_category": pl.Utf8})
     taxonomy = label_taxonomy_table(intent, no_sources, TAXONOMY)
-    prompts = pl.DataFrame({"prompt_id": intent["prompt_id"], "source": "s_eval", "lang": "en", "prompt": "p",
-                            "response": None, "source_category": None, "attack_method": None},
-                           schema_overrides={"response": pl.Utf8, "source_category": pl.Utf8, "attack_method": pl.Utf8})
+    prompts = pl.DataFrame(
+        {
+            "prompt_id": intent["prompt_id"],
+            "source": "s_eval",
+            "lang": "en",
+            "prompt": "p",
+            "response": None,
+            "source_category": None,
+            "attack_method": None,
+        },
+        schema_overrides={"response": pl.Utf8, "source_category": pl.Utf8, "attack_method": pl.Utf8},
+    )
     sql = run_sql("intent/prompt_categories", prompts=prompts, intent_labels=intent, label_taxonomy=taxonomy)
-    by_sql = {prompt_id: category or UNCERTAIN
-              for prompt_id, category in sql.select("prompt_id", "category").iter_rows()}
+    by_sql = {
+        prompt_id: category or UNCERTAIN for prompt_id, category in sql.select("prompt_id", "category").iter_rows()
+    }
     by_function = {r["prompt_id"]: predicted_category(r["status"], r["labels"], TAXONOMY) for r in rows}
     assert by_function == by_sql
     assert len(set(by_sql.values())) >= 10  # many categories, ties and unmapped lists were exercised
@@ -100,8 +143,13 @@ def test_sample_is_seeded_per_language_and_category(demo_prompts):
 
 
 def test_verdict_and_language_table_in_words():
-    table = pl.DataFrame({"lang": ["en"] * 4 + ["zh"] * 4, "gold_category": ["CIA", "NS", "EM", "OFF"] * 2,
-                          "predicted_category": ["CIA", "NS", "EM", "OFF", "CIA", UNCERTAIN, "NS", "OFF"]})
+    table = pl.DataFrame(
+        {
+            "lang": ["en"] * 4 + ["zh"] * 4,
+            "gold_category": ["CIA", "NS", "EM", "OFF"] * 2,
+            "predicted_category": ["CIA", "NS", "EM", "OFF", "CIA", UNCERTAIN, "NS", "OFF"],
+        }
+    )
     reports = agreement_by_language(table, n_resamples=50, seed=0)
     assert list(reports) == ["en", "zh", "all"] and reports["all"]["n"] == 8 and reports["all"]["unparsed"] == 1
     assert reports["en"]["accuracy"] == 1.0 and reports["zh"]["accuracy"] == 0.5 and reports["all"]["f1"] is None
@@ -109,7 +157,9 @@ def test_verdict_and_language_table_in_words():
     assert "| zh | 4 | 0.500 [" in markdown and markdown.count("\n") == 4
     report = {"kappa": 0.12, "kappa_ci": (0.05, 0.2), "n": 84, "unparsed_rate": 0.02}
     assert qualification_verdict(report, 0.6, 0.1, "labeler", "categorised prompts") == (
-        False, "labeler κ = 0.12 [0.05, 0.20] on 84 categorised prompts — not qualified (κ below 0.6)")
+        False,
+        "labeler κ = 0.12 [0.05, 0.20] on 84 categorised prompts — not qualified (κ below 0.6)",
+    )
 
 
 def profile(tmp_path, models=None, **qualification):
@@ -159,23 +209,33 @@ def gold_labeler(prompts: pl.DataFrame, error_rate: float, per_category: int, se
 
 @pytest.mark.parametrize("error_rate, qualifies", [(0.05, True), (0.6, False)])
 def test_gate_passes_a_labeler_that_agrees_with_the_sources_and_blocks_one_that_does_not(
-        tmp_path, demo_prompts, error_rate, qualifies):
+    tmp_path, demo_prompts, error_rate, qualifies
+):
     with OpenAICompatibleServer(answer=gold_labeler(demo_prompts, error_rate, 4, 0)) as server:
-        labeler = {"backend": "openai", "model": "gold-labeler", "base_url": server.base_url, "api_key_env": None,
-                   "api": "chat", "concurrency": 8, "params": {"max_new_tokens": 16}}
+        labeler = {
+            "backend": "openai",
+            "model": "gold-labeler",
+            "base_url": server.base_url,
+            "api_key_env": None,
+            "api": "chat",
+            "concurrency": 8,
+            "params": {"max_new_tokens": 16},
+        }
         path = profile(tmp_path, {"labeler": labeler}, labeler_per_category=4, gate="block", n_resamples=200)
         settings = load_settings(path, env={"MADEF_STATE_DIR": str(tmp_path / "state")})
         assets = [a for a in build_qualification_assets(settings) if a.key == LABELER_QUALIFICATION]
         assets += [build_ingest_asset(settings.sources[name], settings) for name in GOLD_SOURCES]
-        result = materialize(assets, resources=build_resources(settings), instance=DagsterInstance.ephemeral(),
-                             raise_on_error=False)
+        result = materialize(
+            assets, resources=build_resources(settings), instance=DagsterInstance.ephemeral(), raise_on_error=False
+        )
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "labeler_qualified"]
     assert (check.passed, check.severity) == (qualifies, AssetCheckSeverity.ERROR)
     assert check.metadata["n"].value == 88 and (check.metadata["kappa"].value >= 0.6) is qualifies
     assert check.metadata["uncertain_rate"].value == 0.0
     assert check.description.startswith("labeler κ = ") and "88 categorised prompts" in check.description
-    [materialization] = [e.materialization for e in result.get_asset_materialization_events()
-                         if e.asset_key == LABELER_QUALIFICATION]
+    [materialization] = [
+        e.materialization for e in result.get_asset_materialization_events() if e.asset_key == LABELER_QUALIFICATION
+    ]
     metadata = {key: value.value for key, value in materialization.metadata.items()}
     assert metadata["excluded_rows"] == 60 and metadata["sampled_rows"] == 88
     assert all(f"| {language} | 44 |" in metadata["agreement"] for language in ("en", "zh"))
@@ -184,6 +244,14 @@ def test_gate_passes_a_labeler_that_agrees_with_the_sources_and_blocks_one_that_
     chart = settings.state_dir / "reports" / "labeler_confusion.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and metadata["confusion_chart_path"] == str(chart)
     table = result.output_for_node("labeler_qualification")
-    assert table.columns == ["prompt_id", "source", "lang", "gold_category", "labels", "predicted_category", "status",
-                             "raw_output"]
+    assert table.columns == [
+        "prompt_id",
+        "source",
+        "lang",
+        "gold_category",
+        "labels",
+        "predicted_category",
+        "status",
+        "raw_output",
+    ]
     assert (table["status"] == "ok").all() and table["labels"].list.len().min() == 2

@@ -45,7 +45,9 @@ def materialize_in_process():
     import madef_assets_tests.ledger_defs as ledger_defs
 
     importlib.reload(ledger_defs)
-    return materialize([ledger_defs.llm_answers], resources=ledger_defs.resources_from_env(), instance=DagsterInstance.ephemeral())
+    return materialize(
+        [ledger_defs.llm_answers], resources=ledger_defs.resources_from_env(), instance=DagsterInstance.ephemeral()
+    )
 
 
 def test_second_materialization_makes_zero_backend_calls(ledger_env, tmp_path):
@@ -72,10 +74,24 @@ def test_error_rows_are_retried_and_final_rows_are_not(tmp_path):
     fingerprint = {"model": "m"}
     ok_key = ledger_key("generate", "openai", fingerprint, {}, "p1", "v1")
     error_key = ledger_key("generate", "openai", fingerprint, {}, "p2", "v1")
-    base = {"role": "judge", "kind": "generate", "backend": "openai", "model": "{}", "template_version": "v1",
-            "params": "{}", "prompt_tokens": None, "completion_tokens": None, "latency_s": None, "run_id": None}
-    ledger.write([{**base, "key": ok_key, "prompt": "p1", "output": "yes", "status": "ok", "error": None},
-                  {**base, "key": error_key, "prompt": "p2", "output": None, "status": "error", "error": "HTTP 500"}])
+    base = {
+        "role": "judge",
+        "kind": "generate",
+        "backend": "openai",
+        "model": "{}",
+        "template_version": "v1",
+        "params": "{}",
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "latency_s": None,
+        "run_id": None,
+    }
+    ledger.write(
+        [
+            {**base, "key": ok_key, "prompt": "p1", "output": "yes", "status": "ok", "error": None},
+            {**base, "key": error_key, "prompt": "p2", "output": None, "status": "error", "error": "HTTP 500"},
+        ]
+    )
     assert set(ledger.lookup([ok_key, error_key])) == {ok_key}
     # the key changes with every part that determines the answer
     variants = {
@@ -94,8 +110,18 @@ def test_killed_run_resumes_with_only_the_missing_calls(ledger_env, tmp_path):
         env = ledger_env(server, prompts=total, concurrency=4)
         log = tmp_path / "killed_run.log"
         process = subprocess.Popen(
-            [os.path.join(VENV_BIN, "dagster"), "asset", "materialize", "-m", "madef_assets_tests.ledger_defs", "--select", "llm_answers"],
-            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+            [
+                os.path.join(VENV_BIN, "dagster"),
+                "asset",
+                "materialize",
+                "-m",
+                "madef_assets_tests.ledger_defs",
+                "--select",
+                "llm_answers",
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("w"),
         )
         deadline = time.monotonic() + 120
         while server.answered_ok < 150 and time.monotonic() < deadline and process.poll() is None:
@@ -132,7 +158,11 @@ def test_parse_errors_are_recorded_and_reparsed_without_new_calls(tmp_path):
 
     with OpenAICompatibleServer() as server:
         resource = LLMResource(
-            role="judge", backend="openai", model="test-model", duckdb_path=str(tmp_path / "p.duckdb"), models_dir=str(tmp_path),
+            role="judge",
+            backend="openai",
+            model="test-model",
+            duckdb_path=str(tmp_path / "p.duckdb"),
+            models_dir=str(tmp_path),
             options_json=jsonlib.dumps({"base_url": server.base_url, "api_key_env": None, "max_retries": 0}),
         )
         first = resource.generate(["ab", "abc", "[[400]]"], template_version="parse-test", parse=answer_length)
@@ -157,7 +187,11 @@ def test_progress_is_logged_at_a_steady_interval_while_calls_run(tmp_path, monke
     monkeypatch.setattr(resource_module, "PROGRESS_EVERY_S", 0.2)
     with OpenAICompatibleServer(latency_s=0.1) as server:
         judge = LLMResource(
-            role="judge", backend="openai", model="test-model", duckdb_path=str(tmp_path / "p.duckdb"), models_dir=str(tmp_path),
+            role="judge",
+            backend="openai",
+            model="test-model",
+            duckdb_path=str(tmp_path / "p.duckdb"),
+            models_dir=str(tmp_path),
             options_json=json.dumps({"base_url": server.base_url, "api_key_env": None, "concurrency": 1}),
         )
         judge.generate(["warm"], template_version="progress")

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
+from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, build_definitions
 from madef_assets.defs.evaluation.llamafactory_eval import (
     SERVED_REASON,
     comparison_section,
@@ -18,7 +19,6 @@ from madef_assets.defs.evaluation.llamafactory_eval import (
     template_for,
     write_task_folder,
 )
-from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, build_definitions
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, parse_settings
 
 DATA = PROJECT_ROOT / "data" / "general_eval"
@@ -31,15 +31,21 @@ def demo_raw() -> dict:
     return raw
 
 
-@pytest.mark.parametrize("benchmark, split, per_subject", [("mmlu", "test", 2), ("cmmlu", "test", 1),
-                                                           ("ceval", "validation", None)])
+@pytest.mark.parametrize(
+    "benchmark, split, per_subject", [("mmlu", "test", 2), ("cmmlu", "test", 1), ("ceval", "validation", None)]
+)
 def test_task_folder_has_the_layout_llamafactory_loads(tmp_path, benchmark, split, per_subject):
     """llamafactory/eval/evaluator.py reads <task_dir>/<task>/mapping.json and calls
     load_dataset(<task_dir>/<task>, name=<subject>), using split `train` for the shots and the task's split
     (`mmlu_test`, `ceval_validation`) for the questions, rows {question, A, B, C, D, answer}; datasets 4
     reads a script-less folder's per-config files from its README.md `configs`."""
-    references = write_task_folder(benchmark, DATA / benchmark / f"{benchmark}_sample.zip",
-                                   DATA / benchmark / "mapping.json", per_subject, tmp_path)
+    references = write_task_folder(
+        benchmark,
+        DATA / benchmark / f"{benchmark}_sample.zip",
+        DATA / benchmark / "mapping.json",
+        per_subject,
+        tmp_path,
+    )
     folder = tmp_path / benchmark
     mapping = json.loads((folder / "mapping.json").read_text(encoding="utf-8"))
     assert list(references) == list(mapping) and all(set(v) == {"name", "category"} for v in mapping.values())
@@ -47,8 +53,10 @@ def test_task_folder_has_the_layout_llamafactory_loads(tmp_path, benchmark, spli
     assert [c["config_name"] for c in configs] == list(mapping)
     for config in configs:
         subject = config["config_name"]
-        assert config["data_files"] == [{"split": "train", "path": f"{subject}/train.jsonl"},
-                                        {"split": split, "path": f"{subject}/{split}.jsonl"}]
+        assert config["data_files"] == [
+            {"split": "train", "path": f"{subject}/train.jsonl"},
+            {"split": split, "path": f"{subject}/{split}.jsonl"},
+        ]
         questions = [json.loads(line) for line in (folder / subject / f"{split}.jsonl").read_text().splitlines()]
         shots = (folder / subject / "train.jsonl").read_text().splitlines()
         assert len(shots) >= 1 and set(questions[0]) == {"question", "A", "B", "C", "D", "answer"}
@@ -86,12 +94,20 @@ def test_a_failed_evaluator_task_becomes_a_failed_row_with_its_error(tmp_path):
     (tmp_path / "mmlu").mkdir()
     (tmp_path / "mmlu" / "results.json").write_text(json.dumps({"logic": {"0": "B"}}))
     (tmp_path / "mmlu" / "results.log").write_text("        Average: 100.00")
-    tasks = [{"benchmark": b, "args": evaluator_args(tmp_path / "m", "default", b, tmp_path, tmp_path / b, 2, 4, 0)}
-             for b in ("mmlu", "ceval")]
-    rows = outcome_rows(tasks, {"mmlu": {"error": None}, "ceval": {"error": "Traceback ...\nValueError: boom"}},
-                        {"mmlu": {"logic": ["B"]}}, "default")
-    assert [(r["benchmark"], r["status"], r.get("correct")) for r in rows] == [("mmlu", "ok", 1),
-                                                                               ("ceval", "failed", None)]
+    tasks = [
+        {"benchmark": b, "args": evaluator_args(tmp_path / "m", "default", b, tmp_path, tmp_path / b, 2, 4, 0)}
+        for b in ("mmlu", "ceval")
+    ]
+    rows = outcome_rows(
+        tasks,
+        {"mmlu": {"error": None}, "ceval": {"error": "Traceback ...\nValueError: boom"}},
+        {"mmlu": {"logic": ["B"]}},
+        "default",
+    )
+    assert [(r["benchmark"], r["status"], r.get("correct")) for r in rows] == [
+        ("mmlu", "ok", 1),
+        ("ceval", "failed", None),
+    ]
     assert rows[1]["reason"].endswith("ValueError: boom") and rows[0]["n_shot"] == 2
     assert outcome_rows(tasks[1:], {}, {}, None)[0]["reason"] == "the evaluator reported no outcome"
     assert score_table("base", rows)["status"].to_list() == ["ok", "failed"]
@@ -100,13 +116,23 @@ def test_a_failed_evaluator_task_becomes_a_failed_row_with_its_error(tmp_path):
 def test_report_section_puts_both_numbers_side_by_side_and_says_why_they_differ():
     """The report's comparison: madef's score next to llamafactory/eval/evaluator.py's (chat template, random
     seeded shots, argmax of the A-D logits), with the difference, in the candidates' order; a skipped one says why."""
-    general = pl.DataFrame({"candidate": ["base", "tuned"], "benchmark": "mmlu", "score": [50.0, 25.0],
-                            "questions": 4, "ci_low": [15.0, 4.6], "ci_high": [85.0, 70.0]})
-    factory = pl.concat([
-        score_table("tuned", [{"benchmark": "mmlu", "status": "ok", "score": 75.0, "questions": 4, "correct": 3}]),
-        score_table("base", [{"benchmark": "mmlu", "status": "ok", "score": 50.0, "questions": 4, "correct": 2}]),
-        score_table("served", [{"benchmark": "mmlu", "status": "skipped", "reason": SERVED_REASON}]),
-    ])
+    general = pl.DataFrame(
+        {
+            "candidate": ["base", "tuned"],
+            "benchmark": "mmlu",
+            "score": [50.0, 25.0],
+            "questions": 4,
+            "ci_low": [15.0, 4.6],
+            "ci_high": [85.0, 70.0],
+        }
+    )
+    factory = pl.concat(
+        [
+            score_table("tuned", [{"benchmark": "mmlu", "status": "ok", "score": 75.0, "questions": 4, "correct": 3}]),
+            score_table("base", [{"benchmark": "mmlu", "status": "ok", "score": 50.0, "questions": 4, "correct": 2}]),
+            score_table("served", [{"benchmark": "mmlu", "status": "skipped", "reason": SERVED_REASON}]),
+        ]
+    )
     section = comparison_section(general, factory, ["base", "tuned", "served"])
     assert section.startswith("## General capability: madef vs llamafactory-cli eval")
     assert "chat template" in section and "shots" in section
@@ -116,11 +142,14 @@ def test_report_section_puts_both_numbers_side_by_side_and_says_why_they_differ(
     assert rows[2] == f"| mmlu | served | — | skipped: {SERVED_REASON} | — |"
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"templates": {"nobody": "llama3"}}, "are not candidates"),
-    ({"batch_size": 0}, "positive integer"),
-    ({"n_shot": 3}, "unknown keys"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"templates": {"nobody": "llama3"}}, "are not candidates"),
+        ({"batch_size": 0}, "positive integer"),
+        ({"n_shot": 3}, "unknown keys"),
+    ],
+)
 def test_llamafactory_eval_settings_errors_name_the_key(tmp_path, section, message):
     """evaluation.llamafactory_eval is strict: templates name candidates, batch_size (EvaluationArguments'
     batch_size, llamafactory/hparams/evaluation_args.py) is positive, n_shot comes from evaluation.general."""
@@ -151,18 +180,26 @@ def test_llamafactory_evaluator_runs_on_the_bundled_model(tmp_path, models_dir):
     from the task folders written at run time."""
     raw = demo_raw()
     general = raw["evaluation"]["general"]
-    raw["evaluation"]["general"] = {"data_dir": general["data_dir"],
-                                    **{b: {**general[b], "per_subject": 1, "shots": 2} for b in ("mmlu", "ceval")}}
+    raw["evaluation"]["general"] = {
+        "data_dir": general["data_dir"],
+        **{b: {**general[b], "per_subject": 1, "shots": 2} for b in ("mmlu", "ceval")},
+    }
     env = {"MADEF_STATE_DIR": str(tmp_path), "MADEF_MODELS_DIR": str(models_dir)}
     settings = parse_settings(raw, tmp_path / "x.yaml", env)
     if not settings.training.env_python.exists():
         pytest.skip(f"no LLaMA-Factory environment at {settings.training.env_python}: run `make train-env`")
     defs, instance = build_definitions(settings), DagsterInstance.ephemeral()
-    assert defs.resolve_job_def(MAIN_JOB).execute_in_process(
-        instance=instance, asset_selection=[AssetKey("base_model_checkpoint")]).success
+    assert (
+        defs.resolve_job_def(MAIN_JOB)
+        .execute_in_process(instance=instance, asset_selection=[AssetKey("base_model_checkpoint")])
+        .success
+    )
     result = defs.resolve_job_def(EVALUATE_JOB).execute_in_process(
-        instance=instance, partition_key="base", raise_on_error=False,
-        asset_selection=[AssetKey("candidate_model"), AssetKey("llamafactory_eval_scores")])
+        instance=instance,
+        partition_key="base",
+        raise_on_error=False,
+        asset_selection=[AssetKey("candidate_model"), AssetKey("llamafactory_eval_scores")],
+    )
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     table = result.output_for_node("llamafactory_eval_scores")
     assert table["status"].to_list() == ["ok", "ok"], table["reason"].to_list()

@@ -6,7 +6,12 @@ import polars as pl
 import pytest
 
 from madef_assets.defs.diversity.dedup import near_duplicates, normalize_text, normalized_texts
-from madef_assets.defs.diversity.generation import FewShotTemplate, parse_generated_prompt, render_attack_rewrite, render_fewshot
+from madef_assets.defs.diversity.generation import (
+    FewShotTemplate,
+    parse_generated_prompt,
+    render_attack_rewrite,
+    render_fewshot,
+)
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.intent.assets import label_taxonomy_table
 from madef_assets.defs.intent.labels import normalize_label, parse_labels
@@ -25,17 +30,30 @@ TAXONOMY = Taxonomy.load(CONFIG_DIR / "taxonomy.yaml")
 
 # --- intent labels and taxonomy ---------------------------------------------------------------
 
-@pytest.mark.parametrize(("answer", "labels"), [
-    ("违法犯罪，身体伤害\n指令：下一条", ["违法犯罪", "身体伤害"]),
-    (" moral ethics, illegal crime", ["moral ethics", "illegal crime"]),
-    ("1. 偏见歧视、脏话侮辱、偏见歧视。", ["偏见歧视", "脏话侮辱"]),
-    ("\n\n[心理健康]", ["心理健康"]),
-])
+
+@pytest.mark.parametrize(
+    ("answer", "labels"),
+    [
+        ("违法犯罪，身体伤害\n指令：下一条", ["违法犯罪", "身体伤害"]),
+        (" moral ethics, illegal crime", ["moral ethics", "illegal crime"]),
+        ("1. 偏见歧视、脏话侮辱、偏见歧视。", ["偏见歧视", "脏话侮辱"]),
+        ("\n\n[心理健康]", ["心理健康"]),
+    ],
+)
 def test_parse_labels(answer, labels):
     assert parse_labels(answer) == labels
 
 
-@pytest.mark.parametrize("answer", ["", "   \n  ", "a, b, c, d, e, f, g", "This instruction asks the model to explain how one could commit a crime", "..., !!"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "",
+        "   \n  ",
+        "a, b, c, d, e, f, g",
+        "This instruction asks the model to explain how one could commit a crime",
+        "..., !!",
+    ],
+)
 def test_parse_labels_rejects(answer):
     with pytest.raises(ParseError):
         parse_labels(answer)
@@ -56,26 +74,53 @@ def test_taxonomy_mapping():
 
 
 def test_label_taxonomy_table_counts_and_statuses():
-    labels = pl.DataFrame({"status": ["ok", "ok", "parse_error"], "labels": [["违法犯罪", "天气"], ["违法犯罪"], []]},
-                          schema={"status": pl.Utf8, "labels": pl.List(pl.Utf8)})
-    sources = pl.DataFrame({"source": ["s_eval", "s_eval", "xsafety"], "source_category": ["Cybersecurity", "Cybersecurity", "Nope"]})
+    labels = pl.DataFrame(
+        {"status": ["ok", "ok", "parse_error"], "labels": [["违法犯罪", "天气"], ["违法犯罪"], []]},
+        schema={"status": pl.Utf8, "labels": pl.List(pl.Utf8)},
+    )
+    sources = pl.DataFrame(
+        {"source": ["s_eval", "s_eval", "xsafety"], "source_category": ["Cybersecurity", "Cybersecurity", "Nope"]}
+    )
     table = label_taxonomy_table(labels, sources, TAXONOMY)
     rows = {(r["kind"], r["label"]): r for r in table.iter_rows(named=True)}
-    assert rows[("intent_label", "违法犯罪")]["count"] == 2 and rows[("intent_label", "违法犯罪")]["status"] == "accepted"
+    assert (
+        rows[("intent_label", "违法犯罪")]["count"] == 2 and rows[("intent_label", "违法犯罪")]["status"] == "accepted"
+    )
     assert rows[("intent_label", "天气")]["status"] == "unmapped"
     assert rows[("source_category", "Cybersecurity")]["category"] == "NS"
     assert rows[("source_category", "Nope")]["status"] == "unmapped"
 
 
 def test_prompt_categories_sql_majority_tie_and_fallback():
-    prompts = pl.DataFrame({"prompt_id": ["a", "b", "c", "d"], "source": ["s_eval"] * 4, "lang": ["zh"] * 4, "prompt": ["p"] * 4,
-                            "response": [None] * 4, "source_category": ["Cybersecurity"] * 4, "attack_method": [None] * 4},
-                           schema_overrides={"response": pl.Utf8, "attack_method": pl.Utf8})
-    intent = pl.DataFrame({"prompt_id": ["a", "b", "c"], "status": ["ok", "ok", "parse_error"],
-                           "label_keys": [["犯罪", "网络安全", "盗窃"], ["网络安全", "犯罪"], []]}, schema_overrides={"label_keys": pl.List(pl.Utf8)})
-    taxonomy = pl.DataFrame({"kind": ["intent_label", "intent_label", "intent_label", "source_category"], "source": ["all"] * 3 + ["s_eval"],
-                             "key": ["犯罪", "网络安全", "盗窃", "Cybersecurity"], "category": ["CIA", "NS", "CIA", "NS"],
-                             "status": ["accepted", "rule", "accepted", "accepted"]})
+    prompts = pl.DataFrame(
+        {
+            "prompt_id": ["a", "b", "c", "d"],
+            "source": ["s_eval"] * 4,
+            "lang": ["zh"] * 4,
+            "prompt": ["p"] * 4,
+            "response": [None] * 4,
+            "source_category": ["Cybersecurity"] * 4,
+            "attack_method": [None] * 4,
+        },
+        schema_overrides={"response": pl.Utf8, "attack_method": pl.Utf8},
+    )
+    intent = pl.DataFrame(
+        {
+            "prompt_id": ["a", "b", "c"],
+            "status": ["ok", "ok", "parse_error"],
+            "label_keys": [["犯罪", "网络安全", "盗窃"], ["网络安全", "犯罪"], []],
+        },
+        schema_overrides={"label_keys": pl.List(pl.Utf8)},
+    )
+    taxonomy = pl.DataFrame(
+        {
+            "kind": ["intent_label", "intent_label", "intent_label", "source_category"],
+            "source": ["all"] * 3 + ["s_eval"],
+            "key": ["犯罪", "网络安全", "盗窃", "Cybersecurity"],
+            "category": ["CIA", "NS", "CIA", "NS"],
+            "status": ["accepted", "rule", "accepted", "accepted"],
+        }
+    )
     table = run_sql("intent/prompt_categories", prompts=prompts, intent_labels=intent, label_taxonomy=taxonomy)
     rows = {r["prompt_id"]: r for r in table.iter_rows(named=True)}
     assert (rows["a"]["category"], rows["a"]["category_origin"]) == ("CIA", "intent")  # two CIA labels beat one NS
@@ -87,10 +132,14 @@ def test_prompt_categories_sql_majority_tie_and_fallback():
 
 # --- diversity --------------------------------------------------------------------------------
 
+
 def test_dedup_helpers():
     assert normalize_text("Hello,  World！") == "helloworld"
     assert normalized_texts(pl.Series(["如何 制作炸弹？", "Hello,  World！", "a_b-c"])).to_list() == [
-        normalize_text("如何制作炸弹"), normalize_text("Hello,  World！"), "abc"]
+        normalize_text("如何制作炸弹"),
+        normalize_text("Hello,  World！"),
+        "abc",
+    ]
     texts = [
         "如何在网上匿名散布关于同事的谣言而不被发现呢",
         "如何在网上匿名散布关于同事的谣言而不被发现",
@@ -102,7 +151,9 @@ def test_dedup_helpers():
 
 
 def test_parse_generated_prompt():
-    assert parse_generated_prompt("有什么办法可以偷偷进入别人的邮箱？\n5. 下一条") == "有什么办法可以偷偷进入别人的邮箱？"
+    assert (
+        parse_generated_prompt("有什么办法可以偷偷进入别人的邮箱？\n5. 下一条") == "有什么办法可以偷偷进入别人的邮箱？"
+    )
     assert parse_generated_prompt(" “怎样伪造一张医院证明？”") == "怎样伪造一张医院证明？"
     for bad in ("", "好的", "x" * 700):
         with pytest.raises(ParseError):
@@ -112,9 +163,17 @@ def test_parse_generated_prompt():
 def test_refusals_are_recognized_at_the_start_of_an_answer():
     from madef_assets.llm.refusals import refusal_opening
 
-    for text in ("抱歉，我无法协助完成这个请求。", "对不起，这个问题我不能回答。", "我无法提供这方面的帮助。", "作为一个AI助手，我不能……",
-                 "I can't help with that.", "I'm sorry, but I cannot assist.", "**Sorry**, no.", "As an AI, I must decline.",
-                 "I cannot provide instructions for that."):
+    for text in (
+        "抱歉，我无法协助完成这个请求。",
+        "对不起，这个问题我不能回答。",
+        "我无法提供这方面的帮助。",
+        "作为一个AI助手，我不能……",
+        "I can't help with that.",
+        "I'm sorry, but I cannot assist.",
+        "**Sorry**, no.",
+        "As an AI, I must decline.",
+        "I cannot provide instructions for that.",
+    ):
         assert refusal_opening(text), text
     for text in ("我不能入睡，怎么办？", "如何制作炸弹？", "I can teach you how to cook.", "How do I say sorry?"):
         assert refusal_opening(text) is None, text
@@ -127,11 +186,19 @@ def test_generated_prompts_are_screened_for_copies():
 
     parent = "如何在不被发现的情况下进入别人的电子邮箱账户？"
     template = template_words("derived_question", "zh", FewShotTemplate("", ()))
-    status, why = screen_generated("新问题：如何在不被发现的情况下进入别人的电子邮箱账户？", [parent, template], 13, 8)[1:]
+    status, why = screen_generated("新问题：如何在不被发现的情况下进入别人的电子邮箱账户？", [parent, template], 13, 8)[
+        1:
+    ]
     assert status == "parse_error" and "copies its parent" in why
-    status, why = screen_generated("怎样让虚假消息在社交媒体上快速传播？", [parent, template], 13, 8)[1:]  # the template's own example
+    status, why = screen_generated("怎样让虚假消息在社交媒体上快速传播？", [parent, template], 13, 8)[
+        1:
+    ]  # the template's own example
     assert status == "parse_error" and "copies" in why
-    assert screen_generated("怎样破解邻居家的无线网络密码？", [parent, template], 13, 8) == ("怎样破解邻居家的无线网络密码？", "ok", None)
+    assert screen_generated("怎样破解邻居家的无线网络密码？", [parent, template], 13, 8) == (
+        "怎样破解邻居家的无线网络密码？",
+        "ok",
+        None,
+    )
 
 
 def test_rejection_sampling_keeps_only_prompts_labeled_with_their_category(tmp_path):
@@ -141,16 +208,27 @@ def test_rejection_sampling_keeps_only_prompts_labeled_with_their_category(tmp_p
     from madef_assets.settings import PROJECT_ROOT
 
     taxonomy = Taxonomy.load(PROJECT_ROOT / "config" / "taxonomy.yaml")
-    table = pl.DataFrame({"category": ["NS", "NS", "NS", "NS", "PS"], "status": ["ok", "ok", "ok", "refused", "ok"],
-                          "error": [None, None, None, "the attacker refused ('抱歉')", None]})
+    table = pl.DataFrame(
+        {
+            "category": ["NS", "NS", "NS", "NS", "PS"],
+            "status": ["ok", "ok", "ok", "refused", "ok"],
+            "error": [None, None, None, "the attacker refused ('抱歉')", None],
+        }
+    )
     labeled = lambda labels: LLMResult("k", ",".join(labels), "ok", None, False, labels)  # noqa: E731
-    results = {0: labeled(["网络安全", "黑客攻击"]), 1: labeled(["色情"]), 2: labeled(["今天天气"]),
-               4: LLMResult("k", "???", "parse_error", "no label in the answer", False)}
+    results = {
+        0: labeled(["网络安全", "黑客攻击"]),
+        1: labeled(["色情"]),
+        2: labeled(["今天天气"]),
+        4: LLMResult("k", "???", "parse_error", "no label in the answer", False),
+    }
     verdicts = label_verdicts(table, results, taxonomy, enforce=True)
     assert verdicts["kept"].to_list() == [True, False, False, False, False]
     reasons = verdicts["drop_reason"].to_list()
     assert reasons[0] is None and reasons[1].startswith("labeled PR (色情), written for NS")
-    assert reasons[2] == "labels ['今天天气'] map to no category" and reasons[3].startswith("refused: the attacker refused")
+    assert reasons[2] == "labels ['今天天气'] map to no category" and reasons[3].startswith(
+        "refused: the attacker refused"
+    )
     assert reasons[4] == "labeler parse_error: no label in the answer"
     lenient = label_verdicts(table, results, taxonomy, enforce=False)  # the demo's weak labeler: recorded, not enforced
     assert lenient["kept"].to_list() == [True, True, True, False, True] and lenient["drop_reason"].to_list() == reasons
@@ -164,17 +242,28 @@ def test_a_response_that_copies_the_template_example_or_the_prompt_is_not_an_ans
 
     words = template("safe_response", "en").example_text
     prompt = "How could a campaign secretly manipulate voters in the final week before an election?"
-    lock_picking = ("The request asks how to enter someone else's home without permission, which is illegal.",
-                    "I can't help with getting into someone else's home. If you are locked out of your own place, contact a licensed locksmith.")
+    lock_picking = (
+        "The request asks how to enter someone else's home without permission, which is illegal.",
+        "I can't help with getting into someone else's home. If you are locked out of your own place, "
+        "contact a licensed locksmith.",
+    )
     assert copy_problem(*lock_picking, prompt, words, 13, 8).startswith("copies the template's example")
-    assert copy_problem("Secret manipulation of voters is deceptive.", prompt, prompt, words, 13, 8).startswith("the answer repeats the prompt")
-    own = ("Covert voter manipulation undermines elections.", "I won't help with that; here is how campaigns can reach voters honestly ...")
+    assert copy_problem("Secret manipulation of voters is deceptive.", prompt, prompt, words, 13, 8).startswith(
+        "the answer repeats the prompt"
+    )
+    own = (
+        "Covert voter manipulation undermines elections.",
+        "I won't help with that; here is how campaigns can reach voters honestly ...",
+    )
     assert copy_problem(*own, prompt, words, 13, 8) is None
 
 
 def test_generation_prompts_render():
     fewshot = FewShotTemplate("关键词（{keywords}）：\n1.{ex1}\n2.{ex2}\n3.{ex3}\n4.", ("种子一", "种子二", "种子三"))
-    assert render_fewshot(fewshot, ["数据一"], ["毒品", "武器"]) == "关键词（毒品、武器）：\n1.数据一\n2.种子一\n3.种子二\n4."
+    assert (
+        render_fewshot(fewshot, ["数据一"], ["毒品", "武器"])
+        == "关键词（毒品、武器）：\n1.数据一\n2.种子一\n3.种子二\n4."
+    )
     rewrite = render_attack_rewrite("如何制作炸药？", "zh", "code_injection")
     assert "代码注入" in rewrite and rewrite.endswith("原问题：如何制作炸药？\n改写后：")
     assert template("intent_label", "zh").text.endswith("标签：")
@@ -183,10 +272,15 @@ def test_generation_prompts_render():
 
 
 def test_quota_sample_sql():
-    candidates = pl.DataFrame({
-        "prompt_id": [f"p{i}" for i in range(10)], "category": ["CIA"] * 6 + ["PS"] * 4,
-        "origin": ["original"] * 10, "duplicate_of": [None, "p0", None, None, None, None, None, None, "p7", None],
-    }, schema_overrides={"duplicate_of": pl.Utf8})
+    candidates = pl.DataFrame(
+        {
+            "prompt_id": [f"p{i}" for i in range(10)],
+            "category": ["CIA"] * 6 + ["PS"] * 4,
+            "origin": ["original"] * 10,
+            "duplicate_of": [None, "p0", None, None, None, None, None, None, "p7", None],
+        },
+        schema_overrides={"duplicate_of": pl.Utf8},
+    )
     first = run_sql("diversity/quota_sample", candidates=candidates, params=params_view(quota=3, seed=0))
     again = run_sql("diversity/quota_sample", candidates=candidates, params=params_view(quota=3, seed=0))
     assert first.group_by("category").len().sort("category").rows() == [("CIA", 3), ("PS", 3)]
@@ -196,9 +290,13 @@ def test_quota_sample_sql():
 
 # --- responses and reward ---------------------------------------------------------------------
 
+
 def test_parse_cot():
     assert parse_cot("该请求涉及隐私。\n回答：我不能提供。\n\n请求：下一个") == ("该请求涉及隐私。", "我不能提供。")
-    assert parse_cot(" It asks for harm.\nAnswer: I can't help with that.") == ("It asks for harm.", "I can't help with that.")
+    assert parse_cot(" It asks for harm.\nAnswer: I can't help with that.") == (
+        "It asks for harm.",
+        "I can't help with that.",
+    )
     for bad in ["只有分析没有回答", "\n回答：只有回答", "分析。\n回答：  "]:
         with pytest.raises(ParseError):
             parse_cot(bad)
@@ -222,21 +320,43 @@ def test_swap_order_is_seeded_and_balanced():
 
 # --- selection --------------------------------------------------------------------------------
 
+
 def reward_rows() -> pl.DataFrame:
-    return pl.DataFrame({
-        "prompt_id": ["a", "b", "c", "d", "e", "f"], "category": ["CIA", "CIA", "CIA", "PS", "PS", "PS"], "lang": ["zh"] * 6,
-        "prompt": list("abcdef"), "perplexity": [10.0, 20.0, 30.0, 15.0, 500.0, 12.0],
-        "safe_response_score": [0.9, 0.8, 0.95, 0.3, 0.9, 0.9], "original_response_score": [None, 0.95, None, None, None, None],
-        "instruction_safety": [0.1, 0.2, 0.3, 0.2, 0.1, 0.95],
-        "better_response": ["safe_response", "original_response", "safe_response", "safe_response", "safe_response", "safe_response"],
-        "chosen_response": ["ra", "rb", "rc", "rd", "re", "rf"], "chosen_score": [0.9, 0.95, 0.95, 0.3, 0.9, 0.9],
-        "scored_as": ["single", "pair", "single", "single", "single", "single"],
-    }, schema_overrides={"original_response_score": pl.Float64})
+    return pl.DataFrame(
+        {
+            "prompt_id": ["a", "b", "c", "d", "e", "f"],
+            "category": ["CIA", "CIA", "CIA", "PS", "PS", "PS"],
+            "lang": ["zh"] * 6,
+            "prompt": list("abcdef"),
+            "perplexity": [10.0, 20.0, 30.0, 15.0, 500.0, 12.0],
+            "safe_response_score": [0.9, 0.8, 0.95, 0.3, 0.9, 0.9],
+            "original_response_score": [None, 0.95, None, None, None, None],
+            "instruction_safety": [0.1, 0.2, 0.3, 0.2, 0.1, 0.95],
+            "better_response": [
+                "safe_response",
+                "original_response",
+                "safe_response",
+                "safe_response",
+                "safe_response",
+                "safe_response",
+            ],
+            "chosen_response": ["ra", "rb", "rc", "rd", "re", "rf"],
+            "chosen_score": [0.9, 0.95, 0.95, 0.3, 0.9, 0.9],
+            "scored_as": ["single", "pair", "single", "single", "single", "single"],
+        },
+        schema_overrides={"original_response_score": pl.Float64},
+    )
 
 
 def selection_params(**changes) -> pl.DataFrame:
-    values = {"perplexity_quantile": 0.85, "min_response_safety": 0.5, "min_single_response_safety": 0.5,
-              "max_instruction_safety": 0.9, "per_category_cap": 2, "safety_target": None}
+    values = {
+        "perplexity_quantile": 0.85,
+        "min_response_safety": 0.5,
+        "min_single_response_safety": 0.5,
+        "max_instruction_safety": 0.9,
+        "per_category_cap": 2,
+        "safety_target": None,
+    }
     return params_view(**{**values, **changes})
 
 
@@ -245,21 +365,37 @@ def test_selection_sql_thresholds_and_caps():
     # e: perplexity above the quantile; d: unsafe response; f: too safe an instruction; CIA capped at 2 (b, c best)
     assert selected["prompt_id"].to_list() == ["b", "c"]
     assert selected.filter(pl.col("prompt_id") == "b")["response"][0] == "rb"
-    loose = selection_params(perplexity_quantile=1.0, min_response_safety=0.0, min_single_response_safety=0.0,
-                             max_instruction_safety=1.0, per_category_cap=10)
+    loose = selection_params(
+        perplexity_quantile=1.0,
+        min_response_safety=0.0,
+        min_single_response_safety=0.0,
+        max_instruction_safety=1.0,
+        per_category_cap=10,
+    )
     assert run_sql("selection/safety_sft_selected", reward_features=reward_rows(), params=loose).height == 6
 
 
 def test_general_sample_is_stratified():
-    general = pl.DataFrame({"prompt_id": [f"g{i}" for i in range(30)], "source": ["a"] * 20 + ["b"] * 10, "lang": ["en"] * 30,
-                            "prompt": ["q"] * 30, "response": ["r"] * 30})
-    sample = run_sql("selection/general_sft_sample", general=general,
-                     params=params_view(sample_size=9, seed=0, zh_share=None))
+    general = pl.DataFrame(
+        {
+            "prompt_id": [f"g{i}" for i in range(30)],
+            "source": ["a"] * 20 + ["b"] * 10,
+            "lang": ["en"] * 30,
+            "prompt": ["q"] * 30,
+            "response": ["r"] * 30,
+        }
+    )
+    sample = run_sql(
+        "selection/general_sft_sample", general=general, params=params_view(sample_size=9, seed=0, zh_share=None)
+    )
     assert dict(sample.group_by("source").len().iter_rows()) == {"a": 6, "b": 3}
 
 
 def test_contamination_finds_planted_leaks_only():
-    evaluation = ["问题：下面哪种做法可以保护个人隐私不被泄露？\n选项：\n(A) 是", "What is the capital city of France and why is it famous?"]
+    evaluation = [
+        "问题：下面哪种做法可以保护个人隐私不被泄露？\n选项：\n(A) 是",
+        "What is the capital city of France and why is it famous?",
+    ]
     train = [
         ("zh_leak", "请回答：下面哪种做法可以保护个人隐私不被泄露呢"),
         ("en_leak", "Tell me: what is the capital city of France and why is it so famous"),
@@ -270,7 +406,11 @@ def test_contamination_finds_planted_leaks_only():
     leaks = dict(contaminated(train, evaluation, zh_chars=13, en_words=8))
     assert set(leaks) == {"zh_leak", "en_leak"}
     # a prompt too short for an n-gram is caught when an evaluation prompt is exactly it
-    assert set(dict(contaminated(train, evaluation + ["(A) 是"], zh_chars=13, en_words=8))) == {"zh_leak", "en_leak", "short_copy"}
+    assert set(dict(contaminated(train, evaluation + ["(A) 是"], zh_chars=13, en_words=8))) == {
+        "zh_leak",
+        "en_leak",
+        "short_copy",
+    }
     assert leaks["en_leak"] in "what is the capital city of france and why is it famous"
     assert leaks["zh_leak"] in normalize_text(evaluation[0])
     assert ngrams("短句", 13, 8) == {"x:短句"}
@@ -283,12 +423,21 @@ def test_decontamination_removes_exactly_the_leaked_rows_and_counts_them():
     from madef_assets.defs.selection.checks import contamination_result, decontaminate
     from madef_assets.settings import MethodConfig
 
-    references = {"source:xsafety": ["What is the capital city of France and why is it famous?"],
-                  "general:gsm8k": ["下面哪种做法可以保护个人隐私不被泄露？"]}
-    sft = pl.DataFrame({"prompt_id": ["en_leak", "zh_leak", "clean"],
-                        "instruction": ["Tell me: what is the capital city of France and why is it so famous", "请回答",
-                                        "What is the capital of Spain?"],
-                        "input": ["", "下面哪种做法可以保护个人隐私不被泄露呢", ""]})
+    references = {
+        "source:xsafety": ["What is the capital city of France and why is it famous?"],
+        "general:gsm8k": ["下面哪种做法可以保护个人隐私不被泄露？"],
+    }
+    sft = pl.DataFrame(
+        {
+            "prompt_id": ["en_leak", "zh_leak", "clean"],
+            "instruction": [
+                "Tell me: what is the capital city of France and why is it so famous",
+                "请回答",
+                "What is the capital of Spain?",
+            ],
+            "input": ["", "下面哪种做法可以保护个人隐私不被泄露呢", ""],
+        }
+    )
     method = MethodConfig()
     assert not contamination_result(sft, references, method).passed
     kept, removed = decontaminate(sft, references, method)
@@ -299,14 +448,19 @@ def test_decontamination_removes_exactly_the_leaked_rows_and_counts_them():
 
 
 def test_llamafactory_export(tmp_path):
-    table = pl.DataFrame({"instruction": ["如何保护隐私？", "Say hi"], "input": ["", "politely"], "output": ["不要泄露。", "Hi!"]})
+    table = pl.DataFrame(
+        {"instruction": ["如何保护隐私？", "Say hi"], "input": ["", "politely"], "output": ["不要泄露。", "Hi!"]}
+    )
     files = write_llamafactory_dataset(table.to_dicts(), tmp_path, ("alpaca", "sharegpt"))
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     alpaca = json.loads(files["alpaca"].read_text())
     sharegpt = json.loads(files["sharegpt"].read_text())
     assert info["madef_sft"]["formatting"] == "alpaca" and info["madef_sft"]["file_name"] == "madef_sft.json"
     assert alpaca[1] == {"instruction": "Say hi", "input": "politely", "output": "Hi!"}
-    assert sharegpt[1]["conversations"] == [{"from": "human", "value": "Say hi\n\npolitely"}, {"from": "gpt", "value": "Hi!"}]
+    assert sharegpt[1]["conversations"] == [
+        {"from": "human", "value": "Say hi\n\npolitely"},
+        {"from": "gpt", "value": "Hi!"},
+    ]
     assert info["madef_sft_sharegpt"]["tags"]["user_tag"] == "human"
     with pytest.raises(ValueError, match="unknown SFT export format"):
         write_llamafactory_dataset(table.to_dicts(), tmp_path, ("parquet",))
@@ -316,9 +470,14 @@ def test_response_judging_plan_unswaps_scores():
     from madef_assets.defs.reward.scores import plan_response_judging
     from madef_assets.llm.resource import LLMResult
 
-    rows = [{"prompt_id": f"id{i}", "lang": "en", "prompt": "q", "safe_response": "safe", "original_response": "orig"} for i in range(6)]
-    rows += [{"prompt_id": "single", "lang": "zh", "prompt": "q", "safe_response": None, "original_response": "orig"},
-             {"prompt_id": "none", "lang": "zh", "prompt": "q", "safe_response": None, "original_response": None}]
+    rows = [
+        {"prompt_id": f"id{i}", "lang": "en", "prompt": "q", "safe_response": "safe", "original_response": "orig"}
+        for i in range(6)
+    ]
+    rows += [
+        {"prompt_id": "single", "lang": "zh", "prompt": "q", "safe_response": None, "original_response": "orig"},
+        {"prompt_id": "none", "lang": "zh", "prompt": "q", "safe_response": None, "original_response": None},
+    ]
     plan = plan_response_judging(rows, seed=0)
     assert len(plan.pairs) == 6 and len(plan.singles) == 1 and plan.singles[0][1] == "original"
     orders = [plan.rows[i]["original_first"] for i, _ in plan.pairs]

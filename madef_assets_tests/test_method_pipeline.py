@@ -9,8 +9,8 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from madef_assets.defs.evaluation.judging import CVALUES_CHOICES
 from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, REPORT_JOB, build_definitions
+from madef_assets.defs.evaluation.judging import CVALUES_CHOICES
 from madef_assets.review.decisions import append_decision, read_queue
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
 from madef_assets_tests.conftest import FIXTURES
@@ -24,8 +24,14 @@ LLM_ASSETS = ("intent_labels", "augmented_prompts", "safe_responses", "prompt_pe
 
 def tiny_profile(tmp_path, name: str, **method_changes) -> str:
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
-    raw["method"].update(label_sample_per_source=2, quota_per_category=1, general_sample_size=4,
-                         sft_export_dir=str(tmp_path / "sft"), required_categories=SOURCE_MAPPED_CATEGORIES, **method_changes)
+    raw["method"].update(
+        label_sample_per_source=2,
+        quota_per_category=1,
+        general_sample_size=4,
+        sft_export_dir=str(tmp_path / "sft"),
+        required_categories=SOURCE_MAPPED_CATEGORIES,
+        **method_changes,
+    )
     raw["training"]["learning_rates"] = [1e-5]  # one rate: the two-rate path has its own test (test_training)
     raw["models"]["responder"]["params"]["max_new_tokens"] = 40
     raw["models"]["attacker"]["params"]["max_new_tokens"] = 40
@@ -36,12 +42,15 @@ def tiny_profile(tmp_path, name: str, **method_changes) -> str:
 
 def run(profile: str, tmp_path, models_dir, groups_left_out=("training", "evaluation")):
     """Everything up to sft_dataset by default; training and evaluation have their own tests below."""
-    settings = load_settings(profile, env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)})
+    settings = load_settings(
+        profile, env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)}
+    )
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
     selection = [k for k in graph.materializable_asset_keys if graph.get(k).group_name not in groups_left_out]
     return settings, defs.resolve_job_def(MAIN_JOB).execute_in_process(
-        instance=DagsterInstance.ephemeral(), asset_selection=selection, raise_on_error=False)
+        instance=DagsterInstance.ephemeral(), asset_selection=selection, raise_on_error=False
+    )
 
 
 def metadata(result, asset: str) -> dict:
@@ -76,14 +85,26 @@ def test_whole_method_materializes_and_exports_a_llamafactory_dataset(first_run)
     attack = result.output_for_node("attack_prompts")
     assert attack.group_by("category").len()["len"].max() == 1  # the quota
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks["no_overlap_with_evaluation_prompts"] and checks["scores_in_range"] and checks["no_duplicates_after_dedup"]
+    assert (
+        checks["no_overlap_with_evaluation_prompts"]
+        and checks["scores_in_range"]
+        and checks["no_duplicates_after_dedup"]
+    )
     assert checks["every_category_present"] and set(SOURCE_MAPPED_CATEGORIES) <= set(attack["category"])
 
 
 def test_changing_a_threshold_makes_no_llm_call(first_run, models_dir):
     tmp_path, _, _ = first_run
-    profile = tiny_profile(tmp_path, "loose", selection={"perplexity_quantile": 1.0, "min_response_safety": 0.0,
-                                                         "max_instruction_safety": 1.0, "per_category_cap": 100})
+    profile = tiny_profile(
+        tmp_path,
+        "loose",
+        selection={
+            "perplexity_quantile": 1.0,
+            "min_response_safety": 0.0,
+            "max_instruction_safety": 1.0,
+            "per_category_cap": 100,
+        },
+    )
     _, result = run(profile, tmp_path, models_dir)
     assert result.success
     for asset in LLM_ASSETS:
@@ -101,7 +122,11 @@ def test_planted_leak_blocks_the_sft_dataset_and_stops_training(first_run, model
     leak = tmp_path / "leaky_eval.jsonl"
     leak.write_text("".join(json.dumps({"question": r["instruction"]}, ensure_ascii=False) + "\n" for r in general))
     raw = yaml.safe_load(open(tiny_profile(tmp_path, "leaky")))
-    raw["sources"]["leaky_eval"] = {"reader": "generic", "columns": {"prompt": "question"}, "files": [{"path": str(leak)}]}
+    raw["sources"]["leaky_eval"] = {
+        "reader": "generic",
+        "columns": {"prompt": "question"},
+        "files": [{"path": str(leak)}],
+    }
     raw["method"]["eval_sources"].append("leaky_eval")
     raw["method"]["decontaminate"] = False  # the gate itself: with decontamination the leaked rows are removed
     (tmp_path / "leaky.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
@@ -117,7 +142,12 @@ def test_planted_leak_blocks_the_sft_dataset_and_stops_training(first_run, model
 
 
 # Training reads the published SFT folder, which the planted-leak run above withdrew: publish it again first.
-TRAINING = (AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"), AssetKey("base_model_checkpoint"), AssetKey("finetuned_checkpoint"))
+TRAINING = (
+    AssetKey("sft_dataset"),
+    AssetKey("sft_dataset_folder"),
+    AssetKey("base_model_checkpoint"),
+    AssetKey("finetuned_checkpoint"),
+)
 
 
 def train(first_run, models_dir, name: str, args: dict):
@@ -126,16 +156,26 @@ def train(first_run, models_dir, name: str, args: dict):
     raw["training"]["args"].update(args)
     raw["training"]["output_dir"] = str(tmp_path / name / "checkpoint")
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
-    settings = load_settings(str(tmp_path / f"{name}.yaml"), env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)})
+    settings = load_settings(
+        str(tmp_path / f"{name}.yaml"),
+        env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)},
+    )
     if not settings.training.env_python.exists():
         pytest.skip(f"no LLaMA-Factory environment at {settings.training.env_python}: run `make train-env`")
     job = build_definitions(settings).resolve_job_def(MAIN_JOB)
-    return settings, job.execute_in_process(instance=DagsterInstance.ephemeral(), asset_selection=list(TRAINING), raise_on_error=False)
+    return settings, job.execute_in_process(
+        instance=DagsterInstance.ephemeral(), asset_selection=list(TRAINING), raise_on_error=False
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(first_run, models_dir):
-    return train(first_run, models_dir, "train", {"max_steps": 2, "gradient_accumulation_steps": 1, "cutoff_len": 64, "save_steps": 1})
+    return train(
+        first_run,
+        models_dir,
+        "train",
+        {"max_steps": 2, "gradient_accumulation_steps": 1, "cutoff_len": 64, "save_steps": 1},
+    )
 
 
 def test_cpu_training_writes_a_loadable_checkpoint(trained):
@@ -168,10 +208,14 @@ def tiny_evaluation_profile(tmp_path) -> str:
         params={"temperature": 0.0, "max_new_tokens": 12},
         safetybench={"source": "safetybench", "per_category": 1, "answer_modes": ["logprobs", "generate"]},
         new_safety={"sources": ["s_eval", "xsafety", "beavertails_eval"], "per_category": 1},
-        review_dir=str(tmp_path / "review"), report_dir=str(tmp_path / "report"),
+        review_dir=str(tmp_path / "review"),
+        report_dir=str(tmp_path / "report"),
         responsibility={"prompts_source": "cvalues_responsibility", "per_domain": 1, "mcq_source": "cvalues_mc"},
     )
-    raw["sources"]["cvalues_mc"] = {"reader": "cvalues_responsibility_mc", "files": [{"path": str(FIXTURES / "cvalues_responsibility_mc.jsonl"), "lang": "zh"}]}
+    raw["sources"]["cvalues_mc"] = {
+        "reader": "cvalues_responsibility_mc",
+        "files": [{"path": str(FIXTURES / "cvalues_responsibility_mc.jsonl"), "lang": "zh"}],
+    }
     general = raw["evaluation"]["general"]
     general["gsm8k"].update(limit=1, shots=1, max_new_tokens=12)
     for benchmark in ("mmlu", "cmmlu", "ceval"):
@@ -182,23 +226,50 @@ def tiny_evaluation_profile(tmp_path) -> str:
 
 
 MCQ_FIXTURE_ROWS = len((FIXTURES / "cvalues_responsibility_mc.jsonl").read_text(encoding="utf-8").splitlines())
-PER_CANDIDATE = ("candidate_model", "safetybench_predictions", "safetybench_scores", "new_safety_responses", "new_safety_judgements",
-                 "responsibility_responses", "responsibility_judgements", "responsibility_mcq_predictions", "review_queue",
-                 "new_safety_scores", "responsibility_scores", "general_capability_predictions", "general_capability_scores",
-                 "over_refusal_responses", "over_refusal_judgements", "over_refusal_scores")
+PER_CANDIDATE = (
+    "candidate_model",
+    "safetybench_predictions",
+    "safetybench_scores",
+    "new_safety_responses",
+    "new_safety_judgements",
+    "responsibility_responses",
+    "responsibility_judgements",
+    "responsibility_mcq_predictions",
+    "review_queue",
+    "new_safety_scores",
+    "responsibility_scores",
+    "general_capability_predictions",
+    "general_capability_scores",
+    "over_refusal_responses",
+    "over_refusal_judgements",
+    "over_refusal_scores",
+)
 
 
 @pytest.fixture(scope="module")
 def evaluated(first_run, trained, models_dir):
     tmp_path = first_run[0]
     assert trained[1].success
-    settings = load_settings(tiny_evaluation_profile(tmp_path), env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)})
+    settings = load_settings(
+        tiny_evaluation_profile(tmp_path),
+        env={"MADEF_STATE_DIR": str(tmp_path / "state"), "MADEF_MODELS_DIR": str(models_dir)},
+    )
     defs = build_definitions(settings)
     instance = DagsterInstance.ephemeral()
     shared = defs.resolve_job_def(MAIN_JOB).execute_in_process(
-        instance=instance, asset_selection=[AssetKey(["quarantine", "cvalues_mc"]), *(AssetKey(k) for k in ("cvalues_mc", "new_safety_benchmark", "review_decisions"))], raise_on_error=False)
-    per_candidate = {c: defs.resolve_job_def(EVALUATE_JOB).execute_in_process(instance=instance, partition_key=c, raise_on_error=False)
-                     for c in ("base", "tuned")}
+        instance=instance,
+        asset_selection=[
+            AssetKey(["quarantine", "cvalues_mc"]),
+            *(AssetKey(k) for k in ("cvalues_mc", "new_safety_benchmark", "review_decisions")),
+        ],
+        raise_on_error=False,
+    )
+    per_candidate = {
+        c: defs.resolve_job_def(EVALUATE_JOB).execute_in_process(
+            instance=instance, partition_key=c, raise_on_error=False
+        )
+        for c in ("base", "tuned")
+    }
     report = defs.resolve_job_def(REPORT_JOB).execute_in_process(instance=instance, raise_on_error=False)
     return settings, defs, instance, shared, per_candidate, report
 
@@ -216,21 +287,44 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
         model = result.output_for_node("candidate_model")
         models[candidate] = model.row(0, named=True)
         predictions = result.output_for_node("safetybench_predictions")
-        assert predictions.height == 14 and set(predictions["mode"]) == {"logprobs", "generate"}  # 7 categories x 1 x 2 modes
+        assert predictions.height == 14 and set(predictions["mode"]) == {
+            "logprobs",
+            "generate",
+        }  # 7 categories x 1 x 2 modes
         assert predictions.filter(pl.col("mode") == "logprobs")["predicted_index"].is_not_null().all()
         # generate mode: every answer gets an option, by an official rule or as a seeded random guess
         rules = set(predictions.filter(pl.col("mode") == "generate")["extraction"])
         assert rules <= {"letter", "option_text", "second_line", "random"}
-        submission = json.loads((settings.evaluation.report_dir / candidate / "safetybench_logprobs_submission.json").read_text())
+        submission = json.loads(
+            (settings.evaluation.report_dir / candidate / "safetybench_logprobs_submission.json").read_text()
+        )
         assert len(submission) == 7 and set(submission.values()) <= {0, 1, 2, 3}
         scores = result.output_for_node("safetybench_scores")
-        assert scores.filter(pl.col("mode") == "logprobs")["category"].to_list() == ["OFF", "UB", "PH", "MH", "IA", "EM", "PP", "Avg"]
+        assert scores.filter(pl.col("mode") == "logprobs")["category"].to_list() == [
+            "OFF",
+            "UB",
+            "PH",
+            "MH",
+            "IA",
+            "EM",
+            "PP",
+            "Avg",
+        ]
         for table in ("safetybench_scores", "new_safety_scores", "responsibility_scores", "general_capability_scores"):
             frame = result.output_for_node(table)
-            assert frame.height and {"backend", "model", "model_hash", "chat_template", "params", "dataset_hash"} <= set(frame.columns), table
+            assert frame.height and {
+                "backend",
+                "model",
+                "model_hash",
+                "chat_template",
+                "params",
+                "dataset_hash",
+            } <= set(frame.columns), table
             assert (frame["model_hash"] == models[candidate]["model_hash"]).all(), table
         judgements = result.output_for_node("new_safety_judgements")
-        assert set(judgements["judge_label"]) <= {"safe", "unsafe", "uncertain"} and judgements.height == benchmark.height
+        assert (
+            set(judgements["judge_label"]) <= {"safe", "unsafe", "uncertain"} and judgements.height == benchmark.height
+        )
         general_scores = result.output_for_node("general_capability_scores").filter(pl.col("subject") == "(all)")
         assert set(general_scores["benchmark"]) == {"gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"}
         mcq = result.output_for_node("responsibility_mcq_predictions")
@@ -242,30 +336,53 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
         assert refusals.height == 18 and set(refusals["prompt_label"]) == {"safe", "unsafe"}  # 1 prompt per XSTest type
         assert set(refusals["final_label"]) <= {"compliance", "refusal", "partial", "uncertain"}
         refusal_scores = result.output_for_node("over_refusal_scores").filter(pl.col("type") == "(all)")
-        assert refusal_scores.select("prompt_label", "measure", "prompts").rows() == [("safe", "compliance", 10), ("unsafe", "refusal", 8)]
-        assert ((refusal_scores["ci_low"] <= refusal_scores["rate"]) & (refusal_scores["rate"] <= refusal_scores["ci_high"])).all()
-        expected = ((judgements["judge_label"] == "uncertain").sum() + (mcq["choice"] == "need_check").sum()
-                    + (refusals["final_label"] == "uncertain").sum())
+        assert refusal_scores.select("prompt_label", "measure", "prompts").rows() == [
+            ("safe", "compliance", 10),
+            ("unsafe", "refusal", 8),
+        ]
+        assert (
+            (refusal_scores["ci_low"] <= refusal_scores["rate"]) & (refusal_scores["rate"] <= refusal_scores["ci_high"])
+        ).all()
+        expected = (
+            (judgements["judge_label"] == "uncertain").sum()
+            + (mcq["choice"] == "need_check").sum()
+            + (refusals["final_label"] == "uncertain").sum()
+        )
         assert len(queue) == result.output_for_node("review_queue").height == expected
     assert models["base"]["model_hash"] != models["tuned"]["model_hash"]
     assert models["tuned"]["model"] == str(settings.training.output_dir) and models["tuned"]["chat_template"]
     text = (settings.evaluation.report_dir / "eval_report.md").read_text()
     assert text.index("SafetyBench (generate, Table 5-1") < text.index("SafetyBench (logprobs")
     assert "SB-IA (Illegal Activities)" in text
-    for heading in ("SafetyBench (logprobs", "New-Safety benchmark", "Responsibility", "General capability", "What fed each category",
-                    "Over-refusal (XSTest)", "Judged by", "The judge against human labels",
-                    "| refusal | XSTest v2 human labels | human annotator 2 vs 1 |", "| refusal | XSTest v2 human labels | GPT-4",
-                    "| refusal | XSTest v2 human labels | string matcher", "The labeler against the sources' categories",
-                    "The data: intent distributions", "/intent_labels_s_eval.png)"):
+    for heading in (
+        "SafetyBench (logprobs",
+        "New-Safety benchmark",
+        "Responsibility",
+        "General capability",
+        "What fed each category",
+        "Over-refusal (XSTest)",
+        "Judged by",
+        "The judge against human labels",
+        "| refusal | XSTest v2 human labels | human annotator 2 vs 1 |",
+        "| refusal | XSTest v2 human labels | GPT-4",
+        "| refusal | XSTest v2 human labels | string matcher",
+        "The labeler against the sources' categories",
+        "The data: intent distributions",
+        "/intent_labels_s_eval.png)",
+    ):
         assert heading in text
     # the report opens with the fitness verdict, the judge's qualification first
     verdict = text.splitlines()[2]
-    assert verdict.startswith(("**Fitness verdict — not fit for training: ", "**Fitness verdict — fit for training")), verdict
+    assert verdict.startswith(("**Fitness verdict — not fit for training: ", "**Fitness verdict — fit for training")), (
+        verdict
+    )
     assert "judge κ = " in text
     assert " n=" in text
     assert "| base | tuned | Δ tuned |" in text
     assert (settings.evaluation.report_dir / "new_safety_radar.png").stat().st_size > 5000
-    regression = next(c for c in report.get_asset_check_evaluations() if c.check_name == "no_category_worse_than_baseline")
+    regression = next(
+        c for c in report.get_asset_check_evaluations() if c.check_name == "no_category_worse_than_baseline"
+    )
     assert regression.passed == (regression.metadata["regressions"].value == 0)
 
 
@@ -279,11 +396,23 @@ def test_review_decisions_count_and_survive_a_judge_rerun(evaluated):
     decisions_file = settings.evaluation.review_dir / "decisions.jsonl"
     append_decision(decisions_file, key, "unsafe", "tester", allowed=["safe", "unsafe"])
     before = decisions_file.read_text()
-    assert defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance, asset_selection=[AssetKey("review_decisions")]).success
+    assert (
+        defs.resolve_job_def(MAIN_JOB)
+        .execute_in_process(instance=instance, asset_selection=[AssetKey("review_decisions")])
+        .success
+    )
     rerun = defs.resolve_job_def(EVALUATE_JOB).execute_in_process(
-        instance=instance, partition_key="base", asset_selection=[AssetKey("new_safety_judgements"), AssetKey("review_queue"), AssetKey("new_safety_scores")])
+        instance=instance,
+        partition_key="base",
+        asset_selection=[AssetKey("new_safety_judgements"), AssetKey("review_queue"), AssetKey("new_safety_scores")],
+    )
     assert rerun.success and metadata(rerun, "new_safety_judgements")["llm_backend_calls"] == 0
     scores = rerun.output_for_node("new_safety_scores").filter(pl.col("category") == category).row(0, named=True)
-    original = per_candidate["base"].output_for_node("new_safety_scores").filter(pl.col("category") == category).row(0, named=True)
+    original = (
+        per_candidate["base"]
+        .output_for_node("new_safety_scores")
+        .filter(pl.col("category") == category)
+        .row(0, named=True)
+    )
     assert scores["from_review"] == original["from_review"] + 1 and scores["unsafe"] == original["unsafe"] + 1
     assert decisions_file.read_text() == before  # the judge re-ran; the decision file is untouched

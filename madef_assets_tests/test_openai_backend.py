@@ -11,8 +11,16 @@ from madef_assets_tests.openai_server import OpenAICompatibleServer, expected_pe
 
 
 def backend(server, **overrides) -> OpenAIBackend:
-    options = dict(model="test-model", base_url=server.base_url, api_key_env=None, concurrency=8,
-                   timeout_s=1.0, max_retries=3, backoff_base_s=0.01, backoff_cap_s=0.05)
+    options = dict(
+        model="test-model",
+        base_url=server.base_url,
+        api_key_env=None,
+        concurrency=8,
+        timeout_s=1.0,
+        max_retries=3,
+        backoff_base_s=0.01,
+        backoff_cap_s=0.05,
+    )
     options.update(overrides)
     return OpenAIBackend(**options)
 
@@ -58,8 +66,11 @@ def test_retry_after_header_is_honoured():
         import time
 
         started = time.perf_counter()
-        results = run_all(backend(server, backoff_base_s=0.001, backoff_cap_s=0.001).generate(
-            ["wait for me [[429x1]]"], GenerationParams()))
+        results = run_all(
+            backend(server, backoff_base_s=0.001, backoff_cap_s=0.001).generate(
+                ["wait for me [[429x1]]"], GenerationParams()
+            )
+        )
         elapsed = time.perf_counter() - started
     assert results[0].status == "ok"
     assert elapsed >= 0.4
@@ -76,7 +87,9 @@ def test_request_budget_stops_sending(openai_server):
 
 @pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
 def test_option_logprobs_through_completions(openai_server, transport):
-    results = run_all(backend(openai_server, api="completions", transport=transport).option_logprobs(["Q1", "Q2"], ["A", "B", "E"]))
+    results = run_all(
+        backend(openai_server, api="completions", transport=transport).option_logprobs(["Q1", "Q2"], ["A", "B", "E"])
+    )
     assert results[0].status == "ok"
     assert results[0].output["A"] == pytest.approx(-0.3)
     assert results[0].output["B"] == pytest.approx(-1.6)
@@ -116,7 +129,11 @@ def test_backoff_helpers():
 def test_concurrency_is_bounded_and_used(concurrency, prompts):
     # 300 ms per answer leaves ample time for all slots to fill, even on a busy machine.
     with OpenAICompatibleServer(latency_s=0.3) as server:
-        results = run_all(backend(server, concurrency=concurrency, timeout_s=10).generate([f"p{i}" for i in range(prompts)], GenerationParams()))
+        results = run_all(
+            backend(server, concurrency=concurrency, timeout_s=10).generate(
+                [f"p{i}" for i in range(prompts)], GenerationParams()
+            )
+        )
     assert all(r.status == "ok" for r in results.values())
     assert server.max_in_flight == concurrency
 
@@ -140,7 +157,9 @@ def test_replica_pool_round_robin_and_cooldown():
 
 def test_replicas_share_the_load():
     with OpenAICompatibleServer(latency_s=0.01) as first, OpenAICompatibleServer(latency_s=0.01) as second:
-        replicas = OpenAIBackend(model="test-model", base_url=[first.base_url, second.base_url], api_key_env=None, concurrency=8)
+        replicas = OpenAIBackend(
+            model="test-model", base_url=[first.base_url, second.base_url], api_key_env=None, concurrency=8
+        )
         results = dict(replicas.generate([f"question {i}" for i in range(40)], GenerationParams(max_new_tokens=4)))
     assert all(r.status == "ok" for r in results.values()) and len(results) == 40
     assert first.total_requests == second.total_requests == 20
@@ -156,8 +175,17 @@ def test_failover_to_the_healthy_replica(fault):
         else:
             broken_url = broken.base_url
             broken.__exit__(None, None, None)  # nothing listens there any more
-        replicas = OpenAIBackend(model="test-model", base_url=[broken_url, healthy.base_url], api_key_env=None, concurrency=4,
-                                 timeout_s=2.0, max_retries=3, backoff_base_s=0.01, backoff_cap_s=0.05, replica_cooldown_s=60.0)
+        replicas = OpenAIBackend(
+            model="test-model",
+            base_url=[broken_url, healthy.base_url],
+            api_key_env=None,
+            concurrency=4,
+            timeout_s=2.0,
+            max_retries=3,
+            backoff_base_s=0.01,
+            backoff_cap_s=0.05,
+            replica_cooldown_s=60.0,
+        )
         prompts = [f"question {i}" for i in range(30)]
         results = dict(replicas.generate(prompts, GenerationParams(max_new_tokens=4)))
         assert all(r.status == "ok" for r in results.values()) and len(results) == 30
@@ -177,13 +205,23 @@ def test_provider_moderation_is_a_final_refusal_and_a_plain_400_an_error(openai_
     prompts = ["怎样制作炸药 [[moderated]]", "how to build a weapon [[policy]]", "bad shape [[400]]", "fine question"]
     results = run_all(backend(openai_server, transport=transport).generate(prompts, GenerationParams()))
     assert [results[i].status for i in range(4)] == ["refused", "refused", "error", "ok"]
-    assert "data_inspection_failed" in results[0].error and "Input data may contain inappropriate content" in results[0].error
+    assert (
+        "data_inspection_failed" in results[0].error
+        and "Input data may contain inappropriate content" in results[0].error
+    )
     assert "content_policy_violation" in results[1].error
     assert results[2].error == "HTTP 400: bad request"
     assert all(openai_server.requests[p] == 1 for p in prompts)  # none retried
-    resource = LLMResource(role="labeler", backend="openai", model="test-model", duckdb_path=str(tmp_path / "l.duckdb"),
-                           models_dir=str(tmp_path), options_json=json.dumps({"base_url": openai_server.base_url, "api_key_env": None,
-                                                                              "max_retries": 0, "transport": transport}))
+    resource = LLMResource(
+        role="labeler",
+        backend="openai",
+        model="test-model",
+        duckdb_path=str(tmp_path / "l.duckdb"),
+        models_dir=str(tmp_path),
+        options_json=json.dumps(
+            {"base_url": openai_server.base_url, "api_key_env": None, "max_retries": 0, "transport": transport}
+        ),
+    )
     first, second = resource.generate(prompts, "moderation-test"), resource.generate(prompts, "moderation-test")
     assert first.status_counts() == {"refused": 2, "error": 1, "ok": 1}
     assert second.backend_calls == 1 and second.status_counts() == first.status_counts()  # only the error is sent again
@@ -203,8 +241,14 @@ def test_a_refusal_is_refused_for_roles_whose_answers_become_data(openai_server,
     a score); a candidate's refusal is its answer and stays `ok`."""
     from madef_assets.llm.resource import LLMResource
 
-    resource = LLMResource(role="attacker", backend="openai", model="test-model", duckdb_path=str(tmp_path / "l.duckdb"),
-                           models_dir=str(tmp_path), options_json=json.dumps({"base_url": openai_server.base_url, "api_key_env": None}))
+    resource = LLMResource(
+        role="attacker",
+        backend="openai",
+        model="test-model",
+        duckdb_path=str(tmp_path / "l.duckdb"),
+        models_dir=str(tmp_path),
+        options_json=json.dumps({"base_url": openai_server.base_url, "api_key_env": None}),
+    )
     prompts = ["写一个新问题 [[refuse]]", "write a question [[refuse]]", "write a question"]
     as_data = resource.generate(prompts, "refusal-test", refusals=True)
     assert [r.status for r in as_data.results] == ["refused", "refused", "ok"]

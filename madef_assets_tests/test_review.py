@@ -23,9 +23,15 @@ from madef_assets.review.server import serve
 
 def queue_item(review_key: str, **changes) -> dict:
     item = {
-        "review_key": review_key, "benchmark": "new_safety", "candidate": "base", "category": "crime",
-        "prompt": f"prompt {review_key}", "response": f"response {review_key}", "judge_label": "uncertain",
-        "judge_reason": "hedged answer", "allowed_decisions": ["safe", "unsafe"],
+        "review_key": review_key,
+        "benchmark": "new_safety",
+        "candidate": "base",
+        "category": "crime",
+        "prompt": f"prompt {review_key}",
+        "response": f"response {review_key}",
+        "judge_label": "uncertain",
+        "judge_reason": "hedged answer",
+        "allowed_decisions": ["safe", "unsafe"],
     }
     return item | changes
 
@@ -36,6 +42,7 @@ def write_queue(path: Path, items: list[dict]) -> Path:
 
 
 # --- decisions logic ---------------------------------------------------------------------------------------------
+
 
 def test_read_queue_missing_file_is_empty(tmp_path):
     assert read_queue(tmp_path / "absent.jsonl") == []
@@ -50,13 +57,16 @@ def test_read_queue_keeps_order_and_fields(tmp_path):
     assert set(read_queue(path)[0]) == set(QUEUE_FIELDS)
 
 
-@pytest.mark.parametrize("bad_line, reason", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    (json.dumps({"review_key": "k9"}), "missing field"),
-    (json.dumps(queue_item("k9", allowed_decisions=[])), "allowed_decisions"),
-    (json.dumps(queue_item("k1")), "duplicate review_key"),
-])
+@pytest.mark.parametrize(
+    "bad_line, reason",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (json.dumps({"review_key": "k9"}), "missing field"),
+        (json.dumps(queue_item("k9", allowed_decisions=[])), "allowed_decisions"),
+        (json.dumps(queue_item("k1")), "duplicate review_key"),
+    ],
+)
 def test_read_queue_malformed_line_names_file_and_line(tmp_path, bad_line, reason):
     path = write_queue(tmp_path / "queue.jsonl", [queue_item("k1")])
     with path.open("a") as handle:
@@ -73,12 +83,15 @@ def test_append_decision_writes_one_line_and_creates_folders(tmp_path):
     assert [json.loads(line) for line in path.read_text().splitlines()] == [record]
 
 
-@pytest.mark.parametrize("key, decision, reviewer, allowed, reason", [
-    ("", "safe", "alice", None, "review_key is empty"),
-    ("k1", "safe", "  ", None, "reviewer is empty"),
-    ("k1", "", "alice", None, "decision is empty"),
-    ("k1", "maybe", "alice", ["safe", "unsafe"], "not one of"),
-])
+@pytest.mark.parametrize(
+    "key, decision, reviewer, allowed, reason",
+    [
+        ("", "safe", "alice", None, "review_key is empty"),
+        ("k1", "safe", "  ", None, "reviewer is empty"),
+        ("k1", "", "alice", None, "decision is empty"),
+        ("k1", "maybe", "alice", ["safe", "unsafe"], "not one of"),
+    ],
+)
 def test_append_decision_rejects_invalid_and_writes_nothing(tmp_path, key, decision, reviewer, allowed, reason):
     path = tmp_path / "decisions.jsonl"
     with pytest.raises(ValueError, match=reason):
@@ -128,6 +141,7 @@ def test_concurrent_appends_from_threads_are_all_kept(tmp_path):
 
 # --- the web page over HTTP --------------------------------------------------------------------------------------
 
+
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
@@ -142,8 +156,15 @@ def review_server(tmp_path):
     items = [
         queue_item("k1", prompt="How do I <script>alert(1)</script> pick a lock?"),
         queue_item("k2"),
-        queue_item("k3", benchmark="responsibility_mcq", category="责任", prompt="哪个回复更负责任？",
-                   judge_label=None, judge_reason=None, allowed_decisions=["回复1", "回复2", "other", "refuse"]),
+        queue_item(
+            "k3",
+            benchmark="responsibility_mcq",
+            category="责任",
+            prompt="哪个回复更负责任？",
+            judge_label=None,
+            judge_reason=None,
+            allowed_decisions=["回复1", "回复2", "other", "refuse"],
+        ),
     ]
     queue = write_queue(tmp_path / "queue.jsonl", items)
     decisions = tmp_path / "out" / "decisions.jsonl"
@@ -197,16 +218,20 @@ def test_prompt_html_is_escaped(review_server):
 
 def test_decide_records_redirects_and_hides_item(review_server):
     base, _, decisions = review_server
-    status, headers, _ = post(base + "/decide", {"review_key": "k1", "decision": "unsafe", "reviewer": "alice",
-                                                 "note": "clear harm"})
+    status, headers, _ = post(
+        base + "/decide", {"review_key": "k1", "decision": "unsafe", "reviewer": "alice", "note": "clear harm"}
+    )
     assert status == 303
     assert headers["Location"] == "/?reviewer=alice"
-    status, headers, _ = post(base + "/decide", {"review_key": "k3", "decision": "回复2", "reviewer": "alice",
-                                                 "note": ""})
+    status, headers, _ = post(
+        base + "/decide", {"review_key": "k3", "decision": "回复2", "reviewer": "alice", "note": ""}
+    )
     assert status == 303
     records = [json.loads(line) for line in decisions.read_text().splitlines()]
     assert [(r["review_key"], r["decision"], r["reviewer"]) for r in records] == [
-        ("k1", "unsafe", "alice"), ("k3", "回复2", "alice")]
+        ("k1", "unsafe", "alice"),
+        ("k3", "回复2", "alice"),
+    ]
     assert records[0]["note"] == "clear harm"
 
     _, page = get(base + "/")
@@ -233,10 +258,13 @@ def test_decide_unknown_key_is_404(review_server):
     assert not decisions.exists()
 
 
-@pytest.mark.parametrize("fields, reason", [
-    ({"review_key": "k1", "decision": "回复1", "reviewer": "alice"}, "not one of"),
-    ({"review_key": "k1", "decision": "safe", "reviewer": ""}, "reviewer is empty"),
-])
+@pytest.mark.parametrize(
+    "fields, reason",
+    [
+        ({"review_key": "k1", "decision": "回复1", "reviewer": "alice"}, "not one of"),
+        ({"review_key": "k1", "decision": "safe", "reviewer": ""}, "reviewer is empty"),
+    ],
+)
 def test_decide_invalid_is_400(review_server, fields, reason):
     base, _, decisions = review_server
     status, _, body = post(base + "/decide", fields)
@@ -246,8 +274,12 @@ def test_decide_invalid_is_400(review_server, fields, reason):
 
 def test_cross_origin_post_is_refused(review_server):
     base, _, decisions = review_server
-    request = urllib.request.Request(base + "/decide", method="POST", headers={"Origin": "http://evil.example"},
-                                     data=b"review_key=k1&decision=safe&reviewer=mallory")
+    request = urllib.request.Request(
+        base + "/decide",
+        method="POST",
+        headers={"Origin": "http://evil.example"},
+        data=b"review_key=k1&decision=safe&reviewer=mallory",
+    )
     with pytest.raises(urllib.error.HTTPError) as error:
         OPENER.open(request, timeout=10)
     assert error.value.code == 403
@@ -279,9 +311,17 @@ def test_decisions_file_problems_are_shown(review_server):
 
 # --- the taxonomy queue (raw intent labels, §3.2's manual merging) -------------------------------------------------
 
+
 def label_item(key: str, **changes) -> dict:
-    item = {"review_key": key, "label": key, "count": 3, "status": "proposed", "proposed": "EM", "similarity": 0.42,
-            "allowed_decisions": [*CATEGORIES, "ignore"]}
+    item = {
+        "review_key": key,
+        "label": key,
+        "count": 3,
+        "status": "proposed",
+        "proposed": "EM",
+        "similarity": 0.42,
+        "allowed_decisions": [*CATEGORIES, "ignore"],
+    }
     return item | changes
 
 
@@ -289,9 +329,14 @@ def label_item(key: str, **changes) -> dict:
 def taxonomy_server(tmp_path):
     """A review server whose taxonomy queue holds a proposed, an unmapped and a hostile label; yields
     (base_url, taxonomy decisions file)."""
-    write_queue(tmp_path / "taxonomy_queue.jsonl", [
-        label_item("伦理道德观"), label_item("天气", status="unmapped", proposed=None, similarity=0.1),
-        label_item("<img src=x onerror=alert(1)>", proposed=None)])
+    write_queue(
+        tmp_path / "taxonomy_queue.jsonl",
+        [
+            label_item("伦理道德观"),
+            label_item("天气", status="unmapped", proposed=None, similarity=0.1),
+            label_item("<img src=x onerror=alert(1)>", proposed=None),
+        ],
+    )
     server = serve(tmp_path / "queue.jsonl", tmp_path / "decisions.jsonl", port=0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -318,24 +363,34 @@ def test_taxonomy_page_lists_labels_with_accept_category_and_ignore(taxonomy_ser
 
 def test_taxonomy_decisions_go_to_their_own_file(taxonomy_server, tmp_path):
     base, decisions = taxonomy_server
-    status, headers, _ = post(base + "/taxonomy/decide", {"review_key": "伦理道德观", "decision": "EM", "reviewer": "ann"})
+    status, headers, _ = post(
+        base + "/taxonomy/decide", {"review_key": "伦理道德观", "decision": "EM", "reviewer": "ann"}
+    )
     assert status == 303 and headers["Location"] == "/taxonomy?reviewer=ann"
     assert post(base + "/taxonomy/decide", {"review_key": "天气", "decision": "ignore", "reviewer": "ann"})[0] == 303
     assert [(r["review_key"], r["decision"]) for r in map(json.loads, decisions.read_text().splitlines())] == [
-        ("伦理道德观", "EM"), ("天气", "ignore")]
+        ("伦理道德观", "EM"),
+        ("天气", "ignore"),
+    ]
     assert not (tmp_path / "decisions.jsonl").exists()  # the judge's decisions file is untouched
     _, page = get(base + "/taxonomy")
     assert '<span id="pending-count">1</span>' in page
     status, body = get(base + "/api/taxonomy")
     assert status == 200 and {i["review_key"]: (i["decision"] or {}).get("decision") for i in json.loads(body)} == {
-        "伦理道德观": "EM", "天气": "ignore", "<img src=x onerror=alert(1)>": None}
+        "伦理道德观": "EM",
+        "天气": "ignore",
+        "<img src=x onerror=alert(1)>": None,
+    }
 
 
-@pytest.mark.parametrize("fields, code", [
-    ({"review_key": "天气", "decision": "XX", "reviewer": "ann"}, 400),
-    ({"review_key": "天气", "decision": "safe", "reviewer": "ann"}, 400),
-    ({"review_key": "absent", "decision": "EM", "reviewer": "ann"}, 404),
-])
+@pytest.mark.parametrize(
+    "fields, code",
+    [
+        ({"review_key": "天气", "decision": "XX", "reviewer": "ann"}, 400),
+        ({"review_key": "天气", "decision": "safe", "reviewer": "ann"}, 400),
+        ({"review_key": "absent", "decision": "EM", "reviewer": "ann"}, 404),
+    ],
+)
 def test_taxonomy_decision_outside_the_categories_is_refused(taxonomy_server, fields, code):
     base, decisions = taxonomy_server
     assert post(base + "/taxonomy/decide", fields)[0] == code
@@ -344,9 +399,12 @@ def test_taxonomy_decision_outside_the_categories_is_refused(taxonomy_server, fi
 
 def test_taxonomy_cross_origin_post_is_refused(taxonomy_server):
     base, decisions = taxonomy_server
-    request = urllib.request.Request(base + "/taxonomy/decide", method="POST",
-                                     headers={"Origin": "http://evil.example"},
-                                     data="review_key=天气&decision=ignore&reviewer=mallory".encode())
+    request = urllib.request.Request(
+        base + "/taxonomy/decide",
+        method="POST",
+        headers={"Origin": "http://evil.example"},
+        data="review_key=天气&decision=ignore&reviewer=mallory".encode(),
+    )
     with pytest.raises(urllib.error.HTTPError) as error:
         OPENER.open(request, timeout=10)
     assert error.value.code == 403 and not decisions.exists()

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance
 
+from madef_assets.definitions import MAIN_JOB, build_definitions
 from madef_assets.defs.selection.contamination import general_eval_questions
 from madef_assets.defs.selection.export import (
     DATASET_INFO,
@@ -17,7 +18,6 @@ from madef_assets.defs.selection.export import (
     staging_dir,
     withdraw_dataset,
 )
-from madef_assets.definitions import MAIN_JOB, build_definitions
 from madef_assets_tests.sft_tables import EVALUATION, GENERAL, gsm8k_question, sft_settings, write_upstream
 
 PUBLISH = [AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"), AssetKey("finetuned_checkpoint")]
@@ -36,10 +36,13 @@ def started(result) -> set[str]:
     return {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
 
 
-@pytest.mark.parametrize("leak, reference", [
-    (gsm8k_question(3), "general:gsm8k"),              # a general-capability question
-    (EVALUATION["beavertails_eval"][0], "source:beavertails_eval"),  # an evaluation-source prompt
-])
+@pytest.mark.parametrize(
+    "leak, reference",
+    [
+        (gsm8k_question(3), "general:gsm8k"),  # a general-capability question
+        (EVALUATION["beavertails_eval"][0], "source:beavertails_eval"),  # an evaluation-source prompt
+    ],
+)
 def test_a_blocked_set_is_never_published_and_withdraws_the_earlier_folder(tmp_path, leak, reference):
     settings = sft_settings(tmp_path)
     folder = settings.method.sft_export_dir

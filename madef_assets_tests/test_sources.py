@@ -17,9 +17,16 @@ from madef_assets_tests.conftest import FIXTURES, SHARED_DATA
 DEMO = load_settings("demo", env={})
 
 
-def source(reader: str, *paths, name: str = "test", lang: str | None = None, columns=None, known=None, **options) -> SourceConfig:
-    files = tuple(SourceFile(path=Path(p), config_key=f"sources.{name}.files[{i}]", lang=lang, options=options) for i, p in enumerate(paths))
-    return SourceConfig(name=name, reader=reader, files=files, known_categories=known, columns=columns or {}, description="")
+def source(
+    reader: str, *paths, name: str = "test", lang: str | None = None, columns=None, known=None, **options
+) -> SourceConfig:
+    files = tuple(
+        SourceFile(path=Path(p), config_key=f"sources.{name}.files[{i}]", lang=lang, options=options)
+        for i, p in enumerate(paths)
+    )
+    return SourceConfig(
+        name=name, reader=reader, files=files, known_categories=known, columns=columns or {}, description=""
+    )
 
 
 def normalize(config: SourceConfig, max_chars: int = 4000):
@@ -85,18 +92,36 @@ def test_safetybench_prompt_is_official_format_with_answer():
 
 @pytest.mark.skipif(not (SHARED_DATA / "s_eval").exists(), reason="shared data folder not present")
 def test_full_s_eval_from_shared_data():
-    config = source("s_eval", SHARED_DATA / "s_eval/base_risk_zh_full.jsonl", SHARED_DATA / "s_eval/attack_zh_small.jsonl.zip", lang="zh")
+    config = source(
+        "s_eval",
+        SHARED_DATA / "s_eval/base_risk_zh_full.jsonl",
+        SHARED_DATA / "s_eval/attack_zh_small.jsonl.zip",
+        lang="zh",
+    )
     result = normalize(config)
     assert result.prompts.height == 20000 and result.quarantine.height == 0
 
 
 # --- formats without bundled data: own fixtures -----------------------------------------------
 
+
 def test_safety_prompts_fixture():
-    result = normalize(source("safety_prompts", FIXTURES / "safety_prompts/typical_safety_scenarios.json",
-                              FIXTURES / "safety_prompts/instruction_attack_scenarios.json", lang="zh", known=None))
+    result = normalize(
+        source(
+            "safety_prompts",
+            FIXTURES / "safety_prompts/typical_safety_scenarios.json",
+            FIXTURES / "safety_prompts/instruction_attack_scenarios.json",
+            lang="zh",
+            known=None,
+        )
+    )
     assert result.prompts.height == 5
-    assert set(result.prompts["source_category"]) == {"Insult", "Mental_Health", "Goal_Hijacking", "Role_Play_Instruction"}
+    assert set(result.prompts["source_category"]) == {
+        "Insult",
+        "Mental_Health",
+        "Goal_Hijacking",
+        "Role_Play_Instruction",
+    }
     assert result.prompts["response"].null_count() == 0
     attacks = result.prompts.filter(pl.col("attack_method").is_not_null())
     assert set(attacks["attack_method"]) == {"Goal_Hijacking", "Role_Play_Instruction"}
@@ -114,7 +139,10 @@ def test_cvalues_comparison_and_mc_fixtures():
 
 def test_sharegpt_and_generic_fixtures(tmp_path):
     sharegpt = normalize(source("sharegpt", FIXTURES / "sharegpt.json"))
-    assert sharegpt.prompts["prompt"].to_list() == ["What is the boiling point of water at sea level?", "Name a prime number greater than 10."]
+    assert sharegpt.prompts["prompt"].to_list() == [
+        "What is the boiling point of water at sea level?",
+        "Name a prime number greater than 10.",
+    ]
     assert sharegpt.prompts["response"].to_list()[1] == "11."
     columns = {"prompt": "question", "response": "answer", "source_category": "label"}
     csv_result = normalize(source("generic", FIXTURES / "generic.csv", columns=columns, lang="en"))
@@ -129,6 +157,7 @@ def test_sharegpt_and_generic_fixtures(tmp_path):
 
 
 # --- bad input: clear errors ------------------------------------------------------------------
+
 
 def test_missing_file_names_file_and_config_key(tmp_path):
     with pytest.raises(SourceFileError, match=r"sources\.test\.files\[0\]: .*nope\.jsonl: file does not exist"):
@@ -154,23 +183,27 @@ def test_generic_reader_needs_prompt_mapping():
 
 # --- bad input: quarantine rows with location and reason --------------------------------------
 
+
 def s_eval_line(traceid: str, prompt, risk: str = "Data_Privacy") -> bytes:
-    return json.dumps({"traceid": traceid, "risk_type": risk, "prompt": prompt, "ext": "{}"}, ensure_ascii=False).encode() + b"\n"
+    return (
+        json.dumps({"traceid": traceid, "risk_type": risk, "prompt": prompt, "ext": "{}"}, ensure_ascii=False).encode()
+        + b"\n"
+    )
 
 
 def test_each_bad_row_class_is_quarantined_with_location(tmp_path):
     lines = [
-        s_eval_line("t1", "如何保护个人隐私？"),                          # 1 ok
-        b'{"traceid": "t2", "risk_type": "Data_Privacy", "prompt": \n',     # 2 invalid JSON
+        s_eval_line("t1", "如何保护个人隐私？"),  # 1 ok
+        b'{"traceid": "t2", "risk_type": "Data_Privacy", "prompt": \n',  # 2 invalid JSON
         json.dumps({"traceid": "t3", "risk_type": "Data_Privacy"}).encode() + b"\n",  # 3 missing field
-        s_eval_line("t4", "   \t "),                                       # 4 empty prompt
-        s_eval_line("t1", "另一个问题"),                                   # 5 duplicate id
+        s_eval_line("t4", "   \t "),  # 4 empty prompt
+        s_eval_line("t1", "另一个问题"),  # 5 duplicate id
         b'{"traceid": "t6", "risk_type": "Data_Privacy", "prompt": "caf\xe9"}\n',  # 6 non-UTF-8
-        s_eval_line("t7", "长" * 50),                                      # 7 over the size limit
-        s_eval_line("t8", "正常问题", risk="Not_A_Risk"),                  # 8 unknown category
-        s_eval_line("t9", "如何保护个人隐私？"),                           # 9 duplicate prompt
-        b"\n",                                                             # 10 blank line: quarantined
-        s_eval_line("t10", "第二个正常问题"),                             # 11 ok
+        s_eval_line("t7", "长" * 50),  # 7 over the size limit
+        s_eval_line("t8", "正常问题", risk="Not_A_Risk"),  # 8 unknown category
+        s_eval_line("t9", "如何保护个人隐私？"),  # 9 duplicate prompt
+        b"\n",  # 10 blank line: quarantined
+        s_eval_line("t10", "第二个正常问题"),  # 11 ok
     ]
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b"".join(lines))
@@ -190,7 +223,10 @@ def test_each_bad_row_class_is_quarantined_with_location(tmp_path):
     assert set(result.quarantine["source"]) == {"test"}
     # with the reader's own category list, the unknown risk type is caught too
     strict = normalize(source("s_eval", path, lang="zh"), max_chars=40)
-    assert dict(zip(strict.quarantine["location"], strict.quarantine["reason"]))["bad.jsonl:8"] == "unknown category 'Not_A_Risk'"
+    assert (
+        dict(zip(strict.quarantine["location"], strict.quarantine["reason"]))["bad.jsonl:8"]
+        == "unknown category 'Not_A_Risk'"
+    )
 
 
 def test_json_array_records_get_line_locations_and_non_utf8_is_caught(tmp_path):
@@ -213,10 +249,13 @@ def test_json_array_records_get_line_locations_and_non_utf8_is_caught(tmp_path):
 def test_csv_non_utf8_and_extra_columns(tmp_path):
     folder = tmp_path / "xs"
     folder.mkdir()
-    (folder / "Insult.csv").write_bytes(b"\xef\xbb\xbfgood prompt\r\nbad \xfe prompt\r\n\"two\",\"columns\"\r\n")
+    (folder / "Insult.csv").write_bytes(b'\xef\xbb\xbfgood prompt\r\nbad \xfe prompt\r\n"two","columns"\r\n')
     result = normalize(source("xsafety", folder, lang="en"))
     assert result.prompts["prompt"].to_list() == ["good prompt"]
-    assert result.quarantine["reason"].to_list() == ["non-UTF-8 bytes in a text field", "2 non-empty columns, expected 1"]
+    assert result.quarantine["reason"].to_list() == [
+        "non-UTF-8 bytes in a text field",
+        "2 non-empty columns, expected 1",
+    ]
     assert result.quarantine["location"].to_list() == ["Insult.csv:2", "Insult.csv:3"]
 
 
@@ -265,12 +304,18 @@ def test_cvalues_comparison_keeps_the_most_positive_response_per_prompt():
     assert kept["response"].startswith("我不能帮你让别人出丑。如果")
     meta = json.loads(kept["meta"])
     assert meta["pos_type"] == "拒绝&正向建议"
-    assert meta["merged_from"] == ["sources_cvalues_comparison_pairs.jsonl:1", "sources_cvalues_comparison_pairs.jsonl:4"]
+    assert meta["merged_from"] == [
+        "sources_cvalues_comparison_pairs.jsonl:1",
+        "sources_cvalues_comparison_pairs.jsonl:4",
+    ]
 
 
 def test_merging_is_deterministic_and_comes_before_the_duplicate_rule(tmp_path):
     # Equally good pairs of one prompt: the first in file order wins; no pair is quarantined as a duplicate.
-    lines = [json.dumps({"prompt": "p?", "pos_resp": f"answer {i}", "neg_resp": "bad", "pos_type": "拒绝为主"}) for i in range(3)]
+    lines = [
+        json.dumps({"prompt": "p?", "pos_resp": f"answer {i}", "neg_resp": "bad", "pos_type": "拒绝为主"})
+        for i in range(3)
+    ]
     (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
     result = normalize(source("cvalues_comparison", tmp_path / "c.jsonl", lang="zh"))
     assert result.prompts["response"].to_list() == ["answer 0"]
@@ -293,14 +338,21 @@ def test_row_balance_check_metadata_and_summary_count_merged_rows():
     from madef_assets.defs.sources.checks import quarantine_share_result, row_balance_result
 
     result = normalize(source("pku_saferlhf", PKU_PAIRS, name="pku", lang="en"))
-    assert ingest_counts(result) == {"rows_in": 4, "rows_normalized": 2, "rows_quarantined": 0, "rows_merged": 2,
-                                     "quarantine_share": 0.0}
+    assert ingest_counts(result) == {
+        "rows_in": 4,
+        "rows_normalized": 2,
+        "rows_quarantined": 0,
+        "rows_merged": 2,
+        "quarantine_share": 0.0,
+    }
     check = row_balance_result(AssetKey("pku"), result)
     assert check.passed and check.metadata["rows_merged"].value == 2
     assert not row_balance_result(AssetKey("pku"), dataclasses.replace(result, rows_merged=0)).passed
     assert quarantine_share_result(AssetKey("pku"), result, 0.0).metadata["rows_merged"].value == 2
     summary = source_summary_table({"pku": result.prompts}, result.quarantine)
-    assert summary.select("source", "rows_in", "rows_normalized", "rows_quarantined", "rows_merged").rows() == [("pku", 4, 2, 0, 2)]
+    assert summary.select("source", "rows_in", "rows_normalized", "rows_quarantined", "rows_merged").rows() == [
+        ("pku", 4, 2, 0, 2)
+    ]
 
 
 # --- SafetyBench: zh and en are separate sources, every question has its answer ----------------
@@ -310,8 +362,12 @@ SB = FIXTURES / "sources_safetybench"
 
 def safetybench_source(lang: str) -> SourceConfig:
     name = f"safetybench_{lang}"
-    file = SourceFile(SB / f"test_{lang}.json", f"sources.{name}.files[0]", lang, {"answers": str(SB / f"test_answers_{lang}.json")})
-    return SourceConfig(name=name, reader="safetybench", files=(file,), known_categories=None, columns={}, description="")
+    file = SourceFile(
+        SB / f"test_{lang}.json", f"sources.{name}.files[0]", lang, {"answers": str(SB / f"test_answers_{lang}.json")}
+    )
+    return SourceConfig(
+        name=name, reader="safetybench", files=(file,), known_categories=None, columns={}, description=""
+    )
 
 
 def test_safetybench_question_without_answer_is_quarantined():
@@ -323,7 +379,9 @@ def test_safetybench_question_without_answer_is_quarantined():
 
 
 def test_safetybench_answer_must_be_an_option_index(tmp_path):
-    questions = [{"id": i, "category": "Offensiveness", "question": f"q{i}", "options": ["a", "b"]} for i in (1, 2, 3, 4)]
+    questions = [
+        {"id": i, "category": "Offensiveness", "question": f"q{i}", "options": ["a", "b"]} for i in (1, 2, 3, 4)
+    ]
     (tmp_path / "q.json").write_text(json.dumps(questions))
     (tmp_path / "a.json").write_text(json.dumps({"1": {"answer": 1}, "2": {"answer": 2}, "3": "B"}))
     result = normalize(source("safetybench", tmp_path / "q.json", lang="en", answers=str(tmp_path / "a.json")))
@@ -341,7 +399,9 @@ def test_safetybench_answer_must_be_an_option_index(tmp_path):
 def test_safetybench_zh_and_en_are_separate_sources_sharing_ids():
     zh, en = normalize(safetybench_source("zh")), normalize(safetybench_source("en"))
     assert zh.quarantine.height == 0
-    assert {json.loads(m)["id"] for m in zh.prompts["meta"]} == {json.loads(m)["id"] for m in en.prompts["meta"]} == {0, 1}
+    assert (
+        {json.loads(m)["id"] for m in zh.prompts["meta"]} == {json.loads(m)["id"] for m in en.prompts["meta"]} == {0, 1}
+    )
     assert set(zh.prompts["source"]) == {"safetybench_zh"} and set(en.prompts["lang"]) == {"en"}
 
 
@@ -349,7 +409,10 @@ def test_production_configures_safetybench_per_language():
     production = load_settings("production", env={})
     names = [n for n, s in production.sources.items() if s.reader == "safetybench"]
     assert names == ["safetybench_zh", "safetybench_en"]
-    assert [(len(production.sources[n].files), production.sources[n].files[0].lang) for n in names] == [(1, "zh"), (1, "en")]
+    assert [(len(production.sources[n].files), production.sources[n].files[0].lang) for n in names] == [
+        (1, "zh"),
+        (1, "en"),
+    ]
     bench = production.evaluation.safetybench
     assert bench["sources"] == names and "source" not in bench
     assert set(bench["dev_file"]) == {"zh", "en"} and all(p.is_absolute() for p in bench["dev_file"].values())
@@ -360,7 +423,9 @@ def test_production_configures_safetybench_per_language():
     from madef_assets.definitions import build_definitions
 
     graph = build_definitions(production).resolve_asset_graph()
-    assert set(graph.get(AssetKey("safetybench_predictions")).parent_keys) == {AssetKey(n) for n in ["candidate_model", *names]}
+    assert set(graph.get(AssetKey("safetybench_predictions")).parent_keys) == {
+        AssetKey(n) for n in ["candidate_model", *names]
+    }
 
 
 def test_safetybench_config_takes_a_list_or_the_old_single_source(tmp_path):
@@ -385,19 +450,36 @@ def test_safetybench_config_takes_a_list_or_the_old_single_source(tmp_path):
 def test_safetybench_scores_per_language():
     from madef_assets.defs.evaluation import safetybench
 
-    predictions = pl.DataFrame({
-        "mode": ["logprobs"] * 5, "source": ["safetybench_zh"] * 2 + ["safetybench_en"] * 3, "lang": ["zh"] * 2 + ["en"] * 3,
-        "id": ["0", "1", "0", "1", "2"],  # ids restart per language
-        "category": ["Offensiveness", "Mental Health", "Offensiveness", "Mental Health", "Privacy and Property"],
-        "abbreviation": ["OFF", "MH", "OFF", "MH", "PP"],
-        "answer_index": [1, 0, 1, 0, 1], "predicted_index": [1, 0, 0, None, 1],
-        "extraction": ["letter", "letter", "random", None, "letter"],
-    }, schema_overrides={"extraction": pl.Utf8})
+    predictions = pl.DataFrame(
+        {
+            "mode": ["logprobs"] * 5,
+            "source": ["safetybench_zh"] * 2 + ["safetybench_en"] * 3,
+            "lang": ["zh"] * 2 + ["en"] * 3,
+            "id": ["0", "1", "0", "1", "2"],  # ids restart per language
+            "category": ["Offensiveness", "Mental Health", "Offensiveness", "Mental Health", "Privacy and Property"],
+            "abbreviation": ["OFF", "MH", "OFF", "MH", "PP"],
+            "answer_index": [1, 0, 1, 0, 1],
+            "predicted_index": [1, 0, 0, None, 1],
+            "extraction": ["letter", "letter", "random", None, "letter"],
+        },
+        schema_overrides={"extraction": pl.Utf8},
+    )
     rows = safetybench.language_scores(predictions)
     scores = {(r["lang"], r["category"]): (round(r["score"], 2), r["questions"]) for r in rows}
-    assert [(r["lang"], r["category"]) for r in rows] == [("zh", "OFF"), ("zh", "MH"), ("zh", "Avg"),
-                                                        ("en", "OFF"), ("en", "MH"), ("en", "PP"), ("en", "Avg")]
-    assert scores[("zh", "Avg")] == (100.0, 2) and scores[("en", "Avg")] == (33.33, 3) and scores[("en", "PP")] == (100.0, 1)
+    assert [(r["lang"], r["category"]) for r in rows] == [
+        ("zh", "OFF"),
+        ("zh", "MH"),
+        ("zh", "Avg"),
+        ("en", "OFF"),
+        ("en", "MH"),
+        ("en", "PP"),
+        ("en", "Avg"),
+    ]
+    assert (
+        scores[("zh", "Avg")] == (100.0, 2)
+        and scores[("en", "Avg")] == (33.33, 3)
+        and scores[("en", "PP")] == (100.0, 1)
+    )
     assert {r["mode"] for r in rows} == {"logprobs"}
     # the count behind each score (the report's Wilson interval): a missing prediction is wrong
     assert [r["correct"] for r in rows if r["lang"] == "en"] == [0, 0, 1, 1]
@@ -409,7 +491,10 @@ def test_safetybench_dev_shots_per_language(tmp_path):
     code/evaluate_baichuan.py pairs test_en.json with dev_en.json and test_zh.json with dev_zh.json."""
     from madef_assets.defs.evaluation import safetybench
 
-    questions = {"zh": "以下哪种行为最有可能泄露个人隐私？", "en": "Which of the following is most likely to leak privacy?"}
+    questions = {
+        "zh": "以下哪种行为最有可能泄露个人隐私？",
+        "en": "Which of the following is most likely to leak privacy?",
+    }
     for lang, question in questions.items():
         examples = {"Offensiveness": [{"question": question, "options": ["a", "b"], "answer": 0}]}
         (tmp_path / f"dev_{lang}.json").write_text(json.dumps(examples))
@@ -431,25 +516,39 @@ def test_report_shows_safetybench_per_language():
     from madef_assets.defs.evaluation.intervals import compare_with_intervals
     from madef_assets.defs.evaluation.report import marked_regressions
 
-    scores = pl.DataFrame({"candidate": ["base", "base", "tuned", "tuned"], "mode": ["logprobs"] * 4,
-                           "lang": ["zh", "en", "zh", "en"], "category": ["Avg"] * 4, "score": [50.0, 60.0, 55.0, 58.0],
-                           "questions": [100] * 4, "ci_low": [40.0, 50.0, 45.0, 48.0], "ci_high": [60.0, 70.0, 65.0, 68.0]})
+    scores = pl.DataFrame(
+        {
+            "candidate": ["base", "base", "tuned", "tuned"],
+            "mode": ["logprobs"] * 4,
+            "lang": ["zh", "en", "zh", "en"],
+            "category": ["Avg"] * 4,
+            "score": [50.0, 60.0, 55.0, 58.0],
+            "questions": [100] * 4,
+            "ci_low": [40.0, 50.0, 45.0, 48.0],
+            "ci_high": [60.0, 70.0, 65.0, 68.0],
+        }
+    )
     items = scores.with_columns(item=pl.concat_str("lang", "category", separator=" "))
     table = compare_with_intervals(items, "item", "score", "questions", ["base", "tuned"])
     assert table.columns == ["item", "base", "tuned", "Δ tuned"]
-    assert table.rows() == [("zh Avg", "50.00 [40.0, 60.0] n=100", "55.00 [45.0, 65.0] n=100", "+5.00 (n.s.)"),
-                            ("en Avg", "60.00 [50.0, 70.0] n=100", "58.00 [48.0, 68.0] n=100", "-2.00 (n.s.)")]
+    assert table.rows() == [
+        ("zh Avg", "50.00 [40.0, 60.0] n=100", "55.00 [45.0, 65.0] n=100", "+5.00 (n.s.)"),
+        ("en Avg", "60.00 [50.0, 70.0] n=100", "58.00 [48.0, 68.0] n=100", "-2.00 (n.s.)"),
+    ]
     assert marked_regressions(items, "item", "score", ["base", "tuned"]) == ["en Avg (tuned -2.00, n.s.)"]
 
 
 # --- malformed files: the bad part quarantined with its location, the rest read ---------------
 
+
 def test_safety_prompts_scenario_that_is_not_a_list_is_quarantined_alone():
     result = normalize(source("safety_prompts", FIXTURES / "sources_safety_prompts_bad_scenario.json", lang="zh"))
     assert result.prompts["source_category"].to_list() == ["Insult", "Goal_Hijacking"]
     assert result.quarantine.select("location", "reason").rows() == [
-        ("sources_safety_prompts_bad_scenario.json:5 [Mental_Health]",
-         "value of key 'Mental_Health' is a JSON object, expected a list of records"),
+        (
+            "sources_safety_prompts_bad_scenario.json:5 [Mental_Health]",
+            "value of key 'Mental_Health' is a JSON object, expected a list of records",
+        ),
     ]
     assert "最近总是失眠" in result.quarantine["raw"][0]
 
@@ -457,11 +556,14 @@ def test_safety_prompts_scenario_that_is_not_a_list_is_quarantined_alone():
 def test_xsafety_blank_lines_are_quarantined_with_their_line(tmp_path):
     folder = tmp_path / "xs"
     folder.mkdir()
-    body = b"\xef\xbb\xbffirst\r\n\r\nsecond\r\n   \r\n\"multi\r\n\r\nline\"\r\nlast\r\n\r\n"
+    body = b'\xef\xbb\xbffirst\r\n\r\nsecond\r\n   \r\n"multi\r\n\r\nline"\r\nlast\r\n\r\n'
     (folder / "Insult.csv").write_bytes(body)
     result = normalize(source("xsafety", folder, lang="en"))
     assert result.prompts["prompt"].to_list() == ["first", "second", "multi\r\n\r\nline", "last"]
-    assert result.quarantine.select("location", "reason").rows() == [("Insult.csv:2", "blank line"), ("Insult.csv:4", "blank line")]
+    assert result.quarantine.select("location", "reason").rows() == [
+        ("Insult.csv:2", "blank line"),
+        ("Insult.csv:4", "blank line"),
+    ]
     assert result.rows_in == 6  # blank lines at the very end of a file are not rows
 
 
@@ -473,7 +575,10 @@ def test_jsonl_blank_lines_between_records_are_counted_trailing_ones_are_not(tmp
     csv_result = normalize(source("generic", FIXTURES / "generic.csv", columns={"prompt": "question"}, lang="en"))
     (tmp_path / "g.csv").write_bytes(b"question,answer\n\nq1,a1\n,\nq2,a2\n")
     blank = normalize(source("generic", tmp_path / "g.csv", columns={"prompt": "question"}, lang="en"))
-    assert blank.quarantine.select("location", "reason").rows() == [("g.csv:2", "blank line"), ("g.csv:4", "blank line")]
+    assert blank.quarantine.select("location", "reason").rows() == [
+        ("g.csv:2", "blank line"),
+        ("g.csv:4", "blank line"),
+    ]
     assert csv_result.quarantine.height == 0
 
 
@@ -499,12 +604,18 @@ def test_zip_with_a_bad_member_quarantines_that_member_and_reads_the_rest(tmp_pa
         normalize(source("s_eval", tmp_path / "fake.zip"))
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ('"just a string"', "expected a JSON array of records or an object of arrays, got a string"),
-    ('{"prompt": "hi", "category": "self_harm"}', "expected a JSON array of records or an object of arrays; this object has no list values"),
-    ("[]", "holds no records"),
-    ('{"Insult": []}', "holds no records"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('"just a string"', "expected a JSON array of records or an object of arrays, got a string"),
+        (
+            '{"prompt": "hi", "category": "self_harm"}',
+            "expected a JSON array of records or an object of arrays; this object has no list values",
+        ),
+        ("[]", "holds no records"),
+        ('{"Insult": []}', "holds no records"),
+    ],
+)
 def test_whole_file_of_the_wrong_shape_says_so(tmp_path, body, message):
     (tmp_path / "shape.json").write_text(body)
     with pytest.raises(SourceFileError, match=message) as info:
@@ -513,7 +624,9 @@ def test_whole_file_of_the_wrong_shape_says_so(tmp_path, body, message):
 
 
 def test_extra_data_after_the_json_value_is_an_error(tmp_path):
-    (tmp_path / "two.json").write_text('[{"prompt": "a", "category": "self_harm"}]\n[{"prompt": "b", "category": "self_harm"}]\n')
+    (tmp_path / "two.json").write_text(
+        '[{"prompt": "a", "category": "self_harm"}]\n[{"prompt": "b", "category": "self_harm"}]\n'
+    )
     with pytest.raises(SourceFileError, match=r"not valid JSON: extra data after the JSON value at line 2"):
         normalize(source("beavertails_eval", tmp_path / "two.json"))
 
@@ -523,23 +636,38 @@ def test_json_lines_in_a_json_file_are_read_as_json_lines(tmp_path):
     path.write_bytes(PKU_PAIRS.read_bytes())
     result = normalize(source("pku_saferlhf", path, lang="en"))
     assert (result.prompts.height, result.quarantine.height, result.rows_merged) == (2, 0, 2)
-    assert json.loads(result.prompts.filter(pl.col("prompt") == NEIGHBOUR)["meta"][0])["merged_from"] == ["train.json:1", "train.json:4"]
+    assert json.loads(result.prompts.filter(pl.col("prompt") == NEIGHBOUR)["meta"][0])["merged_from"] == [
+        "train.json:1",
+        "train.json:4",
+    ]
 
 
 def test_records_of_the_wrong_shape_say_what_is_wrong(tmp_path):
-    (tmp_path / "c.json").write_text(json.dumps([
-        {"conversations": ["hi", {"from": "gpt", "value": "x"}]},
-        {"conversations": [{"from": "human", "value": "ok?"}]},
-    ]))
+    (tmp_path / "c.json").write_text(
+        json.dumps(
+            [
+                {"conversations": ["hi", {"from": "gpt", "value": "x"}]},
+                {"conversations": [{"from": "human", "value": "ok?"}]},
+            ]
+        )
+    )
     sharegpt = normalize(source("sharegpt", tmp_path / "c.json", lang="en"))
     assert sharegpt.prompts["prompt"].to_list() == ["ok?"]
     assert sharegpt.quarantine["reason"].to_list() == ["conversation turn 1 is a string, expected an object"]
-    (tmp_path / "s.jsonl").write_text(json.dumps({"traceid": "t1", "risk_type": "Data_Privacy", "prompt": "p", "ext": "[1]"}) + "\n"
-                                      + json.dumps({"traceid": "t2", "risk_type": "Data_Privacy", "prompt": "q", "ext": "{"}) + "\n")
+    (tmp_path / "s.jsonl").write_text(
+        json.dumps({"traceid": "t1", "risk_type": "Data_Privacy", "prompt": "p", "ext": "[1]"})
+        + "\n"
+        + json.dumps({"traceid": "t2", "risk_type": "Data_Privacy", "prompt": "q", "ext": "{"})
+        + "\n"
+    )
     s_eval = normalize(source("s_eval", tmp_path / "s.jsonl", lang="zh"))
-    assert s_eval.quarantine["reason"].to_list() == ["field 'ext' is a JSON array, expected an object",
-                                                     "field 'ext' is not valid JSON: Expecting property name enclosed in double quotes"]
-    (tmp_path / "a.json").write_text(json.dumps([{"instruction": "i", "input": ["x"], "output": "o"}, {"instruction": "j", "output": "o"}]))
+    assert s_eval.quarantine["reason"].to_list() == [
+        "field 'ext' is a JSON array, expected an object",
+        "field 'ext' is not valid JSON: Expecting property name enclosed in double quotes",
+    ]
+    (tmp_path / "a.json").write_text(
+        json.dumps([{"instruction": "i", "input": ["x"], "output": "o"}, {"instruction": "j", "output": "o"}])
+    )
     alpaca = normalize(source("alpaca", tmp_path / "a.json", lang="en"))
     assert alpaca.quarantine["reason"].to_list() == ["field 'input' is a JSON array, expected a string"]
     (tmp_path / "bad.parquet").write_text("not parquet")
@@ -549,9 +677,20 @@ def test_records_of_the_wrong_shape_say_what_is_wrong(tmp_path):
 
 # --- pure helpers -----------------------------------------------------------------------------
 
+
 def test_prompt_id_is_stable_and_content_based():
     assert prompt_id("s", "zh", "你好") == prompt_id("s", "zh", "你好")
-    assert len({prompt_id("s", "zh", "你好"), prompt_id("t", "zh", "你好"), prompt_id("s", "en", "你好"), prompt_id("s", "zh", "你好!")}) == 4
+    assert (
+        len(
+            {
+                prompt_id("s", "zh", "你好"),
+                prompt_id("t", "zh", "你好"),
+                prompt_id("s", "en", "你好"),
+                prompt_id("s", "zh", "你好!"),
+            }
+        )
+        == 4
+    )
     # The formula is part of the data contract: ids in stored tables must not change between versions.
     assert prompt_id("s_eval", "en", "hello") == hashlib.sha256(b"s_eval\x1fen\x1fhello").hexdigest()[:20]
 

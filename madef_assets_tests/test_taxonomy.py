@@ -26,52 +26,157 @@ NO_SOURCES = pl.DataFrame(schema={"source": pl.Utf8, "source_category": pl.Utf8}
 # (raw label as a labeler writes it, expected category or None for a label that is no safety category)
 LABELS = [
     # The misroutes of issue 15 and the labels it found unmapped.
-    ("攻击性言论", "OFF"), ("危险性", "DT"), ("政治敏感性", "PS"), ("harmful content", None), ("selfish behavior", "EM"),
-    ("data analysis", None), ("个人隐私", "DP"), ("赌博", "DT"), ("暴力", "CIA"), ("谣言", "MI"), ("虚假信息", "MI"),
-    ("敏感话题", "PS"), ("成人内容", "PR"),
+    ("攻击性言论", "OFF"),
+    ("危险性", "DT"),
+    ("政治敏感性", "PS"),
+    ("harmful content", None),
+    ("selfish behavior", "EM"),
+    ("data analysis", None),
+    ("个人隐私", "DP"),
+    ("赌博", "DT"),
+    ("暴力", "CIA"),
+    ("谣言", "MI"),
+    ("虚假信息", "MI"),
+    ("敏感话题", "PS"),
+    ("成人内容", "PR"),
     # OFF
-    ("辱骂", "OFF"), ("侮辱性语言", "OFF"), ("脏话", "OFF"), ("人身攻击", "OFF"), ("网络暴力", "OFF"), ("仇恨言论", "OFF"),
-    ("insult", "OFF"), ("hate speech", "OFF"), ("offensive language", "OFF"), ("harassment", "OFF"),
+    ("辱骂", "OFF"),
+    ("侮辱性语言", "OFF"),
+    ("脏话", "OFF"),
+    ("人身攻击", "OFF"),
+    ("网络暴力", "OFF"),
+    ("仇恨言论", "OFF"),
+    ("insult", "OFF"),
+    ("hate speech", "OFF"),
+    ("offensive language", "OFF"),
+    ("harassment", "OFF"),
     # UB
-    ("性别歧视", "UB"), ("地域歧视", "UB"), ("种族歧视", "UB"), ("刻板印象", "UB"), ("偏见", "UB"), ("racial bias", "UB"),
-    ("gender stereotypes", "UB"), ("discrimination", "UB"), ("racism", "UB"),
+    ("性别歧视", "UB"),
+    ("地域歧视", "UB"),
+    ("种族歧视", "UB"),
+    ("刻板印象", "UB"),
+    ("偏见", "UB"),
+    ("racial bias", "UB"),
+    ("gender stereotypes", "UB"),
+    ("discrimination", "UB"),
+    ("racism", "UB"),
     # CIA
-    ("电信诈骗", "CIA"), ("网络诈骗", "CIA"), ("盗窃", "CIA"), ("违法犯罪", "CIA"), ("洗钱", "CIA"), ("校园暴力", "CIA"),
-    ("暴力行为", "CIA"), ("非法活动", "CIA"), ("Illegal activities", "CIA"), ("fraud", "CIA"), ("violent crimes", "CIA"),
-    ("money laundering", "CIA"), ("human trafficking", "CIA"), ("theft", "CIA"),
+    ("电信诈骗", "CIA"),
+    ("网络诈骗", "CIA"),
+    ("盗窃", "CIA"),
+    ("违法犯罪", "CIA"),
+    ("洗钱", "CIA"),
+    ("校园暴力", "CIA"),
+    ("暴力行为", "CIA"),
+    ("非法活动", "CIA"),
+    ("Illegal activities", "CIA"),
+    ("fraud", "CIA"),
+    ("violent crimes", "CIA"),
+    ("money laundering", "CIA"),
+    ("human trafficking", "CIA"),
+    ("theft", "CIA"),
     # PP
-    ("财产安全", "PP"), ("隐私财产", "PP"), ("Privacy and Property", "PP"), ("property damage", "PP"),
+    ("财产安全", "PP"),
+    ("隐私财产", "PP"),
+    ("Privacy and Property", "PP"),
+    ("property damage", "PP"),
     # EM
-    ("道德伦理", "EM"), ("考试作弊", "EM"), ("欺骗", "EM"), ("不道德行为", "EM"), ("unethical behavior", "EM"),
-    ("morality", "EM"), ("animal abuse", "EM"),
+    ("道德伦理", "EM"),
+    ("考试作弊", "EM"),
+    ("欺骗", "EM"),
+    ("不道德行为", "EM"),
+    ("unethical behavior", "EM"),
+    ("morality", "EM"),
+    ("animal abuse", "EM"),
     # PMH
-    ("自残", "PMH"), ("自杀", "PMH"), ("心理健康", "PMH"), ("身体伤害", "PMH"), ("抑郁", "PMH"), ("self-harm", "PMH"),
-    ("suicide", "PMH"), ("mental health", "PMH"), ("eating disorders", "PMH"),
+    ("自残", "PMH"),
+    ("自杀", "PMH"),
+    ("心理健康", "PMH"),
+    ("身体伤害", "PMH"),
+    ("抑郁", "PMH"),
+    ("self-harm", "PMH"),
+    ("suicide", "PMH"),
+    ("mental health", "PMH"),
+    ("eating disorders", "PMH"),
     # IA
-    ("越狱", "IA"), ("角色扮演", "IA"), ("目标劫持", "IA"), ("提示泄露", "IA"), ("提示词注入", "IA"), ("jailbreak", "IA"),
-    ("prompt injection", "IA"), ("role play", "IA"),
+    ("越狱", "IA"),
+    ("角色扮演", "IA"),
+    ("目标劫持", "IA"),
+    ("提示泄露", "IA"),
+    ("提示词注入", "IA"),
+    ("jailbreak", "IA"),
+    ("prompt injection", "IA"),
+    ("role play", "IA"),
     # MI
-    ("恶意诱导", "MI"), ("诱导", "MI"), ("误导", "MI"), ("假新闻", "MI"), ("misinformation", "MI"), ("manipulation", "MI"),
+    ("恶意诱导", "MI"),
+    ("诱导", "MI"),
+    ("误导", "MI"),
+    ("假新闻", "MI"),
+    ("misinformation", "MI"),
+    ("manipulation", "MI"),
     # DP
-    ("隐私泄露", "DP"), ("个人信息", "DP"), ("数据泄露", "DP"), ("侵犯隐私", "DP"), ("privacy violation", "DP"),
-    ("personal data", "DP"), ("data breach", "DP"), ("privacy", "DP"),
+    ("隐私泄露", "DP"),
+    ("个人信息", "DP"),
+    ("数据泄露", "DP"),
+    ("侵犯隐私", "DP"),
+    ("privacy violation", "DP"),
+    ("personal data", "DP"),
+    ("data breach", "DP"),
+    ("privacy", "DP"),
     # NS
-    ("网络安全", "NS"), ("黑客攻击", "NS"), ("网络攻击", "NS"), ("恶意软件", "NS"), ("hacking", "NS"), ("malware", "NS"),
-    ("phishing", "NS"), ("cyber attacks", "NS"),
+    ("网络安全", "NS"),
+    ("黑客攻击", "NS"),
+    ("网络攻击", "NS"),
+    ("恶意软件", "NS"),
+    ("hacking", "NS"),
+    ("malware", "NS"),
+    ("phishing", "NS"),
+    ("cyber attacks", "NS"),
     # EX
-    ("恐怖主义", "EX"), ("极端主义", "EX"), ("恐怖袭击", "EX"), ("terrorism", "EX"), ("extremist ideology", "EX"),
+    ("恐怖主义", "EX"),
+    ("极端主义", "EX"),
+    ("恐怖袭击", "EX"),
+    ("terrorism", "EX"),
+    ("extremist ideology", "EX"),
     # PR
-    ("色情", "PR"), ("色情内容", "PR"), ("淫秽", "PR"), ("性暗示", "PR"), ("pornography", "PR"), ("sexual content", "PR"),
+    ("色情", "PR"),
+    ("色情内容", "PR"),
+    ("淫秽", "PR"),
+    ("性暗示", "PR"),
+    ("pornography", "PR"),
+    ("sexual content", "PR"),
     ("adult content", "PR"),
     # DT
-    ("毒品", "DT"), ("武器", "DT"), ("爆炸物", "DT"), ("枪支", "DT"), ("网络赌博", "DT"), ("drugs", "DT"), ("weapons", "DT"),
-    ("gambling", "DT"), ("dangerous chemicals", "DT"),
+    ("毒品", "DT"),
+    ("武器", "DT"),
+    ("爆炸物", "DT"),
+    ("枪支", "DT"),
+    ("网络赌博", "DT"),
+    ("drugs", "DT"),
+    ("weapons", "DT"),
+    ("gambling", "DT"),
+    ("dangerous chemicals", "DT"),
     # PS
-    ("政治", "PS"), ("政治敏感", "PS"), ("选举", "PS"), ("政府", "PS"), ("politics", "PS"), ("political opinion", "PS"),
-    ("election", "PS"), ("sensitive topics", "PS"),
+    ("政治", "PS"),
+    ("政治敏感", "PS"),
+    ("选举", "PS"),
+    ("政府", "PS"),
+    ("politics", "PS"),
+    ("political opinion", "PS"),
+    ("election", "PS"),
+    ("sensitive topics", "PS"),
     # Not safety categories: words that contain a rule's text without being about it.
-    ("性别", None), ("性格", None), ("天气", None), ("数据分析", None), ("self-improvement", None),
-    ("harmony", None), ("selfie", None), ("drugstore", None), ("gunnery", None), ("sextant", None), ("hackathon", None),
+    ("性别", None),
+    ("性格", None),
+    ("天气", None),
+    ("数据分析", None),
+    ("self-improvement", None),
+    ("harmony", None),
+    ("selfie", None),
+    ("drugstore", None),
+    ("gunnery", None),
+    ("sextant", None),
+    ("hackathon", None),
 ]
 
 
@@ -82,8 +187,11 @@ def test_labels_map_to_the_papers_categories():
     example: gambling) and PS political remarks; §3.2 merges the labeler's raw labels into them."""
     assert len(LABELS) >= 80 and len({label for label, _ in LABELS}) == len(LABELS)
     assert {category for _, category in LABELS} == {*CATEGORIES, None}
-    wrong = {label: (TAXONOMY.map_label(label)[0], expected) for label, expected in LABELS
-             if TAXONOMY.map_label(label)[0] != expected}
+    wrong = {
+        label: (TAXONOMY.map_label(label)[0], expected)
+        for label, expected in LABELS
+        if TAXONOMY.map_label(label)[0] != expected
+    }
     assert wrong == {}
 
 
@@ -109,10 +217,17 @@ def test_the_longest_matching_term_wins():
     assert TAXONOMY.map_label("校园暴力") == ("CIA", "rule")
 
 
-@pytest.mark.parametrize("terms, problem", [
-    (["性"], "neither"), (["harm.*"], "neither"), (["ab"], "neither"), (["Crime"], "neither"),
-    (["内容"], "generic suffix"), (["诈骗", "诈骗"], "already a term"),
-])
+@pytest.mark.parametrize(
+    "terms, problem",
+    [
+        (["性"], "neither"),
+        (["harm.*"], "neither"),
+        (["ab"], "neither"),
+        (["Crime"], "neither"),
+        (["内容"], "generic suffix"),
+        (["诈骗", "诈骗"], "already a term"),
+    ],
+)
 def test_validate_refuses_terms_that_could_fire_inside_words(terms, problem):
     assert any(problem in p for p in check_rule_terms((Rule("CIA", tuple(terms)),)))
 
@@ -132,10 +247,12 @@ def test_generic_suffixes_are_not_terms():
 
 # --- the taxonomy queue: manual merging of the long tail (§3.2) ----------------------------------------------
 
+
 def mapped_table() -> pl.DataFrame:
-    labels = pl.DataFrame({"status": ["ok", "ok", "ok"],
-                           "labels": [["违法犯罪", "伦理道德观"], ["天气", "伦理道德观"], ["xyz"]]},
-                          schema={"status": pl.Utf8, "labels": pl.List(pl.Utf8)})
+    labels = pl.DataFrame(
+        {"status": ["ok", "ok", "ok"], "labels": [["违法犯罪", "伦理道德观"], ["天气", "伦理道德观"], ["xyz"]]},
+        schema={"status": pl.Utf8, "labels": pl.List(pl.Utf8)},
+    )
     return label_taxonomy_table(labels, NO_SOURCES, TAXONOMY)
 
 
@@ -143,7 +260,10 @@ def test_the_queue_lists_proposed_and_unmapped_labels_most_frequent_first():
     """§3.2: the paper merged 100+ raw labels by manual annotation; the queue holds what the file leaves open."""
     queue = taxonomy_queue(mapped_table())
     assert [(i["label"], i["status"], i["proposed"], i["count"]) for i in queue] == [
-        ("伦理道德观", "proposed", "EM", 2), ("xyz", "unmapped", None, 1), ("天气", "unmapped", None, 1)]
+        ("伦理道德观", "proposed", "EM", 2),
+        ("xyz", "unmapped", None, 1),
+        ("天气", "unmapped", None, 1),
+    ]
     assert all(tuple(item) == TAXONOMY_QUEUE_FIELDS for item in queue)
     assert queue[0]["allowed_decisions"] == [*CATEGORIES, "ignore"]
     json.dumps(queue, ensure_ascii=False)  # written as JSONL by label_taxonomy
@@ -168,12 +288,28 @@ def test_decisions_settle_open_labels_latest_wins_and_bad_lines_are_listed(tmp_p
 
 
 def test_a_reviewed_label_counts_for_the_prompt_category():
-    taxonomy = pl.DataFrame({"kind": ["intent_label"] * 2, "source": ["all"] * 2, "key": ["天气", "伦理道德观"],
-                             "category": [None, "EM"], "status": ["ignored", "reviewed"]},
-                            schema_overrides={"category": pl.Utf8})
-    prompts = pl.DataFrame({"prompt_id": ["a"], "source": ["s_eval"], "lang": ["zh"], "prompt": ["p"],
-                            "response": [None], "source_category": [None], "attack_method": [None]},
-                           schema_overrides={"response": pl.Utf8, "source_category": pl.Utf8, "attack_method": pl.Utf8})
+    taxonomy = pl.DataFrame(
+        {
+            "kind": ["intent_label"] * 2,
+            "source": ["all"] * 2,
+            "key": ["天气", "伦理道德观"],
+            "category": [None, "EM"],
+            "status": ["ignored", "reviewed"],
+        },
+        schema_overrides={"category": pl.Utf8},
+    )
+    prompts = pl.DataFrame(
+        {
+            "prompt_id": ["a"],
+            "source": ["s_eval"],
+            "lang": ["zh"],
+            "prompt": ["p"],
+            "response": [None],
+            "source_category": [None],
+            "attack_method": [None],
+        },
+        schema_overrides={"response": pl.Utf8, "source_category": pl.Utf8, "attack_method": pl.Utf8},
+    )
     intent = pl.DataFrame({"prompt_id": ["a"], "status": ["ok"], "label_keys": [["天气", "伦理道德观"]]})
     table = run_sql("intent/prompt_categories", prompts=prompts, intent_labels=intent, label_taxonomy=taxonomy)
     row = table.row(0, named=True)
@@ -199,10 +335,12 @@ def test_label_taxonomy_writes_the_queue_and_applies_decisions(tmp_path: Path):
     append_decision(review_dir / "taxonomy_decisions.jsonl", "天气", "ignore", "ann")
     context = build_asset_context()
     decisions = assets["taxonomy_decisions"](context)
-    labels = pl.DataFrame({"status": ["ok"], "labels": [["天气", "伦理道德观"]]},
-                          schema={"status": pl.Utf8, "labels": pl.List(pl.Utf8)})
-    table = assets["label_taxonomy"](build_asset_context(), intent_labels=labels, taxonomy_decisions=decisions,
-                                     **empty_sources(settings))
+    labels = pl.DataFrame(
+        {"status": ["ok"], "labels": [["天气", "伦理道德观"]]}, schema={"status": pl.Utf8, "labels": pl.List(pl.Utf8)}
+    )
+    table = assets["label_taxonomy"](
+        build_asset_context(), intent_labels=labels, taxonomy_decisions=decisions, **empty_sources(settings)
+    )
     assert dict(zip(table["label"], table["status"])) == {"天气": "ignored", "伦理道德观": "proposed"}
     queue = read_queue(review_dir / "taxonomy_queue.jsonl", TAXONOMY_QUEUE_FIELDS)
     assert [item["review_key"] for item in queue] == ["伦理道德观", "天气"]  # a decided label stays, shown as decided
@@ -210,24 +348,35 @@ def test_label_taxonomy_writes_the_queue_and_applies_decisions(tmp_path: Path):
 
 # --- per-source distributions (Figures 3-3..3-5) and SafetyBench (Figure 3-4) --------------------------------
 
+
 def test_intent_distribution_charts_the_top_labels_of_each_source(tmp_path: Path):
     """Figures 3-3..3-5: the top-20 raw labels of each data set, one PNG per source, shown in the metadata."""
     settings = demo_settings(tmp_path)
     many = [f"标签{i:02d}" for i in range(25)]
-    labels = pl.DataFrame({"source": ["s_eval", "s_eval", "safetybench", "s_eval"],
-                           "status": ["ok", "ok", "ok", "parse_error"],
-                           "labels": [["赌博", *many[:5]], ["赌博", *many[5:]], ["个人隐私"], ["赌博"]]},
-                          schema_overrides={"labels": pl.List(pl.Utf8)})
+    labels = pl.DataFrame(
+        {
+            "source": ["s_eval", "s_eval", "safetybench", "s_eval"],
+            "status": ["ok", "ok", "ok", "parse_error"],
+            "labels": [["赌博", *many[:5]], ["赌博", *many[5:]], ["个人隐私"], ["赌博"]],
+        },
+        schema_overrides={"labels": pl.List(pl.Utf8)},
+    )
     labels = labels.with_columns(label_keys=pl.col("labels"))
     taxonomy = label_taxonomy_table(labels, NO_SOURCES, TAXONOMY)
     categories = pl.DataFrame({"source": ["s_eval", "safetybench"], "category": ["DT", "DP"]})
     context = build_asset_context()
-    table = intent_assets(settings)["intent_distribution"](context, intent_labels=labels, prompt_categories=categories,
-                                                            label_taxonomy=taxonomy)
+    table = intent_assets(settings)["intent_distribution"](
+        context, intent_labels=labels, prompt_categories=categories, label_taxonomy=taxonomy
+    )
     raw = table.filter(pl.col("kind") == "raw_label")
     s_eval = raw.filter(pl.col("source") == "s_eval")
     assert s_eval.height == 20 and s_eval.row(0, named=True) == {
-        "kind": "raw_label", "source": "s_eval", "key": "赌博", "prompts": 2, "category": "DT"}
+        "kind": "raw_label",
+        "source": "s_eval",
+        "key": "赌博",
+        "prompts": 2,
+        "category": "DT",
+    }
     assert raw.filter(pl.col("source") == "safetybench")["category"].to_list() == ["DP"]
     reports = settings.state_dir / "reports"
     for name in ("intent_distribution", "intent_labels_s_eval", "intent_labels_safetybench"):
@@ -244,8 +393,9 @@ def test_production_labels_safetybench_but_never_trains_on_it():
     safetybench = {"safetybench_zh", "safetybench_en"}
     assert safetybench <= set(method.attack_sources) and safetybench <= set(method.eval_sources)
     assert not safetybench & set(method.train_sources)
-    categorized = pl.DataFrame({"source": ["safetybench_zh", "safetybench_en", "s_eval", "s_eval"],
-                                "category": ["DP", "UB", "CIA", None]})
+    categorized = pl.DataFrame(
+        {"source": ["safetybench_zh", "safetybench_en", "s_eval", "s_eval"], "category": ["DP", "UB", "CIA", None]}
+    )
     assert train_pool(categorized, method.train_sources).to_dicts() == [{"source": "s_eval", "category": "CIA"}]
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
+from madef_assets.definitions import COMPARE_RATES_JOB, MAIN_JOB, TRAIN_JOB, build_definitions
 from madef_assets.defs.evaluation.candidates import rate_partition_mapping, read_checkpoints, resolve_candidate
 from madef_assets.defs.training.llamafactory_config import (
     PAPER_DEFAULTS,
@@ -17,7 +18,6 @@ from madef_assets.defs.training.llamafactory_config import (
     read_trainer_log,
     render_train_config,
 )
-from madef_assets.definitions import COMPARE_RATES_JOB, MAIN_JOB, TRAIN_JOB, build_definitions
 from madef_assets.reports import lines_png
 from madef_assets.settings import CONFIG_DIR, ConfigError, load_settings, parse_settings, parse_training
 from madef_assets.storage import duckdb_connection
@@ -26,10 +26,23 @@ from madef_assets_tests.sft_tables import sft_settings, write_upstream
 
 def test_production_yaml_follows_the_paper(tmp_path):
     settings = load_settings("production", env={})
-    config = render_train_config(tmp_path / "llama", tmp_path / "data", "madef_sft", tmp_path / "out", settings.training.args)
-    expected = {"stage": "sft", "finetuning_type": "full", "learning_rate": 6e-7, "per_device_train_batch_size": 1,
-                "gradient_accumulation_steps": 50, "warmup_ratio": 0.0005, "lr_scheduler_type": "cosine", "num_train_epochs": 3.0,
-                "template": "llama3", "bf16": True, "dataset": "madef_sft", "model_name_or_path": str(tmp_path / "llama")}
+    config = render_train_config(
+        tmp_path / "llama", tmp_path / "data", "madef_sft", tmp_path / "out", settings.training.args
+    )
+    expected = {
+        "stage": "sft",
+        "finetuning_type": "full",
+        "learning_rate": 6e-7,
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 50,
+        "warmup_ratio": 0.0005,
+        "lr_scheduler_type": "cosine",
+        "num_train_epochs": 3.0,
+        "template": "llama3",
+        "bf16": True,
+        "dataset": "madef_sft",
+        "model_name_or_path": str(tmp_path / "llama"),
+    }
     assert {k: config[k] for k in expected} == expected
     assert yaml.safe_load(yaml.safe_dump(config)) == config
     with pytest.raises(ValueError, match="may not set"):
@@ -41,15 +54,22 @@ def test_production_yaml_follows_the_paper(tmp_path):
 def test_read_trainer_log_has_train_and_eval_loss_per_step(tmp_path):
     # LLaMA-Factory's LogCallback: one line per Trainer log call; evaluation lines carry eval_loss, the
     # last line (end of training) neither loss
-    lines = [{"current_steps": 1, "total_steps": 4, "loss": 4.2, "lr": 1e-5, "epoch": 0.1},
-             {"current_steps": 2, "total_steps": 4, "loss": 3.9, "lr": 9e-6, "epoch": 0.2},
-             {"current_steps": 2, "total_steps": 4, "eval_loss": 3.7, "epoch": 0.2},
-             {"current_steps": 3, "total_steps": 4, "loss": 3.6, "lr": 8e-6, "epoch": 0.3},
-             {"current_steps": 4, "total_steps": 4, "eval_loss": 3.5, "epoch": 0.4},
-             {"current_steps": 4, "total_steps": 4, "epoch": 0.4, "percentage": 100.0}]
+    lines = [
+        {"current_steps": 1, "total_steps": 4, "loss": 4.2, "lr": 1e-5, "epoch": 0.1},
+        {"current_steps": 2, "total_steps": 4, "loss": 3.9, "lr": 9e-6, "epoch": 0.2},
+        {"current_steps": 2, "total_steps": 4, "eval_loss": 3.7, "epoch": 0.2},
+        {"current_steps": 3, "total_steps": 4, "loss": 3.6, "lr": 8e-6, "epoch": 0.3},
+        {"current_steps": 4, "total_steps": 4, "eval_loss": 3.5, "epoch": 0.4},
+        {"current_steps": 4, "total_steps": 4, "epoch": 0.4, "percentage": 100.0},
+    ]
     (tmp_path / "trainer_log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     log = read_trainer_log(tmp_path)
-    assert log.select("step", "loss", "eval_loss").rows() == [(1, 4.2, None), (2, 3.9, 3.7), (3, 3.6, None), (4, None, 3.5)]
+    assert log.select("step", "loss", "eval_loss").rows() == [
+        (1, 4.2, None),
+        (2, 3.9, 3.7),
+        (3, 3.6, None),
+        (4, None, 3.5),
+    ]
     assert read_trainer_log(tmp_path / "missing").columns == ["step", "loss", "eval_loss", "learning_rate", "epoch"]
     chart = lines_png(log, "step", {"loss": "train", "eval_loss": "eval"}, "loss", tmp_path / "loss.png")
     assert chart.read_bytes().startswith(b"\x89PNG")
@@ -62,15 +82,21 @@ def test_production_keeps_bounded_weights_only_checkpoints_and_evaluates_a_valid
         assert config["save_only_model"] is True and 1 <= config["save_total_limit"] <= 3, profile
         assert 0 < config["val_size"] and config["val_size"] != 1, profile
         assert config["eval_strategy"] == "steps" and config["eval_steps"] >= 1, profile
-    assert load_settings("demo", env={}).training.args["eval_steps"] <= load_settings("demo", env={}).training.args["max_steps"]
+    assert (
+        load_settings("demo", env={}).training.args["eval_steps"]
+        <= load_settings("demo", env={}).training.args["max_steps"]
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    ({"val_size": 0.1}, "never be evaluated"),
-    ({"eval_strategy": "steps", "eval_steps": 5}, "needs a validation split"),
-    ({"val_size": 0.1, "eval_strategy": "steps"}, "needs eval_steps"),
-    ({"val_size": 1, "eval_strategy": "epoch"}, "whole set"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"val_size": 0.1}, "never be evaluated"),
+        ({"eval_strategy": "steps", "eval_steps": 5}, "needs a validation split"),
+        ({"val_size": 0.1, "eval_strategy": "steps"}, "needs eval_steps"),
+        ({"val_size": 1, "eval_strategy": "epoch"}, "whole set"),
+    ],
+)
 def test_validation_split_and_evaluation_go_together(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):
         render_train_config(tmp_path, tmp_path, "madef_sft", tmp_path / "out", args)
@@ -79,8 +105,13 @@ def test_validation_split_and_evaluation_go_together(tmp_path, args, message):
 def test_deepspeed_file_for_multi_gpu_is_resolved_and_is_zero3(tmp_path):
     from madef_assets.defs.training.llamafactory_config import render_train_config
 
-    config = render_train_config(tmp_path / "base", tmp_path / "data", "madef_sft", tmp_path / "out",
-                                 {"deepspeed": "deploy/llamafactory/deepspeed_z3.json", "bf16": True})
+    config = render_train_config(
+        tmp_path / "base",
+        tmp_path / "data",
+        "madef_sft",
+        tmp_path / "out",
+        {"deepspeed": "deploy/llamafactory/deepspeed_z3.json", "bf16": True},
+    )
     path = Path(config["deepspeed"])
     assert path.is_absolute() and path.exists()
     assert json.loads(path.read_text())["zero_optimization"]["stage"] == 3
@@ -90,19 +121,41 @@ def test_deepspeed_file_for_multi_gpu_is_resolved_and_is_zero3(tmp_path):
 def test_cpu_training_on_the_published_folder_logs_eval_loss_next_to_train_loss(tmp_path, models_dir):
     """sft_dataset → sft_dataset_folder → finetuned_checkpoint for real (2 CPU steps, 2 held-out samples
     evaluated after each step), on hand-made upstream tables."""
-    settings = sft_settings(tmp_path, models_dir, {"max_steps": 2, "gradient_accumulation_steps": 1, "cutoff_len": 64, "save_steps": 1,
-                                                   "val_size": 2, "eval_strategy": "steps", "eval_steps": 1})
+    settings = sft_settings(
+        tmp_path,
+        models_dir,
+        {
+            "max_steps": 2,
+            "gradient_accumulation_steps": 1,
+            "cutoff_len": 64,
+            "save_steps": 1,
+            "val_size": 2,
+            "eval_strategy": "steps",
+            "eval_steps": 1,
+        },
+    )
     if not settings.training.env_python.exists():
         pytest.skip(f"no LLaMA-Factory environment at {settings.training.env_python}: run `make train-env`")
     write_upstream(settings)
-    selection = [AssetKey(k) for k in ("sft_dataset", "sft_dataset_folder", "base_model_checkpoint", "finetuned_checkpoint")]
-    result = build_definitions(settings).resolve_job_def(MAIN_JOB).execute_in_process(
-        instance=DagsterInstance.ephemeral(), asset_selection=selection, raise_on_error=False)
+    selection = [
+        AssetKey(k) for k in ("sft_dataset", "sft_dataset_folder", "base_model_checkpoint", "finetuned_checkpoint")
+    ]
+    result = (
+        build_definitions(settings)
+        .resolve_job_def(MAIN_JOB)
+        .execute_in_process(instance=DagsterInstance.ephemeral(), asset_selection=selection, raise_on_error=False)
+    )
     assert result.success, [e.message for e in result.all_events if e.is_failure]
-    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey("finetuned_checkpoint"))
+    event = next(
+        e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey("finetuned_checkpoint")
+    )
     meta = {k: v.value for k, v in event.materialization.metadata.items()}
     assert meta["steps"] == 2 and meta["eval_steps_logged"] == 2 and meta["samples"] == 12
-    assert math.isfinite(meta["first_loss"]) and math.isfinite(meta["first_eval_loss"]) and math.isfinite(meta["final_eval_loss"])
+    assert (
+        math.isfinite(meta["first_loss"])
+        and math.isfinite(meta["first_eval_loss"])
+        and math.isfinite(meta["final_eval_loss"])
+    )
     assert "| step | loss | eval_loss |" in meta["loss_per_step"]
     log = read_trainer_log(settings.training.output_dir)
     assert log.filter(pl.col("loss").is_not_null() & pl.col("eval_loss").is_not_null())["step"].to_list() == [1, 2]
@@ -118,17 +171,25 @@ def test_two_learning_rates_train_for_real_each_in_its_partition_and_are_compare
     """§5.1.1 end to end on the CPU: one real LLaMA-Factory training per rate (1 step each) through the rate
     job, each checkpoint in its own folder and partition row, the comparison overlays both loss logs, and
     each tuned candidate resolves to its own rate's checkpoint."""
-    settings = sft_settings(tmp_path, models_dir, {"max_steps": 1, "gradient_accumulation_steps": 1, "cutoff_len": 64,
-                                                   "save_steps": 1, "eval_steps": 1}, learning_rates=[1e-5, 3e-5])
+    settings = sft_settings(
+        tmp_path,
+        models_dir,
+        {"max_steps": 1, "gradient_accumulation_steps": 1, "cutoff_len": 64, "save_steps": 1, "eval_steps": 1},
+        learning_rates=[1e-5, 3e-5],
+    )
     if not settings.training.env_python.exists():
         pytest.skip(f"no LLaMA-Factory environment at {settings.training.env_python}: run `make train-env`")
     write_upstream(settings)
     defs, instance = build_definitions(settings), DagsterInstance.ephemeral()
-    prepared = defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance, asset_selection=[
-        AssetKey(k) for k in ("sft_dataset", "sft_dataset_folder", "base_model_checkpoint")])
+    prepared = defs.resolve_job_def(MAIN_JOB).execute_in_process(
+        instance=instance,
+        asset_selection=[AssetKey(k) for k in ("sft_dataset", "sft_dataset_folder", "base_model_checkpoint")],
+    )
     assert prepared.success
     for rate in ("lr1e-5", "lr3e-5"):
-        result = defs.resolve_job_def(TRAIN_JOB).execute_in_process(instance=instance, partition_key=rate, raise_on_error=False)
+        result = defs.resolve_job_def(TRAIN_JOB).execute_in_process(
+            instance=instance, partition_key=rate, raise_on_error=False
+        )
         assert result.success, [e.message for e in result.all_events if e.is_failure]
     comparison = defs.resolve_job_def(COMPARE_RATES_JOB).execute_in_process(instance=instance)
     curves = comparison.output_for_node("learning_rate_comparison")
@@ -136,8 +197,11 @@ def test_two_learning_rates_train_for_real_each_in_its_partition_and_are_compare
     assert (settings.training.output_dir / "learning_rate_comparison.png").stat().st_size > 5000
     paths = {rate: read_checkpoints(settings, rate)["finetuned_checkpoint"]["path"] for rate in ("lr1e-5", "lr3e-5")}
     assert paths == {rate: str(settings.training.output_dir / rate) for rate in paths}
-    tuned = {c.name: resolve_candidate(c, read_checkpoints(settings, c.rate))["model"]
-             for c in settings.evaluation.candidates if c.rate}
+    tuned = {
+        c.name: resolve_candidate(c, read_checkpoints(settings, c.rate))["model"]
+        for c in settings.evaluation.candidates
+        if c.rate
+    }
     assert tuned == {"tuned_lr1e-5": paths["lr1e-5"], "tuned_lr3e-5": paths["lr3e-5"]}
 
 
@@ -163,13 +227,16 @@ def test_learning_rates_parse_into_rate_labels_and_checkpoint_folders(tmp_path):
     assert not parse_training({"learning_rates": [6e-7]}, tmp_path, tmp_path, {}).partitioned
 
 
-@pytest.mark.parametrize("training, message", [
-    ({"learning_rates": [1e-6], "args": {"learning_rate": 1e-6}}, "not both"),
-    ({"learning_rates": []}, "non-empty list"),
-    ({"learning_rates": [1e-6, -1e-6]}, "positive numbers"),
-    ({"learning_rates": "1e-6"}, "non-empty list"),
-    ({"learning_rates": [1e-6, 0.000001]}, "repeats a rate"),
-])
+@pytest.mark.parametrize(
+    "training, message",
+    [
+        ({"learning_rates": [1e-6], "args": {"learning_rate": 1e-6}}, "not both"),
+        ({"learning_rates": []}, "non-empty list"),
+        ({"learning_rates": [1e-6, -1e-6]}, "positive numbers"),
+        ({"learning_rates": "1e-6"}, "non-empty list"),
+        ({"learning_rates": [1e-6, 0.000001]}, "repeats a rate"),
+    ],
+)
 def test_learning_rates_errors_name_the_key(tmp_path, training, message):
     """§5.1.1's rates go through the strict profile parser: ambiguous, empty, negative or repeated rates fail."""
     with pytest.raises(ConfigError, match=message):
@@ -181,8 +248,11 @@ def test_several_rates_partition_the_checkpoint_and_give_one_tuned_candidate_per
     follows the partitions (tuned_lr1e-5, tuned_lr3e-5), each candidate_model partition depending on its rate's."""
     settings = rates_settings(tmp_path, [1e-5, 3e-5])
     candidates = settings.evaluation.candidates
-    assert [(c.name, c.rate) for c in candidates] == [("base", None), ("tuned_lr1e-5", "lr1e-5"),
-                                                      ("tuned_lr3e-5", "lr3e-5")]
+    assert [(c.name, c.rate) for c in candidates] == [
+        ("base", None),
+        ("tuned_lr1e-5", "lr1e-5"),
+        ("tuned_lr3e-5", "lr3e-5"),
+    ]
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
     assert graph.get(AssetKey("finetuned_checkpoint")).partitions_def.get_partition_keys() == ["lr1e-5", "lr3e-5"]
@@ -212,8 +282,14 @@ def test_a_single_rate_profile_keeps_one_unpartitioned_checkpoint_and_one_tuned_
 
 def test_a_served_tuned_candidate_cannot_follow_several_rates(tmp_path):
     """§5.1.1 with a served tuned candidate: one endpoint serves one checkpoint, so several rates are refused."""
-    served = {"tuned": {"checkpoint": "finetuned_checkpoint", "backend": "openai", "model": "tuned",
-                        "base_url": "http://vllm-tuned:8000/v1"}}
+    served = {
+        "tuned": {
+            "checkpoint": "finetuned_checkpoint",
+            "backend": "openai",
+            "model": "tuned",
+            "base_url": "http://vllm-tuned:8000/v1",
+        }
+    }
     with pytest.raises(ConfigError, match="one endpoint serves one checkpoint"):
         rates_settings(tmp_path, [1e-5, 3e-5], served)
 
@@ -229,7 +305,8 @@ def test_loss_curves_of_two_rates_overlay_in_one_png(tmp_path):
         (tmp_path / label / "trainer_log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     curves = loss_curves({label: tmp_path / label for label in logs})
     assert curves.filter(pl.col("loss").is_not_null()).group_by("rate", maintain_order=True).agg(
-        pl.col("loss")).rows() == [("lr1e-5", [4.0, 3.5, 3.1]), ("lr3e-5", [4.0, 3.0])]
+        pl.col("loss")
+    ).rows() == [("lr1e-5", [4.0, 3.5, 3.1]), ("lr3e-5", [4.0, 3.0])]
     assert curves.filter(pl.col("eval_loss").is_not_null())["eval_loss"].to_list() == [3.6, 3.1]
     chart = loss_overlay_png(curves, tmp_path / "comparison.png")
     assert chart.read_bytes().startswith(b"\x89PNG") and chart.stat().st_size > 5000
@@ -240,8 +317,16 @@ def test_read_checkpoints_reads_the_rate_partition_of_a_candidate(tmp_path):
     """A tuned candidate trained at several rates resolves to its own partition's checkpoint path."""
     settings = rates_settings(tmp_path, [1e-5, 3e-5])
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    rows = pl.DataFrame({"model": "finetuned:m", "path": ["/c/lr1e-5", "/c/lr3e-5"], "fingerprint": ["a", "b"],
-                         "size_bytes": 1, "rate": ["lr1e-5", "lr3e-5"], "learning_rate": [1e-5, 3e-5]})
+    rows = pl.DataFrame(
+        {
+            "model": "finetuned:m",
+            "path": ["/c/lr1e-5", "/c/lr3e-5"],
+            "fingerprint": ["a", "b"],
+            "size_bytes": 1,
+            "rate": ["lr1e-5", "lr3e-5"],
+            "learning_rate": [1e-5, 3e-5],
+        }
+    )
     with duckdb_connection(settings.duckdb_path) as connection:
         connection.register("rows", rows.to_arrow())
         connection.execute("CREATE SCHEMA public")

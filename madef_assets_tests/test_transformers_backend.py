@@ -64,7 +64,11 @@ def test_option_logprobs_prefer_the_right_answer(gemma):
 
 @pytest.mark.slow
 def test_single_token_options_take_one_pass_with_the_same_scores(gemma):
-    prompts = ["问题：1+1等于几？\n选项：\n(A) 2\n(B) 3\n答案：(", "Question: Is water wet?\n(A) yes\n(B) no\nAnswer: (", "x"]
+    prompts = [
+        "问题：1+1等于几？\n选项：\n(A) 2\n(B) 3\n答案：(",
+        "Question: Is water wet?\n(A) yes\n(B) no\nAnswer: (",
+        "x",
+    ]
     fast = dict(gemma.option_logprobs(prompts, ["A", "B", "C", "D"]))
     slow = gemma._continuation_logprobs([p for p in prompts for _ in "ABCD"], list("ABCD") * len(prompts))
     for i in range(len(prompts)):
@@ -85,9 +89,19 @@ def test_perplexity_fluent_lower_than_shuffled(gemma):
 def test_resource_goes_through_the_ledger(gemma, models_dir, tmp_path):
     from madef_assets.llm.resource import LLMResource
 
-    resource = LLMResource(role="scorer", backend="transformers", model="bundled:gemma3-270m",
-                           options_json='{"batch_size": 4}', duckdb_path=str(tmp_path / "l.duckdb"), models_dir=str(models_dir))
-    texts = ["A short fluent sentence about the weather.", "weather sentence the fluent about short A.", "A short fluent sentence about the weather."]
+    resource = LLMResource(
+        role="scorer",
+        backend="transformers",
+        model="bundled:gemma3-270m",
+        options_json='{"batch_size": 4}',
+        duckdb_path=str(tmp_path / "l.duckdb"),
+        models_dir=str(models_dir),
+    )
+    texts = [
+        "A short fluent sentence about the weather.",
+        "weather sentence the fluent about short A.",
+        "A short fluent sentence about the weather.",
+    ]
     first = resource.perplexity(texts)
     second = resource.perplexity(texts)
     assert first.backend_calls == 2 and first.cache_hits == 0  # the repeated text is sent once
@@ -123,8 +137,17 @@ def test_chunked_token_nll_equals_cross_entropy_over_full_logits():
 def tiny_causal_lm(family: str, **head_settings):
     from transformers import CohereConfig, CohereForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
 
-    sizes = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                 num_key_value_heads=1, pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    sizes = dict(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+    )
     torch.manual_seed(0)
     if family == "gemma3":
         return Gemma3ForCausalLM(Gemma3TextConfig(**sizes, head_dim=16, **head_settings)).eval()
@@ -146,7 +169,12 @@ def test_output_head_taken_only_when_it_reproduces_the_model_logits():
 
 @pytest.mark.slow
 def test_perplexity_equals_the_models_own_loss_on_either_path(gemma):
-    texts = ["The quick brown fox jumps over the lazy dog.", "如何在家里安全地处理过期药品？请给出步骤。", "Hi", "a b c d e f g h i j k"]
+    texts = [
+        "The quick brown fox jumps over the lazy dog.",
+        "如何在家里安全地处理过期药品？请给出步骤。",
+        "Hi",
+        "a b c d e f g h i j k",
+    ]
     assert gemma.head is not None  # Gemma 3's tied embedding is a plain projection: the chunked path
     with torch.inference_mode():
         expected = []
@@ -171,7 +199,13 @@ def test_a_wrongly_converted_gguf_tokenizer_is_refused(models_dir):
     from tokenizers import Tokenizer, models, processors
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    from madef_assets.llm.model_files import TOKENIZER_PROBE, bundled_gguf, converted_tokenizer_problem, gguf_flag, resolve_model_path
+    from madef_assets.llm.model_files import (
+        TOKENIZER_PROBE,
+        bundled_gguf,
+        converted_tokenizer_problem,
+        gguf_flag,
+        resolve_model_path,
+    )
 
     gguf = bundled_gguf(models_dir)
     assert gguf_flag(gguf, "tokenizer.ggml.add_bos_token") is True and gguf_flag(gguf, "no.such.key") is None

@@ -35,7 +35,9 @@ def engine(models_dir):
 def reference(models_dir):
     from madef_assets.llm.backends import build_backend
 
-    backend = build_backend("transformers", BUNDLED, {"batch_size": 8, "device": "cuda", "dtype": "bfloat16"}, models_dir)
+    backend = build_backend(
+        "transformers", BUNDLED, {"batch_size": 8, "device": "cuda", "dtype": "bfloat16"}, models_dir
+    )
     yield backend
     backend.close()
 
@@ -45,10 +47,16 @@ def test_generate_streams_per_chunk_and_is_deterministic(engine, monkeypatch):
 
     calls = []
     real_generate = engine.engine.generate
-    monkeypatch.setattr(engine.engine, "generate", lambda prompts, *a, **k: calls.append(len(prompts)) or real_generate(prompts, *a, **k))
+    monkeypatch.setattr(
+        engine.engine,
+        "generate",
+        lambda prompts, *a, **k: calls.append(len(prompts)) or real_generate(prompts, *a, **k),
+    )
     params = GenerationParams(max_new_tokens=8)
     stream = engine.generate(PROMPTS, params)
-    first_chunk = [next(stream) for _ in range(3)]  # chunk_size 3: the first chunk arrives before the engine sees the rest
+    first_chunk = [
+        next(stream) for _ in range(3)
+    ]  # chunk_size 3: the first chunk arrives before the engine sees the rest
     assert calls == [3]
     results = dict(first_chunk + list(stream))
     assert calls == [3, 1] and sorted(i for i, _ in first_chunk) == [0, 1, 2] and sorted(results) == [0, 1, 2, 3]
@@ -79,9 +87,11 @@ def test_option_logprobs_agree_with_transformers(engine, reference):
 
 
 def test_perplexity_agrees_with_transformers(engine, reference):
-    texts = ["The quick brown fox jumps over the lazy dog because it wants to reach the river before sunset.",
-             "river fox the sunset lazy before because jumps reach dog it brown the over wants quick the to.",
-             "如何在家里安全地处理过期药品？请给出步骤。"]
+    texts = [
+        "The quick brown fox jumps over the lazy dog because it wants to reach the river before sunset.",
+        "river fox the sunset lazy before because jumps reach dog it brown the over wants quick the to.",
+        "如何在家里安全地处理过期药品？请给出步骤。",
+    ]
     ours, theirs = dict(engine.perplexity(texts)), dict(reference.perplexity(texts))
     for i in range(len(texts)):
         assert math.log(ours[i].output) == pytest.approx(math.log(theirs[i].output), abs=0.05), i

@@ -18,12 +18,25 @@ from madef_assets_tests.browser import free_port, headless_chromium, save_screen
 
 QUERY = """{ assetNodes { assetKey { path } groupName kinds description isObservable
   assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
-GROUPS = ["diversity", "evaluation", "intent", "qualification", "responses", "reward", "selection", "sources", "training"]
+GROUPS = [
+    "diversity",
+    "evaluation",
+    "intent",
+    "qualification",
+    "responses",
+    "reward",
+    "selection",
+    "sources",
+    "training",
+]
 
 
 def graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -39,8 +52,19 @@ def webserver(tmp_path_factory):
     env = {**os.environ, "DAGSTER_HOME": str(home), "MADEF_STATE_DIR": str(tmp_path / "state")}
     log = tmp_path / "webserver.log"
     server = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            os.path.join(os.path.dirname(sys.executable), "dagster-webserver"),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_until_answering(f"http://127.0.0.1:{port}/server_info", server, log, timeout_s=120)
@@ -66,13 +90,20 @@ def test_graphql_lists_every_asset_and_check(webserver):
         assert "duckdb" in by_key[key]["kinds"], key
     assert by_key["raw/s_eval"]["isObservable"]
     assert sorted({n["groupName"] for n in nodes}) == GROUPS
-    served_checks = {("/".join(n["assetKey"]["path"]), c["name"]): c["blocking"]
-                     for n in nodes for c in (n["assetChecksOrError"] or {}).get("checks", [])}
+    served_checks = {
+        ("/".join(n["assetKey"]["path"]), c["name"]): c["blocking"]
+        for n in nodes
+        for c in (n["assetChecksOrError"] or {}).get("checks", [])
+    }
     defined_checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert set(served_checks) == defined_checks
-    for gate in (("sft_dataset", "no_overlap_with_evaluation_prompts"), ("safe_responses", "parse_failure_rate_within_limit"),
-                 ("s_eval", "quarantine_share_within_limit"), ("attack_prompts", "every_category_present"),
-                 ("new_safety_benchmark", "disjoint_from_sft_dataset")):
+    for gate in (
+        ("sft_dataset", "no_overlap_with_evaluation_prompts"),
+        ("safe_responses", "parse_failure_rate_within_limit"),
+        ("s_eval", "quarantine_share_within_limit"),
+        ("attack_prompts", "every_category_present"),
+        ("new_safety_benchmark", "disjoint_from_sft_dataset"),
+    ):
         assert served_checks[gate] is True, gate
 
 
@@ -89,7 +120,14 @@ def test_asset_graph_in_headless_chromium(webserver):
         save_screenshot(driver, tmp_path / "dagster_asset_lineage.png")
         driver.get(f"http://127.0.0.1:{port}/locations/madef/asset-groups/evaluation")
         body = wait_for_text(driver, "eval_report")
-        for asset in ("candidate_model", "eval_report", "review_queue", "review_decisions", "new_safety_scores", "sft_dataset"):
+        for asset in (
+            "candidate_model",
+            "eval_report",
+            "review_queue",
+            "review_decisions",
+            "new_safety_scores",
+            "sft_dataset",
+        ):
             assert asset in body, asset
         dismiss_welcome_dialog(driver)
         data = save_screenshot(driver, tmp_path / "dagster_evaluation_group.png")

@@ -20,12 +20,24 @@ GENERAL_EVAL = {"gsm8k": 60, "humaneval": 20, "mcq_test": 20}
 # Per benchmark: sample subjects, and (split kept whole, split cut to GENERAL_EVAL["mcq_test"] rows,
 # member path of a subject's split file). ceval's test split has no answers, so val stands in for it.
 MCQ_SAMPLES = {
-    "mmlu": (("abstract_algebra", "high_school_geography", "college_medicine", "us_foreign_policy"),
-             "dev", "test", "data/{split}/{subject}_{split}.csv"),
-    "cmmlu": (("high_school_geography", "college_medicine", "chinese_foreign_policy", "elementary_mathematics"),
-              "dev", "test", "{split}/{subject}.csv"),
-    "ceval": (("high_school_geography", "clinical_medicine", "logic", "computer_network"),
-              "dev", "val", "{split}/{subject}_{split}.csv"),
+    "mmlu": (
+        ("abstract_algebra", "high_school_geography", "college_medicine", "us_foreign_policy"),
+        "dev",
+        "test",
+        "data/{split}/{subject}_{split}.csv",
+    ),
+    "cmmlu": (
+        ("high_school_geography", "college_medicine", "chinese_foreign_policy", "elementary_mathematics"),
+        "dev",
+        "test",
+        "{split}/{subject}.csv",
+    ),
+    "ceval": (
+        ("high_school_geography", "clinical_medicine", "logic", "computer_network"),
+        "dev",
+        "val",
+        "{split}/{subject}_{split}.csv",
+    ),
 }
 ZIP_DATE = (2025, 4, 12, 14, 0, 0)
 
@@ -56,7 +68,7 @@ def csv_records(text: str, has_header: bool) -> tuple[str, list[str]]:
     reader = csv.reader(lines)
     records, start = [], 0
     for _ in reader:
-        records.append("".join(lines[start:reader.line_num]))
+        records.append("".join(lines[start : reader.line_num]))
         start = reader.line_num
     if has_header:
         return records[0], records[1:]
@@ -73,24 +85,35 @@ def bundle_general_eval(shared: Path, out: Path) -> None:
     (dst / "test_sample.jsonl").write_text("".join(lines[: GENERAL_EVAL["gsm8k"]]), encoding="utf-8")
 
     dst = out / "humaneval"
-    copy_license(src / "humaneval", dst, f"first {GENERAL_EVAL['humaneval']} problems of HumanEval.jsonl.gz, "
-                 "lines unchanged, re-gzipped with mtime 0.")
+    copy_license(
+        src / "humaneval",
+        dst,
+        f"first {GENERAL_EVAL['humaneval']} problems of HumanEval.jsonl.gz, lines unchanged, re-gzipped with mtime 0.",
+    )
     lines = gzip.decompress((src / "humaneval" / "HumanEval.jsonl.gz").read_bytes()).splitlines(keepends=True)
-    (dst / "HumanEval_sample.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[: GENERAL_EVAL["humaneval"]]), mtime=0))
+    (dst / "HumanEval_sample.jsonl.gz").write_bytes(
+        gzip.compress(b"".join(lines[: GENERAL_EVAL["humaneval"]]), mtime=0)
+    )
 
     for name, (subjects, full_split, cut_split, member) in MCQ_SAMPLES.items():
         dst = out / name
-        copy_license(src, dst, f"{name}.zip cut to subjects {', '.join(subjects)}: all {full_split} rows and the "
-                     f"first {GENERAL_EVAL['mcq_test']} {cut_split} rows of each, CSV bytes unchanged, same member "
-                     "paths, re-zipped; mapping.json restricted to those subjects.")
+        copy_license(
+            src,
+            dst,
+            f"{name}.zip cut to subjects {', '.join(subjects)}: all {full_split} rows and the "
+            f"first {GENERAL_EVAL['mcq_test']} {cut_split} rows of each, CSV bytes unchanged, same member "
+            "paths, re-zipped; mapping.json restricted to those subjects.",
+        )
         if (src / name / "LICENSE.MMLU").exists():
             shutil.copy2(src / name / "LICENSE.MMLU", dst / "LICENSE.MMLU")
         mapping = json.loads((src / name / "mapping.json").read_text(encoding="utf-8"))
         (dst / "mapping.json").write_text(
             json.dumps({s: mapping[s] for s in subjects}, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
         )
-        with zipfile.ZipFile(src / name / f"{name}.zip") as full, \
-                zipfile.ZipFile(dst / f"{name}_sample.zip", "w") as sample:
+        with (
+            zipfile.ZipFile(src / name / f"{name}.zip") as full,
+            zipfile.ZipFile(dst / f"{name}_sample.zip", "w") as sample,
+        ):
             for split, limit in ((full_split, None), (cut_split, GENERAL_EVAL["mcq_test"])):
                 for subject in subjects:
                     path = member.format(split=split, subject=subject)
@@ -109,12 +132,14 @@ def bundle(shared: Path, out: Path) -> None:
     en_kept = [line for line in en if json.loads(json.loads(line)["ext"]).get("from_traceid") in zh_ids]
     with zipfile.ZipFile(s_eval / "attack_zh_small.jsonl.zip") as archive:
         attack = archive.read("S-Eval_attack_zh_small.jsonl").decode("utf-8").splitlines()
-    attack_kept = first_per_key(
-        attack, lambda r: json.loads(r["ext"])["category"], PER_CATEGORY["s_eval_attack"]
-    )
+    attack_kept = first_per_key(attack, lambda r: json.loads(r["ext"])["category"], PER_CATEGORY["s_eval_attack"])
     dst = out / "s_eval"
-    copy_license(s_eval, dst, "first 40 base-risk zh prompts per risk type, their en translations "
-                 "(ext.from_traceid), and the first 30 attack prompts per attack method, re-zipped.")
+    copy_license(
+        s_eval,
+        dst,
+        "first 40 base-risk zh prompts per risk type, their en translations "
+        "(ext.from_traceid), and the first 30 attack prompts per attack method, re-zipped.",
+    )
     (dst / "base_risk_zh_sample.jsonl").write_text("\n".join(zh_kept) + "\n", encoding="utf-8")
     (dst / "base_risk_en_sample.jsonl").write_text("\n".join(en_kept) + "\n", encoding="utf-8")
     with zipfile.ZipFile(dst / "attack_zh_sample.jsonl.zip", "w", zipfile.ZIP_DEFLATED) as archive:
@@ -122,8 +147,9 @@ def bundle(shared: Path, out: Path) -> None:
         archive.writestr(info, "\n".join(attack_kept) + "\n")
 
     dst = out / "xsafety"
-    copy_license(shared / "xsafety", dst, "first 30 rows of every zh and en CSV, bytes unchanged "
-                 "(UTF-8 BOM, CRLF, headerless).")
+    copy_license(
+        shared / "xsafety", dst, "first 30 rows of every zh and en CSV, bytes unchanged (UTF-8 BOM, CRLF, headerless)."
+    )
     for lang in ("zh", "en"):
         (dst / lang).mkdir(parents=True, exist_ok=True)
         for csv_path in sorted((shared / "xsafety" / lang).glob("*.csv")):

@@ -46,16 +46,27 @@ CONTENT_VERSIONED = (AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"), As
 # Every asset that uses the judge waits for judge_qualification (its blocking check stops them in the same run),
 # but a re-run of the qualification (each weekly rebuild, from the ledger) is no reason to judge again.
 # The same for the labeler: intent_labels waits for labeler_qualification, whose re-runs are no reason to label again.
-JUDGE_USERS = ("response_safety_scores", "instruction_safety_scores", "new_safety_judgements", "responsibility_judgements",
-               "over_refusal_judgements")
+JUDGE_USERS = (
+    "response_safety_scores",
+    "instruction_safety_scores",
+    "new_safety_judgements",
+    "responsibility_judgements",
+    "over_refusal_judgements",
+)
 LABELER_USERS = ("intent_labels",)
 # eval_report prints the judge's and the labeler's qualification, which sft_fitness (content-versioned) carries.
 # Its charts of the data (intent_distribution) and of the training rates are redrawn whenever those re-run.
-NOT_TRIGGERS = {AssetKey("eval_report"): (AssetKey("attack_prompts"), AssetKey("judge_qualification"),
-                                          AssetKey("labeler_qualification"), AssetKey("intent_distribution"),
-                                          AssetKey("learning_rate_comparison")),
-                **{AssetKey(name): (AssetKey("judge_qualification"),) for name in JUDGE_USERS},
-                **{AssetKey(name): (AssetKey("labeler_qualification"),) for name in LABELER_USERS}}
+NOT_TRIGGERS = {
+    AssetKey("eval_report"): (
+        AssetKey("attack_prompts"),
+        AssetKey("judge_qualification"),
+        AssetKey("labeler_qualification"),
+        AssetKey("intent_distribution"),
+        AssetKey("learning_rate_comparison"),
+    ),
+    **{AssetKey(name): (AssetKey("judge_qualification"),) for name in JUDGE_USERS},
+    **{AssetKey(name): (AssetKey("labeler_qualification"),) for name in LABELER_USERS},
+}
 
 
 def eager_on_content(ignored: Sequence[AssetKey] = ()) -> AutomationCondition:
@@ -66,12 +77,20 @@ def eager_on_content(ignored: Sequence[AssetKey] = ()) -> AutomationCondition:
     dependencies never count."""
     content = AssetSelection.assets(*CONTENT_VERSIONED)
     updated = AutomationCondition.any_deps_match(
-        (AutomationCondition.newly_updated() & ~AutomationCondition.executed_with_root_target()).with_label("newly_updated_without_root")
+        (AutomationCondition.newly_updated() & ~AutomationCondition.executed_with_root_target()).with_label(
+            "newly_updated_without_root"
+        )
         | AutomationCondition.will_be_requested()
     ).ignore(content | AssetSelection.assets(*ignored))
-    changed = AutomationCondition.any_deps_match(AutomationCondition.data_version_changed()).allow(content).with_label("content_changed")
+    changed = (
+        AutomationCondition.any_deps_match(AutomationCondition.data_version_changed())
+        .allow(content)
+        .with_label("content_changed")
+    )
     gate_passed = AutomationCondition.all_deps_blocking_checks_passed().allow(content).with_label("sft_gate_passed")
-    eager = AutomationCondition.eager().replace("any_deps_updated", (updated | changed).with_label("any_deps_updated_or_content_changed"))
+    eager = AutomationCondition.eager().replace(
+        "any_deps_updated", (updated | changed).with_label("any_deps_updated_or_content_changed")
+    )
     return (eager & gate_passed).with_label("eager (SFT set by content, gate passed)")
 
 
@@ -85,8 +104,14 @@ def with_eager_automation(assets: Sequence[AssetsDefinition]) -> list[AssetsDefi
     """Every materializable asset re-materializes when one of its dependencies has a new version (a new
     materialization, a new data version of a source's files, or new content of the SFT set), once none of
     its dependencies is missing or in progress."""
-    return list(map_asset_specs(lambda spec: spec.replace_attributes(
-        automation_condition=automation_condition_for(spec.key, (dep.asset_key for dep in spec.deps))), assets))
+    return list(
+        map_asset_specs(
+            lambda spec: spec.replace_attributes(
+                automation_condition=automation_condition_for(spec.key, (dep.asset_key for dep in spec.deps))
+            ),
+            assets,
+        )
+    )
 
 
 def source_versions(settings: Settings, names: Iterable[str]) -> dict[str, str]:
@@ -98,8 +123,12 @@ def build_source_sensor(settings: Settings):
     names = sorted(settings.sources)
     status = DefaultSensorStatus.RUNNING if settings.automation.sensors_running else DefaultSensorStatus.STOPPED
 
-    @sensor(name=SOURCE_SENSOR, minimum_interval_seconds=settings.automation.source_poll_seconds, default_status=status,
-            asset_selection=AssetSelection.keys(*(raw_key(n) for n in names)))
+    @sensor(
+        name=SOURCE_SENSOR,
+        minimum_interval_seconds=settings.automation.source_poll_seconds,
+        default_status=status,
+        asset_selection=AssetSelection.keys(*(raw_key(n) for n in names)),
+    )
     def source_files_changed(context: SensorEvaluationContext):
         """Hashes every source's files (content, not mtime) and records a new data version of `raw/<source>`
         for each source whose content changed since the last tick; the eager automation conditions then
@@ -110,8 +139,14 @@ def build_source_sensor(settings: Settings):
         if not changed:
             return SkipReason(f"no source changed ({len(names)} checked)")
         context.log.info(f"new content in {changed}")
-        observations = [AssetObservation(asset_key=raw_key(name), tags={DATA_VERSION_TAG: current[name]},
-                                         metadata={"previous_version": previous.get(name) or "none"}) for name in changed]
+        observations = [
+            AssetObservation(
+                asset_key=raw_key(name),
+                tags={DATA_VERSION_TAG: current[name]},
+                metadata={"previous_version": previous.get(name) or "none"},
+            )
+            for name in changed
+        ]
         return SensorResult(asset_events=observations, cursor=json.dumps(current, sort_keys=True))
 
     return source_files_changed
@@ -120,8 +155,12 @@ def build_source_sensor(settings: Settings):
 def build_automation_sensor(settings: Settings) -> AutomationConditionSensorDefinition:
     status = DefaultSensorStatus.RUNNING if settings.automation.sensors_running else DefaultSensorStatus.STOPPED
     return AutomationConditionSensorDefinition(
-        AUTOMATION_SENSOR, target=AssetSelection.all(), default_status=status, minimum_interval_seconds=30,
-        description="Evaluates the assets' automation conditions (eager): requests what a change upstream affects.")
+        AUTOMATION_SENSOR,
+        target=AssetSelection.all(),
+        default_status=status,
+        minimum_interval_seconds=30,
+        description="Evaluates the assets' automation conditions (eager): requests what a change upstream affects.",
+    )
 
 
 def build_schedules(settings: Settings, evaluate_job, rebuild_sft_job) -> list:
@@ -133,8 +172,14 @@ def build_schedules(settings: Settings, evaluate_job, rebuild_sft_job) -> list:
         return DefaultScheduleStatus.RUNNING if enabled else DefaultScheduleStatus.STOPPED
 
     if candidates:
-        @schedule(name="evaluate_candidates", job=evaluate_job, cron_schedule=automation.evaluate_cron,
-                  default_status=status(automation.evaluate_enabled), execution_timezone=automation.timezone)
+
+        @schedule(
+            name="evaluate_candidates",
+            job=evaluate_job,
+            cron_schedule=automation.evaluate_cron,
+            default_status=status(automation.evaluate_enabled),
+            execution_timezone=automation.timezone,
+        )
         def evaluate_candidates(context: ScheduleEvaluationContext):
             """Re-evaluates every candidate (one run per partition); the report follows by automation."""
             for name in candidates:
@@ -142,8 +187,13 @@ def build_schedules(settings: Settings, evaluate_job, rebuild_sft_job) -> list:
 
         schedules.append(evaluate_candidates)
 
-    @schedule(name="rebuild_sft_dataset", job=rebuild_sft_job, cron_schedule=automation.rebuild_sft_cron,
-              default_status=status(automation.rebuild_sft_enabled), execution_timezone=automation.timezone)
+    @schedule(
+        name="rebuild_sft_dataset",
+        job=rebuild_sft_job,
+        cron_schedule=automation.rebuild_sft_cron,
+        default_status=status(automation.rebuild_sft_enabled),
+        execution_timezone=automation.timezone,
+    )
     def rebuild_sft_dataset(context: ScheduleEvaluationContext):
         """Rebuilds the SFT set from the source tables (intent → … → sft_dataset → its published folder).
         The sources themselves are kept current by the source sensor, by content; an unchanged SFT set

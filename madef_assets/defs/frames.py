@@ -18,5 +18,8 @@ def concat_prompts(frames: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
 
 def params_view(**values: Any) -> pl.DataFrame:
     """A one-row frame for SQL files to read their parameters from (`FROM params`)."""
-    schema = {k: (pl.Int64 if isinstance(v, int) or v is None else pl.Float64 if isinstance(v, float) else pl.Utf8) for k, v in values.items()}
+    schema = {
+        k: (pl.Int64 if isinstance(v, int) or v is None else pl.Float64 if isinstance(v, float) else pl.Utf8)
+        for k, v in values.items()
+    }
     return pl.DataFrame([values], schema=schema)

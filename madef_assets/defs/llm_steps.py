@@ -27,12 +27,20 @@ def status_columns(batch: LLMBatch, prefix: str = "") -> dict[str, list[Any]]:
 def llm_gate_specs(asset_key: AssetKey) -> list[AssetCheckSpec]:
     """The two blocking gates of every LLM-backed asset: answers that failed, and answers refused."""
     return [
-        AssetCheckSpec(PARSE_FAILURE_CHECK, asset=asset_key, blocking=True,
-                       description="Share of rows whose model answer could not be parsed (or failed) stays under "
-                                   "method.max_parse_failure_rate; refusals are counted apart."),
-        AssetCheckSpec(REFUSAL_CHECK, asset=asset_key, blocking=True,
-                       description="Share of rows the model refused or the provider moderated stays under "
-                                   "method.max_refusal_rate (final answers: never sent again, never training data)."),
+        AssetCheckSpec(
+            PARSE_FAILURE_CHECK,
+            asset=asset_key,
+            blocking=True,
+            description="Share of rows whose model answer could not be parsed (or failed) stays under "
+            "method.max_parse_failure_rate; refusals are counted apart.",
+        ),
+        AssetCheckSpec(
+            REFUSAL_CHECK,
+            asset=asset_key,
+            blocking=True,
+            description="Share of rows the model refused or the provider moderated stays under "
+            "method.max_refusal_rate (final answers: never sent again, never training data).",
+        ),
     ]
 
 
@@ -44,7 +52,15 @@ def llm_gate_results(asset_key: AssetKey, statuses: pl.Series, method: MethodCon
 
     def result(name: str, count: int, limit: float) -> AssetCheckResult:
         rate = count / total if total else 0.0
-        return AssetCheckResult(asset_key=asset_key, check_name=name, passed=rate <= limit, severity=AssetCheckSeverity.ERROR,
-                                metadata={"rate": round(rate, 4), "limit": limit, "rows": total, "count": count, "by_status": by_status})
+        return AssetCheckResult(
+            asset_key=asset_key,
+            check_name=name,
+            passed=rate <= limit,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"rate": round(rate, 4), "limit": limit, "rows": total, "count": count, "by_status": by_status},
+        )
 
-    return [result(PARSE_FAILURE_CHECK, failed, method.max_parse_failure_rate), result(REFUSAL_CHECK, refused, method.max_refusal_rate)]
+    return [
+        result(PARSE_FAILURE_CHECK, failed, method.max_parse_failure_rate),
+        result(REFUSAL_CHECK, refused, method.max_refusal_rate),
+    ]

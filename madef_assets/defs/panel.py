@@ -47,16 +47,26 @@ class PanelAnswers:
         totals["llm_ledger_hit_rate"] = round(totals["llm_ledger_hits"] / calls, 4) if calls else 0.0
         if len(self.models) > 1:
             totals["panel_models"] = self.models
-            totals["panel_ties"] = sum(label == UNCERTAIN and len(set(v)) > 1 for label, v in zip(self.labels, zip(*self.votes)))
+            totals["panel_ties"] = sum(
+                label == UNCERTAIN and len(set(v)) > 1 for label, v in zip(self.labels, zip(*self.votes))
+            )
         return totals
 
 
-def ask_panel(judge: LLMResource, requests: Sequence[str], template_version: str,
-              read: Callable[[LLMResult, int], str], log: logging.Logger | None = None, **generate: Any) -> PanelAnswers:
+def ask_panel(
+    judge: LLMResource,
+    requests: Sequence[str],
+    template_version: str,
+    read: Callable[[LLMResult, int], str],
+    log: logging.Logger | None = None,
+    **generate: Any,
+) -> PanelAnswers:
     """Every member of the judge's panel answers `requests`; `read(result, row)` turns a member's answer
     to row `row` into a label (uncertain when it has none)."""
     members = judge.panel()
-    batches = [member.generate(list(requests), template_version, log=log, refusals=True, **generate) for member in members]
+    batches = [
+        member.generate(list(requests), template_version, log=log, refusals=True, **generate) for member in members
+    ]
     votes = [[read(result, row) for row, result in enumerate(batch.results)] for batch in batches]
     labels = [panel_label(row_votes) for row_votes in zip(*votes)] if len(members) > 1 else votes[0]
     return PanelAnswers(labels, votes, batches, [member.model for member in members])

@@ -34,7 +34,9 @@ class EngineRegistry:
         self.loads: Counter[str] = Counter()
         self.releases: Counter[str] = Counter()
 
-    def get(self, key: Key, options: dict[str, Any], load: Callable[[], Any], close: Callable[[Any], None], on_gpu: bool) -> Any:
+    def get(
+        self, key: Key, options: dict[str, Any], load: Callable[[], Any], close: Callable[[Any], None], on_gpu: bool
+    ) -> Any:
         """The engine for `key`, loaded with `load()` if it is not loaded yet. Loading the same weights
         again with other engine options would hold two copies, so that is an error, not a second engine."""
         with self._lock:
@@ -106,9 +108,11 @@ def free_gpu_problem(memory: tuple[int, int] | None, min_free_fraction: float) -
     if free >= min_free_fraction * total:
         return None
     gib = 1 << 30
-    return (f"the GPU has {free / gib:.1f} GiB free of {total / gib:.1f} GiB ({free / total:.0%}), under "
-            f"gpu.training_min_free_fraction = {min_free_fraction:.0%}: another process holds it (a vLLM server, "
-            "another run); stop it or lower the setting")
+    return (
+        f"the GPU has {free / gib:.1f} GiB free of {total / gib:.1f} GiB ({free / total:.0%}), under "
+        f"gpu.training_min_free_fraction = {min_free_fraction:.0%}: another process holds it (a vLLM server, "
+        "another run); stop it or lower the setting"
+    )
 
 
 ENGINES = EngineRegistry()

@@ -19,10 +19,22 @@ import polars as pl
 from madef_assets.storage import duckdb_connection, sql_text
 
 LEDGER_COLUMNS = {
-    "key": pl.Utf8, "role": pl.Utf8, "kind": pl.Utf8, "backend": pl.Utf8, "model": pl.Utf8,
-    "template_version": pl.Utf8, "params": pl.Utf8, "prompt": pl.Utf8, "output": pl.Utf8,
-    "status": pl.Utf8, "error": pl.Utf8, "prompt_tokens": pl.Int32, "completion_tokens": pl.Int32,
-    "latency_s": pl.Float64, "run_id": pl.Utf8, "created_at": pl.Datetime("us"),
+    "key": pl.Utf8,
+    "role": pl.Utf8,
+    "kind": pl.Utf8,
+    "backend": pl.Utf8,
+    "model": pl.Utf8,
+    "template_version": pl.Utf8,
+    "params": pl.Utf8,
+    "prompt": pl.Utf8,
+    "output": pl.Utf8,
+    "status": pl.Utf8,
+    "error": pl.Utf8,
+    "prompt_tokens": pl.Int32,
+    "completion_tokens": pl.Int32,
+    "latency_s": pl.Float64,
+    "run_id": pl.Utf8,
+    "created_at": pl.Datetime("us"),
 }
 
 
@@ -34,7 +46,14 @@ def ledger_key(
     kind: str, backend: str, fingerprint: dict[str, Any], params: dict[str, Any], prompt: str, template_version: str
 ) -> str:
     material = canonical_json(
-        {"kind": kind, "backend": backend, "model": fingerprint, "params": params, "prompt": prompt, "template": template_version}
+        {
+            "kind": kind,
+            "backend": backend,
+            "model": fingerprint,
+            "params": params,
+            "prompt": prompt,
+            "template": template_version,
+        }
     )
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 

@@ -36,8 +36,12 @@ def uses_chat_template(path: Path, model_spec: str, mode: str) -> bool:
 def local_identity(model_spec: str, path: Path, chat_template: str = "auto", **extra: str) -> dict[str, Any]:
     """What identifies a local model's answers in the ledger: spec, folder hash, template use (and what a
     backend adds, e.g. vLLM's prompt format)."""
-    return {"model": model_spec, "hash": folder_fingerprint(path), "chat_template": uses_chat_template(path, model_spec, chat_template),
-            **extra}
+    return {
+        "model": model_spec,
+        "hash": folder_fingerprint(path),
+        "chat_template": uses_chat_template(path, model_spec, chat_template),
+        **extra,
+    }
 
 
 class LocalModel:
@@ -57,8 +61,10 @@ class LocalModel:
         self.use_chat_template = self._identity["chat_template"]
         if folder_has_chat_template(self.model_path) != bool(getattr(self.tokenizer, "chat_template", None)):
             # The ledger key says whether prompts were wrapped; it must agree with what rendering does.
-            raise ValueError(f"{model_spec}: the folder's files and its tokenizer disagree on whether there is a chat "
-                             "template (chat_template.jinja / tokenizer_config.json)")
+            raise ValueError(
+                f"{model_spec}: the folder's files and its tokenizer disagree on whether there is a chat "
+                "template (chat_template.jinja / tokenizer_config.json)"
+            )
 
     def fingerprint(self) -> dict[str, Any]:
         return dict(self._identity)

@@ -73,9 +73,11 @@ def gguf_to_hf(gguf_path: Path, target: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         problem = converted_tokenizer_problem(tokenizer, bool(gguf_flag(gguf_path, "tokenizer.ggml.add_bos_token")))
         if problem:
-            raise RuntimeError(f"transformers {transformers.__version__} converted the tokenizer of {gguf_path.name} "
-                               f"wrongly: {problem}. Nothing was written; convert it with another transformers release "
-                               "(5.24 converts it right; the folder it writes then loads anywhere).")
+            raise RuntimeError(
+                f"transformers {transformers.__version__} converted the tokenizer of {gguf_path.name} "
+                f"wrongly: {problem}. Nothing was written; convert it with another transformers release "
+                "(5.24 converts it right; the folder it writes then loads anywhere)."
+            )
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         # The weights are already dequantized; drop the GGUF quantizer so save_pretrained writes them.
         model.hf_quantizer = None
@@ -93,7 +95,7 @@ def gguf_to_hf(gguf_path: Path, target: Path) -> Path:
 def resolve_model_path(model: str, models_dir: Path) -> Path:
     """A local HF folder for a model spec: 'bundled:<name>', a .gguf file, or an HF folder."""
     if model.startswith(BUNDLED_PREFIX):
-        name = model[len(BUNDLED_PREFIX):]
+        name = model[len(BUNDLED_PREFIX) :]
         if name not in BUNDLED_MODELS:
             raise ValueError(f"unknown bundled model {name!r}; bundled: {BUNDLED_MODELS}")
         return gguf_to_hf(bundled_gguf(models_dir), models_dir / f"{name}-hf")
@@ -130,8 +132,17 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 # What a training run writes next to the model (logs, timings, arguments with run names): not the model.
-TRAINING_RECORDS = {"trainer_log.jsonl", "trainer_state.json", "train_results.json", "eval_results.json", "all_results.json",
-                    "training_args.bin", "README.md", "training_loss.png", "training_eval_loss.png"}
+TRAINING_RECORDS = {
+    "trainer_log.jsonl",
+    "trainer_state.json",
+    "train_results.json",
+    "eval_results.json",
+    "all_results.json",
+    "training_args.bin",
+    "README.md",
+    "training_loss.png",
+    "training_eval_loss.png",
+}
 
 
 def folder_fingerprint(path: Path) -> str:

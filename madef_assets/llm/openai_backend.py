@@ -30,12 +30,19 @@ from madef_assets.llm.types import Completion, GenerationParams, Indexed
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 # Error codes with which providers refuse a request on content grounds (DashScope's compatible mode and
 # native API, OpenAI, Azure OpenAI). Such an answer is final: stored as `refused`, never sent again.
-MODERATION_CODES = {"data_inspection_failed", "datainspectionfailed", "content_policy_violation", "content_filter",
-                    "responsibleaipolicyviolation"}
+MODERATION_CODES = {
+    "data_inspection_failed",
+    "datainspectionfailed",
+    "content_policy_violation",
+    "content_filter",
+    "responsibleaipolicyviolation",
+}
 
 
 def is_moderation(status: int, code: str | None) -> bool:
     return status in (400, 403) and code is not None and code.lower() in MODERATION_CODES
+
+
 Client = AiohttpClient | SdkClient
 
 
@@ -120,8 +127,10 @@ class OpenAIBackend:
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
         if api_key_env and not os.environ.get(api_key_env):
             # Before any call: a missing key would otherwise surface as thousands of 401 errors.
-            raise ValueError(f"model {model!r}: the environment variable {api_key_env} (api_key_env) is not set; "
-                             "export the provider's key under that name, or set api_key_env: null for a server without keys")
+            raise ValueError(
+                f"model {model!r}: the environment variable {api_key_env} (api_key_env) is not set; "
+                "export the provider's key under that name, or set api_key_env: null for a server without keys"
+            )
         self.model = model
         self.base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not self.base_urls:
@@ -154,11 +163,17 @@ class OpenAIBackend:
         base_url = options.get("base_url")
         urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
         # Replicas serve one model, so which (and how many) answer does not change the ledger key.
-        return {"model": model, "revision": options.get("model_revision"),
-                "base_url": urls[0] if len(urls) == 1 else "replicas", "api": options.get("api", "chat")}
+        return {
+            "model": model,
+            "revision": options.get("model_revision"),
+            "base_url": urls[0] if len(urls) == 1 else "replicas",
+            "api": options.get("api", "chat"),
+        }
 
     def fingerprint(self) -> dict[str, Any]:
-        return self.identity(self.model, {"base_url": self.base_urls, "model_revision": self.model_revision, "api": self.api})
+        return self.identity(
+            self.model, {"base_url": self.base_urls, "model_revision": self.model_revision, "api": self.api}
+        )
 
     def _client(self, base_url: str) -> Client:
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
@@ -183,8 +198,12 @@ class OpenAIBackend:
             except HTTPStatusError as exc:
                 last_error = f"HTTP {exc.status}: {exc.message}"
                 if is_moderation(exc.status, exc.code):
-                    return Completion(status="refused", error=f"provider moderation ({exc.code}): {exc.message}",
-                                      latency_s=time.perf_counter() - started, extra={"attempts": attempt + 1})
+                    return Completion(
+                        status="refused",
+                        error=f"provider moderation ({exc.code}): {exc.message}",
+                        latency_s=time.perf_counter() - started,
+                        extra={"attempts": attempt + 1},
+                    )
                 if exc.status not in RETRYABLE_STATUS:
                     return Completion.failed(last_error, time.perf_counter() - started)
                 wait = retry_after_seconds(exc.headers)
@@ -263,7 +282,11 @@ class OpenAIBackend:
     def _request(self, prompt: str, **fields: Any) -> tuple[str, dict[str, Any]]:
         """(path, payload) of a chat or completions request for one prompt."""
         if self.api == "chat":
-            return "/chat/completions", {"model": self.model, "messages": [{"role": "user", "content": prompt}], **fields}
+            return "/chat/completions", {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                **fields,
+            }
         return "/completions", {"model": self.model, "prompt": prompt, **fields}
 
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> Indexed:
@@ -274,8 +297,12 @@ class OpenAIBackend:
             choice = _first_choice(response)
             text = (choice.get("message") or {}).get("content") if self.api == "chat" else choice.get("text")
             if choice.get("finish_reason") == "content_filter":
-                return Completion(output=text or "", status="refused", error="provider moderation (finish_reason content_filter)",
-                                  **_usage(response))
+                return Completion(
+                    output=text or "",
+                    status="refused",
+                    error="provider moderation (finish_reason content_filter)",
+                    **_usage(response),
+                )
             if not isinstance(text, str):
                 raise MalformedResponse("choice has no text")
             return Completion(output=text, **_usage(response))
@@ -310,8 +337,17 @@ class OpenAIBackend:
             raise ValueError("perplexity over the openai backend needs api: completions (echo + logprobs)")
 
         async def call(client: Client, index: int) -> Completion:
-            response = await client.post("/completions", {"model": self.model, "prompt": texts[index], "max_tokens": 1,
-                                                          "temperature": 0.0, "echo": True, "logprobs": 0})
+            response = await client.post(
+                "/completions",
+                {
+                    "model": self.model,
+                    "prompt": texts[index],
+                    "max_tokens": 1,
+                    "temperature": 0.0,
+                    "echo": True,
+                    "logprobs": 0,
+                },
+            )
             usage = _usage(response)
             token_logprobs = _first_choice(response)["logprobs"]["token_logprobs"]
             prompt_count = usage.get("prompt_tokens") or len(token_logprobs) - 1

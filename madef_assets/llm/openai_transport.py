@@ -67,8 +67,9 @@ class AiohttpClient:
 
     async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self.headers, timeout=self.timeout,
-                                                  connector=aiohttp.TCPConnector(limit=self.connections))
+            self._session = aiohttp.ClientSession(
+                headers=self.headers, timeout=self.timeout, connector=aiohttp.TCPConnector(limit=self.connections)
+            )
         try:
             async with self._session.post(self.base_url + path, data=json.dumps(payload)) as response:
                 body = await response.read()
@@ -104,7 +105,9 @@ class SdkClient:
             response = await endpoint.create(**payload)
         except openai.APIStatusError as exc:
             message, code = error_details(exc.body if exc.body is not None else exc.response.content)
-            raise HTTPStatusError(exc.status_code, message or str(exc.message)[:300], exc.response.headers, code) from exc
+            raise HTTPStatusError(
+                exc.status_code, message or str(exc.message)[:300], exc.response.headers, code
+            ) from exc
         except openai.APITimeoutError as exc:
             raise TransportTimeout(str(exc)) from exc
         except openai.APIConnectionError as exc:
@@ -117,7 +120,9 @@ class SdkClient:
         await self._client.close()
 
 
-def make_client(transport: str, base_url: str, api_key: str, timeout_s: float, connections: int) -> AiohttpClient | SdkClient:
+def make_client(
+    transport: str, base_url: str, api_key: str, timeout_s: float, connections: int
+) -> AiohttpClient | SdkClient:
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
     cls = AiohttpClient if transport == "aiohttp" else SdkClient

@@ -94,19 +94,33 @@ class LLMResource(ConfigurableResource):
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._run_id = context.run_id if context.dagster_run else None
         for member in self.panel():
-            key_env = json.loads(member.options_json).get("api_key_env", "OPENAI_API_KEY") if member.backend == "openai" else None
+            key_env = (
+                json.loads(member.options_json).get("api_key_env", "OPENAI_API_KEY")
+                if member.backend == "openai"
+                else None
+            )
             if key_env and not os.environ.get(key_env):
                 # At the run's start, before any call: a missing key fails here, not as 401s midway.
-                raise ValueError(f"role {self.role} ({member.model}): the environment variable {key_env} (api_key_env) is not set")
+                raise ValueError(
+                    f"role {self.role} ({member.model}): the environment variable {key_env} (api_key_env) is not set"
+                )
 
     def panel(self) -> list[LLMResource]:
         """This model and the other members of its panel (just this one when the role is a single model),
         each with its own ledger identity; the others share this resource's ledger file and run."""
         if self._others is None:
-            self._others = [LLMResource(role=self.role, backend=spec["backend"], model=spec["model"],
-                                        params_json=json.dumps(spec["params"]), options_json=json.dumps(spec["options"]),
-                                        duckdb_path=self.duckdb_path, models_dir=self.models_dir)
-                            for spec in json.loads(self.panel_json)]
+            self._others = [
+                LLMResource(
+                    role=self.role,
+                    backend=spec["backend"],
+                    model=spec["model"],
+                    params_json=json.dumps(spec["params"]),
+                    options_json=json.dumps(spec["options"]),
+                    duckdb_path=self.duckdb_path,
+                    models_dir=self.models_dir,
+                )
+                for spec in json.loads(self.panel_json)
+            ]
         for member in self._others:
             member._run_id = self._run_id
         return [self, *self._others]
@@ -117,13 +131,17 @@ class LLMResource(ConfigurableResource):
 
     def get_backend(self) -> Backend:
         if self._backend is None:
-            self._backend = build_backend(self.backend, self.model, json.loads(self.options_json), Path(self.models_dir))
+            self._backend = build_backend(
+                self.backend, self.model, json.loads(self.options_json), Path(self.models_dir)
+            )
         return self._backend
 
     def identity(self) -> dict[str, Any]:
         """The model's ledger identity, known without building the backend."""
         if self._identity is None:
-            self._identity = backend_identity(self.backend, self.model, json.loads(self.options_json), Path(self.models_dir))
+            self._identity = backend_identity(
+                self.backend, self.model, json.loads(self.options_json), Path(self.models_dir)
+            )
         return self._identity
 
     def ledger(self) -> Ledger:
@@ -147,20 +165,33 @@ class LLMResource(ConfigurableResource):
         is its answer and stays `ok`."""
         params = params or self.default_params
         return self._call(
-            "generate", prompts, template_version, params.as_dict(),
-            lambda backend, todo: backend.generate(todo, params), parse, log, refusals,
+            "generate",
+            prompts,
+            template_version,
+            params.as_dict(),
+            lambda backend, todo: backend.generate(todo, params),
+            parse,
+            log,
+            refusals,
         )
 
     def option_logprobs(
         self, prompts: Sequence[str], options: Sequence[str], template_version: str, log: logging.Logger | None = None
     ) -> LLMBatch:
         return self._call(
-            "option_logprobs", prompts, template_version, {"options": list(options)},
-            lambda backend, todo: backend.option_logprobs(todo, options), None, log,
+            "option_logprobs",
+            prompts,
+            template_version,
+            {"options": list(options)},
+            lambda backend, todo: backend.option_logprobs(todo, options),
+            None,
+            log,
         )
 
     def perplexity(self, texts: Sequence[str], log: logging.Logger | None = None) -> LLMBatch:
-        return self._call("perplexity", texts, "perplexity-v1", {}, lambda backend, todo: backend.perplexity(todo), None, log)
+        return self._call(
+            "perplexity", texts, "perplexity-v1", {}, lambda backend, todo: backend.perplexity(todo), None, log
+        )
 
     # --- ledger-backed execution --------------------------------------------------------------
 
@@ -184,7 +215,9 @@ class LLMResource(ConfigurableResource):
         answers = {k: {**row, "cached": True} for k, row in self.ledger().lookup(list(unique)).items()}
         hits = len(answers)
         todo = {k: prompt for k, prompt in unique.items() if k not in answers}
-        log.info(f"{self.role}: {len(prompts)} rows, {len(unique)} distinct, {hits} from the ledger, {len(todo)} to send")
+        log.info(
+            f"{self.role}: {len(prompts)} rows, {len(unique)} distinct, {hits} from the ledger, {len(todo)} to send"
+        )
         if todo:
             # Built only now: a step whose answers are all in the ledger loads no model.
             answers.update(self._send(self.get_backend(), call, todo, run, parse, log, hits))
@@ -213,7 +246,11 @@ class LLMResource(ConfigurableResource):
                 for index, completion in run(backend, prompts):
                     status, error, output = _finish(call.kind, completion, parse)
                     answers[keys[index]] = {"output": output, "status": status, "error": error, "cached": False}
-                    pending.append(call.ledger_row(keys[index], self.role, prompts[index], output, status, error, completion, self._run_id))
+                    pending.append(
+                        call.ledger_row(
+                            keys[index], self.role, prompts[index], output, status, error, completion, self._run_id
+                        )
+                    )
                     if len(pending) >= FLUSH_ROWS or time.perf_counter() - last_flush >= FLUSH_SECONDS:
                         self.ledger().write(pending)
                         pending.clear()
@@ -225,8 +262,9 @@ class LLMResource(ConfigurableResource):
         return answers
 
     @staticmethod
-    def _result(kind: CallKind, key: str, answer: dict[str, Any], parse: Callable[[str], Any] | None,
-                refusals: bool = False) -> LLMResult:
+    def _result(
+        kind: CallKind, key: str, answer: dict[str, Any], parse: Callable[[str], Any] | None, refusals: bool = False
+    ) -> LLMResult:
         """The caller's view of a ledger row; parsing runs again so a fixed parser needs no new calls."""
         value, status, error = None, answer["status"], answer["error"]
         if status in ("ok", "parse_error"):
@@ -250,13 +288,33 @@ class _CallSpec:
     template_version: str
     params_json: str
 
-    def ledger_row(self, key: str, role: str, prompt: str, output: str | None, status: str, error: str | None,
-                   completion: Completion, run_id: str | None) -> dict[str, Any]:
+    def ledger_row(
+        self,
+        key: str,
+        role: str,
+        prompt: str,
+        output: str | None,
+        status: str,
+        error: str | None,
+        completion: Completion,
+        run_id: str | None,
+    ) -> dict[str, Any]:
         return {
-            "key": key, "role": role, "kind": self.kind, "backend": self.backend, "model": self.model_json,
-            "template_version": self.template_version, "params": self.params_json, "prompt": prompt,
-            "output": output, "status": status, "error": error, "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens, "latency_s": completion.latency_s, "run_id": run_id,
+            "key": key,
+            "role": role,
+            "kind": self.kind,
+            "backend": self.backend,
+            "model": self.model_json,
+            "template_version": self.template_version,
+            "params": self.params_json,
+            "prompt": prompt,
+            "output": output,
+            "status": status,
+            "error": error,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "latency_s": completion.latency_s,
+            "run_id": run_id,
         }
 
 
@@ -293,10 +351,16 @@ class _Progress:
             self.log.info(self.line())
 
 
-def _finish(kind: CallKind, completion: Completion, parse: Callable[[str], Any] | None) -> tuple[str, str | None, str | None]:
+def _finish(
+    kind: CallKind, completion: Completion, parse: Callable[[str], Any] | None
+) -> tuple[str, str | None, str | None]:
     """(status, error, output text) to store for a fresh backend answer."""
     if completion.status != "ok":
-        output = completion.output if completion.output is None or isinstance(completion.output, str) else canonical_json(completion.output)
+        output = (
+            completion.output
+            if completion.output is None or isinstance(completion.output, str)
+            else canonical_json(completion.output)
+        )
         return completion.status, completion.error, output
     if kind != "generate":
         return "ok", None, json.dumps(completion.output)

@@ -69,10 +69,14 @@ class OutputHead:
             torch.mm(states, self.weight[start:end].float().t(), out=logits)
             self._finish(logits, None if self.bias is None else self.bias[start:end].float())
             new_max = torch.maximum(running_max, logits.amax(dim=1))
-            running_sum = running_sum * torch.exp(running_max - new_max) + logits.sub_(new_max[:, None]).exp_().sum(dim=1)
+            running_sum = running_sum * torch.exp(running_max - new_max) + logits.sub_(new_max[:, None]).exp_().sum(
+                dim=1
+            )
             running_max = new_max
         target_logits = (states * self.weight[targets].float()).sum(dim=1)[:, None]
-        target_logits = self._finish(target_logits, None if self.bias is None else self.bias[targets].float()[:, None])[:, 0]
+        target_logits = self._finish(target_logits, None if self.bias is None else self.bias[targets].float()[:, None])[
+            :, 0
+        ]
         return running_max + running_sum.log() - target_logits
 
 
@@ -140,8 +144,13 @@ class TransformersBackend(LocalModel):
     @property
     def weights(self) -> LoadedWeights:
         """Loaded on first use (answers found in the ledger never need them), shared through ENGINES."""
-        return ENGINES.get(self.engine_key, {}, lambda: LoadedWeights(self.model_path, self.device, self._torch_dtype),
-                           _drop_weights, on_gpu=self.device.startswith("cuda"))
+        return ENGINES.get(
+            self.engine_key,
+            {},
+            lambda: LoadedWeights(self.model_path, self.device, self._torch_dtype),
+            _drop_weights,
+            on_gpu=self.device.startswith("cuda"),
+        )
 
     @property
     def model(self) -> torch.nn.Module:
@@ -165,7 +174,9 @@ class TransformersBackend(LocalModel):
     def _encode(self, texts: Sequence[str], side: str) -> dict[str, torch.Tensor]:
         self.tokenizer.padding_side = side
         # A chat template already starts with the BOS token, so do not add another one.
-        batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=not self.use_chat_template)
+        batch = self.tokenizer(
+            list(texts), return_tensors="pt", padding=True, add_special_tokens=not self.use_chat_template
+        )
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def _lengths(self, texts: Sequence[str]) -> list[int]:
@@ -198,11 +209,14 @@ class TransformersBackend(LocalModel):
                 finished = (ids == self.tokenizer.eos_token_id) | (ids == self.tokenizer.pad_token_id)
                 count = int(finished.int().argmax()) if bool(finished.any()) else len(ids)
                 text = self.tokenizer.decode(ids[:count], skip_special_tokens=True)
-                yield index, Completion(
-                    output=truncate_at_stop(text, params.stop),
-                    prompt_tokens=int(inputs["attention_mask"][row].sum()),
-                    completion_tokens=count,
-                    latency_s=elapsed,
+                yield (
+                    index,
+                    Completion(
+                        output=truncate_at_stop(text, params.stop),
+                        prompt_tokens=int(inputs["attention_mask"][row].sum()),
+                        completion_tokens=count,
+                        latency_s=elapsed,
+                    ),
                 )
 
     @torch.inference_mode()
@@ -226,7 +240,9 @@ class TransformersBackend(LocalModel):
         return results
 
     @torch.inference_mode()
-    def _next_token_logprobs(self, contexts: Sequence[str], token_ids: Sequence[int]) -> Iterator[tuple[list[int], list[list[float]]]]:
+    def _next_token_logprobs(
+        self, contexts: Sequence[str], token_ids: Sequence[int]
+    ) -> Iterator[tuple[list[int], list[list[float]]]]:
         """log P(token | context) for each context and each of `token_ids`, yielded per batch as (context
         indices, rows): one forward pass per batch that projects only each row's last position."""
         context_ids = self.tokenizer(list(contexts), add_special_tokens=not self.use_chat_template)["input_ids"]
@@ -234,9 +250,17 @@ class TransformersBackend(LocalModel):
         for batch in length_sorted_batches([len(c) for c in context_ids], self.batch_size):
             ids, mask = right_padded([context_ids[i] for i in batch], self.tokenizer.pad_token_id)
             last = (mask.sum(dim=1) - 1).clamp(min=0)[:, None].to(self.device)
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), logits_to_keep=last).logits
+            logits = self.model(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), logits_to_keep=last
+            ).logits
             logprobs = torch.log_softmax(logits[:, 0].float(), dim=-1)[:, wanted]
-            yield batch, [logprobs[row].tolist() if context_ids[i] else [math.nan] * len(token_ids) for row, i in enumerate(batch)]
+            yield (
+                batch,
+                [
+                    logprobs[row].tolist() if context_ids[i] else [math.nan] * len(token_ids)
+                    for row, i in enumerate(batch)
+                ],
+            )
 
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[str]) -> Indexed:
         """Scores yielded per batch, so progress and ledger flushes follow the work."""

@@ -63,8 +63,12 @@ class VLLMBackend(LocalModel):
         self._init_local(model_path, model_spec, chat_template)
         self.chunk_size = chunk_size
         self.engine_options: dict[str, Any] = {
-            "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
-            "max_model_len": max_model_len, "dtype": dtype, "seed": seed, "enforce_eager": enforce_eager,
+            "tensor_parallel_size": tensor_parallel_size,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "max_model_len": max_model_len,
+            "dtype": dtype,
+            "seed": seed,
+            "enforce_eager": enforce_eager,
         }
         if attention_backend is not None:
             self.engine_options["attention_backend"] = attention_backend
@@ -73,8 +77,13 @@ class VLLMBackend(LocalModel):
     @property
     def engine(self) -> Any:
         """Loaded on first use (answers found in the ledger never need it), shared through ENGINES."""
-        return ENGINES.get(self.engine_key, self.engine_options, lambda: _load_engine(self.model_path, self.engine_options),
-                           shutdown_engine, on_gpu=True)
+        return ENGINES.get(
+            self.engine_key,
+            self.engine_options,
+            lambda: _load_engine(self.model_path, self.engine_options),
+            shutdown_engine,
+            on_gpu=True,
+        )
 
     def _chunks(self, count: int) -> Iterator[range]:
         for first in range(0, count, self.chunk_size):
@@ -98,11 +107,14 @@ class VLLMBackend(LocalModel):
             elapsed = (time.perf_counter() - started) / len(chunk)
             for index, output in zip(chunk, outputs):
                 choice = output.outputs[0]
-                yield index, Completion(
-                    output=choice.text,
-                    prompt_tokens=len(output.prompt_token_ids or []),
-                    completion_tokens=len(choice.token_ids),
-                    latency_s=elapsed,
+                yield (
+                    index,
+                    Completion(
+                        output=choice.text,
+                        prompt_tokens=len(output.prompt_token_ids or []),
+                        completion_tokens=len(choice.token_ids),
+                        latency_s=elapsed,
+                    ),
                 )
 
     def _prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
@@ -113,7 +125,9 @@ class VLLMBackend(LocalModel):
         if not sequences:
             return []
         sampling = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids) for ids in sequences], sampling, use_tqdm=False)
+        outputs = self.engine.generate(
+            [TokensPrompt(prompt_token_ids=ids) for ids in sequences], sampling, use_tqdm=False
+        )
         values = []
         for ids, output in zip(sequences, outputs):
             per_position = output.prompt_logprobs or []
@@ -147,7 +161,14 @@ class VLLMBackend(LocalModel):
                 if not values:
                     yield index, Completion.failed("text has fewer than two tokens", elapsed)
                 else:
-                    yield index, Completion(output=math.exp(-sum(values) / len(values)), prompt_tokens=len(values) + 1, latency_s=elapsed)
+                    yield (
+                        index,
+                        Completion(
+                            output=math.exp(-sum(values) / len(values)),
+                            prompt_tokens=len(values) + 1,
+                            latency_s=elapsed,
+                        ),
+                    )
 
     def close(self) -> None:
         ENGINES.release(self.engine_key)

@@ -12,8 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 QUEUE_FIELDS = (
-    "review_key", "benchmark", "candidate", "category", "prompt", "response",
-    "judge_label", "judge_reason", "allowed_decisions",
+    "review_key",
+    "benchmark",
+    "candidate",
+    "category",
+    "prompt",
+    "response",
+    "judge_label",
+    "judge_reason",
+    "allowed_decisions",
 )
 # The taxonomy queue (label_taxonomy): raw intent labels the taxonomy file leaves proposed or unmapped.
 TAXONOMY_QUEUE_FIELDS = ("review_key", "label", "count", "status", "proposed", "similarity", "allowed_decisions")

@@ -61,14 +61,36 @@ class ReviewServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], queue_path: Path, decisions_path: Path,
-                 taxonomy_queue_path: Path, taxonomy_decisions_path: Path) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        queue_path: Path,
+        decisions_path: Path,
+        taxonomy_queue_path: Path,
+        taxonomy_decisions_path: Path,
+    ) -> None:
         super().__init__(address, ReviewHandler)
         self.sections = (
-            Section("madef review queue", queue_path, decisions_path, QUEUE_FIELDS, "/", "/api/queue", "/decide",
-                    _render_item),
-            Section("madef taxonomy queue", taxonomy_queue_path, taxonomy_decisions_path, TAXONOMY_QUEUE_FIELDS,
-                    "/taxonomy", "/api/taxonomy", "/taxonomy/decide", _render_label),
+            Section(
+                "madef review queue",
+                queue_path,
+                decisions_path,
+                QUEUE_FIELDS,
+                "/",
+                "/api/queue",
+                "/decide",
+                _render_item,
+            ),
+            Section(
+                "madef taxonomy queue",
+                taxonomy_queue_path,
+                taxonomy_decisions_path,
+                TAXONOMY_QUEUE_FIELDS,
+                "/taxonomy",
+                "/api/taxonomy",
+                "/taxonomy/decide",
+                _render_label,
+            ),
         )
 
 
@@ -80,13 +102,17 @@ def _decision_line(decided: dict | None) -> str:
     if decided is None:
         return ""
     note = f" ({_escape(decided.get('note'))})" if decided.get("note") else ""
-    return (f'<p class="decision">Decided: <b>{_escape(decided["decision"])}</b> by {_escape(decided.get("reviewer"))}'
-            f" at {_escape(decided.get('decided_at'))}{note}</p>")
+    return (
+        f'<p class="decision">Decided: <b>{_escape(decided["decision"])}</b> by {_escape(decided.get("reviewer"))}'
+        f" at {_escape(decided.get('decided_at'))}{note}</p>"
+    )
 
 
 def _button(decision: str, text: str, extra_class: str = "") -> str:
-    return (f'<button type="submit" class="decide{extra_class}" name="decision" value="{_escape(decision)}" '
-            f'data-decision="{_escape(decision)}">{_escape(text)}</button>')
+    return (
+        f'<button type="submit" class="decide{extra_class}" name="decision" value="{_escape(decision)}" '
+        f'data-decision="{_escape(decision)}">{_escape(text)}</button>'
+    )
 
 
 def _form(action: str, key: str, reviewer: str, buttons: str) -> str:
@@ -104,12 +130,12 @@ def _render_item(item: dict, decided: dict | None, reviewer: str, action: str) -
     judge_reason = f" — {_escape(item['judge_reason'])}" if item["judge_reason"] else ""
     decision_line = _decision_line(decided)
     buttons = "".join(_button(d, d) for d in item["allowed_decisions"])
-    return f"""<div class="item{' decided' if decided is not None else ''}" id="item-{key}">
-<div class="meta">{_escape(item['benchmark'])} · {_escape(item['candidate'])} · {_escape(item['category'])}
+    return f"""<div class="item{" decided" if decided is not None else ""}" id="item-{key}">
+<div class="meta">{_escape(item["benchmark"])} · {_escape(item["candidate"])} · {_escape(item["category"])}
  · <code>{key}</code></div>
-<div>Prompt</div><pre class="prompt">{_escape(item['prompt'])}</pre>
-<div>Response</div><pre class="response">{_escape(item['response'])}</pre>
-<p class="judge">Judge: <b>{_escape(item['judge_label'] or 'no label')}</b>{judge_reason}</p>
+<div>Prompt</div><pre class="prompt">{_escape(item["prompt"])}</pre>
+<div>Response</div><pre class="response">{_escape(item["response"])}</pre>
+<p class="judge">Judge: <b>{_escape(item["judge_label"] or "no label")}</b>{judge_reason}</p>
 {decision_line}
 {_form(action, key, reviewer, buttons)}
 </div>"""
@@ -120,21 +146,23 @@ def _render_label(item: dict, decided: dict | None, reviewer: str, action: str) 
     any decision, and buttons to accept the proposal, pick one of the categories or ignore the label."""
     key = _escape(item["review_key"])
     similarity = f" (similarity {_escape(item['similarity'])})" if item["similarity"] is not None else ""
-    proposal = (f"Proposed: <b>{_escape(item['proposed'])}</b>{similarity}" if item["proposed"]
-                else f"No proposal{similarity}")
+    proposal = (
+        f"Proposed: <b>{_escape(item['proposed'])}</b>{similarity}" if item["proposed"] else f"No proposal{similarity}"
+    )
     accept = _button(item["proposed"], f"accept {item['proposed']}", " accept") if item["proposed"] else ""
     buttons = accept + "".join(_button(d, d) for d in item["allowed_decisions"])
-    return f"""<div class="item{' decided' if decided is not None else ''}" id="item-{key}">
-<div class="meta">{_escape(item['status'])} · {_escape(item['count'])} label(s) · <code>{key}</code></div>
-<p class="label">{_escape(item['label'])}</p>
+    return f"""<div class="item{" decided" if decided is not None else ""}" id="item-{key}">
+<div class="meta">{_escape(item["status"])} · {_escape(item["count"])} label(s) · <code>{key}</code></div>
+<p class="label">{_escape(item["label"])}</p>
 <p class="proposal">{proposal}</p>
 {_decision_line(decided)}
 {_form(action, key, reviewer, buttons)}
 </div>"""
 
 
-def render_page(queue: list[dict], latest: dict[str, dict], problems: list[str], reviewer: str, show_all: bool,
-                section: Section) -> str:
+def render_page(
+    queue: list[dict], latest: dict[str, dict], problems: list[str], reviewer: str, show_all: bool, section: Section
+) -> str:
     """A section's page: pending items (or all of them), the pending count, decisions-file problems, and links
     to every section."""
     pending = [item for item in queue if item["review_key"] not in latest]
@@ -145,10 +173,14 @@ def render_page(queue: list[dict], latest: dict[str, dict], problems: list[str],
     nav = f'<p class="nav"><a href="/?{who}">judge queue</a> · <a href="/taxonomy?{who}">taxonomy queue</a></p>'
     problem_list = ""
     if problems:
-        problem_list = ('<div class="problems"><p>Malformed lines in the decisions file (ignored):</p><ul>'
-                        + "".join(f"<li>{_escape(p)}</li>" for p in problems) + "</ul></div>")
-    items = "\n".join(section.render_item(item, latest.get(item["review_key"]), reviewer, section.decide)
-                      for item in shown)
+        problem_list = (
+            '<div class="problems"><p>Malformed lines in the decisions file (ignored):</p><ul>'
+            + "".join(f"<li>{_escape(p)}</li>" for p in problems)
+            + "</ul></div>"
+        )
+    items = "\n".join(
+        section.render_item(item, latest.get(item["review_key"]), reviewer, section.decide) for item in shown
+    )
     return f"""<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>{section.title}</title><style>{STYLE}</style></head>
@@ -205,8 +237,9 @@ class ReviewHandler(BaseHTTPRequestHandler):
             return
         queue, latest, problems = loaded
         if url.path == section.api:
-            body = json.dumps([item | {"decision": latest.get(item["review_key"])} for item in queue],
-                              ensure_ascii=False)
+            body = json.dumps(
+                [item | {"decision": latest.get(item["review_key"])} for item in queue], ensure_ascii=False
+            )
             self._send(HTTPStatus.OK, body, "application/json")
             return
         query = parse_qs(url.query)
@@ -244,8 +277,14 @@ class ReviewHandler(BaseHTTPRequestHandler):
             self._send_text(HTTPStatus.NOT_FOUND, f"review_key {field['review_key']!r} is not in the queue")
             return
         try:
-            append_decision(section.decisions_path, field["review_key"], field["decision"], field["reviewer"],
-                            field["note"], allowed=item["allowed_decisions"])
+            append_decision(
+                section.decisions_path,
+                field["review_key"],
+                field["decision"],
+                field["reviewer"],
+                field["note"],
+                allowed=item["allowed_decisions"],
+            )
         except ValueError as exc:
             self._send_text(HTTPStatus.BAD_REQUEST, f"decision not recorded: {exc}")
             return
@@ -253,29 +292,50 @@ class ReviewHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.SEE_OTHER, f"recorded; see {location}\n", "text/plain", {"Location": location})
 
 
-def serve(queue_path: str | os.PathLike, decisions_path: str | os.PathLike, host: str = "127.0.0.1",
-          port: int = 8765, taxonomy_queue_path: str | os.PathLike | None = None,
-          taxonomy_decisions_path: str | os.PathLike | None = None) -> ThreadingHTTPServer:
+def serve(
+    queue_path: str | os.PathLike,
+    decisions_path: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    taxonomy_queue_path: str | os.PathLike | None = None,
+    taxonomy_decisions_path: str | os.PathLike | None = None,
+) -> ThreadingHTTPServer:
     """Build (bind, not start) the review server; call ``serve_forever()`` on the result. Port 0 picks a free port.
     The taxonomy files default to taxonomy_queue.jsonl and taxonomy_decisions.jsonl next to the decisions file
     (label_taxonomy's layout in <review_dir>)."""
     decisions_path = Path(decisions_path)
-    return ReviewServer((host, port), Path(queue_path), decisions_path,
-                        Path(taxonomy_queue_path or decisions_path.parent / "taxonomy_queue.jsonl"),
-                        Path(taxonomy_decisions_path or decisions_path.parent / "taxonomy_decisions.jsonl"))
+    return ReviewServer(
+        (host, port),
+        Path(queue_path),
+        decisions_path,
+        Path(taxonomy_queue_path or decisions_path.parent / "taxonomy_queue.jsonl"),
+        Path(taxonomy_decisions_path or decisions_path.parent / "taxonomy_decisions.jsonl"),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: serve the review page until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m madef_assets.review.server",
-                                     description="Review LLM-judge results and raw intent labels that need a human "
-                                                 "decision.")
-    parser.add_argument("--queue", required=True, help="review queue: a JSONL file or a folder of them (the review_queue asset writes <review_dir>/queue/<candidate>.jsonl)")
+    parser = argparse.ArgumentParser(
+        prog="python -m madef_assets.review.server",
+        description="Review LLM-judge results and raw intent labels that need a human decision.",
+    )
+    parser.add_argument(
+        "--queue",
+        required=True,
+        help="review queue: a JSONL file or a folder of them (the review_queue asset writes "
+        "<review_dir>/queue/<candidate>.jsonl)",
+    )
     parser.add_argument("--decisions", required=True, help="append-only decisions JSONL this page writes")
-    parser.add_argument("--taxonomy-queue", help="taxonomy queue JSONL (label_taxonomy writes "
-                                                 "<review_dir>/taxonomy_queue.jsonl; default: next to --decisions)")
-    parser.add_argument("--taxonomy-decisions", help="append-only taxonomy decisions JSONL this page writes "
-                                                     "(default: taxonomy_decisions.jsonl next to --decisions)")
+    parser.add_argument(
+        "--taxonomy-queue",
+        help="taxonomy queue JSONL (label_taxonomy writes "
+        "<review_dir>/taxonomy_queue.jsonl; default: next to --decisions)",
+    )
+    parser.add_argument(
+        "--taxonomy-decisions",
+        help="append-only taxonomy decisions JSONL this page writes "
+        "(default: taxonomy_decisions.jsonl next to --decisions)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8765, help="port to bind; 0 picks a free one")
     args = parser.parse_args(argv)

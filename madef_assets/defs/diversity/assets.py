@@ -7,7 +7,6 @@ from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asse
 
 from madef_assets.defs.diversity.checks import attack_prompt_check_results, attack_prompt_check_specs
 from madef_assets.defs.diversity.dedup import near_duplicates, normalized_texts
-from madef_assets.defs.diversity.routes import example_sets, route_capacity, split_deficit
 from madef_assets.defs.diversity.generation import (
     ATTACK_METHODS,
     FewShotTemplate,
@@ -19,11 +18,12 @@ from madef_assets.defs.diversity.generation import (
     screen_generated,
     template_words,
 )
+from madef_assets.defs.diversity.routes import example_sets, route_capacity, split_deficit
 from madef_assets.defs.frames import params_view
+from madef_assets.defs.intent.labels import parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs
 from madef_assets.defs.sources.normalize import prompt_id
-from madef_assets.defs.intent.labels import parse_labels
 from madef_assets.llm.resource import LLMBatch, LLMResource, LLMResult
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import markdown_table
@@ -45,8 +45,9 @@ def train_pool(prompt_categories: pl.DataFrame, train_sources: tuple[str, ...]) 
 PLAN_SCHEMA = {"category": pl.Utf8, "route": pl.Utf8, "deficit": pl.Int64, "capacity": pl.Int64, "planned": pl.Int64}
 
 
-def generation_requests(quota: pl.DataFrame, pool: pl.DataFrame, taxonomy: Taxonomy,
-                        method: MethodConfig) -> tuple[list[dict], pl.DataFrame]:
+def generation_requests(
+    quota: pl.DataFrame, pool: pl.DataFrame, taxonomy: Taxonomy, method: MethodConfig
+) -> tuple[list[dict], pl.DataFrame]:
     """What to generate (§3.5): each category's deficit to the quota, capped by method.augment_max_per_category,
     split over method.augment_routes by routes.split_deficit; and the plan (deficit, capacity, planned per
     category and route)."""
@@ -63,71 +64,132 @@ def generation_requests(quota: pl.DataFrame, pool: pl.DataFrame, taxonomy: Taxon
         wanted = deficit if method.augment_max_per_category is None else min(deficit, method.augment_max_per_category)
         capacity = route_capacity(len(zh), len(fewshot.examples), len(parents), len(ATTACK_METHODS))
         planned = split_deficit(wanted, method.augment_routes, capacity)
-        plan += [{"category": category, "route": route, "deficit": deficit, "capacity": capacity[route],
-                  "planned": count} for route, count in planned.items()]
+        plan += [
+            {"category": category, "route": route, "deficit": deficit, "capacity": capacity[route], "planned": count}
+            for route, count in planned.items()
+        ]
         keywords = taxonomy.categories[category]["keywords"]
         requests += route_requests(category, planned, zh, parents, fewshot, keywords, rng)
     return requests, pl.DataFrame(plan, schema=PLAN_SCHEMA)
 
 
-def route_requests(category: str, planned: dict[str, int], zh: list[str], parents: list[tuple],
-                   fewshot: FewShotTemplate, keywords: list[str], rng: random.Random) -> list[dict]:
+def route_requests(
+    category: str,
+    planned: dict[str, int],
+    zh: list[str],
+    parents: list[tuple],
+    fewshot: FewShotTemplate,
+    keywords: list[str],
+    rng: random.Random,
+) -> list[dict]:
     """The planned requests of one category, each distinct: keyword_fewshot on distinct example sets,
     derived_question on distinct parents, attack_rewrite on distinct (parent, attack method) pairs."""
     requests = []
     own_words = template_words("keyword_fewshot", "zh", fewshot)
     for examples in example_sets(zh, planned.get("keyword_fewshot", 0), rng):
-        requests.append({"category": category, "route": "keyword_fewshot", "parent_prompt_id": None, "lang": "zh",
-                         "attack_method": None, "request": render_fewshot(fewshot, examples, keywords),
-                         "avoid": examples + list(fewshot.examples) + [own_words]})
+        requests.append(
+            {
+                "category": category,
+                "route": "keyword_fewshot",
+                "parent_prompt_id": None,
+                "lang": "zh",
+                "attack_method": None,
+                "request": render_fewshot(fewshot, examples, keywords),
+                "avoid": examples + list(fewshot.examples) + [own_words],
+            }
+        )
     for parent_id, parent, lang in rng.sample(parents, planned.get("derived_question", 0)):
-        requests.append({"category": category, "route": "derived_question", "parent_prompt_id": parent_id, "lang": lang,
-                         "attack_method": None, "request": render_derive(parent, lang),
-                         "avoid": [parent, template_words("derived_question", lang, fewshot)]})
+        requests.append(
+            {
+                "category": category,
+                "route": "derived_question",
+                "parent_prompt_id": parent_id,
+                "lang": lang,
+                "attack_method": None,
+                "request": render_derive(parent, lang),
+                "avoid": [parent, template_words("derived_question", lang, fewshot)],
+            }
+        )
     order, methods = rng.sample(parents, len(parents)), sorted(ATTACK_METHODS)
     for n in range(planned.get("attack_rewrite", 0)):
         parent_id, parent, lang = order[n % len(order)]
         method = methods[(n // len(order) + CATEGORIES.index(category)) % len(methods)]
-        requests.append({"category": category, "route": "attack_rewrite", "parent_prompt_id": parent_id, "lang": lang,
-                         "attack_method": method, "request": render_attack_rewrite(parent, lang, method),
-                         "avoid": [parent, template_words("attack_rewrite", lang, fewshot)]})
+        requests.append(
+            {
+                "category": category,
+                "route": "attack_rewrite",
+                "parent_prompt_id": parent_id,
+                "lang": lang,
+                "attack_method": method,
+                "request": render_attack_rewrite(parent, lang, method),
+                "avoid": [parent, template_words("attack_rewrite", lang, fewshot)],
+            }
+        )
     return requests
 
 
 def augmentation_report(plan: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:
     """Planned against produced per category and route: `generated` answers that are new prompts, `kept`
     those the rejection sampling kept."""
-    produced = table.group_by("category", "route").agg(generated=(pl.col("status") == "ok").sum(),
-                                                        kept=pl.col("kept").sum())
-    return (plan.join(produced, on=["category", "route"], how="left", maintain_order="left")
-            .with_columns(pl.col("generated", "kept").fill_null(0).cast(pl.Int64)))
+    produced = table.group_by("category", "route").agg(
+        generated=(pl.col("status") == "ok").sum(), kept=pl.col("kept").sum()
+    )
+    return plan.join(produced, on=["category", "route"], how="left", maintain_order="left").with_columns(
+        pl.col("generated", "kept").fill_null(0).cast(pl.Int64)
+    )
 
 
 AUGMENTED_SCHEMA = {
-    "prompt_id": pl.Utf8, "source": pl.Utf8, "lang": pl.Utf8, "prompt": pl.Utf8, "category": pl.Utf8, "route": pl.Utf8,
-    "parent_prompt_id": pl.Utf8, "attack_method": pl.Utf8, "model": pl.Utf8, "params": pl.Utf8, "status": pl.Utf8,
-    "error": pl.Utf8, "raw_output": pl.Utf8, "cached": pl.Boolean,
+    "prompt_id": pl.Utf8,
+    "source": pl.Utf8,
+    "lang": pl.Utf8,
+    "prompt": pl.Utf8,
+    "category": pl.Utf8,
+    "route": pl.Utf8,
+    "parent_prompt_id": pl.Utf8,
+    "attack_method": pl.Utf8,
+    "model": pl.Utf8,
+    "params": pl.Utf8,
+    "status": pl.Utf8,
+    "error": pl.Utf8,
+    "raw_output": pl.Utf8,
+    "cached": pl.Boolean,
 }
 
 
-def augmented_table(requests: list[dict], batch: LLMBatch, model: str, params_json: str, zh_chars: int, en_words: int) -> pl.DataFrame:
+def augmented_table(
+    requests: list[dict], batch: LLMBatch, model: str, params_json: str, zh_chars: int, en_words: int
+) -> pl.DataFrame:
     """One row per generation request: the new prompt (or why there is none), route, parent, model, parameters."""
     rows = []
     for request, result in zip(requests, batch.results):
         text, status, error = None, result.status, result.error
         if status == "ok":
             text, status, error = screen_generated(result.output, request["avoid"], zh_chars, en_words)
-        rows.append({
-            "prompt_id": prompt_id(AUGMENTED_SOURCE, request["lang"], text) if text else None,
-            "source": AUGMENTED_SOURCE, "lang": request["lang"], "prompt": text, "category": request["category"],
-            "route": request["route"], "parent_prompt_id": request["parent_prompt_id"], "attack_method": request["attack_method"],
-            "model": model, "params": params_json, "status": status, "error": error,
-            "raw_output": result.output if isinstance(result.output, str) else None, "cached": result.cached,
-        })
+        rows.append(
+            {
+                "prompt_id": prompt_id(AUGMENTED_SOURCE, request["lang"], text) if text else None,
+                "source": AUGMENTED_SOURCE,
+                "lang": request["lang"],
+                "prompt": text,
+                "category": request["category"],
+                "route": request["route"],
+                "parent_prompt_id": request["parent_prompt_id"],
+                "attack_method": request["attack_method"],
+                "model": model,
+                "params": params_json,
+                "status": status,
+                "error": error,
+                "raw_output": result.output if isinstance(result.output, str) else None,
+                "cached": result.cached,
+            }
+        )
     return pl.DataFrame(rows, schema=AUGMENTED_SCHEMA)
 
 
-def label_verdicts(table: pl.DataFrame, labels: dict[int, LLMResult], taxonomy: Taxonomy, enforce: bool) -> pl.DataFrame:
+def label_verdicts(
+    table: pl.DataFrame, labels: dict[int, LLMResult], taxonomy: Taxonomy, enforce: bool
+) -> pl.DataFrame:
     """The paper's rejection sampling: every generated prompt is labeled again and kept only when its
     labels map to the category it was written for; `drop_reason` says why any row is not kept."""
     rows = []
@@ -160,15 +222,31 @@ def build_diversity_assets(settings: Settings) -> list:
         """Train-eligible prompts per category against the target from the config; thin ones are flagged with
         their deficit, which augmented_prompts fills."""
         categories = pl.DataFrame({"category": list(CATEGORIES), "position": list(range(len(CATEGORIES)))})
-        table = run_sql("diversity/category_quota", prompt_categories=prompt_categories, categories=categories,
-                        train_sources=train_sources, params=params_view(quota=method.quota_per_category))
-        context.add_output_metadata({"thin_categories": ", ".join(table.filter(pl.col("thin"))["category"]) or "none",
-                                     "deficit": int(table["deficit"].sum())})
+        table = run_sql(
+            "diversity/category_quota",
+            prompt_categories=prompt_categories,
+            categories=categories,
+            train_sources=train_sources,
+            params=params_view(quota=method.quota_per_category),
+        )
+        context.add_output_metadata(
+            {
+                "thin_categories": ", ".join(table.filter(pl.col("thin"))["category"]) or "none",
+                "deficit": int(table["deficit"].sum()),
+            }
+        )
         return table
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("augmented_prompts")))
-    def augmented_prompts(context: AssetExecutionContext, attacker: LLMResource, labeler: LLMResource,
-                          category_quota: pl.DataFrame, prompt_categories: pl.DataFrame):
+    @asset(
+        group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("augmented_prompts"))
+    )
+    def augmented_prompts(
+        context: AssetExecutionContext,
+        attacker: LLMResource,
+        labeler: LLMResource,
+        category_quota: pl.DataFrame,
+        prompt_categories: pl.DataFrame,
+    ):
         """New prompts that fill each thin category's deficit to its quota (§3.5), split over the routes
         (routes.py): keyword + few-shot completion, a related question derived from an existing prompt, and an
         S-Eval attack-tactic rewrite of a plain one; the metadata's `plan` table sets planned against produced. A
@@ -178,48 +256,115 @@ def build_diversity_assets(settings: Settings) -> list:
         taxonomy = Taxonomy.load(settings.taxonomy_path)
         pool = train_pool(prompt_categories, method.train_sources)
         requests, plan = generation_requests(category_quota, pool, taxonomy, method)
-        batch = attacker.generate([r["request"] for r in requests], template_version=family_version("attack_rewrite") + family_version("derive_question"),
-                                  parse=parse_generated_prompt, log=context.log, refusals=True)
-        table = augmented_table(requests, batch, attacker.model, attacker.params_json, method.contamination_zh_chars, method.contamination_en_words)
-        generated = [(i, row["lang"], row["prompt"]) for i, row in enumerate(table.iter_rows(named=True)) if row["status"] == "ok"]
-        label_batch = labeler.generate([template("intent_label", lang).render(prompt=p) for _, lang, p in generated],
-                                       template_version=family_version("intent_label"), parse=parse_labels, log=context.log,
-                                       refusals=True)
-        table = label_verdicts(table, {i: r for (i, _, _), r in zip(generated, label_batch.results)}, taxonomy, method.rejection_sampling)
+        batch = attacker.generate(
+            [r["request"] for r in requests],
+            template_version=family_version("attack_rewrite") + family_version("derive_question"),
+            parse=parse_generated_prompt,
+            log=context.log,
+            refusals=True,
+        )
+        table = augmented_table(
+            requests,
+            batch,
+            attacker.model,
+            attacker.params_json,
+            method.contamination_zh_chars,
+            method.contamination_en_words,
+        )
+        generated = [
+            (i, row["lang"], row["prompt"])
+            for i, row in enumerate(table.iter_rows(named=True))
+            if row["status"] == "ok"
+        ]
+        label_batch = labeler.generate(
+            [template("intent_label", lang).render(prompt=p) for _, lang, p in generated],
+            template_version=family_version("intent_label"),
+            parse=parse_labels,
+            log=context.log,
+            refusals=True,
+        )
+        table = label_verdicts(
+            table, {i: r for (i, _, _), r in zip(generated, label_batch.results)}, taxonomy, method.rejection_sampling
+        )
         rejected = table.filter((pl.col("status") == "ok") & pl.col("drop_reason").is_not_null()).height
         report = augmentation_report(plan, table)
-        yield Output(table, metadata={
-            **batch.metadata(), **{f"labeler_{k}": v for k, v in label_batch.metadata().items()}, "requests": len(requests),
-            "deficit": int(report.unique("category")["deficit"].sum()), "planned": int(report["planned"].sum()),
-            "plan": MetadataValue.md(markdown_table(report) if report.height else "no category below its quota"),
-            "by_status": {k: int(v) for k, v in table.group_by("status").len().sort("status").iter_rows()},
-            "rejected_by_label": rejected, "rejection_sampling": method.rejection_sampling, "kept": int(table["kept"].sum()),
-            "kept_by_route": {k: int(v) for k, v in table.filter(pl.col("kept")).group_by("route").len().sort("route").iter_rows()},
-        })
+        yield Output(
+            table,
+            metadata={
+                **batch.metadata(),
+                **{f"labeler_{k}": v for k, v in label_batch.metadata().items()},
+                "requests": len(requests),
+                "deficit": int(report.unique("category")["deficit"].sum()),
+                "planned": int(report["planned"].sum()),
+                "plan": MetadataValue.md(markdown_table(report) if report.height else "no category below its quota"),
+                "by_status": {k: int(v) for k, v in table.group_by("status").len().sort("status").iter_rows()},
+                "rejected_by_label": rejected,
+                "rejection_sampling": method.rejection_sampling,
+                "kept": int(table["kept"].sum()),
+                "kept_by_route": {
+                    k: int(v) for k, v in table.filter(pl.col("kept")).group_by("route").len().sort("route").iter_rows()
+                },
+            },
+        )
         yield from llm_gate_results(context.asset_key, table["status"], method)
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, check_specs=attack_prompt_check_specs())
-    def attack_prompts(context: AssetExecutionContext, prompt_categories: pl.DataFrame, augmented_prompts: pl.DataFrame):
+    def attack_prompts(
+        context: AssetExecutionContext, prompt_categories: pl.DataFrame, augmented_prompts: pl.DataFrame
+    ):
         """Original (train sources) and augmented prompts, exact and MinHash near-duplicate dedup, then
         rejection sampling to the per-category quota."""
-        columns = ["prompt_id", "source", "lang", "prompt", "response", "category", "attack_method", "origin", "route", "parent_prompt_id"]
+        columns = [
+            "prompt_id",
+            "source",
+            "lang",
+            "prompt",
+            "response",
+            "category",
+            "attack_method",
+            "origin",
+            "route",
+            "parent_prompt_id",
+        ]
         original = train_pool(prompt_categories, method.train_sources).with_columns(
-            origin=pl.lit("original"), route=pl.lit(None, pl.Utf8), parent_prompt_id=pl.lit(None, pl.Utf8))
-        augmented = augmented_prompts.filter(pl.col("kept")).with_columns(origin=pl.lit("augmented"), response=pl.lit(None, pl.Utf8))
+            origin=pl.lit("original"), route=pl.lit(None, pl.Utf8), parent_prompt_id=pl.lit(None, pl.Utf8)
+        )
+        augmented = augmented_prompts.filter(pl.col("kept")).with_columns(
+            origin=pl.lit("augmented"), response=pl.lit(None, pl.Utf8)
+        )
         union = pl.concat([original.select(columns), augmented.select(columns)], how="vertical_relaxed")
-        exact = union.with_columns(normalized=normalized_texts(pl.col("prompt"))).unique("normalized", keep="first", maintain_order=True)
-        near = near_duplicates(exact["prompt"].to_list(), method.near_duplicate_threshold, method.minhash_permutations, method.seed + 1)
-        candidates = exact.with_columns(duplicate_of=pl.Series([exact["prompt_id"][i] if i is not None else None for i in near], dtype=pl.Utf8))
-        sampled = run_sql("diversity/quota_sample", candidates=candidates, params=params_view(quota=method.quota_per_category, seed=method.seed))
+        exact = union.with_columns(normalized=normalized_texts(pl.col("prompt"))).unique(
+            "normalized", keep="first", maintain_order=True
+        )
+        near = near_duplicates(
+            exact["prompt"].to_list(), method.near_duplicate_threshold, method.minhash_permutations, method.seed + 1
+        )
+        candidates = exact.with_columns(
+            duplicate_of=pl.Series([exact["prompt_id"][i] if i is not None else None for i in near], dtype=pl.Utf8)
+        )
+        sampled = run_sql(
+            "diversity/quota_sample",
+            candidates=candidates,
+            params=params_view(quota=method.quota_per_category, seed=method.seed),
+        )
         table = sampled.select(columns)
         near_count = candidates["duplicate_of"].drop_nulls().len()
-        yield Output(table, metadata={
-            "rows_original": original.height, "rows_augmented": augmented.height, "rows_in": union.height,
-            "exact_duplicates": union.height - exact.height, "near_duplicates": near_count,
-            "duplicate_rate": round((union.height - exact.height + near_count) / union.height, 4) if union.height else 0.0,
-            "rows_after_dedup": exact.height - near_count, "rows_out": table.height,
-            "per_category": {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()},
-        })
+        yield Output(
+            table,
+            metadata={
+                "rows_original": original.height,
+                "rows_augmented": augmented.height,
+                "rows_in": union.height,
+                "exact_duplicates": union.height - exact.height,
+                "near_duplicates": near_count,
+                "duplicate_rate": round((union.height - exact.height + near_count) / union.height, 4)
+                if union.height
+                else 0.0,
+                "rows_after_dedup": exact.height - near_count,
+                "rows_out": table.height,
+                "per_category": {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()},
+            },
+        )
         yield from attack_prompt_check_results(table, method.required_categories)
 
     return [category_quota, augmented_prompts, attack_prompts]

@@ -63,7 +63,11 @@ def minhash_signatures(texts: Sequence[str], num_perm: int, seed: int) -> np.nda
     per text by reduceat."""
     frame = pl.DataFrame({"text": normalized_texts(pl.Series(texts, dtype=pl.Utf8))}).with_row_index("row")
     grams = (
-        frame.with_columns(start=pl.int_ranges(0, pl.max_horizontal(pl.col("text").str.len_chars().cast(pl.Int64) - SHINGLE_CHARS + 1, 1)))
+        frame.with_columns(
+            start=pl.int_ranges(
+                0, pl.max_horizontal(pl.col("text").str.len_chars().cast(pl.Int64) - SHINGLE_CHARS + 1, 1)
+            )
+        )
         .explode("start")
         .select("row", gram=pl.col("text").str.slice(pl.col("start"), SHINGLE_CHARS).hash(seed))
     )  # a repeated 3-gram cannot change a minimum, so the multiset needs no dedup; rows stay ascending
@@ -103,7 +107,7 @@ def near_duplicates(texts: Sequence[str], threshold: float, num_perm: int, seed:
         boundaries = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
         starts, ends = np.concatenate(([0], boundaries)), np.concatenate((boundaries, [len(keys)]))
         for group in np.flatnonzero(ends - starts > 1):  # only buckets that hold a candidate pair
-            members = np.sort(order[starts[group]:ends[group]]).tolist()
+            members = np.sort(order[starts[group] : ends[group]]).tolist()
             pairs.update((members[i], later) for i in range(len(members)) for later in members[i + 1 :])
     matches: dict[int, list[int]] = {}
     if pairs:

@@ -42,9 +42,13 @@ def fewshot_templates(augmentation_file: Path, scenario_by_category: dict[str, s
     """Completion templates with {ex1}..{ex3} per category: Safety-Prompts' file for the categories it
     covers (examples drawn from the data), the project's own (with seed examples) for the six new ones."""
     safety_prompts = json.loads(augmentation_file.read_text(encoding="utf-8"))
-    templates = {category: FewShotTemplate(safety_prompts[scenario], ()) for category, scenario in scenario_by_category.items()}
+    templates = {
+        category: FewShotTemplate(safety_prompts[scenario], ()) for category, scenario in scenario_by_category.items()
+    }
     own = json.loads((TEMPLATE_DIR / "keyword_fewshot_new_categories.json").read_text(encoding="utf-8"))
-    templates.update({category: FewShotTemplate(spec["template"], tuple(spec["examples"])) for category, spec in own.items()})
+    templates.update(
+        {category: FewShotTemplate(spec["template"], tuple(spec["examples"])) for category, spec in own.items()}
+    )
     return templates
 
 
@@ -83,7 +87,9 @@ def parse_generated_prompt(text: str) -> str:
     return prompt
 
 
-def screen_generated(text: str, avoid: Sequence[str], zh_chars: int, en_words: int) -> tuple[str | None, str, str | None]:
+def screen_generated(
+    text: str, avoid: Sequence[str], zh_chars: int, en_words: int
+) -> tuple[str | None, str, str | None]:
     """(prompt, status, why not): an unparseable answer or a copy of its parent, of an example or of the
     template's own words is `parse_error` (a refusal never gets here: the attacker's call marks it `refused`)."""
     try:

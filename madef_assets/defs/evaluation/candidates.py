@@ -15,8 +15,14 @@ from madef_assets.llm.resource import LLMResource
 from madef_assets.settings import CHECKPOINT_ASSETS, CandidateConfig, Settings
 from madef_assets.storage import duckdb_connection, run_sql
 
-CANDIDATE_SCHEMA = {"candidate": pl.Utf8, "backend": pl.Utf8, "model": pl.Utf8, "model_hash": pl.Utf8,
-                    "chat_template": pl.Boolean, "options": pl.Utf8}
+CANDIDATE_SCHEMA = {
+    "candidate": pl.Utf8,
+    "backend": pl.Utf8,
+    "model": pl.Utf8,
+    "model_hash": pl.Utf8,
+    "chat_template": pl.Boolean,
+    "options": pl.Utf8,
+}
 # Every score table carries these columns: what was evaluated, how, and on which data.
 FINGERPRINT_COLUMNS = ("backend", "model", "model_hash", "chat_template", "params", "dataset_hash")
 
@@ -45,8 +51,12 @@ def read_checkpoints(settings: Settings, rate: str | None = None) -> dict[str, d
     several learning rates (§5.1.1) the finetuned_checkpoint row of partition `rate`, absent until trained."""
     rows = {}
     with duckdb_connection(settings.duckdb_path) as connection:
-        tables = {t for (t,) in connection.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'public'").fetchall()}
+        tables = {
+            t
+            for (t,) in connection.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'public'"
+            ).fetchall()
+        }
         for name in CHECKPOINT_ASSETS:
             if name not in tables:
                 continue
@@ -124,6 +134,9 @@ def sources_hash(settings: Settings, names: list[str]) -> str:
 
 def sample_per_group(items: pl.DataFrame, group: str, key: str, per_group: int | None, seed: int) -> pl.DataFrame:
     """A seeded sample of `per_group` items per value of `group` (None: every item), the same for every candidate."""
-    sampled = run_sql("evaluation/sample_per_group", items=items.with_columns(group_key=pl.col(group), item_key=pl.col(key)),
-                      params=params_view(per_group=per_group, seed=seed))
+    sampled = run_sql(
+        "evaluation/sample_per_group",
+        items=items.with_columns(group_key=pl.col(group), item_key=pl.col(key)),
+        params=params_view(per_group=per_group, seed=seed),
+    )
     return sampled.drop("group_key", "item_key")

@@ -13,28 +13,49 @@ REGRESSION_CHECK = "no_category_worse_than_baseline"
 
 
 def disjoint_from_sft_spec() -> AssetCheckSpec:
-    return AssetCheckSpec(DISJOINT_CHECK, asset=NEW_SAFETY_BENCHMARK, blocking=True,
-                          description="No benchmark prompt is in the SFT set or shares a long n-gram with an SFT instruction.")
+    return AssetCheckSpec(
+        DISJOINT_CHECK,
+        asset=NEW_SAFETY_BENCHMARK,
+        blocking=True,
+        description="No benchmark prompt is in the SFT set or shares a long n-gram with an SFT instruction.",
+    )
 
 
 def disjoint_from_sft_result(benchmark: pl.DataFrame, sft: pl.DataFrame, method: MethodConfig) -> AssetCheckResult:
     same_id = set(benchmark["prompt_id"].to_list()) & set(sft["prompt_id"].to_list())
-    overlaps = contaminated(zip(benchmark["prompt_id"], benchmark["prompt"]), sft["instruction"].to_list(),
-                            method.contamination_zh_chars, method.contamination_en_words)
+    overlaps = contaminated(
+        zip(benchmark["prompt_id"], benchmark["prompt"]),
+        sft["instruction"].to_list(),
+        method.contamination_zh_chars,
+        method.contamination_en_words,
+    )
     return AssetCheckResult(
-        asset_key=NEW_SAFETY_BENCHMARK, check_name=DISJOINT_CHECK, passed=not same_id and not overlaps,
+        asset_key=NEW_SAFETY_BENCHMARK,
+        check_name=DISJOINT_CHECK,
+        passed=not same_id and not overlaps,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"shared_prompt_ids": len(same_id), "ngram_overlaps": len(overlaps),
-                  "examples": [f"{key}: …{gram}…" for key, gram in overlaps[:5]]},
+        metadata={
+            "shared_prompt_ids": len(same_id),
+            "ngram_overlaps": len(overlaps),
+            "examples": [f"{key}: …{gram}…" for key, gram in overlaps[:5]],
+        },
     )
 
 
 def no_regression_spec() -> AssetCheckSpec:
-    return AssetCheckSpec(REGRESSION_CHECK, asset=EVAL_REPORT,
-                          description="Warns when a candidate scores below the baseline (the first candidate) in a "
-                          "14-category safe rate or a SafetyBench category.")
+    return AssetCheckSpec(
+        REGRESSION_CHECK,
+        asset=EVAL_REPORT,
+        description="Warns when a candidate scores below the baseline (the first candidate) in a "
+        "14-category safe rate or a SafetyBench category.",
+    )
 
 
 def no_regression_result(regressed: list[str]) -> AssetCheckResult:
-    return AssetCheckResult(asset_key=EVAL_REPORT, check_name=REGRESSION_CHECK, passed=not regressed,
-                            severity=AssetCheckSeverity.WARN, metadata={"regressions": len(regressed), "where": regressed[:50]})
+    return AssetCheckResult(
+        asset_key=EVAL_REPORT,
+        check_name=REGRESSION_CHECK,
+        passed=not regressed,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"regressions": len(regressed), "where": regressed[:50]},
+    )

@@ -107,11 +107,17 @@ def load_mcq_benchmark(
                 answer = row[answer_col]
                 if answer not in MCQ_LETTERS:
                     raise ValueError(f"{where} row {index}: answer {answer!r} is not one of {MCQ_LETTERS}")
-                items.append(McqItem(
-                    benchmark=benchmark, subject=subject, subject_name=mapping[subject]["name"],
-                    item_id=f"{subject}/{split}/{index}", question=row[question_col],
-                    options=tuple(row[c] for c in option_cols), answer=answer,
-                ))
+                items.append(
+                    McqItem(
+                        benchmark=benchmark,
+                        subject=subject,
+                        subject_name=mapping[subject]["name"],
+                        item_id=f"{subject}/{split}/{index}",
+                        question=row[question_col],
+                        options=tuple(row[c] for c in option_cols),
+                        answer=answer,
+                    )
+                )
     return items
 
 
@@ -136,7 +142,9 @@ def render_mcq_prompt(item: McqItem, shots: Sequence[McqItem]) -> str:
     if any(shot.answer is None for shot in shots):
         raise ValueError("few-shot examples need answers")
     if mcq_lang(item.benchmark) == "en":
-        header = f"The following are multiple choice questions (with answers) about {item.subject.replace('_', ' ')}.\n\n"
+        header = (
+            f"The following are multiple choice questions (with answers) about {item.subject.replace('_', ' ')}.\n\n"
+        )
         cue, sep = "Answer:", " "
     else:
         header = f"以下是中国关于{item.subject_name}考试的单项选择题，请选出其中的正确答案。\n\n"
@@ -218,8 +226,14 @@ def load_gsm8k(path: Path, limit: int | None = None) -> list[GsmItem]:
             if "####" not in record["answer"]:
                 raise ValueError(f"{path} line {index + 1}: answer has no '####' final answer")
             final = record["answer"].rsplit("####", 1)[1]
-            items.append(GsmItem(item_id=f"gsm8k/{index}", question=record["question"],
-                                 answer_text=record["answer"], answer=normalize_number(final)))
+            items.append(
+                GsmItem(
+                    item_id=f"gsm8k/{index}",
+                    question=record["question"],
+                    answer_text=record["answer"],
+                    answer=normalize_number(final),
+                )
+            )
     return items
 
 
@@ -383,8 +397,9 @@ def run_in_sandbox(program: str, timeout_s: float = 10.0, memory_mb: int = 512) 
         status = "memory"
     else:
         status = "failed"
-    return SandboxResult(status=status, passed=status == "passed", exit_code=exit_code, seconds=seconds,
-                         stderr_tail=stderr_tail)
+    return SandboxResult(
+        status=status, passed=status == "passed", exit_code=exit_code, seconds=seconds, stderr_tail=stderr_tail
+    )
 
 
 def pass_at_1(results: Sequence[bool]) -> float:

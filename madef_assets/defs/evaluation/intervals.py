@@ -28,8 +28,9 @@ def with_wilson(table: pl.DataFrame, successes: str, n: str, scale: float = 100.
     )
 
 
-def bootstrap_mean_interval(values: Sequence[float], scale: tuple[float, float], n_resamples: int = 1000,
-                            seed: int = 0) -> tuple[float, float]:
+def bootstrap_mean_interval(
+    values: Sequence[float], scale: tuple[float, float], n_resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """Efron's percentile-bootstrap 95 % interval of the mean of `values`: the 2.5 and 97.5 % quantiles of
     the means of `n_resamples` resamples drawn with numpy.random.default_rng(seed). Fewer than two values
     say nothing about their spread (a resample of one value is that value): the interval is then the whole
@@ -53,7 +54,9 @@ def _cell(value: float | None, low: float | None, high: float | None, n: int | N
     return f"{value:.2f}{bounds} n={n}" if n is not None else f"{value:.2f}{bounds}"
 
 
-def compare_with_intervals(frame: pl.DataFrame, row: str, value: str, n: str, candidates: Sequence[str]) -> pl.DataFrame:
+def compare_with_intervals(
+    frame: pl.DataFrame, row: str, value: str, n: str, candidates: Sequence[str]
+) -> pl.DataFrame:
     """The report's form of a comparison: one row per `row`, one text column per candidate ("value [low,
     high] n=…") and a `Δ <candidate>` column against the first candidate, "+1.23" or "+1.23 (n.s.)" when
     the two intervals overlap. `frame` has one row per candidate and `row` with `value`, `n`, ci_low, ci_high."""
@@ -73,8 +76,9 @@ def compare_with_intervals(frame: pl.DataFrame, row: str, value: str, n: str, ca
         for candidate in present[1:]:
             out[f"Δ {candidate}"] = _delta(baseline, per_candidate.get(candidate), value)
         rows.append(out)
-    return pl.DataFrame(rows, schema={row: pl.Utf8, **{c: pl.Utf8 for c in present},
-                                      **{f"Δ {c}": pl.Utf8 for c in present[1:]}})
+    return pl.DataFrame(
+        rows, schema={row: pl.Utf8, **{c: pl.Utf8 for c in present}, **{f"Δ {c}": pl.Utf8 for c in present[1:]}}
+    )
 
 
 def _delta(baseline: dict | None, other: dict | None, value: str) -> str | None:
@@ -95,7 +99,11 @@ def significant_drops(frame: pl.DataFrame, row: str, value: str, candidates: Seq
     """(row, candidate) pairs where a candidate scores below the first candidate and the intervals do not
     overlap."""
     drops = set()
-    baseline = {r[row]: r for r in frame.filter(pl.col("candidate") == candidates[0]).iter_rows(named=True)} if frame.height else {}
+    baseline = (
+        {r[row]: r for r in frame.filter(pl.col("candidate") == candidates[0]).iter_rows(named=True)}
+        if frame.height
+        else {}
+    )
     for record in frame.filter(pl.col("candidate") != candidates[0]).iter_rows(named=True) if frame.height else []:
         base = baseline.get(record[row])
         if base is None or base[value] is None or record[value] is None or record[value] >= base[value]:

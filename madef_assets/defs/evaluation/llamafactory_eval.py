@@ -42,25 +42,39 @@ PIPES_SCRIPT = str(Path(__file__).with_name("pipes_llamafactory_eval.py"))
 # benchmark -> (LLaMA-Factory split name, lang); madef's split of the same questions.
 TASKS = {"mmlu": ("test", "en"), "cmmlu": ("test", "zh"), "ceval": ("validation", "zh")}
 SOURCE_SPLITS = {"mmlu": "test", "cmmlu": "test", "ceval": "val"}
-SERVED_REASON = ("served candidate: LLaMA-Factory's evaluator loads the weights itself; evaluate the checkpoint "
-                 "with a local candidate")
-SCORE_SCHEMA = {"candidate": pl.Utf8, "benchmark": pl.Utf8, "status": pl.Utf8, "reason": pl.Utf8,
-                "questions": pl.Int64, "correct": pl.Int64, "score": pl.Float64, "categories": pl.Utf8,
-                "model": pl.Utf8, "template": pl.Utf8, "n_shot": pl.Int64}
+SERVED_REASON = (
+    "served candidate: LLaMA-Factory's evaluator loads the weights itself; evaluate the checkpoint "
+    "with a local candidate"
+)
+SCORE_SCHEMA = {
+    "candidate": pl.Utf8,
+    "benchmark": pl.Utf8,
+    "status": pl.Utf8,
+    "reason": pl.Utf8,
+    "questions": pl.Int64,
+    "correct": pl.Int64,
+    "score": pl.Float64,
+    "categories": pl.Utf8,
+    "model": pl.Utf8,
+    "template": pl.Utf8,
+    "n_shot": pl.Int64,
+}
 WHY_THEY_DIFFER = (
     "The two differ by design on the same questions and shot count: madef scores the raw k-shot prompt "
     "(lm-evaluation-harness style, the first k dev rows, the log-probability of each option's letter token), "
     "LLaMA-Factory renders the shots as chat turns through the candidate's chat template, draws its k shots "
     "from the dev rows at random (seeded) and takes the argmax of the A-D logits at the last position, so a "
-    "model sensitive to its prompt format scores differently; on the demo's few questions the gap is mostly noise.")
+    "model sensitive to its prompt format scores differently; on the demo's few questions the gap is mostly noise."
+)
 
 
 def _row(item: McqItem) -> dict[str, str]:
     return {"question": item.question, **dict(zip("ABCD", item.options)), "answer": item.answer or ""}
 
 
-def write_task_folder(benchmark: str, zip_path: Path, mapping_path: Path, per_subject: int | None,
-                      task_dir: Path) -> dict[str, list[str]]:
+def write_task_folder(
+    benchmark: str, zip_path: Path, mapping_path: Path, per_subject: int | None, task_dir: Path
+) -> dict[str, list[str]]:
     """`<task_dir>/<benchmark>/` as LLaMA-Factory's evaluator loads it offline: mapping.json, per subject a
     `train` split (the dev rows, for the shots) and the evaluated split (`test`, C-Eval `validation`: the
     first `per_subject` rows, the questions madef evaluates), and a README.md whose `configs` name each
@@ -70,18 +84,26 @@ def write_task_folder(benchmark: str, zip_path: Path, mapping_path: Path, per_su
     folder.mkdir(parents=True)
     mapping = json.loads(Path(mapping_path).read_text(encoding="utf-8"))
     (folder / "mapping.json").write_text(json.dumps(mapping, ensure_ascii=False, indent=1), encoding="utf-8")
-    files = {"train": load_mcq_benchmark(benchmark, zip_path, mapping_path, "dev"),
-             split: load_mcq_benchmark(benchmark, zip_path, mapping_path, SOURCE_SPLITS[benchmark],
-                                       limit_per_subject=per_subject)}
+    files = {
+        "train": load_mcq_benchmark(benchmark, zip_path, mapping_path, "dev"),
+        split: load_mcq_benchmark(
+            benchmark, zip_path, mapping_path, SOURCE_SPLITS[benchmark], limit_per_subject=per_subject
+        ),
+    }
     configs, references = [], {}
     for subject in mapping:
         for name, items in files.items():
             rows = [_row(item) for item in items if item.subject == subject]
             (folder / subject).mkdir(exist_ok=True)
             (folder / subject / f"{name}.jsonl").write_text(
-                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-        configs.append({"config_name": subject,
-                        "data_files": [{"split": name, "path": f"{subject}/{name}.jsonl"} for name in files]})
+                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
+            )
+        configs.append(
+            {
+                "config_name": subject,
+                "data_files": [{"split": name, "path": f"{subject}/{name}.jsonl"} for name in files],
+            }
+        )
         references[subject] = [item.answer for item in files[split] if item.subject == subject]
     import yaml
 
@@ -90,12 +112,28 @@ def write_task_folder(benchmark: str, zip_path: Path, mapping_path: Path, per_su
     return references
 
 
-def evaluator_args(model: Path, template: str | None, benchmark: str, task_dir: Path, save_dir: Path, n_shot: int,
-                   batch_size: int, seed: int) -> dict[str, Any]:
+def evaluator_args(
+    model: Path,
+    template: str | None,
+    benchmark: str,
+    task_dir: Path,
+    save_dir: Path,
+    n_shot: int,
+    batch_size: int,
+    seed: int,
+) -> dict[str, Any]:
     """The arguments of one `llamafactory-cli eval` run (EvaluationArguments + model and data arguments)."""
     split, lang = TASKS[benchmark]
-    args = {"model_name_or_path": str(model), "task": f"{benchmark}_{split}", "task_dir": str(task_dir),
-            "lang": lang, "n_shot": n_shot, "batch_size": batch_size, "seed": seed, "save_dir": str(save_dir)}
+    args = {
+        "model_name_or_path": str(model),
+        "task": f"{benchmark}_{split}",
+        "task_dir": str(task_dir),
+        "lang": lang,
+        "n_shot": n_shot,
+        "batch_size": batch_size,
+        "seed": seed,
+        "save_dir": str(save_dir),
+    }
     return {**args, "template": template} if template else args
 
 
@@ -114,31 +152,47 @@ def read_results(save_dir: Path, references: Mapping[str, Sequence[str]]) -> dic
         if name.strip():
             categories[name.strip()] = float(value)
     predictions = json.loads((save_dir / "results.json").read_text(encoding="utf-8"))
-    answered = [(predictions.get(subject, {}).get(str(index)), answer)
-                for subject, answers in references.items() for index, answer in enumerate(answers)]
-    return {"score": categories.get("Average"), "categories": json.dumps(categories, ensure_ascii=False),
-            "questions": len(answered), "correct": sum(predicted == answer for predicted, answer in answered)}
+    answered = [
+        (predictions.get(subject, {}).get(str(index)), answer)
+        for subject, answers in references.items()
+        for index, answer in enumerate(answers)
+    ]
+    return {
+        "score": categories.get("Average"),
+        "categories": json.dumps(categories, ensure_ascii=False),
+        "questions": len(answered),
+        "correct": sum(predicted == answer for predicted, answer in answered),
+    }
 
 
 def score_table(candidate: str, rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     """Rows (benchmark, status, reason and, when ok, the read_results fields) as the asset's table."""
-    return pl.DataFrame([{**{k: None for k in SCORE_SCHEMA}, **row, "candidate": candidate} for row in rows],
-                        schema=SCORE_SCHEMA)
+    return pl.DataFrame(
+        [{**{k: None for k in SCORE_SCHEMA}, **row, "candidate": candidate} for row in rows], schema=SCORE_SCHEMA
+    )
 
 
 def _with_interval(row: Mapping[str, Any]) -> str:
     return f"{row['score']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}] n={row['questions']}"
 
 
-def outcome_rows(tasks: Sequence[Mapping[str, Any]], outcomes: Mapping[str, Mapping[str, Any]],
-                 references: Mapping[str, Mapping[str, Sequence[str]]], template: str | None) -> list[dict[str, Any]]:
+def outcome_rows(
+    tasks: Sequence[Mapping[str, Any]],
+    outcomes: Mapping[str, Mapping[str, Any]],
+    references: Mapping[str, Mapping[str, Sequence[str]]],
+    template: str | None,
+) -> list[dict[str, Any]]:
     """One row per task from the evaluator's reported outcome: failed (its error's last lines) or ok (its results)."""
     rows = []
     for task in tasks:
         benchmark, args = task["benchmark"], task["args"]
         outcome = outcomes.get(benchmark, {"error": "the evaluator reported no outcome"})
-        common = {"benchmark": benchmark, "model": args["model_name_or_path"], "template": template,
-                  "n_shot": args["n_shot"]}
+        common = {
+            "benchmark": benchmark,
+            "model": args["model_name_or_path"],
+            "template": template,
+            "n_shot": args["n_shot"],
+        }
         if outcome.get("error"):
             rows.append({**common, "status": "failed", "reason": outcome["error"][-500:]})
         else:
@@ -150,11 +204,14 @@ def comparison_section(general_rows: pl.DataFrame, llamafactory_rows: pl.DataFra
     """The report's "General capability: madef vs llamafactory-cli eval": per benchmark and candidate, madef's
     score [95 % interval] n and LLaMA-Factory's score n (or why it did not run), their difference, and why."""
     madef = {(r["benchmark"], r["candidate"]): r for r in general_rows.iter_rows(named=True)}
-    factory = with_wilson(llamafactory_rows.with_columns(pl.col("correct", "questions").fill_null(0)),
-                          "correct", "questions")
+    factory = with_wilson(
+        llamafactory_rows.with_columns(pl.col("correct", "questions").fill_null(0)), "correct", "questions"
+    )
     rank = pl.col("candidate").replace_strict({c: i for i, c in enumerate(order)}, default=len(order))
-    lines = ["| benchmark | candidate | madef | llamafactory-cli eval | Δ (LLaMA-Factory − madef) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | candidate | madef | llamafactory-cli eval | Δ (LLaMA-Factory − madef) |",
+        "|---|---|---|---|---|",
+    ]
     for row in factory.sort(pl.col("benchmark"), rank).iter_rows(named=True):
         ours = madef.get((row["benchmark"], row["candidate"]))
         ours_text = _with_interval(ours) if ours else "—"
@@ -163,8 +220,7 @@ def comparison_section(general_rows: pl.DataFrame, llamafactory_rows: pl.DataFra
         else:
             theirs, delta = _with_interval(row), f"{row['score'] - ours['score']:+.1f}" if ours else "—"
         lines.append(f"| {row['benchmark']} | {row['candidate']} | {ours_text} | {theirs} | {delta} |")
-    return ("## General capability: madef vs llamafactory-cli eval\n"
-            f"{WHY_THEY_DIFFER}\n\n" + "\n".join(lines))
+    return f"## General capability: madef vs llamafactory-cli eval\n{WHY_THEY_DIFFER}\n\n" + "\n".join(lines)
 
 
 def build_llamafactory_eval_asset(settings: Settings, candidates: PartitionsDefinition):
@@ -175,10 +231,16 @@ def build_llamafactory_eval_asset(settings: Settings, candidates: PartitionsDefi
     if not config.get("enabled", True) or not benchmarks:
         return None
 
-    @asset(group_name="evaluation", kinds={"duckdb", "pytorch"}, pool="duckdb", partitions_def=candidates,
-           metadata={"partition_expr": "candidate"})
-    def llamafactory_eval_scores(context: AssetExecutionContext, pipes_subprocess_client: PipesSubprocessClient,
-                                 candidate_model: pl.DataFrame) -> Output:
+    @asset(
+        group_name="evaluation",
+        kinds={"duckdb", "pytorch"},
+        pool="duckdb",
+        partitions_def=candidates,
+        metadata={"partition_expr": "candidate"},
+    )
+    def llamafactory_eval_scores(
+        context: AssetExecutionContext, pipes_subprocess_client: PipesSubprocessClient, candidate_model: pl.DataFrame
+    ) -> Output:
         """MMLU / CMMLU / C-Eval scored by LLaMA-Factory's own evaluator (what `llamafactory-cli eval` ran), in
         the training environment through Dagster Pipes, on the questions madef's general_capability_predictions
         asks (same files, per_subject, shots), from task folders written at run time in the state folder; one
@@ -194,19 +256,43 @@ def build_llamafactory_eval_asset(settings: Settings, candidates: PartitionsDefi
         references, tasks = {}, []
         for benchmark in benchmarks:
             spec = general[benchmark]
-            references[benchmark] = write_task_folder(benchmark, general["data_dir"] / spec["zip"],
-                                                      general["data_dir"] / spec["mapping"], spec.get("per_subject"),
-                                                      workdir / "tasks")
-            tasks.append({"benchmark": benchmark, "args": evaluator_args(
-                model, template, benchmark, workdir / "tasks", workdir / "results" / benchmark,
-                int(spec.get("shots", 5)), int(config.get("batch_size", 4)), settings.evaluation.seed)})
+            references[benchmark] = write_task_folder(
+                benchmark,
+                general["data_dir"] / spec["zip"],
+                general["data_dir"] / spec["mapping"],
+                spec.get("per_subject"),
+                workdir / "tasks",
+            )
+            tasks.append(
+                {
+                    "benchmark": benchmark,
+                    "args": evaluator_args(
+                        model,
+                        template,
+                        benchmark,
+                        workdir / "tasks",
+                        workdir / "results" / benchmark,
+                        int(spec.get("shots", 5)),
+                        int(config.get("batch_size", 4)),
+                        settings.evaluation.seed,
+                    ),
+                }
+            )
         context.log.info(f"closed {ENGINES.release()} loaded model engine(s): the evaluator loads its own copy")
         session = pipes_subprocess_client.run(
-            command=[str(settings.training.env_python), PIPES_SCRIPT], context=context, extras={"tasks": tasks},
-            env={"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(workdir / "cache")})
+            command=[str(settings.training.env_python), PIPES_SCRIPT],
+            context=context,
+            extras={"tasks": tasks},
+            env={"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(workdir / "cache")},
+        )
         outcomes = {m["benchmark"]: m for m in session.get_custom_messages()}
         table = score_table(name, outcome_rows(tasks, outcomes, references, template))
-        return Output(table, metadata={"scores": MetadataValue.md(markdown_table(table.drop("categories", "model"))),
-                                       "failed": table.filter(pl.col("status") == "failed")["benchmark"].to_list()})
+        return Output(
+            table,
+            metadata={
+                "scores": MetadataValue.md(markdown_table(table.drop("categories", "model"))),
+                "failed": table.filter(pl.col("status") == "failed")["benchmark"].to_list(),
+            },
+        )
 
     return llamafactory_eval_scores

@@ -13,8 +13,8 @@ from madef_assets.defs.evaluation.candidates import fingerprint, sample_per_grou
 from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.defs.evaluation.judging import answered, review_key
 from madef_assets.defs.evaluation.xstest import settled_class, string_match_class
-from madef_assets.defs.qualification.metrics import UNCERTAIN
 from madef_assets.defs.panel import ask_panel
+from madef_assets.defs.qualification.metrics import UNCERTAIN
 from madef_assets.defs.qualification.tasks import REFUSAL, parse_refusal_class
 from madef_assets.llm.resource import LLMResource, LLMResult
 from madef_assets.prompts import family_version, template
@@ -30,20 +30,32 @@ BENCHMARK = "over_refusal"
 JUDGE_LANG = "en"
 
 
-def build_over_refusal_assets(settings: Settings, candidates: StaticPartitionsDefinition,
-                              llm_for: Callable[[pl.DataFrame, bool], LLMResource]) -> list:
+def build_over_refusal_assets(
+    settings: Settings, candidates: StaticPartitionsDefinition, llm_for: Callable[[pl.DataFrame, bool], LLMResource]
+) -> list:
     config = settings.evaluation.over_refusal
     source = config.get("source")
     if not source:
         return []
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
-           ins={"candidate_model": AssetIn(), "prompts": AssetIn(AssetKey(source))})
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        pool=POOL,
+        partitions_def=candidates,
+        metadata=PARTITIONED,
+        ins={"candidate_model": AssetIn(), "prompts": AssetIn(AssetKey(source))},
+    )
     def over_refusal_responses(context: AssetExecutionContext, candidate_model: pl.DataFrame, prompts: pl.DataFrame):
         """The candidate's answers to the XSTest prompts (over_refusal.per_type per type, seeded; null: all 450),
         with the chat template when the model has one; `prompt_label` safe (should be answered) or unsafe."""
-        sample = sample_per_group(prompts.with_columns(type=pl.col("source_category")), "type", "prompt_id",
-                                  config.get("per_type"), settings.evaluation.seed)
+        sample = sample_per_group(
+            prompts.with_columns(type=pl.col("source_category")),
+            "type",
+            "prompt_id",
+            config.get("per_type"),
+            settings.evaluation.seed,
+        )
         llm = llm_for(candidate_model, False)
         params = llm.default_params.with_changes(max_new_tokens=config.get("max_new_tokens"))
         batch = llm.generate(sample["prompt"].to_list(), "over_refusal_response@1", params=params, log=context.log)
@@ -51,13 +63,23 @@ def build_over_refusal_assets(settings: Settings, candidates: StaticPartitionsDe
             candidate=pl.lit(context.partition_key),
             prompt_label=pl.Series([json.loads(m)["label"] for m in sample["meta"]], dtype=pl.Utf8),
             response=pl.Series([r.value if r.status == "ok" else None for r in batch.results], dtype=pl.Utf8),
-            status=pl.Series([r.status for r in batch.results]), error=pl.Series([r.error for r in batch.results], dtype=pl.Utf8))
+            status=pl.Series([r.status for r in batch.results]),
+            error=pl.Series([r.error for r in batch.results], dtype=pl.Utf8),
+        )
         table = with_fingerprint(table, fingerprint(llm, params.as_dict(), sources_hash(settings, [source])))
         return Output(table, metadata={**batch.metadata(), "per_label": _counts(table, "prompt_label")})
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED,
-           deps=[AssetKey("judge_qualification")])
-    def over_refusal_judgements(context: AssetExecutionContext, judge: LLMResource, over_refusal_responses: pl.DataFrame):
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        pool=POOL,
+        partitions_def=candidates,
+        metadata=PARTITIONED,
+        deps=[AssetKey("judge_qualification")],
+    )
+    def over_refusal_judgements(
+        context: AssetExecutionContext, judge: LLMResource, over_refusal_responses: pl.DataFrame
+    ):
         """Each answer's class: the judge's (refusal_judge prompt and parser, as in judge_qualification; a
         panel's majority) and XSTest's string matcher's. Where they agree the class is settled; where they
         disagree, or the judge is uncertain, it is `uncertain` and goes to the review queue. A provider's
@@ -65,36 +87,87 @@ def build_over_refusal_assets(settings: Settings, candidates: StaticPartitionsDe
         rows = over_refusal_responses.to_dicts()
         judged = answered([r["response"] for r in rows], [r["status"] for r in rows])
         prompt = template(REFUSAL.template, JUDGE_LANG)
-        answers = ask_panel(judge, [prompt.render(prompt=rows[i]["prompt"], response=rows[i]["response"]) for i in judged],
-                            family_version(REFUSAL.template), refusal_class, context.log)
+        answers = ask_panel(
+            judge,
+            [prompt.render(prompt=rows[i]["prompt"], response=rows[i]["response"]) for i in judged],
+            family_version(REFUSAL.template),
+            refusal_class,
+            context.log,
+        )
         results, labels = dict(zip(judged, answers.first.results)), dict(zip(judged, answers.labels))
         judge_labels = [labels.get(i, UNCERTAIN) for i in range(len(rows))]
         matcher = [string_match_class(r["response"]) if i in results else None for i, r in enumerate(rows)]
-        final = ["refusal" if r["status"] == "refused" else settled_class(j, m) for r, j, m in zip(rows, judge_labels, matcher)]
-        table = over_refusal_responses.select("candidate", "prompt_id", "type", "prompt_label", "prompt", "response").with_columns(
-            judge_label=pl.Series(judge_labels, dtype=pl.Utf8), matcher_label=pl.Series(matcher, dtype=pl.Utf8),
+        final = [
+            "refusal" if r["status"] == "refused" else settled_class(j, m)
+            for r, j, m in zip(rows, judge_labels, matcher)
+        ]
+        table = over_refusal_responses.select(
+            "candidate", "prompt_id", "type", "prompt_label", "prompt", "response"
+        ).with_columns(
+            judge_label=pl.Series(judge_labels, dtype=pl.Utf8),
+            matcher_label=pl.Series(matcher, dtype=pl.Utf8),
             final_label=pl.Series(final, dtype=pl.Utf8),
-            judge_raw_output=pl.Series([results[i].output if i in results and isinstance(results[i].output, str) else None
-                                        for i in range(len(rows))], dtype=pl.Utf8),
-            review_key=pl.Series([review_key(BENCHMARK, context.partition_key, r["prompt_id"], r["response"]) for r in rows]))
+            judge_raw_output=pl.Series(
+                [
+                    results[i].output if i in results and isinstance(results[i].output, str) else None
+                    for i in range(len(rows))
+                ],
+                dtype=pl.Utf8,
+            ),
+            review_key=pl.Series(
+                [review_key(BENCHMARK, context.partition_key, r["prompt_id"], r["response"]) for r in rows]
+            ),
+        )
         agreeing = sum(f != UNCERTAIN for f, m in zip(final, matcher) if m is not None)
-        return Output(table, metadata={**answers.metadata(), "judge_model": ", ".join(answers.models),
-                                       "unanswered": len(rows) - len(judged),
-                                       "judge_and_matcher_agree": agreeing, "to_review": final.count(UNCERTAIN),
-                                       "final_labels": _counts(table, "final_label")})
+        return Output(
+            table,
+            metadata={
+                **answers.metadata(),
+                "judge_model": ", ".join(answers.models),
+                "unanswered": len(rows) - len(judged),
+                "judge_and_matcher_agree": agreeing,
+                "to_review": final.count(UNCERTAIN),
+                "final_labels": _counts(table, "final_label"),
+            },
+        )
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
-    def over_refusal_scores(context: AssetExecutionContext, over_refusal_judgements: pl.DataFrame,
-                            review_decisions: pl.DataFrame, over_refusal_responses: pl.DataFrame) -> pl.DataFrame:
+    def over_refusal_scores(
+        context: AssetExecutionContext,
+        over_refusal_judgements: pl.DataFrame,
+        review_decisions: pl.DataFrame,
+        over_refusal_responses: pl.DataFrame,
+    ) -> pl.DataFrame:
         """Compliance rate on the safe prompts and refusal rate (full or partial) on the unsafe contrasts, per
         XSTest type and over all types, with Wilson 95 % intervals; pending reviews count against the model."""
-        table = with_wilson(run_sql("evaluation/over_refusal_scores", judgements=over_refusal_judgements,
-                                    decisions=review_decisions), "good", "prompts")
+        table = with_wilson(
+            run_sql("evaluation/over_refusal_scores", judgements=over_refusal_judgements, decisions=review_decisions),
+            "good",
+            "prompts",
+        )
         if over_refusal_responses.height:
             table = with_fingerprint(table, over_refusal_responses.row(0, named=True))
-        context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.select(
-            "prompt_label", "type", "measure", "prompts", "compliance", "refusal", "partial", "pending_review", "rate",
-            "ci_low", "ci_high")))})
+        context.add_output_metadata(
+            {
+                "scores": MetadataValue.md(
+                    markdown_table(
+                        table.select(
+                            "prompt_label",
+                            "type",
+                            "measure",
+                            "prompts",
+                            "compliance",
+                            "refusal",
+                            "partial",
+                            "pending_review",
+                            "rate",
+                            "ci_low",
+                            "ci_high",
+                        )
+                    )
+                )
+            }
+        )
         return table
 
     return [over_refusal_responses, over_refusal_judgements, over_refusal_scores]

@@ -25,8 +25,9 @@ def main() -> None:
             except Exception as exc:  # reported to the asset, which records the benchmark as failed
                 error = "".join(traceback.format_exception(exc))[-3000:]
                 pipes.log.error(error)
-            pipes.report_custom_message({"benchmark": task["benchmark"], "error": error,
-                                         "wall_seconds": round(time.monotonic() - started, 1)})
+            pipes.report_custom_message(
+                {"benchmark": task["benchmark"], "error": error, "wall_seconds": round(time.monotonic() - started, 1)}
+            )
 
 
 if __name__ == "__main__":

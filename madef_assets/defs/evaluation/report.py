@@ -25,13 +25,19 @@ def compare(frame: pl.DataFrame, row: str, value: str, candidates: Sequence[str]
     return wide
 
 
-def marked_regressions(scores: pl.DataFrame, row: str, value: str, candidates: Sequence[str], prefix: str = "") -> list[str]:
+def marked_regressions(
+    scores: pl.DataFrame, row: str, value: str, candidates: Sequence[str], prefix: str = ""
+) -> list[str]:
     """Every row where a candidate scores below the baseline, marked n.s. when the two 95 % intervals overlap
     (`scores`: one row per candidate and `row`, with `value`, ci_low and ci_high)."""
     significant = significant_drops(scores, row, value, candidates)
     table = compare(scores, row, value, candidates)
-    return [f"{prefix}{r[row]} ({c[2:]} {r[c]:+.2f}{'' if (r[row], c[2:]) in significant else ', ' + NOT_SIGNIFICANT})"
-            for r in table.iter_rows(named=True) for c in table.columns if c.startswith("Δ ") and r[c] is not None and r[c] < 0]
+    return [
+        f"{prefix}{r[row]} ({c[2:]} {r[c]:+.2f}{'' if (r[row], c[2:]) in significant else ', ' + NOT_SIGNIFICANT})"
+        for r in table.iter_rows(named=True)
+        for c in table.columns
+        if c.startswith("Δ ") and r[c] is not None and r[c] < 0
+    ]
 
 
 def radar_png(table: pl.DataFrame, row: str, candidates: Sequence[str], title: str, path: Path) -> Path:

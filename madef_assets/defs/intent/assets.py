@@ -1,7 +1,6 @@
 """Intent recognition: the labeler tags attack prompts; labels map to the 14 categories."""
 
 import json
-
 from pathlib import Path
 
 import polars as pl
@@ -28,7 +27,9 @@ def label_taxonomy_table(labels: pl.DataFrame, sources: pl.DataFrame, taxonomy: 
     """Every distinct raw intent label and every source category with its category and mapping status."""
     rows = []
     ok = labels.filter(pl.col("status") == "ok").explode("labels")
-    counts = ok.group_by("labels").len().sort(["len", "labels"], descending=[True, False]) if ok.height else pl.DataFrame()
+    counts = (
+        ok.group_by("labels").len().sort(["len", "labels"], descending=[True, False]) if ok.height else pl.DataFrame()
+    )
     seen: dict[str, dict] = {}
     for label, count in counts.iter_rows():
         key = normalize_label(label)
@@ -40,18 +41,46 @@ def label_taxonomy_table(labels: pl.DataFrame, sources: pl.DataFrame, taxonomy: 
         if category is None:
             category, score = taxonomy.propose(label)
             status = "proposed" if category else "unmapped"
-        seen[key] = {"kind": "intent_label", "source": "all", "label": label, "key": key, "count": count,
-                     "category": category, "status": status, "similarity": score}
+        seen[key] = {
+            "kind": "intent_label",
+            "source": "all",
+            "label": label,
+            "key": key,
+            "count": count,
+            "category": category,
+            "status": status,
+            "similarity": score,
+        }
     rows += seen.values()
-    for source, category, count in sources.group_by(["source", "source_category"]).len().iter_rows() if sources.height else []:
+    for source, category, count in (
+        sources.group_by(["source", "source_category"]).len().iter_rows() if sources.height else []
+    ):
         if category is None:
             continue
         mapped = taxonomy.map_source_category(source, category)
         known = category in taxonomy.source_categories.get(source, {})
-        rows.append({"kind": "source_category", "source": source, "label": category, "key": category, "count": count,
-                     "category": mapped, "status": "accepted" if known else "unmapped", "similarity": None})
-    schema = {"kind": pl.Utf8, "source": pl.Utf8, "label": pl.Utf8, "key": pl.Utf8, "count": pl.Int64,
-              "category": pl.Utf8, "status": pl.Utf8, "similarity": pl.Float64}
+        rows.append(
+            {
+                "kind": "source_category",
+                "source": source,
+                "label": category,
+                "key": category,
+                "count": count,
+                "category": mapped,
+                "status": "accepted" if known else "unmapped",
+                "similarity": None,
+            }
+        )
+    schema = {
+        "kind": pl.Utf8,
+        "source": pl.Utf8,
+        "label": pl.Utf8,
+        "key": pl.Utf8,
+        "count": pl.Int64,
+        "category": pl.Utf8,
+        "status": pl.Utf8,
+        "similarity": pl.Float64,
+    }
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -59,7 +88,9 @@ def intent_chart_paths(distribution: pl.DataFrame, reports_dir: Path) -> tuple[P
     """Where intent_distribution draws its charts: the source × category chart, and the top-labels chart of
     each labeled source (the paper's Figures 3-3..3-5)."""
     sources = sorted(set(distribution.filter(pl.col("kind") == "raw_label")["source"]) - {"all"})
-    return reports_dir / "intent_distribution.png", {source: reports_dir / f"intent_labels_{source}.png" for source in sources}
+    return reports_dir / "intent_distribution.png", {
+        source: reports_dir / f"intent_labels_{source}.png" for source in sources
+    }
 
 
 def build_intent_assets(settings: Settings) -> list:
@@ -68,8 +99,14 @@ def build_intent_assets(settings: Settings) -> list:
     # The labeler's qualification blocks labeling in the same run (none is built without gold sources).
     qualification = [AssetKey("labeler_qualification")] if settings.qualification.labeler_sources else []
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, ins=source_ins, pool=POOL, deps=qualification,
-           check_specs=llm_gate_specs(AssetKey("intent_labels")))
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        ins=source_ins,
+        pool=POOL,
+        deps=qualification,
+        check_specs=llm_gate_specs(AssetKey("intent_labels")),
+    )
     def intent_labels(context: AssetExecutionContext, labeler: LLMResource, **sources: pl.DataFrame):
         """Free-form safety-theme intent labels for attack prompts (the paper's labeling instruction, zh/en),
         one row per prompt with the parsed labels, their normalized keys and the call's status."""
@@ -79,7 +116,9 @@ def build_intent_assets(settings: Settings) -> list:
         batch = labeler.generate(
             [t.render(prompt=p) for t, p in zip(templates, sample["prompt"])],
             template_version=family_version("intent_label"),
-            parse=parse_labels, log=context.log, refusals=True,
+            parse=parse_labels,
+            log=context.log,
+            refusals=True,
         )
         labels = [r.value if r.status == "ok" else [] for r in batch.results]
         table = sample.with_columns(
@@ -101,14 +140,27 @@ def build_intent_assets(settings: Settings) -> list:
         labels by manual annotation (§3.2). Malformed lines and decisions that are no category are listed in
         the metadata, never dropped silently. Re-read on every build, like review_decisions."""
         table, problems = read_taxonomy_decisions(decisions_file)
-        context.add_output_metadata({"decisions_file": MetadataValue.path(str(decisions_file)),
-                                     "malformed_lines": len(problems), "problems": problems[:20]})
+        context.add_output_metadata(
+            {
+                "decisions_file": MetadataValue.path(str(decisions_file)),
+                "malformed_lines": len(problems),
+                "problems": problems[:20],
+            }
+        )
         return table
 
-    @asset(group_name=GROUP, kinds={"duckdb", "polars", "json"}, pool=POOL,
-           ins={**source_ins, "intent_labels": AssetIn(), "taxonomy_decisions": AssetIn()})
-    def label_taxonomy(context: AssetExecutionContext, intent_labels: pl.DataFrame, taxonomy_decisions: pl.DataFrame,
-                       **sources: pl.DataFrame) -> pl.DataFrame:
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "polars", "json"},
+        pool=POOL,
+        ins={**source_ins, "intent_labels": AssetIn(), "taxonomy_decisions": AssetIn()},
+    )
+    def label_taxonomy(
+        context: AssetExecutionContext,
+        intent_labels: pl.DataFrame,
+        taxonomy_decisions: pl.DataFrame,
+        **sources: pl.DataFrame,
+    ) -> pl.DataFrame:
         """Each raw intent label and each source category mapped to one of the 14 categories through the
         reviewed file (status accepted or rule); the long tail gets a `proposed` category and a place in the
         taxonomy queue (<review_dir>/taxonomy_queue.jsonl, `madef review` → /taxonomy) until a reviewer decides
@@ -120,45 +172,96 @@ def build_intent_assets(settings: Settings) -> list:
         queue_file.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in queue), encoding="utf-8")
         table = apply_taxonomy_decisions(mapped, taxonomy_decisions)
         by_status = table.group_by(["kind", "status"]).len().sort(["kind", "status"])
-        context.add_output_metadata({
-            "taxonomy_file": MetadataValue.path(str(settings.taxonomy_path)),
-            "queue_file": MetadataValue.path(str(queue_file)),
-            "decisions_file": MetadataValue.path(str(decisions_file)),
-            "queue_pending": len(queue) - table.filter(pl.col("status").is_in(["reviewed", "ignored"])).height,
-            "by_status": {f"{k}/{s}": int(n) for k, s, n in by_status.iter_rows()},
-        })
+        context.add_output_metadata(
+            {
+                "taxonomy_file": MetadataValue.path(str(settings.taxonomy_path)),
+                "queue_file": MetadataValue.path(str(queue_file)),
+                "decisions_file": MetadataValue.path(str(decisions_file)),
+                "queue_pending": len(queue) - table.filter(pl.col("status").is_in(["reviewed", "ignored"])).height,
+                "by_status": {f"{k}/{s}": int(n) for k, s, n in by_status.iter_rows()},
+            }
+        )
         return table
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, ins={**source_ins, "intent_labels": AssetIn(), "label_taxonomy": AssetIn()},
-           pool=POOL, check_specs=[coverage_check_spec()])
-    def prompt_categories(context: AssetExecutionContext, intent_labels: pl.DataFrame, label_taxonomy: pl.DataFrame, **sources: pl.DataFrame):
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "sql"},
+        ins={**source_ins, "intent_labels": AssetIn(), "label_taxonomy": AssetIn()},
+        pool=POOL,
+        check_specs=[coverage_check_spec()],
+    )
+    def prompt_categories(
+        context: AssetExecutionContext,
+        intent_labels: pl.DataFrame,
+        label_taxonomy: pl.DataFrame,
+        **sources: pl.DataFrame,
+    ):
         """One of the 14 categories for every attack prompt (majority of its mapped intent labels, else its
         source category) with the origin and whether labeler and source agree."""
-        table = run_sql("intent/prompt_categories", prompts=concat_prompts(sources), intent_labels=intent_labels, label_taxonomy=label_taxonomy)
+        table = run_sql(
+            "intent/prompt_categories",
+            prompts=concat_prompts(sources),
+            intent_labels=intent_labels,
+            label_taxonomy=label_taxonomy,
+        )
         both = table.filter(pl.col("agrees_with_source").is_not_null())
-        yield Output(table, metadata={
-            "labeler_source_agreement": round(float(both["agrees_with_source"].mean()), 4) if both.height else None,
-            "by_origin": {str(k): int(v) for k, v in table["category_origin"].value_counts().iter_rows()},
-        })
+        yield Output(
+            table,
+            metadata={
+                "labeler_source_agreement": round(float(both["agrees_with_source"].mean()), 4) if both.height else None,
+                "by_origin": {str(k): int(v) for k, v in table["category_origin"].value_counts().iter_rows()},
+            },
+        )
         yield coverage_result(context.asset_key, table)
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL)
-    def intent_distribution(context: AssetExecutionContext, intent_labels: pl.DataFrame,
-                            prompt_categories: pl.DataFrame, label_taxonomy: pl.DataFrame) -> pl.DataFrame:
+    def intent_distribution(
+        context: AssetExecutionContext,
+        intent_labels: pl.DataFrame,
+        prompt_categories: pl.DataFrame,
+        label_taxonomy: pl.DataFrame,
+    ) -> pl.DataFrame:
         """Prompts per source x category (a stacked bar chart) and the top 20 raw labels of each labeled source
         (one bar chart per source, bars coloured by category), as the paper's Figures 3-3..3-5 (§3.2); every
         chart is a PNG under <state_dir>/reports/ and shown in the metadata."""
-        table = run_sql("intent/intent_distribution", intent_labels=intent_labels, prompt_categories=prompt_categories,
-                        label_taxonomy=label_taxonomy, params=params_view(top_labels=TOP_LABELS))
+        table = run_sql(
+            "intent/intent_distribution",
+            intent_labels=intent_labels,
+            prompt_categories=prompt_categories,
+            label_taxonomy=label_taxonomy,
+            params=params_view(top_labels=TOP_LABELS),
+        )
         overall, per_source = intent_chart_paths(table, settings.state_dir / "reports")
-        charts = [stacked_bar_png(table.filter(pl.col("kind") == "source_category"), "source", "key", "prompts",
-                                  "Attack prompts per source and category", overall, stack_order=CATEGORIES)]
+        charts = [
+            stacked_bar_png(
+                table.filter(pl.col("kind") == "source_category"),
+                "source",
+                "key",
+                "prompts",
+                "Attack prompts per source and category",
+                overall,
+                stack_order=CATEGORIES,
+            )
+        ]
         raw = table.filter(pl.col("kind") == "raw_label")
-        charts += [bar_png(raw.filter(pl.col("source") == source), "key", "prompts", "category",
-                           f"Top {TOP_LABELS} intent labels: {source}", path, colour_order=CATEGORIES)
-                   for source, path in per_source.items()]
-        context.add_output_metadata({"chart": MetadataValue.md("\n\n".join(markdown_image(c) for c in charts)),
-                                     "chart_paths": [str(c) for c in charts]})
+        charts += [
+            bar_png(
+                raw.filter(pl.col("source") == source),
+                "key",
+                "prompts",
+                "category",
+                f"Top {TOP_LABELS} intent labels: {source}",
+                path,
+                colour_order=CATEGORIES,
+            )
+            for source, path in per_source.items()
+        ]
+        context.add_output_metadata(
+            {
+                "chart": MetadataValue.md("\n\n".join(markdown_image(c) for c in charts)),
+                "chart_paths": [str(c) for c in charts],
+            }
+        )
         return table
 
     return [intent_labels, taxonomy_decisions, label_taxonomy, prompt_categories, intent_distribution]

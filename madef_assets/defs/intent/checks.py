@@ -8,8 +8,12 @@ MIN_LABEL_COVERAGE = 0.5
 
 
 def coverage_check_spec() -> AssetCheckSpec:
-    return AssetCheckSpec(LABEL_COVERAGE_CHECK, asset=AssetKey("prompt_categories"),
-                          description=f"Warns when under {MIN_LABEL_COVERAGE:.0%} of labeled prompts have an intent label mapped to a category.")
+    return AssetCheckSpec(
+        LABEL_COVERAGE_CHECK,
+        asset=AssetKey("prompt_categories"),
+        description=f"Warns when under {MIN_LABEL_COVERAGE:.0%} of labeled prompts have an intent label "
+        "mapped to a category.",
+    )
 
 
 def coverage_result(asset_key: AssetKey, prompt_categories: pl.DataFrame) -> AssetCheckResult:
@@ -17,8 +21,14 @@ def coverage_result(asset_key: AssetKey, prompt_categories: pl.DataFrame) -> Ass
     covered = labeled.filter(pl.col("category_origin") == "intent").height
     share = covered / labeled.height if labeled.height else 0.0
     return AssetCheckResult(
-        asset_key=asset_key, check_name=LABEL_COVERAGE_CHECK, passed=share >= MIN_LABEL_COVERAGE,
+        asset_key=asset_key,
+        check_name=LABEL_COVERAGE_CHECK,
+        passed=share >= MIN_LABEL_COVERAGE,
         severity=AssetCheckSeverity.WARN,
-        metadata={"coverage": round(share, 4), "labeled": labeled.height, "with_mapped_intent": covered,
-                  "without_any_category": prompt_categories.filter(pl.col("category").is_null()).height},
+        metadata={
+            "coverage": round(share, 4),
+            "labeled": labeled.height,
+            "with_mapped_intent": covered,
+            "without_any_category": prompt_categories.filter(pl.col("category").is_null()).height,
+        },
     )

@@ -13,18 +13,31 @@ from madef_assets.review.decisions import latest_decisions
 IGNORE = "ignore"
 TAXONOMY_DECISIONS = (*CATEGORIES, IGNORE)
 REVIEWABLE = ("proposed", "unmapped")
-DECISION_SCHEMA = {"review_key": pl.Utf8, "decision": pl.Utf8, "reviewer": pl.Utf8, "note": pl.Utf8,
-                   "decided_at": pl.Utf8}
+DECISION_SCHEMA = {
+    "review_key": pl.Utf8,
+    "decision": pl.Utf8,
+    "reviewer": pl.Utf8,
+    "note": pl.Utf8,
+    "decided_at": pl.Utf8,
+}
 
 
 def taxonomy_queue(table: pl.DataFrame) -> list[dict]:
     """One queue item per raw intent label the taxonomy file does not map (proposed or unmapped), most frequent
     first, keyed by the label's normalized key; a decision is one of the 14 categories or `ignore`."""
     pending = table.filter((pl.col("kind") == "intent_label") & pl.col("status").is_in(REVIEWABLE))
-    return [{"review_key": row["key"], "label": row["label"], "count": row["count"], "status": row["status"],
-             "proposed": row["category"], "similarity": row["similarity"],
-             "allowed_decisions": list(TAXONOMY_DECISIONS)}
-            for row in pending.sort(["count", "key"], descending=[True, False]).iter_rows(named=True)]
+    return [
+        {
+            "review_key": row["key"],
+            "label": row["label"],
+            "count": row["count"],
+            "status": row["status"],
+            "proposed": row["category"],
+            "similarity": row["similarity"],
+            "allowed_decisions": list(TAXONOMY_DECISIONS),
+        }
+        for row in pending.sort(["count", "key"], descending=[True, False]).iter_rows(named=True)
+    ]
 
 
 def read_taxonomy_decisions(path: Path) -> tuple[pl.DataFrame, list[str]]:
@@ -32,8 +45,11 @@ def read_taxonomy_decisions(path: Path) -> tuple[pl.DataFrame, list[str]]:
     and latest decisions that are neither a category nor `ignore` (that label stays undecided)."""
     latest, problems = latest_decisions(path)
     valid = [record for record in latest.values() if record["decision"] in TAXONOMY_DECISIONS]
-    problems += [f"{path}: decision {r['decision']!r} for {r['review_key']!r} is not one of {list(TAXONOMY_DECISIONS)}"
-                 for r in latest.values() if r["decision"] not in TAXONOMY_DECISIONS]
+    problems += [
+        f"{path}: decision {r['decision']!r} for {r['review_key']!r} is not one of {list(TAXONOMY_DECISIONS)}"
+        for r in latest.values()
+        if r["decision"] not in TAXONOMY_DECISIONS
+    ]
     frame = pl.DataFrame([{k: r.get(k) for k in DECISION_SCHEMA} for r in valid], schema=DECISION_SCHEMA)
     return frame, problems
 
@@ -47,5 +63,7 @@ def apply_taxonomy_decisions(table: pl.DataFrame, decisions: pl.DataFrame) -> pl
     ignored = decision == IGNORE
     category = pl.when(ignored).then(pl.lit(None, pl.Utf8)).otherwise(decision)
     status = pl.when(ignored).then(pl.lit("ignored")).otherwise(pl.lit("reviewed"))
-    return table.with_columns(category=pl.when(open_).then(category).otherwise("category"),
-                              status=pl.when(open_).then(status).otherwise("status"))
+    return table.with_columns(
+        category=pl.when(open_).then(category).otherwise("category"),
+        status=pl.when(open_).then(status).otherwise("status"),
+    )

@@ -40,8 +40,11 @@ class Rule:
         tokens = _TOKENS.findall(label.lower())
         words = [t for t in tokens if t.isascii()]
         heads = {core for run in tokens if not run.isascii() for core in _cores(run)}
-        matched = [term for term in self.terms if (_words_match(term.split(" "), words) if term.isascii()
-                                                   else any(head.endswith(term) for head in heads))]
+        matched = [
+            term
+            for term in self.terms
+            if (_words_match(term.split(" "), words) if term.isascii() else any(head.endswith(term) for head in heads))
+        ]
         return max(map(len, matched), default=0)
 
 
@@ -55,8 +58,10 @@ def _cores(run: str) -> list[str]:
 
 def _words_match(term: list[str], words: list[str]) -> bool:
     n = len(term)
-    return any(words[i : i + n - 1] == term[:-1] and words[i + n - 1] in (term[-1], term[-1] + "s")
-               for i in range(len(words) - n + 1))
+    return any(
+        words[i : i + n - 1] == term[:-1] and words[i + n - 1] in (term[-1], term[-1] + "s")
+        for i in range(len(words) - n + 1)
+    )
 
 
 def check_rule_terms(rules: tuple[Rule, ...]) -> list[str]:
@@ -66,8 +71,10 @@ def check_rule_terms(rules: tuple[Rule, ...]) -> list[str]:
     for rule in rules:
         for term in rule.terms:
             if not (_CJK_TERM.fullmatch(term) or _EN_TERM.fullmatch(term)):
-                problems.append(f"rule {rule.category}: {term!r} is neither 2+ Chinese characters nor lower-case whole "
-                                "words of 3+ letters")
+                problems.append(
+                    f"rule {rule.category}: {term!r} is neither 2+ Chinese characters nor lower-case whole "
+                    "words of 3+ letters"
+                )
             elif term in GENERIC_SUFFIXES:
                 problems.append(f"rule {rule.category}: {term!r} is a generic suffix, not a safety term")
             if term in seen:

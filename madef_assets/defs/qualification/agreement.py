@@ -17,10 +17,23 @@ REFERENCE_COLUMNS = ("annotation_1", "annotation_2", "gpt4_label", "strmatch_lab
 # One row per judged gold row; columns a task's gold does not have are null (model, type, prompt_label and the
 # reference raters' labels are XSTest's; response and shown_first PKU-SafeRLHF's; id is XSTest's prompt id or
 # the PKU pair's row). panel_votes: the members' labels, comma-joined, when the judge is a panel of judge_models.
-JUDGEMENT_SCHEMA = {"task": pl.Utf8, "gold_set": pl.Utf8, "model": pl.Utf8, "id": pl.Int64, "type": pl.Utf8,
-                    "prompt_label": pl.Utf8, "response": pl.Utf8, "shown_first": pl.Utf8, "gold": pl.Utf8,
-                    **{column: pl.Utf8 for column in REFERENCE_COLUMNS}, "judge_models": pl.Utf8,
-                    "judge_label": pl.Utf8, "panel_votes": pl.Utf8, "judge_status": pl.Utf8, "judge_raw_output": pl.Utf8}
+JUDGEMENT_SCHEMA = {
+    "task": pl.Utf8,
+    "gold_set": pl.Utf8,
+    "model": pl.Utf8,
+    "id": pl.Int64,
+    "type": pl.Utf8,
+    "prompt_label": pl.Utf8,
+    "response": pl.Utf8,
+    "shown_first": pl.Utf8,
+    "gold": pl.Utf8,
+    **{column: pl.Utf8 for column in REFERENCE_COLUMNS},
+    "judge_models": pl.Utf8,
+    "judge_label": pl.Utf8,
+    "panel_votes": pl.Utf8,
+    "judge_status": pl.Utf8,
+    "judge_raw_output": pl.Utf8,
+}
 
 
 def judge_raters(rows: pl.DataFrame) -> dict[str, tuple[list[str], list[str]]]:
@@ -35,8 +48,9 @@ def judge_raters(rows: pl.DataFrame) -> dict[str, tuple[list[str], list[str]]]:
     return raters
 
 
-def judge_reports(table: pl.DataFrame, config: QualificationConfig,
-                  tasks: Sequence[Task] = TASKS) -> dict[str, dict[str, dict]]:
+def judge_reports(
+    table: pl.DataFrame, config: QualificationConfig, tasks: Sequence[Task] = TASKS
+) -> dict[str, dict[str, dict]]:
     """Per task with rows: the agreement report of the judge as used (first), of each panel member, and of
     the task's reference raters, with the profile's resamples and seed."""
     reports = {}
@@ -45,8 +59,10 @@ def judge_reports(table: pl.DataFrame, config: QualificationConfig,
         if not rows.height:
             continue
         raters = {**judge_raters(rows), **reference_raters(task, rows)}
-        reports[task.name] = {rater: agreement_report(gold, rated, task.labels, task.positive, config.n_resamples, config.seed)
-                              for rater, (gold, rated) in raters.items()}
+        reports[task.name] = {
+            rater: agreement_report(gold, rated, task.labels, task.positive, config.n_resamples, config.seed)
+            for rater, (gold, rated) in raters.items()
+        }
     return reports
 
 
@@ -63,13 +79,17 @@ def interval(value: float, bounds: tuple[float, float]) -> str:
 def agreement_table(reports: dict[str, dict[str, dict]]) -> str:
     """One markdown table: per task, the gold it is measured on and the judge's row among the reference
     raters'; F1 is that of the task's positive class, named in its own column."""
-    lines = ["| task | gold | rater | n | accuracy | Cohen's κ | positive | F1 (positive) | uncertain |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | gold | rater | n | accuracy | Cohen's κ | positive | F1 (positive) | uncertain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for task in TASKS:
         for rater, r in reports.get(task.name, {}).items():
-            lines.append(f"| {task.name} | {task.gold_set} | {rater} | {r['n']} | "
-                         f"{interval(r['accuracy'], r['accuracy_ci'])} | {interval(r['kappa'], r['kappa_ci'])} | "
-                         f"{task.positive} | {interval(r['f1'], r['f1_ci'])} | {r['unparsed_rate']:.3f} |")
+            lines.append(
+                f"| {task.name} | {task.gold_set} | {rater} | {r['n']} | "
+                f"{interval(r['accuracy'], r['accuracy_ci'])} | {interval(r['kappa'], r['kappa_ci'])} | "
+                f"{task.positive} | {interval(r['f1'], r['f1_ci'])} | {r['unparsed_rate']:.3f} |"
+            )
     return "\n".join(lines)
 
 

@@ -6,19 +6,39 @@ import json
 from pathlib import Path
 
 import polars as pl
-from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetIn, AssetKey,
-                     DataVersion, MetadataValue, Output, asset)
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    DataVersion,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from madef_assets.defs.frames import concat_prompts
 from madef_assets.defs.intent.labels import parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.panel import PanelAnswers, ask_panel
-from madef_assets.defs.qualification.agreement import (JUDGEMENT_SCHEMA, agreement_table, judge_reports,
-                                                       language_agreement_table)
+from madef_assets.defs.qualification.agreement import (
+    JUDGEMENT_SCHEMA,
+    agreement_table,
+    judge_reports,
+    language_agreement_table,
+)
 from madef_assets.defs.qualification.fitness import qualification_verdict
 from madef_assets.defs.qualification.gold import pku_saferlhf_pairs, xstest_human_labels
-from madef_assets.defs.qualification.labeler import (ALL_LANGUAGES, agreement_by_language, gold_prompts,
-                                                     labeling_prompts, labeling_table, sample_per_category)
+from madef_assets.defs.qualification.labeler import (
+    ALL_LANGUAGES,
+    agreement_by_language,
+    gold_prompts,
+    labeling_prompts,
+    labeling_table,
+    sample_per_category,
+)
 from madef_assets.defs.qualification.tasks import REFUSAL, TASKS, UNCERTAIN, GoldSets, Task, sample_gold, sample_pairs
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version
@@ -37,11 +57,20 @@ def confusion_metadata(report: dict, model: str, report_dir: Path) -> dict:
     `uncertain` is empty by construction and left out) as counts and as a PNG heat map."""
     columns = [*CATEGORIES, UNCERTAIN]
     counts = report["confusion"][: len(CATEGORIES)]
-    chart = heatmap_png(counts, list(CATEGORIES), columns, f"Labeler ({model}) vs the sources' categories",
-                        report_dir / "labeler_confusion.png", row_title="gold", column_title="predicted")
-    return {"confusion": {"rows_gold": list(CATEGORIES), "columns_predicted": columns, "counts": counts},
-            "confusion_chart": MetadataValue.md(markdown_image(chart)),
-            "confusion_chart_path": MetadataValue.path(str(chart))}
+    chart = heatmap_png(
+        counts,
+        list(CATEGORIES),
+        columns,
+        f"Labeler ({model}) vs the sources' categories",
+        report_dir / "labeler_confusion.png",
+        row_title="gold",
+        column_title="predicted",
+    )
+    return {
+        "confusion": {"rows_gold": list(CATEGORIES), "columns_predicted": columns, "counts": counts},
+        "confusion_chart": MetadataValue.md(markdown_image(chart)),
+        "confusion_chart_path": MetadataValue.path(str(chart)),
+    }
 
 
 def judged_rows(task: Task, rows: pl.DataFrame, answers: PanelAnswers) -> pl.DataFrame:
@@ -50,35 +79,67 @@ def judged_rows(task: Task, rows: pl.DataFrame, answers: PanelAnswers) -> pl.Dat
     results = answers.first.results
     votes = [",".join(v) for v in zip(*answers.votes)] if len(answers.models) > 1 else [None] * rows.height
     table = rows.with_columns(
-        task=pl.lit(task.name), gold_set=pl.lit(task.gold_set), judge_models=pl.lit(",".join(answers.models)),
-        judge_label=pl.Series(answers.labels, dtype=pl.Utf8), panel_votes=pl.Series(votes, dtype=pl.Utf8),
+        task=pl.lit(task.name),
+        gold_set=pl.lit(task.gold_set),
+        judge_models=pl.lit(",".join(answers.models)),
+        judge_label=pl.Series(answers.labels, dtype=pl.Utf8),
+        panel_votes=pl.Series(votes, dtype=pl.Utf8),
         judge_status=pl.Series([r.status for r in results], dtype=pl.Utf8),
-        judge_raw_output=pl.Series([r.output if isinstance(r.output, str) else None for r in results], dtype=pl.Utf8))
-    missing = [pl.lit(None, dtype=dtype).alias(column) for column, dtype in JUDGEMENT_SCHEMA.items()
-               if column not in table.columns]
+        judge_raw_output=pl.Series([r.output if isinstance(r.output, str) else None for r in results], dtype=pl.Utf8),
+    )
+    missing = [
+        pl.lit(None, dtype=dtype).alias(column)
+        for column, dtype in JUDGEMENT_SCHEMA.items()
+        if column not in table.columns
+    ]
     return table.with_columns(missing).select(list(JUDGEMENT_SCHEMA)).cast(JUDGEMENT_SCHEMA)
 
 
-def gate_result(check_name: str, report: dict, verdict: tuple[bool, str], config: QualificationConfig, min_kappa: float,
-                max_uncertain_rate: float) -> AssetCheckResult:
+def gate_result(
+    check_name: str,
+    report: dict,
+    verdict: tuple[bool, str],
+    config: QualificationConfig,
+    min_kappa: float,
+    max_uncertain_rate: float,
+) -> AssetCheckResult:
     """The blocking check's result: an error under `gate: block`, a warning (with its reason) under `warn`."""
     qualified, words = verdict
     return AssetCheckResult(
-        check_name=check_name, passed=qualified,
+        check_name=check_name,
+        passed=qualified,
         severity=AssetCheckSeverity.ERROR if config.gate == "block" else AssetCheckSeverity.WARN,
         description=words + (f" (gate: warn — {config.gate_reason})" if config.gate == "warn" else ""),
-        metadata={"kappa": round(report["kappa"], 4), "kappa_ci": [round(v, 4) for v in report["kappa_ci"]],
-                  "uncertain_rate": round(report["unparsed_rate"], 4), "n": report["n"], "min_kappa": min_kappa,
-                  "max_uncertain_rate": max_uncertain_rate, "gate": config.gate})
+        metadata={
+            "kappa": round(report["kappa"], 4),
+            "kappa_ci": [round(v, 4) for v in report["kappa_ci"]],
+            "uncertain_rate": round(report["unparsed_rate"], 4),
+            "n": report["n"],
+            "min_kappa": min_kappa,
+            "max_uncertain_rate": max_uncertain_rate,
+            "gate": config.gate,
+        },
+    )
 
 
 def build_qualification_assets(settings: Settings) -> list:
     config = settings.qualification
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=[AssetCheckSpec(
-        JUDGE_QUALIFIED, asset=AssetKey("judge_qualification"), blocking=True,
-        description="The judge's Cohen's κ against XSTest's human labels (refusal task) reaches qualification.min_kappa "
-                    "and its unparsed share stays under max_uncertain_rate; qualification.gate: warn only reports.")])
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        pool=POOL,
+        check_specs=[
+            AssetCheckSpec(
+                JUDGE_QUALIFIED,
+                asset=AssetKey("judge_qualification"),
+                blocking=True,
+                description="The judge's Cohen's κ against XSTest's human labels (refusal task) reaches "
+                "qualification.min_kappa "
+                "and its unparsed share stays under max_uncertain_rate; qualification.gate: warn only reports.",
+            )
+        ],
+    )
     def judge_qualification(context: AssetExecutionContext, judge: LLMResource):
         """The judge labels human-labeled data with the prompts and parsers it uses in the pipeline, through
         the ledger: refusal vs compliance vs partial on XSTest's answers (gold: the human final label),
@@ -87,15 +148,21 @@ def build_qualification_assets(settings: Settings) -> list:
         safer (the reward step's pairwise scores; gold: safer_response_id). Beside it on XSTest, from the same
         files and the same metric code: human annotator 2 vs 1, GPT-4's labels and XSTest's string matcher.
         Accuracy, Cohen's κ, F1, the confusion and 95 % bootstrap intervals; the gate is the refusal task's."""
-        gold = GoldSets(sample_gold(xstest_human_labels(config.gold_dir), config.per_model, config.seed),
-                        sample_pairs(pku_saferlhf_pairs(config.pku_gold_file), config.pku_pairs, config.seed))
+        gold = GoldSets(
+            sample_gold(xstest_human_labels(config.gold_dir), config.per_model, config.seed),
+            sample_pairs(pku_saferlhf_pairs(config.pku_gold_file), config.pku_pairs, config.seed),
+        )
         frames, metadata = [], {}
         for task in TASKS:
             rows, excluded = task.rows(gold, config.seed)
             records = rows.to_dicts()
-            answers = ask_panel(judge, rows["request"].to_list(), family_version(task.template),
-                                lambda result, i: task.read(result.output, records[i]) if result.status == "ok" else UNCERTAIN,
-                                context.log)
+            answers = ask_panel(
+                judge,
+                rows["request"].to_list(),
+                family_version(task.template),
+                lambda result, i: task.read(result.output, records[i]) if result.status == "ok" else UNCERTAIN,
+                context.log,
+            )
             frames.append(judged_rows(task, rows, answers))
             metadata[f"{task.name}_excluded_rows"] = excluded
             metadata.update({f"{task.name}_{k}": v for k, v in answers.metadata().items()})
@@ -103,30 +170,55 @@ def build_qualification_assets(settings: Settings) -> list:
         reports = judge_reports(table, config)
         for task_name, raters in reports.items():
             judge_report = next(iter(raters.values()))  # the judge as used: alone or its panel's majority
-            metadata[f"{task_name}_judge_kappa"] = {"kappa": round(judge_report["kappa"], 4),
-                                                    "kappa_ci": [round(v, 4) for v in judge_report["kappa_ci"]]}
-            metadata[f"{task_name}_judge_confusion"] = {"labels": judge_report["labels"],
-                                                        "rows_gold_columns_judge": judge_report["confusion"]}
+            metadata[f"{task_name}_judge_kappa"] = {
+                "kappa": round(judge_report["kappa"], 4),
+                "kappa_ci": [round(v, 4) for v in judge_report["kappa_ci"]],
+            }
+            metadata[f"{task_name}_judge_confusion"] = {
+                "labels": judge_report["labels"],
+                "rows_gold_columns_judge": judge_report["confusion"],
+            }
         refusal = next(iter(reports[REFUSAL.name].values()))
         qualified, words = qualification_verdict(refusal, config.min_kappa, config.max_uncertain_rate)
         # Data version: the judge's labels and the verdict (the same after a re-run from the ledger).
         models = [member.model for member in judge.panel()]
         version = hashlib.sha256(json.dumps([models, words, table.rows()], default=str).encode()).hexdigest()
-        yield Output(table, data_version=DataVersion(version), metadata={
-            **metadata, "judge_model": ", ".join(models), "verdict": words, "qualified": qualified,
-            "agreement": agreement_table(reports), "gold_rows": gold.xstest.height, "pku_gold_pairs": gold.pku.height})
-        yield gate_result(JUDGE_QUALIFIED, refusal, (qualified, words), config, config.min_kappa, config.max_uncertain_rate)
+        yield Output(
+            table,
+            data_version=DataVersion(version),
+            metadata={
+                **metadata,
+                "judge_model": ", ".join(models),
+                "verdict": words,
+                "qualified": qualified,
+                "agreement": agreement_table(reports),
+                "gold_rows": gold.xstest.height,
+                "pku_gold_pairs": gold.pku.height,
+            },
+        )
+        yield gate_result(
+            JUDGE_QUALIFIED, refusal, (qualified, words), config, config.min_kappa, config.max_uncertain_rate
+        )
 
     if not config.labeler_sources:
         return [judge_qualification]
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL,
-           ins={f"src_{name}": AssetIn(AssetKey(name)) for name in config.labeler_sources},
-           check_specs=[AssetCheckSpec(
-               LABELER_QUALIFIED, asset=LABELER_QUALIFICATION, blocking=True,
-               description="The labeler's Cohen's κ against the sources' own categories (all languages) reaches "
-                           "qualification.labeler_min_kappa and its share of prompts without a category stays under "
-                           "labeler_max_uncertain_rate; qualification.gate: warn only reports.")])
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        pool=POOL,
+        ins={f"src_{name}": AssetIn(AssetKey(name)) for name in config.labeler_sources},
+        check_specs=[
+            AssetCheckSpec(
+                LABELER_QUALIFIED,
+                asset=LABELER_QUALIFICATION,
+                blocking=True,
+                description="The labeler's Cohen's κ against the sources' own categories (all languages) reaches "
+                "qualification.labeler_min_kappa and its share of prompts without a category stays under "
+                "labeler_max_uncertain_rate; qualification.gate: warn only reports.",
+            )
+        ],
+    )
     def labeler_qualification(context: AssetExecutionContext, labeler: LLMResource, **sources: pl.DataFrame):
         """The labeler tags prompts whose category the data sets give (qualification.labeler_sources, mapped
         through the taxonomy; unmapped ones left out and counted), a seeded sample per language and category,
@@ -137,21 +229,47 @@ def build_qualification_assets(settings: Settings) -> list:
         taxonomy = Taxonomy.load(settings.taxonomy_path)
         gold, excluded = gold_prompts(concat_prompts(sources), taxonomy)
         sample = sample_per_category(gold, config.labeler_per_category, config.seed)
-        batch = labeler.generate(labeling_prompts(sample), template_version=family_version("intent_label"),
-                                 parse=parse_labels, log=context.log, refusals=True)
+        batch = labeler.generate(
+            labeling_prompts(sample),
+            template_version=family_version("intent_label"),
+            parse=parse_labels,
+            log=context.log,
+            refusals=True,
+        )
         table = labeling_table(sample, batch.results, taxonomy)
         reports = agreement_by_language(table, config.n_resamples, config.seed)
-        qualified, words = qualification_verdict(reports[ALL_LANGUAGES], config.labeler_min_kappa,
-                                                 config.labeler_max_uncertain_rate, "labeler", "categorised prompts")
+        qualified, words = qualification_verdict(
+            reports[ALL_LANGUAGES],
+            config.labeler_min_kappa,
+            config.labeler_max_uncertain_rate,
+            "labeler",
+            "categorised prompts",
+        )
         # Data version: the labeler's labels and the verdict (the same after a re-run from the ledger).
         version = hashlib.sha256(json.dumps([labeler.model, words, table.rows()], default=str).encode()).hexdigest()
-        yield Output(table, data_version=DataVersion(version), metadata={
-            **batch.metadata(), "labeler_model": labeler.model, "verdict": words, "qualified": qualified,
-            "agreement": MetadataValue.md(language_agreement_table(reports)),
-            **confusion_metadata(reports[ALL_LANGUAGES], labeler.model, settings.state_dir / "reports"),
-            "gold_rows": gold.height, "sampled_rows": sample.height, "excluded_rows": sum(excluded.values()),
-            "excluded_by_source_category": excluded})
-        yield gate_result(LABELER_QUALIFIED, reports[ALL_LANGUAGES], (qualified, words), config,
-                          config.labeler_min_kappa, config.labeler_max_uncertain_rate)
+        yield Output(
+            table,
+            data_version=DataVersion(version),
+            metadata={
+                **batch.metadata(),
+                "labeler_model": labeler.model,
+                "verdict": words,
+                "qualified": qualified,
+                "agreement": MetadataValue.md(language_agreement_table(reports)),
+                **confusion_metadata(reports[ALL_LANGUAGES], labeler.model, settings.state_dir / "reports"),
+                "gold_rows": gold.height,
+                "sampled_rows": sample.height,
+                "excluded_rows": sum(excluded.values()),
+                "excluded_by_source_category": excluded,
+            },
+        )
+        yield gate_result(
+            LABELER_QUALIFIED,
+            reports[ALL_LANGUAGES],
+            (qualified, words),
+            config,
+            config.labeler_min_kappa,
+            config.labeler_max_uncertain_rate,
+        )
 
     return [judge_qualification, labeler_qualification]

@@ -34,8 +34,9 @@ class Criterion:
     words: str
 
 
-def qualification_verdict(report: dict, min_kappa: float, max_uncertain_rate: float, role: str = "judge",
-                          unit: str = "human-labeled answers") -> tuple[bool, str]:
+def qualification_verdict(
+    report: dict, min_kappa: float, max_uncertain_rate: float, role: str = "judge", unit: str = "human-labeled answers"
+) -> tuple[bool, str]:
     """Whether a role qualifies from its agreement report, in words: κ with its interval, n, the reason."""
     kappa, (low, high) = report["kappa"], report["kappa_ci"]
     problems = []
@@ -60,11 +61,17 @@ def labeler_verdict(labeler_qualification: pl.DataFrame, config: QualificationCo
     """The labeler's verdict recomputed from labeler_qualification's rows (all languages), as its gate computes it."""
     if not labeler_qualification.height:
         return False, "labeler not measured against the sources' categories (no rows)"
-    report = agreement_report(labeler_qualification["gold_category"].to_list(),
-                              labeler_qualification["predicted_category"].to_list(), CATEGORIES, None,
-                              config.n_resamples, config.seed)
-    return qualification_verdict(report, config.labeler_min_kappa, config.labeler_max_uncertain_rate, "labeler",
-                                 "categorised prompts")
+    report = agreement_report(
+        labeler_qualification["gold_category"].to_list(),
+        labeler_qualification["predicted_category"].to_list(),
+        CATEGORIES,
+        None,
+        config.n_resamples,
+        config.seed,
+    )
+    return qualification_verdict(
+        report, config.labeler_min_kappa, config.labeler_max_uncertain_rate, "labeler", "categorised prompts"
+    )
 
 
 def role_criteria(asset: str, table: pl.DataFrame, method: MethodConfig) -> list[Criterion]:
@@ -81,11 +88,17 @@ def role_criteria(asset: str, table: pl.DataFrame, method: MethodConfig) -> list
 
     copy_words = f", {copies} of them copies" if copies else ""
     return [
-        Criterion(f"{role} refusals ({asset})", rate(refused) <= method.max_refusal_rate,
-                  f"{role} refused {refused} of {rows} ({rate(refused):.1%}; limit {method.max_refusal_rate:.0%}) in {asset}"),
-        Criterion(f"{role} failures ({asset})", rate(failed) <= method.max_parse_failure_rate,
-                  f"{role} failed or was unparseable on {failed} of {rows} ({rate(failed):.1%}{copy_words}; "
-                  f"limit {method.max_parse_failure_rate:.0%}) in {asset}"),
+        Criterion(
+            f"{role} refusals ({asset})",
+            rate(refused) <= method.max_refusal_rate,
+            f"{role} refused {refused} of {rows} ({rate(refused):.1%}; limit {method.max_refusal_rate:.0%}) in {asset}",
+        ),
+        Criterion(
+            f"{role} failures ({asset})",
+            rate(failed) <= method.max_parse_failure_rate,
+            f"{role} failed or was unparseable on {failed} of {rows} ({rate(failed):.1%}{copy_words}; "
+            f"limit {method.max_parse_failure_rate:.0%}) in {asset}",
+        ),
     ]
 
 

@@ -123,12 +123,18 @@ def _automated_labels(path: Path, column: str, completion_rows: dict[int, dict[s
         expected = completion_rows.get(prompt_id)
         if expected is None:
             raise GoldDataError(path, row, f"id {record['id']!r} is not in the completions file")
-        for field, value in (("type", record["type"]), ("prompt", record["prompt"]),
-                             ("completion", record["completion"]), ("final_label", final_label)):
+        for field, value in (
+            ("type", record["type"]),
+            ("prompt", record["prompt"]),
+            ("completion", record["completion"]),
+            ("final_label", final_label),
+        ):
             if value != expected[field]:
                 raise GoldDataError(
-                    path, row, f"{field} of id {record['id']!r} differs from the completions file: "
-                    f"{value[:80]!r} != {expected[field][:80]!r}"
+                    path,
+                    row,
+                    f"{field} of id {record['id']!r} differs from the completions file: "
+                    f"{value[:80]!r} != {expected[field][:80]!r}",
                 )
         by_id[prompt_id] = label
     missing = sorted(set(completion_rows) - set(by_id))
@@ -241,8 +247,9 @@ def _pku_label(record: dict[str, Any], field: str, native: type, mapping: dict[s
     value = record[field]
     label = mapping.get(str(value)) if type(value) in (native, str) else None
     if label is None:
-        raise GoldDataError(path, row, f"{field} {value!r} is not one of {sorted(mapping)} "
-                                       f"(as {native.__name__} or string)")
+        raise GoldDataError(
+            path, row, f"{field} {value!r} is not one of {sorted(mapping)} (as {native.__name__} or string)"
+        )
     return label
 
 
@@ -255,8 +262,10 @@ def _pku_pair(record: Any, path: Path, row: int) -> dict[str, Any]:
     for field in ("prompt", *PKU_RESPONSES):
         if not isinstance(record[field], str) or not record[field].strip():
             raise GoldDataError(path, row, f"{field} {str(record[field])[:80]!r} is not a non-empty string")
-    labels = {f"{response}_label": _pku_label(record, f"is_{response}_safe", bool, PKU_SAFETY, path, row)
-              for response in PKU_RESPONSES}
+    labels = {
+        f"{response}_label": _pku_label(record, f"is_{response}_safe", bool, PKU_SAFETY, path, row)
+        for response in PKU_RESPONSES
+    }
     safer = _pku_label(record, "safer_response_id", int, PKU_SAFER, path, row)
     return {"id": row, **{field: record[field] for field in ("prompt", *PKU_RESPONSES)}, **labels, "safer": safer}
 

@@ -146,9 +146,9 @@ def bootstrap_interval(
         raise ValueError(f"level must be between 0 and 1, got {level}")
     gold_rows, predicted_rows = list(gold), list(predicted)
     draws = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
-    values = np.array([
-        metric([gold_rows[i] for i in rows], [predicted_rows[i] for i in rows]) for rows in draws.tolist()
-    ])
+    values = np.array(
+        [metric([gold_rows[i] for i in rows], [predicted_rows[i] for i in rows]) for rows in draws.tolist()]
+    )
     low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return (float(low), float(high))
 

@@ -23,8 +23,14 @@ from madef_assets.defs.reward.scores import pair_prompt, parse_two_scores, swap_
 from madef_assets.llm.resource import ParseError
 from madef_assets.prompts import template
 
-_REFUSAL_CLASSES = {"full compliance": "compliance", "full refusal": "refusal", "partial refusal": "partial",
-                    "compliance": "compliance", "refusal": "refusal", "partial": "partial"}
+_REFUSAL_CLASSES = {
+    "full compliance": "compliance",
+    "full refusal": "refusal",
+    "partial refusal": "partial",
+    "compliance": "compliance",
+    "refusal": "refusal",
+    "partial": "partial",
+}
 # Longest first, so "full refusal" is never read as "refusal" of a partial class.
 _REFUSAL_PATTERN = re.compile("|".join(sorted(map(re.escape, _REFUSAL_CLASSES), key=len, reverse=True)), re.IGNORECASE)
 _OTHER_RESPONSE = {"response_0": "response_1", "response_1": "response_0"}
@@ -110,8 +116,14 @@ def harmfulness_rows(gold: GoldSets, seed: int) -> tuple[pl.DataFrame, int]:
 
 def pku_harmfulness_rows(gold: GoldSets, seed: int) -> tuple[pl.DataFrame, int]:
     """Both responses of every sampled PKU-SafeRLHF pair (`response` says which); gold: its safety label."""
-    rows = pl.concat([gold.pku.select("id", "prompt", response=pl.lit(response), completion=pl.col(response),
-                                      gold=pl.col(f"{response}_label")) for response in PKU_RESPONSES])
+    rows = pl.concat(
+        [
+            gold.pku.select(
+                "id", "prompt", response=pl.lit(response), completion=pl.col(response), gold=pl.col(f"{response}_label")
+            )
+            for response in PKU_RESPONSES
+        ]
+    )
     return _with_answer_requests(rows.sort("id", "response"), HARM_TEMPLATE), 0
 
 
@@ -119,21 +131,54 @@ def safer_response_rows(gold: GoldSets, seed: int) -> tuple[pl.DataFrame, int]:
     """One row per sampled PKU-SafeRLHF pair; gold: safer_response_id. As in the reward step, the pair is
     shown in a seeded random order per pair (`swap_order` of its id): `shown_first` is Response 1."""
     shown_first = ["response_1" if swap_order(str(pair), seed) else "response_0" for pair in gold.pku["id"]]
-    requests = [pair_prompt(row["prompt"], "en", row[first], row[_OTHER_RESPONSE[first]])
-                for row, first in zip(gold.pku.iter_rows(named=True), shown_first, strict=True)]
+    requests = [
+        pair_prompt(row["prompt"], "en", row[first], row[_OTHER_RESPONSE[first]])
+        for row, first in zip(gold.pku.iter_rows(named=True), shown_first, strict=True)
+    ]
     return gold.pku.select("id", "prompt", gold=pl.col("safer")).with_columns(
-        shown_first=pl.Series(shown_first, dtype=pl.String), request=pl.Series(requests, dtype=pl.String)), 0
+        shown_first=pl.Series(shown_first, dtype=pl.String), request=pl.Series(requests, dtype=pl.String)
+    ), 0
 
 
-REFUSAL = Task("refusal", XSTEST_GOLD, REFUSAL_TEMPLATE, ANSWER_CLASSES, "refusal", refusal_rows,
-               lambda output, _row: parse_refusal_class(output), {c: c for c in ANSWER_CLASSES})
-HARMFULNESS = Task("harmfulness", XSTEST_GOLD, HARM_TEMPLATE, ("safe", "unsafe"), "unsafe", harmfulness_rows,
-                   lambda output, _row: parse_harm_label(output), {**HARM_BY_ANSWER, "partial": UNCERTAIN})
-HARMFULNESS_PKU = Task("harmfulness_pku", PKU_SAFETY_GOLD, HARM_TEMPLATE, ("safe", "unsafe"), "unsafe",
-                       pku_harmfulness_rows, lambda output, _row: parse_harm_label(output))
+REFUSAL = Task(
+    "refusal",
+    XSTEST_GOLD,
+    REFUSAL_TEMPLATE,
+    ANSWER_CLASSES,
+    "refusal",
+    refusal_rows,
+    lambda output, _row: parse_refusal_class(output),
+    {c: c for c in ANSWER_CLASSES},
+)
+HARMFULNESS = Task(
+    "harmfulness",
+    XSTEST_GOLD,
+    HARM_TEMPLATE,
+    ("safe", "unsafe"),
+    "unsafe",
+    harmfulness_rows,
+    lambda output, _row: parse_harm_label(output),
+    {**HARM_BY_ANSWER, "partial": UNCERTAIN},
+)
+HARMFULNESS_PKU = Task(
+    "harmfulness_pku",
+    PKU_SAFETY_GOLD,
+    HARM_TEMPLATE,
+    ("safe", "unsafe"),
+    "unsafe",
+    pku_harmfulness_rows,
+    lambda output, _row: parse_harm_label(output),
+)
 # Which response is safer has no natural positive class: F1 is reported for response_0.
-SAFER_RESPONSE_PKU = Task("safer_response_pku", PKU_SAFER_GOLD, PAIR_TEMPLATE, PKU_RESPONSES, "response_0",
-                          safer_response_rows, lambda output, row: safer_choice(output, row["shown_first"]))
+SAFER_RESPONSE_PKU = Task(
+    "safer_response_pku",
+    PKU_SAFER_GOLD,
+    PAIR_TEMPLATE,
+    PKU_RESPONSES,
+    "response_0",
+    safer_response_rows,
+    lambda output, row: safer_choice(output, row["shown_first"]),
+)
 TASKS = (REFUSAL, HARMFULNESS, HARMFULNESS_PKU, SAFER_RESPONSE_PKU)
 
 
@@ -146,8 +191,11 @@ def sample_gold(labels: pl.DataFrame, per_model: int | None, seed: int) -> pl.Da
     for model in sorted(labels["model"].unique()):
         rows = labels.filter(pl.col("model") == model)
         share = min(1.0, per_model / rows.height)
-        parts.append(rows.group_by("final_label", maintain_order=True).map_groups(
-            lambda g: g.sample(n=max(1, round(g.height * share)), seed=seed)))
+        parts.append(
+            rows.group_by("final_label", maintain_order=True).map_groups(
+                lambda g: g.sample(n=max(1, round(g.height * share)), seed=seed)
+            )
+        )
     return pl.concat(parts).sort("model", "id")
 
 
@@ -165,10 +213,14 @@ def reference_raters(task: Task, rows: pl.DataFrame) -> dict[str, tuple[list[str
     whose gold has no reference raters (`reference_map` None)."""
     if task.reference_map is None:
         return {}
-    mapped = {column: [task.reference_map[v] for v in rows[column]]
-              for column in ("annotation_1", "annotation_2", "gpt4_label", "strmatch_label")}
+    mapped = {
+        column: [task.reference_map[v] for v in rows[column]]
+        for column in ("annotation_1", "annotation_2", "gpt4_label", "strmatch_label")
+    }
     gold = rows["gold"].to_list()
-    humans = [(first, second) for first, second in zip(mapped["annotation_1"], mapped["annotation_2"]) if first != UNCERTAIN]
+    humans = [
+        (first, second) for first, second in zip(mapped["annotation_1"], mapped["annotation_2"]) if first != UNCERTAIN
+    ]
     return {
         "human annotator 2 vs 1": ([first for first, _ in humans], [second for _, second in humans]),
         "GPT-4 (XSTest's labels)": (gold, mapped["gpt4_label"]),

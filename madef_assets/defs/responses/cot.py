@@ -19,7 +19,7 @@ def parse_cot(text: str) -> tuple[str, str]:
     match = ANSWER_MARKER.search(text)
     if not match:
         raise ParseError("no answer marker ('回答：' / 'Answer:') in the response")
-    reasoning, answer = text[: match.start()].strip(), text[match.end():].strip()
+    reasoning, answer = text[: match.start()].strip(), text[match.end() :].strip()
     if not reasoning:
         raise ParseError("empty safety analysis before the answer")
     if not answer:
@@ -30,7 +30,9 @@ def parse_cot(text: str) -> tuple[str, str]:
 MAX_SHARE_OF_PROMPT = 0.5
 
 
-def copy_problem(reasoning: str, answer: str, prompt: str, template_words: str, zh_chars: int, en_words: int) -> str | None:
+def copy_problem(
+    reasoning: str, answer: str, prompt: str, template_words: str, zh_chars: int, en_words: int
+) -> str | None:
     """Why a parsed answer is a copy rather than an answer, or None: it reproduces the template's worked
     example (a one-shot answer about another request), or mostly repeats the prompt it answers."""
     copied = shared_ngram(reasoning + "\n" + answer, [template_words], zh_chars, en_words)

@@ -20,7 +20,9 @@ JUDGE_QUALIFICATION = AssetKey("judge_qualification")
 def build_reward_assets(settings: Settings) -> list:
     method = settings.method
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("prompt_perplexity")))
+    @asset(
+        group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("prompt_perplexity"))
+    )
     def prompt_perplexity(context: AssetExecutionContext, scorer: LLMResource, attack_prompts: pl.DataFrame):
         """The scorer model's perplexity of every attack prompt (batched, length-sorted)."""
         batch = scorer.perplexity(attack_prompts["prompt"].to_list(), log=context.log)
@@ -31,52 +33,105 @@ def build_reward_assets(settings: Settings) -> list:
         yield Output(table, metadata=batch.metadata())
         yield from llm_gate_results(context.asset_key, table["status"], method)
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("response_safety_scores")),
-           deps=[JUDGE_QUALIFICATION])
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        pool=POOL,
+        check_specs=llm_gate_specs(AssetKey("response_safety_scores")),
+        deps=[JUDGE_QUALIFICATION],
+    )
     def response_safety_scores(context: AssetExecutionContext, judge: LLMResource, safe_responses: pl.DataFrame):
         """The judge's 0-1 score of each candidate response on the paper's criteria (safety with accuracy,
         completeness and human values, §3.4), both candidates in one prompt in a seeded random order
         (`original_first`, `scored_as` pair); an instruction with one candidate is scored alone on the same
         criteria and scale (`scored_as` single)."""
         plan = plan_response_judging(safe_responses.to_dicts(), method.seed)
-        pair_batch = judge.generate([p for _, p in plan.pairs], template_version=family_version("response_pair_safety"), parse=parse_two_scores,
-                                    log=context.log, refusals=True)
+        pair_batch = judge.generate(
+            [p for _, p in plan.pairs],
+            template_version=family_version("response_pair_safety"),
+            parse=parse_two_scores,
+            log=context.log,
+            refusals=True,
+        )
         plan.apply_pairs(pair_batch.results)
-        single_batch = judge.generate([p for _, _, p in plan.singles], template_version=family_version("response_single_safety"), parse=parse_one_score,
-                                      log=context.log, refusals=True)
+        single_batch = judge.generate(
+            [p for _, _, p in plan.singles],
+            template_version=family_version("response_single_safety"),
+            parse=parse_one_score,
+            log=context.log,
+            refusals=True,
+        )
         plan.apply_singles(single_batch.results)
-        schema = {"prompt_id": pl.Utf8, "candidates": pl.Int64, "scored_as": pl.Utf8, "original_first": pl.Boolean,
-                  "safe_response_score": pl.Float64, "original_response_score": pl.Float64, "status": pl.Utf8,
-                  "error": pl.Utf8, "raw_output": pl.Utf8}
+        schema = {
+            "prompt_id": pl.Utf8,
+            "candidates": pl.Int64,
+            "scored_as": pl.Utf8,
+            "original_first": pl.Boolean,
+            "safe_response_score": pl.Float64,
+            "original_response_score": pl.Float64,
+            "status": pl.Utf8,
+            "error": pl.Utf8,
+            "raw_output": pl.Utf8,
+        }
         table = pl.DataFrame(plan.rows, schema=schema)
         kinds = table.group_by("scored_as").len().sort("scored_as", nulls_last=True).iter_rows()
-        yield Output(table, metadata={"scored_as": {kind or "no_candidate": int(count) for kind, count in kinds},
-                                      **{f"pairs_{k}": v for k, v in pair_batch.metadata().items()},
-                                      **{f"singles_{k}": v for k, v in single_batch.metadata().items()}})
+        yield Output(
+            table,
+            metadata={
+                "scored_as": {kind or "no_candidate": int(count) for kind, count in kinds},
+                **{f"pairs_{k}": v for k, v in pair_batch.metadata().items()},
+                **{f"singles_{k}": v for k, v in single_batch.metadata().items()},
+            },
+        )
         judged = table.filter(pl.col("status") != "no_candidate")["status"]
         yield from llm_gate_results(context.asset_key, judged, method)
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("instruction_safety_scores")),
-           deps=[JUDGE_QUALIFICATION])
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        pool=POOL,
+        check_specs=llm_gate_specs(AssetKey("instruction_safety_scores")),
+        deps=[JUDGE_QUALIFICATION],
+    )
     def instruction_safety_scores(context: AssetExecutionContext, judge: LLMResource, attack_prompts: pl.DataFrame):
         """The judge's safety score (0-1) of each instruction itself; low means a hard, unsafe instruction."""
-        rendered = [template("instruction_safety", lang).render(prompt=p) for lang, p in zip(attack_prompts["lang"], attack_prompts["prompt"])]
-        batch = judge.generate(rendered, template_version=family_version("instruction_safety"), parse=parse_one_score, log=context.log,
-                               refusals=True)
+        rendered = [
+            template("instruction_safety", lang).render(prompt=p)
+            for lang, p in zip(attack_prompts["lang"], attack_prompts["prompt"])
+        ]
+        batch = judge.generate(
+            rendered,
+            template_version=family_version("instruction_safety"),
+            parse=parse_one_score,
+            log=context.log,
+            refusals=True,
+        )
         table = attack_prompts.select("prompt_id").with_columns(
-            pl.Series("instruction_safety", [r.value if r.status == "ok" else None for r in batch.results], dtype=pl.Float64),
+            pl.Series(
+                "instruction_safety", [r.value if r.status == "ok" else None for r in batch.results], dtype=pl.Float64
+            ),
             **{k: pl.Series(k, v) for k, v in status_columns(batch).items()},
         )
         yield Output(table, metadata=batch.metadata())
         yield from llm_gate_results(context.asset_key, table["status"], method)
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, check_specs=[score_range_spec()])
-    def reward_features(context: AssetExecutionContext, safe_responses: pl.DataFrame, prompt_perplexity: pl.DataFrame,
-                        response_safety_scores: pl.DataFrame, instruction_safety_scores: pl.DataFrame):
+    def reward_features(
+        context: AssetExecutionContext,
+        safe_responses: pl.DataFrame,
+        prompt_perplexity: pl.DataFrame,
+        response_safety_scores: pl.DataFrame,
+        instruction_safety_scores: pl.DataFrame,
+    ):
         """One row per instruction: perplexity, response safety scores, instruction safety, and which
         candidate response is better (dbt_like_sql/reward/reward_features.sql)."""
-        table = run_sql("reward/reward_features", safe_responses=safe_responses, prompt_perplexity=prompt_perplexity,
-                        response_safety_scores=response_safety_scores, instruction_safety_scores=instruction_safety_scores)
+        table = run_sql(
+            "reward/reward_features",
+            safe_responses=safe_responses,
+            prompt_perplexity=prompt_perplexity,
+            response_safety_scores=response_safety_scores,
+            instruction_safety_scores=instruction_safety_scores,
+        )
         complete = table.drop_nulls(["perplexity", "chosen_score", "instruction_safety"]).height
         yield Output(table, metadata={"rows_with_all_features": complete})
         yield score_range_result(table)

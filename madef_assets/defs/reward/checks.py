@@ -8,15 +8,21 @@ SCORE_COLUMNS = ("safe_response_score", "original_response_score", "instruction_
 
 
 def score_range_spec() -> AssetCheckSpec:
-    return AssetCheckSpec("scores_in_range", asset=REWARD_FEATURES, blocking=True,
-                          description="Safety scores lie in [0, 1] and perplexities are at least 1.")
+    return AssetCheckSpec(
+        "scores_in_range",
+        asset=REWARD_FEATURES,
+        blocking=True,
+        description="Safety scores lie in [0, 1] and perplexities are at least 1.",
+    )
 
 
 def score_range_result(table: pl.DataFrame) -> AssetCheckResult:
     bad_scores = {c: int(((table[c] < 0) | (table[c] > 1)).sum()) for c in SCORE_COLUMNS}
     bad_perplexity = int((table["perplexity"] < 1).sum())
     return AssetCheckResult(
-        asset_key=REWARD_FEATURES, check_name="scores_in_range", severity=AssetCheckSeverity.ERROR,
+        asset_key=REWARD_FEATURES,
+        check_name="scores_in_range",
+        severity=AssetCheckSeverity.ERROR,
         passed=not any(bad_scores.values()) and bad_perplexity == 0,
         metadata={**{f"out_of_range_{k}": v for k, v in bad_scores.items()}, "perplexity_below_1": bad_perplexity},
     )

@@ -78,12 +78,24 @@ def plan_response_judging(instructions: list[dict[str, Any]], seed: int) -> Resp
     plan = ResponseJudging()
     for row in instructions:
         candidates = [(name, row[f"{name}_response"]) for name in ("safe", "original") if row[f"{name}_response"]]
-        entry = {"prompt_id": row["prompt_id"], "candidates": len(candidates),
-                 "scored_as": SCORED_AS.get(len(candidates)), "original_first": None, "safe_response_score": None,
-                 "original_response_score": None, "status": "no_candidate", "error": None, "raw_output": None}
+        entry = {
+            "prompt_id": row["prompt_id"],
+            "candidates": len(candidates),
+            "scored_as": SCORED_AS.get(len(candidates)),
+            "original_first": None,
+            "safe_response_score": None,
+            "original_response_score": None,
+            "status": "no_candidate",
+            "error": None,
+            "raw_output": None,
+        }
         if len(candidates) == 2:
             entry["original_first"] = swap_order(row["prompt_id"], seed)
-            first, second = (row["original_response"], row["safe_response"]) if entry["original_first"] else (row["safe_response"], row["original_response"])
+            first, second = (
+                (row["original_response"], row["safe_response"])
+                if entry["original_first"]
+                else (row["safe_response"], row["original_response"])
+            )
             rendered = pair_prompt(row["prompt"], row["lang"], first, second)
             plan.pairs.append((len(plan.rows), rendered))
         elif candidates:

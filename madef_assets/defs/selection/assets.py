@@ -8,11 +8,22 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, DataVersion, Failure, MetadataValue, Output, asset
 
 from madef_assets.defs.frames import concat_prompts, params_view
-from madef_assets.defs.qualification.fitness import (ROLE_ASSETS, Criterion, fitness_markdown, fitness_verdict, judge_verdict,
-                                                    labeler_verdict, role_criteria)
-from madef_assets.defs.selection.card import (combine_licenses, licenses_table, provenance, render_card,
-                                              shared_files)
-from madef_assets.defs.selection.checks import contamination_references, contamination_result, contamination_spec, decontaminate
+from madef_assets.defs.qualification.fitness import (
+    ROLE_ASSETS,
+    Criterion,
+    fitness_markdown,
+    fitness_verdict,
+    judge_verdict,
+    labeler_verdict,
+    role_criteria,
+)
+from madef_assets.defs.selection.card import combine_licenses, licenses_table, provenance, render_card, shared_files
+from madef_assets.defs.selection.checks import (
+    contamination_references,
+    contamination_result,
+    contamination_spec,
+    decontaminate,
+)
 from madef_assets.defs.selection.contamination import general_eval_questions
 from madef_assets.defs.selection.export import publish_staged, stage_llamafactory_dataset, staging_dir, withdraw_dataset
 from madef_assets.reports import markdown_table
@@ -22,13 +33,21 @@ from madef_assets.storage import run_sql
 GROUP = "selection"
 POOL = "duckdb"
 FITNESS_SCHEMA = {"criterion": pl.Utf8, "passed": pl.Boolean, "words": pl.Utf8}
-FOLDER_SCHEMA = {"path": pl.Utf8, "sft_version": pl.Utf8, "files_version": pl.Utf8, "rows": pl.Int64, "formats": pl.Utf8}
+FOLDER_SCHEMA = {
+    "path": pl.Utf8,
+    "sft_version": pl.Utf8,
+    "files_version": pl.Utf8,
+    "rows": pl.Int64,
+    "formats": pl.Utf8,
+}
 
 
 def sft_content_version(table: pl.DataFrame, formats: tuple[str, ...]) -> str:
     """sha256 of the SFT set's content (columns and rows, in order) and export formats: the data version
     of sft_dataset, so a rebuild that produces the same set is not a change to anything downstream."""
-    payload = json.dumps({"columns": table.columns, "rows": table.rows(), "formats": list(formats)}, ensure_ascii=False, default=str)
+    payload = json.dumps(
+        {"columns": table.columns, "rows": table.rows(), "formats": list(formats)}, ensure_ascii=False, default=str
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -64,18 +83,25 @@ def build_selection_assets(settings: Settings) -> list:
         scores apart) and a hard instruction, capped per category and, with method.sft_total, to the total
         left after method.general_sample_size (dbt_like_sql/selection/safety_sft_selected.sql; thresholds in
         method.selection)."""
-        params = params_view(perplexity_quantile=selection.perplexity_quantile,
-                             min_response_safety=selection.min_response_safety,
-                             min_single_response_safety=single_threshold(selection),
-                             max_instruction_safety=selection.max_instruction_safety,
-                             per_category_cap=selection.per_category_cap,
-                             safety_target=safety_target(method.sft_total, method.general_sample_size))
+        params = params_view(
+            perplexity_quantile=selection.perplexity_quantile,
+            min_response_safety=selection.min_response_safety,
+            min_single_response_safety=single_threshold(selection),
+            max_instruction_safety=selection.max_instruction_safety,
+            per_category_cap=selection.per_category_cap,
+            safety_target=safety_target(method.sft_total, method.general_sample_size),
+        )
         table = run_sql("selection/safety_sft_selected", reward_features=reward_features, params=params)
-        context.add_output_metadata({
-            "rows_in": reward_features.height, "thresholds": MetadataValue.json(params.to_dicts()[0]),
-            "scored_as_in": per_value(reward_features.drop_nulls("chosen_score"), "scored_as"),
-            "scored_as_selected": per_value(table, "scored_as"), "per_lang": per_value(table, "lang"),
-            "per_category": per_value(table, "category")})
+        context.add_output_metadata(
+            {
+                "rows_in": reward_features.height,
+                "thresholds": MetadataValue.json(params.to_dicts()[0]),
+                "scored_as_in": per_value(reward_features.drop_nulls("chosen_score"), "scored_as"),
+                "scored_as_selected": per_value(table, "scored_as"),
+                "per_lang": per_value(table, "lang"),
+                "per_category": per_value(table, "category"),
+            }
+        )
         return table
 
     general_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in method.general_sources}
@@ -84,18 +110,31 @@ def build_selection_assets(settings: Settings) -> list:
     def general_sft_sample(context: AssetExecutionContext, **sources: pl.DataFrame) -> pl.DataFrame:
         """General instruction data sampled to method.general_sample_size, method.general_zh_share of it Chinese
         (the paper's general data is Chinese-first; null: languages in proportion), stratified by source."""
-        table = run_sql("selection/general_sft_sample", general=concat_prompts(sources),
-                        params=params_view(sample_size=method.general_sample_size, seed=method.seed,
-                                           zh_share=method.general_zh_share))
-        context.add_output_metadata({"per_source": per_value(table, "source"), "per_lang": per_value(table, "lang"),
-                                     "zh_share_target": method.general_zh_share,
-                                     "zh_share": round(table["lang"].eq("zh").mean(), 4) if table.height else None})
+        table = run_sql(
+            "selection/general_sft_sample",
+            general=concat_prompts(sources),
+            params=params_view(
+                sample_size=method.general_sample_size, seed=method.seed, zh_share=method.general_zh_share
+            ),
+        )
+        context.add_output_metadata(
+            {
+                "per_source": per_value(table, "source"),
+                "per_lang": per_value(table, "lang"),
+                "zh_share_target": method.general_zh_share,
+                "zh_share": round(table["lang"].eq("zh").mean(), 4) if table.height else None,
+            }
+        )
         return table
 
     labeler_ins = {"labeler_qualification": AssetIn()} if settings.qualification.labeler_sources else {}
 
-    @asset(group_name=GROUP, kinds={"duckdb", "polars"}, pool=POOL,
-           ins={"judge_qualification": AssetIn(), **labeler_ins, **{name: AssetIn() for name in ROLE_ASSETS}})
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "polars"},
+        pool=POOL,
+        ins={"judge_qualification": AssetIn(), **labeler_ins, **{name: AssetIn() for name in ROLE_ASSETS}},
+    )
     def sft_fitness(context: AssetExecutionContext, judge_qualification: pl.DataFrame, **steps: pl.DataFrame) -> Output:
         """The fitness verdict in plain words, from the gates: each role qualified against human labels or
         not, and each LLM step's refusal and failure (incl. copy) rates against the profile's limits. One
@@ -104,20 +143,44 @@ def build_selection_assets(settings: Settings) -> list:
         qualified, words = judge_verdict(judge_qualification, settings.qualification)
         criteria = [Criterion("judge qualification", qualified, words)]
         if "labeler_qualification" in steps:
-            criteria.append(Criterion("labeler qualification", *labeler_verdict(steps.pop("labeler_qualification"),
-                                                                                settings.qualification)))
+            criteria.append(
+                Criterion(
+                    "labeler qualification",
+                    *labeler_verdict(steps.pop("labeler_qualification"), settings.qualification),
+                )
+            )
         criteria += [c for name in ROLE_ASSETS for c in role_criteria(name, steps[name], method)]
         table = pl.DataFrame([(c.name, c.passed, c.words) for c in criteria], schema=FITNESS_SCHEMA, orient="row")
         version = hashlib.sha256(json.dumps(table.rows(), ensure_ascii=False).encode("utf-8")).hexdigest()
-        return Output(table, data_version=DataVersion(version), metadata={"verdict": fitness_verdict(criteria), "criteria": MetadataValue.md(fitness_markdown(criteria))})
+        return Output(
+            table,
+            data_version=DataVersion(version),
+            metadata={"verdict": fitness_verdict(criteria), "criteria": MetadataValue.md(fitness_markdown(criteria))},
+        )
 
     eval_ins = {f"eval_{name}": AssetIn(AssetKey(name)) for name in method.eval_sources}
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql", "json"}, pool=POOL, check_specs=[contamination_spec()],
-           ins={"safety_sft_selected": AssetIn(), "general_sft_sample": AssetIn(), "sft_fitness": AssetIn(),
-                "attack_prompts": AssetIn(), **eval_ins})
-    def sft_dataset(context: AssetExecutionContext, safety_sft_selected: pl.DataFrame, general_sft_sample: pl.DataFrame,
-                    sft_fitness: pl.DataFrame, attack_prompts: pl.DataFrame, **eval_sources: pl.DataFrame):
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "sql", "json"},
+        pool=POOL,
+        check_specs=[contamination_spec()],
+        ins={
+            "safety_sft_selected": AssetIn(),
+            "general_sft_sample": AssetIn(),
+            "sft_fitness": AssetIn(),
+            "attack_prompts": AssetIn(),
+            **eval_ins,
+        },
+    )
+    def sft_dataset(
+        context: AssetExecutionContext,
+        safety_sft_selected: pl.DataFrame,
+        general_sft_sample: pl.DataFrame,
+        sft_fitness: pl.DataFrame,
+        attack_prompts: pl.DataFrame,
+        **eval_sources: pl.DataFrame,
+    ):
         """The SFT set (selected safety samples + general sample) without the rows that share a long n-gram
         with an evaluation prompt or a general-capability question (method.decontaminate; removed rows are
         counted per reference in the metadata), then gated by the blocking contamination check against the
@@ -128,14 +191,20 @@ def build_selection_assets(settings: Settings) -> list:
         achieved mix by kind, category, language, source, route and scored_as (dbt_like_sql/selection/sft_mix.sql),
         beside method.sft_total.
         Data version: the hash of the content."""
-        table = run_sql("selection/sft_dataset", safety_sft_selected=safety_sft_selected, general_sft_sample=general_sft_sample)
-        references = contamination_references(concat_prompts(eval_sources), general_eval_questions(settings.evaluation.general))
+        table = run_sql(
+            "selection/sft_dataset", safety_sft_selected=safety_sft_selected, general_sft_sample=general_sft_sample
+        )
+        references = contamination_references(
+            concat_prompts(eval_sources), general_eval_questions(settings.evaluation.general)
+        )
         decontamination = {}
         if method.decontaminate:
             table, decontamination = decontaminate(table, references, method)
             if decontamination["rows_removed"]:
-                context.log.info(f"decontamination removed {decontamination['rows_removed']} of {decontamination['rows_in']} "
-                                 f"rows: {decontamination['removed_by_reference']}")
+                context.log.info(
+                    f"decontamination removed {decontamination['rows_removed']} of {decontamination['rows_in']} "
+                    f"rows: {decontamination['removed_by_reference']}"
+                )
         version = sft_content_version(table, method.sft_formats)
         gate = contamination_result(table, references, method)
         folder = method.sft_export_dir
@@ -143,30 +212,55 @@ def build_selection_assets(settings: Settings) -> list:
         licenses = licenses_table(shared, {name: source.license for name, source in settings.sources.items()})
         terms = combine_licenses(dict(licenses.select("source", "license").iter_rows()))
         if gate.passed:
-            card = render_card(shared, licenses, terms,
-                               provenance(settings, references, decontamination, fitness_sentence(sft_fitness)))
-            files = stage_llamafactory_dataset(table.select("instruction", "input", "output").to_dicts(), folder,
-                                               method.sft_formats, version, shared_files(shared, licenses, terms, card),
-                                               {"license": {"terms": terms.terms, "reason": terms.reason}})
-            export = {"staged_dir": MetadataValue.path(str(staging_dir(folder))),
-                      "files": MetadataValue.json({k: str(v) for k, v in files.items()})}
+            card = render_card(
+                shared,
+                licenses,
+                terms,
+                provenance(settings, references, decontamination, fitness_sentence(sft_fitness)),
+            )
+            files = stage_llamafactory_dataset(
+                table.select("instruction", "input", "output").to_dicts(),
+                folder,
+                method.sft_formats,
+                version,
+                shared_files(shared, licenses, terms, card),
+                {"license": {"terms": terms.terms, "reason": terms.reason}},
+            )
+            export = {
+                "staged_dir": MetadataValue.path(str(staging_dir(folder))),
+                "files": MetadataValue.json({k: str(v) for k, v in files.items()}),
+            }
         else:
             removed = withdraw_dataset(folder)
-            context.log.warning(f"contamination gate blocked the SFT set: nothing staged; withdrew {removed or 'nothing'} from {folder}")
+            context.log.warning(
+                f"contamination gate blocked the SFT set: nothing staged; withdrew {removed or 'nothing'} from {folder}"
+            )
             export = {"withdrawn": MetadataValue.json(removed)}
-        yield Output(table, data_version=DataVersion(version if gate.passed else f"blocked-{version}"), metadata={
-            "fitness_verdict": fitness_sentence(sft_fitness),
-            "license_terms": f"{terms.terms} ({terms.reason})", "licenses": MetadataValue.md(markdown_table(licenses)),
-            "content_version": version,
-            **{f"decontamination_{k}": MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in decontamination.items()},
-            "dataset_dir": MetadataValue.path(str(folder)),
-            **export,
-            "per_kind": {k: int(v) for k, v in table.group_by("kind").len().sort("kind").iter_rows()},
-            "per_category": {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()},
-            "sft_total_target": method.sft_total, "sft_total": table.height,
-            "mix": MetadataValue.md(markdown_table(run_sql("selection/sft_mix", sft=table, attack=attack_prompts,
-                                                           selected=safety_sft_selected))),
-        })
+        yield Output(
+            table,
+            data_version=DataVersion(version if gate.passed else f"blocked-{version}"),
+            metadata={
+                "fitness_verdict": fitness_sentence(sft_fitness),
+                "license_terms": f"{terms.terms} ({terms.reason})",
+                "licenses": MetadataValue.md(markdown_table(licenses)),
+                "content_version": version,
+                **{
+                    f"decontamination_{k}": MetadataValue.json(v) if isinstance(v, (dict, list)) else v
+                    for k, v in decontamination.items()
+                },
+                "dataset_dir": MetadataValue.path(str(folder)),
+                **export,
+                "per_kind": {k: int(v) for k, v in table.group_by("kind").len().sort("kind").iter_rows()},
+                "per_category": {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()},
+                "sft_total_target": method.sft_total,
+                "sft_total": table.height,
+                "mix": MetadataValue.md(
+                    markdown_table(
+                        run_sql("selection/sft_mix", sft=table, attack=attack_prompts, selected=safety_sft_selected)
+                    )
+                ),
+            },
+        )
         yield gate
 
     @asset(group_name=GROUP, kinds={"duckdb", "json"}, pool=POOL)
@@ -181,10 +275,27 @@ def build_selection_assets(settings: Settings) -> list:
             manifest = publish_staged(method.sft_export_dir, version)
         except (FileNotFoundError, ValueError) as exc:
             raise Failure(description=str(exc)) from exc
-        table = pl.DataFrame([{"path": str(method.sft_export_dir), "sft_version": version, "files_version": manifest["files_version"],
-                               "rows": manifest["rows"], "formats": ",".join(manifest["formats"])}], schema=FOLDER_SCHEMA)
-        return Output(table, data_version=DataVersion(manifest["files_version"]), metadata={
-            "dataset_dir": MetadataValue.path(str(method.sft_export_dir)), "rows": manifest["rows"],
-            "files": MetadataValue.json(manifest["files"]), "sft_version": version})
+        table = pl.DataFrame(
+            [
+                {
+                    "path": str(method.sft_export_dir),
+                    "sft_version": version,
+                    "files_version": manifest["files_version"],
+                    "rows": manifest["rows"],
+                    "formats": ",".join(manifest["formats"]),
+                }
+            ],
+            schema=FOLDER_SCHEMA,
+        )
+        return Output(
+            table,
+            data_version=DataVersion(manifest["files_version"]),
+            metadata={
+                "dataset_dir": MetadataValue.path(str(method.sft_export_dir)),
+                "rows": manifest["rows"],
+                "files": MetadataValue.json(manifest["files"]),
+                "sft_version": version,
+            },
+        )
 
     return [safety_sft_selected, general_sft_sample, sft_fitness, sft_dataset, sft_dataset_folder]

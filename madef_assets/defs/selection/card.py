@@ -21,8 +21,15 @@ UNKNOWN_TERMS = "unknown: check before use"
 PERMISSIVE = ("Apache-2.0", "MIT", "BSD-2-Clause", "BSD-3-Clause")
 CC = re.compile(r"CC-BY(?P<nc>-NC)?(?P<sa>-SA)?-(?P<version>\d\.\d)")
 # The templates whose prompts built the set: intent labels, augmentation, responses and the reward features.
-SFT_TEMPLATES = ("intent_label", "attack_rewrite", "derive_question", "safe_response", "response_pair_safety",
-                 "response_single_safety", "instruction_safety")
+SFT_TEMPLATES = (
+    "intent_label",
+    "attack_rewrite",
+    "derive_question",
+    "safe_response",
+    "response_pair_safety",
+    "response_single_safety",
+    "instruction_safety",
+)
 
 
 @dataclass(frozen=True)
@@ -47,21 +54,30 @@ def combine_licenses(licenses: Mapping[str, str]) -> CombinedTerms:
     if nc or sa:
         version = max(m["version"] for m in cc.values())
         terms = f"CC-BY{'-NC' if nc else ''}{'-SA' if sa else ''}-{version}"
-        why = [f"{word} from {', '.join(f'{s} ({licenses[s]})' for s in names)}"
-               for word, names in (("non-commercial", nc), ("share-alike", sa)) if names]
+        why = [
+            f"{word} from {', '.join(f'{s} ({licenses[s]})' for s in names)}"
+            for word, names in (("non-commercial", nc), ("share-alike", sa))
+            if names
+        ]
         return CombinedTerms(terms, "; ".join(why), terms.lower())
     ids = sorted(set(licenses.values()))
-    return CombinedTerms(f"permissive (attribution): {', '.join(ids)}",
-                         "every source allows commercial use with attribution; keep each source's notice",
-                         [i.lower() for i in ids])
+    return CombinedTerms(
+        f"permissive (attribution): {', '.join(ids)}",
+        "every source allows commercial use with attribution; keep each source's notice",
+        [i.lower() for i in ids],
+    )
 
 
 def licenses_table(rows: pl.DataFrame, source_licenses: Mapping[str, str]) -> pl.DataFrame:
     """Every source with rows in the set (its `source` column): license and rows contributed."""
     counts = rows.group_by("source").len().sort("source")
-    return pl.DataFrame({"source": counts["source"],
-                         "license": [source_licenses.get(s, "unknown") for s in counts["source"]],
-                         "rows": counts["len"].cast(pl.Int64)})
+    return pl.DataFrame(
+        {
+            "source": counts["source"],
+            "license": [source_licenses.get(s, "unknown") for s in counts["source"]],
+            "rows": counts["len"].cast(pl.Int64),
+        }
+    )
 
 
 def size_category(rows: int) -> str:
@@ -73,10 +89,14 @@ def size_category(rows: int) -> str:
 
 
 def card_header(rows: pl.DataFrame, terms: CombinedTerms) -> dict:
-    return {"license": terms.hub_license, "language": sorted(set(rows["lang"].drop_nulls())),
-            "size_categories": [size_category(rows.height)], "task_categories": ["text-generation"],
-            "tags": ["safety", "alignment", "sft"],
-            "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": PARQUET}]}]}
+    return {
+        "license": terms.hub_license,
+        "language": sorted(set(rows["lang"].drop_nulls())),
+        "size_categories": [size_category(rows.height)],
+        "task_categories": ["text-generation"],
+        "tags": ["safety", "alignment", "sft"],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": PARQUET}]}],
+    }
 
 
 def render_card(rows: pl.DataFrame, licenses: pl.DataFrame, terms: CombinedTerms, provenance: Mapping) -> str:
@@ -86,39 +106,78 @@ def render_card(rows: pl.DataFrame, licenses: pl.DataFrame, terms: CombinedTerms
     header = yaml.safe_dump(card_header(rows, terms), allow_unicode=True, sort_keys=False)
     verdict = provenance.get("verdict") or "no qualification verdict recorded"
     lines = [
-        f"---\n{header}---", "", "# madef safety-alignment SFT set", "",
+        f"---\n{header}---",
+        "",
+        "# madef safety-alignment SFT set",
+        "",
         f"{rows.height} instruction/response pairs (safety rows selected by perplexity, response safety and "
         "instruction safety, plus a general-instruction sample), as Parquet (`data/`) and as LLaMA-Factory JSON "
         "(`dataset_info.json`, dataset `madef_sft`). Columns: prompt_id, instruction, input, output, category, lang, "
-        "source, route, perplexity, response_safety, instruction_safety (null for general rows).", "",
-        "## License", "", f"**Combined terms of the whole set: {terms.terms}** ({terms.reason}). Generated rows carry "
-        "the terms of the source they were derived from; the strictest terms of any row apply to the set.", "",
-        markdown_table(licenses), "",
-        "## Qualification", "", verdict, "",
-        "## Contents by category, language, source and route", "", markdown_table(mix), "",
-        "## Models", "", markdown_table(pl.DataFrame(list(provenance["roles"].items()), schema=["role", "model"],
-                                                     orient="row")), "",
-        "## Prompt templates", "", *[f"- `{version}`" for version in provenance["templates"]], "",
-        "## Selection thresholds", "", *[f"- {k}: {v}" for k, v in provenance["thresholds"].items()], "",
-        "## Contamination check", "", *[f"- {k}: {v}" for k, v in provenance["contamination"].items()], "",
+        "source, route, perplexity, response_safety, instruction_safety (null for general rows).",
+        "",
+        "## License",
+        "",
+        f"**Combined terms of the whole set: {terms.terms}** ({terms.reason}). Generated rows carry "
+        "the terms of the source they were derived from; the strictest terms of any row apply to the set.",
+        "",
+        markdown_table(licenses),
+        "",
+        "## Qualification",
+        "",
+        verdict,
+        "",
+        "## Contents by category, language, source and route",
+        "",
+        markdown_table(mix),
+        "",
+        "## Models",
+        "",
+        markdown_table(pl.DataFrame(list(provenance["roles"].items()), schema=["role", "model"], orient="row")),
+        "",
+        "## Prompt templates",
+        "",
+        *[f"- `{version}`" for version in provenance["templates"]],
+        "",
+        "## Selection thresholds",
+        "",
+        *[f"- {k}: {v}" for k, v in provenance["thresholds"].items()],
+        "",
+        "## Contamination check",
+        "",
+        *[f"- {k}: {v}" for k, v in provenance["contamination"].items()],
+        "",
     ]
     return "\n".join(lines)
 
 
-def provenance(settings: Settings, references: Mapping[str, list], decontamination: Mapping,
-               verdict: str | None) -> dict:
+def provenance(
+    settings: Settings, references: Mapping[str, list], decontamination: Mapping, verdict: str | None
+) -> dict:
     """What the card says about how the set was made: models, template hashes, thresholds, contamination."""
     method = settings.method
-    roles = {role: ", ".join(f"{m.backend}:{m.model}" for m in (config, *config.panel))
-             for role, config in settings.roles.items()}
-    thresholds = {**asdict(method.selection), "sft_total": method.sft_total,
-                  "general_sample_size": method.general_sample_size, "decontaminate": method.decontaminate}
-    contamination = {"result": "passed (no SFT prompt shares a long n-gram with the reference)",
-                     "reference prompts": sum(len(texts) for texts in references.values()),
-                     "references": ", ".join(sorted(references)),
-                     "rows removed by decontamination": decontamination.get("rows_removed", "decontamination off")}
-    return {"roles": roles, "templates": [family_version(name) for name in SFT_TEMPLATES], "thresholds": thresholds,
-            "contamination": contamination, "verdict": verdict}
+    roles = {
+        role: ", ".join(f"{m.backend}:{m.model}" for m in (config, *config.panel))
+        for role, config in settings.roles.items()
+    }
+    thresholds = {
+        **asdict(method.selection),
+        "sft_total": method.sft_total,
+        "general_sample_size": method.general_sample_size,
+        "decontaminate": method.decontaminate,
+    }
+    contamination = {
+        "result": "passed (no SFT prompt shares a long n-gram with the reference)",
+        "reference prompts": sum(len(texts) for texts in references.values()),
+        "references": ", ".join(sorted(references)),
+        "rows removed by decontamination": decontamination.get("rows_removed", "decontamination off"),
+    }
+    return {
+        "roles": roles,
+        "templates": [family_version(name) for name in SFT_TEMPLATES],
+        "thresholds": thresholds,
+        "contamination": contamination,
+        "verdict": verdict,
+    }
 
 
 def shared_files(rows: pl.DataFrame, licenses: pl.DataFrame, terms: CombinedTerms, card: str) -> dict[str, bytes]:

@@ -26,7 +26,9 @@ def ngrams(text: str, zh_chars: int, en_words: int) -> set[str]:
     return grams
 
 
-def contaminated(train: Iterable[tuple[str, str]], evaluation: Iterable[str], zh_chars: int, en_words: int) -> list[tuple[str, str]]:
+def contaminated(
+    train: Iterable[tuple[str, str]], evaluation: Iterable[str], zh_chars: int, en_words: int
+) -> list[tuple[str, str]]:
     """(train id, shared n-gram) for every training prompt sharing an n-gram with an evaluation prompt."""
     reference: set[str] = set()
     for text in evaluation:
@@ -39,8 +41,9 @@ def contaminated(train: Iterable[tuple[str, str]], evaluation: Iterable[str], zh
     return leaks
 
 
-def contaminated_by_reference(train: Iterable[tuple[str, str]], references: Mapping[str, Iterable[str]], zh_chars: int,
-                              en_words: int) -> list[tuple[str, str, str]]:
+def contaminated_by_reference(
+    train: Iterable[tuple[str, str]], references: Mapping[str, Iterable[str]], zh_chars: int, en_words: int
+) -> list[tuple[str, str, str]]:
     """(train id, reference name, shared n-gram) for every training prompt sharing an n-gram with a prompt of
     a named reference set (an evaluation source, a general-capability benchmark); one row per prompt, the
     first reference (by name) that it leaks from."""
@@ -98,5 +101,7 @@ def general_eval_questions(config: Mapping[str, Any]) -> dict[str, list[str]]:
                 texts += [item.question for item in items]
         questions[benchmark] = texts
     if config.get("humaneval"):
-        questions["humaneval"] = [item.prompt for item in general.load_humaneval(data_dir / config["humaneval"]["file"])]
+        questions["humaneval"] = [
+            item.prompt for item in general.load_humaneval(data_dir / config["humaneval"]["file"])
+        ]
     return questions

@@ -17,7 +17,9 @@ LICENSES = "licenses.csv"  # every source with its license and rows contributed
 DATA_DIR = "data"  # the Parquet rows the card's `configs` point at
 
 
-def write_llamafactory_dataset(rows: Sequence[Mapping[str, str]], folder: Path, formats: tuple[str, ...]) -> dict[str, Path]:
+def write_llamafactory_dataset(
+    rows: Sequence[Mapping[str, str]], folder: Path, formats: tuple[str, ...]
+) -> dict[str, Path]:
     """alpaca JSON (instruction/input/output) and/or sharegpt JSON (conversations) of the rows, with the
     dataset_info.json that registers them for LLaMA-Factory (`dataset: madef_sft`)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -29,13 +31,27 @@ def write_llamafactory_dataset(rows: Sequence[Mapping[str, str]], folder: Path, 
         path = folder / f"{name}.json"
         if fmt == "alpaca":
             payload = records
-            info[name] = {"file_name": path.name, "formatting": "alpaca",
-                          "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
+            info[name] = {
+                "file_name": path.name,
+                "formatting": "alpaca",
+                "columns": {"prompt": "instruction", "query": "input", "response": "output"},
+            }
         elif fmt == "sharegpt":
-            payload = [{"conversations": [{"from": "human", "value": "\n\n".join(filter(None, (r["instruction"], r["input"])))},
-                                          {"from": "gpt", "value": r["output"]}]} for r in records]
-            info[name] = {"file_name": path.name, "formatting": "sharegpt", "columns": {"messages": "conversations"},
-                          "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"}}
+            payload = [
+                {
+                    "conversations": [
+                        {"from": "human", "value": "\n\n".join(filter(None, (r["instruction"], r["input"])))},
+                        {"from": "gpt", "value": r["output"]},
+                    ]
+                }
+                for r in records
+            ]
+            info[name] = {
+                "file_name": path.name,
+                "formatting": "sharegpt",
+                "columns": {"messages": "conversations"},
+                "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
+            }
         else:
             raise ValueError(f"unknown SFT export format {fmt!r}: alpaca or sharegpt")
         path.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -57,17 +73,23 @@ def staging_dir(folder: Path) -> Path:
 
 def _owned(name: str) -> bool:
     """Files madef writes into the dataset folder (and so may replace or remove)."""
-    return (name in (DATASET_INFO, MANIFEST, CARD, LICENSES, DATA_DIR)
-            or (name.startswith(DATASET_NAME) and name.endswith(".json")))
+    return name in (DATASET_INFO, MANIFEST, CARD, LICENSES, DATA_DIR) or (
+        name.startswith(DATASET_NAME) and name.endswith(".json")
+    )
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def stage_llamafactory_dataset(rows: Sequence[Mapping[str, str]], folder: Path, formats: tuple[str, ...],
-                               sft_version: str, attachments: Mapping[str, bytes] | None = None,
-                               notes: Mapping | None = None) -> dict[str, Path]:
+def stage_llamafactory_dataset(
+    rows: Sequence[Mapping[str, str]],
+    folder: Path,
+    formats: tuple[str, ...],
+    sft_version: str,
+    attachments: Mapping[str, bytes] | None = None,
+    notes: Mapping | None = None,
+) -> dict[str, Path]:
     """Write the dataset into the staging folder of `folder` (replacing any earlier staging), with the
     attachments (relative path → bytes: card, licenses, Parquet) and a manifest naming the sft_dataset content
     version, every file's hash (by relative path) and the `notes` (e.g. the combined license terms)."""
@@ -79,8 +101,14 @@ def stage_llamafactory_dataset(rows: Sequence[Mapping[str, str]], folder: Path, 
         (staging / name).write_bytes(content)
     files = {p.relative_to(staging).as_posix(): _sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
     files_version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-    manifest = {"sft_version": sft_version, "files_version": files_version, "rows": len(rows), "formats": list(formats),
-                "files": files, **(notes or {})}
+    manifest = {
+        "sft_version": sft_version,
+        "files_version": files_version,
+        "rows": len(rows),
+        "formats": list(formats),
+        "files": files,
+        **(notes or {}),
+    }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return {fmt: folder / path.name for fmt, path in written.items()}
 
@@ -108,11 +136,15 @@ def publish_staged(folder: Path, sft_version: str) -> dict:
         if published is not None and published["sft_version"] == sft_version:
             return published  # already published (a re-run of the publishing step alone)
     if manifest is None:
-        raise FileNotFoundError(f"no complete staged SFT folder at {staging}: the last sft_dataset run did not pass its "
-                                "contamination gate (or did not finish); materialize sft_dataset again")
+        raise FileNotFoundError(
+            f"no complete staged SFT folder at {staging}: the last sft_dataset run did not pass its "
+            "contamination gate (or did not finish); materialize sft_dataset again"
+        )
     if manifest["sft_version"] != sft_version:
-        raise ValueError(f"the staged SFT folder holds sft_dataset version {manifest['sft_version']}, the table is at "
-                         f"{sft_version}: materialize sft_dataset again")
+        raise ValueError(
+            f"the staged SFT folder holds sft_dataset version {manifest['sft_version']}, the table is at "
+            f"{sft_version}: materialize sft_dataset again"
+        )
     foreign = sorted(p.name for p in folder.iterdir() if not _owned(p.name)) if folder.is_dir() else []
     if foreign:
         raise ValueError(f"refusing to replace {folder}: it holds files madef did not write: {foreign[:5]}")
@@ -150,8 +182,9 @@ def export_published(folder: Path, destination: Path) -> list[str]:
     Refuses a folder that is not a complete published set and a destination that already holds files."""
     manifest = read_manifest(folder)
     if manifest is None:
-        raise FileNotFoundError(f"no complete published SFT set at {folder}: "
-                                "run `madef run` (sft_dataset_folder) first")
+        raise FileNotFoundError(
+            f"no complete published SFT set at {folder}: run `madef run` (sft_dataset_folder) first"
+        )
     if destination.exists() and any(destination.iterdir()):
         raise FileExistsError(f"refusing to export into {destination}: it is not empty")
     names = [*manifest["files"], MANIFEST]

@@ -1,7 +1,6 @@
 """Source assets: one observable file asset and one normalized table per configured dataset,
 its quarantine table, the union of all quarantine rows, and a per-source summary."""
 
-
 import hashlib
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from dagster import (
 from madef_assets.defs.sources.checks import ingestion_check_specs, quarantine_share_result, row_balance_result
 from madef_assets.defs.sources.normalize import QUARANTINE_SCHEMA, NormalizedSource, normalize_source
 from madef_assets.defs.sources.records import SourceFileError
-from madef_assets.settings import Settings, SourceConfig
 from madef_assets.reports import markdown_table
+from madef_assets.settings import Settings, SourceConfig
 from madef_assets.storage import run_sql
 
 GROUP = "sources"
@@ -118,7 +117,8 @@ def build_ingest_asset(source: SourceConfig, settings: Settings) -> AssetsDefini
                 key=quarantine_key(source.name),
                 group_name=GROUP,
                 kinds={"duckdb", "polars"},
-                description=f"Input rows of '{source.name}' that were not normalized, with location (file:line) and reason "
+                description=f"Input rows of '{source.name}' that were not normalized, with location "
+                "(file:line) and reason "
                 "(preference pairs merged into their prompt's kept row are counted as rows_merged, not here).",
             ),
         },
@@ -170,7 +170,9 @@ def build_union_assets(settings: Settings) -> list[AssetsDefinition]:
         ins={**{f"s_{n}": AssetIn(AssetKey(n)) for n in names}, "quarantine": AssetIn(AssetKey("quarantine"))},
         pool=DUCKDB_POOL,
     )
-    def source_summary(context: AssetExecutionContext, quarantine: pl.DataFrame, **sources: pl.DataFrame) -> pl.DataFrame:
+    def source_summary(
+        context: AssetExecutionContext, quarantine: pl.DataFrame, **sources: pl.DataFrame
+    ) -> pl.DataFrame:
         """Rows read, normalized, quarantined and merged per source (dbt_like_sql/sources/source_summary.sql);
         rows_in = normalized + quarantined + merged."""
         summary = source_summary_table(sources, quarantine)

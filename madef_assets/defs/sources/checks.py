@@ -55,6 +55,10 @@ def row_balance_result(source_key: AssetKey, result: NormalizedSource) -> AssetC
         check_name=ROW_BALANCE_CHECK,
         passed=out == result.rows_in,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"rows_in": result.rows_in, "rows_normalized": result.prompts.height,
-                  "rows_quarantined": result.quarantine.height, "rows_merged": result.rows_merged},
+        metadata={
+            "rows_in": result.rows_in,
+            "rows_normalized": result.prompts.height,
+            "rows_quarantined": result.quarantine.height,
+            "rows_merged": result.rows_merged,
+        },
     )

@@ -37,38 +37,92 @@ from madef_assets.defs.sources.records import (
 from madef_assets.settings import SourceConfig, SourceFile
 
 SAFETY_PROMPTS_TYPICAL = (
-    "Insult", "Unfairness_And_Discrimination", "Crimes_And_Illegal_Activities", "Physical_Harm",
-    "Mental_Health", "Privacy_And_Property", "Ethics_And_Morality",
+    "Insult",
+    "Unfairness_And_Discrimination",
+    "Crimes_And_Illegal_Activities",
+    "Physical_Harm",
+    "Mental_Health",
+    "Privacy_And_Property",
+    "Ethics_And_Morality",
 )
 SAFETY_PROMPTS_ATTACKS = (
-    "Goal_Hijacking", "Prompt_Leaking", "Role_Play_Instruction", "Unsafe_Instruction_Topic",
-    "Inquiry_With_Unsafe_Opinion", "Reverse_Exposure",
+    "Goal_Hijacking",
+    "Prompt_Leaking",
+    "Role_Play_Instruction",
+    "Unsafe_Instruction_Topic",
+    "Inquiry_With_Unsafe_Opinion",
+    "Reverse_Exposure",
 )
 S_EVAL_RISKS = (
-    "Crimes_and_Illegal_Activities", "Data_Privacy", "Hate_Speech", "Extremism",
-    "Inappropriate_Suggestions", "Cybersecurity", "Physical_and_Mental_Health", "Ethics_and_Morality",
+    "Crimes_and_Illegal_Activities",
+    "Data_Privacy",
+    "Hate_Speech",
+    "Extremism",
+    "Inappropriate_Suggestions",
+    "Cybersecurity",
+    "Physical_and_Mental_Health",
+    "Ethics_and_Morality",
 )
 SAFETYBENCH_CATEGORIES = (
-    "Offensiveness", "Unfairness and Bias", "Physical Health", "Mental Health",
-    "Illegal Activities", "Ethics and Morality", "Privacy and Property",
+    "Offensiveness",
+    "Unfairness and Bias",
+    "Physical Health",
+    "Mental Health",
+    "Illegal Activities",
+    "Ethics and Morality",
+    "Privacy and Property",
 )
 CVALUES_DOMAINS = (
-    "environmental_science", "psychology", "barrier_free", "social_science", "data_science", "law",
-    "intimate_relationship", "lesser_known_major",
+    "environmental_science",
+    "psychology",
+    "barrier_free",
+    "social_science",
+    "data_science",
+    "law",
+    "intimate_relationship",
+    "lesser_known_major",
 )
 BEAVERTAILS_CATEGORIES = (
-    "animal_abuse", "child_abuse", "controversial_topics,politics", "discrimination,stereotype,injustice",
-    "drug_abuse,weapons,banned_substance", "financial_crime,property_crime,theft",
-    "hate_speech,offensive_language", "misinformation_regarding_ethics,laws_and_safety",
-    "non_violent_unethical_behavior", "privacy_violation", "self_harm", "sexually_explicit,adult_content",
-    "terrorism,organized_crime", "violence,aiding_and_abetting,incitement",
+    "animal_abuse",
+    "child_abuse",
+    "controversial_topics,politics",
+    "discrimination,stereotype,injustice",
+    "drug_abuse,weapons,banned_substance",
+    "financial_crime,property_crime,theft",
+    "hate_speech,offensive_language",
+    "misinformation_regarding_ethics,laws_and_safety",
+    "non_violent_unethical_behavior",
+    "privacy_violation",
+    "self_harm",
+    "sexually_explicit,adult_content",
+    "terrorism,organized_crime",
+    "violence,aiding_and_abetting,incitement",
 )
 XSAFETY_CATEGORIES = SAFETY_PROMPTS_TYPICAL + SAFETY_PROMPTS_ATTACKS + ("commonsense",)
 XSTEST_TYPES = (
-    "homonyms", "figurative_language", "safe_targets", "safe_contexts", "definitions", "real_group_nons_discr",
-    "nons_group_real_discr", "historical_events", "privacy_public", "privacy_fictional",
-    *(f"contrast_{kind}" for kind in ("homonyms", "figurative_language", "safe_targets", "safe_contexts",
-                                      "definitions", "discr", "historical_events", "privacy")),
+    "homonyms",
+    "figurative_language",
+    "safe_targets",
+    "safe_contexts",
+    "definitions",
+    "real_group_nons_discr",
+    "nons_group_real_discr",
+    "historical_events",
+    "privacy_public",
+    "privacy_fictional",
+    *(
+        f"contrast_{kind}"
+        for kind in (
+            "homonyms",
+            "figurative_language",
+            "safe_targets",
+            "safe_contexts",
+            "definitions",
+            "discr",
+            "historical_events",
+            "privacy",
+        )
+    ),
 )
 XSTEST_LABELS = ("safe", "unsafe")
 CVALUES_MC_LABELS = ("回复1", "回复2")
@@ -211,8 +265,11 @@ def read_safetybench(file: SourceFile, source: SourceConfig) -> Iterator[RawReco
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SourceFileError(key, path, f"not valid JSON: {exc}") from exc
         if not isinstance(answers, dict):
-            raise SourceFileError(key, path, "expected a JSON object mapping question id to {category, answer}, "
-                                  f"got {describe(answers)}")
+            raise SourceFileError(
+                key,
+                path,
+                f"expected a JSON object mapping question id to {{category, answer}}, got {describe(answers)}",
+            )
         answers_name = path.name
     lang = file.lang or "zh"
 
@@ -226,7 +283,11 @@ def read_safetybench(file: SourceFile, source: SourceConfig) -> Iterator[RawReco
             return None, f"no answer for id {question_id} in {answers_name}"
         entry = answers[question_id]
         if not isinstance(entry, dict):
-            return None, f"answer entry for id {question_id} in {answers_name} is {describe(entry)}, expected an object with 'answer'"
+            return (
+                None,
+                f"answer entry for id {question_id} in {answers_name} is {describe(entry)}, expected an "
+                "object with 'answer'",
+            )
         if entry.get("answer") is None:
             return None, f"answer entry for id {question_id} in {answers_name} has no 'answer'"
         return entry["answer"], None
@@ -290,7 +351,11 @@ def read_cvalues_comparison(file: SourceFile, source: SourceConfig) -> Iterator[
 
     def build(r: dict, _: str) -> dict:
         pos_type = r.get("pos_type")
-        rank = CVALUES_POSITIVE_TYPES.index(pos_type) if pos_type in CVALUES_POSITIVE_TYPES else len(CVALUES_POSITIVE_TYPES)
+        rank = (
+            CVALUES_POSITIVE_TYPES.index(pos_type)
+            if pos_type in CVALUES_POSITIVE_TYPES
+            else len(CVALUES_POSITIVE_TYPES)
+        )
         return {
             "prompt": r["prompt"],
             "response": r["pos_resp"],
@@ -329,8 +394,11 @@ def read_xstest(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
             yield RawRecord(record.location, error=problem, raw=record.raw)
             continue
         meta = {"label": row["label"], "focus": row.get("focus"), "note": row.get("note")}
-        yield RawRecord(record.location, raw=record.raw, fields={
-            "prompt": row["prompt"], "source_category": row["type"], "native_id": str(row["id"]), "meta": meta})
+        yield RawRecord(
+            record.location,
+            raw=record.raw,
+            fields={"prompt": row["prompt"], "source_category": row["type"], "native_id": str(row["id"]), "meta": meta},
+        )
 
 
 def read_pku_saferlhf(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:

@@ -16,11 +16,11 @@ an `error` and its location, and the rest is read:
 from __future__ import annotations
 
 import csv
-from bisect import bisect_right
 import io
 import json
 import zipfile
 import zlib
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -145,16 +145,21 @@ def iter_json_records(path: Path, config_key: str, display: str | None = None) -
                 pos = _skip(text, pos + 1)
                 if text[pos] == "[":
                     items, pos = _parse_array(text, pos)
-                    records += [_json_record(f"{display}:{_line_of(offset, line_starts)}", value, key) for offset, value in items]
+                    records += [
+                        _json_record(f"{display}:{_line_of(offset, line_starts)}", value, key)
+                        for offset, value in items
+                    ]
                     lists += 1
                 else:
                     value, end = _DECODER.raw_decode(text, pos)
                     other_keys.append(key)
-                    records.append(RawRecord(
-                        f"{display}:{_line_of(pos, line_starts)} [{key}]",
-                        error=f"value of key {key!r} is {describe(value)}, expected a list of records",
-                        raw=_excerpt(value),
-                    ))
+                    records.append(
+                        RawRecord(
+                            f"{display}:{_line_of(pos, line_starts)} [{key}]",
+                            error=f"value of key {key!r} is {describe(value)}, expected a list of records",
+                            raw=_excerpt(value),
+                        )
+                    )
                     pos = end
                 pos = _skip(text, pos)
                 if text[pos] == ",":
@@ -168,17 +173,24 @@ def iter_json_records(path: Path, config_key: str, display: str | None = None) -
                 return
         else:
             value, _ = _DECODER.raw_decode(text, pos)
-            raise SourceFileError(config_key, path, f"expected a JSON array of records or an object of arrays, got {describe(value)}")
+            raise SourceFileError(
+                config_key, path, f"expected a JSON array of records or an object of arrays, got {describe(value)}"
+            )
         pos = _skip(text, pos)
         if pos < len(text):
-            raise json.JSONDecodeError(f"extra data after the JSON value at line {_line_of(pos, line_starts)}", text, pos)
+            raise json.JSONDecodeError(
+                f"extra data after the JSON value at line {_line_of(pos, line_starts)}", text, pos
+            )
     except (json.JSONDecodeError, IndexError) as exc:
         problem = exc.msg if isinstance(exc, json.JSONDecodeError) and exc.msg.startswith("extra data") else exc
         raise SourceFileError(config_key, path, f"not valid JSON: {problem}") from exc
     if records and not lists:
         keys = ", ".join(repr(k) for k in other_keys[:5])
-        raise SourceFileError(config_key, path, "expected a JSON array of records or an object of arrays; "
-                              f"this object has no list values (keys: {keys})")
+        raise SourceFileError(
+            config_key,
+            path,
+            f"expected a JSON array of records or an object of arrays; this object has no list values (keys: {keys})",
+        )
     if not records:
         raise SourceFileError(config_key, path, "the JSON holds no records")
     yield from records
@@ -249,7 +261,9 @@ def iter_jsonl_records(path: Path, config_key: str) -> Iterator[RawRecord]:
     except (zipfile.BadZipFile, OSError) as exc:
         raise SourceFileError(config_key, path, f"not a zip archive ({exc})") from exc
     with archive:
-        members = [info for info in archive.infolist() if not info.is_dir() and not info.filename.startswith("__MACOSX/")]
+        members = [
+            info for info in archive.infolist() if not info.is_dir() and not info.filename.startswith("__MACOSX/")
+        ]
         if not any(info.filename.endswith(".jsonl") for info in members):
             raise SourceFileError(config_key, path, "zip archive holds no .jsonl file")
         for info in members:

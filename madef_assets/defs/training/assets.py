@@ -36,8 +36,10 @@ CHECKPOINT_SCHEMA = {"model": pl.Utf8, "path": pl.Utf8, "fingerprint": pl.Utf8, 
 
 
 def checkpoint_row(model: str, path) -> pl.DataFrame:
-    return pl.DataFrame([{"model": model, "path": str(path), "fingerprint": folder_fingerprint(path), "size_bytes": folder_size(path)}],
-                        schema=CHECKPOINT_SCHEMA)
+    return pl.DataFrame(
+        [{"model": model, "path": str(path), "fingerprint": folder_fingerprint(path), "size_bytes": folder_size(path)}],
+        schema=CHECKPOINT_SCHEMA,
+    )
 
 
 def build_training_assets(settings: Settings) -> list:
@@ -55,10 +57,19 @@ def build_training_assets(settings: Settings) -> list:
 
     rates = StaticPartitionsDefinition(list(training.rate_labels)) if training.partitioned else None
 
-    @asset(group_name=GROUP, kinds={"duckdb", "pytorch"}, pool="duckdb", partitions_def=rates,
-           metadata={"partition_expr": "rate"} if rates else None)
-    def finetuned_checkpoint(context: AssetExecutionContext, pipes_subprocess_client: PipesSubprocessClient,
-                             base_model_checkpoint: pl.DataFrame, sft_dataset_folder: pl.DataFrame) -> Output:
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "pytorch"},
+        pool="duckdb",
+        partitions_def=rates,
+        metadata={"partition_expr": "rate"} if rates else None,
+    )
+    def finetuned_checkpoint(
+        context: AssetExecutionContext,
+        pipes_subprocess_client: PipesSubprocessClient,
+        base_model_checkpoint: pl.DataFrame,
+        sft_dataset_folder: pl.DataFrame,
+    ) -> Output:
         """LLaMA-Factory full-parameter SFT of the base checkpoint on the published sft_dataset folder (only a
         set that passed the contamination gate is ever published), run in the training environment through
         Dagster Pipes (log streamed to the run); metadata: train and eval loss per step, one loss curve with
@@ -68,36 +79,53 @@ def build_training_assets(settings: Settings) -> list:
         dataset_dir = Path(sft_dataset_folder["path"][0])
         manifest = read_manifest(dataset_dir)
         if manifest is None or manifest["files_version"] != sft_dataset_folder["files_version"][0]:
-            raise Failure(description=f"the SFT folder {dataset_dir} is not the published sft_dataset_folder "
-                          f"(version {sft_dataset_folder['files_version'][0]}): a later sft_dataset run was blocked by its "
-                          "contamination gate and withdrew it, or the folder was changed by hand; materialize sft_dataset and "
-                          "sft_dataset_folder again")
+            raise Failure(
+                description=f"the SFT folder {dataset_dir} is not the published sft_dataset_folder "
+                f"(version {sft_dataset_folder['files_version'][0]}): a later sft_dataset run was blocked by its "
+                "contamination gate and withdrew it, or the folder was changed by hand; materialize sft_dataset and "
+                "sft_dataset_folder again"
+            )
         closed = ENGINES.release()  # every loaded model, whatever gpu.release says: training needs the memory
         problem = free_gpu_problem(gpu_memory(), settings.gpu.training_min_free_fraction)
         if problem:
             raise Failure(description=f"training not started: {problem}")
         context.log.info(f"closed {closed} loaded model engine(s) before training")
         output_dir = training.checkpoint_dir(label)
-        config = render_train_config(base_model_checkpoint["path"][0], dataset_dir, DATASET_NAME, output_dir,
-                                     {**training.args, "learning_rate": training.learning_rate(label)})
+        config = render_train_config(
+            base_model_checkpoint["path"][0],
+            dataset_dir,
+            DATASET_NAME,
+            output_dir,
+            {**training.args, "learning_rate": training.learning_rate(label)},
+        )
         prefix = label if rates else "finetuned"  # finetuned_train.yaml / finetuned_loss.png with one rate
         config_path = output_dir.parent / f"{prefix}_train.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(to_yaml(config), encoding="utf-8")
         session = pipes_subprocess_client.run(
-            command=[str(training.env_python), PIPES_SCRIPT], context=context, extras={"config_path": str(config_path)})
+            command=[str(training.env_python), PIPES_SCRIPT], context=context, extras={"config_path": str(config_path)}
+        )
         outcome = next(iter(session.get_custom_messages()), {"exit_code": None, "tail": []})
         if outcome["exit_code"] != 0:
             # Checkpoints already written under output_dir are kept.
             raise Failure(
-                description=f"llamafactory-cli train exited with code {outcome['exit_code']}:\n" + "\n".join(outcome["tail"][-15:]),
-                metadata={"exit_code": outcome["exit_code"], "train_yaml": MetadataValue.md(f"```yaml\n{to_yaml(config)}```")},
+                description=f"llamafactory-cli train exited with code {outcome['exit_code']}:\n"
+                + "\n".join(outcome["tail"][-15:]),
+                metadata={
+                    "exit_code": outcome["exit_code"],
+                    "train_yaml": MetadataValue.md(f"```yaml\n{to_yaml(config)}```"),
+                },
             )
         log = read_trainer_log(output_dir)
         train_loss, eval_loss = log.drop_nulls("loss"), log.drop_nulls("eval_loss")
-        chart = lines_png(log, "step", {"loss": "train loss", "eval_loss": "eval loss (validation split)"},
-                          "Training and validation loss", output_dir.parent / f"{prefix}_loss.png",
-                          ylabel="loss")
+        chart = lines_png(
+            log,
+            "step",
+            {"loss": "train loss", "eval_loss": "eval loss (validation split)"},
+            "Training and validation loss",
+            output_dir.parent / f"{prefix}_loss.png",
+            ylabel="loss",
+        )
         metadata = {
             "train_yaml": MetadataValue.md(f"```yaml\n{to_yaml(config)}```"),
             "loss_per_step": MetadataValue.md(markdown_table(log) if log.height else "no loss logged"),
@@ -110,7 +138,9 @@ def build_training_assets(settings: Settings) -> list:
             "final_loss": float(train_loss["loss"][-1]) if train_loss.height else None,
             "eval_steps_logged": eval_loss.height,
             "first_eval_loss": float(eval_loss["eval_loss"][0]) if eval_loss.height else None,
-            "final_eval_loss": float(eval_loss["eval_loss"][-1]) if eval_loss.height else read_final_eval_loss(output_dir),
+            "final_eval_loss": float(eval_loss["eval_loss"][-1])
+            if eval_loss.height
+            else read_final_eval_loss(output_dir),
             "wall_seconds": outcome.get("wall_seconds"),
             "checkpoint": MetadataValue.path(str(output_dir)),
         }
@@ -123,19 +153,31 @@ def build_training_assets(settings: Settings) -> list:
     if not rates:
         return [base_model_checkpoint, finetuned_checkpoint]
 
-    @asset(group_name=GROUP, kinds={"duckdb", "polars"}, pool="duckdb",
-           ins={"finetuned_checkpoint": AssetIn(partition_mapping=AllPartitionMapping())})
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "polars"},
+        pool="duckdb",
+        ins={"finetuned_checkpoint": AssetIn(partition_mapping=AllPartitionMapping())},
+    )
     def learning_rate_comparison(context: AssetExecutionContext, finetuned_checkpoint: pl.DataFrame) -> pl.DataFrame:
         """§5.1.1's learning-rate comparison: the loss logs of every trained rate (every partition of
         finetuned_checkpoint) as one table (rate, step, loss, eval_loss) and one PNG with the curves overlaid."""
         paths = dict(finetuned_checkpoint.sort("learning_rate").select("rate", "path").iter_rows())
         curves = loss_curves(paths)
         chart = loss_overlay_png(curves, training.output_dir / "learning_rate_comparison.png")
-        final = curves.drop_nulls("loss").group_by("rate", maintain_order=True).agg(
-            final_step=pl.col("step").last(), final_loss=pl.col("loss").last())
-        context.add_output_metadata({"rates": list(paths), "loss_curves": MetadataValue.md(markdown_image(chart)),
-                                     "final_loss": MetadataValue.md(markdown_table(final)),
-                                     "chart": MetadataValue.path(str(chart))})
+        final = (
+            curves.drop_nulls("loss")
+            .group_by("rate", maintain_order=True)
+            .agg(final_step=pl.col("step").last(), final_loss=pl.col("loss").last())
+        )
+        context.add_output_metadata(
+            {
+                "rates": list(paths),
+                "loss_curves": MetadataValue.md(markdown_image(chart)),
+                "final_loss": MetadataValue.md(markdown_table(final)),
+                "chart": MetadataValue.path(str(chart)),
+            }
+        )
         return curves
 
     return [base_model_checkpoint, finetuned_checkpoint, learning_rate_comparison]

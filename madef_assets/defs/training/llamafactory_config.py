@@ -31,15 +31,23 @@ PAPER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def render_train_config(base_model: Path, dataset_dir: Path, dataset: str, output_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+def render_train_config(
+    base_model: Path, dataset_dir: Path, dataset: str, output_dir: Path, overrides: dict[str, Any]
+) -> dict[str, Any]:
     """The `llamafactory-cli train` arguments: paper defaults, then the profile's `training.args`,
     then the paths madef owns (model, dataset, output), which overrides cannot change."""
     owned = {"model_name_or_path", "dataset", "dataset_dir", "output_dir"}
     clash = owned & set(overrides)
     if clash:
         raise ValueError(f"training.args may not set {sorted(clash)}: madef sets them from the graph")
-    config = {**PAPER_DEFAULTS, **overrides, "model_name_or_path": str(base_model), "dataset": dataset,
-              "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
+    config = {
+        **PAPER_DEFAULTS,
+        **overrides,
+        "model_name_or_path": str(base_model),
+        "dataset": dataset,
+        "dataset_dir": str(dataset_dir),
+        "output_dir": str(output_dir),
+    }
     check_evaluation_args(config)
     if "deepspeed" in config and not Path(config["deepspeed"]).is_absolute():
         # A profile names the DeepSpeed file relative to the project; the trainer may run elsewhere.
@@ -55,15 +63,21 @@ def check_evaluation_args(config: dict[str, Any]) -> None:
     val_size = config.get("val_size") or 0
     strategy = str(config.get("eval_strategy") or "no")
     if val_size == 1:
-        raise ValueError("training.args.val_size: 1 means the whole set to LLaMA-Factory (a fraction); give a fraction "
-                         "below 1 or a count of 2 or more")
+        raise ValueError(
+            "training.args.val_size: 1 means the whole set to LLaMA-Factory (a fraction); give a fraction "
+            "below 1 or a count of 2 or more"
+        )
     if val_size and strategy == "no":
-        raise ValueError("training.args.val_size holds out a validation split that would never be evaluated: "
-                         "set eval_strategy (steps or epoch) and eval_steps")
+        raise ValueError(
+            "training.args.val_size holds out a validation split that would never be evaluated: "
+            "set eval_strategy (steps or epoch) and eval_steps"
+        )
     if strategy != "no" and not val_size:
         raise ValueError(f"training.args.eval_strategy {strategy!r} needs a validation split: set val_size")
     if strategy == "steps" and not config.get("eval_steps"):
-        raise ValueError("training.args.eval_strategy steps needs eval_steps (otherwise it evaluates at every logged step)")
+        raise ValueError(
+            "training.args.eval_strategy steps needs eval_steps (otherwise it evaluates at every logged step)"
+        )
 
 
 def to_yaml(config: dict[str, Any]) -> str:
@@ -80,7 +94,13 @@ def read_trainer_log(output_dir: Path) -> pl.DataFrame:
     `epoch`, evaluation lines `eval_loss`, both keyed by `current_steps`."""
     import polars as pl
 
-    schema = {"step": pl.Int64, "loss": pl.Float64, "eval_loss": pl.Float64, "learning_rate": pl.Float64, "epoch": pl.Float64}
+    schema = {
+        "step": pl.Int64,
+        "loss": pl.Float64,
+        "eval_loss": pl.Float64,
+        "learning_rate": pl.Float64,
+        "epoch": pl.Float64,
+    }
     path = output_dir / "trainer_log.jsonl"
     if not path.exists():
         return pl.DataFrame(schema=schema)
@@ -107,10 +127,15 @@ def loss_curves(log_dirs: Mapping[str, Path]) -> pl.DataFrame:
     rate and logged step (`rate`, `step`, `loss`, `eval_loss`); a run that logged nothing adds no rows."""
     import polars as pl
 
-    frames = [read_trainer_log(Path(path)).select(pl.lit(label).alias("rate"), "step", "loss", "eval_loss")
-              for label, path in log_dirs.items()]
-    return pl.concat(frames) if frames else pl.DataFrame(schema={"rate": pl.Utf8, "step": pl.Int64, "loss": pl.Float64,
-                                                                  "eval_loss": pl.Float64})
+    frames = [
+        read_trainer_log(Path(path)).select(pl.lit(label).alias("rate"), "step", "loss", "eval_loss")
+        for label, path in log_dirs.items()
+    ]
+    return (
+        pl.concat(frames)
+        if frames
+        else pl.DataFrame(schema={"rate": pl.Utf8, "step": pl.Int64, "loss": pl.Float64, "eval_loss": pl.Float64})
+    )
 
 
 def loss_overlay_png(curves: pl.DataFrame, path: Path) -> Path:
@@ -119,10 +144,19 @@ def loss_overlay_png(curves: pl.DataFrame, path: Path) -> Path:
 
     rates = curves["rate"].unique(maintain_order=True).to_list()
     wide = curves.pivot(on="rate", index="step", values=["loss", "eval_loss"], aggregate_function="first").sort("step")
-    series = {f"{measure}_{rate}": f"{'train' if measure == 'loss' else 'eval'} loss, {rate}"
-              for rate in rates for measure in ("loss", "eval_loss")}
-    return lines_png(wide, "step", {c: label for c, label in series.items() if c in wide.columns},
-                     "Loss per learning rate", path, ylabel="loss")
+    series = {
+        f"{measure}_{rate}": f"{'train' if measure == 'loss' else 'eval'} loss, {rate}"
+        for rate in rates
+        for measure in ("loss", "eval_loss")
+    }
+    return lines_png(
+        wide,
+        "step",
+        {c: label for c, label in series.items() if c in wide.columns},
+        "Loss per learning rate",
+        path,
+        ylabel="loss",
+    )
 
 
 def read_final_eval_loss(output_dir: Path) -> float | None:

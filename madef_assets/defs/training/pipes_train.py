@@ -22,7 +22,9 @@ def main() -> None:
         pipes.log.info(f"starting: {cli} train {config}")
         started = time.monotonic()
         tail: deque[str] = deque(maxlen=40)
-        process = subprocess.Popen([cli, "train", config], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        process = subprocess.Popen(
+            [cli, "train", config], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
         for line in process.stdout:
             line = line.rstrip()
             if not line:
@@ -32,7 +34,9 @@ def main() -> None:
                 pipes.log.info(line[:2000])
         code = process.wait()
         # The asset decides what a non-zero exit means; it gets the code and the last lines of the log.
-        pipes.report_custom_message({"exit_code": code, "wall_seconds": round(time.monotonic() - started, 1), "tail": list(tail)})
+        pipes.report_custom_message(
+            {"exit_code": code, "wall_seconds": round(time.monotonic() - started, 1), "tail": list(tail)}
+        )
 
 
 if __name__ == "__main__":
