@@ -46,7 +46,7 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 
 def build_executor(name: str) -> ExecutorDefinition:
     """in_process (default: one process per run, models load once, one DuckDB writer), multiprocess, or
-    Dagster's k8s / celery executors for scale-out (extra `deploy`; see deploy/ and the README)."""
+    Dagster's k8s / celery executors for scale-out (extra `deploy`; see deploy/ and docs/operations.md)."""
     if name == "in_process":
         return in_process_executor
     if name == "multiprocess":
