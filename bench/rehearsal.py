@@ -59,7 +59,12 @@ def small_profile(server_url: str, target: Path) -> Path:
     rehearsal = yaml.safe_load(FULL_PROFILE.read_text(encoding="utf-8"))
     profile = {**demo, "profile": "rehearsal-small", "models": rehearsal["models"], "gpu": rehearsal["gpu"]}
     profile["evaluation"] = {**demo["evaluation"], "candidates": rehearsal["evaluation"]["candidates"]}
-    profile["training"] = {**demo["training"], "args": {**demo["training"]["args"], "max_steps": 1, "save_steps": 1}}
+    # One rate (the demo compares two): the rehearsal's tuned candidate is served; one endpoint, one checkpoint.
+    profile["training"] = {
+        **demo["training"],
+        "learning_rates": demo["training"].get("learning_rates", [1e-5])[:1],
+        "args": {**demo["training"]["args"], "max_steps": 1, "save_steps": 1},
+    }
     # Production's rejection sampling; the gates wider, since a few dozen rows per asset make rates coarse.
     profile["method"] = {
         **demo["method"],
