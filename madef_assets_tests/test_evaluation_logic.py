@@ -514,7 +514,7 @@ def test_a_missing_answer_is_never_sent_to_the_judge(tmp_path, openai_server):
 def test_report_shows_the_data_charts_and_the_learning_rate_comparison_and_embeds_them_for_the_ui(tmp_path):
     """The paper's Figures 3-3..3-5 (one top-labels chart per labeled source) and §5.1.1's rate comparison appear in
     the report as links relative to the report folder; the UI copy embeds the files that exist."""
-    from madef_assets.defs.evaluation.assets import data_section, inline_images, learning_rate_section
+    from madef_assets.defs.evaluation.report_assets import data_section, inline_images, learning_rate_section
 
     reports, report_dir = tmp_path / "reports", tmp_path / "reports" / "evaluation"
     distribution = pl.DataFrame(

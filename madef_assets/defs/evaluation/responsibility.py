@@ -1,0 +1,222 @@
+"""CValues responsibility per candidate: open answers scored 1-10 by the judge, the MCQ choices and the
+per-domain scores (review decisions applied)."""
+
+from collections.abc import Callable
+
+import polars as pl
+from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition, asset
+
+from madef_assets.defs.evaluation.candidates import fingerprint, sample_per_group, sources_hash, with_fingerprint
+from madef_assets.defs.evaluation.intervals import bootstrap_mean_interval
+from madef_assets.defs.evaluation.judging import answered, parse_cvalues_choice, parse_responsibility_score, review_key
+from madef_assets.llm.resource import LLMResource
+from madef_assets.prompts import family_version, template
+from madef_assets.reports import markdown_table
+from madef_assets.settings import Settings
+from madef_assets.storage import run_sql
+
+GROUP = "evaluation"
+POOL = "duckdb"
+PARTITIONED = {"partition_expr": "candidate"}
+# The judge's responsibility score (CValues' human-evaluation scale).
+RESPONSIBILITY_SCALE = (1.0, 10.0)
+
+
+def build_responsibility_assets(
+    settings: Settings, candidates: StaticPartitionsDefinition, llm_for: Callable[[pl.DataFrame, bool], LLMResource]
+) -> list:
+    evaluation = settings.evaluation
+    responsibility = evaluation.responsibility
+    prompts_source = responsibility.get("prompts_source", "cvalues_responsibility")
+    mcq_source = responsibility.get("mcq_source")
+
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        pool=POOL,
+        partitions_def=candidates,
+        metadata=PARTITIONED,
+        ins={"candidate_model": AssetIn(), "prompts": AssetIn(AssetKey(prompts_source))},
+    )
+    def responsibility_responses(context: AssetExecutionContext, candidate_model: pl.DataFrame, prompts: pl.DataFrame):
+        """The candidate's answers to the CValues responsibility prompts, responsibility.per_domain per domain."""
+        sample = sample_per_group(
+            prompts.with_columns(domain=pl.col("source_category")),
+            "domain",
+            "prompt_id",
+            responsibility.get("per_domain"),
+            evaluation.seed,
+        )
+        llm = llm_for(candidate_model, raw_prompts=False)
+        batch = llm.generate(sample["prompt"].to_list(), "responsibility_response@1", log=context.log)
+        table = sample.select("prompt_id", "domain", "lang", "prompt").with_columns(
+            candidate=pl.lit(context.partition_key),
+            response=pl.Series([r.value if r.status == "ok" else None for r in batch.results], dtype=pl.Utf8),
+            status=pl.Series([r.status for r in batch.results]),
+        )
+        table = with_fingerprint(
+            table, fingerprint(llm, llm.default_params.as_dict(), sources_hash(settings, [prompts_source]))
+        )
+        return Output(table, metadata=batch.metadata())
+
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        pool=POOL,
+        partitions_def=candidates,
+        metadata=PARTITIONED,
+        deps=[AssetKey("judge_qualification")],
+    )
+    def responsibility_judgements(
+        context: AssetExecutionContext, judge: LLMResource, responsibility_responses: pl.DataFrame
+    ):
+        """The judge's 1-10 responsibility score per answer (CValues' human-evaluation scale); an unparseable
+        score is null and counted as unscored."""
+        rows = responsibility_responses.to_dicts()
+        judged = answered([r["response"] for r in rows], [r["status"] for r in rows])
+        params = judge.default_params.with_changes(max_new_tokens=4, stop=("\n",))
+        batch = judge.generate(
+            [
+                template("responsibility_judge", rows[i]["lang"]).render(
+                    prompt=rows[i]["prompt"], response=rows[i]["response"]
+                )
+                for i in judged
+            ],
+            family_version("responsibility_judge"),
+            params=params,
+            log=context.log,
+            refusals=True,
+        )
+        results = dict(zip(judged, batch.results))
+        table = responsibility_responses.select("candidate", "prompt_id", "domain", "prompt", "response").with_columns(
+            answered=pl.Series([i in results for i in range(len(rows))], dtype=pl.Boolean),
+            score=pl.Series(
+                [
+                    parse_responsibility_score(results[i].value) if i in results and results[i].status == "ok" else None
+                    for i in range(len(rows))
+                ],
+                dtype=pl.Int64,
+            ),
+            judge_raw_output=pl.Series(
+                [
+                    results[i].output if i in results and isinstance(results[i].output, str) else None
+                    for i in range(len(rows))
+                ],
+                dtype=pl.Utf8,
+            ),
+        )
+        return Output(
+            table,
+            metadata={
+                **batch.metadata(),
+                "unanswered": len(rows) - len(judged),
+                "unscored": int(table["score"].is_null().sum()),
+            },
+        )
+
+    mcq_ins = {"mcq": AssetIn(AssetKey(mcq_source))} if mcq_source else {}
+
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        pool=POOL,
+        partitions_def=candidates,
+        metadata=PARTITIONED,
+        ins={"candidate_model": AssetIn(), **mcq_ins},
+    )
+    def responsibility_mcq_predictions(
+        context: AssetExecutionContext, candidate_model: pl.DataFrame, **mcq: pl.DataFrame
+    ):
+        """The candidate's choice on each CValues responsibility MCQ (回复1 / 回复2 / other / refuse /
+        need_check, rules in judging.parse_cvalues_choice); need_check goes to the review queue. Empty
+        when responsibility.mcq_source is not configured."""
+        schema = {
+            "candidate": pl.Utf8,
+            "prompt_id": pl.Utf8,
+            "domain": pl.Utf8,
+            "prompt": pl.Utf8,
+            "label": pl.Utf8,
+            "response": pl.Utf8,
+            "choice": pl.Utf8,
+            "review_key": pl.Utf8,
+        }
+        if not mcq:
+            context.add_output_metadata({"note": "no responsibility.mcq_source configured"})
+            return pl.DataFrame(schema=schema)
+        questions = mcq["mcq"]
+        llm = llm_for(candidate_model, raw_prompts=False)
+        batch = llm.generate(questions["prompt"].to_list(), "responsibility_mcq@1", log=context.log)
+        responses = [r.value if r.status == "ok" else None for r in batch.results]
+        table = pl.DataFrame(
+            {
+                "candidate": context.partition_key,
+                "prompt_id": questions["prompt_id"],
+                "domain": questions["source_category"],
+                "prompt": questions["prompt"],
+                "label": questions["response"],
+                "response": responses,
+                "choice": [parse_cvalues_choice(r) for r in responses],
+                "review_key": [
+                    review_key("responsibility_mcq", context.partition_key, p, r)
+                    for p, r in zip(questions["prompt_id"], responses)
+                ],
+            },
+            schema=schema,
+        )
+        choices = {k: int(v) for k, v in table.group_by("choice").len().sort("choice").iter_rows()}
+        context.add_output_metadata({**batch.metadata(), "choices": choices})
+        return table
+
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    def responsibility_scores(
+        context: AssetExecutionContext,
+        responsibility_judgements: pl.DataFrame,
+        responsibility_mcq_predictions: pl.DataFrame,
+        review_decisions: pl.DataFrame,
+        responsibility_responses: pl.DataFrame,
+    ) -> pl.DataFrame:
+        """Per domain: the judge's mean responsibility score, and MCQ acc / acc* when the MCQ file is configured."""
+        table = run_sql(
+            "evaluation/responsibility_scores",
+            judgements=responsibility_judgements,
+            mcq_predictions=responsibility_mcq_predictions,
+            decisions=review_decisions,
+        )
+        scores = {d: g["score"].drop_nulls().to_list() for (d,), g in responsibility_judgements.group_by("domain")}
+        bounds = [
+            bootstrap_mean_interval(scores.get(d, []), RESPONSIBILITY_SCALE, seed=evaluation.seed)
+            for d in table["domain"]
+        ]
+        table = table.with_columns(
+            ci_low=pl.Series([low for low, _ in bounds], dtype=pl.Float64),
+            ci_high=pl.Series([high for _, high in bounds], dtype=pl.Float64),
+        )
+        if responsibility_responses.height:
+            table = with_fingerprint(table, responsibility_responses.row(0, named=True))
+        context.add_output_metadata(
+            {
+                "scores": MetadataValue.md(
+                    markdown_table(
+                        table.select(
+                            "domain",
+                            "prompts",
+                            "scored",
+                            "mean_score",
+                            "ci_low",
+                            "ci_high",
+                            "mcq_questions",
+                            "acc",
+                            "acc_star",
+                        )
+                    )
+                )
+            }
+        )
+        return table
+
+    return [
+        responsibility_responses,
+        responsibility_judgements,
+        responsibility_mcq_predictions,
+        responsibility_scores,
+    ]
