@@ -214,6 +214,11 @@ def label_verdicts(
 
 
 def build_diversity_assets(settings: Settings) -> list:
+    """Quota and augmentation, then the deduplicated, sampled attack prompts."""
+    return [*build_augmentation_assets(settings), build_attack_prompts_asset(settings)]
+
+
+def build_augmentation_assets(settings: Settings) -> list:
     method = settings.method
     train_sources = pl.DataFrame({"source": list(method.train_sources)}, schema={"source": pl.Utf8})
 
@@ -308,6 +313,12 @@ def build_diversity_assets(settings: Settings) -> list:
         )
         yield from llm_gate_results(context.asset_key, table["status"], method)
 
+    return [category_quota, augmented_prompts]
+
+
+def build_attack_prompts_asset(settings: Settings):
+    method = settings.method
+
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, check_specs=attack_prompt_check_specs())
     def attack_prompts(
         context: AssetExecutionContext, prompt_categories: pl.DataFrame, augmented_prompts: pl.DataFrame
@@ -367,4 +378,4 @@ def build_diversity_assets(settings: Settings) -> list:
         )
         yield from attack_prompt_check_results(table, method.required_categories)
 
-    return [category_quota, augmented_prompts, attack_prompts]
+    return attack_prompts

@@ -93,9 +93,19 @@ def intent_chart_paths(distribution: pl.DataFrame, reports_dir: Path) -> tuple[P
     }
 
 
+def attack_source_ins(settings: Settings) -> dict[str, AssetIn]:
+    """The attack sources as inputs (`src_<name>`)."""
+    return {f"src_{name}": AssetIn(AssetKey(name)) for name in settings.method.attack_sources}
+
+
 def build_intent_assets(settings: Settings) -> list:
+    """Labels and their taxonomy, then each prompt's category and the intent distribution."""
+    return [*build_intent_label_assets(settings), *build_intent_category_assets(settings)]
+
+
+def build_intent_label_assets(settings: Settings) -> list:
     method = settings.method
-    source_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in method.attack_sources}
+    source_ins = attack_source_ins(settings)
     # The labeler's qualification blocks labeling in the same run (none is built without gold sources).
     qualification = [AssetKey("labeler_qualification")] if settings.qualification.labeler_sources else []
 
@@ -183,10 +193,14 @@ def build_intent_assets(settings: Settings) -> list:
         )
         return table
 
+    return [intent_labels, taxonomy_decisions, label_taxonomy]
+
+
+def build_intent_category_assets(settings: Settings) -> list:
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "sql"},
-        ins={**source_ins, "intent_labels": AssetIn(), "label_taxonomy": AssetIn()},
+        ins={**attack_source_ins(settings), "intent_labels": AssetIn(), "label_taxonomy": AssetIn()},
         pool=POOL,
         check_specs=[coverage_check_spec()],
     )
@@ -264,4 +278,4 @@ def build_intent_assets(settings: Settings) -> list:
         )
         return table
 
-    return [intent_labels, taxonomy_decisions, label_taxonomy, prompt_categories, intent_distribution]
+    return [prompt_categories, intent_distribution]

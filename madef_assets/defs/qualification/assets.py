@@ -123,6 +123,13 @@ def gate_result(
 
 
 def build_qualification_assets(settings: Settings) -> list:
+    """The judge's qualification, and the labeler's when qualification.labeler_sources names gold sources."""
+    if not settings.qualification.labeler_sources:
+        return [build_judge_qualification_asset(settings)]
+    return [build_judge_qualification_asset(settings), build_labeler_qualification_asset(settings)]
+
+
+def build_judge_qualification_asset(settings: Settings):
     config = settings.qualification
 
     @asset(
@@ -200,8 +207,11 @@ def build_qualification_assets(settings: Settings) -> list:
             JUDGE_QUALIFIED, refusal, (qualified, words), config, config.min_kappa, config.max_uncertain_rate
         )
 
-    if not config.labeler_sources:
-        return [judge_qualification]
+    return judge_qualification
+
+
+def build_labeler_qualification_asset(settings: Settings):
+    config = settings.qualification
 
     @asset(
         group_name=GROUP,
@@ -272,4 +282,4 @@ def build_qualification_assets(settings: Settings) -> list:
             config.labeler_max_uncertain_rate,
         )
 
-    return [judge_qualification, labeler_qualification]
+    return labeler_qualification

@@ -3,6 +3,7 @@ LLaMA-Factory folder published from it once the contamination gate passed."""
 
 import hashlib
 import json
+from pathlib import Path
 
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, DataVersion, Failure, MetadataValue, Output, asset
@@ -17,7 +18,14 @@ from madef_assets.defs.qualification.fitness import (
     labeler_verdict,
     role_criteria,
 )
-from madef_assets.defs.selection.card import combine_licenses, licenses_table, provenance, render_card, shared_files
+from madef_assets.defs.selection.card import (
+    CombinedTerms,
+    combine_licenses,
+    licenses_table,
+    provenance,
+    render_card,
+    shared_files,
+)
 from madef_assets.defs.selection.checks import (
     contamination_references,
     contamination_result,
@@ -27,7 +35,7 @@ from madef_assets.defs.selection.checks import (
 from madef_assets.defs.selection.contamination import general_eval_questions
 from madef_assets.defs.selection.export import publish_staged, stage_llamafactory_dataset, staging_dir, withdraw_dataset
 from madef_assets.reports import markdown_table
-from madef_assets.settings import SelectionConfig, Settings
+from madef_assets.settings import MethodConfig, SelectionConfig, Settings
 from madef_assets.storage import run_sql
 
 GROUP = "selection"
@@ -73,7 +81,80 @@ def fitness_sentence(sft_fitness: pl.DataFrame) -> str:
     return fitness_verdict([Criterion(*row) for row in sft_fitness.iter_rows()])
 
 
+def stage_sft_set(
+    table: pl.DataFrame,
+    shared: pl.DataFrame,
+    licenses: pl.DataFrame,
+    terms: CombinedTerms,
+    card_provenance: dict,
+    version: str,
+    method: MethodConfig,
+) -> dict:
+    """Stage a set that passed the contamination gate as a LLaMA-Factory folder with its dataset card,
+    licenses.csv and the shared files (published by sft_dataset_folder); the staging's metadata."""
+    folder = method.sft_export_dir
+    card = render_card(shared, licenses, terms, card_provenance)
+    files = stage_llamafactory_dataset(
+        table.select("instruction", "input", "output").to_dicts(),
+        folder,
+        method.sft_formats,
+        version,
+        shared_files(shared, licenses, terms, card),
+        {"license": {"terms": terms.terms, "reason": terms.reason}},
+    )
+    return {
+        "staged_dir": MetadataValue.path(str(staging_dir(folder))),
+        "files": MetadataValue.json({k: str(v) for k, v in files.items()}),
+    }
+
+
+def withdraw_sft_set(context: AssetExecutionContext, folder: Path) -> dict:
+    """A blocked set stages nothing and withdraws the folder an earlier run published; the metadata."""
+    removed = withdraw_dataset(folder)
+    context.log.warning(
+        f"contamination gate blocked the SFT set: nothing staged; withdrew {removed or 'nothing'} from {folder}"
+    )
+    return {"withdrawn": MetadataValue.json(removed)}
+
+
+def mix_metadata(
+    table: pl.DataFrame, attack_prompts: pl.DataFrame, safety_sft_selected: pl.DataFrame, method: MethodConfig
+) -> dict:
+    """The SFT set's achieved mix: rows per kind and category, the total against method.sft_total, and the
+    `mix` table by kind, category, language, source, route and scored_as (dbt_like_sql/selection/sft_mix.sql)."""
+    return {
+        "per_kind": {k: int(v) for k, v in table.group_by("kind").len().sort("kind").iter_rows()},
+        "per_category": {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()},
+        "sft_total_target": method.sft_total,
+        "sft_total": table.height,
+        "mix": MetadataValue.md(
+            markdown_table(run_sql("selection/sft_mix", sft=table, attack=attack_prompts, selected=safety_sft_selected))
+        ),
+    }
+
+
+def folder_table(path: str, version: str, manifest: dict) -> pl.DataFrame:
+    """sft_dataset_folder's one row: the published folder, the SFT set's version and the manifest's."""
+    row = {
+        "path": path,
+        "sft_version": version,
+        "files_version": manifest["files_version"],
+        "rows": manifest["rows"],
+        "formats": ",".join(manifest["formats"]),
+    }
+    return pl.DataFrame([row], schema=FOLDER_SCHEMA)
+
+
 def build_selection_assets(settings: Settings) -> list:
+    """The selected safety samples and the general sample, the fitness verdict, then the SFT set and its folder."""
+    return [
+        *build_sft_selection_assets(settings),
+        build_sft_fitness_asset(settings),
+        *build_sft_dataset_assets(settings),
+    ]
+
+
+def build_sft_selection_assets(settings: Settings) -> list:
     method = settings.method
     selection = method.selection
 
@@ -127,6 +208,11 @@ def build_selection_assets(settings: Settings) -> list:
         )
         return table
 
+    return [safety_sft_selected, general_sft_sample]
+
+
+def build_sft_fitness_asset(settings: Settings):
+    method = settings.method
     labeler_ins = {"labeler_qualification": AssetIn()} if settings.qualification.labeler_sources else {}
 
     @asset(
@@ -158,6 +244,11 @@ def build_selection_assets(settings: Settings) -> list:
             metadata={"verdict": fitness_verdict(criteria), "criteria": MetadataValue.md(fitness_markdown(criteria))},
         )
 
+    return sft_fitness
+
+
+def build_sft_dataset_assets(settings: Settings) -> list:
+    method = settings.method
     eval_ins = {f"eval_{name}": AssetIn(AssetKey(name)) for name in method.eval_sources}
 
     @asset(
@@ -207,35 +298,14 @@ def build_selection_assets(settings: Settings) -> list:
                 )
         version = sft_content_version(table, method.sft_formats)
         gate = contamination_result(table, references, method)
-        folder = method.sft_export_dir
         shared = run_sql("selection/sft_export_rows", sft=table, attack=attack_prompts, selected=safety_sft_selected)
         licenses = licenses_table(shared, {name: source.license for name, source in settings.sources.items()})
         terms = combine_licenses(dict(licenses.select("source", "license").iter_rows()))
         if gate.passed:
-            card = render_card(
-                shared,
-                licenses,
-                terms,
-                provenance(settings, references, decontamination, fitness_sentence(sft_fitness)),
-            )
-            files = stage_llamafactory_dataset(
-                table.select("instruction", "input", "output").to_dicts(),
-                folder,
-                method.sft_formats,
-                version,
-                shared_files(shared, licenses, terms, card),
-                {"license": {"terms": terms.terms, "reason": terms.reason}},
-            )
-            export = {
-                "staged_dir": MetadataValue.path(str(staging_dir(folder))),
-                "files": MetadataValue.json({k: str(v) for k, v in files.items()}),
-            }
+            card_provenance = provenance(settings, references, decontamination, fitness_sentence(sft_fitness))
+            export = stage_sft_set(table, shared, licenses, terms, card_provenance, version, method)
         else:
-            removed = withdraw_dataset(folder)
-            context.log.warning(
-                f"contamination gate blocked the SFT set: nothing staged; withdrew {removed or 'nothing'} from {folder}"
-            )
-            export = {"withdrawn": MetadataValue.json(removed)}
+            export = withdraw_sft_set(context, method.sft_export_dir)
         yield Output(
             table,
             data_version=DataVersion(version if gate.passed else f"blocked-{version}"),
@@ -248,17 +318,9 @@ def build_selection_assets(settings: Settings) -> list:
                     f"decontamination_{k}": MetadataValue.json(v) if isinstance(v, (dict, list)) else v
                     for k, v in decontamination.items()
                 },
-                "dataset_dir": MetadataValue.path(str(folder)),
+                "dataset_dir": MetadataValue.path(str(method.sft_export_dir)),
                 **export,
-                "per_kind": {k: int(v) for k, v in table.group_by("kind").len().sort("kind").iter_rows()},
-                "per_category": {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()},
-                "sft_total_target": method.sft_total,
-                "sft_total": table.height,
-                "mix": MetadataValue.md(
-                    markdown_table(
-                        run_sql("selection/sft_mix", sft=table, attack=attack_prompts, selected=safety_sft_selected)
-                    )
-                ),
+                **mix_metadata(table, attack_prompts, safety_sft_selected, method),
             },
         )
         yield gate
@@ -275,20 +337,8 @@ def build_selection_assets(settings: Settings) -> list:
             manifest = publish_staged(method.sft_export_dir, version)
         except (FileNotFoundError, ValueError) as exc:
             raise Failure(description=str(exc)) from exc
-        table = pl.DataFrame(
-            [
-                {
-                    "path": str(method.sft_export_dir),
-                    "sft_version": version,
-                    "files_version": manifest["files_version"],
-                    "rows": manifest["rows"],
-                    "formats": ",".join(manifest["formats"]),
-                }
-            ],
-            schema=FOLDER_SCHEMA,
-        )
         return Output(
-            table,
+            folder_table(str(method.sft_export_dir), version, manifest),
             data_version=DataVersion(manifest["files_version"]),
             metadata={
                 "dataset_dir": MetadataValue.path(str(method.sft_export_dir)),
@@ -298,4 +348,4 @@ def build_selection_assets(settings: Settings) -> list:
             },
         )
 
-    return [safety_sft_selected, general_sft_sample, sft_fitness, sft_dataset, sft_dataset_folder]
+    return [sft_dataset, sft_dataset_folder]
