@@ -20,6 +20,7 @@ from madef_assets.defs.evaluation.llamafactory_eval import (
     write_task_folder,
 )
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, parse_settings
+from madef_assets_tests.run_failures import failure_messages
 
 DATA = PROJECT_ROOT / "data" / "general_eval"
 
@@ -200,7 +201,7 @@ def test_llamafactory_evaluator_runs_on_the_bundled_model(tmp_path, models_dir):
         raise_on_error=False,
         asset_selection=[AssetKey("candidate_model"), AssetKey("llamafactory_eval_scores")],
     )
-    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert result.success, failure_messages(result)
     table = result.output_for_node("llamafactory_eval_scores")
     assert table["status"].to_list() == ["ok", "ok"], table["reason"].to_list()
     assert table["benchmark"].to_list() == ["mmlu", "ceval"] and table["questions"].to_list() == [4, 4]

@@ -14,6 +14,7 @@ from madef_assets.defs.evaluation.judging import CVALUES_CHOICES
 from madef_assets.review.decisions import append_decision, read_queue
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
 from madef_assets_tests.conftest import FIXTURES
+from madef_assets_tests.run_failures import failure_messages
 
 pytestmark = pytest.mark.slow
 # What the tiny profile's sources supply by their own categories; PR, DT and PS come only from generation
@@ -67,7 +68,7 @@ def first_run(tmp_path_factory, models_dir):
 
 def test_whole_method_materializes_and_exports_a_llamafactory_dataset(first_run):
     tmp_path, settings, result = first_run
-    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert result.success, failure_messages(result)
     for event in result.get_asset_materialization_events():
         assert "dagster/row_count" in event.materialization.metadata, event.asset_key
     for asset in LLM_ASSETS:
@@ -180,7 +181,7 @@ def trained(first_run, models_dir):
 
 def test_cpu_training_writes_a_loadable_checkpoint(trained):
     settings, result = trained
-    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert result.success, failure_messages(result)
     meta = metadata(result, "finetuned_checkpoint")
     assert meta["steps"] == 2 and math.isfinite(meta["first_loss"]) and math.isfinite(meta["final_loss"])
     assert "learning_rate" in meta["train_yaml"] and meta["samples"] > 0
@@ -277,7 +278,7 @@ def evaluated(first_run, trained, models_dir):
 def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
     settings, _, _, shared, per_candidate, report = evaluated
     for result in (shared, *per_candidate.values(), report):
-        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        assert result.success, failure_messages(result)
     benchmark = shared.output_for_node("new_safety_benchmark")
     assert benchmark.height >= 10 and benchmark.group_by("category").len()["len"].max() == 1
     assert next(c for c in shared.get_asset_check_evaluations() if c.check_name == "disjoint_from_sft_dataset").passed

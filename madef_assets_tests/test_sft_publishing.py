@@ -18,6 +18,7 @@ from madef_assets.defs.selection.export import (
     staging_dir,
     withdraw_dataset,
 )
+from madef_assets_tests.run_failures import failure_messages
 from madef_assets_tests.sft_tables import EVALUATION, GENERAL, gsm8k_question, sft_settings, write_upstream
 
 PUBLISH = [AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"), AssetKey("finetuned_checkpoint")]
@@ -49,7 +50,7 @@ def test_a_blocked_set_is_never_published_and_withdraws_the_earlier_folder(tmp_p
     write_upstream(settings)
     with DagsterInstance.ephemeral() as instance:
         clean = run(settings, instance, PUBLISH[:2])
-        assert clean.success, [e.message for e in clean.all_events if e.is_failure]
+        assert clean.success, failure_messages(clean)
         assert gate(clean).passed and gate(clean).metadata["reference_prompts"].value["general:mmlu"] > 0
         manifest = read_manifest(folder)
         assert manifest and manifest["rows"] == 12 and (folder / DATASET_INFO).exists()

@@ -21,6 +21,7 @@ from madef_assets.defs.training.llamafactory_config import (
 from madef_assets.reports import lines_png
 from madef_assets.settings import CONFIG_DIR, ConfigError, load_settings, parse_settings, parse_training
 from madef_assets.storage import duckdb_connection
+from madef_assets_tests.run_failures import failure_messages
 from madef_assets_tests.sft_tables import sft_settings, write_upstream
 
 
@@ -145,7 +146,7 @@ def test_cpu_training_on_the_published_folder_logs_eval_loss_next_to_train_loss(
         .resolve_job_def(MAIN_JOB)
         .execute_in_process(instance=DagsterInstance.ephemeral(), asset_selection=selection, raise_on_error=False)
     )
-    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert result.success, failure_messages(result)
     event = next(
         e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey("finetuned_checkpoint")
     )
@@ -190,7 +191,7 @@ def test_two_learning_rates_train_for_real_each_in_its_partition_and_are_compare
         result = defs.resolve_job_def(TRAIN_JOB).execute_in_process(
             instance=instance, partition_key=rate, raise_on_error=False
         )
-        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        assert result.success, failure_messages(result)
     comparison = defs.resolve_job_def(COMPARE_RATES_JOB).execute_in_process(instance=instance)
     curves = comparison.output_for_node("learning_rate_comparison")
     assert sorted(set(curves["rate"])) == ["lr1e-5", "lr3e-5"] and curves["loss"].drop_nulls().len() >= 2

@@ -103,7 +103,15 @@ def build_training_assets(settings: Settings) -> list:
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(to_yaml(config), encoding="utf-8")
         session = pipes_subprocess_client.run(
-            command=[str(training.env_python), PIPES_SCRIPT], context=context, extras={"config_path": str(config_path)}
+            command=[str(training.env_python), PIPES_SCRIPT],
+            context=context,
+            extras={"config_path": str(config_path)},
+            # Local files only, and the tokenized-dataset cache beside the checkpoints, not under $HOME.
+            env={
+                "HF_DATASETS_OFFLINE": "1",
+                "HF_HUB_OFFLINE": "1",
+                "HF_DATASETS_CACHE": str(output_dir.parent / "datasets_cache"),
+            },
         )
         outcome = next(iter(session.get_custom_messages()), {"exit_code": None, "tail": []})
         if outcome["exit_code"] != 0:

@@ -1,2 +1,0 @@
-INSERT OR REPLACE INTO llm_ledger BY NAME
-SELECT * FROM new_ledger_rows;
