@@ -1,7 +1,9 @@
-"""LLM fan-out: requests/s of the openai backend (aiohttp and SDK transports) and of distilabel's
-OpenAILLM against one local OpenAI-compatible server with a fixed latency, at several concurrency
-levels, next to the backend-bound ideal (concurrency / latency); a variant where 20 % of requests get a
-429 with Retry-After. Medians of --repeats runs; the server runs in its own process.
+"""LLM fan-out: requests/s of the openai backend (aiohttp and SDK transports), of the same backend called
+the way an asset calls it (`LLMResource.generate` on a fresh ledger: lookup, backend, ledger writer) and
+of distilabel's OpenAILLM against one local OpenAI-compatible server with a fixed latency, at several
+concurrency levels, next to the backend-bound ideal (concurrency / latency); a variant where 20 % of
+requests get a 429 with Retry-After. Medians of --repeats runs; the server runs in its own process.
+bench/ledger_scale.py measures the asset-level path on ledgers of up to 10M rows.
 
     .venv/bin/python bench/openai_fanout.py [--requests 2000] [--latency 0.1] [--repeats 3]
 
@@ -14,10 +16,12 @@ import json
 import multiprocessing
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 from madef_assets.llm.openai_backend import OpenAIBackend
+from madef_assets.llm.resource import LLMResource
 from madef_assets.llm.types import GenerationParams
 
 DISTILABEL_PYTHON = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
@@ -49,6 +53,35 @@ def madef_rate(base_url: str, requests: int, concurrency: int, transport: str) -
     elapsed = time.perf_counter() - started
     failed = sum(r.status != "ok" for r in results.values())
     assert failed == 0, f"{failed} failed calls"
+    return requests / elapsed
+
+
+def asset_rate(base_url: str, requests: int, concurrency: int) -> float:
+    """LLMResource.generate with the aiohttp transport, on a fresh ledger, fresh prompts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        resource = LLMResource(
+            role="bench",
+            backend="openai",
+            model="bench",
+            params_json=json.dumps({"max_new_tokens": 8}),
+            options_json=json.dumps(
+                {
+                    "base_url": base_url,
+                    "api_key_env": None,
+                    "concurrency": concurrency,
+                    "max_retries": 8,
+                    "backoff_base_s": 0.05,
+                    "backoff_cap_s": 1.0,
+                }
+            ),
+            duckdb_path=str(Path(tmp) / "ledger.duckdb"),
+            models_dir=tmp,
+        )
+        prompts = [f"bench prompt {i}" for i in range(requests)]
+        started = time.perf_counter()
+        batch = resource.generate(prompts, "fanout-v1")
+        elapsed = time.perf_counter() - started
+    assert batch.status_counts() == {"ok": requests}, batch.status_counts()
     return requests / elapsed
 
 
@@ -86,8 +119,10 @@ def main() -> None:
         "ideal",
         "madef aiohttp",
         "madef sdk",
+        "asset-level",
         "distilabel",
         "aiohttp/ideal",
+        "asset/aiohttp",
         "aiohttp/distilabel",
     ]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
@@ -102,6 +137,7 @@ def main() -> None:
                 requests = min(args.requests, max(50, int(10 * concurrency / args.latency)))
                 fast = median_of(args.repeats, lambda: madef_rate(base_url, requests, concurrency, "aiohttp"))
                 sdk = median_of(args.repeats, lambda: madef_rate(base_url, requests, concurrency, "sdk"))
+                asset = median_of(args.repeats, lambda: asset_rate(base_url, requests, concurrency))
                 peer = median_of(args.repeats, lambda: distilabel_rate(base_url, requests, concurrency))
                 ideal = concurrency / args.latency
                 cells = [
@@ -111,8 +147,10 @@ def main() -> None:
                     f"{ideal:.0f}",
                     f"{fast:.1f}",
                     f"{sdk:.1f}",
+                    f"{asset:.1f}",
                     "n/a" if peer is None else f"{peer:.1f}",
                     f"{fast / ideal:.2f}",
+                    f"{asset / fast:.2f}",
                     "n/a" if peer is None else f"{fast / peer:.2f}",
                 ]
                 print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)

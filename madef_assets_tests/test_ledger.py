@@ -1,5 +1,7 @@
-"""The LLM-call ledger: a second materialization makes no backend call; a killed run resumes."""
+"""The LLM-call ledger: a second materialization makes no backend call; a killed run resumes; the
+append-only table, its two-pass lookup and the writer thread."""
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -10,7 +12,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, materialize
 
-from madef_assets.llm.ledger import Ledger, ledger_key
+from madef_assets.llm.ledger import FLUSH_ROWS, Ledger, LedgerWriter, key_hash, ledger_key, row_ranges
 from madef_assets_tests.openai_server import OpenAICompatibleServer
 
 VENV_BIN = os.path.dirname(sys.executable)
@@ -105,9 +107,9 @@ def test_error_rows_are_retried_and_final_rows_are_not(tmp_path):
 
 
 def test_killed_run_resumes_with_only_the_missing_calls(ledger_env, tmp_path):
-    total = 400
+    total, concurrency = 1000, 4
     with OpenAICompatibleServer(latency_s=0.02) as server:
-        env = ledger_env(server, prompts=total, concurrency=4)
+        env = ledger_env(server, prompts=total, concurrency=concurrency)
         log = tmp_path / "killed_run.log"
         process = subprocess.Popen(
             [
@@ -124,16 +126,17 @@ def test_killed_run_resumes_with_only_the_missing_calls(ledger_env, tmp_path):
             stderr=log.open("w"),
         )
         deadline = time.monotonic() + 120
-        while server.answered_ok < 150 and time.monotonic() < deadline and process.poll() is None:
+        while server.answered_ok < 2 * FLUSH_ROWS and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.02)
         assert process.poll() is None, log.read_text()[-2000:]
         process.send_signal(signal.SIGKILL)
         process.wait()
         sent_before_kill = server.answered_ok
         kept = ledger_rows(tmp_path / "ledger.duckdb")
-        assert 64 <= kept < total
-        # at most one flush window of finished calls is lost to SIGKILL
-        assert kept >= sent_before_kill - 64 - 4
+        assert FLUSH_ROWS <= kept < total
+        # lost to SIGKILL: at most the rows waiting for the writer (a flush's worth, plus what arrived while
+        # the previous flush was writing) and the answers still in flight
+        assert kept >= sent_before_kill - 2 * FLUSH_ROWS - concurrency
 
         requests_before_resume = server.total_requests
         resumed = materialize_in_process()
@@ -203,3 +206,146 @@ def test_progress_is_logged_at_a_steady_interval_while_calls_run(tmp_path, monke
     assert all("/12 calls done" in line and "ETA" in line and "1 ledger hits" in line for line in lines)
     done = [int(line.split(": ")[1].split("/")[0]) for line in lines]
     assert done == sorted(done) and done[-1] > done[0]
+
+
+def ledger_row(key: str, prompt: str, status: str = "ok", output: str | None = "yes") -> dict:
+    return {
+        "key": key,
+        "role": "judge",
+        "kind": "generate",
+        "backend": "openai",
+        "model": "{}",
+        "template_version": "v1",
+        "params": "{}",
+        "prompt": prompt,
+        "output": output,
+        "status": status,
+        "error": None if status != "error" else "HTTP 500",
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "latency_s": None,
+        "run_id": None,
+    }
+
+
+def test_row_ranges_join_neighbours_closer_than_a_row_group():
+    assert row_ranges([]) == []
+    assert row_ranges([5]) == [(5, 5)]
+    assert row_ranges([1, 2, 3, 10], gap=4) == [(1, 3), (10, 10)]
+    assert row_ranges([0, 3, 6, 20, 22], gap=4) == [(0, 6), (20, 22)]
+
+
+def test_the_latest_final_row_of_a_key_wins_and_later_errors_do_not_hide_it(tmp_path):
+    """Append-only: an error retried into an answer, a second answer for the same key (two processes
+    racing) and an error written after an answer each add a row; lookup sees the latest final one."""
+    ledger = Ledger(tmp_path / "l.duckdb")
+    key_a, key_b, key_c = (ledger_key("generate", "openai", {}, {}, p, "v1") for p in ("a", "b", "c"))
+    ledger.write([ledger_row(key_a, "a", "error", None), ledger_row(key_b, "b", output="first")])
+    assert set(ledger.lookup([key_a, key_b, key_c])) == {key_b}
+    ledger.write([ledger_row(key_a, "a", output="retried"), ledger_row(key_b, "b", output="second")])
+    ledger.write([ledger_row(key_b, "b", "error", None)])
+    found = ledger.lookup([key_a, key_b, key_c])
+    assert {k: v["output"] for k, v in found.items()} == {key_a: "retried", key_b: "second"}
+    assert ledger_rows(tmp_path / "l.duckdb") == 5
+
+
+def test_lookup_reads_only_the_row_ranges_that_hold_the_keys_and_finds_them_all(tmp_path):
+    """A ledger over three row groups: keys from its start and its end (two ranges), keys never written,
+    and keys whose 64-bit prefix is stored under another full key all get the right answer."""
+    path = tmp_path / "big.duckdb"
+    Ledger(path)
+    with duckdb.connect(str(path)) as connection:
+        connection.execute(
+            "INSERT INTO llm_ledger SELECT k, ('0x' || substr(k, 1, 16))::UBIGINT, 'judge', 'generate', 'openai', "
+            "'{}', 'v1', '{}', 'prompt ' || i, 'answer ' || i, 'ok', NULL, NULL, NULL, NULL, NULL, now() "
+            "FROM (SELECT i, sha256(i::VARCHAR) AS k FROM range(300000) t(i))"
+        )
+    wanted = [0, 1, 299_998, 299_999]
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in wanted]
+    impostor = keys[0][:16] + "0" * 48  # same key_hash as key 0, another key
+    found = Ledger(path).lookup([*keys, impostor, "f" * 64])
+    assert {k: v["output"] for k, v in found.items()} == {k: f"answer {i}" for k, i in zip(keys, wanted)}
+
+
+def test_a_ledger_with_the_old_primary_key_is_moved_to_the_append_only_table(tmp_path):
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute(KEYED_LEDGER_DDL)
+        connection.execute(
+            "INSERT INTO llm_ledger VALUES (?, 'judge', 'generate', 'openai', '{}', 'v1', '{}', 'p', 'kept', 'ok', "
+            "NULL, 3, 4, 0.5, 'run-1', TIMESTAMP '2026-01-01 00:00:00')",
+            [ledger_key("generate", "openai", {}, {}, "p", "v1")],
+        )
+    ledger = Ledger(path)
+    key = ledger_key("generate", "openai", {}, {}, "p", "v1")
+    assert ledger.lookup([key])[key]["output"] == "kept"
+    ledger.write([ledger_row(key, "p", output="again")])  # the same key twice: no unique index any more
+    assert ledger.lookup([key])[key]["output"] == "again"
+    with duckdb.connect(str(path), read_only=True) as connection:
+        constraints = connection.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
+        ).fetchone()[0]
+        stored = connection.execute(
+            "SELECT key_hash, prompt_tokens, run_id FROM llm_ledger ORDER BY created_at"
+        ).fetchall()
+    assert constraints == 0 and stored[0] == (key_hash(key), 3, "run-1")
+    assert Ledger(path).lookup([key])[key]["output"] == "again"  # opened again: nothing moved twice
+
+
+KEYED_LEDGER_DDL = """CREATE TABLE llm_ledger (key VARCHAR PRIMARY KEY, role VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+backend VARCHAR NOT NULL, model VARCHAR NOT NULL, template_version VARCHAR, params VARCHAR, prompt VARCHAR NOT NULL,
+output VARCHAR, status VARCHAR NOT NULL, error VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+latency_s DOUBLE, run_id VARCHAR, created_at TIMESTAMP NOT NULL)"""
+
+
+class FailingLedger(Ledger):
+    """A ledger whose writes fail (a full disk, a lock never released) until `healthy` is set."""
+
+    healthy = False
+
+    def write(self, rows):
+        if not self.healthy:
+            raise OSError("disk full")
+        return super().write(rows)
+
+
+def rows_written(path) -> int:
+    """Rows in the ledger, read from this process while its writer thread may open the file too (DuckDB
+    allows one configuration per file in a process: read-write here as there)."""
+    with duckdb.connect(str(path)) as connection:
+        return connection.execute("select count(*) from llm_ledger").fetchone()[0]
+
+
+def test_the_writer_flushes_by_rows_and_by_time_off_the_callers_thread(tmp_path):
+    ledger = Ledger(tmp_path / "w.duckdb")
+    rows = [ledger_row(ledger_key("generate", "openai", {}, {}, str(i), "v1"), str(i)) for i in range(25)]
+    with LedgerWriter(ledger, rows=10, seconds=60) as writer:
+        for row in rows[:20]:
+            writer.add(row)
+        deadline = time.monotonic() + 10
+        while rows_written(tmp_path / "w.duckdb") < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rows_written(tmp_path / "w.duckdb") == 20  # two full batches, written while the block runs
+        writer.add(rows[20])
+    assert rows_written(tmp_path / "w.duckdb") == 21  # the rest at the end
+    with LedgerWriter(ledger, rows=1000, seconds=0.2) as writer:
+        writer.add(rows[21])
+        time.sleep(1.0)
+        assert rows_written(tmp_path / "w.duckdb") == 22  # by time, with few rows waiting
+    with pytest.raises(KeyboardInterrupt), LedgerWriter(ledger, rows=1000, seconds=60) as writer:
+        writer.add(rows[22])
+        raise KeyboardInterrupt
+    assert rows_written(tmp_path / "w.duckdb") == 23  # interrupted: what finished is still written
+
+
+def test_a_failing_writer_stops_the_caller_and_keeps_its_rows_for_one_more_try(tmp_path):
+    ledger = FailingLedger(tmp_path / "f.duckdb")
+    rows = [ledger_row(ledger_key("generate", "openai", {}, {}, str(i), "v1"), str(i)) for i in range(3)]
+    with pytest.raises(RuntimeError, match="disk full"), LedgerWriter(ledger, rows=1, seconds=60) as writer:
+        writer.add(rows[0])
+        deadline = time.monotonic() + 10
+        while writer._error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ledger.healthy = True  # the disk has room again: the rows kept are written at the end
+        writer.add(rows[1])
+    assert rows_written(tmp_path / "f.duckdb") == 1

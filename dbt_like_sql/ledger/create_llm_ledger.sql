@@ -1,6 +1,10 @@
--- The LLM-call ledger: one row per distinct call (see madef_assets/llm/ledger.py for the key).
+-- The LLM-call ledger (see madef_assets/llm/ledger.py for the key), append-only: a call finished again
+-- (an error retried, two processes racing) adds a row, and the latest final row per key wins at lookup.
+-- No unique index: DuckDB loads an index at every connection and rewrites it at every checkpoint, which
+-- made each flush cost grow with the ledger (BENCHMARKS.md, "The ledger at scale").
 CREATE TABLE IF NOT EXISTS llm_ledger (
-    key               VARCHAR PRIMARY KEY,
+    key               VARCHAR NOT NULL,
+    key_hash          UBIGINT NOT NULL,   -- the key's first 64 bits: lookups scan this narrow column first
     role              VARCHAR NOT NULL,
     kind              VARCHAR NOT NULL,   -- generate | option_logprobs | perplexity
     backend           VARCHAR NOT NULL,

@@ -16,13 +16,11 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from madef_assets.llm.backends import backend_identity, build_backend
-from madef_assets.llm.ledger import Ledger, canonical_json, ledger_key
+from madef_assets.llm.ledger import Ledger, LedgerWriter, canonical_json, ledger_key
 from madef_assets.llm.refusals import refusal_opening
 from madef_assets.llm.types import Backend, CallKind, Completion, GenerationParams
 
 PROGRESS_EVERY_S = 10.0
-FLUSH_ROWS = 64
-FLUSH_SECONDS = 5.0
 
 
 class ParseError(ValueError):
@@ -236,29 +234,20 @@ class LLMResource(ConfigurableResource):
         log: logging.Logger,
         hits: int,
     ) -> dict[str, dict[str, Any]]:
-        """Send the missing calls; write finished ones to the ledger in batches, also on interruption."""
+        """Send the missing calls; finished ones go to the ledger writer's thread, which writes them in
+        batches, and what is left is written also on interruption."""
         keys, prompts = list(todo), list(todo.values())
         answers: dict[str, dict[str, Any]] = {}
-        pending: list[dict[str, Any]] = []
-        last_flush = time.perf_counter()
-        try:
-            with _Progress(self.role, len(prompts), hits, log) as progress:
-                for index, completion in run(backend, prompts):
-                    status, error, output = _finish(call.kind, completion, parse)
-                    answers[keys[index]] = {"output": output, "status": status, "error": error, "cached": False}
-                    pending.append(
-                        call.ledger_row(
-                            keys[index], self.role, prompts[index], output, status, error, completion, self._run_id
-                        )
+        with LedgerWriter(self.ledger()) as writer, _Progress(self.role, len(prompts), hits, log) as progress:
+            for index, completion in run(backend, prompts):
+                status, error, output = _finish(call.kind, completion, parse)
+                answers[keys[index]] = {"output": output, "status": status, "error": error, "cached": False}
+                writer.add(
+                    call.ledger_row(
+                        keys[index], self.role, prompts[index], output, status, error, completion, self._run_id
                     )
-                    if len(pending) >= FLUSH_ROWS or time.perf_counter() - last_flush >= FLUSH_SECONDS:
-                        self.ledger().write(pending)
-                        pending.clear()
-                        last_flush = time.perf_counter()
-                    progress.step()
-        finally:
-            # Also on interruption (run terminated, KeyboardInterrupt): keep every finished call.
-            self.ledger().write(pending)
+                )
+                progress.step()
         return answers
 
     @staticmethod

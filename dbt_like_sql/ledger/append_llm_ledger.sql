@@ -1,0 +1,2 @@
+INSERT INTO llm_ledger BY NAME
+SELECT * FROM new_ledger_rows;
