@@ -24,7 +24,9 @@ $(TRAIN_VENV)/.installed: scripts/setup_training_env.sh
 
 train-env: $(TRAIN_VENV)/.installed
 
+# bubblewrap isolates HumanEval's model-written programs (installed when root; see scripts/install_test_tools.sh).
 run: setup train-env
+	bash scripts/install_test_tools.sh bubblewrap
 	$(VENV)/bin/madef run
 
 # Style first (ruff lint + format check, configured in pyproject.toml): a lint error fails the test command.

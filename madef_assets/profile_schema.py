@@ -30,6 +30,7 @@ TOP_LEVEL = (
     "evaluation",
     "models",
     "gpu",
+    "sandbox",
     "taxonomy",
     "qualification",
 )

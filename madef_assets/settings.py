@@ -235,6 +235,17 @@ class GpuConfig:
     training_min_free_fraction: float = 0.9
 
 
+SANDBOX_ISOLATIONS = ("bubblewrap", "rlimits")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How model-written code (HumanEval) runs: `bubblewrap` isolates each program (no network, no host
+    files, no new processes; defs/evaluation/sandbox.py), `rlimits` only limits its resources."""
+
+    isolation: str = "bubblewrap"
+
+
 @dataclass(frozen=True)
 class Settings:
     profile: str
@@ -252,6 +263,7 @@ class Settings:
     automation: AutomationConfig
     executor: str
     gpu: GpuConfig
+    sandbox: SandboxConfig
     qualification: QualificationConfig
     taxonomy_path: Path
     raw: dict[str, Any]
@@ -375,6 +387,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         automation=parse_automation(raw.get("automation") or {}),
         executor=parse_executor(raw.get("execution") or {}),
         gpu=parse_gpu(raw.get("gpu") or {}),
+        sandbox=parse_sandbox(raw.get("sandbox") or {}),
         qualification=parse_qualification(raw.get("qualification") or {}, base, set(sources)),
         taxonomy_path=_resolve(raw.get("taxonomy", "config/taxonomy.yaml"), base),
         raw=raw,
@@ -462,6 +475,16 @@ def parse_learning_rates(rates: Any, args: dict[str, Any]) -> tuple[float, ...]:
     if len(set(labels)) != len(labels):
         raise ConfigError(f"training.learning_rates: {rates} repeats a rate")
     return tuple(float(r) for r in rates)
+
+
+def parse_sandbox(raw: dict[str, Any]) -> SandboxConfig:
+    unknown = set(raw) - set(SandboxConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"sandbox: unknown keys {sorted(unknown)}; allowed: ['isolation']")
+    config = SandboxConfig(**raw)
+    if config.isolation not in SANDBOX_ISOLATIONS:
+        raise ConfigError(f"sandbox.isolation must be one of {SANDBOX_ISOLATIONS}, got {config.isolation!r}")
+    return config
 
 
 def parse_gpu(raw: dict[str, Any]) -> GpuConfig:

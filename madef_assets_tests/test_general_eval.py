@@ -1,7 +1,5 @@
 """General-capability benchmark logic on the bundled samples: loaders, prompts, answer extraction, sandbox."""
 
-import os
-import time
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -30,7 +28,6 @@ from madef_assets.defs.evaluation.general import (
     pick_mcq_answer,
     render_gsm8k_prompt,
     render_mcq_prompt,
-    run_in_sandbox,
     truncate_completion,
 )
 from madef_assets.settings import PROJECT_ROOT
@@ -319,75 +316,6 @@ def test_humaneval_program_layout(humaneval):
     item = humaneval[0]
     program = humaneval_program(item, item.canonical_solution + "\nprint('stray')")
     assert program == item.prompt + item.canonical_solution + "\n\n" + item.test + "\n\ncheck(has_close_elements)\n"
-
-
-@pytest.mark.parametrize("index", [0, 1, 2])
-def test_canonical_solutions_pass(humaneval, index):
-    item = humaneval[index]
-    result = run_in_sandbox(humaneval_program(item, item.canonical_solution), timeout_s=10)
-    assert (result.status, result.passed, result.exit_code) == ("passed", True, 0), result.stderr_tail
-
-
-def test_wrong_completion_fails(humaneval):
-    result = run_in_sandbox(humaneval_program(humaneval[0], "    return None\n"), timeout_s=10)
-    assert (result.status, result.passed, result.exit_code) == ("failed", False, 1)
-    assert "AssertionError" in result.stderr_tail
-    assert len(result.stderr_tail) <= 2000
-
-
-def live_group_members(pgid: int) -> list[int]:
-    """Processes of a process group that are not zombies, from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            state, _ppid, group = stat.rsplit(")", 1)[1].split()[:3]
-            if int(group) == pgid and state != "Z":
-                members.append(int(entry.name))
-    return members
-
-
-def test_infinite_loop_times_out_and_leaves_no_process(tmp_path):
-    # The program reports its process group, starts a child that would outlive it, then spins.
-    program = (
-        "import os, subprocess, sys\n"
-        f"open({str(tmp_path / 'pgid')!r}, 'w').write(str(os.getpgid(0)))\n"
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-        "while True: pass\n"
-    )
-    start = time.monotonic()
-    result = run_in_sandbox(program, timeout_s=2, memory_mb=512)
-    assert time.monotonic() - start < 2 + 5
-    assert (result.status, result.passed, result.exit_code) == ("timeout", False, None)
-    pgid = int((tmp_path / "pgid").read_text())
-    deadline = time.monotonic() + 5
-    while live_group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert live_group_members(pgid) == []
-
-
-def test_memory_limit():
-    result = run_in_sandbox("x = bytearray(2_000_000_000)\n", timeout_s=10, memory_mb=256)
-    assert result.status == "memory" or (result.status == "failed" and "MemoryError" in result.stderr_tail)
-    assert not result.passed
-
-
-def test_parent_environment_is_not_inherited(monkeypatch):
-    monkeypatch.setenv("MADEF_TEST_SECRET", "hunter2")
-    program = "import os, sys\nsys.exit(3 if 'MADEF_TEST_SECRET' in os.environ else 0)\n"
-    assert run_in_sandbox(program, timeout_s=10).status == "passed"
-
-
-def test_sandbox_runs_in_a_temporary_directory_that_is_removed(tmp_path):
-    marker = tmp_path / "cwd"
-    result = run_in_sandbox(f"import os\nopen({str(marker)!r}, 'w').write(os.getcwd())\n", timeout_s=10)
-    assert result.passed
-    cwd = Path(marker.read_text())
-    assert cwd.name.startswith("madef-sandbox-") and cwd != Path(os.getcwd())
-    assert not cwd.exists()
 
 
 def test_pass_at_1():

@@ -11,15 +11,7 @@ import csv
 import gzip
 import io
 import json
-import math
-import os
 import re
-import resource
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -317,89 +309,6 @@ def truncate_completion(completion: str) -> str:
 def humaneval_program(item: HumanEvalItem, completion: str) -> str:
     """The program that passes iff the completed function passes the problem's tests."""
     return item.prompt + truncate_completion(completion) + "\n\n" + item.test + f"\n\ncheck({item.entry_point})\n"
-
-
-@dataclass(frozen=True)
-class SandboxResult:
-    """Outcome of one sandboxed run."""
-
-    status: str  # "passed" | "failed" | "timeout" | "memory"
-    passed: bool
-    exit_code: int | None  # None when the run was killed for the wall-clock timeout
-    seconds: float
-    stderr_tail: str
-
-
-_STDERR_TAIL_CHARS = 2000
-_FILE_SIZE_LIMIT = 10 * 1024 * 1024
-
-
-def _limit_resources(memory_mb: int, cpu_s: int) -> None:
-    # Runs in the forked child before exec: keep it to setrlimit calls (no imports, no locks).
-    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024,) * 2)
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (_FILE_SIZE_LIMIT,) * 2)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def run_in_sandbox(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -> SandboxResult:
-    """Run a Python program in a child process with resource limits, for pass@1 scoring of model code.
-
-    The program is written to a fresh temporary directory (removed afterwards) and run there as
-    `python -I program.py` in a new session, with stdin closed, stdout discarded, an environment holding
-    only PATH (no inherited secrets), and limits on address space (`memory_mb`), CPU time (about
-    `timeout_s` + 1 s), file size (10 MB; stderr goes to a file, so it is capped too) and core dumps.
-    After `timeout_s` of wall-clock time the whole process group is killed; it is killed as well when
-    the program ends, so no child it started outlives the run. Status: "timeout" (wall clock or CPU
-    limit), "passed" (exit 0), "memory" (MemoryError in stderr), otherwise "failed".
-
-    This is not a security boundary. It does NOT isolate the network, reads (and writes) of any file
-    the user can access, or processes that leave the process group (e.g. via setsid), and the number of
-    processes is not limited. Run untrusted code in a container or VM instead.
-    """
-    cpu_s = math.ceil(timeout_s) + 1
-    with tempfile.TemporaryDirectory(prefix="madef-sandbox-") as tmp:
-        (Path(tmp) / "program.py").write_text(program, encoding="utf-8")
-        stderr_path = Path(tmp) / "stderr.txt"
-        start = time.monotonic()
-        with stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-I", "program.py"],
-                cwd=tmp,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                env={"PATH": os.environ.get("PATH", os.defpath)},
-                start_new_session=True,
-                # preexec_fn is unsafe with threads only for code that takes locks; this one just calls setrlimit.
-                preexec_fn=lambda: _limit_resources(memory_mb, cpu_s),  # noqa: PLW1509
-            )
-            try:
-                exit_code: int | None = process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                exit_code = None
-            finally:
-                # The child leads its own process group (start_new_session); kill it and its descendants.
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait()
-        seconds = time.monotonic() - start
-        with stderr_path.open("rb") as stderr:
-            stderr.seek(max(0, stderr_path.stat().st_size - 4 * _STDERR_TAIL_CHARS))
-            stderr_tail = stderr.read().decode("utf-8", errors="replace")[-_STDERR_TAIL_CHARS:]
-    if exit_code is None or exit_code == -signal.SIGXCPU:
-        status = "timeout"
-    elif exit_code == 0:
-        status = "passed"
-    elif "MemoryError" in stderr_tail:
-        status = "memory"
-    else:
-        status = "failed"
-    return SandboxResult(
-        status=status, passed=status == "passed", exit_code=exit_code, seconds=seconds, stderr_tail=stderr_tail
-    )
 
 
 def pass_at_1(results: Sequence[bool]) -> float:

@@ -5,9 +5,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
-from dagster import AssetExecutionContext, MetadataValue, Output, StaticPartitionsDefinition, asset
+from dagster import AssetExecutionContext, Failure, MetadataValue, Output, StaticPartitionsDefinition, asset
 
-from madef_assets.defs.evaluation import general
+from madef_assets.defs.evaluation import general, sandbox
 from madef_assets.defs.evaluation.candidates import FINGERPRINT_COLUMNS, files_hash, fingerprint, with_fingerprint
 from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.llm.resource import LLMResource
@@ -29,8 +29,9 @@ def build_general_assets(
     @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
     def general_capability_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame) -> Output:
         """gsm8k (few-shot chain of thought, final number exact match), MMLU / CMMLU / C-Eval val (k-shot,
-        option log-probabilities) and HumanEval (pass@1, each program run in a sandboxed subprocess with a
-        time and memory limit, never in this process), on the raw prompt as lm-evaluation-harness does."""
+        option log-probabilities) and HumanEval (pass@1, each program run in the profile's sandbox — bubblewrap
+        isolation by default — with a time and memory limit, never in this process), on the raw prompt as
+        lm-evaluation-harness does."""
         llm = llm_for(candidate_model, raw_prompts=True)
         tables, metadata = [], {}
         for benchmark in ("gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"):
@@ -119,6 +120,10 @@ def build_general_assets(
         return table, batch, {"options": list(continuations), "shots": shots_count}, [zip_path, mapping]
 
     def predict_humaneval(context, llm: LLMResource, benchmark: str, spec: dict):
+        isolation = settings.sandbox.isolation
+        problem = sandbox.isolation_problem(isolation)
+        if problem:
+            raise Failure(description=f"HumanEval not run: {problem}")
         path = data_dir / spec["file"]
         items = general.load_humaneval(path, limit=spec.get("limit"))
         params = llm.default_params.with_changes(
@@ -130,8 +135,8 @@ def build_general_assets(
         with ThreadPoolExecutor(max_workers=2) as pool:
             results = list(
                 pool.map(
-                    lambda p: general.run_in_sandbox(
-                        p, float(spec.get("timeout_s", 10)), int(spec.get("memory_mb", 1024))
+                    lambda p: sandbox.run_in_sandbox(
+                        p, float(spec.get("timeout_s", 10)), int(spec.get("memory_mb", 1024)), isolation
                     ),
                     programs,
                 )
@@ -151,7 +156,12 @@ def build_general_assets(
         return (
             table,
             batch,
-            {**params.as_dict(), "timeout_s": spec.get("timeout_s", 10), "memory_mb": spec.get("memory_mb", 1024)},
+            {
+                **params.as_dict(),
+                "timeout_s": spec.get("timeout_s", 10),
+                "memory_mb": spec.get("memory_mb", 1024),
+                "isolation": isolation,
+            },
             [path],
         )
 

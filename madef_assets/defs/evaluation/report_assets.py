@@ -71,6 +71,21 @@ def learning_rate_section(comparison: pl.DataFrame, output_dir: Path, report_dir
     )
 
 
+def sandbox_note(settings: Settings) -> str:
+    """How HumanEval's model-written programs ran, in a line above the general-capability table."""
+    if not settings.evaluation.general.get("humaneval"):
+        return ""
+    if settings.sandbox.isolation == "rlimits":
+        return (
+            "**HumanEval ran without isolation** (`sandbox.isolation: rlimits`): the model's programs had "
+            "resource limits only, with the network and the user's files within reach.\n\n"
+        )
+    return (
+        "HumanEval's programs ran isolated by bubblewrap (no network, no host files, no new processes; "
+        "`sandbox.isolation: bubblewrap`).\n\n"
+    )
+
+
 def inline_images(markdown: str, report_dir: Path) -> str:
     """The report's markdown with its local PNG links embedded, for the Dagster UI's metadata panel (a link
     whose file is missing stays a link)."""
@@ -204,7 +219,7 @@ def build_report_assets(settings: Settings, over_refusal: bool, llamafactory_eva
                 else []
             ),
             "## General capability (Table 5-3 form)\n"
-            f"{with_intervals(general_rows, 'benchmark', 'score', 'questions')}",
+            f"{sandbox_note(settings)}{with_intervals(general_rows, 'benchmark', 'score', 'questions')}",
             *(
                 [comparison_section(general_rows, optional["llamafactory_eval_scores"], order)]
                 if "llamafactory_eval_scores" in optional
