@@ -478,13 +478,12 @@ def parse_learning_rates(rates: Any, args: dict[str, Any]) -> tuple[float, ...]:
 
 
 def parse_sandbox(raw: dict[str, Any]) -> SandboxConfig:
-    unknown = set(raw) - set(SandboxConfig.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"sandbox: unknown keys {sorted(unknown)}; allowed: ['isolation']")
-    config = SandboxConfig(**raw)
-    if config.isolation not in SANDBOX_ISOLATIONS:
-        raise ConfigError(f"sandbox.isolation must be one of {SANDBOX_ISOLATIONS}, got {config.isolation!r}")
-    return config
+    if set(raw) - {"isolation"}:
+        raise ConfigError(f"sandbox: unknown keys {sorted(set(raw) - {'isolation'})}; allowed: ['isolation']")
+    isolation = raw.get("isolation", SandboxConfig.isolation)
+    if isolation not in SANDBOX_ISOLATIONS:
+        raise ConfigError(f"sandbox.isolation must be one of {SANDBOX_ISOLATIONS}, got {isolation!r}")
+    return SandboxConfig(isolation)
 
 
 def parse_gpu(raw: dict[str, Any]) -> GpuConfig:

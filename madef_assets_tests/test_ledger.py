@@ -76,24 +76,7 @@ def test_error_rows_are_retried_and_final_rows_are_not(tmp_path):
     fingerprint = {"model": "m"}
     ok_key = ledger_key("generate", "openai", fingerprint, {}, "p1", "v1")
     error_key = ledger_key("generate", "openai", fingerprint, {}, "p2", "v1")
-    base = {
-        "role": "judge",
-        "kind": "generate",
-        "backend": "openai",
-        "model": "{}",
-        "template_version": "v1",
-        "params": "{}",
-        "prompt_tokens": None,
-        "completion_tokens": None,
-        "latency_s": None,
-        "run_id": None,
-    }
-    ledger.write(
-        [
-            {**base, "key": ok_key, "prompt": "p1", "output": "yes", "status": "ok", "error": None},
-            {**base, "key": error_key, "prompt": "p2", "output": None, "status": "error", "error": "HTTP 500"},
-        ]
-    )
+    ledger.write([ledger_row(ok_key, "p1"), ledger_row(error_key, "p2", "error", None)])
     assert set(ledger.lookup([ok_key, error_key])) == {ok_key}
     # the key changes with every part that determines the answer
     variants = {

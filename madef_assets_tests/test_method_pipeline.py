@@ -11,6 +11,8 @@ from dagster import AssetKey, DagsterInstance
 
 from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, REPORT_JOB, build_definitions
 from madef_assets.defs.evaluation.judging import CVALUES_CHOICES
+from madef_assets.defs.evaluation.report_assets import sandbox_note
+from madef_assets.defs.evaluation.sandbox import isolation_problem
 from madef_assets.review.decisions import append_decision, read_queue
 from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
 from madef_assets_tests.conftest import FIXTURES
@@ -370,6 +372,7 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
         "The labeler against the sources' categories",
         "The data: intent distributions",
         "/intent_labels_s_eval.png)",
+        sandbox_note(settings).strip(),  # how HumanEval's programs ran, above the general-capability table
     ):
         assert heading in text
     # the report opens with the fitness verdict, the judge's qualification first
@@ -385,6 +388,29 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
         c for c in report.get_asset_check_evaluations() if c.check_name == "no_category_worse_than_baseline"
     )
     assert regression.passed == (regression.metadata["regressions"].value == 0)
+
+
+def test_humaneval_without_its_sandbox_fails_naming_the_setting(evaluated, monkeypatch):
+    """bwrap missing (PATH without it): HumanEval is not run unisolated; the step fails and says which
+    setting opts out."""
+    settings, defs, instance, *_ = evaluated
+    assert settings.sandbox.isolation == "bubblewrap"
+    monkeypatch.setenv("PATH", "/nonexistent")
+    isolation_problem.cache_clear()
+    try:
+        result = defs.resolve_job_def(EVALUATE_JOB).execute_in_process(
+            instance=instance,
+            partition_key="base",
+            asset_selection=[AssetKey("general_capability_predictions")],
+            raise_on_error=False,
+        )
+    finally:
+        isolation_problem.cache_clear()
+    assert not result.success
+    assert any(
+        "HumanEval not run" in m and "bwrap is not installed" in m and "sandbox: {isolation: rlimits}" in m
+        for m in failure_messages(result)
+    ), failure_messages(result)
 
 
 def test_review_decisions_count_and_survive_a_judge_rerun(evaluated):
