@@ -87,6 +87,13 @@ def test_a_hanging_program_times_out_and_leaves_no_process(isolation):
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_program_killed_by_the_cpu_limit_signal_is_a_timeout(isolation):
+    """SIGXCPU, which RLIMIT_CPU sends: -24 from a plain child, 152 (128 + 24) through bwrap."""
+    result = run_in_sandbox("import os, signal\nos.kill(os.getpid(), signal.SIGXCPU)\n", 10, isolation=isolation)
+    assert result.status == "timeout" and result.exit_code in (-24, 152)
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_memory_limit(isolation):
     result = run_in_sandbox("x = bytearray(2_000_000_000)\n", timeout_s=10, memory_mb=256, isolation=isolation)
     assert result.status == "memory" and not result.passed
