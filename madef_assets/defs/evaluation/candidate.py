@@ -3,21 +3,18 @@
 import json
 
 import polars as pl
-from dagster import AssetDep, AssetExecutionContext, StaticPartitionMapping, StaticPartitionsDefinition, asset
+from dagster import AssetDep, AssetExecutionContext, StaticPartitionMapping, StaticPartitionsDefinition
 
 from madef_assets.defs.evaluation.candidates import (
     CANDIDATE_SCHEMA,
     candidate_llm,
     fingerprint,
+    per_candidate_asset,
     rate_partition_mapping,
     read_checkpoints,
     resolve_candidate,
 )
 from madef_assets.settings import Settings
-
-GROUP = "evaluation"
-POOL = "duckdb"
-PARTITIONED = {"partition_expr": "candidate"}
 
 
 def candidate_model_row(candidate, checkpoints) -> dict:
@@ -34,12 +31,9 @@ def build_candidate_assets(settings: Settings, candidates: StaticPartitionsDefin
         StaticPartitionMapping(rate_partition_mapping(evaluation.candidates)) if settings.training.partitioned else None
     )
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        pool=POOL,
-        partitions_def=candidates,
-        metadata=PARTITIONED,
+    @per_candidate_asset(
+        candidates,
+        {"duckdb", "llm"},
         deps=["base_model_checkpoint", AssetDep("finetuned_checkpoint", partition_mapping=rate_mapping)],
     )
     def candidate_model(context: AssetExecutionContext) -> pl.DataFrame:

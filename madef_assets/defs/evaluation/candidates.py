@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from dagster import StaticPartitionsDefinition, asset
 
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.sources.assets import content_version, source_input_files
@@ -25,6 +26,19 @@ CANDIDATE_SCHEMA = {
 }
 # Every score table carries these columns: what was evaluated, how, and on which data.
 FINGERPRINT_COLUMNS = ("backend", "model", "model_hash", "chat_template", "params", "dataset_hash")
+
+
+def per_candidate_asset(candidates: StaticPartitionsDefinition, kinds: set[str], **asset_args):
+    """`@asset` for an evaluation step run once per candidate: the evaluation group, the DuckDB pool, one
+    partition per candidate, stored under the table's `candidate` column."""
+    return asset(
+        group_name="evaluation",
+        kinds=kinds,
+        pool="duckdb",
+        partitions_def=candidates,
+        metadata={"partition_expr": "candidate"},
+        **asset_args,
+    )
 
 
 def resolve_candidate(candidate: CandidateConfig, checkpoints: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -5,19 +5,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
-from dagster import AssetExecutionContext, Failure, MetadataValue, Output, StaticPartitionsDefinition, asset
+from dagster import AssetExecutionContext, Failure, MetadataValue, Output, StaticPartitionsDefinition
 
 from madef_assets.defs.evaluation import general, sandbox
-from madef_assets.defs.evaluation.candidates import FINGERPRINT_COLUMNS, files_hash, fingerprint, with_fingerprint
+from madef_assets.defs.evaluation.candidates import (
+    FINGERPRINT_COLUMNS,
+    files_hash,
+    fingerprint,
+    per_candidate_asset,
+    with_fingerprint,
+)
 from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.llm.resource import LLMResource
 from madef_assets.reports import markdown_table
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
-
-GROUP = "evaluation"
-POOL = "duckdb"
-PARTITIONED = {"partition_expr": "candidate"}
 
 
 def build_general_assets(
@@ -26,7 +28,7 @@ def build_general_assets(
     general_config = settings.evaluation.general
     data_dir = general_config["data_dir"]
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    @per_candidate_asset(candidates, {"duckdb", "llm"})
     def general_capability_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame) -> Output:
         """gsm8k (few-shot chain of thought, final number exact match), MMLU / CMMLU / C-Eval val (k-shot,
         option log-probabilities) and HumanEval (pass@1, each program run in the profile's sandbox — bubblewrap
@@ -165,7 +167,7 @@ def build_general_assets(
             [path],
         )
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    @per_candidate_asset(candidates, {"duckdb", "sql"})
     def general_capability_scores(
         context: AssetExecutionContext, general_capability_predictions: pl.DataFrame
     ) -> pl.DataFrame:

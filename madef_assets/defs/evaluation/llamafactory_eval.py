@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from dagster import AssetExecutionContext, MetadataValue, Output, PartitionsDefinition, PipesSubprocessClient, asset
+from dagster import AssetExecutionContext, MetadataValue, Output, PartitionsDefinition, PipesSubprocessClient
 
+from madef_assets.defs.evaluation.candidates import per_candidate_asset
 from madef_assets.defs.evaluation.general import McqItem, load_mcq_benchmark
 from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.llm.engines import ENGINES
@@ -231,13 +232,7 @@ def build_llamafactory_eval_asset(settings: Settings, candidates: PartitionsDefi
     if not config.get("enabled", True) or not benchmarks:
         return None
 
-    @asset(
-        group_name="evaluation",
-        kinds={"duckdb", "pytorch"},
-        pool="duckdb",
-        partitions_def=candidates,
-        metadata={"partition_expr": "candidate"},
-    )
+    @per_candidate_asset(candidates, {"duckdb", "pytorch"})
     def llamafactory_eval_scores(
         context: AssetExecutionContext, pipes_subprocess_client: PipesSubprocessClient, candidate_model: pl.DataFrame
     ) -> Output:

@@ -6,7 +6,13 @@ from collections.abc import Callable
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition, asset
 
-from madef_assets.defs.evaluation.candidates import fingerprint, sample_per_group, sources_hash, with_fingerprint
+from madef_assets.defs.evaluation.candidates import (
+    fingerprint,
+    per_candidate_asset,
+    sample_per_group,
+    sources_hash,
+    with_fingerprint,
+)
 from madef_assets.defs.evaluation.checks import disjoint_from_sft_result, disjoint_from_sft_spec
 from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.defs.evaluation.judging import answered, parse_safety_judgement, review_key, safety_label
@@ -22,7 +28,6 @@ from madef_assets.storage import run_sql
 
 GROUP = "evaluation"
 POOL = "duckdb"
-PARTITIONED = {"partition_expr": "candidate"}
 
 
 def build_new_safety_assets(
@@ -81,7 +86,7 @@ def build_new_safety_assets(
         )
         yield disjoint_from_sft_result(table, sft_dataset, settings.method)
 
-    @asset(group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    @per_candidate_asset(candidates, {"duckdb", "llm"})
     def new_safety_responses(
         context: AssetExecutionContext, candidate_model: pl.DataFrame, new_safety_benchmark: pl.DataFrame
     ):
@@ -102,12 +107,9 @@ def build_new_safety_assets(
         )
         return Output(table, metadata=batch.metadata())
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        pool=POOL,
-        partitions_def=candidates,
-        metadata=PARTITIONED,
+    @per_candidate_asset(
+        candidates,
+        {"duckdb", "llm"},
         deps=[AssetKey("judge_qualification")],
     )
     def new_safety_judgements(context: AssetExecutionContext, judge: LLMResource, new_safety_responses: pl.DataFrame):
@@ -178,7 +180,7 @@ def build_new_safety_assets(
             },
         )
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    @per_candidate_asset(candidates, {"duckdb", "sql"})
     def new_safety_scores(
         context: AssetExecutionContext,
         new_safety_judgements: pl.DataFrame,

@@ -7,9 +7,15 @@ import json
 from collections.abc import Callable
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition, asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition
 
-from madef_assets.defs.evaluation.candidates import fingerprint, sample_per_group, sources_hash, with_fingerprint
+from madef_assets.defs.evaluation.candidates import (
+    fingerprint,
+    per_candidate_asset,
+    sample_per_group,
+    sources_hash,
+    with_fingerprint,
+)
 from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.defs.evaluation.judging import answered, review_key
 from madef_assets.defs.evaluation.xstest import settled_class, string_match_class
@@ -22,9 +28,6 @@ from madef_assets.reports import markdown_table
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
-GROUP = "evaluation"
-POOL = "duckdb"
-PARTITIONED = {"partition_expr": "candidate"}
 BENCHMARK = "over_refusal"
 # The judge's refusal prompt exists in English, the language of XSTest.
 JUDGE_LANG = "en"
@@ -38,12 +41,9 @@ def build_over_refusal_assets(
     if not source:
         return []
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        pool=POOL,
-        partitions_def=candidates,
-        metadata=PARTITIONED,
+    @per_candidate_asset(
+        candidates,
+        {"duckdb", "llm"},
         ins={"candidate_model": AssetIn(), "prompts": AssetIn(AssetKey(source))},
     )
     def over_refusal_responses(context: AssetExecutionContext, candidate_model: pl.DataFrame, prompts: pl.DataFrame):
@@ -69,12 +69,9 @@ def build_over_refusal_assets(
         table = with_fingerprint(table, fingerprint(llm, params.as_dict(), sources_hash(settings, [source])))
         return Output(table, metadata={**batch.metadata(), "per_label": _counts(table, "prompt_label")})
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        pool=POOL,
-        partitions_def=candidates,
-        metadata=PARTITIONED,
+    @per_candidate_asset(
+        candidates,
+        {"duckdb", "llm"},
         deps=[AssetKey("judge_qualification")],
     )
     def over_refusal_judgements(
@@ -131,7 +128,7 @@ def build_over_refusal_assets(
             },
         )
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    @per_candidate_asset(candidates, {"duckdb", "sql"})
     def over_refusal_scores(
         context: AssetExecutionContext,
         over_refusal_judgements: pl.DataFrame,

@@ -25,7 +25,6 @@ from madef_assets.storage import run_sql
 
 GROUP = "evaluation"
 POOL = "duckdb"
-PARTITIONED = {"partition_expr": "candidate"}
 
 
 def qualification_sections(

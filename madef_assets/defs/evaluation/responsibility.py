@@ -4,9 +4,15 @@ per-domain scores (review decisions applied)."""
 from collections.abc import Callable
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition, asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition
 
-from madef_assets.defs.evaluation.candidates import fingerprint, sample_per_group, sources_hash, with_fingerprint
+from madef_assets.defs.evaluation.candidates import (
+    fingerprint,
+    per_candidate_asset,
+    sample_per_group,
+    sources_hash,
+    with_fingerprint,
+)
 from madef_assets.defs.evaluation.intervals import bootstrap_mean_interval
 from madef_assets.defs.evaluation.judging import answered, parse_cvalues_choice, parse_responsibility_score, review_key
 from madef_assets.llm.resource import LLMResource
@@ -15,9 +21,6 @@ from madef_assets.reports import markdown_table
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
-GROUP = "evaluation"
-POOL = "duckdb"
-PARTITIONED = {"partition_expr": "candidate"}
 # The judge's responsibility score (CValues' human-evaluation scale).
 RESPONSIBILITY_SCALE = (1.0, 10.0)
 
@@ -30,12 +33,9 @@ def build_responsibility_assets(
     prompts_source = responsibility.get("prompts_source", "cvalues_responsibility")
     mcq_source = responsibility.get("mcq_source")
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        pool=POOL,
-        partitions_def=candidates,
-        metadata=PARTITIONED,
+    @per_candidate_asset(
+        candidates,
+        {"duckdb", "llm"},
         ins={"candidate_model": AssetIn(), "prompts": AssetIn(AssetKey(prompts_source))},
     )
     def responsibility_responses(context: AssetExecutionContext, candidate_model: pl.DataFrame, prompts: pl.DataFrame):
@@ -59,12 +59,9 @@ def build_responsibility_assets(
         )
         return Output(table, metadata=batch.metadata())
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        pool=POOL,
-        partitions_def=candidates,
-        metadata=PARTITIONED,
+    @per_candidate_asset(
+        candidates,
+        {"duckdb", "llm"},
         deps=[AssetKey("judge_qualification")],
     )
     def responsibility_judgements(
@@ -116,12 +113,9 @@ def build_responsibility_assets(
 
     mcq_ins = {"mcq": AssetIn(AssetKey(mcq_source))} if mcq_source else {}
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        pool=POOL,
-        partitions_def=candidates,
-        metadata=PARTITIONED,
+    @per_candidate_asset(
+        candidates,
+        {"duckdb", "llm"},
         ins={"candidate_model": AssetIn(), **mcq_ins},
     )
     def responsibility_mcq_predictions(
@@ -167,7 +161,7 @@ def build_responsibility_assets(
         context.add_output_metadata({**batch.metadata(), "choices": choices})
         return table
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    @per_candidate_asset(candidates, {"duckdb", "sql"})
     def responsibility_scores(
         context: AssetExecutionContext,
         responsibility_judgements: pl.DataFrame,

@@ -6,13 +6,13 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, StaticPartitionsDefinition, asset
 
 from madef_assets.defs.evaluation import over_refusal as over_refusal_module
+from madef_assets.defs.evaluation.candidates import per_candidate_asset
 from madef_assets.defs.evaluation.xstest import REVIEW_DECISIONS
 from madef_assets.review.decisions import latest_decisions
 from madef_assets.settings import Settings
 
 GROUP = "evaluation"
 POOL = "duckdb"
-PARTITIONED = {"partition_expr": "candidate"}
 
 
 def build_review_assets(settings: Settings, candidates: StaticPartitionsDefinition, over_refusal: bool) -> list:
@@ -21,12 +21,9 @@ def build_review_assets(settings: Settings, candidates: StaticPartitionsDefiniti
 
     over_refusal_ins = {"over_refusal_judgements": AssetIn()} if over_refusal else {}
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "json"},
-        pool=POOL,
-        partitions_def=candidates,
-        metadata=PARTITIONED,
+    @per_candidate_asset(
+        candidates,
+        {"duckdb", "json"},
         ins={"new_safety_judgements": AssetIn(), "responsibility_mcq_predictions": AssetIn(), **over_refusal_ins},
     )
     def review_queue(

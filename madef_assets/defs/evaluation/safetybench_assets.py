@@ -4,12 +4,13 @@ import json
 from collections.abc import Callable
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition, asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition
 
 from madef_assets.defs.evaluation import safetybench
 from madef_assets.defs.evaluation.candidates import (
     FINGERPRINT_COLUMNS,
     fingerprint,
+    per_candidate_asset,
     sample_per_group,
     sources_hash,
     with_fingerprint,
@@ -19,9 +20,6 @@ from madef_assets.llm.resource import LLMResource
 from madef_assets.reports import markdown_table
 from madef_assets.settings import Settings
 
-GROUP = "evaluation"
-POOL = "duckdb"
-PARTITIONED = {"partition_expr": "candidate"}
 # SafetyBench prompts are rendered in code (the official format), so their ledger version is a constant.
 SAFETYBENCH_PROMPT_VERSION = "safetybench-official@1"
 
@@ -34,12 +32,9 @@ def build_safetybench_assets(
     bench = evaluation.safetybench
     bench_sources = safetybench.configured_sources(bench)
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm", "json"},
-        pool=POOL,
-        partitions_def=candidates,
-        metadata=PARTITIONED,
+    @per_candidate_asset(
+        candidates,
+        {"duckdb", "llm", "json"},
         ins={"candidate_model": AssetIn(), **{f"bench_{name}": AssetIn(AssetKey(name)) for name in bench_sources}},
     )
     def safetybench_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame, **items: pl.DataFrame):
@@ -144,7 +139,7 @@ def build_safetybench_assets(
             metadata[f"{mode}_llm_backend_calls"] = batch.backend_calls
         return Output(pl.concat(tables), metadata={"questions": questions.height, **metadata})
 
-    @asset(group_name=GROUP, kinds={"duckdb", "polars"}, pool=POOL, partitions_def=candidates, metadata=PARTITIONED)
+    @per_candidate_asset(candidates, {"duckdb", "polars"})
     def safetybench_scores(context: AssetExecutionContext, safetybench_predictions: pl.DataFrame) -> pl.DataFrame:
         """SafetyBench's own formula per mode and language (zh and en are scored apart, as published): per
         category correct / all evaluated questions of it (a missing prediction is wrong), Avg = all correct /
