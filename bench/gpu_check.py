@@ -28,6 +28,7 @@ from madef_assets.llm.backends import build_backend  # noqa: E402
 from madef_assets.llm.engines import ENGINES, free_gpu_problem, gpu_memory  # noqa: E402
 from madef_assets.llm.model_files import resolve_model_path  # noqa: E402
 from madef_assets.llm.types import GenerationParams  # noqa: E402
+from madef_assets.secret_hygiene import child_env  # noqa: E402
 from madef_assets.settings import load_settings  # noqa: E402
 
 BUNDLED = "bundled:gemma3-270m"
@@ -220,7 +221,7 @@ def train_right_after(args, base: Path) -> None:
     }
     config = render_train_config(base, work / "data", DATASET_NAME, work / "checkpoint", overrides)
     (work / "train.yaml").write_text(to_yaml(config), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": args.train_pythonpath or ""}
+    env = child_env({"PYTHONPATH": args.train_pythonpath or ""})
     started = time.perf_counter()
     with (work / "train.log").open("w") as log:
         code = subprocess.run(

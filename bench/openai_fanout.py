@@ -23,6 +23,7 @@ from pathlib import Path
 from madef_assets.llm.openai_backend import OpenAIBackend
 from madef_assets.llm.resource import LLMResource
 from madef_assets.llm.types import GenerationParams
+from madef_assets.secret_hygiene import child_env
 
 DISTILABEL_PYTHON = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
 DISTILABEL_CLIENT = Path(__file__).resolve().parent / "distilabel_client.py"
@@ -90,6 +91,7 @@ def distilabel_rate(base_url: str, requests: int, concurrency: int) -> float | N
         return None
     out = subprocess.run(
         [str(DISTILABEL_PYTHON), str(DISTILABEL_CLIENT), base_url, str(requests), str(concurrency)],
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=900,

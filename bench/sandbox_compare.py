@@ -1,7 +1,8 @@
 """HumanEval's stored predictions re-run under both sandbox isolations: pass@1 per candidate as stored,
 under `rlimits` and under `bubblewrap`, the items whose outcome differs, and the wall time of each mode
-(bubblewrap / rlimits is the isolation's cost). Programs run one at a time; `--repeats` runs of the
-whole set, medians.
+(bubblewrap / rlimits is the isolation's cost), then the run cgroup's own cost: creating it, placing a
+process in it, reading its usage and removing it, around `/bin/true`, next to Python's start-up. Programs
+run one at a time; `--repeats` runs of the whole set, medians.
 
     .venv/bin/python bench/sandbox_compare.py --duckdb state/madef.duckdb
         [--humaneval data/general_eval/humaneval/HumanEval_sample.jsonl.gz] [--repeats 3]
@@ -12,13 +13,15 @@ file and, as a second "candidate", each with its first body line removed.
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import duckdb
 
-from madef_assets.defs.evaluation.general import humaneval_program, load_humaneval
-from madef_assets.defs.evaluation.sandbox import isolation_problem, run_in_sandbox
+from madef_assets.defs.evaluation.general import humaneval_check_call, humaneval_program, load_humaneval
+from madef_assets.defs.evaluation.sandbox import RunCgroup, cgroup_layout, isolation_problem, run_in_sandbox
 from madef_assets.settings import PROJECT_ROOT
 
 
@@ -53,12 +56,15 @@ def main() -> None:
     items = {item.task_id: item for item in load_humaneval(args.humaneval)}
     rows = stored_predictions(args.duckdb) or synthetic_predictions(list(items.values()))
     programs = [humaneval_program(items[task_id], completion or "") for _, task_id, completion, _ in rows]
+    checks = [humaneval_check_call(items[task_id]) for _, task_id, _, _ in rows]
     outcomes, seconds = {}, {}
     for isolation in ("rlimits", "bubblewrap"):
         times = []
         for _ in range(args.repeats):
             started = time.perf_counter()
-            outcomes[isolation] = [run_in_sandbox(p, 10, 1024, isolation).passed for p in programs]
+            outcomes[isolation] = [
+                run_in_sandbox(p, 10, 1024, isolation, check_call=c).passed for p, c in zip(programs, checks)
+            ]
             times.append(time.perf_counter() - started)
         seconds[isolation] = statistics.median(times)
     print(f"{len(programs)} programs, one at a time, median of {args.repeats}\n")
@@ -81,6 +87,47 @@ def main() -> None:
         f"\nwall time: rlimits {seconds['rlimits']:.2f} s, bubblewrap {seconds['bubblewrap']:.2f} s "
         f"({1000 * seconds['bubblewrap'] / len(programs):.0f} ms per program), bubblewrap / rlimits {ratio:.2f}"
     )
+
+    cgroup_ms, plain_ms, python_ms = cgroup_cost(200)
+    print(
+        f"cgroup per program: {cgroup_ms - plain_ms:.2f} ms (create + place + usage + remove around /bin/true: "
+        f"{cgroup_ms:.2f} ms, /bin/true alone {plain_ms:.2f} ms); Python start-up (`python -I -c pass`) "
+        f"{python_ms:.1f} ms"
+    )
+
+
+def cgroup_cost(runs: int) -> tuple[float, float, float]:
+    """Median milliseconds of /bin/true in a fresh run cgroup (created, joined, read, removed), of /bin/true
+    alone, and of `python -I -c pass`."""
+    layout = cgroup_layout()
+    if isinstance(layout, str):
+        raise SystemExit(layout)
+
+    def in_cgroup() -> None:
+        cgroup = RunCgroup.create(layout, 256 * 1024 * 1024)
+        try:
+            process = subprocess.Popen(["/bin/sh", "-c", 'read -r _ && exec "$@"', "sh", "/bin/true"], stdin=-1)
+            cgroup.add(process.pid)
+            process.communicate(b"go\n")
+            cgroup.usage()
+        finally:
+            cgroup.remove()
+
+    def timed(action) -> float:
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            action()
+            times.append(1000 * (time.perf_counter() - started))
+        return statistics.median(times)
+
+    plain = timed(
+        lambda: subprocess.Popen(["/bin/sh", "-c", 'read -r _ && exec "$@"', "sh", "/bin/true"], stdin=-1).communicate(
+            b"go\n"
+        )
+    )
+    python = timed(lambda: subprocess.run([sys.executable, "-I", "-c", "pass"], check=True))
+    return timed(in_cgroup), plain, python
 
 
 if __name__ == "__main__":

@@ -89,7 +89,11 @@ def run(args: argparse.Namespace) -> int:
     with DagsterInstance.get() as instance:
         for run_id in fail_orphaned_runs(instance):
             print(f"run {run_id}: its process is gone (killed?); marked failed, its pool slot freed")
-        tags = {PROCESS_TAG: process_tag()}
+        try:
+            tags = {PROCESS_TAG: process_tag()}
+        except OSError as exc:  # no /proc (not Linux): the next `madef run` cannot tell a killed run from a live one
+            print(f"runs not tagged with this process ({exc}); the pool slot of a killed run must be freed by hand")
+            tags = {}
         for job, partition in runs:
             result = defs.resolve_job_def(job).execute_in_process(
                 instance=instance, run_config=quiet, partition_key=partition, raise_on_error=False, tags=tags
@@ -142,7 +146,7 @@ def review(args: argparse.Namespace) -> int:
     from madef_assets.settings import current_settings
 
     review_dir = current_settings().evaluation.review_dir
-    serve_review(
+    return serve_review(
         [
             "--queue",
             str(review_dir / "queue"),
@@ -156,21 +160,21 @@ def review(args: argparse.Namespace) -> int:
             args.host,
             "--port",
             str(args.port),
+            *(f"--allowed-host={name}" for name in args.allowed_host),
         ]
     )
-    return 0
 
 
 def export(args: argparse.Namespace) -> int:
-    from madef_assets.defs.selection.export import export_published
+    from madef_assets.defs.selection.export import ExportRefused, export_published
     from madef_assets.settings import load_settings
 
     folder = load_settings(args.profile).method.sft_export_dir
     try:
         names = export_published(folder, Path(args.to))
-    except (FileNotFoundError, FileExistsError) as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    except ExportRefused as exc:
+        print(f"madef export: {exc}", file=sys.stderr)
+        return 2
     print(f"copied {len(names)} files of the published SFT set {folder} to {args.to}: {', '.join(names)}")
     return 0
 
@@ -188,14 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     review_parser = commands.add_parser(
         "review", help="serve the human-review page for uncertain judgements and unmapped intent labels (/taxonomy)"
     )
-    review_parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    review_parser.add_argument("--port", type=int, default=8765)
+    from madef_assets.review.server import add_network_arguments
+
+    add_network_arguments(review_parser)
     review_parser.set_defaults(handler=review)
     export_parser = commands.add_parser(
         "export",
         help="copy the published SFT set (card, licenses, Parquet, JSON, dataset_info) to a folder, for sharing",
     )
-    export_parser.add_argument("--to", required=True, help="destination folder (new or empty)")
+    export_parser.add_argument("--to", required=True, help="destination folder: a new one, which export creates")
     export_parser.add_argument("--profile", help="demo, production or a YAML path (default: $MADEF_PROFILE or demo)")
     export_parser.set_defaults(handler=export)
     args = parser.parse_args(argv)

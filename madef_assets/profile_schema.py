@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from madef_assets.llm.types import GenerationParams
+from madef_assets.secret_hygiene import openai_endpoint_problems
 from madef_assets.settings import PANEL_ROLES
 
 TOP_LEVEL = (
@@ -46,6 +47,12 @@ class Params(Strict):
     max_new_tokens: int | None = None
     seed: int | None = None
     stop: list[str] | None = None
+
+
+class Ingest(Strict):
+    max_prompt_chars: int = Field(8000, gt=0)
+    max_quarantine_share: float = Field(0.05, ge=0, le=1)
+    max_file_bytes: int = Field(1 << 30, gt=0)  # each input file, and a zip archive's members together
 
 
 assert set(Params.model_fields) == set(GenerationParams.__dataclass_fields__), (
@@ -116,11 +123,19 @@ def _check(
     return []
 
 
+def _endpoint_problems(spec: dict[str, Any], where: str) -> list[str]:
+    """A served model's base_url checked before any run: no credentials in it, no key over plain http."""
+    if spec.get("backend") != "openai" or "base_url" not in spec:
+        return []
+    return [f"{where}.base_url: {problem}" for problem in openai_endpoint_problems(spec)]
+
+
 def profile_problems(raw: dict[str, Any]) -> list[str]:
     """Every problem with a profile's keys and role/candidate options, each naming the key."""
     from pydantic import TypeAdapter
 
     problems = [f"{key}: unknown top-level key; allowed: {', '.join(TOP_LEVEL)}" for key in raw if key not in TOP_LEVEL]
+    problems += _check(Ingest, raw.get("ingest") or {}, "ingest")
     roles = _role_models()
     role_union = TypeAdapter(typing.Annotated[typing.Union[tuple(roles.values())], Field(discriminator="backend")])
     for name, spec in (raw.get("models") or {}).items():
@@ -134,6 +149,7 @@ def profile_problems(raw: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}: needs backend (openai, transformers or vllm) and model")
                 continue
             problems += _check(role_union, member, where, roles)
+            problems += _endpoint_problems(member, where)
     candidates = _candidate_models(roles)
     candidate_union = TypeAdapter(
         typing.Annotated[typing.Union[tuple(candidates.values())], Field(discriminator="backend")]
@@ -142,4 +158,5 @@ def profile_problems(raw: dict[str, Any]) -> list[str]:
         where = f"evaluation.candidates.{name}"
         if isinstance(spec, dict):
             problems += _check(candidate_union, {"backend": "transformers", **spec}, where, candidates)
+            problems += _endpoint_problems(spec, where)
     return problems

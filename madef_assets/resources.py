@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dagster import PipesSubprocessClient
-
 from madef_assets.llm.resource import LLMResource
+from madef_assets.pipes_client import CredentialFreePipesClient
+from madef_assets.secret_hygiene import configured_key_names
 from madef_assets.settings import ROLES, Settings
 from madef_assets.storage import MadefDuckDBIOManager
 
@@ -28,10 +28,18 @@ def llm_resource(settings: Settings, role: str) -> LLMResource:
     )
 
 
+def profile_key_names(settings: Settings) -> set[str]:
+    """Every api_key_env the profile names (roles, panel members, candidates): none reaches a child process."""
+    roles = [member for config in settings.roles.values() for member in (config, *config.panel)]
+    return configured_key_names(
+        [(m.backend, m.options) for m in roles] + [(c.backend, c.options) for c in settings.evaluation.candidates]
+    )
+
+
 def build_resources(settings: Settings) -> dict[str, Any]:
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     return {
         "io_manager": MadefDuckDBIOManager(database=str(settings.duckdb_path)),
-        "pipes_subprocess_client": PipesSubprocessClient(),
+        "pipes_subprocess_client": CredentialFreePipesClient(secret_names=profile_key_names(settings)),
         **{role: llm_resource(settings, role) for role in ROLES},
     }

@@ -26,6 +26,8 @@ SQL_DIR = PROJECT_ROOT / "dbt_like_sql"
 PATH_OPTIONS = ("answers",)
 ROLES = ("labeler", "attacker", "responder", "judge", "scorer", "trainee")
 PANEL_ROLES = ("judge",)
+# ingest.max_file_bytes when the profile sets none: each input file, and each zip archive's members together.
+DEFAULT_MAX_FILE_BYTES = 1 << 30
 # The generation routes of §3.5 (madef_assets/defs/diversity/routes.py), in the order deficits are split.
 AUGMENT_ROUTES = ("keyword_fewshot", "derived_question", "attack_rewrite")
 
@@ -51,6 +53,7 @@ class SourceConfig:
     columns: dict[str, str]
     description: str
     license: str = "unknown"  # SPDX-like id of the data's terms (madef_assets/defs/selection/card.py); unknown: check
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # ingest.max_file_bytes: larger files are refused before reading
 
 
 @dataclass(frozen=True)
@@ -348,6 +351,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
             columns=dict(spec.get("columns") or {}),
             description=spec.get("description", ""),
             license=parse_license(spec.get("license", "unknown"), f"{key}.license"),
+            max_file_bytes=int(ingest.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES)),
         )
     roles = {}
     models = _require(raw, "models", where)

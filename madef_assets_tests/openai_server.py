@@ -13,6 +13,7 @@ functions of the prompt. Faults are injected by markers in the prompt:
   [[moderated]]    400 as DashScope's compatible mode rejects an input (code data_inspection_failed)
   [[policy]]       400 as OpenAI rejects a prompt (code content_policy_violation)
   [[refuse]]       a 200 whose answer is a refusal ("抱歉，我无法…" for Chinese prompts, "I can't help…" else)
+  [[echo_key]]     401 whose error message echoes the request's Authorization header, whole and half-masked
 
 `latency_s` delays every answer; `rate_429` makes that share of requests (seeded) answer 429. `faults`
 gives providers' behaviour to unmarked prompts, chosen per prompt by a hash so every run sees the same:
@@ -108,6 +109,7 @@ class OpenAICompatibleServer:
         self.retry_after_s = retry_after_s
         self.fail_status: int | None = None  # answer every request with this status (an unhealthy replica)
         self.requests = Counter()
+        self.authorizations: Counter = Counter()  # Authorization header values received
         self.total_requests = 0
         self.answered_ok = 0
         self.in_flight = 0
@@ -151,6 +153,17 @@ class OpenAICompatibleServer:
                     self._send(404, b'{"error": {"message": "not found"}}')
                     return
                 prompt = request["messages"][-1]["content"] if chat else request["prompt"]
+                authorization = self.headers.get("Authorization", "")
+                with server._lock:
+                    server.authorizations[authorization] += 1
+                if "[[echo_key]]" in prompt:
+                    key = authorization.removeprefix("Bearer ")
+                    message = (
+                        f"Incorrect API key provided: {key} (header {authorization!r}, "
+                        f"shown as {key[:6]}{'*' * 20}{key[-4:]})."
+                    )
+                    self._send(401, json.dumps({"error": {"message": message, "code": "invalid_api_key"}}).encode())
+                    return
                 status, body, headers = server.respond(prompt, request, chat)
                 self._send(status, body, headers)
 

@@ -165,7 +165,10 @@ def test_a_misspelt_key_or_role_option_names_the_key_and_the_allowed_ones(tmp_pa
     with pytest.raises(ConfigError) as error:
         load_settings(str(tmp_path / "p.yaml"), env={})
     message = str(error.value)
-    assert "models.labeler.concurency: unknown key; allowed: api, api_key_env" in message and "concurrency" in message
+    assert (
+        "models.labeler.concurency: unknown key; allowed: allow_insecure_http, api, api_key_env" in message
+        and "concurrency" in message
+    )
     assert "models.scorer.batch_sise: unknown key; allowed:" in message and "batch_size" in message
     assert "evaluation.candidates.tuned.raw_api" in message and "modles: unknown top-level key" in message
 

@@ -16,6 +16,7 @@ from madef_assets.defs.evaluation.general import (
     McqItem,
     extract_gsm8k_answer,
     gsm8k_prompts,
+    humaneval_check_call,
     humaneval_program,
     load_gsm8k,
     load_gsm8k_exemplars,
@@ -315,7 +316,8 @@ def test_truncate_completion():
 def test_humaneval_program_layout(humaneval):
     item = humaneval[0]
     program = humaneval_program(item, item.canonical_solution + "\nprint('stray')")
-    assert program == item.prompt + item.canonical_solution + "\n\n" + item.test + "\n\ncheck(has_close_elements)\n"
+    assert program == item.prompt + item.canonical_solution + "\n\n" + item.test + "\n"
+    assert humaneval_check_call(item) == "check(has_close_elements)"  # called by the sandbox's harness
 
 
 def test_pass_at_1():

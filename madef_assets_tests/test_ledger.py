@@ -218,18 +218,93 @@ def test_row_ranges_join_neighbours_closer_than_a_row_group():
     assert row_ranges([0, 3, 6, 20, 22], gap=4) == [(0, 6), (20, 22)]
 
 
-def test_the_latest_final_row_of_a_key_wins_and_later_errors_do_not_hide_it(tmp_path):
-    """Append-only: an error retried into an answer, a second answer for the same key (two processes
-    racing) and an error written after an answer each add a row; lookup sees the latest final one."""
+# Rows written for one key, in order -> what lookup returns: (status, index of the winning row), or None
+# when the call is to be sent again. ok > refused > parse_error; the latest row within the best status.
+PRECEDENCE_CASES = [
+    (["ok", "refused"], ("ok", 0)),
+    (["ok", "parse_error"], ("ok", 0)),
+    (["ok", "error"], ("ok", 0)),
+    (["ok", "refused", "parse_error", "error"], ("ok", 0)),
+    (["refused", "ok"], ("ok", 1)),
+    (["parse_error", "ok"], ("ok", 1)),
+    (["error", "ok"], ("ok", 1)),
+    (["parse_error", "refused"], ("refused", 1)),
+    (["refused", "parse_error"], ("refused", 0)),
+    (["refused", "error"], ("refused", 0)),
+    (["parse_error", "error"], ("parse_error", 0)),
+    (["error", "parse_error"], ("parse_error", 1)),
+    (["ok", "ok"], ("ok", 1)),
+    (["refused", "refused", "parse_error"], ("refused", 1)),
+    (["ok", "refused", "ok", "error"], ("ok", 2)),
+    (["error"], None),
+    (["error", "error", "error"], None),
+]
+
+
+def test_a_final_answer_is_never_replaced_by_a_later_worse_row(tmp_path):
+    """The precedence table, all keys in one ledger: the n-th row of every key goes in the n-th write,
+    so rows of different keys interleave as racing processes write them."""
     ledger = Ledger(tmp_path / "l.duckdb")
-    key_a, key_b, key_c = (ledger_key("generate", "openai", {}, {}, p, "v1") for p in ("a", "b", "c"))
-    ledger.write([ledger_row(key_a, "a", "error", None), ledger_row(key_b, "b", output="first")])
-    assert set(ledger.lookup([key_a, key_b, key_c])) == {key_b}
-    ledger.write([ledger_row(key_a, "a", output="retried"), ledger_row(key_b, "b", output="second")])
-    ledger.write([ledger_row(key_b, "b", "error", None)])
-    found = ledger.lookup([key_a, key_b, key_c])
-    assert {k: v["output"] for k, v in found.items()} == {key_a: "retried", key_b: "second"}
-    assert ledger_rows(tmp_path / "l.duckdb") == 5
+    keys = [ledger_key("generate", "openai", {}, {}, f"case {i}", "v1") for i in range(len(PRECEDENCE_CASES))]
+    for position in range(max(len(statuses) for statuses, _ in PRECEDENCE_CASES)):
+        ledger.write(
+            ledger_row(key, f"case {i}", statuses[position], f"row {position}")
+            for i, (key, (statuses, _)) in enumerate(zip(keys, PRECEDENCE_CASES))
+            if position < len(statuses)
+        )
+    found = ledger.lookup(keys)
+    for key, (statuses, expected) in zip(keys, PRECEDENCE_CASES):
+        got = (found[key]["status"], int(found[key]["output"].split()[1])) if key in found else None
+        assert got == expected, statuses
+    # two rows of one key in one write (one created_at): the later one wins within its status
+    key = ledger_key("generate", "openai", {}, {}, "same batch", "v1")
+    ledger.write([ledger_row(key, "same batch", output="first"), ledger_row(key, "same batch", output="second")])
+    assert ledger.lookup([key])[key]["output"] == "second"
+
+
+def test_a_row_of_unknown_status_is_refused_with_a_clear_error(tmp_path):
+    ledger = Ledger(tmp_path / "l.duckdb")
+    key = ledger_key("generate", "openai", {}, {}, "p", "v1")
+    with pytest.raises(ValueError, match=r"unknown status \['cached'\]"):
+        ledger.write([ledger_row(key, "p", "ok"), ledger_row(key, "p", "cached")])
+    assert ledger_rows(tmp_path / "l.duckdb") == 0
+
+
+def test_a_rerun_sends_only_calls_whose_best_row_is_not_final(tmp_path):
+    """Through LLMResource and a server that counts requests: an answer, a moderation refusal and an
+    error; the re-run sends the error again only. Rows a racing process appends later (a refusal, a
+    parse error, an error for the answered key) change nothing: the third run sends nothing."""
+    import json as jsonlib
+
+    from madef_assets.llm.resource import LLMResource
+
+    prompts = ["answered", "moderated [[moderated]]", "failed once [[500x1]]"]
+    with OpenAICompatibleServer() as server:
+        resource = LLMResource(
+            role="judge",
+            backend="openai",
+            model="test-model",
+            duckdb_path=str(tmp_path / "p.duckdb"),
+            models_dir=str(tmp_path),
+            options_json=jsonlib.dumps({"base_url": server.base_url, "api_key_env": None, "max_retries": 0}),
+        )
+        first = resource.generate(prompts, template_version="precedence")
+        assert [r.status for r in first.results] == ["ok", "refused", "error"]
+        second = resource.generate(prompts, template_version="precedence")
+        assert [r.status for r in second.results] == ["ok", "refused", "ok"]
+        assert second.backend_calls == 1 and server.total_requests == 4
+        answered, moderated = first.results[0].key, first.results[1].key
+        Ledger(tmp_path / "p.duckdb").write(
+            [
+                ledger_row(answered, prompts[0], "refused", "moderated later"),
+                ledger_row(answered, prompts[0], "parse_error", "unparsable later"),
+                ledger_row(answered, prompts[0], "error", None),
+                ledger_row(moderated, prompts[1], "parse_error", "unparsable later"),
+            ]
+        )
+        third = resource.generate(prompts, template_version="precedence")
+        assert third.backend_calls == 0 and server.total_requests == 4
+    assert [(r.status, r.output) for r in third.results] == [(r.status, r.output) for r in second.results]
 
 
 def test_lookup_reads_only_the_row_ranges_that_hold_the_keys_and_finds_them_all(tmp_path):

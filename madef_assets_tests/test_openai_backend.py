@@ -2,6 +2,8 @@
 
 import json
 import math
+import secrets
+import sys
 
 import pytest
 
@@ -256,3 +258,115 @@ def test_a_refusal_is_refused_for_roles_whose_answers_become_data(openai_server,
     as_answer = resource.generate(prompts, "refusal-test")
     assert [r.status for r in as_answer.results] == ["ok"] * 3 and as_answer.backend_calls == 0
     assert as_answer.results[1].value == "I can't help with that."
+
+
+# --- secrets (issue 24, part 7) ---------------------------------------------------------------------------
+
+NETWORK_EVENTS: list[tuple] = []
+_WATCHING = [False]
+
+
+def _record_network(event: str, args: tuple) -> None:
+    if _WATCHING[0] and event in ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname"):
+        NETWORK_EVENTS.append((event, args))
+
+
+sys.addaudithook(_record_network)  # audit hooks cannot be removed: this one records only while watching
+
+
+def served_resource(tmp_path, base_url, **options):
+    from madef_assets.llm.resource import LLMResource
+
+    return LLMResource(
+        role="judge",
+        backend="openai",
+        model="test-model",
+        duckdb_path=str(tmp_path / "ledger.duckdb"),
+        models_dir=str(tmp_path),
+        options_json=json.dumps({"base_url": base_url, "max_retries": 0, **options}),
+    )
+
+
+def stored_text(tmp_path) -> str:
+    """Every ledger row, every column, as one text (what a reader of the DuckDB file sees)."""
+    import duckdb
+
+    path = tmp_path / "ledger.duckdb"
+    if not path.exists():
+        return ""
+    with duckdb.connect(str(path), read_only=True) as connection:
+        tables = [t for (t,) in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        return "\n".join(str(connection.execute(f"SELECT * FROM {t}").fetchall()) for t in tables)
+
+
+def test_credentials_in_a_base_url_are_refused_and_never_stored_or_sent(openai_server, tmp_path, monkeypatch):
+    """A base_url with user:password@ would be stored in every ledger row's model column: it is refused with
+    an error naming api_key_env, before any request, and nothing in the ledger holds the password."""
+    password = "pw" + secrets.token_hex(8)
+    monkeypatch.setenv("TEST_PROVIDER_KEY", "sk-" + secrets.token_hex(16))
+    url = openai_server.base_url.replace("http://", f"http://judge:{password}@")
+    resource = served_resource(tmp_path, url, api_key_env="TEST_PROVIDER_KEY")
+    with pytest.raises(ValueError, match="credentials in the URL") as error:
+        resource.generate(["a question"], "secrets-test")
+    assert password not in str(error.value) and "api_key_env" in str(error.value)
+    with pytest.raises(ValueError, match="credentials in the URL"):
+        OpenAIBackend(model="test-model", base_url=[openai_server.base_url, url], api_key_env=None)
+    assert openai_server.total_requests == 0
+    assert password not in stored_text(tmp_path)
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+@pytest.mark.parametrize(
+    "key",
+    ["sk-proj-" + secrets.token_urlsafe(24), secrets.token_hex(24), "correct-horse-battery-staple"],
+    ids=["sk", "hex", "words"],
+)
+def test_an_error_body_echoing_the_key_is_stored_masked(openai_server, tmp_path, monkeypatch, transport, key):
+    """The provider's 401 echoes the key whole and half-masked; the ledger row's error keeps the message
+    but no 6-character piece of the key."""
+    monkeypatch.setenv("TEST_PROVIDER_KEY", key)
+    resource = served_resource(tmp_path, openai_server.base_url, api_key_env="TEST_PROVIDER_KEY", transport=transport)
+    batch = resource.generate(["who am I [[echo_key]]"], "secrets-test")
+    assert batch.results[0].status == "error" and "HTTP 401: Incorrect API key provided" in batch.results[0].error
+    assert openai_server.authorizations[f"Bearer {key}"] == 1  # the key was sent, and echoed
+    stored = stored_text(tmp_path)
+    assert "Incorrect API key provided" in stored
+    template = "Incorrect API key provided"  # the server's own words ("correc" is no leak of the words key)
+    pieces = {key[i : i + 6] for i in range(len(key) - 5)} - {template[i : i + 6] for i in range(len(template) - 5)}
+    assert [p for p in pieces if p in stored or p in batch.results[0].error] == []
+
+
+def test_a_key_over_http_to_a_non_loopback_host_is_refused_before_any_network_io(tmp_path, monkeypatch):
+    """192.0.2.1 (TEST-NET-1) is never contacted: the refusal comes from the URL alone, with no socket
+    connect or name lookup seen by the interpreter's audit hook meanwhile."""
+    monkeypatch.setenv("TEST_PROVIDER_KEY", "sk-" + secrets.token_hex(16))
+    NETWORK_EVENTS.clear()
+    _WATCHING[0] = True
+    try:
+        with pytest.raises(ValueError, match="in clear over http://"):
+            OpenAIBackend(model="test-model", base_url="http://192.0.2.1:9/v1", api_key_env="TEST_PROVIDER_KEY")
+        resource = served_resource(tmp_path, "http://192.0.2.1:9/v1", api_key_env="TEST_PROVIDER_KEY")
+        with pytest.raises(ValueError, match="allow_insecure_http: true"):
+            resource.generate(["a question"], "secrets-test")
+        allowed = OpenAIBackend(
+            model="test-model",
+            base_url="http://192.0.2.1:9/v1",
+            api_key_env="TEST_PROVIDER_KEY",
+            allow_insecure_http=True,
+        )
+        assert allowed.fingerprint()["base_url"] == "http://192.0.2.1:9/v1"  # built, never asked
+    finally:
+        _WATCHING[0] = False
+    assert NETWORK_EVENTS == []
+    assert stored_text(tmp_path).count("192.0.2.1") == 0
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+def test_a_key_over_http_to_loopback_is_sent(openai_server, tmp_path, monkeypatch, transport):
+    key = "sk-" + secrets.token_hex(16)
+    monkeypatch.setenv("TEST_PROVIDER_KEY", key)
+    resource = served_resource(tmp_path, openai_server.base_url, api_key_env="TEST_PROVIDER_KEY", transport=transport)
+    batch = resource.generate(["plain question"], "secrets-test")
+    assert batch.status_counts() == {"ok": 1}
+    assert openai_server.authorizations == {f"Bearer {key}": 1}
+    assert key not in stored_text(tmp_path)

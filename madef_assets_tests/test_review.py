@@ -1,8 +1,15 @@
 """The human-review queues (the judge's, and the taxonomy queue of raw intent labels): decisions-file logic and
 the review web page over HTTP."""
 
+import http.client
 import json
+import os
+import re
+import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -10,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from madef_assets.cli import main
 from madef_assets.defs.intent.taxonomy import CATEGORIES
 from madef_assets.review.decisions import (
     DECISION_FIELDS,
@@ -17,8 +25,10 @@ from madef_assets.review.decisions import (
     append_decision,
     latest_decisions,
     read_queue,
+    write_jsonl_atomically,
 )
-from madef_assets.review.server import serve
+from madef_assets.review.server import ACCESS_TOKEN_ENV, allowed_host_headers, check_access_token, serve
+from madef_assets.settings import PROJECT_ROOT
 
 
 def queue_item(review_key: str, **changes) -> dict:
@@ -187,8 +197,21 @@ def get(url: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def post(url: str, fields: dict[str, str]) -> tuple[int, dict, str]:
-    request = urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode(), method="POST")
+def form_token(base: str) -> str:
+    """The form token the page's forms carry (what a reviewer's browser posts back)."""
+    pages = get(base + "/")[1] + get(base + "/taxonomy")[1]
+    tokens = set(re.findall(r'name="csrf_token" value="([^"]+)"', pages))
+    assert len(tokens) == 1, pages[:2000]
+    return tokens.pop()
+
+
+def post(url: str, fields: dict[str, str], headers: dict[str, str] | None = None) -> tuple[int, dict, str]:
+    """POST a form as the page would: with the server's form token unless the fields name one already."""
+    parts = urllib.parse.urlsplit(url)
+    fields = {"csrf_token": form_token(f"{parts.scheme}://{parts.netloc}")} | fields
+    request = urllib.request.Request(
+        url, data=urllib.parse.urlencode(fields).encode(), method="POST", headers=headers or {}
+    )
     try:
         with OPENER.open(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read().decode()
@@ -211,7 +234,10 @@ def test_page_lists_pending_items(review_server):
 
 def test_prompt_html_is_escaped(review_server):
     base, _, _ = review_server
-    _, page = get(base + "/")
+    with OPENER.open(base + "/", timeout=10) as response:
+        page = response.read().decode()
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Frame-Options"] == "DENY"
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
@@ -272,18 +298,115 @@ def test_decide_invalid_is_400(review_server, fields, reason):
     assert not decisions.exists()
 
 
-def test_cross_origin_post_is_refused(review_server):
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},  # a sandboxed frame or a redirect chain
+        {"Referer": "http://evil.example/attack.html"},
+        {"Origin": "https://127.0.0.1:{port}"},  # right host, another scheme: another origin
+        {"Origin": "http://127.0.0.1:{port}", "Referer": "http://evil.example/"},
+    ],
+)
+def test_cross_origin_post_is_refused_even_with_the_form_token(review_server, headers):
     base, _, decisions = review_server
-    request = urllib.request.Request(
-        base + "/decide",
-        method="POST",
-        headers={"Origin": "http://evil.example"},
-        data=b"review_key=k1&decision=safe&reviewer=mallory",
-    )
+    port = urllib.parse.urlsplit(base).port
+    headers = {name: value.format(port=port) for name, value in headers.items()}
+    status, _, body = post(base + "/decide", {"review_key": "k1", "decision": "safe", "reviewer": "m"}, headers)
+    assert status == 403 and "cross-site post refused" in body
+    assert not decisions.exists()
+
+
+def test_same_origin_post_with_origin_and_referer_is_recorded(review_server):
+    base, _, decisions = review_server
+    port = urllib.parse.urlsplit(base).port
+    headers = {"Origin": f"http://localhost:{port}", "Referer": f"http://127.0.0.1:{port}/?reviewer=a"}
+    status, _, _ = post(base + "/decide", {"review_key": "k1", "decision": "safe", "reviewer": "a"}, headers)
+    assert status == 303 and json.loads(decisions.read_text())["decision"] == "safe"
+
+
+@pytest.mark.parametrize("token", [None, "", "forged", "x" * 43])
+def test_post_without_the_form_token_is_refused(review_server, token):
+    base, _, decisions = review_server
+    fields = {"review_key": "k1", "decision": "safe", "reviewer": "mallory"}
+    data = urllib.parse.urlencode(fields | ({} if token is None else {"csrf_token": token})).encode()
+    request = urllib.request.Request(base + "/decide", data=data, method="POST")
     with pytest.raises(urllib.error.HTTPError) as error:
         OPENER.open(request, timeout=10)
-    assert error.value.code == 403
+    assert error.value.code == 403 and "form token" in error.value.read().decode()
     assert not decisions.exists()
+
+
+def test_every_form_carries_the_token_of_its_server(review_server, tmp_path):
+    base, queue, _ = review_server
+    _, page = get(base + "/?all=1")
+    assert page.count("<form ") == 3 and len(re.findall(r'name="csrf_token" value="[\w-]{43}"', page)) == 3
+    other = serve(queue, tmp_path / "other.jsonl", port=0)
+    try:
+        assert other.csrf_token != form_token(base)  # per server, random
+    finally:
+        other.server_close()
+
+
+def raw_request(
+    base: str, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b""
+) -> tuple[int, str]:
+    """Send a request with exactly these headers (http.client adds no Host of its own here)."""
+    parts = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers:
+            connection.putheader(name, value)
+        if body:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body or None)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        ["evil.example:{port}"],  # DNS rebinding: the attacker's name now resolves to 127.0.0.1
+        ["evil.example"],
+        ["127.0.0.1:1"],  # another port: another origin
+        ["127.0.0.1.evil.example:{port}"],
+        [],  # no Host at all
+        ["127.0.0.1:{port}", "evil.example:{port}"],  # two Host headers
+    ],
+)
+def test_a_foreign_host_header_is_refused_for_get_and_post(review_server, hosts):
+    base, _, decisions = review_server
+    port = urllib.parse.urlsplit(base).port
+    headers = [("Host", host.format(port=port)) for host in hosts]
+    token = form_token(base)
+    for method, path in (("GET", "/"), ("GET", "/api/queue"), ("GET", "/api/taxonomy"), ("POST", "/decide")):
+        body = urllib.parse.urlencode(
+            {"csrf_token": token, "review_key": "k1", "decision": "safe", "reviewer": "mallory"}
+        ).encode()
+        status, text = raw_request(base, method, path, headers, body if method == "POST" else b"")
+        assert status == 421, (method, path, status, text)
+        assert "refused: this review server answers only" in text and "k1" not in text and "prompt" not in text
+    assert not decisions.exists()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}", "[::1]:{port}"])
+def test_the_loopback_host_names_are_answered(review_server, host):
+    base, _, _ = review_server
+    port = urllib.parse.urlsplit(base).port
+    status, text = raw_request(base, "GET", "/api/queue", [("Host", host.format(port=port))])
+    assert status == 200 and [i["review_key"] for i in json.loads(text)] == ["k1", "k2", "k3"]
+
+
+def test_allowed_host_names():
+    assert allowed_host_headers("127.0.0.1", 8765) == {"127.0.0.1:8765", "localhost:8765", "[::1]:8765"}
+    assert "review.lan:9000" in allowed_host_headers("0.0.0.0", 9000, ["Review.LAN"])
+    assert "0.0.0.0:9000" not in allowed_host_headers("0.0.0.0", 9000)  # a wildcard is no name to be reached by
+    assert "[fe80::1]:9000" in allowed_host_headers("fe80::1", 9000)
+    assert {"localhost", "localhost:80"} <= allowed_host_headers("127.0.0.1", 80)  # browsers drop :80
 
 
 def test_queue_is_reread_on_each_request(review_server):
@@ -397,14 +520,238 @@ def test_taxonomy_decision_outside_the_categories_is_refused(taxonomy_server, fi
     assert not decisions.exists()
 
 
-def test_taxonomy_cross_origin_post_is_refused(taxonomy_server):
+def test_taxonomy_cross_origin_or_tokenless_post_is_refused(taxonomy_server):
     base, decisions = taxonomy_server
-    request = urllib.request.Request(
-        base + "/taxonomy/decide",
-        method="POST",
-        headers={"Origin": "http://evil.example"},
-        data="review_key=天气&decision=ignore&reviewer=mallory".encode(),
+    fields = {"review_key": "天气", "decision": "ignore", "reviewer": "mallory"}
+    assert post(base + "/taxonomy/decide", fields, {"Origin": "http://evil.example"})[0] == 403
+    assert post(base + "/taxonomy/decide", fields | {"csrf_token": ""})[0] == 403
+    assert not decisions.exists()
+
+
+# --- slow clients, concurrent queue rewrites ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def impatient_server(tmp_path):
+    """A review server that drops a connection idle for 1 s, and any request not done within 3 s."""
+    queue = write_queue(tmp_path / "queue.jsonl", [queue_item("k1")])
+    server = serve(queue, tmp_path / "decisions.jsonl", port=0, idle_timeout_s=1.0, request_deadline_s=3.0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def closed_at(sock: socket.socket, limit_s: float = 15) -> float:
+    """Read until the server closes the connection; when that was (time.monotonic)."""
+    sock.settimeout(limit_s)
+    while sock.recv(4096):
+        pass
+    return time.monotonic()
+
+
+def test_a_silent_client_blocks_no_one_and_is_dropped(impatient_server):
+    port = impatient_server
+    start = time.monotonic()
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    try:
+        status, _ = get(f"http://127.0.0.1:{port}/api/queue")
+        assert status == 200 and time.monotonic() - start < 0.9  # answered while the silent ones still wait
+        waited = [closed_at(sock) - start for sock in silent]
+        assert all(0.9 < seconds < 4 for seconds in waited), waited
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_a_client_that_trickles_its_request_is_dropped_at_the_deadline(impatient_server):
+    port = impatient_server
+    trickle = socket.create_connection(("127.0.0.1", port))
+    start = time.monotonic()
+    try:
+        trickle.sendall(f"GET /api/queue HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode())
+        closed = False
+        for _ in range(20):  # a header byte every 0.4 s: never idle for the 1 s timeout
+            time.sleep(0.4)
+            assert get(f"http://127.0.0.1:{port}/api/queue")[0] == 200
+            try:
+                trickle.sendall(b"X")
+            except OSError:
+                closed = True
+                break
+            trickle.setblocking(False)
+            try:
+                closed = trickle.recv(1) == b""
+            except BlockingIOError:
+                pass
+            finally:
+                trickle.setblocking(True)
+            if closed:
+                break
+        elapsed = time.monotonic() - start
+        assert closed and 2.5 < elapsed < 6, elapsed
+    finally:
+        trickle.close()
+
+
+def test_readers_see_a_whole_queue_during_concurrent_rewrites(tmp_path):
+    """Writers replace the queue with queues of different lengths while readers read it, directly and through
+    the page: every read is one of the queues written, never a part."""
+    path = tmp_path / "queue" / "base.jsonl"
+    versions = [[queue_item(f"v{v}-{i}", response="r" * 20_000) for i in range(1 + v * 7)] for v in range(6)]
+    write_jsonl_atomically(path, versions[0])
+    lengths = {len(items) for items in versions}
+    stop = threading.Event()
+    failures: list[str] = []
+    reads = [0]
+
+    def rewrite(offset: int) -> None:
+        for round_ in range(60):
+            write_jsonl_atomically(path, versions[(round_ + offset) % len(versions)])
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                queue = read_queue(path.parent)
+            except ValueError as exc:
+                failures.append(str(exc)[:200])
+                continue
+            version = queue[0]["review_key"].split("-")[0] if queue else "none"
+            if len(queue) not in lengths or any(not item["review_key"].startswith(version + "-") for item in queue):
+                failures.append(f"a part of a queue: {len(queue)} items")
+            reads[0] += 1
+
+    server = serve(path.parent, tmp_path / "decisions.jsonl", port=0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def read_page() -> None:
+        while not stop.is_set():
+            status, body = get(base + "/api/queue")
+            if status != 200 or len(json.loads(body)) not in lengths:
+                failures.append(f"page: {status} {body[:200]}")
+
+    writers = [threading.Thread(target=rewrite, args=(k,)) for k in range(3)]
+    readers = [threading.Thread(target=read), threading.Thread(target=read_page)]
+    try:
+        for t in readers + writers:
+            t.start()
+        for t in writers:
+            t.join()
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert failures == [] and reads[0] > 20
+    assert sorted(p.name for p in path.parent.iterdir()) == ["base.jsonl"]  # no temporary file left behind
+    assert read_queue(path) in versions
+
+
+# --- an access token beyond loopback ---------------------------------------------------------------------------------
+
+TOKEN = "Zq8-uN3_vR5kT1wY7pL0sD4fG6hJ9cXb"
+
+
+def test_beyond_loopback_needs_an_access_token():
+    for host in ("0.0.0.0", "::", "192.0.2.10", "review.lan"):
+        with pytest.raises(ValueError, match=f"beyond loopback, without an access token: set \\${ACCESS_TOKEN_ENV}"):
+            check_access_token(host, None)
+        check_access_token(host, TOKEN)
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        check_access_token(host, None)
+    for weak in ("short", "with space in it and long enough", "quote\"'<>;;;;;;;;;;;;;"):
+        with pytest.raises(ValueError, match="at least 16 characters"):
+            check_access_token("0.0.0.0", weak)
+
+
+def run_review_server(tmp_path: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    queue = write_queue(tmp_path / "queue.jsonl", [queue_item("k1")])
+    command = [sys.executable, "-m", "madef_assets.review.server", "--queue", str(queue)]
+    return subprocess.Popen(
+        [*command, "--decisions", str(tmp_path / "decisions.jsonl"), *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    with pytest.raises(urllib.error.HTTPError) as error:
-        OPENER.open(request, timeout=10)
-    assert error.value.code == 403 and not decisions.exists()
+
+
+def test_binding_beyond_loopback_without_a_token_is_refused_before_binding(tmp_path, monkeypatch, capsys):
+    env = {k: v for k, v in os.environ.items() if k != ACCESS_TOKEN_ENV}
+    server = run_review_server(tmp_path, ["--host", "0.0.0.0", "--port", "0"], env)
+    stdout, stderr = server.communicate(timeout=60)
+    assert server.returncode == 2 and stdout == ""
+    assert f"beyond loopback, without an access token: set ${ACCESS_TOKEN_ENV}" in stderr
+    assert "Traceback" not in stderr
+    monkeypatch.delenv(ACCESS_TOKEN_ENV, raising=False)
+    monkeypatch.setenv("MADEF_STATE_DIR", str(tmp_path / "state"))
+    assert main(["review", "--host", "0.0.0.0", "--port", "0", "--allowed-host", "review.lan"]) == 2
+    assert "without an access token" in capsys.readouterr().err
+
+
+def test_access_token_sign_in_cookie_and_bearer_and_the_log_never_shows_it(tmp_path):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = run_review_server(
+        tmp_path,
+        ["--host", "127.0.0.1", "--port", str(port), "--allowed-host", "Review.LAN"],
+        {**os.environ, ACCESS_TOKEN_ENV: TOKEN},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                status, body = get(base + "/")
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert status == 401 and "needs its access token" in body and TOKEN not in body
+        assert get(base + "/?token=" + TOKEN[:-1] + "x")[0] == 401
+        assert get(base + "/api/queue")[0] == 401
+        request = urllib.request.Request(base + "/api/queue", headers={"Authorization": f"Bearer {TOKEN}"})
+        with OPENER.open(request, timeout=10) as response:
+            assert response.status == 200 and json.loads(response.read())[0]["review_key"] == "k1"
+        bearer = ("Authorization", f"Bearer {TOKEN}")
+        assert raw_request(base, "GET", "/api/queue", [("Host", f"review.lan:{port}"), bearer])[0] == 200
+        assert raw_request(base, "GET", "/api/queue", [("Host", f"other.lan:{port}"), bearer])[0] == 421
+        try:
+            OPENER.open(base + f"/taxonomy?reviewer=ann&token={TOKEN}", timeout=10)
+            pytest.fail("no redirect after signing in")
+        except urllib.error.HTTPError as error:
+            assert error.code == 303 and error.headers["Location"] == "/taxonomy?reviewer=ann"
+            cookie = error.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        cookie_header = {"Cookie": cookie.split(";")[0]}
+        stale = urllib.request.Request(base + f"/?token={TOKEN}", headers={"Cookie": "madef_review_access=old"})
+        with pytest.raises(urllib.error.HTTPError) as error:
+            OPENER.open(stale, timeout=10)
+        assert error.value.code == 303 and error.value.headers["Set-Cookie"].startswith(cookie_header["Cookie"])
+        with OPENER.open(urllib.request.Request(base + "/", headers=cookie_header), timeout=10) as response:
+            page = response.read().decode()
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        data = urllib.parse.urlencode({"csrf_token": csrf, "review_key": "k1", "decision": "safe", "reviewer": "a"})
+        decide = urllib.request.Request(base + "/decide", data=data.encode(), method="POST")
+        with pytest.raises(urllib.error.HTTPError) as error:
+            OPENER.open(decide, timeout=10)
+        assert error.value.code == 401 and not (tmp_path / "decisions.jsonl").exists()
+        decide.add_header("Cookie", cookie_header["Cookie"])
+        with pytest.raises(urllib.error.HTTPError) as error:
+            OPENER.open(decide, timeout=10)
+        assert error.value.code == 303 and (tmp_path / "decisions.jsonl").exists()
+    finally:
+        server.terminate()
+        stdout, stderr = server.communicate(timeout=10)
+    assert f"http://127.0.0.1:{port}/" in stdout and f"?token=<the value of ${ACCESS_TOKEN_ENV}>" in stdout
+    assert "GET /taxonomy?reviewer=ann&token=<redacted>" in stderr
+    assert TOKEN not in stdout + stderr and TOKEN[:8] not in stdout + stderr

@@ -107,6 +107,8 @@ def test_reviewer_records_decisions_in_headless_chromium(tmp_path):
             assert [item.get_attribute("id") for item in items] == [f"item-{i['review_key']}" for i in ITEMS]
             assert all(item.is_displayed() for item in items)
             assert driver.find_element(By.ID, "pending-count").text == "3"
+            # Each form posts the server's form token back (a POST without it is refused).
+            assert len(driver.find_elements(By.CSS_SELECTOR, 'div.item form input[name="csrf_token"]')) == len(ITEMS)
             zh_buttons = driver.find_elements(By.CSS_SELECTOR, "#item-c3d2 button.decide")
             assert [button.text for button in zh_buttons] == ["回复1", "回复2", "other", "refuse"]
 

@@ -20,7 +20,13 @@ from madef_assets.defs.selection.card import (
     shared_files,
     size_category,
 )
-from madef_assets.defs.selection.export import MANIFEST, export_published, publish_staged, stage_llamafactory_dataset
+from madef_assets.defs.selection.export import (
+    MANIFEST,
+    ExportRefused,
+    export_published,
+    publish_staged,
+    stage_llamafactory_dataset,
+)
 from madef_assets.settings import PROJECT_ROOT, ConfigError, parse_license
 
 TRAIN_PYTHON = PROJECT_ROOT / ".venv-train/bin/python"
@@ -127,7 +133,7 @@ def publish(folder: Path, source_licenses: dict) -> None:
 
 def test_export_copies_the_published_set(tmp_path, monkeypatch):
     folder, target = tmp_path / "sft", tmp_path / "share"
-    with pytest.raises(FileNotFoundError, match="no complete published SFT set"):
+    with pytest.raises(ExportRefused, match="no complete published SFT set"):
         export_published(folder, target)
     publish(folder, {"s_eval": "CC-BY-NC-SA-4.0", "general_sft": "CC-BY-NC-4.0"})
     raw = yaml.safe_load((PROJECT_ROOT / "config/demo.yaml").read_text(encoding="utf-8"))
@@ -142,7 +148,7 @@ def test_export_copies_the_published_set(tmp_path, monkeypatch):
     assert pl.read_csv(target / "licenses.csv").row(-1) == ("(whole set)", "CC-BY-NC-SA-4.0", 3)
     shared = pl.read_parquet(target / PARQUET)
     assert shared.columns == ROWS.columns and shared["perplexity"].null_count() == 1
-    assert main(["export", "--to", str(target), "--profile", str(tmp_path / "p.yaml")]) == 1  # not empty: refused
+    assert main(["export", "--to", str(target), "--profile", str(tmp_path / "p.yaml")]) == 2  # exists: refused
 
 
 def test_datasets_and_llamafactory_load_the_published_folder(tmp_path):

@@ -289,6 +289,7 @@ def test_a_served_tuned_candidate_cannot_follow_several_rates(tmp_path):
             "backend": "openai",
             "model": "tuned",
             "base_url": "http://vllm-tuned:8000/v1",
+            "api_key_env": None,  # as production's served candidates: no key over plain http
         }
     }
     with pytest.raises(ConfigError, match="one endpoint serves one checkpoint"):

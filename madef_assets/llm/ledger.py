@@ -1,15 +1,16 @@
 """The LLM-call ledger: every backend call keyed by what determines its answer.
 
 The key hashes (kind, backend, model fingerprint, parameters, rendered prompt, template version).
-The table is append-only and the latest final row per key wins, so a write never checks what is
-already there. Reads and writes open a DuckDB connection only for the statement: no connection is held
-while a backend works, so other processes can write the same file between flushes.
+The table is append-only and each key's best final row wins at lookup (STATUS_PRECEDENCE), so a write
+never checks what is already there. Reads and writes open a DuckDB connection only for the statement: no
+connection is held while a backend works, so other processes can write the same file between flushes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -45,6 +46,12 @@ LEDGER_COLUMNS = {
 ROW_GROUP_ROWS = 122_880
 FLUSH_ROWS = 256
 FLUSH_SECONDS = 2.0
+# Statuses whose call is never sent again, best first: when one key has rows of several (two processes
+# racing, a moderated sample next to an answered one, an old parser's parse_error), lookup returns the
+# best, never a later worse one. `error` (and any status not listed) is retried. read_llm_ledger_rows.sql
+# and find_llm_ledger_rows.sql spell the same order.
+STATUS_PRECEDENCE = ("ok", "refused", "parse_error")
+STATUSES = (*STATUS_PRECEDENCE, "error")
 
 
 def canonical_json(value: Any) -> str:
@@ -99,7 +106,7 @@ class Ledger:
                 connection.execute(sql_text("ledger/create_llm_ledger"))
 
     def lookup(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The latest final (non-error) row of each given key that has one. Two passes in one connection:
+        """The best final row of each given key that has one (STATUS_PRECEDENCE). Two passes in one connection:
         the narrow key_hash column finds the candidate rows, then only the row ranges holding them are read
         whole, so a lookup that finds nothing never reads the prompts and outputs."""
         if not keys:
@@ -122,6 +129,9 @@ class Ledger:
     def write(self, rows: Iterable[dict[str, Any]]) -> int:
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         records = [{**row, "key_hash": key_hash(row["key"]), "created_at": now} for row in rows]
+        unknown = sorted({str(r.get("status")) for r in records} - set(STATUSES))
+        if unknown:
+            raise ValueError(f"ledger rows with unknown status {unknown}: expected one of {list(STATUSES)}")
         if not records:
             return 0
         new_ledger_rows = pl.DataFrame(records, schema=LEDGER_COLUMNS).to_arrow()
@@ -145,7 +155,12 @@ class LedgerWriter:
     only hands rows over. A flush takes every row waiting once `rows` are waiting or `seconds` have passed
     since the last one; rows that arrive during a flush go into the next. Leaving the `with` block (also
     on an exception or an interruption) writes what is left; an error of the writer thread is raised by
-    the next `add` or at the end. A killed process loses only the rows since the last flush."""
+    the next `add` or at the end. A killed process loses only the rows since the last flush.
+
+    SIGTERM is an interruption too: in the main thread of a process with no SIGTERM handler (a plain
+    script; Dagster's CLI, run workers and code servers map it to their own interrupt already), the
+    block makes SIGTERM raise SystemExit(143), so the rows waiting are written before the process ends.
+    Another interruption while they are written does not cut the write short."""
 
     def __init__(self, ledger: Ledger, rows: int = FLUSH_ROWS, seconds: float = FLUSH_SECONDS):
         self.ledger, self.rows, self.seconds = ledger, rows, seconds
@@ -155,9 +170,14 @@ class LedgerWriter:
         self._error: BaseException | None = None
         self._condition = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._stopped = threading.Event()
+        self._default_sigterm = False
 
     def __enter__(self) -> LedgerWriter:
         self._thread.start()
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+            self._default_sigterm = True
         return self
 
     def add(self, row: dict[str, Any]) -> None:
@@ -169,16 +189,34 @@ class LedgerWriter:
                 self._condition.notify()
 
     def __exit__(self, *exc_info) -> None:
-        with self._condition:
-            self._closing = True
-            self._condition.notify()
-        self._thread.join()
-        if self._waiting:  # the writer thread stopped on an error: one more try from this thread
-            self._flush(self._waiting)
+        interruption = None
+        try:
+            with self._condition:
+                self._closing = True
+                self._condition.notify()
+            # Not Thread.join: interrupted by a signal, Python 3.11's join marks a running thread stopped.
+            while not self._stopped.is_set():
+                try:
+                    self._stopped.wait()
+                except BaseException as exc:  # interrupted again: the rows are still being written
+                    interruption = exc
+            if self._waiting:  # the writer thread stopped on an error: one more try from this thread
+                self._flush(self._waiting)
+        finally:
+            if self._default_sigterm and signal.getsignal(signal.SIGTERM) is _exit_on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if interruption is not None and exc_info[0] is None:
+            raise interruption
         if self._error is not None and exc_info[0] is None:
             raise RuntimeError(f"the ledger writer failed: {self._error}") from self._error
 
     def _run(self) -> None:
+        try:
+            self._write_batches()
+        finally:
+            self._stopped.set()
+
+    def _write_batches(self) -> None:
         last_flush = time.monotonic()
         while True:
             with self._condition:
@@ -203,3 +241,7 @@ class LedgerWriter:
         if batch:
             self.ledger.write(batch)
             self.flushes += 1
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)

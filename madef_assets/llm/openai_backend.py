@@ -26,6 +26,7 @@ from madef_assets.llm.openai_transport import (
     make_client,
 )
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
+from madef_assets.secret_hygiene import mask_secrets, openai_endpoint_problems
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 # Error codes with which providers refuse a request on content grounds (DashScope's compatible mode and
@@ -44,6 +45,13 @@ def is_moderation(status: int, code: str | None) -> bool:
 
 
 Client = AiohttpClient | SdkClient
+
+
+def refuse_unsafe_endpoints(model: str, options: dict[str, Any]) -> None:
+    """Before any connection: no credentials in a base_url, no key over http:// to a non-loopback host."""
+    problems = openai_endpoint_problems(options)
+    if problems:
+        raise ValueError(f"model {model!r}: base_url " + "; ".join(problems))
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -122,6 +130,7 @@ class OpenAIBackend:
         seed: int = 0,
         replica_cooldown_s: float = 30.0,
         transport: str = "aiohttp",
+        allow_insecure_http: bool = False,
     ):
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
@@ -135,8 +144,12 @@ class OpenAIBackend:
         self.base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not self.base_urls:
             raise ValueError(f"backend openai for model {model!r}: base_url is an empty list")
+        refuse_unsafe_endpoints(
+            model, {"base_url": self.base_urls, "api_key_env": api_key_env, "allow_insecure_http": allow_insecure_http}
+        )
         self.replicas = ReplicaPool(len(self.base_urls), replica_cooldown_s)
         self.api_key_env = api_key_env
+        self.allow_insecure_http = allow_insecure_http
         self.transport = transport
         self.api = api
         self.concurrency = concurrency
@@ -159,7 +172,9 @@ class OpenAIBackend:
 
     @staticmethod
     def identity(model: str, options: dict[str, Any]) -> dict[str, Any]:
-        """The ledger identity of answers from these options (what `fingerprint` returns)."""
+        """The ledger identity of answers from these options (what `fingerprint` returns); refused for an
+        endpoint whose URL carries credentials, which would be stored with every answer."""
+        refuse_unsafe_endpoints(model, options)
         base_url = options.get("base_url")
         urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
         # Replicas serve one model, so which (and how many) answer does not change the ledger key.
@@ -172,7 +187,14 @@ class OpenAIBackend:
 
     def fingerprint(self) -> dict[str, Any]:
         return self.identity(
-            self.model, {"base_url": self.base_urls, "model_revision": self.model_revision, "api": self.api}
+            self.model,
+            {
+                "base_url": self.base_urls,
+                "model_revision": self.model_revision,
+                "api": self.api,
+                "api_key_env": self.api_key_env,
+                "allow_insecure_http": self.allow_insecure_http,
+            },
         )
 
     def _client(self, base_url: str) -> Client:
@@ -180,6 +202,14 @@ class OpenAIBackend:
         return make_client(self.transport, base_url, key or "not-needed", self.timeout_s, self.concurrency)
 
     async def _with_retries(self, clients: list[Client], call: Callable[[Client], Awaitable[Completion]]) -> Completion:
+        """The call's completion after retries, its error text with the key and key-like strings masked
+        (a provider's error body may echo the key)."""
+        completion = await self._attempts(clients, call)
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        completion.error = mask_secrets(completion.error, [key])
+        return completion
+
+    async def _attempts(self, clients: list[Client], call: Callable[[Client], Awaitable[Completion]]) -> Completion:
         started = time.perf_counter()
         last_error = "no attempt made"
         for attempt in range(self.max_retries + 1):

@@ -14,6 +14,8 @@ import aiohttp
 import openai
 from openai import AsyncOpenAI
 
+from madef_assets.secret_hygiene import mask_secrets
+
 TRANSPORTS = ("aiohttp", "sdk")
 
 
@@ -37,22 +39,28 @@ class MalformedResponse(Exception):
     """The server answered 2xx but the body is not the expected OpenAI shape."""
 
 
-def error_details(body: Any) -> tuple[str, str | None]:
+def error_details(body: Any, api_key: str = "") -> tuple[str, str | None]:
     """(message, code) of an error body: OpenAI's {"error": {"message", "code", "type"}}, DashScope's
-    compatible mode (the same, code `data_inspection_failed`) or its native {"code", "message"}."""
+    compatible mode (the same, code `data_inspection_failed`) or its native {"code", "message"}. The message
+    is masked (`api_key` and key-like strings: some providers echo the key) before it is cut to 300 characters,
+    so a cut never leaves part of a key unrecognised."""
     if isinstance(body, (bytes, str)):
         try:
             body = json.loads(body)
         except ValueError:
             text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-            return text[:300], None
+            return _short(text, api_key), None
     if not isinstance(body, dict):
-        return str(body)[:300], None
+        return _short(str(body), api_key), None
     error = body.get("error", body)
     if not isinstance(error, dict):
-        return str(error)[:300], None
+        return _short(str(error), api_key), None
     code = error.get("code") or error.get("type")
-    return str(error.get("message") or body)[:300], None if code is None else str(code)
+    return _short(str(error.get("message") or body), api_key), None if code is None else str(code)
+
+
+def _short(text: str, api_key: str) -> str:
+    return (mask_secrets(text, [api_key]) or "")[:300]
 
 
 class AiohttpClient:
@@ -60,6 +68,7 @@ class AiohttpClient:
 
     def __init__(self, base_url: str, api_key: str, timeout_s: float, connections: int):
         self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.connections = connections
@@ -74,7 +83,7 @@ class AiohttpClient:
             async with self._session.post(self.base_url + path, data=json.dumps(payload)) as response:
                 body = await response.read()
                 if response.status >= 400:
-                    message, code = error_details(body)
+                    message, code = error_details(body, self.api_key)
                     raise HTTPStatusError(response.status, message, response.headers, code)
         except asyncio.TimeoutError as exc:
             raise TransportTimeout(str(exc)) from exc
@@ -97,6 +106,7 @@ class SdkClient:
     """The official async client, its retries off (the backend retries), its errors mapped."""
 
     def __init__(self, base_url: str, api_key: str, timeout_s: float, connections: int):
+        self.api_key = api_key
         self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s)
 
     async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -104,9 +114,9 @@ class SdkClient:
         try:
             response = await endpoint.create(**payload)
         except openai.APIStatusError as exc:
-            message, code = error_details(exc.body if exc.body is not None else exc.response.content)
+            message, code = error_details(exc.body if exc.body is not None else exc.response.content, self.api_key)
             raise HTTPStatusError(
-                exc.status_code, message or str(exc.message)[:300], exc.response.headers, code
+                exc.status_code, message or _short(str(exc.message), self.api_key), exc.response.headers, code
             ) from exc
         except openai.APITimeoutError as exc:
             raise TransportTimeout(str(exc)) from exc

@@ -7,6 +7,7 @@ The queue file is written by a Dagster asset; the decisions file is append-only 
 import fcntl
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +82,31 @@ def read_queue(path: str | os.PathLike, fields: tuple[str, ...] = QUEUE_FIELDS) 
             seen.add(item["review_key"])
             items.append(item)
     return items
+
+
+def write_jsonl_atomically(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Replace ``path`` with one JSON line per record, atomically: the lines go to a temporary file in the same
+    folder (named ``.<name>.*.tmp``, so a folder read as ``*.jsonl`` never picks it up), are fsynced, and the file
+    is renamed over ``path``. A reader (the review page) sees the old queue or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with open(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes it 0600; the queue is no secret and was 0644 before
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)  # the rename itself survives a crash
+    finally:
+        os.close(folder)
 
 
 def append_decision(

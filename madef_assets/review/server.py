@@ -4,15 +4,30 @@ Run ``python -m madef_assets.review.server --queue QUEUE.jsonl --decisions DECIS
 Both files are re-read on every request, so the page follows a re-run of the queue asset without a restart.
 A second section, ``/taxonomy``, serves the taxonomy queue (raw intent labels the taxonomy file leaves proposed
 or unmapped, written by label_taxonomy) and its own decisions file, the same way.
+
+Other web pages open in the reviewer's browser must not read the queue or record decisions: the server answers
+only requests whose Host header names it (``127.0.0.1:<port>``, ``localhost:<port>``, ``[::1]:<port>``, the bound
+address, or a name given with ``--allowed-host``), which defeats DNS rebinding; every form carries a per-server
+random token that each POST must return, and a POST whose Origin or Referer names another site is refused. A slow
+client is dropped after a bounded time. Bound beyond loopback, the page also needs an access token from
+``$MADEF_REVIEW_TOKEN`` (sent once as ``?token=``, then kept in a cookie, or as ``Authorization: Bearer``).
 """
 
 import argparse
+import hmac
 import html
+import ipaddress
 import json
 import os
+import re
+import secrets
+import socket
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -26,6 +41,18 @@ from madef_assets.review.decisions import (
 )
 
 MAX_FORM_BYTES = 1 << 20
+ACCESS_TOKEN_ENV = "MADEF_REVIEW_TOKEN"
+MIN_ACCESS_TOKEN_CHARS = 16
+ACCESS_COOKIE = "madef_review_access"
+CSRF_FIELD = "csrf_token"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+# Seconds a connection may sit without sending anything, and the most one request may take in all (a client
+# sending a byte at a time keeps within the first, not the second).
+IDLE_TIMEOUT_S = 10.0
+REQUEST_DEADLINE_S = 30.0
 
 STYLE = """
 body { font-family: "Noto Sans CJK SC", "Noto Sans", "DejaVu Sans", sans-serif; margin: 1.5rem; max-width: 60rem; }
@@ -53,11 +80,64 @@ class Section:
     page: str
     api: str
     decide: str
-    render_item: Callable[[dict, dict | None, str, str], str]
+    render_item: Callable[[dict, dict | None, str, str, str], str]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address reaches only this machine (a name other than localhost counts as beyond it)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_host_headers(bind_host: str, port: int, extra_hosts: Sequence[str] = ()) -> frozenset[str]:
+    """The Host header values the server answers: each loopback name, the bound address (not a wildcard one)
+    and each extra name, with the port (and without it on port 80, as browsers send it)."""
+    names = set(LOOPBACK_NAMES) | {name.strip().lower() for name in extra_hosts if name.strip()}
+    bare = bind_host.strip("[]").lower()
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        address = None
+    if address is None and bare:
+        names.add(bare)
+    elif address is not None and not address.is_unspecified:
+        names.add(f"[{address.compressed}]" if address.version == 6 else address.compressed)
+    with_port = {f"{name}:{port}" for name in names}
+    return frozenset(with_port | (names if port == 80 else set()))
+
+
+def same_site_url(url: str, allowed: frozenset[str]) -> bool:
+    """Whether an Origin or Referer value is a page of this server (http, one of its allowed Host values)."""
+    parts = urlsplit(url.strip())
+    return parts.scheme == "http" and parts.netloc.lower() in allowed
+
+
+def redact_tokens(text: str) -> str:
+    """The text with the value of every ``token=`` / ``csrf_token=`` parameter blanked (for the request log)."""
+    return re.sub(r"(token=)[^&\s\"']*", r"\1<redacted>", text)
+
+
+def check_access_token(bind_host: str, access_token: str | None) -> None:
+    """Raise ValueError when the page would serve beyond loopback without an access token, or the token is short."""
+    if access_token is not None and not re.fullmatch(rf"[A-Za-z0-9._~-]{{{MIN_ACCESS_TOKEN_CHARS},}}", access_token):
+        raise ValueError(
+            f"${ACCESS_TOKEN_ENV} must be at least {MIN_ACCESS_TOKEN_CHARS} characters of A-Z a-z 0-9 . _ ~ - "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if access_token is None and not is_loopback(bind_host):
+        raise ValueError(
+            f"refusing to serve the review page on {bind_host!r}, beyond loopback, without an access token: "
+            f"set ${ACCESS_TOKEN_ENV} (at least {MIN_ACCESS_TOKEN_CHARS} random characters) or bind 127.0.0.1"
+        )
 
 
 class ReviewServer(ThreadingHTTPServer):
-    """A threading HTTP server that knows where each section's queue and decisions files are."""
+    """A threading HTTP server that knows where each section's queue and decisions files are, which Host
+    headers it answers, its form token and its optional access token."""
 
     daemon_threads = True
 
@@ -68,8 +148,20 @@ class ReviewServer(ThreadingHTTPServer):
         decisions_path: Path,
         taxonomy_queue_path: Path,
         taxonomy_decisions_path: Path,
+        extra_hosts: Sequence[str] = (),
+        access_token: str | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
     ) -> None:
+        check_access_token(address[0], access_token)
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, ReviewHandler)
+        self.allowed_hosts = allowed_host_headers(address[0], self.server_address[1], extra_hosts)
+        self.csrf_token = secrets.token_urlsafe(32)
+        self.access_token = access_token
+        self.idle_timeout_s = idle_timeout_s
+        self.request_deadline_s = request_deadline_s
         self.sections = (
             Section(
                 "madef review queue",
@@ -93,6 +185,14 @@ class ReviewServer(ThreadingHTTPServer):
             ),
         )
 
+    def handle_error(self, request, client_address) -> None:
+        """One log line, not a traceback, for a client that went away (or was dropped at its deadline)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            sys.stderr.write(f"{client_address[0]} - - connection ended: {error}\n")
+            return
+        super().handle_error(request, client_address)
+
 
 def _escape(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
@@ -115,8 +215,9 @@ def _button(decision: str, text: str, extra_class: str = "") -> str:
     )
 
 
-def _form(action: str, key: str, reviewer: str, buttons: str) -> str:
+def _form(action: str, key: str, reviewer: str, buttons: str, csrf_token: str) -> str:
     return f"""<form method="post" action="{action}">
+<input type="hidden" name="{CSRF_FIELD}" value="{_escape(csrf_token)}">
 <input type="hidden" name="review_key" value="{key}">
 <label>Reviewer <input type="text" name="reviewer" class="reviewer" value="{_escape(reviewer)}" required></label>
 <label>Note <input type="text" name="note" class="note"></label><br>
@@ -124,7 +225,7 @@ def _form(action: str, key: str, reviewer: str, buttons: str) -> str:
 </form>"""
 
 
-def _render_item(item: dict, decided: dict | None, reviewer: str, action: str) -> str:
+def _render_item(item: dict, decided: dict | None, reviewer: str, action: str, csrf_token: str) -> str:
     """One queue item: what was asked and answered, the judge's view, any decision, and the decision form."""
     key = _escape(item["review_key"])
     judge_reason = f" — {_escape(item['judge_reason'])}" if item["judge_reason"] else ""
@@ -137,11 +238,11 @@ def _render_item(item: dict, decided: dict | None, reviewer: str, action: str) -
 <div>Response</div><pre class="response">{_escape(item["response"])}</pre>
 <p class="judge">Judge: <b>{_escape(item["judge_label"] or "no label")}</b>{judge_reason}</p>
 {decision_line}
-{_form(action, key, reviewer, buttons)}
+{_form(action, key, reviewer, buttons, csrf_token)}
 </div>"""
 
 
-def _render_label(item: dict, decided: dict | None, reviewer: str, action: str) -> str:
+def _render_label(item: dict, decided: dict | None, reviewer: str, action: str, csrf_token: str) -> str:
     """One raw intent label: how often the labeler wrote it, the proposed category (nearest reviewed label),
     any decision, and buttons to accept the proposal, pick one of the categories or ignore the label."""
     key = _escape(item["review_key"])
@@ -156,15 +257,21 @@ def _render_label(item: dict, decided: dict | None, reviewer: str, action: str) 
 <p class="label">{_escape(item["label"])}</p>
 <p class="proposal">{proposal}</p>
 {_decision_line(decided)}
-{_form(action, key, reviewer, buttons)}
+{_form(action, key, reviewer, buttons, csrf_token)}
 </div>"""
 
 
 def render_page(
-    queue: list[dict], latest: dict[str, dict], problems: list[str], reviewer: str, show_all: bool, section: Section
+    queue: list[dict],
+    latest: dict[str, dict],
+    problems: list[str],
+    reviewer: str,
+    show_all: bool,
+    section: Section,
+    csrf_token: str,
 ) -> str:
     """A section's page: pending items (or all of them), the pending count, decisions-file problems, and links
-    to every section."""
+    to every section; each item's form carries the server's form token."""
     pending = [item for item in queue if item["review_key"] not in latest]
     shown = queue if show_all else pending
     toggle_query = urlencode({"reviewer": reviewer} | ({} if show_all else {"all": "1"}))
@@ -179,7 +286,8 @@ def render_page(
             + "</ul></div>"
         )
     items = "\n".join(
-        section.render_item(item, latest.get(item["review_key"]), reviewer, section.decide) for item in shown
+        section.render_item(item, latest.get(item["review_key"]), reviewer, section.decide, csrf_token)
+        for item in shown
     )
     return f"""<!doctype html>
 <html lang="en">
@@ -196,9 +304,40 @@ def render_page(
 
 
 class ReviewHandler(BaseHTTPRequestHandler):
-    """Serves each section's page and JSON queue, and records decisions posted from the pages."""
+    """Serves each section's page and JSON queue, and records decisions posted from the pages. Every request
+    passes the Host check (and the access token, when one is set) first; a POST also the form token."""
 
     server: ReviewServer
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout_s  # per read: a client that sends nothing is dropped
+        super().setup()
+        self._dropped = False
+        # The idle timeout restarts with every byte; this bounds the whole request however slowly it arrives.
+        self._deadline = threading.Timer(self.server.request_deadline_s, self._drop_connection)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _drop_connection(self) -> None:
+        self._dropped = True
+        self.close_connection = True
+        self.log_message("dropped: the request was not complete within %.0f s", self.server.request_deadline_s)
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)  # wakes the read blocked on this socket
+        except OSError:
+            pass  # already closed
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        try:
+            super().finish()
+        except OSError:
+            pass  # the client went away (or was dropped) before its answer was flushed
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
+        sys.stderr.write(
+            f"{self.address_string()} - - [{self.log_date_time_string()}] {redact_tokens(format % args)}\n"
+        )
 
     def _send(self, status: HTTPStatus, body: str, content_type: str, headers: dict[str, str] | None = None) -> None:
         data = body.encode("utf-8")
@@ -206,13 +345,96 @@ class ReviewHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", f"{content_type}; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
+        # No script, no framing (clickjacking), forms post only to this server.
+        self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("X-Content-Type-Options", "nosniff")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_text(self, status: HTTPStatus, message: str) -> None:
-        self._send(status, message + "\n", "text/plain")
+    def _send_text(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, message + "\n", "text/plain", headers)
+
+    def _admitted(self) -> bool:
+        """Whether to act on this request: it came whole before its deadline, names this server as its Host and
+        presents the access token when one is set (each refusal already answered)."""
+        return not self._dropped and self._host_allowed() and self._access_allowed()
+
+    def _host_allowed(self) -> bool:
+        """Answer 421 unless the request carries exactly one Host header naming this server: a page that
+        rebinds its own name to 127.0.0.1 still sends that name."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) == 1 and hosts[0].strip().lower() in self.server.allowed_hosts:
+            return True
+        shown = ", ".join(repr(h) for h in hosts) or "none"
+        allowed = ", ".join(sorted(self.server.allowed_hosts))
+        self._send_text(
+            HTTPStatus.MISDIRECTED_REQUEST,
+            f"Host header {shown} refused: this review server answers only {allowed} "
+            "(start it with --allowed-host NAME to add a name)",
+        )
+        return False
+
+    def _presented_access_token(self, query: dict[str, list[str]]) -> tuple[str, str]:
+        """(where, token) of the access token this request presents, or ("", "")."""
+        authorization = self.headers.get("Authorization") or ""
+        if authorization.startswith("Bearer "):
+            return "header", authorization.removeprefix("Bearer ").strip()
+        if "token" in query:  # before the cookie, so signing in again replaces a stale one
+            return "query", query["token"][0]
+        try:
+            cookie = SimpleCookie(self.headers.get("Cookie") or "").get(ACCESS_COOKIE)
+        except CookieError:
+            cookie = None
+        return ("cookie", cookie.value) if cookie is not None else ("", "")
+
+    def _access_allowed(self) -> bool:
+        """With an access token set: pass a request that presents it; a GET presenting it as ``?token=`` is
+        redirected to the same page without it, with the token in an HttpOnly cookie. Otherwise answer 401."""
+        expected = self.server.access_token
+        if expected is None:
+            return True
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        where, token = self._presented_access_token(query)
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            self._send_text(
+                HTTPStatus.UNAUTHORIZED,
+                f"this review page needs its access token: open /?token=<the value of ${ACCESS_TOKEN_ENV}> once "
+                "(a cookie keeps it), or send it as 'Authorization: Bearer <token>'",
+            )
+            return False
+        if where == "query" and self.command == "GET":
+            rest = urlencode([(k, v) for k, values in query.items() if k != "token" for v in values])
+            self._send_text(
+                HTTPStatus.SEE_OTHER,
+                "signed in",
+                {
+                    "Location": url.path + (f"?{rest}" if rest else ""),
+                    "Set-Cookie": f"{ACCESS_COOKIE}={expected}; HttpOnly; SameSite=Strict; Path=/",
+                },
+            )
+            return False
+        return True
+
+    def _post_allowed(self, form: dict[str, list[str]]) -> bool:
+        """A POST must return the server's form token and, when it names its Origin or Referer, come from a page
+        of this server; answer 403 otherwise."""
+        for header in ("Origin", "Referer"):
+            value = self.headers.get(header)
+            if value is not None and not same_site_url(value, self.server.allowed_hosts):
+                self._send_text(HTTPStatus.FORBIDDEN, f"cross-site post refused: {header} is {value!r}")
+                return False
+        token = form.get(CSRF_FIELD, [""])[0]
+        if not hmac.compare_digest(token.encode(), self.server.csrf_token.encode()):
+            self._send_text(
+                HTTPStatus.FORBIDDEN,
+                f"post refused: it lacks this server's form token ({CSRF_FIELD}); reload the page and decide again",
+            )
+            return False
+        return True
 
     def _load(self, section: Section) -> tuple[list[dict], dict[str, dict], list[str]] | None:
         """Read a section's two files; on a broken queue file answer 500 and return None."""
@@ -227,6 +449,8 @@ class ReviewHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         """``/`` and ``/taxonomy``: a section's page; ``/api/queue`` and ``/api/taxonomy``: every item of its queue
         with its latest decision record (or null)."""
+        if not self._admitted():
+            return
         url = urlsplit(self.path)
         section = next((s for s in self.server.sections if url.path in (s.page, s.api)), None)
         if section is None:
@@ -245,19 +469,17 @@ class ReviewHandler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         reviewer = query.get("reviewer", [""])[0]
         show_all = query.get("all", ["0"])[0] == "1"
-        self._send(HTTPStatus.OK, render_page(queue, latest, problems, reviewer, show_all, section), "text/html")
+        page = render_page(queue, latest, problems, reviewer, show_all, section, self.server.csrf_token)
+        self._send(HTTPStatus.OK, page, "text/html")
 
     def do_POST(self) -> None:
         """``/decide`` and ``/taxonomy/decide``: append the posted decision to the section's decisions file and
         redirect back to its page, keeping the reviewer name."""
+        if not self._admitted():
+            return
         section = next((s for s in self.server.sections if urlsplit(self.path).path == s.decide), None)
         if section is None:
             self._send_text(HTTPStatus.NOT_FOUND, f"no page {self.path}")
-            return
-        # Another web site open in the reviewer's browser could otherwise post decisions to this loopback server.
-        origin = self.headers.get("Origin")
-        if origin and urlsplit(origin).netloc != self.headers.get("Host"):
-            self._send_text(HTTPStatus.FORBIDDEN, f"cross-origin post from {origin} refused")
             return
         length_header = self.headers.get("Content-Length") or "0"
         if not length_header.isdigit():
@@ -267,7 +489,13 @@ class ReviewHandler(BaseHTTPRequestHandler):
         if length > MAX_FORM_BYTES:
             self._send_text(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "form too large")
             return
-        form = parse_qs(self.rfile.read(length).decode("utf-8", errors="replace"), keep_blank_values=True)
+        body = self.rfile.read(length)
+        if len(body) != length or self._dropped:
+            self._send_text(HTTPStatus.BAD_REQUEST, "incomplete form: the connection ended before its end")
+            return
+        form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        if not self._post_allowed(form):
+            return
         field = {name: form.get(name, [""])[0] for name in ("review_key", "decision", "reviewer", "note")}
         loaded = self._load(section)
         if loaded is None:
@@ -299,10 +527,15 @@ def serve(
     port: int = 8765,
     taxonomy_queue_path: str | os.PathLike | None = None,
     taxonomy_decisions_path: str | os.PathLike | None = None,
-) -> ThreadingHTTPServer:
+    extra_hosts: Sequence[str] = (),
+    access_token: str | None = None,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
+    request_deadline_s: float = REQUEST_DEADLINE_S,
+) -> ReviewServer:
     """Build (bind, not start) the review server; call ``serve_forever()`` on the result. Port 0 picks a free port.
     The taxonomy files default to taxonomy_queue.jsonl and taxonomy_decisions.jsonl next to the decisions file
-    (label_taxonomy's layout in <review_dir>)."""
+    (label_taxonomy's layout in <review_dir>). Raises ValueError for a bind address beyond loopback without an
+    access token."""
     decisions_path = Path(decisions_path)
     return ReviewServer(
         (host, port),
@@ -310,11 +543,15 @@ def serve(
         decisions_path,
         Path(taxonomy_queue_path or decisions_path.parent / "taxonomy_queue.jsonl"),
         Path(taxonomy_decisions_path or decisions_path.parent / "taxonomy_decisions.jsonl"),
+        extra_hosts,
+        access_token,
+        idle_timeout_s,
+        request_deadline_s,
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: serve the review page until interrupted."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: serve the review page until interrupted; 2 when it refuses to start."""
     parser = argparse.ArgumentParser(
         prog="python -m madef_assets.review.server",
         description="Review LLM-judge results and raw intent labels that need a human decision.",
@@ -336,19 +573,55 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="append-only taxonomy decisions JSONL this page writes "
         "(default: taxonomy_decisions.jsonl next to --decisions)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8765, help="port to bind; 0 picks a free one")
+    add_network_arguments(parser)
     args = parser.parse_args(argv)
-    server = serve(args.queue, args.decisions, args.host, args.port, args.taxonomy_queue, args.taxonomy_decisions)
+    access_token = os.environ.get(ACCESS_TOKEN_ENV) or None
+    try:
+        server = serve(
+            args.queue,
+            args.decisions,
+            args.host,
+            args.port,
+            args.taxonomy_queue,
+            args.taxonomy_decisions,
+            args.allowed_host,
+            access_token,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"madef review: {exc}", file=sys.stderr)
+        return 2
     host, port = server.server_address[:2]
-    print(f"madef review queue: http://{host}:{port}/ (taxonomy queue: http://{host}:{port}/taxonomy)", flush=True)
+    url_host = f"[{host}]" if ":" in host else host
+    sign_in = f" — open it once with ?token=<the value of ${ACCESS_TOKEN_ENV}>" if access_token else ""
+    print(
+        f"madef review queue: http://{url_host}:{port}/ (taxonomy queue: http://{url_host}:{port}/taxonomy){sign_in}",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+    return 0
+
+
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """--host, --port and --allowed-host (shared with `madef review`)."""
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help=f"address to bind (default: loopback only; any other needs ${ACCESS_TOKEN_ENV})",
+    )
+    parser.add_argument("--port", type=int, default=8765, help="port to bind; 0 picks a free one")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a further host name the page may be reached by (its Host header), e.g. a LAN name; repeatable",
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

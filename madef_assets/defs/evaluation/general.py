@@ -307,8 +307,15 @@ def truncate_completion(completion: str) -> str:
 
 
 def humaneval_program(item: HumanEvalItem, completion: str) -> str:
-    """The program that passes iff the completed function passes the problem's tests."""
-    return item.prompt + truncate_completion(completion) + "\n\n" + item.test + f"\n\ncheck({item.entry_point})\n"
+    """The completed function and the problem's tests; the sandbox's harness then calls
+    `humaneval_check_call(item)`, so the program passes iff that call returns."""
+    return item.prompt + truncate_completion(completion) + "\n\n" + item.test + "\n"
+
+
+def humaneval_check_call(item: HumanEvalItem) -> str:
+    if not item.entry_point.isidentifier():
+        raise ValueError(f"HumanEval {item.task_id}: entry_point {item.entry_point!r} is not a Python name")
+    return f"check({item.entry_point})"
 
 
 def pass_at_1(results: Sequence[bool]) -> float:

@@ -137,10 +137,15 @@ def build_general_assets(
         with ThreadPoolExecutor(max_workers=2) as pool:
             results = list(
                 pool.map(
-                    lambda p: sandbox.run_in_sandbox(
-                        p, float(spec.get("timeout_s", 10)), int(spec.get("memory_mb", 1024)), isolation
+                    lambda program, item: sandbox.run_in_sandbox(
+                        program,
+                        float(spec.get("timeout_s", 10)),
+                        int(spec.get("memory_mb", 1024)),
+                        isolation,
+                        check_call=general.humaneval_check_call(item),
                     ),
                     programs,
+                    items,
                 )
             )
         table = pl.DataFrame(

@@ -77,11 +77,14 @@ def sandbox_note(settings: Settings) -> str:
     if settings.sandbox.isolation == "rlimits":
         return (
             "**HumanEval ran without isolation** (`sandbox.isolation: rlimits`): the model's programs had "
-            "resource limits only, with the network and the user's files within reach.\n\n"
+            "resource limits only, ran as this process's user with the network and the user's files within "
+            "reach, and could have forged their own pass; a memory error counts as a failure.\n\n"
         )
     return (
-        "HumanEval's programs ran isolated by bubblewrap (no network, no host files, no new processes; "
-        "`sandbox.isolation: bubblewrap`).\n\n"
+        "HumanEval's programs ran isolated by bubblewrap (`sandbox.isolation: bubblewrap`): as host uid 65534, "
+        "no network, no host files or descriptors, no new processes or user namespaces, in a cgroup of their "
+        "own capping memory (tmpfs and memfd included) and tasks; a program passed only when the harness's "
+        "check returned, and timeout / memory were measured outside it.\n\n"
     )
 
 

@@ -1,14 +1,12 @@
 """Human review: the per-candidate queue of answers a human must decide and the reviewers' decisions."""
 
-import json
-
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, StaticPartitionsDefinition, asset
 
 from madef_assets.defs.evaluation import over_refusal as over_refusal_module
 from madef_assets.defs.evaluation.candidates import per_candidate_asset
 from madef_assets.defs.evaluation.xstest import REVIEW_DECISIONS
-from madef_assets.review.decisions import latest_decisions
+from madef_assets.review.decisions import latest_decisions, write_jsonl_atomically
 from madef_assets.settings import Settings
 
 GROUP = "evaluation"
@@ -78,10 +76,7 @@ def build_review_assets(settings: Settings, candidates: StaticPartitionsDefiniti
         ]
         table = pl.concat([uncertain, need_check, *disagreements], how="vertical_relaxed")
         path = review_dir / "queue" / f"{context.partition_key}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in table.iter_rows(named=True)), encoding="utf-8"
-        )
+        write_jsonl_atomically(path, table.iter_rows(named=True))
         context.add_output_metadata(
             {"queue_file": MetadataValue.path(str(path)), "decisions_file": MetadataValue.path(str(decisions_file))}
         )

@@ -1,23 +1,46 @@
-"""Running model-written programs (HumanEval's pass@1) where they can do no harm.
+"""Running model-written programs (HumanEval's pass@1) where they can do no harm, and scoring them so that
+a program cannot choose its own result.
 
-`isolation: bubblewrap` (the profile's `sandbox` section, the default) runs each program with
-bubblewrap (`bwrap`, Debian package `bubblewrap`) in its own user, PID, network, IPC, UTS and mount
-namespaces: no network at all, a read-only view of only the interpreter's prefix and the system
-libraries, a fresh tmpfs as working directory and /tmp, the namespace's own /proc and a minimal /dev, no
-home directory, an environment holding only PATH, no capabilities, a seccomp filter that refuses to
-create processes (fork, vfork, clone without CLONE_THREAD, clone3: threads still work), and the whole
-namespace killed with the run. `isolation: rlimits` runs it as a plain child process: resource limits
-and a clean environment only.
+`isolation: bubblewrap` (the profile's `sandbox` section, the default) runs each program with bubblewrap
+(`bwrap`, Debian package `bubblewrap`):
+- never as host root: a caller that is root drops to uid/gid 65534 with no supplementary groups (`setpriv`)
+  before bwrap creates its namespaces, so the program is host uid 65534 (global sysctls, files and processes
+  of other users are out of reach even through the kernel's uid checks);
+- its own user (no nested user namespaces: `--disable-userns`), PID, network, IPC, UTS and mount
+  namespaces: no network, a read-only view of the interpreter's prefix and the system libraries only, the
+  namespace's own /proc (its /sys read-only), a /dev of size-limited tmpfs holding null, zero, full, random
+  and urandom, size-limited tmpfs as working directory and /tmp, the root read-only, no capabilities, an
+  environment holding only PATH, a seccomp filter refusing new processes (threads still work);
+- no host file descriptor: stdin is /dev/null, stdout and stderr are pipes the parent reads up to a byte
+  cap, the program text is copied in (`--ro-bind-data`);
+- a cgroup of its own created before it runs (cgroup v2, or v1 memory + pids + cpuacct): a memory limit
+  counting tmpfs and memfd pages, a task limit, CPU time accounting; killed and removed with the run.
+`isolation: rlimits` runs it as a plain child process of the caller: resource limits and a clean
+environment only.
 
-Both modes: limits on address space, CPU time, file size and core dumps, and a wall-clock kill.
+Scoring: the harness (not the program) executes the program, then calls the check, and only after the check
+returned reads a per-run random secret from an inherited pipe and writes it to a result pipe; the run
+passed iff the parent reads that exact secret back and the process exited 0. "timeout" comes from the
+parent's wall clock and the CPU time it measured (cgroup, or the child's rusage), "memory" from the cgroup's
+OOM kills: never from an exit code or text the program chose.
+
+Threat model of the scoring: the secret is never in the program's text, arguments, environment or memory
+before the check returns, so exit(), SystemExit, os._exit, signals, exit codes and printed text can only
+fail. The pipe holding it is open in the process, so a program written to find and read that descriptor
+before failing (or to rewrite the harness in memory with ctypes or /proc/self/mem) can still forge a pass:
+the harness stops programs that stop early or lie about their outcome, not ones written against it. The
+sandbox holds either way.
 """
 
 from __future__ import annotations
 
+import hmac
 import math
 import os
 import platform
 import resource
+import secrets
+import selectors
 import shutil
 import signal
 import struct
@@ -26,112 +49,283 @@ import sys
 import sysconfig
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 ISOLATIONS = ("bubblewrap", "rlimits")
+SANDBOX_UID = 65534  # nobody
+TASKS_LIMIT = 64  # processes + threads in one run's cgroup (bwrap and the interpreter take 3)
+CGROUP_PREFIX = "madef-sandbox-"
 _STDERR_TAIL_CHARS = 2000
+_OUTPUT_LIMIT = 10 * 1024 * 1024  # bytes of stdout + stderr read before the parent closes its ends
 _FILE_SIZE_LIMIT = 10 * 1024 * 1024
 _TMPFS_BYTES = 64 * 1024 * 1024
+_DEV_BYTES = 8 * 1024 * 1024
 _WORKDIR = "/sandbox"
+_DEVICES = ("null", "zero", "full", "random", "urandom")
+_RELEASED = 125  # the barrier's exit code when it was never released
+
+# Runs the program as __main__, then the check; the secret is read only once both returned normally.
+HARNESS = """\
+import os, sys, types
+def main(secret_fd, result_fd, check_call, run_check=eval, read=os.read, write=os.write, leave=os._exit):
+    sys.argv = ["program.py"]
+    module = types.ModuleType("__main__")
+    module.__file__ = "program.py"
+    sys.modules["__main__"] = module
+    with open("program.py", encoding="utf-8") as source:
+        code = compile(source.read(), "program.py", "exec")
+    exec(code, module.__dict__)
+    if check_call:
+        run_check(check_call, module.__dict__)
+    write(result_fd, read(secret_fd, 1024))
+    leave(0)
+main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+"""
+# Started first, placed in the run's cgroup and given its limits by the parent, then released by a line on
+# stdin: nothing of the program starts before it is contained.
+_BARRIER = 'read -r _ || exit 125; exec "$@" </dev/null'
+# As root: bind the read-only paths where uid 65534 can reach them, in a private mount namespace (the host's
+# mounts are untouched and the binds vanish with the run).
+_STAGE = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; shift; exec "$@"'
 
 
 @dataclass(frozen=True)
 class SandboxResult:
-    """Outcome of one sandboxed run."""
+    """Outcome of one sandboxed run; every field but stderr_tail is measured by the parent."""
 
     status: str  # "passed" | "failed" | "timeout" | "memory"
     passed: bool
     exit_code: int | None  # None when the run was killed for the wall-clock timeout
     seconds: float
     stderr_tail: str
+    cpu_seconds: float | None = None  # the cgroup's (bubblewrap) or the child's (rlimits) CPU time
+    memory_peak_bytes: int | None = None  # the cgroup's peak; None for rlimits or cgroup v2 before 5.19
+    oom_kills: int = 0
+    tasks_refused: int | None = None  # fork/clone refused by the cgroup's task limit
 
 
 def run_in_sandbox(
-    program: str, timeout_s: float = 10.0, memory_mb: int = 512, isolation: str = "bubblewrap"
+    program: str,
+    timeout_s: float = 10.0,
+    memory_mb: int = 512,
+    isolation: str = "bubblewrap",
+    check_call: str = "",
 ) -> SandboxResult:
-    """Run a Python program (`python -I program.py`, stdin closed, stdout discarded) for pass@1 scoring.
+    """Run a Python program (as `__main__` of `python -I`, stdin /dev/null, stdout read and discarded),
+    then evaluate `check_call` (e.g. "check(add)") in its namespace, for pass@1 scoring.
 
-    Limits: address space `memory_mb`, CPU time about `timeout_s` + 1 s, file size 10 MB (stderr goes to
-    a file, so it is capped too), no core dumps; after `timeout_s` of wall-clock time the run is killed,
+    Limits: memory `memory_mb` (the cgroup under bubblewrap, address space under rlimits), CPU time about
+    `timeout_s` + 1 s, file size 10 MB, no core dumps; after `timeout_s` of wall-clock time the run is killed,
     and it is killed as well when the program ends, so nothing it started outlives it. Status: "timeout"
-    (wall clock or CPU limit), "passed" (exit 0), "memory" (MemoryError in stderr), otherwise "failed".
-    Call `isolation_problem(isolation)` first: this raises if bubblewrap cannot run."""
+    (wall clock or CPU time used up), "memory" (the cgroup's OOM killer ran), "passed" (the harness returned
+    the secret: program and check ran to their end), otherwise "failed". Call `isolation_problem(isolation)`
+    first: under bubblewrap this raises if the sandbox cannot be built."""
     if isolation not in ISOLATIONS:
         raise ValueError(f"sandbox isolation must be one of {ISOLATIONS}, got {isolation!r}")
+    if isolation == "bubblewrap":
+        layout = cgroup_layout()
+        if isinstance(layout, str):
+            raise RuntimeError(f"no cgroup for the sandbox: {layout}")
     cpu_s = math.ceil(timeout_s) + 1
-    with tempfile.TemporaryDirectory(prefix="madef-sandbox-") as tmp:
-        program_path = Path(tmp) / "program.py"
-        program_path.write_text(program, encoding="utf-8")
-        stderr_path = Path(tmp) / "stderr.txt"
-        filter_read, filter_write = os.pipe() if isolation == "bubblewrap" else (None, None)
-        if filter_write is not None:
-            os.write(filter_write, no_new_processes_filter(platform.machine()))
-            os.close(filter_write)
-        command = (
-            bwrap_command(program_path, filter_read)
-            if isolation == "bubblewrap"
-            else [sys.executable, "-I", "program.py"]
-        )
+    secret = secrets.token_hex(32).encode()
+    with tempfile.TemporaryDirectory(prefix="madef-sandbox-") as tmp, _Fds() as fds:
+        secret_read = fds.pipe_with(secret)
+        result_read, result_write = fds.pipe()
+        stdout_read, stdout_write = fds.pipe()
+        stderr_read, stderr_write = fds.pipe()
+        harness_args = [str(secret_read), str(result_write), check_call]
+        if isolation == "bubblewrap":
+            seccomp_fd = fds.pipe_with(no_new_processes_filter(platform.machine()))
+            program_fd = fds.memfd_with(program.encode("utf-8"))
+            staged = stage_read_only_paths(tmp) if os.geteuid() == 0 else {}
+            command = bwrap_command(program_fd, seccomp_fd, harness_args, staged)
+            if staged:
+                command = root_prefix(staged, command)
+            inherited = (secret_read, result_write, seccomp_fd, program_fd)
+        else:
+            Path(tmp, "program.py").write_text(program, encoding="utf-8")
+            command = [str(interpreter()), "-I", "-c", HARNESS, *harness_args]
+            inherited = (secret_read, result_write)
+        output = _Output({"stderr": stderr_read, "stdout": stdout_read, "result": result_read}, fds)
+        cgroup = RunCgroup.create(layout, memory_mb * 1024 * 1024) if isolation == "bubblewrap" else None
         start = time.monotonic()
         try:
-            with stderr_path.open("wb") as stderr:
-                exit_code = _run(command, tmp, stderr, timeout_s, memory_mb, cpu_s, filter_read)
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", _BARRIER, "madef-sandbox", *command],
+                cwd=tmp,
+                stdin=subprocess.PIPE,
+                stdout=stdout_write,
+                stderr=stderr_write,
+                env={"PATH": os.environ.get("PATH", os.defpath)},
+                start_new_session=True,
+                pass_fds=inherited,
+            )
+            fds.close(stdout_write, stderr_write, *inherited)
+            exit_code, timed_out, child_cpu = _supervise(
+                process, cgroup, isolation, memory_mb, cpu_s, start + timeout_s, output
+            )
+            usage = cgroup.usage() if cgroup else None
         finally:
-            if filter_read is not None:
-                os.close(filter_read)
-        seconds = time.monotonic() - start
-        with stderr_path.open("rb") as stderr:
-            stderr.seek(max(0, stderr_path.stat().st_size - 4 * _STDERR_TAIL_CHARS))
-            stderr_tail = stderr.read().decode("utf-8", errors="replace")[-_STDERR_TAIL_CHARS:]
-    status = run_status(exit_code, stderr_tail)
+            if cgroup:
+                cgroup.remove()
+    seconds = time.monotonic() - start
+    cpu_seconds = usage.cpu_seconds if usage else child_cpu
+    oom_kills = usage.oom_kills if usage else 0
+    harness_finished = exit_code == 0 and hmac.compare_digest(output.text("result"), secret)
+    status = run_status(timed_out, cpu_seconds, cpu_s, oom_kills, harness_finished)
     return SandboxResult(
-        status=status, passed=status == "passed", exit_code=exit_code, seconds=seconds, stderr_tail=stderr_tail
+        status=status,
+        passed=status == "passed",
+        exit_code=None if timed_out else exit_code,
+        seconds=seconds,
+        stderr_tail=output.text("stderr").decode("utf-8", errors="replace")[-_STDERR_TAIL_CHARS:],
+        cpu_seconds=cpu_seconds,
+        memory_peak_bytes=usage.memory_peak_bytes if usage else None,
+        oom_kills=oom_kills,
+        tasks_refused=usage.tasks_refused if usage else None,
     )
 
 
-def run_status(exit_code: int | None, stderr_tail: str) -> str:
-    """bwrap reports a program killed by signal N as exit code 128 + N, a plain child as -N."""
-    if exit_code is None or exit_code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+def run_status(timed_out: bool, cpu_seconds: float | None, cpu_limit_s: float, oom_kills: int, finished: bool) -> str:
+    """The status from what the parent measured: its wall clock, the CPU time, the cgroup's OOM kills and
+    whether the harness handed back the secret."""
+    if oom_kills > 0:
+        return "memory"
+    if timed_out or (cpu_seconds is not None and cpu_seconds >= cpu_limit_s):
         return "timeout"
-    if exit_code == 0:
-        return "passed"
-    return "memory" if "MemoryError" in stderr_tail else "failed"
+    return "passed" if finished else "failed"
 
 
-def _run(command, cwd, stderr, timeout_s, memory_mb, cpu_s, filter_fd) -> int | None:
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-        env={"PATH": os.environ.get("PATH", os.defpath)},
-        start_new_session=True,
-        pass_fds=(filter_fd,) if filter_fd is not None else (),
-        # preexec_fn is unsafe with threads only for code that takes locks; this one just calls setrlimit.
-        preexec_fn=lambda: _limit_resources(memory_mb, cpu_s),  # noqa: PLW1509
-    )
+def _supervise(process, cgroup, isolation, memory_mb, cpu_s, deadline, output: _Output) -> tuple[int, bool, float]:
+    """Contain the barrier process, release it, read its pipes until it ends or the deadline passes, kill
+    everything it started. Returns (exit code, timed out, the child's own CPU seconds)."""
     try:
-        return process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return None
+        if cgroup:
+            cgroup.add(process.pid)
+        _limit_resources(process.pid, cpu_s, memory_mb if isolation == "rlimits" else None)
+        process.stdin.write(b"go\n")
+        process.stdin.close()
+        exited = output.read_until_exit(process.pid, deadline)
     finally:
-        # The child leads its own process group; killing it (bwrap) also ends its PID namespace.
         try:
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)  # it leads its own session; killing bwrap ends its PID namespace
         except ProcessLookupError:
             pass
-        process.wait()
+        if cgroup:
+            cgroup.kill_members()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    output.read_until_eof(time.monotonic() + 2.0)
+    return process.returncode, not exited, usage.ru_utime + usage.ru_stime
 
 
-def _limit_resources(memory_mb: int, cpu_s: int) -> None:
-    # Runs in the forked child before exec: keep it to setrlimit calls (no imports, no locks).
-    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024,) * 2)
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (_FILE_SIZE_LIMIT,) * 2)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+class _Output:
+    """The run's pipes, read as they fill: stderr's tail, the result's first KiB; stdout is read and
+    dropped. Past _OUTPUT_LIMIT bytes in all the parent closes its ends (the program then gets EPIPE)."""
+
+    def __init__(self, pipes: dict[str, int], fds: _Fds) -> None:
+        self.kept = {name: bytearray() for name in pipes}
+        self.total = 0
+        self.fds = fds
+        self.selector = selectors.DefaultSelector()
+        for name, fd in pipes.items():
+            os.set_blocking(fd, False)
+            self.selector.register(fd, selectors.EVENT_READ, name)
+
+    def read_until_exit(self, pid: int, deadline: float) -> bool:
+        """Read until process `pid` exits (True) or `deadline` passes (False)."""
+        pidfd = os.pidfd_open(pid)
+        self.fds.open.add(pidfd)
+        self.selector.register(pidfd, selectors.EVENT_READ, "exit")
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                for key, _ in self.selector.select(remaining):
+                    if key.data == "exit":
+                        return True
+                    self._read(key)
+            return False
+        finally:
+            self.selector.unregister(pidfd)
+            self.fds.close(pidfd)
+
+    def read_until_eof(self, deadline: float) -> None:
+        """What is left once the writers are gone (killed with the run); a writer that escaped the kill
+        (possible under rlimits only) is not waited for past `deadline`."""
+        while self.selector.get_map() and (remaining := deadline - time.monotonic()) > 0:
+            for key, _ in self.selector.select(remaining):
+                self._read(key)
+        for key in list(self.selector.get_map().values()):
+            self._stop(key)
+        self.selector.close()
+
+    def _read(self, key) -> None:
+        chunk = os.read(key.fd, 65536)
+        self.total += len(chunk)
+        if key.data == "stderr":
+            self.kept["stderr"] = (self.kept["stderr"] + chunk)[-4 * _STDERR_TAIL_CHARS :]
+        elif key.data == "result":
+            self.kept["result"] = (self.kept["result"] + chunk)[:1024]
+        if not chunk or self.total > _OUTPUT_LIMIT:
+            self._stop(key)
+
+    def _stop(self, key) -> None:
+        self.selector.unregister(key.fd)
+        self.fds.close(key.fd)
+
+    def text(self, name: str) -> bytes:
+        return bytes(self.kept[name])
+
+
+def _limit_resources(pid: int, cpu_s: int, memory_mb: int | None) -> None:
+    resource.prlimit(pid, resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (_FILE_SIZE_LIMIT,) * 2)
+    resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))
+    if memory_mb is not None:  # rlimits has no cgroup: the address space is the only memory limit
+        resource.prlimit(pid, resource.RLIMIT_AS, (memory_mb * 1024 * 1024,) * 2)
+
+
+class _Fds:
+    """The run's file descriptors, each closed exactly once (on exit at the latest)."""
+
+    def __init__(self) -> None:
+        self.open: set[int] = set()
+
+    def __enter__(self) -> _Fds:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close(*list(self.open))
+
+    def pipe(self) -> tuple[int, int]:
+        read, write = os.pipe()
+        self.open |= {read, write}
+        return read, write
+
+    def pipe_with(self, data: bytes) -> int:
+        """The read end of a pipe holding `data` (under the pipe's 64 KiB buffer)."""
+        read, write = self.pipe()
+        os.write(write, data)
+        self.close(write)
+        return read
+
+    def memfd_with(self, data: bytes) -> int:
+        fd = os.memfd_create("madef-sandbox-program", os.MFD_CLOEXEC)
+        self.open.add(fd)
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    def close(self, *fds: int) -> None:
+        for fd in fds:
+            if fd in self.open:
+                self.open.discard(fd)
+                os.close(fd)
+
+
+# --- the bubblewrap command -------------------------------------------------------------------------
 
 
 def interpreter() -> Path:
@@ -148,15 +342,18 @@ def read_only_paths() -> list[Path]:
     return [p for p in paths if not any(other != p and other in p.parents for other in paths)]
 
 
-def bwrap_command(program: Path, seccomp_fd: int) -> list[str]:
+def bwrap_command(program_fd: int, seccomp_fd: int, harness_args: list[str], staged: dict[Path, Path]) -> list[str]:
+    """bwrap running the harness on the program copied from `program_fd`. `staged` maps a read-only path to
+    where the unprivileged bwrap can reach it (see root_prefix)."""
     command = [
         shutil.which("bwrap") or "bwrap",
         "--unshare-all",
         "--unshare-user",  # not "-try": without a user namespace the sandbox would keep host root's powers
+        "--disable-userns",  # and none nested inside it
         "--uid",
-        "65534",
+        str(SANDBOX_UID),
         "--gid",
-        "65534",
+        str(SANDBOX_UID),
         "--die-with-parent",
         "--new-session",
         "--cap-drop",
@@ -167,29 +364,269 @@ def bwrap_command(program: Path, seccomp_fd: int) -> list[str]:
         "/usr/bin:/bin",
     ]
     for path in read_only_paths():
-        command += ["--ro-bind", str(path), str(path)]
+        command += ["--ro-bind", str(staged.get(path, path)), str(path)]
     for link in ("/lib", "/lib64"):  # merged-/usr systems link these into /usr; others have real folders
         if Path(link).is_symlink():
             command += ["--symlink", os.readlink(link), link]
         elif Path(link).is_dir():
             command += ["--ro-bind", link, link]
-    command += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache", "--proc", "/proc", "--dev", "/dev"]
+    command += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache", "--proc", "/proc"]
+    command += ["--size", str(_DEV_BYTES), "--tmpfs", "/dev"]
+    for device in _DEVICES:
+        command += ["--dev-bind", f"/dev/{device}", f"/dev/{device}"]
+    for index, name in enumerate(("stdin", "stdout", "stderr")):
+        command += ["--symlink", f"/proc/self/fd/{index}", f"/dev/{name}"]
+    command += ["--symlink", "/proc/self/fd", "/dev/fd", "--perms", "1777", "--dir", "/dev/shm"]
     for tmpfs in ("/tmp", _WORKDIR):
         command += ["--size", str(_TMPFS_BYTES), "--tmpfs", tmpfs]
     command += [
-        "--ro-bind",
-        str(program),
+        "--ro-bind-data",
+        str(program_fd),
         f"{_WORKDIR}/program.py",
+        "--remount-ro",
+        "/",
         "--chdir",
         _WORKDIR,
         "--seccomp",
         str(seccomp_fd),
         str(interpreter()),
         "-I",
-        "program.py",
+        "-c",
+        HARNESS,
+        *harness_args,
     ]
     return command
 
+
+def stage_read_only_paths(tmp: str) -> dict[Path, Path]:
+    """Empty folders in `tmp`, reachable by uid 65534, where root_prefix binds the read-only paths: bwrap
+    running as that uid cannot resolve a path under a folder closed to it (an interpreter under /root)."""
+    os.chmod(tmp, 0o711)
+    staged = {path: Path(tmp, f"ro{index}") for index, path in enumerate(read_only_paths())}
+    for folder in staged.values():
+        folder.mkdir()
+        folder.chmod(0o755)
+    return staged
+
+
+def root_prefix(staged: dict[Path, Path], bwrap: list[str]) -> list[str]:
+    """For a root caller: in a private mount namespace bind each read-only path onto its staged folder,
+    then drop to uid/gid 65534 without groups and with no-new-privileges before bwrap starts, so no part
+    of the sandbox is host root."""
+    bind_pairs = [str(p) for path, folder in staged.items() for p in (path, folder)]
+    setpriv = [shutil.which("setpriv") or "setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}"]
+    setpriv += ["--clear-groups", "--no-new-privs", "--"]
+    unshare = [shutil.which("unshare") or "unshare", "--mount", "--propagation", "private", "--"]
+    return [*unshare, "/bin/sh", "-c", _STAGE, "madef-stage", *bind_pairs, "--", *setpriv, *bwrap]
+
+
+# --- the run's cgroup ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    """Where run cgroups are created: cgroup v2 ({"unified": dir}) or v1 ({controller: dir})."""
+
+    version: int
+    parents: dict[str, Path]
+
+
+@dataclass(frozen=True)
+class CgroupUsage:
+    cpu_seconds: float
+    memory_peak_bytes: int | None
+    oom_kills: int
+    tasks_refused: int
+
+
+V1_CONTROLLERS = ("memory", "pids", "cpuacct")
+
+
+def parse_cgroup_layout(mountinfo: str, self_cgroup: str, unified_controllers: str | None) -> CgroupLayout | str:
+    """The parents of run cgroups from /proc/self/mountinfo, /proc/self/cgroup and the cgroup.controllers of
+    this process's v2 cgroup (None: unreadable); a message naming what is missing otherwise. v2 wins when
+    its cgroup offers memory and pids; v1 needs memory, pids and cpuacct mounted."""
+    own = {}
+    for line in self_cgroup.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else ["unified"]:
+            own[controller] = path
+    mounts = {}
+    for line in mountinfo.splitlines():
+        fields, _, tail = line.partition(" - ")
+        fstype, _source, options = (tail.split(" ") + ["", ""])[:3]
+        root, mountpoint = fields.split(" ")[3:5]
+        if fstype == "cgroup2":
+            mounts["unified"] = (root, mountpoint)
+        elif fstype == "cgroup":
+            for option in options.split(","):
+                mounts[option] = (root, mountpoint)
+
+    def parent(controller: str) -> Path:
+        root, mountpoint = mounts[controller]
+        path = own[controller]
+        relative = os.path.relpath(path, root) if path == root or path.startswith(root.rstrip("/") + "/") else "."
+        return Path(mountpoint, relative).resolve() if relative != "." else Path(mountpoint)
+
+    if "unified" in mounts and "unified" in own and {"memory", "pids"} <= set((unified_controllers or "").split()):
+        return CgroupLayout(2, {"unified": parent("unified")})
+    missing = [c for c in V1_CONTROLLERS if c not in mounts or c not in own]
+    if not missing:
+        return CgroupLayout(1, {c: parent(c) for c in V1_CONTROLLERS})
+    return (
+        "neither a cgroup v2 offering the memory and pids controllers nor cgroup v1 memory, pids and cpuacct "
+        f"hierarchies (v1 missing: {', '.join(missing)})"
+    )
+
+
+@cache
+def cgroup_layout() -> CgroupLayout | str:
+    """This machine's layout (once per process), checked writable by creating and removing a cgroup."""
+    own = Path("/proc/self/cgroup").read_text()
+    unified_path = next((line.split(":", 2)[2] for line in own.splitlines() if line.startswith("0::")), None)
+    controllers = None
+    if unified_path is not None:
+        try:
+            mountpoint = next(
+                line.partition(" - ")[0].split(" ")[4]
+                for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if line.partition(" - ")[2].startswith("cgroup2 ")
+            )
+            controllers = Path(mountpoint, unified_path.lstrip("/"), "cgroup.controllers").read_text()
+        except (StopIteration, OSError):
+            controllers = None
+    layout = parse_cgroup_layout(Path("/proc/self/mountinfo").read_text(), own, controllers)
+    if isinstance(layout, str):
+        return layout
+    try:
+        if layout.version == 2:
+            _enable_v2_controllers(layout.parents["unified"])
+        RunCgroup.create(layout, 64 * 1024 * 1024).remove()
+    except OSError as error:
+        return f"cannot create a cgroup v{layout.version} under {sorted(map(str, layout.parents.values()))}: {error}"
+    return layout
+
+
+def _enable_v2_controllers(parent: Path) -> None:
+    enabled = (parent / "cgroup.subtree_control").read_text().split()
+    wanted = [c for c in ("memory", "pids") if c not in enabled]
+    if wanted:
+        try:
+            (parent / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
+        except OSError as error:  # EBUSY: a non-root cgroup holding processes cannot enable controllers below
+            raise OSError(
+                f"cannot enable {' and '.join(wanted)} for child cgroups of {parent} ({error}); run madef in a "
+                "cgroup whose children get them (a delegated subtree, e.g. systemd-run -p Delegate=yes)"
+            ) from error
+
+
+@dataclass(frozen=True)
+class RunCgroup:
+    """One run's cgroup: a directory per v1 controller, or one v2 directory."""
+
+    layout: CgroupLayout
+    dirs: dict[str, Path]
+
+    @classmethod
+    def create(cls, layout: CgroupLayout, memory_bytes: int) -> RunCgroup:
+        name = f"{CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        cgroup = cls(layout, {controller: parent / name for controller, parent in layout.parents.items()})
+        try:
+            for path in cgroup.dirs.values():
+                path.mkdir()
+            if layout.version == 2:
+                path = cgroup.dirs["unified"]
+                _write(path / "memory.max", memory_bytes)
+                _write_if_present(path / "memory.swap.max", 0)
+                _write_if_present(path / "memory.oom.group", 1)
+                _write(path / "pids.max", TASKS_LIMIT)
+            else:
+                _write(cgroup.dirs["memory"] / "memory.limit_in_bytes", memory_bytes)
+                _write_if_present(cgroup.dirs["memory"] / "memory.memsw.limit_in_bytes", memory_bytes)
+                _write(cgroup.dirs["pids"] / "pids.max", TASKS_LIMIT)
+        except BaseException:
+            cgroup.remove()
+            raise
+        return cgroup
+
+    def add(self, pid: int) -> None:
+        for path in self.dirs.values():
+            _write(path / "cgroup.procs", pid)
+
+    def members(self) -> set[int]:
+        found = set()
+        for path in self.dirs.values():
+            try:
+                found |= {int(pid) for pid in (path / "cgroup.procs").read_text().split()}
+            except FileNotFoundError:
+                continue
+        return found
+
+    def kill_members(self, seconds: float = 5.0) -> None:
+        """SIGKILL every process in the cgroup until none is left (the program cannot fork, so this ends
+        quickly). Raises if members survive `seconds`."""
+        kill_file = self.dirs.get("unified", Path("/nonexistent")) / "cgroup.kill"
+        deadline = time.monotonic() + seconds
+        while members := self.members():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sandbox processes {sorted(members)} survived SIGKILL in {self.dirs}")
+            if kill_file.exists():
+                _write(kill_file, 1)
+            else:
+                for pid in members:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.005)
+
+    def usage(self) -> CgroupUsage:
+        if self.layout.version == 2:
+            path = self.dirs["unified"]
+            cpu = _key_values(path / "cpu.stat")["usage_usec"] / 1e6
+            peak = int((path / "memory.peak").read_text()) if (path / "memory.peak").exists() else None
+            oom = _key_values(path / "memory.events").get("oom_kill", 0)
+            refused = _key_values(path / "pids.events").get("max", 0)
+            return CgroupUsage(cpu, peak, oom, refused)
+        memory, pids = self.dirs["memory"], self.dirs["pids"]
+        return CgroupUsage(
+            cpu_seconds=int((self.dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e9,
+            memory_peak_bytes=int((memory / "memory.max_usage_in_bytes").read_text()),
+            oom_kills=_key_values(memory / "memory.oom_control").get("oom_kill", 0),
+            tasks_refused=_key_values(pids / "pids.events").get("max", 0),
+        )
+
+    def remove(self) -> None:
+        self.kill_members()
+        for path in self.dirs.values():
+            deadline = time.monotonic() + 5.0
+            while path.exists():
+                try:
+                    path.rmdir()
+                except FileNotFoundError:
+                    break
+                except OSError:  # EBUSY while the last member is still being torn down
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+
+
+def _write(path: Path, value: object) -> None:
+    with open(path, "w") as handle:  # one write(2): cgroup files take a value per write
+        handle.write(str(value))
+
+
+def _write_if_present(path: Path, value: object) -> None:
+    if path.exists():
+        _write(path, value)
+
+
+def _key_values(path: Path) -> dict[str, int]:
+    pairs = (line.split() for line in path.read_text().splitlines())
+    return {fields[0]: int(fields[1]) for fields in pairs if len(fields) == 2 and fields[1].lstrip("-").isdigit()}
+
+
+# --- the process filter ---------------------------------------------------------------------------------
 
 # Classic BPF for seccomp (linux/filter.h, linux/seccomp.h, linux/audit.h).
 _LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
@@ -233,24 +670,38 @@ def no_new_processes_filter(machine: str) -> bytes:
     )
 
 
+# --- can it run here? -----------------------------------------------------------------------------------
+
+
 @cache
 def isolation_problem(isolation: str) -> str | None:
     """Why `isolation` cannot run here (None: it can), checked once per process by running a program
-    through it. The message names the setting to change."""
+    through it. The message names what is missing and the setting to change."""
     if isolation == "rlimits":
         return None
     if isolation != "bubblewrap":
         return f"sandbox.isolation must be one of {ISOLATIONS}, got {isolation!r}"
     advice = (
         "HumanEval runs model-written code; install bubblewrap (Debian: apt-get install bubblewrap) where "
-        "unprivileged user namespaces are allowed, or set `sandbox: {isolation: rlimits}` in the profile to run "
-        "it without isolation (the report then says so)"
+        "unprivileged user namespaces and a writable cgroup (v1 memory+pids+cpuacct, or a delegated v2 subtree "
+        "with memory and pids) are available, or set `sandbox: {isolation: rlimits}` in the profile to run it "
+        "without isolation (the report then says so)"
     )
     if shutil.which("bwrap") is None:
         return f"sandbox.isolation is bubblewrap but bwrap is not installed: {advice}"
     if platform.machine() not in _SYSCALLS:
         return f"sandbox.isolation bubblewrap has no process filter for {platform.machine()}: {advice}"
-    probe = run_in_sandbox("import sys\nsys.exit(0)\n", timeout_s=30, memory_mb=1024, isolation="bubblewrap")
+    if os.geteuid() == 0:
+        missing = [tool for tool in ("setpriv", "unshare", "mount") if shutil.which(tool) is None]
+        if missing:
+            return (
+                f"sandbox.isolation is bubblewrap and this runs as root, but {', '.join(missing)} (util-linux) "
+                f"is missing, so the sandbox cannot drop to uid {SANDBOX_UID}: {advice}"
+            )
+    layout = cgroup_layout()
+    if isinstance(layout, str):
+        return f"sandbox.isolation is bubblewrap but there is no usable cgroup: {layout}: {advice}"
+    probe = run_in_sandbox("import os\nassert os.getuid() == 65534\n", timeout_s=30, memory_mb=256)
     if not probe.passed:
         reason = probe.stderr_tail.strip().splitlines()[-1] if probe.stderr_tail.strip() else probe.status
         return f"sandbox.isolation is bubblewrap but bwrap cannot create its sandbox here ({reason}): {advice}"

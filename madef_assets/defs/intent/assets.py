@@ -1,6 +1,5 @@
 """Intent recognition: the labeler tags attack prompts; labels map to the 14 categories."""
 
-import json
 from pathlib import Path
 
 import polars as pl
@@ -15,6 +14,7 @@ from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, status
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import bar_png, markdown_image, stacked_bar_png
+from madef_assets.review.decisions import write_jsonl_atomically
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
@@ -178,8 +178,7 @@ def build_intent_label_assets(settings: Settings) -> list:
         taxonomy = Taxonomy.load(settings.taxonomy_path)
         mapped = label_taxonomy_table(intent_labels, concat_prompts(sources), taxonomy)
         queue = taxonomy_queue(mapped)
-        queue_file.parent.mkdir(parents=True, exist_ok=True)
-        queue_file.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in queue), encoding="utf-8")
+        write_jsonl_atomically(queue_file, queue)
         table = apply_taxonomy_decisions(mapped, taxonomy_decisions)
         by_status = table.group_by(["kind", "status"]).len().sort(["kind", "status"])
         context.add_output_metadata(

@@ -3,9 +3,15 @@ contamination gate passed, withdrawn when it blocks."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
+import os
+import re
 import shutil
+import stat
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -177,18 +183,190 @@ def withdraw_dataset(folder: Path) -> list[str]:
     return removed
 
 
-def export_published(folder: Path, destination: Path) -> list[str]:
-    """Copy a published set (every file its manifest lists, and the manifest) to `destination`, for sharing.
-    Refuses a folder that is not a complete published set and a destination that already holds files."""
-    manifest = read_manifest(folder)
-    if manifest is None:
-        raise FileNotFoundError(
-            f"no complete published SFT set at {folder}: run `madef run` (sft_dataset_folder) first"
+class ExportRefused(ValueError):
+    """Why `madef export` wrote nothing (a clear message for the command line, no traceback)."""
+
+
+# A manifest file name: folders and a file separated by "/", each a plain name (no "..", no hidden name, no
+# backslash, NUL, space or other character a hostile manifest could use to reach outside the destination).
+_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_COPY_CHUNK = 1 << 20
+_RENAME_NOREPLACE = 1  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def manifest_name_parts(name: object) -> tuple[str, ...]:
+    """The path parts of a file name the manifest lists; ExportRefused for anything but a plain relative name."""
+    parts = tuple(name.split("/")) if isinstance(name, str) else ()
+    if not parts or not all(_NAME_PART.fullmatch(part) for part in parts):
+        raise ExportRefused(
+            f"refusing to export: the manifest lists {name!r}, which is not a plain relative file name "
+            "(letters, digits, '.', '_', '-'; folders separated by '/'; no '..', no absolute path)"
         )
-    if destination.exists() and any(destination.iterdir()):
-        raise FileExistsError(f"refusing to export into {destination}: it is not empty")
-    names = [*manifest["files"], MANIFEST]
-    for name in names:
-        (destination / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(folder / name, destination / name)
-    return names
+    return parts
+
+
+def _open_beneath(root_fd: int, parts: Sequence[str], flags: int, create_folders: bool = False) -> int:
+    """Open parts[-1] inside the folders parts[:-1] under the open folder root_fd, following no symlink on the
+    way (each folder is opened O_NOFOLLOW, relative to the one before); create missing folders when asked."""
+    folder_fd = root_fd
+    try:
+        for part in parts[:-1]:
+            if create_folders:
+                try:
+                    os.mkdir(part, 0o777, dir_fd=folder_fd)
+                except FileExistsError:
+                    pass  # made for an earlier file of the same folder; opened O_NOFOLLOW below
+            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder_fd)
+            if folder_fd != root_fd:
+                os.close(folder_fd)
+            folder_fd = next_fd
+        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder_fd)
+    finally:
+        if folder_fd != root_fd:
+            os.close(folder_fd)
+
+
+def _open_source(root_fd: int, name: str) -> int:
+    """A read descriptor of a regular file of the published folder; ExportRefused for a symlink (the file or a
+    folder on its way), a missing file or anything else that is not a regular file."""
+    try:
+        fd = _open_beneath(root_fd, manifest_name_parts(name), os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ExportRefused(
+                f"refusing to export {name}: it or a folder on its way is a symlink (or a file stands where a "
+                "folder should)"
+            ) from None
+        raise ExportRefused(f"cannot read {name} from the published SFT set: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ExportRefused(f"refusing to export {name}: it is not a regular file")
+    return fd
+
+
+def _read_export_manifest(root_fd: int, folder: Path) -> dict:
+    """The manifest of the published folder, checked for shape; ExportRefused when there is none."""
+    try:
+        fd = _open_source(root_fd, MANIFEST)
+    except ExportRefused as exc:
+        raise ExportRefused(
+            f"no complete published SFT set at {folder} ({exc}): run `madef run` (sft_dataset_folder) first"
+        ) from None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            manifest = json.loads(handle.read())
+        except ValueError as exc:
+            raise ExportRefused(f"the manifest {folder / MANIFEST} is not valid JSON: {exc}") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+        raise ExportRefused(f"the manifest {folder / MANIFEST} has no 'files' map of name to sha256")
+    if DATASET_INFO not in files or MANIFEST in files:
+        raise ExportRefused(f"the manifest {folder / MANIFEST} does not describe a published SFT set")
+    return manifest
+
+
+def _copy_checked(root_fd: int, staging_fd: int, name: str, digest: str | None) -> None:
+    """Copy one file into the staging folder (created O_EXCL, never through a symlink), checking its sha256
+    against the manifest's as it streams."""
+    source = _open_source(root_fd, name)
+    try:
+        target = _open_beneath(
+            staging_fd, manifest_name_parts(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, create_folders=True
+        )
+    except OSError as exc:
+        os.close(source)
+        raise ExportRefused(f"cannot write {name} into the new folder: {exc.strerror}") from None
+    hasher = hashlib.sha256()
+    with os.fdopen(source, "rb") as reader, os.fdopen(target, "wb") as writer:
+        while chunk := reader.read(_COPY_CHUNK):
+            hasher.update(chunk)
+            writer.write(chunk)
+        writer.flush()
+        os.fsync(writer.fileno())
+    if digest is not None and hasher.hexdigest() != digest:
+        raise ExportRefused(f"{name} changed since the set was published (its sha256 differs from the manifest's)")
+
+
+def _refuse_existing(destination: Path) -> None:
+    if destination.is_symlink():
+        raise ExportRefused(f"refusing to export to {destination}: it is a symlink; give a path that does not exist")
+    if destination.is_dir():
+        kind = "a folder that is not empty" if any(destination.iterdir()) else "an existing (empty) folder"
+        raise ExportRefused(
+            f"refusing to export to {destination}: it is {kind}; export creates a new folder (an existing one may "
+            "belong to someone else), so give a path that does not exist"
+        )
+    if os.path.lexists(destination):
+        raise ExportRefused(f"refusing to export to {destination}: it is an existing file")
+    if not destination.parent.is_dir():
+        raise ExportRefused(
+            f"refusing to export to {destination}: its parent {destination.parent} is not an existing folder"
+        )
+
+
+def rename_noreplace(source: Path, target: Path) -> None:
+    """Rename source to target unless target exists (as anything, a symlink included): renameat2 with
+    RENAME_NOREPLACE, so a path planted between a check and the rename is never replaced or followed. On a file
+    system without that flag, a check then a plain rename (which also never follows a symlink at target)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if hasattr(libc, "renameat2"):
+        status = libc.renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE)
+        if status == 0:
+            return
+        error = ctypes.get_errno()
+        if error not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(error, os.strerror(error), str(target))
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
+    os.rename(source, target)
+
+
+def _write_new_folder(root_fd: int, files: Mapping[str, str], destination: Path) -> None:
+    """Copy the listed files and the manifest into a fresh private folder beside `destination` (mkdtemp), then
+    rename it onto `destination` unless something is there by then; on any failure remove it again."""
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".madef-export.", dir=destination.parent))
+    except OSError as exc:
+        raise ExportRefused(f"cannot create a folder in {destination.parent}: {exc.strerror}") from None
+    try:
+        staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for name, digest in [*files.items(), (MANIFEST, None)]:
+                _copy_checked(root_fd, staging_fd, name, digest)
+            os.fchmod(staging_fd, 0o755)  # mkdtemp made it private; the set is for sharing
+        finally:
+            os.close(staging_fd)
+        rename_noreplace(staging, destination)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, FileExistsError):
+            raise ExportRefused(f"refusing to export to {destination}: something was created there meanwhile") from None
+        if isinstance(exc, OSError):
+            raise ExportRefused(f"cannot export to {destination}: {exc}") from None
+        raise
+
+
+def export_published(folder: Path, destination: Path) -> list[str]:
+    """Copy a published set (every file its manifest lists, and the manifest) into a new folder `destination`,
+    for sharing; return the names copied. The files are written into a fresh sibling folder through no symlink,
+    checked against the manifest's hashes, and that folder is renamed onto `destination` only if nothing is there
+    by then. Raises ExportRefused, writing nothing, for a folder that is not a complete published set, a manifest
+    name that is not a plain relative name, a symlink or special file in the set, and a destination that exists
+    (file, symlink, or folder, empty or not: another user may own an empty one) or whose parent folder does not."""
+    destination = Path(os.path.abspath(destination))
+    try:
+        root_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise ExportRefused(
+            f"no complete published SFT set at {folder} ({exc.strerror}): run `madef run` (sft_dataset_folder) first"
+        ) from None
+    try:
+        manifest = _read_export_manifest(root_fd, folder)
+        for name in manifest["files"]:
+            manifest_name_parts(name)
+        _refuse_existing(destination)
+        _write_new_folder(root_fd, manifest["files"], destination)
+    finally:
+        os.close(root_fd)
+    return [*manifest["files"], MANIFEST]

@@ -23,7 +23,7 @@ from dagster import (
 
 from madef_assets.defs.sources.checks import ingestion_check_specs, quarantine_share_result, row_balance_result
 from madef_assets.defs.sources.normalize import QUARANTINE_SCHEMA, NormalizedSource, normalize_source
-from madef_assets.defs.sources.records import SourceFileError
+from madef_assets.defs.sources.records import DataFile, list_files, open_regular
 from madef_assets.reports import markdown_table
 from madef_assets.settings import Settings, SourceConfig
 from madef_assets.storage import run_sql
@@ -41,23 +41,27 @@ def quarantine_key(name: str) -> AssetKey:
 
 
 def source_input_files(source: SourceConfig) -> list[Path]:
-    """Every file a source reads (folders expanded, answer files included), sorted."""
+    """Every file a source reads (folders expanded, answer files included), sorted. In a folder, what the
+    readers refuse (a symbolic link out of it, a device, a FIFO) is left out: it is never opened."""
     paths: list[Path] = []
     for file in source.files:
-        if not file.path.exists():
-            raise SourceFileError(file.config_key, file.path, "does not exist")
-        paths += sorted(p for p in file.path.rglob("*") if p.is_file()) if file.path.is_dir() else [file.path]
+        listed = list_files(DataFile(file.path, file.config_key, source.max_file_bytes), "*", recursive=True)
+        paths += [item.path for item in listed if isinstance(item, DataFile)]
         if "answers" in file.options:
-            paths.append(Path(file.options["answers"]))
+            answers = DataFile(Path(file.options["answers"]), f"{file.config_key}.answers", source.max_file_bytes)
+            paths += [answers.path for _ in list_files(answers, "*")]
     return paths
 
 
 def content_version(paths: list[Path]) -> str:
-    """sha256 over file names and bytes: changes when any input file's content changes."""
+    """sha256 over file names and bytes, read in chunks: changes when any input file's content changes. A
+    path that is not a regular file (a device never ends, a FIFO blocks) is refused, naming it."""
     digest = hashlib.sha256()
     for path in paths:
         digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+        with open_regular(path, "input file") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()[:16]
 
 

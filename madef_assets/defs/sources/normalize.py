@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import polars as pl
 
 from madef_assets.defs.sources.readers import MERGE_BY_PROMPT, READERS
 from madef_assets.defs.sources.records import RawRecord
+from madef_assets.defs.sources.text import forbidden_char_problem, has_surrogate, visible
 from madef_assets.settings import SourceConfig
 
 PROMPT_SCHEMA = {
@@ -36,7 +37,6 @@ RAW_EXCERPT_CHARS = 500
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LETTER = re.compile(r"[^\W\d_]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def prompt_id(source: str, lang: str, prompt: str) -> str:
@@ -52,7 +52,37 @@ def detect_lang(text: str) -> str:
 
 
 def _printable(text: str) -> str:
-    return _SURROGATE.sub("\ufffd", text)[:RAW_EXCERPT_CHARS]
+    return visible(text[: RAW_EXCERPT_CHARS * 2])[:RAW_EXCERPT_CHARS]
+
+
+def _strings(fields: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, text) for every string in a record's fields, dict keys and meta included, in field order;
+    walked without recursion (readers bound the nesting)."""
+    stack: list[tuple[str, Any]] = list(reversed(fields.items()))
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            yield where, value
+        elif isinstance(value, dict):
+            for key in reversed(value):
+                stack.append((f"{where}.{key}", value[key]))
+                if isinstance(key, str):
+                    stack.append((f"{where} (a key)", key))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{index}]", item) for index, item in reversed(list(enumerate(value))))
+
+
+def field_text_problem(fields: dict[str, Any]) -> str | None:
+    """Why a record's text cannot be kept: bytes that were not UTF-8, or a control, bidirectional or
+    invisible character (text.py) in any of its fields."""
+    strings = list(_strings(fields))
+    if any(has_surrogate(text) for _, text in strings):
+        return "non-UTF-8 bytes in a text field"
+    for where, text in strings:
+        problem = forbidden_char_problem(text, where)
+        if problem:
+            return problem
+    return None
 
 
 @dataclass
@@ -89,10 +119,11 @@ def validate_record(
         return None, "missing field 'prompt'"
     if not isinstance(prompt, str):
         return None, f"prompt is a {type(prompt).__name__}, not a string"
+    problem = field_text_problem(fields)
+    if problem:
+        return None, problem
     response = _as_text(fields.get("response"))
     category = _as_text(fields.get("source_category"))
-    if any(_SURROGATE.search(v) for v in (prompt, response, category) if v):
-        return None, "non-UTF-8 bytes in a text field"
     if not prompt.strip():
         return None, "empty or whitespace-only prompt"
     if len(prompt) > max_prompt_chars:

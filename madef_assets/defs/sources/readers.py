@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from madef_assets.defs.sources.records import (
+    TOO_DEEP,
+    DataFile,
+    DuplicateKeyError,
     RawRecord,
     SourceFileError,
     describe,
@@ -32,7 +35,9 @@ from madef_assets.defs.sources.records import (
     iter_jsonl_records,
     iter_parquet_rows,
     list_files,
-    read_bytes,
+    loads_strict,
+    nested_too_deep,
+    read_text,
 )
 from madef_assets.settings import SourceConfig, SourceFile
 
@@ -139,18 +144,24 @@ def _missing(record: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     return f"missing field {', '.join(repr(k) for k in absent)}" if absent else None
 
 
-def _json_objects(file: SourceFile) -> Iterator[tuple[RawRecord, str]]:
+def _data(file: SourceFile, source: SourceConfig) -> DataFile:
+    return DataFile(file.path, file.config_key, source.max_file_bytes)
+
+
+def _json_objects(file: DataFile) -> Iterator[tuple[RawRecord, str]]:
     """JSON array/object-of-arrays or JSONL, chosen by extension, as (record, group) pairs."""
     if file.path.suffix in (".jsonl", ".zip"):
-        for record in iter_jsonl_records(file.path, file.config_key):
+        for record in iter_jsonl_records(file):
             yield record, ""
         return
-    for record in iter_json_records(file.path, file.config_key):
+    for record in iter_json_records(file):
         yield record, record.extra.get("group", "")
 
 
-def _mapped(file: SourceFile, required: tuple[str, ...], build: Callable[[dict, str], dict]) -> Iterator[RawRecord]:
-    for record, group in _json_objects(file):
+def _mapped(
+    file: SourceFile, source: SourceConfig, required: tuple[str, ...], build: Callable[[dict, str], dict]
+) -> Iterator[RawRecord]:
+    for record, group in _json_objects(_data(file, source)):
         if record.error:
             yield record
             continue
@@ -180,7 +191,7 @@ def read_safety_prompts(file: SourceFile, source: SourceConfig) -> Iterator[RawR
             "meta": {"scenario": scenario},
         }
 
-    yield from _mapped(file, ("prompt",), build)
+    yield from _mapped(file, source, ("prompt",), build)
 
 
 def read_s_eval(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
@@ -190,9 +201,15 @@ def read_s_eval(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
         ext = r.get("ext") or "{}"
         if isinstance(ext, str):
             try:
-                ext = json.loads(ext)
+                ext = loads_strict(ext)
             except json.JSONDecodeError as exc:
                 return {"_error": f"field 'ext' is not valid JSON: {exc.msg}"}
+            except DuplicateKeyError as exc:
+                return {"_error": f"field 'ext': {exc}"}
+            except RecursionError:
+                return {"_error": f"field 'ext': {TOO_DEEP}"}
+            if nested_too_deep(ext):
+                return {"_error": f"field 'ext': {TOO_DEEP}"}
         if not isinstance(ext, dict):
             return {"_error": f"field 'ext' is {describe(ext)}, expected an object"}
         return {
@@ -203,7 +220,7 @@ def read_s_eval(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
             "meta": {"traceid": r["traceid"], **ext},
         }
 
-    yield from _mapped(file, ("traceid", "risk_type", "prompt"), build)
+    yield from _mapped(file, source, ("traceid", "risk_type", "prompt"), build)
 
 
 def xsafety_category(path: Path) -> str:
@@ -216,9 +233,13 @@ def xsafety_category(path: Path) -> str:
 
 def read_xsafety(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
     """XSafety: a folder (or file) of headerless CSVs, one prompt per row, category = file name."""
-    for path in list_files(file.path, file.config_key, "*.csv"):
-        category = xsafety_category(path)
-        for record in iter_csv_rows(path, file.config_key, header=False):
+    for listed in list_files(_data(file, source), "*.csv"):
+        if isinstance(listed, RawRecord):
+            yield listed
+            continue
+        name = Path(listed.name or listed.path.name).name
+        category = xsafety_category(Path(name))
+        for record in iter_csv_rows(listed, header=False):
             if record.error:
                 yield record
                 continue
@@ -233,7 +254,7 @@ def read_xsafety(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
                     "prompt": cells[0],
                     "source_category": category,
                     "attack_method": category if category in SAFETY_PROMPTS_ATTACKS else None,
-                    "meta": {"file": path.name},
+                    "meta": {"file": name},
                 },
                 raw=record.raw,
             )
@@ -261,9 +282,12 @@ def read_safetybench(file: SourceFile, source: SourceConfig) -> Iterator[RawReco
         path = Path(file.options["answers"])
         key = f"{file.config_key}.answers"
         try:
-            answers = json.loads(read_bytes(path, key).decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            answers = loads_strict(read_text(DataFile(path, key, source.max_file_bytes)))
+        except (json.JSONDecodeError, DuplicateKeyError) as exc:
+            # a duplicate id would make one of two answers win silently
             raise SourceFileError(key, path, f"not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise SourceFileError(key, path, f"not valid JSON: {TOO_DEEP}") from exc
         if not isinstance(answers, dict):
             raise SourceFileError(
                 key,
@@ -307,7 +331,7 @@ def read_safetybench(file: SourceFile, source: SourceConfig) -> Iterator[RawReco
             "meta": {"id": r["id"], "question": r["question"], "options": r["options"], "answer": answer},
         }
 
-    yield from _mapped(file, ("id", "category", "question", "options"), build)
+    yield from _mapped(file, source, ("id", "category", "question", "options"), build)
 
 
 def read_cvalues_responsibility(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
@@ -321,7 +345,7 @@ def read_cvalues_responsibility(file: SourceFile, source: SourceConfig) -> Itera
             "meta": {"id_": r["id_"], "domain_zh": r.get("domain_zh")},
         }
 
-    yield from _mapped(file, ("id_", "prompt", "domain_en"), build)
+    yield from _mapped(file, source, ("id_", "prompt", "domain_en"), build)
 
 
 def read_cvalues_responsibility_mc(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
@@ -339,7 +363,7 @@ def read_cvalues_responsibility_mc(file: SourceFile, source: SourceConfig) -> It
             "meta": {"label": r["label"], "meta_info": meta_info},
         }
 
-    yield from _mapped(file, ("prompt", "label"), build)
+    yield from _mapped(file, source, ("prompt", "label"), build)
 
 
 def read_cvalues_comparison(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
@@ -363,7 +387,7 @@ def read_cvalues_comparison(file: SourceFile, source: SourceConfig) -> Iterator[
             "meta": {"neg_resp": r["neg_resp"], "pos_type": r.get("pos_type"), "neg_type": r.get("neg_type")},
         }
 
-    yield from _mapped(file, ("prompt", "pos_resp", "neg_resp"), build)
+    yield from _mapped(file, source, ("prompt", "pos_resp", "neg_resp"), build)
 
 
 def read_beavertails_eval(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
@@ -376,13 +400,13 @@ def read_beavertails_eval(file: SourceFile, source: SourceConfig) -> Iterator[Ra
             "meta": {"category_id": r.get("category_id")},
         }
 
-    yield from _mapped(file, ("prompt", "category"), build)
+    yield from _mapped(file, source, ("prompt", "category"), build)
 
 
 def read_xstest(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
     """XSTest v2 prompts CSV (header id, prompt, type, label, focus, note): category = type; `label` (safe:
     should be answered, unsafe: a contrast that should be refused) goes to meta; any other label is quarantined."""
-    for record in iter_csv_rows(file.path, file.config_key, header=True):
+    for record in iter_csv_rows(_data(file, source), header=True):
         if record.error:
             yield record
             continue
@@ -417,7 +441,7 @@ def read_pku_saferlhf(file: SourceFile, source: SourceConfig) -> Iterator[RawRec
         rank = 0 if r.get(f"is_response_{safer}_safe") is True else 1
         return {"prompt": r["prompt"], "response": r[f"response_{safer}"], "preference_rank": rank, "meta": meta}
 
-    yield from _mapped(file, ("prompt", "response_0", "response_1", "safer_response_id"), build)
+    yield from _mapped(file, source, ("prompt", "response_0", "response_1", "safer_response_id"), build)
 
 
 def read_alpaca(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
@@ -430,7 +454,7 @@ def read_alpaca(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
         prompt = f"{r['instruction']}\n\n{extra_input}" if extra_input else r["instruction"]
         return {"prompt": prompt, "response": r["output"], "source_category": "general", "meta": {}}
 
-    yield from _mapped(file, ("instruction", "output"), build)
+    yield from _mapped(file, source, ("instruction", "output"), build)
 
 
 _SHAREGPT_USER = {"human", "user"}
@@ -463,7 +487,7 @@ def read_sharegpt(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]
             "meta": {"system": r.get("system"), "turns": len(pairs), "conversation": pairs},
         }
 
-    yield from _mapped(file, (), build)
+    yield from _mapped(file, source, (), build)
 
 
 def read_generic(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
@@ -472,12 +496,13 @@ def read_generic(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
     if "prompt" not in columns:
         raise SourceFileError(f"sources.{source.name}.columns", file.path, "needs a 'prompt' column mapping")
     suffix = file.path.suffix.lower()
+    data = _data(file, source)
     if suffix in (".jsonl", ".zip"):
-        records = iter_jsonl_records(file.path, file.config_key)
+        records = iter_jsonl_records(data)
     elif suffix == ".csv":
-        records = iter_csv_rows(file.path, file.config_key, header=True)
+        records = iter_csv_rows(data, header=True)
     elif suffix == ".parquet":
-        records = iter_parquet_rows(file.path, file.config_key)
+        records = iter_parquet_rows(data)
     else:
         raise SourceFileError(file.config_key, file.path, f"unknown format '{suffix}' (jsonl, csv, parquet)")
     mapped_columns = set(columns.values())
