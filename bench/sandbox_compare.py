@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from madef_assets.defs.evaluation.general import humaneval_check_call, humaneval_program, load_humaneval
+from madef_assets.defs.evaluation.general import humaneval_entry_point, humaneval_program, load_humaneval
 from madef_assets.defs.evaluation.sandbox import RunCgroup, cgroup_layout, isolation_problem, run_in_sandbox
 from madef_assets.settings import PROJECT_ROOT
 
@@ -56,14 +56,14 @@ def main() -> None:
     items = {item.task_id: item for item in load_humaneval(args.humaneval)}
     rows = stored_predictions(args.duckdb) or synthetic_predictions(list(items.values()))
     programs = [humaneval_program(items[task_id], completion or "") for _, task_id, completion, _ in rows]
-    checks = [humaneval_check_call(items[task_id]) for _, task_id, _, _ in rows]
+    entry_points = [humaneval_entry_point(items[task_id]) for _, task_id, _, _ in rows]
     outcomes, seconds = {}, {}
     for isolation in ("rlimits", "bubblewrap"):
         times = []
         for _ in range(args.repeats):
             started = time.perf_counter()
             outcomes[isolation] = [
-                run_in_sandbox(p, 10, 1024, isolation, check_call=c).passed for p, c in zip(programs, checks)
+                run_in_sandbox(p, 10, 1024, isolation, entry_point=e).passed for p, e in zip(programs, entry_points)
             ]
             times.append(time.perf_counter() - started)
         seconds[isolation] = statistics.median(times)

@@ -233,3 +233,38 @@ def test_the_final_rename_never_replaces_what_appeared_meanwhile(tmp_path, plant
     assert snapshot(tmp_path) == before
     rename_noreplace(staged, tmp_path / "fresh")
     assert (tmp_path / "fresh" / "README.md").read_text() == "card" and not staged.exists()
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077, 0o022])
+def test_the_exported_modes_do_not_depend_on_the_umask(tmp_path, published, umask):
+    previous = os.umask(umask)
+    try:
+        export_published(published, tmp_path / "share")
+    finally:
+        os.umask(previous)
+    entries = [tmp_path / "share", *(tmp_path / "share").rglob("*")]
+    assert any(p.is_dir() for p in entries[1:]) and any(p.is_file() for p in entries)  # data/ and its files
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.lstat().st_mode) for p in entries}
+    assert modes == {name: 0o755 if (tmp_path / name).is_dir() else 0o644 for name in modes}
+
+
+@pytest.mark.parametrize("name", ["licenses.csv", "data/train-00000-of-00001.parquet", MANIFEST])
+def test_a_hard_link_in_the_published_folder_is_refused(tmp_path, published, name):
+    outside = tmp_path / "outside" / "secret"
+    outside.parent.mkdir()
+    (published / name).rename(outside)  # same content, same hash: only the link count tells
+    os.link(outside, published / name)
+    before = snapshot(tmp_path)
+    with pytest.raises(ExportRefused, match="2 hard links"):
+        export_published(published, tmp_path / "share")
+    assert snapshot(tmp_path) == before
+
+
+def test_an_oversized_manifest_is_refused_without_reading_it_whole(tmp_path, published):
+    manifest = json.loads((published / MANIFEST).read_bytes())
+    manifest["padding"] = "x" * (9 << 20)
+    (published / MANIFEST).write_text(json.dumps(manifest))
+    before = snapshot(tmp_path)
+    with pytest.raises(ExportRefused, match=r"madef_manifest.json is over [0-9,]+ bytes"):
+        export_published(published, tmp_path / "share")
+    assert snapshot(tmp_path) == before

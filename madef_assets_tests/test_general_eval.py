@@ -16,7 +16,7 @@ from madef_assets.defs.evaluation.general import (
     McqItem,
     extract_gsm8k_answer,
     gsm8k_prompts,
-    humaneval_check_call,
+    humaneval_entry_point,
     humaneval_program,
     load_gsm8k,
     load_gsm8k_exemplars,
@@ -317,7 +317,7 @@ def test_humaneval_program_layout(humaneval):
     item = humaneval[0]
     program = humaneval_program(item, item.canonical_solution + "\nprint('stray')")
     assert program == item.prompt + item.canonical_solution + "\n\n" + item.test + "\n"
-    assert humaneval_check_call(item) == "check(has_close_elements)"  # called by the sandbox's harness
+    assert humaneval_entry_point(item) == "has_close_elements"  # the sandbox's harness calls check on it
 
 
 def test_pass_at_1():

@@ -15,9 +15,13 @@ import os
 import random
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
+import unicodedata
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -28,7 +32,8 @@ from dagster import AssetKey
 from madef_assets.defs.sources.assets import content_version, ingest_counts, source_input_files
 from madef_assets.defs.sources.checks import row_balance_result
 from madef_assets.defs.sources.normalize import normalize_source
-from madef_assets.defs.sources.records import MAX_JSON_DEPTH, SourceFileError, read_capped
+from madef_assets.defs.sources.records import MAX_INT_DIGITS, MAX_JSON_DEPTH, SourceFileError, read_capped
+from madef_assets.defs.sources.text import forbidden_char_problem, visible
 from madef_assets.settings import DEFAULT_MAX_FILE_BYTES, SourceConfig, SourceFile
 from madef_assets_tests.conftest import FIXTURES
 
@@ -222,6 +227,18 @@ def zipfile_bytes(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -
         ("\ufeff", "invisible format character U+FEFF ZERO WIDTH NO-BREAK SPACE"),
         ("\U000e0041", "invisible format character U+E0041 TAG LATIN CAPITAL LETTER A"),
         ("\ufff9", "invisible format character U+FFF9 INTERLINEAR ANNOTATION ANCHOR"),
+        ("\u200b", "invisible format character U+200B ZERO WIDTH SPACE"),
+        ("\u2060", "invisible format character U+2060 WORD JOINER"),
+        ("\u2064", "invisible format character U+2064 INVISIBLE PLUS"),
+        ("\u00ad", "invisible format character U+00AD SOFT HYPHEN"),
+        ("\u180e", "invisible format character U+180E MONGOLIAN VOWEL SEPARATOR"),
+        ("\U000e0001", "invisible format character U+E0001 LANGUAGE TAG"),
+        ("\u2028", "line or paragraph separator U+2028 LINE SEPARATOR"),
+        ("\u2029", "line or paragraph separator U+2029 PARAGRAPH SEPARATOR"),
+        ("\u115f", "invisible filler character U+115F HANGUL CHOSEONG FILLER"),
+        ("\u1160", "invisible filler character U+1160 HANGUL JUNGSEONG FILLER"),
+        ("\u3164", "invisible filler character U+3164 HANGUL FILLER"),
+        ("\uffa0", "invisible filler character U+FFA0 HALFWIDTH HANGUL FILLER"),
     ],
 )
 def test_control_bidi_and_invisible_characters_quarantine_the_row_with_the_reason(tmp_path, char, reason):
@@ -271,10 +288,21 @@ def test_ordinary_text_of_every_script_is_kept(tmp_path):
         "עברית: איך אני שומר על הפרטיות שלי?",
         "中文：如何保护个人隐私？",
         "Ελληνικά, русский, हिन्दी, 한국어",
+        "Emoji with a presentation selector: \u2764\ufe0f, a keycap: 1\ufe0f\u20e3",
+        "Spaces of other widths: ideographic\u3000space, no-break\u00a0space",
     ]
     (tmp_path / "ok.jsonl").write_text("".join(s_eval_line(f"t{i}", p) for i, p in enumerate(kept)))
     result = normalize(source("s_eval", tmp_path / "ok.jsonl"))
     assert result.quarantine.height == 0 and result.prompts["prompt"].to_list() == kept
+
+
+def test_every_format_character_and_separator_but_the_joiners_is_forbidden():
+    """The rule is by Unicode category, so a format character nobody listed is caught as well."""
+    format_chars = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cf", "Zl", "Zp")]
+    assert len(format_chars) > 150
+    let_in = [f"U+{ord(c):04X}" for c in format_chars if forbidden_char_problem(f"a{c}b", "prompt") is None]
+    assert let_in == ["U+200C", "U+200D"]
+    assert all(visible(c) != c for c in format_chars if c not in "\u200c\u200d")  # shown as escapes
 
 
 # --- JSON: duplicate keys and nesting --------------------------------------------------------------
@@ -591,7 +619,7 @@ def test_a_parquet_dictionary_bomb_is_stopped_while_read_without_expanding(tmp_p
     tracemalloc.stop()
     assert isinstance(error, SourceFileError)
     assert str(error).endswith(
-        "dict.parquet: expands past the cap at row 16, over ingest.max_file_bytes (16,777,216 bytes): not read"
+        "dict.parquet: expands past the cap in rows 1-64, over ingest.max_file_bytes (16,777,216 bytes): not read"
     )
     assert peak < 48 * MiB  # 5,000 copies would be 5 GB
 
@@ -777,3 +805,238 @@ def test_mutated_files_give_a_file_error_or_balanced_rows_never_another_exceptio
             assert str(exc).startswith(f"{KEY}: {tmp_path / name}: ")
             outcomes["file errors"] += 1
     assert outcomes["rows"] > 0
+
+
+# --- numbers JSON cannot hold, lone surrogates --------------------------------------------------------------------
+
+HUGE = "9" * (MAX_INT_DIGITS + 1000)
+
+
+def json_files(tmp_path: Path, records: list[str]) -> list[tuple[SourceConfig, str]]:
+    """The same records (JSON object texts, prompt in field 'prompt', category 'animal_abuse') as JSON Lines, a JSON
+    array, a JSON object of arrays and a zip member: each as a source, with the location prefix of its records (in
+    JSON Lines the first record is on line 1, in the JSON files on line 2)."""
+    lines = "\n".join(records) + "\n"
+    (tmp_path / "r.jsonl").write_text(lines)
+    (tmp_path / "r.json").write_text("[\n" + ",\n".join(records) + "\n]\n")
+    (tmp_path / "g.json").write_text('{"Insult": [\n' + ",\n".join(records) + "\n]}\n")
+    (tmp_path / "r.zip").write_bytes(zipfile_bytes({"m.jsonl": lines.encode()}))
+    columns = {"prompt": "prompt"}
+    return [
+        (source("generic", tmp_path / "r.jsonl", columns=columns), "r.jsonl:"),
+        (source("beavertails_eval", tmp_path / "r.json"), "r.json:"),
+        (source("safety_prompts", tmp_path / "g.json"), "g.json:"),
+        (source("generic", tmp_path / "r.zip", columns=columns), "r.zip!m.jsonl:"),
+    ]
+
+
+def record(prompt: str, extra: str = "") -> str:
+    return f'{{"prompt": "{prompt}", "category": "animal_abuse"{extra}}}'
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (HUGE, f"integer with {len(HUGE):,} digits (at most {MAX_INT_DIGITS:,} are read)"),
+        ("-" + HUGE, f"integer with {len(HUGE):,} digits (at most {MAX_INT_DIGITS:,} are read)"),
+        (f'[1, {{"deep": [{HUGE}]}}]', f"integer with {len(HUGE):,} digits (at most {MAX_INT_DIGITS:,} are read)"),
+        ("NaN", "NaN is not a JSON number"),
+        ("-Infinity", "-Infinity is not a JSON number"),
+        ("[Infinity]", "Infinity is not a JSON number"),
+        ("1e999", "number 1e999 is out of the range of a float (infinity is not JSON)"),
+        ("-2.5E+400", "number -2.5E+400 is out of the range of a float (infinity is not JSON)"),
+    ],
+)
+def test_numbers_json_cannot_hold_quarantine_their_record_and_the_rest_is_read(tmp_path, value, reason):
+    records = [record("first"), record("odd", f', "n": {value}'), record("third", f', "n": {"9" * MAX_INT_DIGITS}')]
+    for config, prefix in json_files(tmp_path, records):
+        result = normalize(config)
+        assert result.prompts["prompt"].to_list() == ["first", "third"], prefix
+        assert reasons(result) == {f"{prefix}{2 if prefix.endswith('.jsonl:') else 3}": reason}, prefix
+        for meta in result.prompts["meta"]:  # what is kept is strict JSON
+            json.loads(meta, parse_constant=lambda name: pytest.fail(f"{name} in {meta[:80]}"))
+
+
+def test_a_huge_integer_in_s_eval_ext_or_a_safetybench_answers_file_is_a_clear_problem(tmp_path):
+    (tmp_path / "s.jsonl").write_text(s_eval_line("t1", "fine") + s_eval_line("t2", "odd", ext=f'{{"n": {HUGE}}}'))
+    assert reasons(normalize(source("s_eval", tmp_path / "s.jsonl"))) == {
+        "s.jsonl:2": f"field 'ext': integer with {len(HUGE):,} digits (at most {MAX_INT_DIGITS:,} are read)"
+    }
+    (tmp_path / "q.json").write_text('[{"id": 1, "category": "Offensiveness", "question": "q", "options": ["a", "b"]}]')
+    (tmp_path / "answers.json").write_text(f'{{"1": {{"answer": {HUGE}}}}}')
+    with pytest.raises(SourceFileError, match=r"answers: .*answers.json: not valid JSON: integer with"):
+        normalize(source("safetybench", tmp_path / "q.json", answers=str(tmp_path / "answers.json")))
+
+
+def test_a_nan_float_from_parquet_quarantines_its_row(tmp_path):
+    pl.DataFrame({"question": ["a", "b", "c"], "score": [1.0, float("nan"), float("-inf")]}).write_parquet(
+        tmp_path / "f.parquet"
+    )
+    result = normalize(parquet_source(tmp_path / "f.parquet", 4 * MiB))
+    assert result.prompts["prompt"].to_list() == ["a"] and json.loads(result.prompts["meta"][0]) == {"score": 1.0}
+    reason = "a number in the record is NaN or infinite, which JSON cannot hold"
+    assert reasons(result) == {"f.parquet:row 2": reason, "f.parquet:row 3": reason}
+
+
+def test_a_lone_surrogate_escape_is_named_as_such_and_a_pair_is_kept(tmp_path):
+    records = [record("pair \\ud83d\\ude00"), record("lone \\ud800 high"), record("lone \\udfff low"), record("ok")]
+    lone = "lone surrogate escape (\\ud800-\\udfff without its pair) in a string: not valid Unicode"
+    for config, prefix in json_files(tmp_path, records):
+        result = normalize(config)
+        assert result.prompts["prompt"].to_list() == ["pair \U0001f600", "ok"], prefix
+        first = 2 if prefix.endswith(".jsonl:") else 3
+        assert reasons(result) == {f"{prefix}{first}": lone, f"{prefix}{first + 1}": lone}, prefix
+    # bytes that are not UTF-8 keep their own reason
+    (tmp_path / "b.json").write_bytes(b'[{"prompt": "a\xff", "category": "animal_abuse"}]')
+    assert reasons(normalize(source("beavertails_eval", tmp_path / "b.json"))) == {
+        "b.json:1": "non-UTF-8 bytes in a text field"
+    }
+
+
+# --- stepping over a refused record: one pass ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("escapes", [b'\\"', b"\\\\", b'x\\"'])
+def test_an_unclosed_string_after_deep_nesting_is_refused_in_one_pass(tmp_path, escapes):
+    # 4 MB: the earlier regex rescan from every quote took 9.5 s for 40 KB, so hours here (pytest-timeout fails it)
+    data = b"[" + b"[" * 3000 + b'"' + escapes * (4 * MiB // len(escapes))
+    (tmp_path / "q.json").write_bytes(data)
+    with pytest.raises(SourceFileError, match="not valid JSON: unterminated string"):
+        normalize(source("beavertails_eval", tmp_path / "q.json"))
+
+
+@pytest.mark.timeout(60)
+def test_many_refused_records_are_each_stepped_over_once(tmp_path):
+    deep = "[" * 3000 + '"a \\" ] } [ {"' + "]" * 3000
+    records = [deep if i % 2 else record(f"p{i}") for i in range(2000)]
+    (tmp_path / "m.json").write_text("[" + ",\n".join(records) + "]")
+    result = normalize(source("beavertails_eval", tmp_path / "m.json"))
+    assert result.prompts.height == 1000 and set(reasons(result).values()) == {
+        f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    }
+
+
+# --- duplicate names ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reader", "header", "named"),
+    [
+        ("xstest", "id,prompt,type,label,prompt", "'prompt'"),
+        ("generic", "question,answer,answer,question", "'answer', 'question'"),
+        ("generic", "question,,", "''"),
+    ],
+)
+def test_a_csv_header_that_repeats_a_column_is_a_file_error(tmp_path, reader, header, named):
+    cells = header.count(",") + 1
+    (tmp_path / "d.csv").write_text(
+        header + "\n" + ",".join(["1", "benign", "homonyms", "safe", "EVIL"][:cells]) + "\n"
+    )
+    with pytest.raises(SourceFileError) as info:
+        normalize(source(reader, tmp_path / "d.csv", columns={"prompt": "question"}))
+    assert str(info.value) == f"{KEY}: {tmp_path / 'd.csv'}: header line 1 repeats column {named}"
+
+
+def test_a_zip_with_two_members_of_one_name_is_a_file_error(tmp_path):
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "w") as archive:
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name it writes
+        archive.writestr("a.jsonl", b'{"p": "one"}\n')
+        archive.writestr("b.jsonl", b'{"p": "two"}\n')
+        archive.writestr("a.jsonl", b'{"p": "hidden"}\n')
+    (tmp_path / "dup.zip").write_bytes(buffer.getvalue())
+    with pytest.raises(SourceFileError) as info:
+        normalize(source("generic", tmp_path / "dup.zip", columns={"prompt": "p"}))
+    assert str(info.value) == f"{KEY}: {tmp_path / 'dup.zip'}: zip archive holds two members named 'a.jsonl'"
+
+
+# --- Parquet: nested columns that expand --------------------------------------------------------------------------
+
+
+def nested_bomb(path: Path, kind: str) -> None:
+    """A dictionary-encoded 1 MiB value in every row's map or list, or in a list in a struct (300 rows), or 1,000
+    times in one row's list; built from the one value, so that this process never holds the copies either."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    uses = 1000 if kind == "one row" else 300
+    values = pa.DictionaryArray.from_arrays(pa.array([0] * uses, pa.int32()), pa.array(["A" * MiB]))
+    offsets = pa.array([0, *[uses] * 300] if kind == "one row" else range(301), pa.int32())
+    if kind == "map":
+        column = pa.MapArray.from_arrays(offsets, pa.array(["k"] * uses), values)
+    else:
+        column = pa.ListArray.from_arrays(offsets, values)
+    if kind == "struct":
+        column = pa.StructArray.from_arrays([column], names=["s"])
+    table = pa.table({"question": [f"q{i}" for i in range(300)], "m": column})
+    pq.write_table(table, path, compression="zstd")
+
+
+PEAK_PROBE = """
+import json, sys
+from pathlib import Path
+from madef_assets.defs.sources.normalize import normalize_source
+from madef_assets.settings import SourceConfig, SourceFile
+path = Path(sys.argv[1])
+config = SourceConfig(name="hostile", reader="generic", known_categories=None, columns={"prompt": "question"},
+    files=(SourceFile(path=path, config_key="k", lang="en", options={}),), description="", max_file_bytes=5 << 20)
+try:
+    normalize_source(config, 4000)
+    outcome = "read"
+except ValueError as exc:
+    outcome = f"{type(exc).__name__}: {exc}"
+# VmHWM: this process's peak resident memory (ru_maxrss would report the parent's, inherited across exec)
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"outcome": outcome, "peak_rss": int(peak.split()[1]) * 1024}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+@pytest.mark.parametrize("kind", ["map", "list", "struct", "one row"])
+def test_a_parquet_bomb_in_a_nested_column_is_refused_before_it_expands(tmp_path, kind):
+    nested_bomb(tmp_path / "n.parquet", kind)
+    assert (tmp_path / "n.parquet").stat().st_size < 64 * 1024  # 300 MB of values
+    probe = subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, str(tmp_path / "n.parquet")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    report = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert (
+        report["outcome"].startswith("SourceFileError: k: ")
+        and "n.parquet: expands past the cap in rows 1-64" in (report["outcome"])
+    ), report
+    assert report["peak_rss"] < 400 * MiB, report  # the process with its imports is ~120 MB; expanded: over 1.5 GB
+
+
+def test_a_parquet_file_of_too_many_values_is_refused_from_its_metadata(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # a million list entries in one row: run-length encoded, a few KB on disk
+    table = pa.table({"question": ["q"], "m": pa.array([[0] * 1_000_000], type=pa.list_(pa.int8()))})
+    pq.write_table(table, tmp_path / "v.parquet", compression="zstd")
+    with pytest.raises(SourceFileError, match=r"holds 1,000,001 values \(8 bytes each at least\), over ingest"):
+        normalize(parquet_source(tmp_path / "v.parquet", 4 * MiB))
+
+
+def test_nested_parquet_columns_within_the_cap_are_kept_in_meta(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "question": ["a", "b"],
+            "tags": pa.array([[("k", "v")], []], type=pa.map_(pa.string(), pa.string())),
+            "turns": pa.array([[{"from": "human", "value": "hi"}], None]),
+        }
+    )
+    pq.write_table(table, tmp_path / "ok.parquet")
+    result = normalize(parquet_source(tmp_path / "ok.parquet", 4 * MiB))
+    assert [json.loads(m) for m in result.prompts["meta"]] == [
+        {"tags": [["k", "v"]], "turns": [{"from": "human", "value": "hi"}]},
+        {"tags": [], "turns": None},
+    ]

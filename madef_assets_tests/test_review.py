@@ -755,3 +755,75 @@ def test_access_token_sign_in_cookie_and_bearer_and_the_log_never_shows_it(tmp_p
     assert f"http://127.0.0.1:{port}/" in stdout and f"?token=<the value of ${ACCESS_TOKEN_ENV}>" in stdout
     assert "GET /taxonomy?reviewer=ann&token=<redacted>" in stderr
     assert TOKEN not in stdout + stderr and TOKEN[:8] not in stdout + stderr
+
+
+# --- malformed requests, connection flood ---------------------------------------------------------------------------
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes and read everything the server answers until it closes (or 10 s pass)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+# headers arrive as Latin-1: '²', '³' and '¹' are the characters str.isdigit() admits and int() refuses
+@pytest.mark.parametrize("length", ["\u00b2", "1\u00b3", "\u00b9", "+3", "-1", " 3 4", "0x10", "", "1" * 40])
+def test_a_content_length_that_is_not_ascii_digits_is_a_400(review_server, length):
+    base, _, decisions = review_server
+    port = urllib.parse.urlsplit(base).port
+    head = f"POST /decide HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    answer = raw_exchange(port, head.encode("latin-1") + b"ab")
+    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"Traceback" not in answer and not decisions.exists()
+    assert get(base + "/api/queue")[0] == 200  # the server still answers
+
+
+def test_two_content_length_headers_are_a_400(review_server):
+    base, _, _ = review_server
+    port = urllib.parse.urlsplit(base).port
+    head = f"POST /decide HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nab"
+    assert b" 400 " in raw_exchange(port, head.encode()).split(b"\r\n")[0]
+
+
+@pytest.mark.parametrize("target", ["http://evil.example/", "http://127.0.0.1/api/queue", "HTTP://127.0.0.1/", "*"])
+def test_a_request_target_that_is_not_a_path_is_a_400(review_server, target):
+    base, _, _ = review_server
+    port = urllib.parse.urlsplit(base).port
+    for method in ("GET", "POST"):
+        request = (
+            f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        answer = raw_exchange(port, request.encode())
+        assert b" 400 " in answer.split(b"\r\n")[0], answer[:200]
+        assert b"k1" not in answer and b"prompt" not in answer
+
+
+def test_connections_over_the_cap_are_answered_503_and_the_server_recovers(tmp_path):
+    queue = write_queue(tmp_path / "queue.jsonl", [queue_item("k1")])
+    server = serve(queue, tmp_path / "decisions.jsonl", port=0, idle_timeout_s=5.0, max_connections=4)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    threads_before = threading.active_count()
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+    try:
+        time.sleep(0.3)  # the four are accepted, each held by its thread
+        extra = [raw_exchange(port, b"") for _ in range(20)]
+        assert all(answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer for answer in extra)
+        assert threading.active_count() <= threads_before + 4 + 4  # handlers (+ their deadline timers)
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while get(f"http://127.0.0.1:{port}/api/queue")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert get(f"http://127.0.0.1:{port}/api/queue")[0] == 200  # slots come back when connections end
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -3,11 +3,15 @@ attacking program is stopped, and no program can choose its own score — checke
 (the listener got no connection, the file and the sysctl are unchanged, no process survives, the kernel's
 view of the run's processes and cgroup), not by what the program says. CI runs these as root."""
 
+import errno
+import json
 import os
+import platform
 import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +20,7 @@ import pytest
 
 from madef_assets.defs.evaluation.general import (
     HumanEvalItem,
-    humaneval_check_call,
+    humaneval_entry_point,
     humaneval_program,
     load_humaneval,
 )
@@ -27,11 +31,11 @@ from madef_assets.defs.evaluation.sandbox import (
     CgroupLayout,
     cgroup_layout,
     isolation_problem,
-    no_new_processes_filter,
     parse_cgroup_layout,
     read_only_paths,
     run_in_sandbox,
     run_status,
+    sandbox_filter,
 )
 from madef_assets.settings import PROJECT_ROOT, ConfigError, parse_sandbox
 
@@ -39,6 +43,16 @@ ATTACKED = 42  # the exit code an attacking program uses when its attack worked
 BWRAP_PROBLEM = isolation_problem("bubblewrap")
 needs_bwrap = pytest.mark.skipif(BWRAP_PROBLEM is not None, reason=f"no bubblewrap sandbox here: {BWRAP_PROBLEM}")
 ISOLATIONS = [pytest.param("bubblewrap", marks=needs_bwrap), "rlimits"]
+# Syscall numbers from the kernel headers (asm/unistd_64.h; asm-generic/unistd.h for aarch64), written out
+# here so the filter is checked against them rather than against its own table.
+SYSCALLS = {
+    "x86_64": {"read": 0, "socket": 41, "socketpair": 53, "clone": 56, "fork": 57, "vfork": 58}
+    | {"add_key": 248, "request_key": 249, "keyctl": 250, "perf_event_open": 298, "bpf": 321, "userfaultfd": 323}
+    | {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "clone3": 435},
+    "aarch64": {"read": 63, "socket": 198, "socketpair": 199, "clone": 220}
+    | {"add_key": 217, "request_key": 218, "keyctl": 219, "perf_event_open": 241, "bpf": 280, "userfaultfd": 282}
+    | {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "clone3": 435},
+}
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +129,7 @@ def no_survivors(token: str, seconds: float = 5.0) -> bool:
 
 def run_humaneval(item: HumanEvalItem, completion: str, isolation: str, timeout_s: float = 10):
     program = humaneval_program(item, completion)
-    return run_in_sandbox(program, timeout_s, isolation=isolation, check_call=humaneval_check_call(item))
+    return run_in_sandbox(program, timeout_s, isolation=isolation, entry_point=humaneval_entry_point(item))
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
@@ -165,6 +179,10 @@ def test_the_working_directory_is_temporary_and_removed(tmp_path):
 
 # --- scoring: a program cannot choose its own result ----------------------------------------------
 
+# Each beats a naive harness. The exits and the fake secrets pass one that trusts exit code 0; the printed
+# MemoryError, the exit code 152 and the signals get "memory" or "timeout" from one that reads them from the
+# exit status or the text. The last six passed under the previous harness (which called check on the raw
+# candidate with no audit hook): 18 or 20 of the 20 bundled problems each (BENCHMARKS.md §10b).
 FORGERIES = {
     "exit() in the function": "    exit()\n",
     "SystemExit(0) in the function": "    raise SystemExit(0)\n",
@@ -184,7 +202,43 @@ FORGERIES = {
     "exit 152 (SIGXCPU's code)": "    import os\n    os._exit(152)\n",
     "SIGXCPU sent to itself": "    import os, signal\n    os.kill(os.getpid(), signal.SIGXCPU)\n",
     "SIGKILL sent to itself": "    import os, signal\n    os.kill(os.getpid(), signal.SIGKILL)\n",
-    "eval replaced so the check never runs": "    return None\nimport builtins\nbuiltins.eval = lambda *a, **k: None\n",
+    "an object equal to anything": (
+        "    class Anything:\n"
+        "        __eq__ = __lt__ = __le__ = __gt__ = __ge__ = __contains__ = lambda self, other: True\n"
+        "        __ne__ = lambda self, other: False\n"
+        "        __getattr__ = lambda self, name: lambda *args, **kwargs: self\n"
+        "        __sub__ = __rsub__ = __add__ = __radd__ = __abs__ = __neg__ = lambda self, *args: self\n"
+        "        __bool__ = lambda self: True\n"
+        "    return Anything()\n"
+    ),
+    "an audit hook that replaces check": (
+        "    return None\nimport sys\n"
+        "sys.addaudithook(lambda event, args: event == 'exec' and globals().update(check=lambda c: None))\n"
+    ),
+    "a tracer that rebinds check's candidate": (
+        "    return None\nimport sys\n"  # no top-level def or class: those end the completion
+        "anything = type('Anything', (), {'__eq__': lambda self, other: True})\n"
+        "sys.settrace(lambda frame, event, arg: (event == 'call' and frame.f_code.co_name == 'check'"
+        " and frame.f_locals.update(candidate=lambda *args, **kwargs: anything())) or None)\n"
+    ),
+    "an int subclass equal to anything": (
+        "    class Yes(int):\n"
+        "        __eq__ = lambda self, other: True\n"
+        "        __ne__ = lambda self, other: False\n"
+        "    return Yes(1)\n"
+    ),
+    "a str subclass equal to anything": (
+        "    class Yes(str):\n"
+        "        __eq__ = lambda self, other: True\n"
+        "        __ne__ = lambda self, other: False\n"
+        "    return Yes('yes')\n"
+    ),
+    "a list subclass equal to anything": (
+        "    class Yes(list):\n"
+        "        __eq__ = lambda self, other: True\n"
+        "        __ne__ = lambda self, other: False\n"
+        "    return Yes()\n"
+    ),
 }
 
 
@@ -198,9 +252,33 @@ def test_a_completion_cannot_forge_a_pass_a_timeout_or_a_memory_error(humaneval,
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_a_program_that_runs_to_its_end_passes_without_a_check(isolation):
-    """No check_call: the harness hands the secret back once the program's last line ran."""
+    """No entry point: the harness hands the secret back once the program's last line ran."""
     assert run_in_sandbox("x = 1\n", 10, isolation=isolation).status == "passed"
     assert run_in_sandbox("x = 1\nraise SystemExit(0)\n", 10, isolation=isolation).status == "failed"
+
+
+# Harmless on their own: the program runs to its end without an entry point. (A second audit hook is not
+# refused but silently dropped, CPython's rule when a hook raises RuntimeError: see FORGERIES.)
+REWRITERS = {
+    "ctypes": "import ctypes\n",
+    "a tracer": "import sys\nsys.settrace(None)\n",
+    "a profiler": "import sys\nsys.setprofile(None)\n",
+    "/proc/self/mem": "open('/proc/self/mem', 'rb').close()\n",
+    "a link to /proc/self/mem": "import os\nos.symlink('/proc/self/mem', 'memory')\n",
+}
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+@pytest.mark.parametrize("rewriter", REWRITERS)
+def test_a_check_fails_when_the_program_reaches_for_what_could_rewrite_it(humaneval, isolation, rewriter):
+    """With an entry point the harness refuses, before the program runs, what could rewrite the scoring in
+    memory: the canonical solution fails once the program also touches it. Without one (no check to protect)
+    the same program runs to its end and passes: the refusal, not the code, made the difference."""
+    item = humaneval[0]
+    program = humaneval_program(item, item.canonical_solution + REWRITERS[rewriter])
+    checked = run_in_sandbox(program, 10, isolation=isolation, entry_point=humaneval_entry_point(item))
+    assert (checked.status, checked.passed) == ("failed", False), checked
+    assert run_in_sandbox(program, 10, isolation=isolation).status == "passed"
 
 
 @needs_bwrap
@@ -568,6 +646,186 @@ def test_a_thread_bomb_is_capped_by_the_task_limit():
     assert result.tasks_refused >= 1
 
 
+def tcp_memory_pages() -> int:
+    """Pages held by TCP socket buffers, machine-wide (all network namespaces), from the host's /proc."""
+    tcp = next(line.split() for line in Path("/proc/net/sockstat").read_text().splitlines() if line.startswith("TCP:"))
+    return int(tcp[tcp.index("mem") + 1])
+
+
+def tcp_sockets_in_the_sandbox() -> int | None:
+    """TCP sockets in use in the run's own network namespace, read from the host (bwrap's outer process is
+    in the run's cgroup but in the host's namespace)."""
+    counts = []
+    for pid in sandbox_members():
+        if os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            continue
+        for line in Path(f"/proc/{pid}/net/sockstat").read_text().splitlines():
+            if line.startswith("TCP:"):
+                fields = line.split()
+                counts.append(int(fields[fields.index("inuse") + 1]))
+    return max(counts, default=None)  # None: no process of the run in its own namespace yet
+
+
+TCP_FLOOD_MB = 64
+TCP_FLOOD = (  # loopback connections, each sender's and receiver's buffers filled, held for a second
+    "import socket, sys, time\n"
+    "queued, pairs, chunk = 0, [], b'x' * (1 << 20)\n"
+    "try:\n"
+    "    listener = socket.socket()\n"
+    "    listener.bind(('127.0.0.1', 0))\n"
+    "    listener.listen(128)\n"
+    f"    while queued < {TCP_FLOOD_MB} << 20 and len(pairs) < 100:\n"
+    "        client = socket.create_connection(listener.getsockname())\n"
+    "        pairs.append((client, listener.accept()[0]))\n"
+    "        client.setblocking(False)\n"
+    "        try:\n"
+    f"            while queued < {TCP_FLOOD_MB} << 20:\n"
+    "                queued += client.send(chunk)\n"
+    "        except BlockingIOError:\n"
+    "            pass\n"
+    "except OSError as error:\n"
+    "    print('refused:', error, file=sys.stderr)\n"
+    "time.sleep(1)\n"
+)
+
+
+@needs_bwrap
+def test_no_tcp_socket_can_be_made_so_no_socket_buffer_escapes_the_memory_limit():
+    """TCP buffers are kernel memory a cgroup v1 memory limit does not count: the program cannot create a
+    TCP socket at all. Seen from the host: no TCP socket in the run's network namespace, the machine's TCP
+    buffer pages unchanged (within 16 MiB of other traffic), the cgroup's peak small. The unisolated control
+    queues the 64 MiB and the same measure sees it."""
+    margin = 4096  # pages: 16 MiB
+    before = tcp_memory_pages()
+    with Sampler(tcp_memory_pages) as pages, Sampler(tcp_sockets_in_the_sandbox) as sockets:
+        result = run_in_sandbox(TCP_FLOOD, timeout_s=20, memory_mb=256)
+    assert result.status == "passed", result.stderr_tail
+    assert {*sockets.values} == {None, 0}
+    assert max(pages.values) < before + margin
+    assert result.memory_peak_bytes < 64 * 1024 * 1024
+    before = tcp_memory_pages()
+    with Sampler(tcp_memory_pages) as control:
+        run_in_sandbox(TCP_FLOOD, timeout_s=20, isolation="rlimits")
+    assert max(control.values) > before + margin  # the control: the flood is real and the measure sees it
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_unix_sockets_still_work(isolation):
+    program = (
+        "import socket\n"
+        "left, right = socket.socketpair()\n"
+        "left.sendall(b'ping')\n"
+        "assert right.recv(4) == b'ping'\n"
+        "server = socket.socket(socket.AF_UNIX)\n"
+        "server.bind('server.sock')\n"
+        "server.listen()\n"
+        "client = socket.socket(socket.AF_UNIX)\n"
+        "client.connect('server.sock')\n"
+        "server.accept()[0].sendall(b'pong')\n"
+        "assert client.recv(4) == b'pong'\n"
+    )
+    result = run_in_sandbox(program, timeout_s=10, isolation=isolation)
+    assert result.status == "passed", result.stderr_tail
+
+
+KEYRING_ATTACK = """\
+import ctypes, json, secrets, sys
+from madef_assets.defs.evaluation.sandbox import run_in_sandbox
+
+libc = ctypes.CDLL(None, use_errno=True)
+ADD_KEY, KEYCTL = {add_key}, {keyctl}
+JOIN_SESSION_KEYRING, READ, SESSION = 1, 11, -3
+
+def keyring_ids():
+    buffer = ctypes.create_string_buffer(4096)
+    size = libc.syscall(KEYCTL, READ, SESSION, buffer, 4096)
+    assert size >= 0, ctypes.get_errno()
+    return sorted(int.from_bytes(buffer.raw[i : i + 4], sys.byteorder) for i in range(0, size, 4))
+
+assert libc.syscall(KEYCTL, JOIN_SESSION_KEYRING, None) > 0  # a new keyring, gone when this process ends
+secret = secrets.token_hex(16).encode()
+assert libc.syscall(ADD_KEY, b"user", b"madef-host-token", secret, len(secret), SESSION) > 0
+before = keyring_ids()
+attack = '''
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+found = libc.syscall({request_key}, b"user", b"madef-host-token", None, 0)
+buffer = ctypes.create_string_buffer(4096)
+for key in (found, -3):  # the key found, the session keyring
+    size = libc.syscall({keyctl}, 11, key, buffer, 4096)
+    if size > 0:
+        sys.stderr.write(buffer.raw[:size].decode("latin-1"))
+        for offset in range(0, size, 4):  # each key the keyring links
+            linked = int.from_bytes(buffer.raw[offset : offset + 4], sys.byteorder)
+            payload = ctypes.create_string_buffer(4096)
+            if libc.syscall({keyctl}, 11, linked, payload, 4096) > 0:
+                sys.stderr.write(payload.value.decode("latin-1"))
+libc.syscall({add_key}, b"user", b"planted", b"x", 1, -3)
+print("errno", ctypes.get_errno(), file=sys.stderr)
+'''
+outcome = {{}}
+for isolation in ("bubblewrap", "rlimits"):
+    result = run_in_sandbox(attack, timeout_s=10, isolation=isolation)
+    outcome[isolation] = {{"secret_seen": secret.decode() in result.stderr_tail, "keys_after": keyring_ids()}}
+print(json.dumps({{"keys_before": before, **outcome}}))
+"""
+
+
+@needs_bwrap
+@pytest.mark.skipif(platform.machine() not in SYSCALLS, reason="syscall numbers known for x86_64 and aarch64 only")
+def test_the_callers_session_keyring_is_out_of_reach():
+    """A child process joins a new session keyring holding a secret "user" key (as a login session's would)
+    and runs the sandbox: the program's request_key, keyctl READ and add_key find nothing and plant nothing
+    (the secret is not in the run's output, the keyring links the same keys afterwards). The unisolated
+    control does read the secret and plant a key. The keyring dies with the child process."""
+    numbers = SYSCALLS[platform.machine()]
+    script = KEYRING_ATTACK.format(**{name: numbers[name] for name in ("add_key", "request_key", "keyctl")})
+    child = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr
+    outcome = json.loads(child.stdout.splitlines()[-1])
+    assert len(outcome["keys_before"]) == 1
+    assert outcome["bubblewrap"] == {"secret_seen": False, "keys_after": outcome["keys_before"]}
+    control = outcome["rlimits"]
+    assert control["secret_seen"] and len(control["keys_after"]) == 2  # the control: the attack itself works
+
+
+SUBREAPER_RUNS = """\
+import ctypes, json, os, time
+from pathlib import Path
+from madef_assets.defs.evaluation import sandbox
+
+def children():
+    pids = [int(pid) for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()]
+    return {pid: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] for pid in pids}
+
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER, as PID 1 of a container is
+statuses = [sandbox.run_in_sandbox("x = 1\\n", timeout_s=10).status for _ in range(5)]
+after_runs = children()
+sandbox.reap_orphaned_inits = lambda: None  # the control: one run without the reaping
+sandbox.run_in_sandbox("x = 1\\n", timeout_s=10)
+time.sleep(0.5)
+unreaped = children()
+for pid in unreaped:
+    os.waitpid(pid, 0)
+print(json.dumps({"statuses": statuses, "children": after_runs, "control": sorted(unreaped.values())}))
+"""
+
+
+@needs_bwrap
+def test_a_subreaper_caller_is_left_no_zombie():
+    """As PID 1 of a container (or any subreaper) the caller inherits each run's PID-namespace init when
+    bwrap exits: after 5 runs a child process that is a subreaper has no child left, zombie or not. The
+    control, a run without the reaping, leaves it one zombie (which it then reaps itself)."""
+    child = subprocess.run(
+        [sys.executable, "-c", SUBREAPER_RUNS], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr
+    outcome = json.loads(child.stdout.splitlines()[-1])
+    assert outcome == {"statuses": ["passed"] * 5, "children": {}, "control": ["Z"]}
+
+
 @needs_bwrap
 def test_host_processes_cannot_be_signalled():
     """A host process running as the sandbox's own uid survives kill(its pid) and kill(-1) from inside."""
@@ -608,19 +866,79 @@ def test_every_run_cgroup_is_removed():
 
 def test_the_process_filter_is_well_formed_for_each_architecture():
     for machine in ("x86_64", "aarch64"):
-        program = no_new_processes_filter(machine)
+        program = sandbox_filter(machine)
         instructions = [struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
-        assert len(program) % 8 == 0 and instructions[-4:] == [
-            (0x06, 0, 0, 0x7FFF0000),  # allow
-            (0x06, 0, 0, 0x00050000 | 11),  # EAGAIN
-            (0x06, 0, 0, 0x00050000 | 38),  # ENOSYS
-            (0x06, 0, 0, 0x80000000),  # kill
-        ]
+        assert len(program) % 8 == 0 and 0 < len(instructions) <= 4096  # BPF_MAXINSNS
         for index, (code, true, false, _) in enumerate(instructions):
             if code & 0x07 == 0x05:  # a jump lands inside the program
                 assert index + 1 + max(true, false) < len(instructions)
     with pytest.raises(ValueError, match="rlimits"):
-        no_new_processes_filter("riscv64")
+        sandbox_filter("riscv64")
+
+
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+ALLOW, KILL, ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET = 1, 2, 10, 16, 17
+CLONE_THREAD = 0x00010000
+
+
+def run_seccomp_filter(program: bytes, nr: int, arch: int, args: tuple[int, ...] = ()) -> int:
+    """What a classic BPF seccomp program returns for one syscall: an interpreter of the instructions a
+    filter may use (linux/filter.h) over struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6]}.
+    Any other instruction, a read outside the data or running off the end is an error."""
+    data = struct.pack("=iIQ6Q", nr, arch, 0, *(list(args) + [0] * (6 - len(args))))
+    instructions = [struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
+    accumulator, pc = 0, 0
+    while True:
+        code, true, false, k = instructions[pc]  # IndexError: ran off the end
+        pc += 1
+        if code == 0x20:  # BPF_LD | BPF_W | BPF_ABS
+            assert k % 4 == 0 and k + 4 <= len(data), f"load at {k}"
+            accumulator = struct.unpack_from("=I", data, k)[0]
+        elif code == 0x06:  # BPF_RET | BPF_K
+            return k
+        elif code == 0x05:  # BPF_JMP | BPF_JA
+            pc += k
+        elif code in (0x15, 0x25, 0x35, 0x45):  # BPF_JMP | JEQ, JGT, JGE, JSET with BPF_K
+            taken = {
+                0x15: accumulator == k,
+                0x25: accumulator > k,
+                0x35: accumulator >= k,
+                0x45: bool(accumulator & k),
+            }[code]
+            pc += true if taken else false
+        else:
+            raise AssertionError(f"instruction {code:#x} at {pc - 1} is not interpreted")
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_the_process_filter_answers_each_syscall_as_intended(machine):
+    program, numbers, arch = sandbox_filter(machine), SYSCALLS[machine], AUDIT_ARCH[machine]
+
+    def answer(name: str, *args: int) -> int:
+        return run_seccomp_filter(program, numbers[name], arch, args)
+
+    refused = ("add_key", "request_key", "keyctl", "io_uring_setup", "io_uring_enter", "io_uring_register")
+    refused += ("userfaultfd", "bpf", "perf_event_open", "clone3")
+    for name in refused:
+        assert answer(name) == ERRNO | errno.ENOSYS, name
+    for name in ("socket", "socketpair"):
+        for family in (AF_INET, AF_INET6, AF_NETLINK, AF_PACKET):
+            assert answer(name, family, socket.SOCK_STREAM) == ERRNO | errno.EAFNOSUPPORT, (name, family)
+        assert answer(name, AF_UNIX, socket.SOCK_STREAM) == ALLOW
+        assert answer(name, AF_UNIX | 1 << 32) == ALLOW  # the kernel reads the family as a 32-bit int
+    for name in ("fork", "vfork"):
+        if name in numbers:
+            assert answer(name) == ERRNO | errno.EAGAIN
+    assert answer("clone", 0x01200011) == ERRNO | errno.EAGAIN  # glibc's fork()
+    assert answer("clone", 0x003D0F00) == ALLOW  # pthread_create's flags include CLONE_THREAD
+    assert answer("read", 0) == ALLOW
+    assert (
+        run_seccomp_filter(program, numbers["socket"], AUDIT_ARCH["aarch64" if machine == "x86_64" else "x86_64"])
+        == KILL
+    )
+    if machine == "x86_64":
+        assert run_seccomp_filter(program, 0x40000000 | numbers["read"], arch) == KILL  # an x32 syscall
 
 
 V1_HYBRID_MOUNTINFO = """\

@@ -53,6 +53,15 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 # sending a byte at a time keeps within the first, not the second).
 IDLE_TIMEOUT_S = 10.0
 REQUEST_DEADLINE_S = 30.0
+# Connections handled at once (one thread each); one more is answered 503 and closed, so a flood of connections
+# cannot start threads without bound. Each held connection ends by its request deadline at the latest.
+MAX_CONNECTIONS = 32
+_BUSY_TEXT = b"busy: too many connections; try again soon\n"
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nRetry-After: 5\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_TEXT), _BUSY_TEXT)
+)
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,9}")
 
 STYLE = """
 body { font-family: "Noto Sans CJK SC", "Noto Sans", "DejaVu Sans", sans-serif; margin: 1.5rem; max-width: 60rem; }
@@ -152,8 +161,10 @@ class ReviewServer(ThreadingHTTPServer):
         access_token: str | None = None,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         request_deadline_s: float = REQUEST_DEADLINE_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         check_access_token(address[0], access_token)
+        self._connection_slots = threading.BoundedSemaphore(max_connections)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, ReviewHandler)
@@ -184,6 +195,28 @@ class ReviewServer(ThreadingHTTPServer):
                 _render_label,
             ),
         )
+
+    def process_request(self, request, client_address) -> None:
+        """Start a thread for the connection if one of `max_connections` slots is free, else answer 503."""
+        if not self._connection_slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(BUSY_RESPONSE)
+            except OSError:
+                pass  # the client went away
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connection_slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connection_slots.release()
 
     def handle_error(self, request, client_address) -> None:
         """One log line, not a traceback, for a client that went away (or was dropped at its deadline)."""
@@ -360,7 +393,15 @@ class ReviewHandler(BaseHTTPRequestHandler):
     def _admitted(self) -> bool:
         """Whether to act on this request: it came whole before its deadline, names this server as its Host and
         presents the access token when one is set (each refusal already answered)."""
-        return not self._dropped and self._host_allowed() and self._access_allowed()
+        return not self._dropped and self._target_allowed() and self._host_allowed() and self._access_allowed()
+
+    def _target_allowed(self) -> bool:
+        """Answer 400 unless the request target is a path (`/...`): an absolute URL (`GET http://other/`) names
+        some other server, whatever its path says (a leading `//` is already collapsed to `/` by the base class)."""
+        if self.path.startswith("/"):
+            return True
+        self._send_text(HTTPStatus.BAD_REQUEST, "refused: the request target must be a path starting with /")
+        return False
 
     def _host_allowed(self) -> bool:
         """Answer 421 unless the request carries exactly one Host header naming this server: a page that
@@ -481,8 +522,10 @@ class ReviewHandler(BaseHTTPRequestHandler):
         if section is None:
             self._send_text(HTTPStatus.NOT_FOUND, f"no page {self.path}")
             return
-        length_header = self.headers.get("Content-Length") or "0"
-        if not length_header.isdigit():
+        length_headers = self.headers.get_all("Content-Length") or ["0"]
+        length_header = length_headers[0].strip()
+        # ASCII digits only: str.isdigit() also admits '²' and other digits int() refuses
+        if len(length_headers) != 1 or not _CONTENT_LENGTH.fullmatch(length_header):
             self._send_text(HTTPStatus.BAD_REQUEST, "bad Content-Length")
             return
         length = int(length_header)
@@ -531,6 +574,7 @@ def serve(
     access_token: str | None = None,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
     request_deadline_s: float = REQUEST_DEADLINE_S,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> ReviewServer:
     """Build (bind, not start) the review server; call ``serve_forever()`` on the result. Port 0 picks a free port.
     The taxonomy files default to taxonomy_queue.jsonl and taxonomy_decisions.jsonl next to the decisions file
@@ -547,6 +591,7 @@ def serve(
         access_token,
         idle_timeout_s,
         request_deadline_s,
+        max_connections,
     )
 
 

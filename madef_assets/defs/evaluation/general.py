@@ -307,15 +307,15 @@ def truncate_completion(completion: str) -> str:
 
 
 def humaneval_program(item: HumanEvalItem, completion: str) -> str:
-    """The completed function and the problem's tests; the sandbox's harness then calls
-    `humaneval_check_call(item)`, so the program passes iff that call returns."""
+    """The completed function and the problem's tests; the sandbox's harness then calls the tests' `check`
+    on the function named `humaneval_entry_point(item)`, so the program passes iff that call returns."""
     return item.prompt + truncate_completion(completion) + "\n\n" + item.test + "\n"
 
 
-def humaneval_check_call(item: HumanEvalItem) -> str:
+def humaneval_entry_point(item: HumanEvalItem) -> str:
     if not item.entry_point.isidentifier():
         raise ValueError(f"HumanEval {item.task_id}: entry_point {item.entry_point!r} is not a Python name")
-    return f"check({item.entry_point})"
+    return item.entry_point
 
 
 def pass_at_1(results: Sequence[bool]) -> float:

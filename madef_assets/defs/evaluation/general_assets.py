@@ -142,7 +142,7 @@ def build_general_assets(
                         float(spec.get("timeout_s", 10)),
                         int(spec.get("memory_mb", 1024)),
                         isolation,
-                        check_call=general.humaneval_check_call(item),
+                        entry_point=general.humaneval_entry_point(item),
                     ),
                     programs,
                     items,

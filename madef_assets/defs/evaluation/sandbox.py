@@ -24,12 +24,30 @@ passed iff the parent reads that exact secret back and the process exited 0. "ti
 parent's wall clock and the CPU time it measured (cgroup, or the child's rusage), "memory" from the cgroup's
 OOM kills: never from an exit code or text the program chose.
 
-Threat model of the scoring: the secret is never in the program's text, arguments, environment or memory
-before the check returns, so exit(), SystemExit, os._exit, signals, exit codes and printed text can only
-fail. The pipe holding it is open in the process, so a program written to find and read that descriptor
-before failing (or to rewrite the harness in memory with ctypes or /proc/self/mem) can still forge a pass:
-the harness stops programs that stop early or lie about their outcome, not ones written against it. The
+Threat model of the scoring. What holds: the secret is never in the program's text, arguments, environment
+or memory before the check returns, so exit(), SystemExit, os._exit, signals, exit codes and printed text
+can only fail. With an entry point, an audit hook installed before the program runs refuses sys.settrace,
+sys.setprofile, ctypes (its import included), os.symlink and opening a path ending in "mem"
+(/proc/<pid>/mem); another audit hook is silently not added. The `check` called must be the function
+compiled from the program's last top-level `def check`, taken from the module's dict; the harness waits for
+the program's threads before taking it and after each candidate call; each call must return a plain value
+(exact int, float, complex, str, bytes, bool, None, or list, tuple, set, frozenset, dict of them), so an
+object or an int, str or list subclass equal to anything is refused (tested: test_sandbox.py's FORGERIES,
+each of which passed under the previous harness, and REWRITERS). What remains, for a program written
+against this harness: the secret's pipe is open in the process, so os.read on it followed by a write to the
+result pipe forges a pass; so does exec into a fresh interpreter (no audit hook) doing the same; frame and gc
+introspection (sys._getframe, gc.get_objects) reach the harness's own functions and cells; patching what
+check itself calls (builtins, module functions such as math.isclose) changes its verdict. The harness stops
+programs that stop early, lie about their outcome or return forged values, not ones written against it. The
 sandbox holds either way.
+
+Process filter (sandbox_filter, checked instruction by instruction by an interpreter in the tests): socket
+and socketpair create AF_UNIX sockets only, since TCP buffers escape a cgroup v1 memory limit (tested from
+the host's /proc/net/sockstat); the kernel keyrings (the caller's session keyring is shared with the
+sandbox), io_uring, userfaultfd, bpf and perf_event_open answer ENOSYS (tested with a secret key in a
+session keyring). A caller that is PID 1 or a subreaper inherits each run's namespace init when bwrap exits:
+reap_orphaned_inits reaps it, found through /proc/<pid>/task/*/children (CONFIG_PROC_CHILDREN; without it
+such zombies stay until the caller exits), and one still exiting when its run ends is reaped by the next run.
 """
 
 from __future__ import annotations
@@ -61,25 +79,75 @@ CGROUP_PREFIX = "madef-sandbox-"
 _STDERR_TAIL_CHARS = 2000
 _OUTPUT_LIMIT = 10 * 1024 * 1024  # bytes of stdout + stderr read before the parent closes its ends
 _FILE_SIZE_LIMIT = 10 * 1024 * 1024
+_OPEN_FILES_LIMIT = 256
 _TMPFS_BYTES = 64 * 1024 * 1024
 _DEV_BYTES = 8 * 1024 * 1024
 _WORKDIR = "/sandbox"
 _DEVICES = ("null", "zero", "full", "random", "urandom")
 _RELEASED = 125  # the barrier's exit code when it was never released
 
-# Runs the program as __main__, then the check; the secret is read only once both returned normally.
+# Runs the program as __main__, then its `check` on the entry point; the secret is read only once both returned
+# normally. With an entry point, an audit hook installed before the program runs refuses what would let it
+# rewrite the scoring from inside: more audit hooks (the first hook cannot be removed), tracing and
+# profiling (a tracer could jump over check's asserts or rebind its locals), ctypes and /proc/<pid>/mem.
 HARNESS = """\
-import os, sys, types
-def main(secret_fd, result_fd, check_call, run_check=eval, read=os.read, write=os.write, leave=os._exit):
+import _thread, os, sys, time, types
+def main(secret_fd, result_fd, entry_point):
+    read, write, leave, sleep, alive_threads = os.read, os.write, os._exit, time.sleep, _thread._count
+    type_of, identity, new_set, function, code_type = type, id, set, types.FunctionType, types.CodeType
+    plain_types = (int, float, complex, str, bytes, bool, type(None))
+    container_types = (list, tuple, set, frozenset, dict)
+    refused = ("sys.addaudithook", "sys.settrace", "sys.setprofile", "os.symlink")
+
+    def refuse(event, args):
+        if event in refused or event.startswith("ctypes."):
+            raise RuntimeError(f"the harness refuses {event}")
+        if event == "open" and type_of(args[0]) is not int:
+            path = args[0]
+            separator = {str: "/", bytes: b"/"}.get(type_of(path))
+            if separator is None or path.rstrip(separator).rsplit(separator, 1)[-1] in ("mem", b"mem"):
+                raise RuntimeError(f"the harness refuses to open {path!r}")
+
+    def check_plain(value, depth, path):
+        kind = type_of(value)
+        if kind in plain_types:
+            return
+        if kind not in container_types or depth > 100 or identity(value) in path:
+            raise TypeError(f"the candidate returned a {kind.__name__}, not a plain value")
+        path.add(identity(value))
+        for item in [*value.keys(), *value.values()] if kind is dict else value:
+            check_plain(item, depth + 1, path)
+        path.discard(identity(value))
+
+    def wait_for_threads():
+        while alive_threads():
+            sleep(0.005)
+
     sys.argv = ["program.py"]
     module = types.ModuleType("__main__")
     module.__file__ = "program.py"
     sys.modules["__main__"] = module
     with open("program.py", encoding="utf-8") as source:
         code = compile(source.read(), "program.py", "exec")
+    if entry_point:
+        sys.addaudithook(refuse)
     exec(code, module.__dict__)
-    if check_call:
-        run_check(check_call, module.__dict__)
+    if entry_point:
+        wait_for_threads()
+        namespace = module.__dict__
+        check, candidate = namespace["check"], namespace[entry_point]
+        own = [c for c in code.co_consts if type_of(c) is code_type and c.co_name == "check"]
+        genuine = type_of(check) is function and own and check.__code__ is own[-1]
+        if not (genuine and check.__globals__ is namespace):
+            raise TypeError("check is not the function of the program's last top-level def check")
+
+        def guarded(*args, **kwargs):
+            result = candidate(*args, **kwargs)
+            wait_for_threads()
+            check_plain(result, 0, new_set())
+            return result
+
+        check(guarded)
     write(result_fd, read(secret_fd, 1024))
     leave(0)
 main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
@@ -112,10 +180,11 @@ def run_in_sandbox(
     timeout_s: float = 10.0,
     memory_mb: int = 512,
     isolation: str = "bubblewrap",
-    check_call: str = "",
+    entry_point: str = "",
 ) -> SandboxResult:
     """Run a Python program (as `__main__` of `python -I`, stdin /dev/null, stdout read and discarded),
-    then evaluate `check_call` (e.g. "check(add)") in its namespace, for pass@1 scoring.
+    then, given an `entry_point` (e.g. "add"), call the program's own `check` on that function, for pass@1
+    scoring: each call of it must return a plain value (see HARNESS).
 
     Limits: memory `memory_mb` (the cgroup under bubblewrap, address space under rlimits), CPU time about
     `timeout_s` + 1 s, file size 10 MB, no core dumps; after `timeout_s` of wall-clock time the run is killed,
@@ -125,6 +194,8 @@ def run_in_sandbox(
     first: under bubblewrap this raises if the sandbox cannot be built."""
     if isolation not in ISOLATIONS:
         raise ValueError(f"sandbox isolation must be one of {ISOLATIONS}, got {isolation!r}")
+    if entry_point and not entry_point.isidentifier():
+        raise ValueError(f"entry_point must be a Python name, got {entry_point!r}")
     if isolation == "bubblewrap":
         layout = cgroup_layout()
         if isinstance(layout, str):
@@ -136,9 +207,9 @@ def run_in_sandbox(
         result_read, result_write = fds.pipe()
         stdout_read, stdout_write = fds.pipe()
         stderr_read, stderr_write = fds.pipe()
-        harness_args = [str(secret_read), str(result_write), check_call]
+        harness_args = [str(secret_read), str(result_write), entry_point]
         if isolation == "bubblewrap":
-            seccomp_fd = fds.pipe_with(no_new_processes_filter(platform.machine()))
+            seccomp_fd = fds.pipe_with(sandbox_filter(platform.machine()))
             program_fd = fds.memfd_with(program.encode("utf-8"))
             staged = stage_read_only_paths(tmp) if os.geteuid() == 0 else {}
             command = bwrap_command(program_fd, seccomp_fd, harness_args, staged)
@@ -218,6 +289,8 @@ def _supervise(process, cgroup, isolation, memory_mb, cpu_s, deadline, output: _
             cgroup.kill_members()
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
+        if cgroup:
+            reap_orphaned_inits()
     output.read_until_eof(time.monotonic() + 2.0)
     return process.returncode, not exited, usage.ru_utime + usage.ru_stime
 
@@ -283,6 +356,7 @@ def _limit_resources(pid: int, cpu_s: int, memory_mb: int | None) -> None:
     resource.prlimit(pid, resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (_FILE_SIZE_LIMIT,) * 2)
     resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (_OPEN_FILES_LIMIT,) * 2)  # also bounds AF_UNIX buffers queued
     if memory_mb is not None:  # rlimits has no cgroup: the address space is the only memory limit
         resource.prlimit(pid, resource.RLIMIT_AS, (memory_mb * 1024 * 1024,) * 2)
 
@@ -543,6 +617,8 @@ class RunCgroup:
             else:
                 _write(cgroup.dirs["memory"] / "memory.limit_in_bytes", memory_bytes)
                 _write_if_present(cgroup.dirs["memory"] / "memory.memsw.limit_in_bytes", memory_bytes)
+                # v1 charges socket buffers only once this is set (v2 always does)
+                _write_if_present(cgroup.dirs["memory"] / "memory.kmem.tcp.limit_in_bytes", memory_bytes)
                 _write(cgroup.dirs["pids"] / "pids.max", TASKS_LIMIT)
         except BaseException:
             cgroup.remove()
@@ -611,6 +687,36 @@ class RunCgroup:
                     time.sleep(0.01)
 
 
+def reap_orphaned_inits() -> None:
+    """Reap the sandboxes' PID-namespace inits that became this process's children. bwrap exits before
+    its init, which the kernel then hands to the nearest subreaper: this process when it is PID 1 (as in a
+    container) or a subreaper, and nobody else waits for it. Such a child is told apart from the ones this
+    process started by its pid inside a namespace below this one (NSpid has two numbers). One still
+    exiting is left to the next run."""
+    for pid in _children_of(os.getpid()):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if len(nspid) > 1:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # reaped meanwhile by another run's thread
+                pass
+
+
+def _children_of(pid: int) -> list[int]:
+    """Child pids of process `pid` (those of all its threads), from /proc."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:  # the thread ended
+            continue
+    return children
+
+
 def _write(path: Path, value: object) -> None:
     with open(path, "w") as handle:  # one write(2): cgroup files take a value per write
         handle.write(str(value))
@@ -631,42 +737,70 @@ def _key_values(path: Path) -> dict[str, int]:
 # Classic BPF for seccomp (linux/filter.h, linux/seccomp.h, linux/audit.h).
 _LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _KILL_PROCESS, _ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
-_EAGAIN, _ENOSYS = 11, 38
-_CLONE_THREAD = 0x00010000
-# machine: (AUDIT_ARCH_*, syscall numbers, x32 syscall bit or None)
+_EAGAIN, _ENOSYS, _EAFNOSUPPORT = 11, 38, 97
+_CLONE_THREAD, _AF_UNIX = 0x00010000, 1
+_ARG0_LOW = 16  # offset of the low 32 bits of args[0] in struct seccomp_data (both architectures little-endian)
+# Answered ENOSYS: the kernel keyrings (the caller's session keyring is shared with the sandbox), io_uring (its
+# own path to sockets and files), userfaultfd, bpf and perf_event_open (kernel attack surface a program needs not).
+_NOSYS = ("clone3", "add_key", "request_key", "keyctl", "io_uring_setup", "io_uring_enter", "io_uring_register")
+_NOSYS += ("userfaultfd", "bpf", "perf_event_open")
+# machine: (AUDIT_ARCH_*, syscall numbers (asm/unistd_64.h, asm-generic/unistd.h), x32 syscall bit or None)
 _SYSCALLS = {
-    "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "clone3": 435}, 0x40000000),
-    "aarch64": (0xC00000B7, {"clone": 220, "clone3": 435}, None),
+    "x86_64": (
+        0xC000003E,
+        {"clone": 56, "fork": 57, "vfork": 58, "clone3": 435, "socket": 41, "socketpair": 53}
+        | {"add_key": 248, "request_key": 249, "keyctl": 250, "io_uring_setup": 425, "io_uring_enter": 426}
+        | {"io_uring_register": 427, "userfaultfd": 323, "bpf": 321, "perf_event_open": 298},
+        0x40000000,
+    ),
+    "aarch64": (
+        0xC00000B7,
+        {"clone": 220, "clone3": 435, "socket": 198, "socketpair": 199}
+        | {"add_key": 217, "request_key": 218, "keyctl": 219, "io_uring_setup": 425, "io_uring_enter": 426}
+        | {"io_uring_register": 427, "userfaultfd": 282, "bpf": 280, "perf_event_open": 241},
+        None,
+    ),
 }
 
 
-def no_new_processes_filter(machine: str) -> bytes:
+def sandbox_filter(machine: str) -> bytes:
     """A seccomp program (struct sock_filter[]) that refuses fork, vfork and clone without CLONE_THREAD
-    (EAGAIN, as a process limit would), answers clone3 with ENOSYS (the C library then falls back to
-    clone, which is checked), allows everything else, and kills a process using another architecture's
-    syscalls (x32, 32-bit), which would bypass the numbers checked."""
+    (EAGAIN, as a process limit would), lets socket and socketpair create AF_UNIX sockets only
+    (EAFNOSUPPORT otherwise: TCP buffers escape a cgroup v1 memory limit), answers the _NOSYS calls
+    (clone3 among them: the C library then falls back to clone, which is checked) with ENOSYS, allows
+    everything else, and kills a process using another architecture's syscalls (x32, 32-bit), which would
+    bypass the numbers checked."""
     if machine not in _SYSCALLS:
         raise ValueError(f"no seccomp filter for the {machine} architecture: use sandbox.isolation: rlimits")
     audit_arch, numbers, x32_bit = _SYSCALLS[machine]
-    program = [(_LD_ABS, None, None, 4), (_JEQ, None, "kill", audit_arch), (_LD_ABS, None, None, 0)]
+    # (code, label jumped to when true, when false, k); a plain string marks where a label starts
+    program: list = [(_LD_ABS, None, None, 4), (_JEQ, None, "kill", audit_arch), (_LD_ABS, None, None, 0)]
     if x32_bit:
         program.append((_JGE, "kill", None, x32_bit))
-    program += [(_JEQ, "deny", None, numbers[name]) for name in ("fork", "vfork") if name in numbers]
-    program += [
-        (_JEQ, "nosys", None, numbers["clone3"]),
-        (_JEQ, None, "allow", numbers["clone"]),
-        (_LD_ABS, None, None, 16),  # the low 32 bits of clone's flags (args[0], little-endian)
-        (_JSET, "allow", "deny", _CLONE_THREAD),
-    ]
-    returns = {"allow": _ALLOW, "deny": _ERRNO | _EAGAIN, "nosys": _ERRNO | _ENOSYS, "kill": _KILL_PROCESS}
-    targets = {label: len(program) + i for i, label in enumerate(returns)}
-    program += [(_RET, None, None, value) for value in returns.values()]
+    program += [(_JEQ, "eagain", None, numbers[name]) for name in ("fork", "vfork") if name in numbers]
+    program += [(_JEQ, "enosys", None, numbers[name]) for name in _NOSYS]
+    program += [(_JEQ, "socket", None, numbers[name]) for name in ("socket", "socketpair")]
+    program += [(_JEQ, None, "allow", numbers["clone"]), (_LD_ABS, None, None, _ARG0_LOW)]
+    program += [(_JSET, "allow", "eagain", _CLONE_THREAD)]
+    program += ["socket", (_LD_ABS, None, None, _ARG0_LOW), (_JEQ, "allow", "eafnosupport", _AF_UNIX)]
+    returns = {"allow": _ALLOW, "eagain": _ERRNO | _EAGAIN, "enosys": _ERRNO | _ENOSYS}
+    returns |= {"eafnosupport": _ERRNO | _EAFNOSUPPORT, "kill": _KILL_PROCESS}
+    for label, value in returns.items():
+        program += [label, (_RET, None, None, value)]
+    instructions = [step for step in program if not isinstance(step, str)]
+    targets, position = {}, 0
+    for step in program:
+        if isinstance(step, str):
+            targets[step] = position
+        else:
+            position += 1
 
     def skip(index: int, label: str | None) -> int:
         return 0 if label is None else targets[label] - index - 1
 
     return b"".join(
-        struct.pack("=HBBI", code, skip(i, true), skip(i, false), k) for i, (code, true, false, k) in enumerate(program)
+        struct.pack("=HBBI", code, skip(i, true), skip(i, false), k)
+        for i, (code, true, false, k) in enumerate(instructions)
     )
 
 

@@ -192,6 +192,10 @@ class ExportRefused(ValueError):
 _NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _COPY_CHUNK = 1 << 20
 _RENAME_NOREPLACE = 1  # linux/fs.h
+# The exported set's modes, whatever the umask (a umask of 0 would make every file writable by everyone).
+FILE_MODE = 0o644
+FOLDER_MODE = 0o755
+MAX_MANIFEST_BYTES = 8 << 20  # a manifest lists a few files with their hashes: a few KB
 _AT_FDCWD = -100
 
 
@@ -214,14 +218,16 @@ def _open_beneath(root_fd: int, parts: Sequence[str], flags: int, create_folders
         for part in parts[:-1]:
             if create_folders:
                 try:
-                    os.mkdir(part, 0o777, dir_fd=folder_fd)
+                    os.mkdir(part, FOLDER_MODE, dir_fd=folder_fd)
                 except FileExistsError:
                     pass  # made for an earlier file of the same folder; opened O_NOFOLLOW below
             next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder_fd)
             if folder_fd != root_fd:
                 os.close(folder_fd)
             folder_fd = next_fd
-        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder_fd)
+            if create_folders:
+                os.fchmod(folder_fd, FOLDER_MODE)  # the mode given to mkdir is narrowed by the umask, or widened
+        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=folder_fd)
     finally:
         if folder_fd != root_fd:
             os.close(folder_fd)
@@ -239,9 +245,14 @@ def _open_source(root_fd: int, name: str) -> int:
                 "folder should)"
             ) from None
         raise ExportRefused(f"cannot read {name} from the published SFT set: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise ExportRefused(f"refusing to export {name}: it is not a regular file")
+    if info.st_nlink > 1:
+        # a hard link is the same file as one elsewhere (outside the set, perhaps): madef never writes one
+        os.close(fd)
+        raise ExportRefused(f"refusing to export {name}: it has {info.st_nlink} hard links (madef writes none)")
     return fd
 
 
@@ -254,8 +265,13 @@ def _read_export_manifest(root_fd: int, folder: Path) -> dict:
             f"no complete published SFT set at {folder} ({exc}): run `madef run` (sft_dataset_folder) first"
         ) from None
     with os.fdopen(fd, "rb") as handle:
+        content = handle.read(MAX_MANIFEST_BYTES + 1)
+        if len(content) > MAX_MANIFEST_BYTES:
+            raise ExportRefused(
+                f"the manifest {folder / MANIFEST} is over {MAX_MANIFEST_BYTES:,} bytes: not a manifest madef wrote"
+            )
         try:
-            manifest = json.loads(handle.read())
+            manifest = json.loads(content)
         except ValueError as exc:
             raise ExportRefused(f"the manifest {folder / MANIFEST} is not valid JSON: {exc}") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
@@ -283,6 +299,7 @@ def _copy_checked(root_fd: int, staging_fd: int, name: str, digest: str | None) 
             hasher.update(chunk)
             writer.write(chunk)
         writer.flush()
+        os.fchmod(writer.fileno(), FILE_MODE)  # the mode given to open is narrowed by the umask, or widened
         os.fsync(writer.fileno())
     if digest is not None and hasher.hexdigest() != digest:
         raise ExportRefused(f"{name} changed since the set was published (its sha256 differs from the manifest's)")
@@ -334,7 +351,7 @@ def _write_new_folder(root_fd: int, files: Mapping[str, str], destination: Path)
         try:
             for name, digest in [*files.items(), (MANIFEST, None)]:
                 _copy_checked(root_fd, staging_fd, name, digest)
-            os.fchmod(staging_fd, 0o755)  # mkdtemp made it private; the set is for sharing
+            os.fchmod(staging_fd, FOLDER_MODE)  # mkdtemp made it private; the set is for sharing
         finally:
             os.close(staging_fd)
         rename_noreplace(staging, destination)
@@ -353,7 +370,10 @@ def export_published(folder: Path, destination: Path) -> list[str]:
     checked against the manifest's hashes, and that folder is renamed onto `destination` only if nothing is there
     by then. Raises ExportRefused, writing nothing, for a folder that is not a complete published set, a manifest
     name that is not a plain relative name, a symlink or special file in the set, and a destination that exists
-    (file, symlink, or folder, empty or not: another user may own an empty one) or whose parent folder does not."""
+    (file, symlink, or folder, empty or not: another user may own an empty one) or whose parent folder does not.
+    Files (hard links included) and a manifest over MAX_MANIFEST_BYTES are refused too; files are written 0644 and
+    folders 0755 whatever the umask. The destination's parent folders are the caller's to choose: a symlink among
+    them is followed like any path the user types (only the destination itself must not exist)."""
     destination = Path(os.path.abspath(destination))
     try:
         root_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

@@ -100,7 +100,7 @@ class NormalizedSource:
 def _as_text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
 
 
 def validate_record(
@@ -122,8 +122,13 @@ def validate_record(
     problem = field_text_problem(fields)
     if problem:
         return None, problem
-    response = _as_text(fields.get("response"))
-    category = _as_text(fields.get("source_category"))
+    try:
+        response = _as_text(fields.get("response"))
+        category = _as_text(fields.get("source_category"))
+        attack_method = _as_text(fields.get("attack_method"))
+        meta = _meta_json(fields.get("meta") or {})
+    except ValueError:  # json.dumps(allow_nan=False): a NaN or infinite float (from Parquet) is not JSON
+        return None, "a number in the record is NaN or infinite, which JSON cannot hold"
     if not prompt.strip():
         return None, "empty or whitespace-only prompt"
     if len(prompt) > max_prompt_chars:
@@ -131,8 +136,6 @@ def validate_record(
     if known_categories is not None and category not in known_categories:
         return None, f"unknown category {category!r}"
     lang = fields.get("lang") or default_lang or detect_lang(prompt)
-    attack_method = _as_text(fields.get("attack_method"))
-    meta = fields.get("meta") or {}
     return {
         "prompt_id": prompt_id(source.name, lang, prompt),
         "source": source.name,
@@ -141,14 +144,14 @@ def validate_record(
         "response": response,
         "source_category": category,
         "attack_method": attack_method,
-        "meta": _meta_json(meta),
+        "meta": meta,
         "_native_id": fields.get("native_id"),
         "_rank": fields.get("preference_rank") or 0,
     }, None
 
 
 def _meta_json(meta: dict[str, Any]) -> str:
-    return json.dumps(meta, ensure_ascii=False, default=str, sort_keys=True)
+    return json.dumps(meta, ensure_ascii=False, default=str, sort_keys=True, allow_nan=False)
 
 
 @dataclass

@@ -26,7 +26,6 @@ from typing import Any
 from madef_assets.defs.sources.records import (
     TOO_DEEP,
     DataFile,
-    DuplicateKeyError,
     RawRecord,
     SourceFileError,
     describe,
@@ -204,10 +203,10 @@ def read_s_eval(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
                 ext = loads_strict(ext)
             except json.JSONDecodeError as exc:
                 return {"_error": f"field 'ext' is not valid JSON: {exc.msg}"}
-            except DuplicateKeyError as exc:
-                return {"_error": f"field 'ext': {exc}"}
             except RecursionError:
                 return {"_error": f"field 'ext': {TOO_DEEP}"}
+            except ValueError as exc:  # a duplicate key, a refused number
+                return {"_error": f"field 'ext': {exc}"}
             if nested_too_deep(ext):
                 return {"_error": f"field 'ext': {TOO_DEEP}"}
         if not isinstance(ext, dict):
@@ -232,7 +231,10 @@ def xsafety_category(path: Path) -> str:
 
 
 def read_xsafety(file: SourceFile, source: SourceConfig) -> Iterator[RawRecord]:
-    """XSafety: a folder (or file) of headerless CSVs, one prompt per row, category = file name."""
+    """XSafety: a folder (or file) of headerless CSVs, one prompt per row, category = file name.
+
+    A quoted cell may span lines: with no header there is no column count to tell a multi-line prompt from a
+    stray quote that closes later, so such a cell is read as one prompt (known, left as it is)."""
     for listed in list_files(_data(file, source), "*.csv"):
         if isinstance(listed, RawRecord):
             yield listed
@@ -281,10 +283,11 @@ def read_safetybench(file: SourceFile, source: SourceConfig) -> Iterator[RawReco
     if "answers" in file.options:
         path = Path(file.options["answers"])
         key = f"{file.config_key}.answers"
+        text = read_text(DataFile(path, key, source.max_file_bytes))
         try:
-            answers = loads_strict(read_text(DataFile(path, key, source.max_file_bytes)))
-        except (json.JSONDecodeError, DuplicateKeyError) as exc:
-            # a duplicate id would make one of two answers win silently
+            answers = loads_strict(text)
+        except ValueError as exc:
+            # not JSON, a refused number, or a duplicate id (which would make one of two answers win silently)
             raise SourceFileError(key, path, f"not valid JSON: {exc}") from exc
         except RecursionError as exc:
             raise SourceFileError(key, path, f"not valid JSON: {TOO_DEEP}") from exc

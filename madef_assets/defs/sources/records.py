@@ -9,12 +9,17 @@ A file that cannot be read at all raises `SourceFileError` naming the config key
 * not UTF-8 text: UTF-16 or UTF-32 (with a byte order mark, or without one, told by its NUL bytes), or a
   compressed container (gzip, bzip2, xz, zstd, 7-Zip, zip, Parquet) given to a text reader; compressed
   files other than .zip archives of JSON Lines are never decompressed;
-* not JSON, not a zip archive, not Parquet, or a JSON value of the wrong shape as a whole.
+* not JSON, not a zip archive, not Parquet, or a JSON value of the wrong shape as a whole;
+* a CSV header that repeats a column name, a zip archive with two members of one name;
+* a Parquet file whose values would expand past the cap (`iter_parquet_rows`).
 
 A bad part of a readable file becomes a record with an `error` and its location, and the rest is read:
 
 * a record that is not a JSON object (`expected a JSON object, got a string`), or with a duplicate key in
-  any of its objects (JSON would silently keep the last value), or nested deeper than `MAX_JSON_DEPTH`;
+  any of its objects (JSON would silently keep the last value), or nested deeper than `MAX_JSON_DEPTH`, or
+  with a number JSON cannot hold (NaN, infinity, a float that overflows, an integer of more than
+  `MAX_INT_DIGITS` digits), or with a lone surrogate escape (`\\ud800`); any other error decoding one record
+  is that record's problem too, never the file's;
 * in an object of arrays, a key whose value is not a list (location `file:line [key]`);
 * a blank line (or a CSV row whose cells are all blank) between records (`blank line`); blank lines at
   the very end of a file are not rows: they hold nothing and separate nothing;
@@ -32,23 +37,27 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import stat
 import zipfile
 import zlib
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from madef_assets.defs.sources.text import SURROGATE as _SURROGATE_CHAR
 from madef_assets.defs.sources.text import visible
 
 _WHITESPACE = " \t\r\n"
 BLANK_LINE = "blank line"
 MAX_JSON_DEPTH = 64
+MAX_INT_DIGITS = 4000  # under Python's int() limit (4300 digits), which would otherwise raise mid-file
 _READ_CHUNK = 1 << 20
 
 
@@ -274,8 +283,56 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return record
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+class NumberRefused(ValueError):
+    """A JSON number that cannot be kept as it is: NaN or infinity (not JSON; a later `json.dumps` would
+    write it as non-JSON), or an integer with more digits than `int()` converts."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS + 1:  # + 1: the sign
+        raise NumberRefused(f"integer with {len(text.lstrip('-')):,} digits (at most {MAX_INT_DIGITS:,} are read)")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise NumberRefused(f"number {text[:40]} is out of the range of a float (infinity is not JSON)")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NumberRefused(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_keys,
+    parse_int=_bounded_int,
+    parse_float=_finite_float,
+    parse_constant=_refuse_constant,
+)
 TOO_DEEP = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+LONE_SURROGATE = "lone surrogate escape (\\ud800-\\udfff without its pair) in a string: not valid Unicode"
+
+
+def _has_surrogate_escape(value: Any, source: str) -> bool:
+    """Whether a decoded value holds a lone surrogate that came from a `\\ud800`-style escape in its JSON text
+    (and not from bytes that were not UTF-8, which are reported as such)."""
+    if not _SURROGATE_ESCAPE.search(source) or _SURROGATE_CHAR.search(source):
+        return False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE_CHAR.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def loads_strict(text: str) -> Any:
@@ -301,32 +358,46 @@ def _decode_line(line: str) -> tuple[Any, str | None]:
         value = loads_strict(line)
     except json.JSONDecodeError as exc:
         return None, f"invalid JSON: {exc.msg} at column {exc.colno}"
-    except DuplicateKeyError as exc:
-        return None, str(exc)
     except RecursionError:
         return None, TOO_DEEP
+    except ValueError as exc:  # a duplicate key, a refused number: this record's problem, never the file's
+        return None, str(exc)
     if nested_too_deep(value):
         return None, TOO_DEEP
+    if _has_surrogate_escape(value, line):
+        return None, LONE_SURROGATE
     if not isinstance(value, dict):
         return None, f"expected a JSON object, got {describe(value)}"
     return value, None
 
 
-_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_STRUCTURAL = re.compile(r'[\[\]{}"]')
+_SCALAR = re.compile(r"[^\s,\]}]*")
+_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
 def _value_end(text: str, pos: int) -> int:
-    """The offset after the JSON array or object at text[pos], by matching brackets outside strings: how a
-    record the decoder refused (nested too deep, a duplicate key) is stepped over."""
+    """The offset after the JSON value at text[pos], by matching brackets outside strings: how a record the
+    decoder refused (nested too deep, a duplicate key, a refused number) is stepped over. One pass, each
+    character read once: a string that is never closed ends the search (a rescan from every quote after it
+    would take quadratic time). A value that is not an array or object (a refused number) ends at the next
+    delimiter."""
+    if text[pos] not in "[{":
+        return _SCALAR.match(text, pos).end()
     depth = 0
-    for match in _STRUCTURE.finditer(text, pos):
+    search = pos
+    while match := _STRUCTURAL.search(text, search):
         token = match.group()
-        if token in "[{":
-            depth += 1
-        elif token in "]}":
-            depth -= 1
-            if depth == 0:
-                return match.end()
+        if token == '"':
+            rest = _STRING_REST.match(text, match.end())
+            if rest is None:
+                raise json.JSONDecodeError("unterminated string", text, match.start())
+            search = rest.end()
+            continue
+        search = match.end()
+        depth += 1 if token in "[{" else -1
+        if depth == 0:
+            return search
     raise json.JSONDecodeError("unterminated array or object", text, pos)
 
 
@@ -334,12 +405,16 @@ def _decode_item(text: str, pos: int) -> tuple[Any, int, str | None]:
     """(value, end, problem) of the JSON value at text[pos]; a refused value comes back with its problem."""
     try:
         value, end = _DECODER.raw_decode(text, pos)
-    except DuplicateKeyError as exc:
-        return None, _value_end(text, pos), str(exc)
+    except json.JSONDecodeError:
+        raise  # the text is not JSON from here on: the file cannot be read further
     except RecursionError:
         return None, _value_end(text, pos), TOO_DEEP
+    except ValueError as exc:  # a duplicate key, a refused number: this record's problem, never the file's
+        return None, _value_end(text, pos), str(exc)
     if nested_too_deep(value):
         return None, end, TOO_DEEP
+    if _has_surrogate_escape(value, text[pos:end]):
+        return None, end, LONE_SURROGATE
     return value, end, None
 
 
@@ -574,6 +649,11 @@ def _zip_members(archive: zipfile.ZipFile, file: DataFile) -> Iterator[RawRecord
     members = [info for info in archive.infolist() if not info.is_dir() and not info.filename.startswith("__MACOSX/")]
     if not any(info.filename.endswith(".jsonl") for info in members):
         raise SourceFileError(file.config_key, file.path, "zip archive holds no .jsonl file")
+    repeated = sorted(name for name, count in Counter(info.filename for info in members).items() if count > 1)
+    if repeated:
+        # both members would have the same locations, and an unzip tool keeps only one of them
+        listed = ", ".join(repr(visible(name)) for name in repeated[:5])
+        raise SourceFileError(file.config_key, file.path, f"zip archive holds two members named {listed}")
     budget = file.max_bytes  # for the archive's members together: many small members expand as far as one big
     for info in members:
         display = f"{file.display}!{visible(info.filename)}"
@@ -686,6 +766,11 @@ def iter_csv_rows(file: DataFile, header: bool) -> Iterator[RawRecord]:
         location = f"{display}:{line}"
         if item.is_header:
             columns = item.row
+            repeated = sorted(name for name, count in Counter(columns).items() if count > 1)
+            if repeated:
+                # a dict of the row would keep only the last of the columns that share a name
+                names = ", ".join(repr(visible(name)) for name in repeated)
+                raise SourceFileError(file.config_key, file.path, f"header line {line} repeats column {names}")
             continue
         if item.error:
             yield RawRecord(location, error=item.error, raw=item.raw.rstrip("\r\n"))
@@ -709,19 +794,38 @@ def _excerpt(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)[:2000]
 
 
-def _expanded_size(row: dict[str, Any]) -> int:
-    """Roughly how many bytes a row takes once its values are written out (text and bytes by length)."""
-    size, stack = 0, list(row.values())
+MIN_VALUE_BYTES = 8  # each decoded value counts at least this much (a number, a null, a list entry)
+_PARQUET_BATCH_ROWS = 64
+
+
+def _decoded_size(array: Any) -> int:
+    """How many bytes an Arrow array's values take once decoded: text by its length (a dictionary-encoded
+    value once per use, not once per file), every value, list entry and map entry at least
+    `MIN_VALUE_BYTES`. Computed on the Arrow side, before any value becomes a Python object."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    list_types = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    size, stack = 0, [array]
     while stack:
-        value = stack.pop()
-        if isinstance(value, (str, bytes)):
-            size += len(value)
-        elif isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        else:
-            size += 8
+        item = stack.pop()
+        size += len(item) * MIN_VALUE_BYTES
+        kind = item.type
+        if pa.types.is_dictionary(kind):
+            lengths = pc.binary_length(item.dictionary) if _is_text(pa, kind.value_type) else None
+            if lengths is not None:
+                size += pc.sum(lengths.take(item.indices)).as_py() or 0
+            else:
+                stack.append(item.dictionary.take(item.indices))
+        elif _is_text(pa, kind):
+            size += pc.sum(pc.binary_length(item)).as_py() or 0
+        elif pa.types.is_struct(kind):
+            stack.extend(item.flatten())
+        elif pa.types.is_map(kind):
+            first, last = (item.offsets[0].as_py(), item.offsets[-1].as_py()) if len(item) else (0, 0)
+            stack += [item.keys.slice(first, last - first), item.items.slice(first, last - first)]
+        elif any(test(kind) for test in list_types):
+            stack.append(item.flatten())
     return size
 
 
@@ -744,32 +848,40 @@ def _is_text(pa: Any, kind: Any) -> bool:
 
 
 def iter_parquet_rows(file: DataFile) -> Iterator[RawRecord]:
-    """Parquet rows. A Parquet file's columns may expand far past its size: the uncompressed size its
-    metadata declares must be under the cap, text columns are read dictionary-encoded (a repeated value is
-    not copied per row), and the rows' expanded size is counted as they are read and stopped at the cap."""
+    """Parquet rows. A Parquet file's columns may expand far past its size (a dictionary-encoded 1 MB value
+    used in every row, inside a list or a map too), so nothing is decoded past `ingest.max_file_bytes`: the
+    uncompressed size its metadata declares, and its number of values (at `MIN_VALUE_BYTES` each), must be
+    under the cap; every text column, nested ones included, is read dictionary-encoded (a repeated value is
+    not copied per row); rows are read in small batches and each batch's decoded size (`_decoded_size`) is
+    added up and checked before any of its values becomes a Python object."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     data = read_bytes(file)
     unreadable = (pa.ArrowException, OSError, ValueError)
     try:
-        schema = pq.ParquetFile(pa.BufferReader(data)).schema_arrow
-        text_columns = [f.name for f in schema if _is_text(pa, f.type)]
+        schema = pq.ParquetFile(pa.BufferReader(data)).schema
+        text_columns = [column.path for column in schema if column.physical_type == "BYTE_ARRAY"]
         parquet = pq.ParquetFile(pa.BufferReader(data), read_dictionary=text_columns)
         metadata = parquet.metadata
-        declared = sum(
-            metadata.row_group(group).column(column).total_uncompressed_size
+        chunks = [
+            metadata.row_group(group).column(column)
             for group in range(metadata.num_row_groups)
             for column in range(metadata.num_columns)
-        )
+        ]
+        declared = sum(chunk.total_uncompressed_size for chunk in chunks)
+        values = sum(chunk.num_values for chunk in chunks)
     except unreadable as exc:
         raise SourceFileError(file.config_key, file.path, f"not a readable Parquet file ({exc})") from exc
     if declared > file.max_bytes:
         raise SourceFileError(
             file.config_key, file.path, over_cap(f"declares {declared:,} bytes uncompressed", file.max_bytes)
         )
+    if values * MIN_VALUE_BYTES > file.max_bytes:
+        what = f"holds {values:,} values ({MIN_VALUE_BYTES} bytes each at least)"
+        raise SourceFileError(file.config_key, file.path, over_cap(what, file.max_bytes))
     number, expanded = 0, 0
-    batches = parquet.iter_batches(batch_size=1024)
+    batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS)
     while True:
         try:
             batch = next(batches, None)
@@ -779,15 +891,14 @@ def iter_parquet_rows(file: DataFile) -> Iterator[RawRecord]:
             ) from exc
         if batch is None:
             return
+        expanded += sum(_decoded_size(column) for column in batch.columns)
+        if expanded > file.max_bytes:
+            what = f"expands past the cap in rows {number + 1}-{number + batch.num_rows}"
+            raise SourceFileError(file.config_key, file.path, over_cap(what, file.max_bytes))
         columns = [_column_values(column) for column in batch.columns]
         for values in zip(*columns):
             number += 1
             row = dict(zip(batch.schema.names, values))
-            expanded += _expanded_size(row)
-            if expanded > file.max_bytes:
-                raise SourceFileError(
-                    file.config_key, file.path, over_cap(f"expands past the cap at row {number}", file.max_bytes)
-                )
             location = f"{file.display}:row {number}"
             if nested_too_deep(row):
                 yield RawRecord(location, error=TOO_DEEP, raw="")
