@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -174,20 +175,25 @@ LEDGER_ASSET_COMMANDS = {
 }
 
 
+def ledger_run_env(tmp_path: Path, server_url: str, dagster_home: Path) -> dict[str, str]:
+    """The environment of a process answering 1,000 prompts through madef_assets_tests.ledger_defs."""
+    return {
+        **os.environ,
+        "MADEF_DUCKDB_PATH": str(tmp_path / "ledger.duckdb"),
+        "MADEF_TEST_OPENAI_URL": server_url,
+        "MADEF_TEST_PROMPTS": "1000",
+        "MADEF_TEST_CONCURRENCY": "4",
+        "DAGSTER_HOME": str(dagster_home),
+    }
+
+
 @pytest.mark.parametrize("command", LEDGER_ASSET_COMMANDS)
 def test_sigterm_during_llm_calls_keeps_every_answer_received(tmp_path, command):
     """300 answers (256 flushed by count, 44 waiting), then the server holds every call and the process
     gets SIGTERM: all 300 are in the ledger afterwards."""
     answers = 300
     with StallingServer(answers, latency_s=0.01) as server:
-        env = {
-            **os.environ,
-            "MADEF_DUCKDB_PATH": str(tmp_path / "ledger.duckdb"),
-            "MADEF_TEST_OPENAI_URL": server.base_url,
-            "MADEF_TEST_PROMPTS": "1000",
-            "MADEF_TEST_CONCURRENCY": "4",
-            "DAGSTER_HOME": str(tmp_path),
-        }
+        env = ledger_run_env(tmp_path, server.base_url, tmp_path)
         log = tmp_path / "run.log"
         process = subprocess.Popen(
             LEDGER_ASSET_COMMANDS[command], env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=log.open("w")
@@ -221,14 +227,7 @@ def test_sigterm_to_a_run_launched_by_a_code_server_keeps_every_answer_received(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with StallingServer(answers, latency_s=0.01) as server:
-        env = {
-            **os.environ,
-            "MADEF_DUCKDB_PATH": str(tmp_path / "ledger.duckdb"),
-            "MADEF_TEST_OPENAI_URL": server.base_url,
-            "MADEF_TEST_PROMPTS": "1000",
-            "MADEF_TEST_CONCURRENCY": "4",
-            "DAGSTER_HOME": str(home),
-        }
+        env = ledger_run_env(tmp_path, server.base_url, home)
         log = tmp_path / "code_server.log"
         code_server = subprocess.Popen(
             [os.path.join(VENV_BIN, "dagster"), "code-server", "start", "-m", "madef_assets_tests.ledger_defs"]
