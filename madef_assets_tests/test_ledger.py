@@ -13,26 +13,16 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from madef_assets.llm.ledger import FLUSH_ROWS, Ledger, LedgerWriter, key_hash, ledger_key, row_ranges
+from madef_assets_tests.ledger_process import MATERIALIZE_COMMAND, ledger_rows, process_env
 from madef_assets_tests.openai_server import OpenAICompatibleServer
 
 VENV_BIN = os.path.dirname(sys.executable)
 
 
-def ledger_rows(path) -> int:
-    with duckdb.connect(str(path), read_only=True) as connection:
-        return connection.execute("select count(*) from llm_ledger").fetchone()[0]
-
-
 @pytest.fixture
 def ledger_env(tmp_path, monkeypatch):
     def configure(server: OpenAICompatibleServer, prompts: int, concurrency: int = 8) -> dict:
-        env = {
-            "MADEF_DUCKDB_PATH": str(tmp_path / "ledger.duckdb"),
-            "MADEF_TEST_OPENAI_URL": server.base_url,
-            "MADEF_TEST_PROMPTS": str(prompts),
-            "MADEF_TEST_CONCURRENCY": str(concurrency),
-            "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        }
+        env = process_env(tmp_path, server.base_url, prompts, concurrency, tmp_path / "dagster_home")
         os.makedirs(env["DAGSTER_HOME"], exist_ok=True)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
@@ -95,15 +85,7 @@ def test_killed_run_resumes_with_only_the_missing_calls(ledger_env, tmp_path):
         env = ledger_env(server, prompts=total, concurrency=concurrency)
         log = tmp_path / "killed_run.log"
         process = subprocess.Popen(
-            [
-                os.path.join(VENV_BIN, "dagster"),
-                "asset",
-                "materialize",
-                "-m",
-                "madef_assets_tests.ledger_defs",
-                "--select",
-                "llm_answers",
-            ],
+            MATERIALIZE_COMMAND,
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
             stderr=log.open("w"),

@@ -12,23 +12,17 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
-import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
 from madef_assets.cli import INSTANCE_YAML
 from madef_assets.orphan_runs import PROCESS_TAG, UncheckableProcess, fail_orphaned_runs, process_gone, process_tag
+from madef_assets_tests.ledger_process import MATERIALIZE_COMMAND, ledger_rows, process_env
 from madef_assets_tests.openai_server import OpenAICompatibleServer
 
 VENV_BIN = os.path.dirname(sys.executable)
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def ledger_rows(path) -> int:
-    with duckdb.connect(str(path), read_only=True) as connection:
-        return connection.execute("select count(*) from llm_ledger").fetchone()[0]
 
 
 # --- SIGTERM -------------------------------------------------------------------------------------------
@@ -156,15 +150,7 @@ LEDGER_ASSET_COMMANDS = {
         "import madef_assets_tests.ledger_defs as d\n"
         "d.resources_from_env()['labeler'].generate(d.test_prompts(1000), template_version='ledger-test-v1')",
     ],
-    "dagster asset materialize": [
-        os.path.join(VENV_BIN, "dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "madef_assets_tests.ledger_defs",
-        "--select",
-        "llm_answers",
-    ],
+    "dagster asset materialize": MATERIALIZE_COMMAND,
     "execute_in_process (madef run)": [
         sys.executable,
         "-c",
@@ -175,25 +161,13 @@ LEDGER_ASSET_COMMANDS = {
 }
 
 
-def ledger_run_env(tmp_path: Path, server_url: str, dagster_home: Path) -> dict[str, str]:
-    """The environment of a process answering 1,000 prompts through madef_assets_tests.ledger_defs."""
-    return {
-        **os.environ,
-        "MADEF_DUCKDB_PATH": str(tmp_path / "ledger.duckdb"),
-        "MADEF_TEST_OPENAI_URL": server_url,
-        "MADEF_TEST_PROMPTS": "1000",
-        "MADEF_TEST_CONCURRENCY": "4",
-        "DAGSTER_HOME": str(dagster_home),
-    }
-
-
 @pytest.mark.parametrize("command", LEDGER_ASSET_COMMANDS)
 def test_sigterm_during_llm_calls_keeps_every_answer_received(tmp_path, command):
     """300 answers (256 flushed by count, 44 waiting), then the server holds every call and the process
     gets SIGTERM: all 300 are in the ledger afterwards."""
     answers = 300
     with StallingServer(answers, latency_s=0.01) as server:
-        env = ledger_run_env(tmp_path, server.base_url, tmp_path)
+        env = {**os.environ, **process_env(tmp_path, server.base_url, 1000, 4, tmp_path)}
         log = tmp_path / "run.log"
         process = subprocess.Popen(
             LEDGER_ASSET_COMMANDS[command], env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=log.open("w")
@@ -227,7 +201,7 @@ def test_sigterm_to_a_run_launched_by_a_code_server_keeps_every_answer_received(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with StallingServer(answers, latency_s=0.01) as server:
-        env = ledger_run_env(tmp_path, server.base_url, home)
+        env = {**os.environ, **process_env(tmp_path, server.base_url, 1000, 4, home)}
         log = tmp_path / "code_server.log"
         code_server = subprocess.Popen(
             [os.path.join(VENV_BIN, "dagster"), "code-server", "start", "-m", "madef_assets_tests.ledger_defs"]
