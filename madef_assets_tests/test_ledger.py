@@ -2,6 +2,7 @@
 append-only table, its two-pass lookup and the writer thread."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,21 @@ from madef_assets_tests.ledger_process import MATERIALIZE_COMMAND, ledger_rows, 
 from madef_assets_tests.openai_server import OpenAICompatibleServer
 
 VENV_BIN = os.path.dirname(sys.executable)
+
+
+def judge_without_retries(tmp_path, server: OpenAICompatibleServer):
+    """An `openai` judge on the test server whose ledger is tmp_path/p.duckdb; an error is not retried."""
+    from madef_assets.llm.resource import LLMResource
+
+    options = {"base_url": server.base_url, "api_key_env": None, "max_retries": 0}
+    return LLMResource(
+        role="judge",
+        backend="openai",
+        model="test-model",
+        duckdb_path=str(tmp_path / "p.duckdb"),
+        models_dir=str(tmp_path),
+        options_json=json.dumps(options),
+    )
 
 
 @pytest.fixture
@@ -114,9 +130,8 @@ def test_killed_run_resumes_with_only_the_missing_calls(ledger_env, tmp_path):
 
 
 def test_parse_errors_are_recorded_and_reparsed_without_new_calls(tmp_path):
-    import json as jsonlib
 
-    from madef_assets.llm.resource import LLMResource, ParseError
+    from madef_assets.llm.resource import ParseError
 
     def answer_length(text: str) -> int:
         length = int(text.split("(")[1].split(")")[0])
@@ -125,14 +140,7 @@ def test_parse_errors_are_recorded_and_reparsed_without_new_calls(tmp_path):
         return length
 
     with OpenAICompatibleServer() as server:
-        resource = LLMResource(
-            role="judge",
-            backend="openai",
-            model="test-model",
-            duckdb_path=str(tmp_path / "p.duckdb"),
-            models_dir=str(tmp_path),
-            options_json=jsonlib.dumps({"base_url": server.base_url, "api_key_env": None, "max_retries": 0}),
-        )
+        resource = judge_without_retries(tmp_path, server)
         first = resource.generate(["ab", "abc", "[[400]]"], template_version="parse-test", parse=answer_length)
         assert [r.status for r in first.results] == ["ok", "parse_error", "error"]
         assert first.results[0].value == 2 and first.results[1].error == "odd length 3"
@@ -146,7 +154,6 @@ def test_parse_errors_are_recorded_and_reparsed_without_new_calls(tmp_path):
 
 
 def test_progress_is_logged_at_a_steady_interval_while_calls_run(tmp_path, monkeypatch, caplog):
-    import json
     import logging
 
     from madef_assets.llm import resource as resource_module
@@ -256,20 +263,10 @@ def test_a_rerun_sends_only_calls_whose_best_row_is_not_final(tmp_path):
     """Through LLMResource and a server that counts requests: an answer, a moderation refusal and an
     error; the re-run sends the error again only. Rows a racing process appends later (a refusal, a
     parse error, an error for the answered key) change nothing: the third run sends nothing."""
-    import json as jsonlib
-
-    from madef_assets.llm.resource import LLMResource
 
     prompts = ["answered", "moderated [[moderated]]", "failed once [[500x1]]"]
     with OpenAICompatibleServer() as server:
-        resource = LLMResource(
-            role="judge",
-            backend="openai",
-            model="test-model",
-            duckdb_path=str(tmp_path / "p.duckdb"),
-            models_dir=str(tmp_path),
-            options_json=jsonlib.dumps({"base_url": server.base_url, "api_key_env": None, "max_retries": 0}),
-        )
+        resource = judge_without_retries(tmp_path, server)
         first = resource.generate(prompts, template_version="precedence")
         assert [r.status for r in first.results] == ["ok", "refused", "error"]
         second = resource.generate(prompts, template_version="precedence")
