@@ -8,10 +8,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from madef_assets.storage import Storage
 
 INSTANCE_YAML = """\
-# Written by `madef run`. One slot in the `duckdb` pool: DuckDB allows one writer process.
+# Written by `madef run`. One slot per pool: a device's pool runs one local-model step at a time, an
+# endpoint's one served step; steps without a model take none (madef_assets/llm/pools.py names them).
 concurrency:
   pools:
     default_limit: 1
@@ -31,29 +38,142 @@ def prepare_dagster_home(state_dir: Path) -> Path:
     return home
 
 
-def print_summary(duckdb_path: Path) -> None:
+def print_summary(storage: Storage) -> None:
     import polars as pl
 
     from madef_assets.storage import duckdb_connection
 
-    with duckdb_connection(duckdb_path, read_only=True) as connection:
+    with duckdb_connection(storage, read_only=True) as connection:
         summary = connection.execute("SELECT * FROM public.source_summary ORDER BY source").pl()
         tables = connection.execute(
             "SELECT schema_name || '.' || table_name AS table_name, estimated_size AS rows "
-            "FROM duckdb_tables() ORDER BY 1"
+            "FROM duckdb_tables() WHERE database_name = current_database() ORDER BY 1"
         ).pl()
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=160, tbl_hide_dataframe_shape=True):
         print("\nRows per source (public.source_summary):")
         print(summary)
-        print(f"\nTables in {duckdb_path}:")
+        print(f"\nTables in {storage.location}:")
         print(tables)
 
 
-def _report_failure(result) -> int:
-    for event in result.all_events:
-        if event.is_failure:
-            print(event.message, file=sys.stderr)
-    return 1
+DEFINITIONS_MODULE = "madef_assets.definitions"
+PARTITION_TAG = "dagster/partition"  # Dagster's run tag naming the partition a run materializes
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    job: str
+    partition: str | None = None
+    kind: str = "candidate"  # what the partition is: a candidate, or a learning "rate"
+
+    def __str__(self) -> str:
+        return f"{self.job}, {self.kind} {self.partition}" if self.partition else self.job
+
+
+def run_plan(settings) -> list[list[PlannedRun]]:
+    """The runs of `madef run` in waves; a wave's runs are independent of one another and start once the
+    wave before succeeded: observe, build, [each learning rate's training, their comparison], each
+    candidate's evaluation, the report."""
+    from madef_assets.definitions import (
+        COMPARE_RATES_JOB,
+        EVALUATE_JOB,
+        MAIN_JOB,
+        OBSERVE_JOB,
+        REPORT_JOB,
+        TRAIN_JOB,
+    )
+
+    waves = [[PlannedRun(OBSERVE_JOB)], [PlannedRun(MAIN_JOB)]]
+    if settings.training.partitioned:
+        waves += [[PlannedRun(TRAIN_JOB, label, "rate") for label in settings.training.rate_labels]]
+        waves += [[PlannedRun(COMPARE_RATES_JOB)]]
+    if settings.evaluation.candidates:
+        waves += [[PlannedRun(EVALUATE_JOB, c.name) for c in settings.evaluation.candidates]]
+        waves += [[PlannedRun(REPORT_JOB)]]
+    return waves
+
+
+def job_of(module: str, name: str):
+    """The job `name` of the code location `module` (its `defs`): how execute_job, and the executor's step
+    processes, rebuild the job."""
+    import importlib
+
+    return importlib.import_module(module).defs.resolve_job_def(name)
+
+
+def execute(
+    instance, planned: PlannedRun, tags: dict[str, str], module: str, executor_config: dict | None = None
+) -> bool:
+    """One run through Dagster's execute_job, with the job's own executor (execution.executor), in this
+    process; prints its end and, when it failed, each failed step's message."""
+    from dagster import build_reconstructable_job, execute_job
+
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    if executor_config:
+        run_config["execution"] = {"config": executor_config}
+    if planned.partition:
+        tags = {**tags, PARTITION_TAG: planned.partition}
+    print(f"starting ({planned})", flush=True)
+    job = build_reconstructable_job("madef_assets.cli", "job_of", reconstructable_args=(module, planned.job))
+    with execute_job(job, instance, run_config=run_config, tags=tags) as result:
+        print(f"run {result.run_id} ({planned}): {'succeeded' if result.success else 'FAILED'}", flush=True)
+        for event in result.all_events if not result.success else ():
+            if event.is_failure:
+                print(f"  {event.step_key or result.run_id}: {event.message}", file=sys.stderr, flush=True)
+        return result.success
+
+
+def execute_in_worker(planned: PlannedRun, tags: dict[str, str], module: str, executor_config: dict | None) -> bool:
+    """One run in a worker process of `madef run` (its own main thread, log handlers and loaded models);
+    the run is tagged with this worker's identity, so a killed worker's run counts as orphaned."""
+    from dagster import DagsterInstance
+
+    from madef_assets.llm.engines import ENGINES
+    from madef_assets.orphan_runs import PROCESS_TAG, process_tag
+
+    if PROCESS_TAG in tags:
+        tags = {**tags, PROCESS_TAG: process_tag()}
+    with DagsterInstance.get() as instance:
+        try:
+            return execute(instance, planned, tags, module, executor_config)
+        finally:
+            ENGINES.release()
+
+
+def launch_waves(
+    instance,
+    waves: list[list[PlannedRun]],
+    max_concurrent_runs: int,
+    tags: dict[str, str],
+    module: str,
+    executor_config: dict | None = None,
+) -> bool:
+    """Each wave's runs, up to `max_concurrent_runs` at once, each wave after the one before succeeded;
+    False after the first wave with a failed run (its other runs finish first). A run alone (one run in its
+    wave, or one at a time) runs in this process, as before; runs at once run in worker processes (spawned:
+    Dagster's run setup reconfigures Python's logging, which deadlocks runs in threads of one process)."""
+    import multiprocessing
+
+    from madef_assets.llm.engines import ENGINES
+
+    for wave in waves:
+        if max_concurrent_runs == 1 or len(wave) == 1:
+            for planned in wave:
+                succeeded = execute(instance, planned, tags, module, executor_config)
+                ENGINES.release()  # a run's models end with it (the next run may evaluate other weights)
+                if not succeeded:
+                    return False
+            continue
+        workers = min(max_concurrent_runs, len(wave))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            outcomes = list(
+                pool.map(
+                    execute_in_worker, wave, [tags] * len(wave), [module] * len(wave), [executor_config] * len(wave)
+                )
+            )
+        if not all(outcomes):
+            return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,50 +186,25 @@ def run(args: argparse.Namespace) -> int:
 
     from dagster import DagsterInstance
 
-    from madef_assets.definitions import (
-        COMPARE_RATES_JOB,
-        EVALUATE_JOB,
-        MAIN_JOB,
-        OBSERVE_JOB,
-        REPORT_JOB,
-        TRAIN_JOB,
-        defs,
-    )
-    from madef_assets.llm.engines import ENGINES
+    from madef_assets.definitions import EXECUTOR_RUN_CONFIG
     from madef_assets.orphan_runs import PROCESS_TAG, fail_orphaned_runs, process_tag
 
-    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    # Data and training first (one run per learning rate when there are several, then their comparison), then
-    # each candidate's evaluation partition, then the report over all of them.
-    runs = [(OBSERVE_JOB, None), (MAIN_JOB, None)]
-    if settings.training.partitioned:
-        runs += [(TRAIN_JOB, label) for label in settings.training.rate_labels] + [(COMPARE_RATES_JOB, None)]
-    if settings.evaluation.candidates:
-        runs += [(EVALUATE_JOB, c.name) for c in settings.evaluation.candidates] + [(REPORT_JOB, None)]
     with DagsterInstance.get() as instance:
         for run_id in fail_orphaned_runs(instance):
-            print(f"run {run_id}: its process is gone (killed?); marked failed, its pool slot freed")
+            print(f"run {run_id}: its process is gone (killed?); marked failed, its pool slots freed")
         try:
             tags = {PROCESS_TAG: process_tag()}
         except OSError as exc:  # no /proc (not Linux): the next `madef run` cannot tell a killed run from a live one
-            print(f"runs not tagged with this process ({exc}); the pool slot of a killed run must be freed by hand")
+            print(f"runs not tagged with this process ({exc}); the pool slots of a killed run must be freed by hand")
             tags = {}
-        for job, partition in runs:
-            result = defs.resolve_job_def(job).execute_in_process(
-                instance=instance, run_config=quiet, partition_key=partition, raise_on_error=False, tags=tags
-            )
-            ENGINES.release()  # a run's models end with it (the next run may evaluate other weights)
-            kind = "rate" if job == TRAIN_JOB else "candidate"
-            print(
-                f"run {result.run_id} ({job}{f', {kind} {partition}' if partition else ''}): "
-                f"{'succeeded' if result.success else 'FAILED'}"
-            )
-            if not result.success:
-                return _report_failure(result)
+        executor_config = EXECUTOR_RUN_CONFIG.get(settings.executor)
+        plan = run_plan(settings)
+        if not launch_waves(instance, plan, settings.max_concurrent_runs, tags, DEFINITIONS_MODULE, executor_config):
+            return 1
     print(f"\nprofile: {settings.profile} ({settings.profile_path})")
-    print(f"DuckDB file: {settings.duckdb_path}")
+    print(f"Tables: {settings.storage.location}")
     print(f"Dagster home (runs, for `dagster dev`): {home}")
-    print_summary(settings.duckdb_path)
+    print_summary(settings.storage)
     print(f"\nSFT dataset (LLaMA-Factory folder, dataset card README.md): {settings.method.sft_export_dir}")
     from madef_assets.defs.selection.export import read_manifest
 
@@ -129,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
 def summary(args: argparse.Namespace) -> int:
     from madef_assets.settings import current_settings
 
-    print_summary(current_settings().duckdb_path)
+    print_summary(current_settings().storage)
     return 0
 
 

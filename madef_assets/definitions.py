@@ -44,6 +44,17 @@ COMPARE_RATES_JOB = "madef_compare_rates"
 warnings.filterwarnings("ignore", category=BetaWarning)
 
 
+# The executor config `madef run` gives each run (deploy/celery/run_config.yaml says the same for runs
+# launched elsewhere): the broker and result backend from the environment of the run and of every worker.
+EXECUTOR_RUN_CONFIG = {
+    "celery": {
+        "broker": {"env": "MADEF_CELERY_BROKER_URL"},
+        "backend": {"env": "MADEF_CELERY_BACKEND_URL"},
+        "include": ["madef_assets.definitions"],
+    }
+}
+
+
 def build_executor(name: str) -> ExecutorDefinition:
     """in_process (default: one process per run, models load once, one DuckDB writer), multiprocess, or
     Dagster's k8s / celery executors for scale-out (extra `deploy`; see deploy/ and docs/operations.md)."""

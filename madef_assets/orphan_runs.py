@@ -1,7 +1,8 @@
 """Runs whose `madef run` process died (SIGKILL, OOM, a closed laptop) stay STARTED in the Dagster
-instance and keep their slot in the `duckdb` pool, so the next `madef run` would wait for it forever.
-`madef run` tags each run with its process's identity; before starting, runs whose process is certainly
-gone are marked failed and their pool slots freed.
+instance and keep their pool slots (a device's, an endpoint's), so the next `madef run` would wait for
+them forever. `madef run` executes its runs itself (execute_job: in its own process, or orchestrating the
+executor's step processes from it) and tags each with its process's identity; before starting, runs whose
+process is certainly gone are marked failed and their pool slots freed.
 
 A pid and a hostname do not name a process: containers with host networking, or two machines of one name
 sharing an instance, see other pid namespaces under the same hostname. The identity is the kernel's boot

@@ -21,6 +21,8 @@ TOP_LEVEL = (
     "profile",
     "state_dir",
     "duckdb_path",
+    "ducklake_data_path",
+    "duckdb_lock_wait_seconds",
     "models_dir",
     "ingest",
     "sources",

@@ -23,7 +23,7 @@ def llm_resource(settings: Settings, role: str) -> LLMResource:
         panel_json=json.dumps(
             [{"backend": m.backend, "model": m.model, "params": m.params, "options": m.options} for m in config.panel]
         ),
-        duckdb_path=str(settings.duckdb_path),
+        **settings.storage.resource_fields(),
         models_dir=str(settings.models_dir),
     )
 
@@ -37,9 +37,13 @@ def profile_key_names(settings: Settings) -> set[str]:
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
-    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    storage = settings.storage
     return {
-        "io_manager": MadefDuckDBIOManager(database=str(settings.duckdb_path)),
+        "io_manager": MadefDuckDBIOManager(
+            database=storage.location,
+            ducklake_data_path=storage.ducklake_data_path,
+            duckdb_lock_wait_seconds=storage.lock_wait_seconds,
+        ),
         "pipes_subprocess_client": CredentialFreePipesClient(secret_names=profile_key_names(settings)),
         **{role: llm_resource(settings, role) for role in ROLES},
     }

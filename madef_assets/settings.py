@@ -5,7 +5,9 @@ variables override the profile choice and the storage paths:
 
 - `MADEF_PROFILE`: a profile name (`demo`, `production`) or a path to a YAML file;
 - `MADEF_STATE_DIR`: the folder for the DuckDB file, converted models, reports and Dagster's state;
-- `MADEF_DUCKDB_PATH`: the DuckDB file itself;
+- `MADEF_DUCKDB_PATH`: where the tables live (`duckdb_path`): a DuckDB file, or
+  `ducklake:postgres:<libpq conninfo>` with `MADEF_DUCKLAKE_DATA_PATH` (`ducklake_data_path`; madef_assets/storage.py);
+- `MADEF_DUCKDB_LOCK_WAIT_SECONDS`: how long a connection waits for a DuckDB file another process holds;
 - `MADEF_MODELS_DIR`: where bundled and GGUF models are converted (default `<state>/models`).
 """
 
@@ -16,9 +18,12 @@ import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from madef_assets.storage import Storage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "config"
@@ -254,7 +259,7 @@ class Settings:
     profile: str
     profile_path: Path
     state_dir: Path
-    duckdb_path: Path
+    storage: Storage
     models_dir: Path
     max_prompt_chars: int
     max_quarantine_share: float
@@ -265,11 +270,17 @@ class Settings:
     evaluation: EvaluationConfig
     automation: AutomationConfig
     executor: str
+    max_concurrent_runs: int  # `madef run`: independent runs (candidates, learning rates) at once
     gpu: GpuConfig
     sandbox: SandboxConfig
     qualification: QualificationConfig
     taxonomy_path: Path
     raw: dict[str, Any]
+
+    @property
+    def duckdb_path(self) -> Path:
+        """The local DuckDB file (an error for DuckLake storage, which has none)."""
+        return self.storage.path
 
 
 def _resolve(path: str | os.PathLike, base: Path) -> Path:
@@ -311,6 +322,7 @@ def profile_path(profile: str) -> Path:
 
 def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Settings:
     from madef_assets.profile_schema import profile_problems
+    from madef_assets.storage import parse_storage
 
     problems = profile_problems(raw)
     if problems:
@@ -318,7 +330,12 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
     base = PROJECT_ROOT
     where = str(path)
     state_dir = _resolve(env.get("MADEF_STATE_DIR") or raw.get("state_dir", "state"), base)
-    duckdb_path = _resolve(env.get("MADEF_DUCKDB_PATH") or raw.get("duckdb_path") or state_dir / "madef.duckdb", base)
+    storage = parse_storage(
+        env.get("MADEF_DUCKDB_PATH") or raw.get("duckdb_path") or state_dir / "madef.duckdb",
+        env.get("MADEF_DUCKLAKE_DATA_PATH") or raw.get("ducklake_data_path"),
+        env.get("MADEF_DUCKDB_LOCK_WAIT_SECONDS") or raw.get("duckdb_lock_wait_seconds"),
+        base,
+    )
     models_dir = _resolve(env.get("MADEF_MODELS_DIR") or raw.get("models_dir") or state_dir / "models", base)
     ingest = raw.get("ingest", {})
     sources = {}
@@ -373,7 +390,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         profile=raw.get("profile", path.stem),
         profile_path=path,
         state_dir=state_dir,
-        duckdb_path=duckdb_path,
+        storage=storage,
         models_dir=models_dir,
         max_prompt_chars=int(ingest.get("max_prompt_chars", 8000)),
         max_quarantine_share=float(ingest.get("max_quarantine_share", 0.05)),
@@ -389,7 +406,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
             training.rate_labels if training.partitioned else (),
         ),
         automation=parse_automation(raw.get("automation") or {}),
-        executor=parse_executor(raw.get("execution") or {}),
+        **parse_execution(raw.get("execution") or {}),
         gpu=parse_gpu(raw.get("gpu") or {}),
         sandbox=parse_sandbox(raw.get("sandbox") or {}),
         qualification=parse_qualification(raw.get("qualification") or {}, base, set(sources)),
@@ -549,13 +566,18 @@ def parse_qualification(raw: dict[str, Any], base: Path, sources: set[str]) -> Q
 EXECUTORS = ("in_process", "multiprocess", "k8s", "celery")
 
 
-def parse_executor(raw: dict[str, Any]) -> str:
-    if set(raw) - {"executor"}:
-        raise ConfigError(f"execution: unknown keys {sorted(set(raw) - {'executor'})}")
+def parse_execution(raw: dict[str, Any]) -> dict[str, Any]:
+    """`execution.executor` (how a run's steps run) and `execution.max_concurrent_runs` (how many independent
+    runs `madef run` launches at once; default 1)."""
+    if set(raw) - {"executor", "max_concurrent_runs"}:
+        raise ConfigError(f"execution: unknown keys {sorted(set(raw) - {'executor', 'max_concurrent_runs'})}")
     executor = raw.get("executor", "in_process")
     if executor not in EXECUTORS:
         raise ConfigError(f"execution.executor: one of {EXECUTORS}, got {executor!r}")
-    return executor
+    runs = raw.get("max_concurrent_runs", 1)
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ConfigError(f"execution.max_concurrent_runs: a positive integer, got {runs!r}")
+    return {"executor": executor, "max_concurrent_runs": runs}
 
 
 def parse_automation(raw: dict[str, Any]) -> AutomationConfig:

@@ -15,8 +15,9 @@ functions of the prompt. Faults are injected by markers in the prompt:
   [[refuse]]       a 200 whose answer is a refusal ("抱歉，我无法…" for Chinese prompts, "I can't help…" else)
   [[echo_key]]     401 whose error message echoes the request's Authorization header, whole and half-masked
 
-`latency_s` delays every answer; `rate_429` makes that share of requests (seeded) answer 429. `faults`
-gives providers' behaviour to unmarked prompts, chosen per prompt by a hash so every run sees the same:
+`latency_s` delays every answer (a `(low, high)` pair: a per-prompt delay drawn uniformly by the prompt's
+hash); `rate_429` makes that share of requests (seeded) answer 429. `faults` gives providers' behaviour to
+unmarked prompts, chosen per prompt by a hash so every run sees the same:
 {"moderated": 0.02, "filter": 0.005, "refuse": 0.03, "429": 0.05, "500": 0.02, "timeout": 0.005, "malformed": 0.01}
 — the transient ones on a prompt's first request only. `answer(prompt, request)` replaces the default answer text.
 """
@@ -91,7 +92,7 @@ class _Server(ThreadingHTTPServer):
 class OpenAICompatibleServer:
     def __init__(
         self,
-        latency_s: float = 0.0,
+        latency_s: float | tuple[float, float] = 0.0,
         timeout_sleep_s: float = 3.0,
         rate_429: float = 0.0,
         retry_after_s: float = 0.05,
@@ -183,6 +184,13 @@ class OpenAICompatibleServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    def latency_for(self, prompt: str) -> float:
+        if not isinstance(self.latency_s, tuple):
+            return self.latency_s
+        low, high = self.latency_s
+        fraction = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2**64
+        return low + (high - low) * fraction
+
     def respond(self, prompt: str, request: dict, chat: bool) -> tuple[int, bytes, dict[str, str]]:
         with self._lock:
             self.total_requests += 1
@@ -201,7 +209,7 @@ class OpenAICompatibleServer:
         self, prompt: str, request: dict, chat: bool, seen: int, random_429: bool
     ) -> tuple[int, bytes, dict[str, str]]:
         if self.latency_s:
-            time.sleep(self.latency_s)
+            time.sleep(self.latency_for(prompt))
         error = b'{"error": {"message": "injected", "type": "server_error"}}'
         if self.fail_status:
             return self.fail_status, error, {}

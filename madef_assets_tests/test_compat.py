@@ -32,6 +32,40 @@ def test_db_type_handler_is_the_base_of_the_duckdb_handlers():
     assert parameters == HANDLER_METHODS
 
 
+def test_db_io_manager_is_what_dagster_duckdb_builds_and_writes_through_one_connect(tmp_path):
+    """madef's subclass overrides handle_output(context, obj) and relies on it opening the client's connect
+    once for the schema, the slice's delete and the handler's write (one transaction there)."""
+    assert duckdb_io_manager.DbIOManager is compat.DbIOManager
+    assert list(inspect.signature(compat.DbIOManager.handle_output).parameters) == ["self", "context", "obj"]
+    source = inspect.getsource(compat.DbIOManager.handle_output)
+    assert source.count("self._db_client.connect(") == 1
+    assert source.index("ensure_schema_exists") < source.index("delete_table_slice") < source.index(".handle_output(")
+    manager = MadefDuckDBIOManager(database=str(tmp_path / "x.duckdb")).create_io_manager(None)
+    assert isinstance(manager, compat.DbIOManager)
+
+
+def test_hold_pool_slot_claims_a_slot_of_a_pool_named_at_run_time_and_frees_it(tmp_path):
+    from dagster import DagsterInstance, asset, materialize
+
+    from madef_assets.cli import INSTANCE_YAML
+
+    (tmp_path / "dagster.yaml").write_text(INSTANCE_YAML)
+    seen = {}
+
+    @asset
+    def claiming(context):
+        with compat.hold_pool_slot(context, "endpoint/example_80_v1"):
+            info = context.instance.event_log_storage.get_concurrency_info("endpoint/example_80_v1")
+            seen.update(limit=info.slot_count, holders=[(c.run_id, c.step_key) for c in info.claimed_slots])
+        return context.run_id
+
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        result = materialize([claiming], instance=instance)
+        after = instance.event_log_storage.get_concurrency_info("endpoint/example_80_v1")
+    assert seen == {"limit": 1, "holders": [(result.run_id, "claiming")]}  # the instance's default_limit
+    assert after.claimed_slots == []
+
+
 def test_table_slice_has_the_fields_the_handler_reads():
     table_slice = compat.TableSlice(table="t", schema="s", database=None, columns=None, partition_dimensions=[])
     assert (table_slice.schema, table_slice.table, table_slice.partition_dimensions) == ("s", "t", [])

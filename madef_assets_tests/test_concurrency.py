@@ -54,7 +54,7 @@ def test_concurrent_materializations_share_one_duckdb_file(tmp_path):
 
 
 def test_a_killed_madef_run_leaves_no_run_holding_the_pool(tmp_path):
-    """A SIGKILLed `madef run` leaves its run STARTED with the `duckdb` pool slot claimed; the next
+    """A SIGKILLed `madef run` leaves its run STARTED with its pool slot (here the CPU's) claimed; the next
     `madef run` must fail that run and free the slot (it waited forever before), and leave runs of live
     processes or without the tag (web UI, daemon) alone."""
     from dagster import DagsterRun, DagsterRunStatus
@@ -74,11 +74,11 @@ def test_a_killed_madef_run_leaves_no_run_holding_the_pool(tmp_path):
             instance.add_run(
                 DagsterRun(job_name="madef_build", run_id=f"{name}-run", status=DagsterRunStatus.STARTED, tags=tags)
             )
-            instance.event_log_storage.set_concurrency_slots("duckdb", 3)
-            instance.event_log_storage.claim_concurrency_slot("duckdb", f"{name}-run", "step")
+            instance.event_log_storage.set_concurrency_slots("device/cpu", 3)
+            instance.event_log_storage.claim_concurrency_slot("device/cpu", f"{name}-run", "step")
         assert fail_orphaned_runs(instance) == ["killed-run"]
         assert instance.get_run_by_id("killed-run").status == DagsterRunStatus.FAILURE
         assert {instance.get_run_by_id(f"{n}-run").status for n in ("live", "ui")} == {DagsterRunStatus.STARTED}
-        claims = instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots
+        claims = instance.event_log_storage.get_concurrency_info("device/cpu").claimed_slots
         assert sorted(claim.run_id for claim in claims) == ["live-run", "ui-run"]
         assert fail_orphaned_runs(instance) == []

@@ -2,6 +2,7 @@
 docker-compose's own schema check, the Dagster instance YAML by Dagster's, the executors' run config
 against the jobs' config schema."""
 
+import json
 import os
 import re
 import shutil
@@ -40,6 +41,8 @@ def test_compose_files_pass_docker_compose_config(tmp_path):
     services = yaml.safe_load(gpu.stdout)["services"]
     assert services["user_code"]["environment"]["MADEF_PROFILE"] == "production"
     assert services["user_code"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    worker, user_code = services["celery_worker"], services["user_code"]  # the worker runs the user code's steps
+    assert (worker["environment"], worker["deploy"]) == (user_code["environment"], user_code["deploy"])
     evaluation = yaml.safe_load(compose_config(tmp_path, COMPOSE, profile="gpu-eval").stdout)["services"]
     for name in ("vllm", "vllm-base", "vllm-tuned"):  # one GPU shared: every server is told its share
         server = (services | evaluation)[name]["command"]
@@ -56,7 +59,10 @@ def test_compose_files_pass_docker_compose_config(tmp_path):
 def test_compose_wires_postgres_grpc_and_secrets_consistently():
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "user_code", "webserver", "daemon", "vllm", "vllm-base", "vllm-tuned"}
+    assert set(services) == {
+        *("postgres", "user_code", "webserver", "daemon", "redis", "celery_worker"),
+        *("vllm", "vllm-base", "vllm-tuned"),
+    }
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())["load_from"][0]["grpc_server"]
     assert workspace["host"] == "user_code"
     command = services["user_code"]["command"]
@@ -77,12 +83,31 @@ def test_compose_wires_postgres_grpc_and_secrets_consistently():
     assert {"app", "train"} == set(re.findall(r"^FROM \S+ AS (\w+)", (DOCKER / "Dockerfile").read_text(), re.M))
 
 
+def test_compose_celery_workers_run_the_user_code_on_its_state_and_broker(tmp_path):
+    """The workers run the user code's image and environment on the same state volume and Dagster instance,
+    reading deploy/celery/run_config.yaml, whose broker is the compose `redis` service."""
+    services = yaml.safe_load(compose_config(tmp_path, COMPOSE).stdout)["services"]
+    worker, user_code = services["celery_worker"], services["user_code"]
+    assert worker["image"] == user_code["image"] and worker["environment"] == user_code["environment"]
+    command = worker["command"]
+    assert command[:5] == ["dagster-celery", "worker", "start", "-A", "dagster_celery.app"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in worker["volumes"]}
+    assert mounts[command[command.index("-y") + 1]] == str(DEPLOY / "celery" / "run_config.yaml")
+    assert mounts["/app/state"] == "madef-state" and worker["environment"]["MADEF_STATE_DIR"] == "/app/state"
+    assert mounts["/opt/dagster/home/dagster.yaml"] == str(DOCKER / "dagster.yaml")
+    assert worker["environment"]["MADEF_CELERY_BROKER_URL"].startswith("redis://redis:6379/")
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "redis-cli" in services["redis"]["healthcheck"]["test"]
+
+
 def test_instance_yaml_is_valid_dagster_config(monkeypatch):
     monkeypatch.setenv("DAGSTER_POSTGRES_DB", "dagster")
     monkeypatch.setenv("DAGSTER_POSTGRES_USER", "dagster")
     monkeypatch.setenv("DAGSTER_POSTGRES_PASSWORD", "test-only")
     config, _ = dagster_instance_config(str(DOCKER), "dagster.yaml")
     assert "postgres" in config["storage"] and config["concurrency"]["pools"]["default_limit"] == 1
+    # a killed celery worker's step never ends: the daemon frees its failed run's pool slots
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
     from dagster_postgres import PostgresRunStorage  # the class the instance will load is installed
 
     assert PostgresRunStorage
@@ -101,7 +126,9 @@ def test_instance_validator_is_real(tmp_path):
     "executor, run_config",
     [("k8s", DEPLOY / "k8s" / "run_config.yaml"), ("celery", DEPLOY / "celery" / "run_config.yaml")],
 )
-def test_scale_out_executors_accept_their_run_config(tmp_path, executor, run_config):
+def test_scale_out_executors_accept_their_run_config(tmp_path, monkeypatch, executor, run_config):
+    monkeypatch.setenv("MADEF_CELERY_BROKER_URL", "redis://redis:6379/0")  # deploy/celery reads them
+    monkeypatch.setenv("MADEF_CELERY_BACKEND_URL", "redis://redis:6379/1")
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
     raw["execution"] = {"executor": executor}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
@@ -112,6 +139,14 @@ def test_scale_out_executors_accept_their_run_config(tmp_path, executor, run_con
     validate_run_config(job, yaml.safe_load(run_config.read_text()))
     with pytest.raises(DagsterInvalidConfigError):
         validate_run_config(job, {"execution": {"config": {"no_such_option": 1}}})
+
+
+def test_madef_run_gives_celery_runs_the_deploy_run_config():
+    """`madef run` configures the celery executor as deploy/celery/run_config.yaml does (and the workers read)."""
+    from madef_assets.definitions import EXECUTOR_RUN_CONFIG
+
+    deployed = yaml.safe_load((DEPLOY / "celery" / "run_config.yaml").read_text())
+    assert deployed == {"execution": {"config": EXECUTOR_RUN_CONFIG["celery"]}}
 
 
 def test_unknown_executor_is_a_config_error(tmp_path):
@@ -144,6 +179,45 @@ def test_production_serves_the_responder_and_candidates():
     for candidate in settings.evaluation.candidates:
         assert candidate.backend == "openai" and candidate.checkpoint is not None
         assert candidate.options["api"] == "chat" and candidate.options["raw_api"] == "completions"
+
+
+def test_k8s_shares_one_rwx_volume_and_ducklake_and_asks_gpus_only_for_gpu_steps():
+    """Issue 25: every pod (code server, run, step) mounts the same ReadWriteMany claim at the state folder
+    and reaches the tables through DuckLake; only steps in a GPU device's pool request a GPU."""
+    claim = yaml.safe_load((DEPLOY / "k8s" / "shared-volume.yaml").read_text())
+    assert claim["kind"] == "PersistentVolumeClaim" and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    name = claim["metadata"]["name"]
+    values = yaml.safe_load((DEPLOY / "k8s" / "values.yaml").read_text())
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    step = yaml.safe_load((DEPLOY / "k8s" / "run_config.yaml").read_text())["execution"]["config"]
+    env = {}
+    for volumes, mounts, variables in (
+        (deployment["volumes"], deployment["volumeMounts"], [f"{e['name']}={e['value']}" for e in deployment["env"]]),
+        (launcher["volumes"], launcher["volumeMounts"], launcher["envVars"]),
+        (step["volumes"], step["volume_mounts"], step["env_vars"]),
+    ):
+        assert [v["persistentVolumeClaim"]["claimName"] for v in volumes] == [name]
+        variables = dict(v.split("=", 1) for v in variables)
+        assert variables["MADEF_STATE_DIR"] == mounts[0]["mountPath"] == "/app/state"
+        assert variables["MADEF_DUCKLAKE_DATA_PATH"].startswith("/app/state/")
+        env = variables
+    assert "resources" not in deployment and "step_k8s_config" not in step  # no GPU for every pod
+    # the storage the pods are given is one madef accepts (the conninfo comes from the secret)
+    settings = load_settings(
+        "production", env={**env, "MADEF_DUCKDB_PATH": "ducklake:postgres:host=pg dbname=madef user=madef"}
+    )
+    assert settings.storage.is_ducklake
+    definitions = build_definitions(load_settings("production", env={"MADEF_STATE_DIR": "/tmp/unused"}))
+    asked = {}
+    for node in definitions.resolve_job_def(MAIN_JOB).graph.node_defs:
+        k8s = json.loads(node.tags.get("dagster-k8s/config", "{}"))  # op tags are stored as JSON
+        gpu = k8s.get("container_config", {}).get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
+        asked[node.name] = (node.pool, gpu == 1)
+    assert asked["finetuned_checkpoint"] == ("device/cuda0", True)
+    for op, (pool, gpu) in asked.items():
+        assert gpu == bool(pool and pool.startswith("device/cuda")), op
+    assert sum(gpu for _, gpu in asked.values()) < len(asked) / 4
 
 
 def test_helm_values_point_at_the_code_location():

@@ -7,11 +7,25 @@ from typing import Any
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
 
+from madef_assets.llm.pools import auto_device, gpu_request_tags, role_pools, step_pool
 from madef_assets.llm.resource import LLMBatch
-from madef_assets.settings import MethodConfig
+from madef_assets.settings import MethodConfig, Settings
 
 PARSE_FAILURE_CHECK = "parse_failure_rate_within_limit"
 REFUSAL_CHECK = "refusal_rate_within_limit"
+
+
+def role_pool(settings: Settings, *roles: str) -> str | None:
+    """The Dagster pool of a step that asks these roles' models (llm/pools.py): the scarcest of theirs."""
+    device = auto_device()
+    return step_pool(p for role in roles for p in role_pools(settings.roles[role], device))
+
+
+def role_step(settings: Settings, *roles: str) -> dict[str, Any]:
+    """`pool` and `op_tags` of a step that asks these roles' models: its pool, and a GPU request when that
+    pool is a GPU's (the k8s executor)."""
+    pool = role_pool(settings, *roles)
+    return {"pool": pool, "op_tags": gpu_request_tags([pool])}
 
 
 def status_columns(batch: LLMBatch, prefix: str = "") -> dict[str, list[Any]]:

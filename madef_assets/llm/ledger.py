@@ -2,8 +2,9 @@
 
 The key hashes (kind, backend, model fingerprint, parameters, rendered prompt, template version).
 The table is append-only and each key's best final row wins at lookup (STATUS_PRECEDENCE), so a write
-never checks what is already there. Reads and writes open a DuckDB connection only for the statement: no
-connection is held while a backend works, so other processes can write the same file between flushes.
+never checks what is already there. Reads and writes open a connection to the storage (a DuckDB file or
+DuckLake, madef_assets/storage.py) only for the statement: no connection is held while a backend works, so
+other processes can write between flushes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from madef_assets.storage import duckdb_connection, sql_text
+from madef_assets.storage import Storage, as_storage, duckdb_connection, sql_text, with_conflict_retries
 
 LEDGER_COLUMNS = {
     "key": pl.Utf8,
@@ -91,10 +92,13 @@ def row_ranges(row_ids: Sequence[int], gap: int = ROW_GROUP_ROWS) -> list[tuple[
 
 
 class Ledger:
-    def __init__(self, duckdb_path: Path | str):
-        self.duckdb_path = Path(duckdb_path)
-        self.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-        with duckdb_connection(self.duckdb_path) as connection:
+    def __init__(self, storage: Storage | Path | str):
+        """`storage`: a Storage, or a local DuckDB file's path."""
+        self.storage = as_storage(storage)
+        with_conflict_retries(self._create)
+
+    def _create(self) -> None:
+        with duckdb_connection(self.storage) as connection:
             if _has_primary_key(connection):
                 connection.execute("BEGIN TRANSACTION")
                 connection.execute("ALTER TABLE llm_ledger RENAME TO llm_ledger_keyed")
@@ -115,7 +119,7 @@ class Ledger:
             {"key": list(keys), "key_hash": [key_hash(k) for k in keys]},
             schema={"key": pl.Utf8, "key_hash": pl.UInt64},
         ).to_arrow()
-        with duckdb_connection(self.duckdb_path) as connection:
+        with duckdb_connection(self.storage) as connection:
             connection.register("requested_keys", requested_keys)
             candidate_rows = connection.execute(sql_text("ledger/find_llm_ledger_rows")).to_arrow_table()
             if not candidate_rows.num_rows:
@@ -135,9 +139,13 @@ class Ledger:
         if not records:
             return 0
         new_ledger_rows = pl.DataFrame(records, schema=LEDGER_COLUMNS).to_arrow()
-        with duckdb_connection(self.duckdb_path) as connection:
-            connection.register("new_ledger_rows", new_ledger_rows)
-            connection.execute(sql_text("ledger/append_llm_ledger"))
+
+        def append() -> None:
+            with duckdb_connection(self.storage) as connection:
+                connection.register("new_ledger_rows", new_ledger_rows)
+                connection.execute(sql_text("ledger/append_llm_ledger"))
+
+        with_conflict_retries(append)
         return len(records)
 
 

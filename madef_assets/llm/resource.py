@@ -19,6 +19,7 @@ from madef_assets.llm.backends import backend_identity, build_backend
 from madef_assets.llm.ledger import Ledger, LedgerWriter, canonical_json, ledger_key
 from madef_assets.llm.refusals import refusal_opening
 from madef_assets.llm.types import Backend, CallKind, Completion, GenerationParams
+from madef_assets.storage import DEFAULT_LOCK_WAIT_SECONDS, Storage
 
 PROGRESS_EVERY_S = 10.0
 
@@ -80,8 +81,10 @@ class LLMResource(ConfigurableResource):
     options_json: str = "{}"
     # The other members of a panel (the judge may be several models): [{backend, model, params, options}].
     panel_json: str = "[]"
-    duckdb_path: str
+    duckdb_path: str  # the storage (madef_assets/storage.py): a DuckDB file or ducklake:postgres:<conninfo>
     models_dir: str
+    ducklake_data_path: str | None = None
+    duckdb_lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS
 
     _backend: Backend | None = PrivateAttr(default=None)
     _identity: dict[str, Any] | None = PrivateAttr(default=None)
@@ -114,7 +117,7 @@ class LLMResource(ConfigurableResource):
                     model=spec["model"],
                     params_json=json.dumps(spec["params"]),
                     options_json=json.dumps(spec["options"]),
-                    duckdb_path=self.duckdb_path,
+                    **self.storage().resource_fields(),
                     models_dir=self.models_dir,
                 )
                 for spec in json.loads(self.panel_json)
@@ -142,9 +145,12 @@ class LLMResource(ConfigurableResource):
             )
         return self._identity
 
+    def storage(self) -> Storage:
+        return Storage(self.duckdb_path, self.ducklake_data_path, self.duckdb_lock_wait_seconds)
+
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            self._ledger = Ledger(self.duckdb_path)
+            self._ledger = Ledger(self.storage())
         return self._ledger
 
     # --- the three capabilities ---------------------------------------------------------------

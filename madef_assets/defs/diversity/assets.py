@@ -22,7 +22,7 @@ from madef_assets.defs.diversity.routes import example_sets, route_capacity, spl
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.intent.labels import parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
-from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs
+from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, role_step
 from madef_assets.defs.sources.normalize import prompt_id
 from madef_assets.llm.resource import LLMBatch, LLMResource, LLMResult
 from madef_assets.prompts import family_version, template
@@ -31,7 +31,6 @@ from madef_assets.settings import PROJECT_ROOT, MethodConfig, Settings
 from madef_assets.storage import run_sql
 
 GROUP = "diversity"
-POOL = "duckdb"
 AUGMENTED_SOURCE = "augmented"
 AUGMENTATION_FILE = PROJECT_ROOT / "data" / "safety_prompts" / "augmentation_prompts.json"
 
@@ -222,7 +221,7 @@ def build_augmentation_assets(settings: Settings) -> list:
     method = settings.method
     train_sources = pl.DataFrame({"source": list(method.train_sources)}, schema={"source": pl.Utf8})
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL)
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"})
     def category_quota(context: AssetExecutionContext, prompt_categories: pl.DataFrame) -> pl.DataFrame:
         """Train-eligible prompts per category against the target from the config; thin ones are flagged with
         their deficit, which augmented_prompts fills."""
@@ -243,7 +242,11 @@ def build_augmentation_assets(settings: Settings) -> list:
         return table
 
     @asset(
-        group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("augmented_prompts"))
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        # one pool for two roles: the scarcer of the attacker's and the labeler's (llm/pools.py step_pool)
+        **role_step(settings, "attacker", "labeler"),
+        check_specs=llm_gate_specs(AssetKey("augmented_prompts")),
     )
     def augmented_prompts(
         context: AssetExecutionContext,
@@ -319,7 +322,7 @@ def build_augmentation_assets(settings: Settings) -> list:
 def build_attack_prompts_asset(settings: Settings):
     method = settings.method
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, check_specs=attack_prompt_check_specs())
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, check_specs=attack_prompt_check_specs())
     def attack_prompts(
         context: AssetExecutionContext, prompt_categories: pl.DataFrame, augmented_prompts: pl.DataFrame
     ):

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from dagster import StaticPartitionsDefinition, asset
+from dagster import AssetExecutionContext, StaticPartitionsDefinition, asset
 
+from madef_assets.compat import hold_pool_slot
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.sources.assets import content_version, source_input_files
+from madef_assets.llm.pools import auto_device, gpu_request_tags, model_pool
 from madef_assets.llm.resource import LLMResource
 from madef_assets.settings import CHECKPOINT_ASSETS, CandidateConfig, Settings
 from madef_assets.storage import duckdb_connection, run_sql
@@ -28,17 +31,44 @@ CANDIDATE_SCHEMA = {
 FINGERPRINT_COLUMNS = ("backend", "model", "model_hash", "chat_template", "params", "dataset_hash")
 
 
-def per_candidate_asset(candidates: StaticPartitionsDefinition, kinds: set[str], **asset_args):
-    """`@asset` for an evaluation step run once per candidate: the evaluation group, the DuckDB pool, one
-    partition per candidate, stored under the table's `candidate` column."""
-    return asset(
+def per_candidate_asset(
+    candidates: StaticPartitionsDefinition,
+    kinds: set[str],
+    pool_of: Mapping[str, str | None] | None = None,
+    **asset_args,
+):
+    """`@asset` for an evaluation step run once per candidate: the evaluation group, one partition per
+    candidate, stored under the table's `candidate` column. A step that asks the candidate's model gets
+    `pool_of` (candidate_pools): each partition holds its candidate's pool while it runs (one op has one
+    static pool, the same for every partition; `pool=` gives that one to a step that asks a role's model)."""
+    decorator = asset(
         group_name="evaluation",
         kinds=kinds,
-        pool="duckdb",
         partitions_def=candidates,
         metadata={"partition_expr": "candidate"},
-        **asset_args,
+        **{**asset_args, "op_tags": asset_args.get("op_tags") or gpu_request_tags((pool_of or {}).values())},
     )
+    if pool_of is None:
+        return decorator
+
+    def holding_the_candidates_pool(compute):
+        @functools.wraps(compute)
+        def compute_in_pool(context: AssetExecutionContext, *args, **kwargs):
+            pool = pool_of[context.partition_key]
+            if pool is None:
+                return compute(context, *args, **kwargs)
+            with hold_pool_slot(context, pool):
+                return compute(context, *args, **kwargs)
+
+        return decorator(compute_in_pool)
+
+    return holding_the_candidates_pool
+
+
+def candidate_pools(settings: Settings) -> dict[str, str | None]:
+    """Each candidate's pool (llm/pools.py): its device's when local, its endpoint's when served."""
+    device = auto_device()
+    return {c.name: model_pool(c.backend, c.options, device) for c in settings.evaluation.candidates}
 
 
 def resolve_candidate(candidate: CandidateConfig, checkpoints: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -64,11 +94,12 @@ def read_checkpoints(settings: Settings, rate: str | None = None) -> dict[str, d
     """The materialized checkpoint rows by asset name (base_model_checkpoint, finetuned_checkpoint): with
     several learning rates (§5.1.1) the finetuned_checkpoint row of partition `rate`, absent until trained."""
     rows = {}
-    with duckdb_connection(settings.duckdb_path) as connection:
+    with duckdb_connection(settings.storage) as connection:
         tables = {
             t
             for (t,) in connection.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'public'"
+                "SELECT table_name FROM duckdb_tables() "
+                "WHERE database_name = current_database() AND schema_name = 'public'"
             ).fetchall()
         }
         for name in CHECKPOINT_ASSETS:
@@ -114,7 +145,7 @@ def candidate_llm(settings: Settings, row: Mapping[str, Any], raw_prompts: bool)
         model=row["model"],
         params_json=json.dumps(settings.evaluation.params),
         options_json=json.dumps(options),
-        duckdb_path=str(settings.duckdb_path),
+        **settings.storage.resource_fields(),
         models_dir=str(settings.models_dir),
     )
 

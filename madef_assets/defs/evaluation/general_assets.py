@@ -10,6 +10,7 @@ from dagster import AssetExecutionContext, Failure, MetadataValue, Output, Stati
 from madef_assets.defs.evaluation import general, sandbox
 from madef_assets.defs.evaluation.candidates import (
     FINGERPRINT_COLUMNS,
+    candidate_pools,
     files_hash,
     fingerprint,
     per_candidate_asset,
@@ -28,7 +29,7 @@ def build_general_assets(
     general_config = settings.evaluation.general
     data_dir = general_config["data_dir"]
 
-    @per_candidate_asset(candidates, {"duckdb", "llm"})
+    @per_candidate_asset(candidates, {"duckdb", "llm"}, pool_of=candidate_pools(settings))
     def general_capability_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame) -> Output:
         """gsm8k (few-shot chain of thought, final number exact match), MMLU / CMMLU / C-Eval val (k-shot,
         option log-probabilities) and HumanEval (pass@1, each program run in the profile's sandbox — bubblewrap

@@ -30,7 +30,7 @@ from typing import Any
 import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, Output, PartitionsDefinition, PipesSubprocessClient
 
-from madef_assets.defs.evaluation.candidates import per_candidate_asset
+from madef_assets.defs.evaluation.candidates import candidate_pools, per_candidate_asset
 from madef_assets.defs.evaluation.general import McqItem, load_mcq_benchmark
 from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.llm.engines import ENGINES
@@ -232,7 +232,8 @@ def build_llamafactory_eval_asset(settings: Settings, candidates: PartitionsDefi
     if not config.get("enabled", True) or not benchmarks:
         return None
 
-    @per_candidate_asset(candidates, {"duckdb", "pytorch"})
+    # LLaMA-Factory's evaluator loads a local candidate on its device (a served one is skipped at once)
+    @per_candidate_asset(candidates, {"duckdb", "pytorch"}, pool_of=candidate_pools(settings))
     def llamafactory_eval_scores(
         context: AssetExecutionContext, pipes_subprocess_client: PipesSubprocessClient, candidate_model: pl.DataFrame
     ) -> Output:

@@ -7,6 +7,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition, asset
 
 from madef_assets.defs.evaluation.candidates import (
+    candidate_pools,
     fingerprint,
     per_candidate_asset,
     sample_per_group,
@@ -18,6 +19,7 @@ from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.defs.evaluation.judging import answered, parse_safety_judgement, review_key, safety_label
 from madef_assets.defs.frames import concat_prompts
 from madef_assets.defs.intent.taxonomy import Taxonomy
+from madef_assets.defs.llm_steps import role_step
 from madef_assets.defs.panel import ask_panel
 from madef_assets.defs.selection.contamination import contaminated
 from madef_assets.llm.resource import LLMResource
@@ -27,7 +29,6 @@ from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
 GROUP = "evaluation"
-POOL = "duckdb"
 
 
 def build_new_safety_assets(
@@ -41,7 +42,6 @@ def build_new_safety_assets(
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "sql"},
-        pool=POOL,
         check_specs=[disjoint_from_sft_spec()],
         ins={**new_safety_ins, "sft_dataset": AssetIn()},
     )
@@ -86,7 +86,7 @@ def build_new_safety_assets(
         )
         yield disjoint_from_sft_result(table, sft_dataset, settings.method)
 
-    @per_candidate_asset(candidates, {"duckdb", "llm"})
+    @per_candidate_asset(candidates, {"duckdb", "llm"}, pool_of=candidate_pools(settings))
     def new_safety_responses(
         context: AssetExecutionContext, candidate_model: pl.DataFrame, new_safety_benchmark: pl.DataFrame
     ):
@@ -110,6 +110,7 @@ def build_new_safety_assets(
     @per_candidate_asset(
         candidates,
         {"duckdb", "llm"},
+        **role_step(settings, "judge"),
         deps=[AssetKey("judge_qualification")],
     )
     def new_safety_judgements(context: AssetExecutionContext, judge: LLMResource, new_safety_responses: pl.DataFrame):

@@ -10,6 +10,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition
 
 from madef_assets.defs.evaluation.candidates import (
+    candidate_pools,
     fingerprint,
     per_candidate_asset,
     sample_per_group,
@@ -19,6 +20,7 @@ from madef_assets.defs.evaluation.candidates import (
 from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.defs.evaluation.judging import answered, review_key
 from madef_assets.defs.evaluation.xstest import settled_class, string_match_class
+from madef_assets.defs.llm_steps import role_step
 from madef_assets.defs.panel import ask_panel
 from madef_assets.defs.qualification.metrics import UNCERTAIN
 from madef_assets.defs.qualification.tasks import REFUSAL, parse_refusal_class
@@ -44,6 +46,7 @@ def build_over_refusal_assets(
     @per_candidate_asset(
         candidates,
         {"duckdb", "llm"},
+        pool_of=candidate_pools(settings),
         ins={"candidate_model": AssetIn(), "prompts": AssetIn(AssetKey(source))},
     )
     def over_refusal_responses(context: AssetExecutionContext, candidate_model: pl.DataFrame, prompts: pl.DataFrame):
@@ -72,6 +75,7 @@ def build_over_refusal_assets(
     @per_candidate_asset(
         candidates,
         {"duckdb", "llm"},
+        **role_step(settings, "judge"),
         deps=[AssetKey("judge_qualification")],
     )
     def over_refusal_judgements(

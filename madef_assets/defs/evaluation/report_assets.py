@@ -24,7 +24,6 @@ from madef_assets.settings import QualificationConfig, Settings
 from madef_assets.storage import run_sql
 
 GROUP = "evaluation"
-POOL = "duckdb"
 
 
 def qualification_sections(
@@ -113,7 +112,6 @@ def build_report_assets(settings: Settings, over_refusal: bool, llamafactory_eva
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "markdown"},
-        pool=POOL,
         check_specs=[no_regression_spec()],
         ins={
             "safetybench_scores": AssetIn(),

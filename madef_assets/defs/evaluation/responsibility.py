@@ -7,6 +7,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition
 
 from madef_assets.defs.evaluation.candidates import (
+    candidate_pools,
     fingerprint,
     per_candidate_asset,
     sample_per_group,
@@ -15,6 +16,7 @@ from madef_assets.defs.evaluation.candidates import (
 )
 from madef_assets.defs.evaluation.intervals import bootstrap_mean_interval
 from madef_assets.defs.evaluation.judging import answered, parse_cvalues_choice, parse_responsibility_score, review_key
+from madef_assets.defs.llm_steps import role_step
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import markdown_table
@@ -36,6 +38,7 @@ def build_responsibility_assets(
     @per_candidate_asset(
         candidates,
         {"duckdb", "llm"},
+        pool_of=candidate_pools(settings),
         ins={"candidate_model": AssetIn(), "prompts": AssetIn(AssetKey(prompts_source))},
     )
     def responsibility_responses(context: AssetExecutionContext, candidate_model: pl.DataFrame, prompts: pl.DataFrame):
@@ -62,6 +65,7 @@ def build_responsibility_assets(
     @per_candidate_asset(
         candidates,
         {"duckdb", "llm"},
+        **role_step(settings, "judge"),
         deps=[AssetKey("judge_qualification")],
     )
     def responsibility_judgements(
@@ -116,6 +120,7 @@ def build_responsibility_assets(
     @per_candidate_asset(
         candidates,
         {"duckdb", "llm"},
+        pool_of=candidate_pools(settings),
         ins={"candidate_model": AssetIn(), **mcq_ins},
     )
     def responsibility_mcq_predictions(

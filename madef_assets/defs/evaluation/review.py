@@ -10,7 +10,6 @@ from madef_assets.review.decisions import latest_decisions, write_jsonl_atomical
 from madef_assets.settings import Settings
 
 GROUP = "evaluation"
-POOL = "duckdb"
 
 
 def build_review_assets(settings: Settings, candidates: StaticPartitionsDefinition, over_refusal: bool) -> list:
@@ -82,7 +81,7 @@ def build_review_assets(settings: Settings, candidates: StaticPartitionsDefiniti
         )
         return table
 
-    @asset(group_name=GROUP, kinds={"duckdb", "json"}, pool=POOL)
+    @asset(group_name=GROUP, kinds={"duckdb", "json"})
     def review_decisions(context: AssetExecutionContext) -> pl.DataFrame:
         """The reviewers' decisions from <review_dir>/decisions.jsonl (append-only; the latest decision per
         review_key wins). Malformed lines are listed in the metadata, never dropped silently."""

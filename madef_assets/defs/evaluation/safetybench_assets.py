@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Out
 from madef_assets.defs.evaluation import safetybench
 from madef_assets.defs.evaluation.candidates import (
     FINGERPRINT_COLUMNS,
+    candidate_pools,
     fingerprint,
     per_candidate_asset,
     sample_per_group,
@@ -35,6 +36,7 @@ def build_safetybench_assets(
     @per_candidate_asset(
         candidates,
         {"duckdb", "llm", "json"},
+        pool_of=candidate_pools(settings),
         ins={"candidate_model": AssetIn(), **{f"bench_{name}": AssetIn(AssetKey(name)) for name in bench_sources}},
     )
     def safetybench_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame, **items: pl.DataFrame):

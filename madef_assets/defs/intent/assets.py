@@ -10,7 +10,7 @@ from madef_assets.defs.intent.checks import coverage_check_spec, coverage_result
 from madef_assets.defs.intent.labels import normalize_label, parse_labels
 from madef_assets.defs.intent.review import apply_taxonomy_decisions, read_taxonomy_decisions, taxonomy_queue
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
-from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, status_columns
+from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, role_step, status_columns
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import bar_png, markdown_image, stacked_bar_png
@@ -19,7 +19,6 @@ from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
 GROUP = "intent"
-POOL = "duckdb"
 TOP_LABELS = 20
 
 
@@ -113,7 +112,7 @@ def build_intent_label_assets(settings: Settings) -> list:
         group_name=GROUP,
         kinds={"duckdb", "llm"},
         ins=source_ins,
-        pool=POOL,
+        **role_step(settings, "labeler"),
         deps=qualification,
         check_specs=llm_gate_specs(AssetKey("intent_labels")),
     )
@@ -143,7 +142,7 @@ def build_intent_label_assets(settings: Settings) -> list:
     decisions_file = review_dir / "taxonomy_decisions.jsonl"
     queue_file = review_dir / "taxonomy_queue.jsonl"
 
-    @asset(group_name=GROUP, kinds={"duckdb", "json"}, pool=POOL)
+    @asset(group_name=GROUP, kinds={"duckdb", "json"})
     def taxonomy_decisions(context: AssetExecutionContext) -> pl.DataFrame:
         """The reviewers' decisions on raw intent labels from <review_dir>/taxonomy_decisions.jsonl (append-only,
         written by the review page's taxonomy queue; the latest per label key wins): the paper merged its raw
@@ -162,7 +161,6 @@ def build_intent_label_assets(settings: Settings) -> list:
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "polars", "json"},
-        pool=POOL,
         ins={**source_ins, "intent_labels": AssetIn(), "taxonomy_decisions": AssetIn()},
     )
     def label_taxonomy(
@@ -200,7 +198,6 @@ def build_intent_category_assets(settings: Settings) -> list:
         group_name=GROUP,
         kinds={"duckdb", "sql"},
         ins={**attack_source_ins(settings), "intent_labels": AssetIn(), "label_taxonomy": AssetIn()},
-        pool=POOL,
         check_specs=[coverage_check_spec()],
     )
     def prompt_categories(
@@ -227,7 +224,7 @@ def build_intent_category_assets(settings: Settings) -> list:
         )
         yield coverage_result(context.asset_key, table)
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL)
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"})
     def intent_distribution(
         context: AssetExecutionContext,
         intent_labels: pl.DataFrame,

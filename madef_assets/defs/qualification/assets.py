@@ -22,6 +22,7 @@ from dagster import (
 from madef_assets.defs.frames import concat_prompts
 from madef_assets.defs.intent.labels import parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
+from madef_assets.defs.llm_steps import role_step
 from madef_assets.defs.panel import PanelAnswers, ask_panel
 from madef_assets.defs.qualification.agreement import (
     JUDGEMENT_SCHEMA,
@@ -46,7 +47,6 @@ from madef_assets.reports import heatmap_png, markdown_image
 from madef_assets.settings import QualificationConfig, Settings
 
 GROUP = "qualification"
-POOL = "duckdb"
 JUDGE_QUALIFIED = "judge_qualified"
 LABELER_QUALIFIED = "labeler_qualified"
 LABELER_QUALIFICATION = AssetKey("labeler_qualification")
@@ -135,7 +135,7 @@ def build_judge_qualification_asset(settings: Settings):
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "llm"},
-        pool=POOL,
+        **role_step(settings, "judge"),
         check_specs=[
             AssetCheckSpec(
                 JUDGE_QUALIFIED,
@@ -216,7 +216,7 @@ def build_labeler_qualification_asset(settings: Settings):
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "llm"},
-        pool=POOL,
+        **role_step(settings, "labeler"),
         ins={f"src_{name}": AssetIn(AssetKey(name)) for name in config.labeler_sources},
         check_specs=[
             AssetCheckSpec(

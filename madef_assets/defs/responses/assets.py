@@ -4,7 +4,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetKey, Output, asset
 
 from madef_assets.defs.copies import is_copy_error
-from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, status_columns
+from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, role_step, status_columns
 from madef_assets.defs.responses.cot import STOP_SEQUENCES, copy_problem, parse_cot
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version, template
@@ -15,7 +15,10 @@ GROUP = "responses"
 
 def build_response_assets(settings: Settings) -> list:
     @asset(
-        group_name=GROUP, kinds={"duckdb", "llm"}, pool="duckdb", check_specs=llm_gate_specs(AssetKey("safe_responses"))
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        **role_step(settings, "responder"),
+        check_specs=llm_gate_specs(AssetKey("safe_responses")),
     )
     def safe_responses(context: AssetExecutionContext, responder: LLMResource, attack_prompts: pl.DataFrame):
         """For every attack prompt: the responder's safety analysis (`reasoning`) and final safe answer

@@ -3,7 +3,7 @@
 import polars as pl
 from dagster import AssetExecutionContext, AssetKey, Output, asset
 
-from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, status_columns
+from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, role_step, status_columns
 from madef_assets.defs.reward.checks import score_range_result, score_range_spec
 from madef_assets.defs.reward.scores import parse_one_score, parse_two_scores, plan_response_judging
 from madef_assets.llm.resource import LLMResource
@@ -12,7 +12,6 @@ from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
 GROUP = "reward"
-POOL = "duckdb"
 # The judge is measured against human labels first; its blocking check gates these scores.
 JUDGE_QUALIFICATION = AssetKey("judge_qualification")
 
@@ -21,7 +20,10 @@ def build_reward_assets(settings: Settings) -> list:
     method = settings.method
 
     @asset(
-        group_name=GROUP, kinds={"duckdb", "llm"}, pool=POOL, check_specs=llm_gate_specs(AssetKey("prompt_perplexity"))
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        **role_step(settings, "scorer"),
+        check_specs=llm_gate_specs(AssetKey("prompt_perplexity")),
     )
     def prompt_perplexity(context: AssetExecutionContext, scorer: LLMResource, attack_prompts: pl.DataFrame):
         """The scorer model's perplexity of every attack prompt (batched, length-sorted)."""
@@ -36,7 +38,7 @@ def build_reward_assets(settings: Settings) -> list:
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "llm"},
-        pool=POOL,
+        **role_step(settings, "judge"),
         check_specs=llm_gate_specs(AssetKey("response_safety_scores")),
         deps=[JUDGE_QUALIFICATION],
     )
@@ -89,7 +91,7 @@ def build_reward_assets(settings: Settings) -> list:
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "llm"},
-        pool=POOL,
+        **role_step(settings, "judge"),
         check_specs=llm_gate_specs(AssetKey("instruction_safety_scores")),
         deps=[JUDGE_QUALIFICATION],
     )
@@ -115,7 +117,7 @@ def build_reward_assets(settings: Settings) -> list:
         yield Output(table, metadata=batch.metadata())
         yield from llm_gate_results(context.asset_key, table["status"], method)
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL, check_specs=[score_range_spec()])
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, check_specs=[score_range_spec()])
     def reward_features(
         context: AssetExecutionContext,
         safe_responses: pl.DataFrame,

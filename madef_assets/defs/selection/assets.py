@@ -39,7 +39,6 @@ from madef_assets.settings import MethodConfig, SelectionConfig, Settings
 from madef_assets.storage import run_sql
 
 GROUP = "selection"
-POOL = "duckdb"
 FITNESS_SCHEMA = {"criterion": pl.Utf8, "passed": pl.Boolean, "words": pl.Utf8}
 FOLDER_SCHEMA = {
     "path": pl.Utf8,
@@ -158,7 +157,7 @@ def build_sft_selection_assets(settings: Settings) -> list:
     method = settings.method
     selection = method.selection
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, pool=POOL)
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"})
     def safety_sft_selected(context: AssetExecutionContext, reward_features: pl.DataFrame) -> pl.DataFrame:
         """Samples with low prompt perplexity (cut per language), a safe chosen response (pair and single
         scores apart) and a hard instruction, capped per category and, with method.sft_total, to the total
@@ -187,7 +186,7 @@ def build_sft_selection_assets(settings: Settings) -> list:
 
     general_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in method.general_sources}
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, ins=general_ins, pool=POOL)
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, ins=general_ins)
     def general_sft_sample(context: AssetExecutionContext, **sources: pl.DataFrame) -> pl.DataFrame:
         """General instruction data sampled to method.general_sample_size, method.general_zh_share of it Chinese
         (the paper's general data is Chinese-first; null: languages in proportion), stratified by source."""
@@ -218,7 +217,6 @@ def build_sft_fitness_asset(settings: Settings):
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "polars"},
-        pool=POOL,
         ins={"judge_qualification": AssetIn(), **labeler_ins, **{name: AssetIn() for name in ROLE_ASSETS}},
     )
     def sft_fitness(context: AssetExecutionContext, judge_qualification: pl.DataFrame, **steps: pl.DataFrame) -> Output:
@@ -254,7 +252,6 @@ def build_sft_dataset_assets(settings: Settings) -> list:
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "sql", "json"},
-        pool=POOL,
         check_specs=[contamination_spec()],
         ins={
             "safety_sft_selected": AssetIn(),
@@ -325,7 +322,7 @@ def build_sft_dataset_assets(settings: Settings) -> list:
         )
         yield gate
 
-    @asset(group_name=GROUP, kinds={"duckdb", "json"}, pool=POOL)
+    @asset(group_name=GROUP, kinds={"duckdb", "json"})
     def sft_dataset_folder(context: AssetExecutionContext, sft_dataset: pl.DataFrame) -> Output:
         """The LLaMA-Factory folder training reads (method.sft_export_dir: madef_sft.json, the sharegpt file
         when configured, dataset_info.json, README.md, licenses.csv, data/*.parquet, madef_manifest.json), published

@@ -29,7 +29,6 @@ from madef_assets.settings import Settings, SourceConfig
 from madef_assets.storage import run_sql
 
 GROUP = "sources"
-DUCKDB_POOL = "duckdb"
 
 
 def raw_key(name: str) -> AssetKey:
@@ -128,7 +127,6 @@ def build_ingest_asset(source: SourceConfig, settings: Settings) -> AssetsDefini
         },
         deps=[raw_key(source.name)],
         check_specs=ingestion_check_specs(source_key),
-        pool=DUCKDB_POOL,
     )
     def ingest(context: AssetExecutionContext):
         result = normalize_source(source, settings.max_prompt_chars)
@@ -158,7 +156,6 @@ def build_union_assets(settings: Settings) -> list[AssetsDefinition]:
         group_name=GROUP,
         kinds={"duckdb", "polars"},
         ins={f"q_{n}": AssetIn(quarantine_key(n)) for n in names},
-        pool=DUCKDB_POOL,
     )
     def quarantine(context: AssetExecutionContext, **per_source: pl.DataFrame) -> pl.DataFrame:
         """Every quarantined input row of every source: source, location (file:line), reason, raw excerpt."""
@@ -172,7 +169,6 @@ def build_union_assets(settings: Settings) -> list[AssetsDefinition]:
         group_name=GROUP,
         kinds={"duckdb", "sql"},
         ins={**{f"s_{n}": AssetIn(AssetKey(n)) for n in names}, "quarantine": AssetIn(AssetKey("quarantine"))},
-        pool=DUCKDB_POOL,
     )
     def source_summary(
         context: AssetExecutionContext, quarantine: pl.DataFrame, **sources: pl.DataFrame

@@ -15,6 +15,7 @@ from dagster import (
     asset,
 )
 
+from madef_assets.defs.llm_steps import role_step
 from madef_assets.defs.selection.export import DATASET_NAME, read_manifest
 from madef_assets.defs.training.llamafactory_config import (
     folder_size,
@@ -46,7 +47,7 @@ def build_training_assets(settings: Settings) -> list:
     trainee = settings.roles["trainee"]
     training = settings.training
 
-    @asset(group_name=GROUP, kinds={"duckdb", "pytorch"}, pool="duckdb")
+    @asset(group_name=GROUP, kinds={"duckdb", "pytorch"})
     def base_model_checkpoint(context: AssetExecutionContext) -> pl.DataFrame:
         """The trainee model as a local Hugging Face checkpoint folder (the bundled Gemma 3 270M is
         converted from GGUF once); one row with its path, fingerprint and size."""
@@ -60,7 +61,7 @@ def build_training_assets(settings: Settings) -> list:
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "pytorch"},
-        pool="duckdb",
+        **role_step(settings, "trainee"),  # LLaMA-Factory trains on the trainee's device
         partitions_def=rates,
         metadata={"partition_expr": "rate"} if rates else None,
     )
@@ -164,7 +165,6 @@ def build_training_assets(settings: Settings) -> list:
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "polars"},
-        pool="duckdb",
         ins={"finetuned_checkpoint": AssetIn(partition_mapping=AllPartitionMapping())},
     )
     def learning_rate_comparison(context: AssetExecutionContext, finetuned_checkpoint: pl.DataFrame) -> pl.DataFrame:
