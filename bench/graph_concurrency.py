@@ -35,6 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo_graph import step_group  # noqa: E402
+from rehearsal import madef_env as rehearsal_env  # noqa: E402
 from rehearsal import small_profile  # noqa: E402
 from rehearsal_model import answer  # noqa: E402
 
@@ -91,18 +92,14 @@ def bench_profile(target: Path, provider: str, responder: str, candidates: dict[
 
 
 def madef_env(profile: Path, state: Path) -> dict[str, str]:
-    """The environment of `madef run` and of the celery workers; writes the instance's dagster.yaml."""
+    """The rehearsal's environment of `madef run` (and of the celery workers), with this bench's instance."""
     (state / "dagster_home").mkdir(parents=True, exist_ok=True)
     (state / "dagster_home" / "dagster.yaml").write_text(INSTANCE_YAML, encoding="utf-8")
-    return {
-        **os.environ,
-        "MADEF_PROFILE": str(profile),
-        "MADEF_STATE_DIR": str(state),
-        "DAGSTER_HOME": str(state / "dagster_home"),
-        "MADEF_MODELS_DIR": str(load_settings("demo", env={}).models_dir),
-        "MADEF_REHEARSAL_KEY": "rehearsal-key",
-        "PYTHONUNBUFFERED": "1",
-    }
+    from dagster import DagsterInstance
+
+    # Its SQLite storage created once, before `madef run` and the workers open it at the same moment.
+    DagsterInstance.from_config(str(state / "dagster_home")).dispose()
+    return rehearsal_env(profile, state)
 
 
 def run_madef(env: dict[str, str], state: Path) -> tuple[float, int]:

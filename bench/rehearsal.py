@@ -90,12 +90,9 @@ class RunReport:
     sources: list[tuple] = field(default_factory=list)  # source, rows in, normalized, quarantined, merged
 
 
-def run_graph(
-    profile: Path, state: Path, server: OpenAICompatibleServer, kill_after_answers: int | None = None
-) -> RunReport:
-    """`madef run` in its own process (group); with kill_after_answers, SIGKILLed once the server has
-    answered that many more requests."""
-    env = {
+def madef_env(profile: Path, state: Path) -> dict[str, str]:
+    """The environment of a rehearsal's `madef run`; the served roles' key is read from it like a provider's."""
+    return {
         **os.environ,
         "MADEF_PROFILE": str(profile),
         "MADEF_STATE_DIR": str(state),
@@ -103,7 +100,15 @@ def run_graph(
         "MADEF_MODELS_DIR": str(load_settings("demo", env={}).models_dir),
         "PYTHONUNBUFFERED": "1",
         "MADEF_REHEARSAL_KEY": "rehearsal-key",
-    }  # read from the environment like a provider's key
+    }
+
+
+def run_graph(
+    profile: Path, state: Path, server: OpenAICompatibleServer, kill_after_answers: int | None = None
+) -> RunReport:
+    """`madef run` in its own process (group); with kill_after_answers, SIGKILLed once the server has
+    answered that many more requests."""
+    env = madef_env(profile, state)
     requests, answered = server.total_requests, server.answered_ok
     started = time.perf_counter()
     state.mkdir(parents=True, exist_ok=True)

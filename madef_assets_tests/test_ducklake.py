@@ -12,7 +12,7 @@ from madef_assets.settings import ConfigError, load_settings
 from madef_assets.storage import DUCKLAKE_PREFIX, Storage, duckdb_connection, extension_file, with_conflict_retries
 from madef_assets_tests.postgres_server import postgres_server
 from madef_assets_tests.storage_worker import start_writer, writer_frame
-from madef_assets_tests.test_ledger import PRECEDENCE_CASES, ledger_row
+from madef_assets_tests.test_ledger import PRECEDENCE_CASES, check_precedence, ledger_row
 
 pytest.importorskip("duckdb_extension_ducklake", reason="DuckLake's extension package: pip install 'madef[deploy]'")
 
@@ -107,17 +107,7 @@ def test_the_ledger_on_ducklake(lake):
         for name in keys
         for i, key in enumerate(keys[name])
     }
-    cases = [ledger_key("generate", "openai", {}, {}, f"case {i}", "v1") for i in range(len(PRECEDENCE_CASES))]
-    for position in range(max(len(statuses) for statuses, _ in PRECEDENCE_CASES)):
-        ledger.write(
-            ledger_row(key, f"case {i}", statuses[position], f"row {position}")
-            for i, (key, (statuses, _)) in enumerate(zip(cases, PRECEDENCE_CASES))
-            if position < len(statuses)
-        )
-    found = ledger.lookup(cases)
-    for key, (statuses, expected) in zip(cases, PRECEDENCE_CASES):
-        got = (found[key]["status"], int(found[key]["output"].split()[1])) if key in found else None
-        assert got == expected, statuses
+    check_precedence(ledger)
     with duckdb_connection(lake, read_only=True) as connection:
         assert connection.execute("select count(*) from llm_ledger").fetchone()[0] == 600 + sum(
             len(statuses) for statuses, _ in PRECEDENCE_CASES

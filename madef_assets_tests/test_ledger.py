@@ -230,10 +230,9 @@ PRECEDENCE_CASES = [
 ]
 
 
-def test_a_final_answer_is_never_replaced_by_a_later_worse_row(tmp_path):
+def check_precedence(ledger: Ledger) -> None:
     """The precedence table, all keys in one ledger: the n-th row of every key goes in the n-th write,
     so rows of different keys interleave as racing processes write them."""
-    ledger = Ledger(tmp_path / "l.duckdb")
     keys = [ledger_key("generate", "openai", {}, {}, f"case {i}", "v1") for i in range(len(PRECEDENCE_CASES))]
     for position in range(max(len(statuses) for statuses, _ in PRECEDENCE_CASES)):
         ledger.write(
@@ -245,6 +244,11 @@ def test_a_final_answer_is_never_replaced_by_a_later_worse_row(tmp_path):
     for key, (statuses, expected) in zip(keys, PRECEDENCE_CASES):
         got = (found[key]["status"], int(found[key]["output"].split()[1])) if key in found else None
         assert got == expected, statuses
+
+
+def test_a_final_answer_is_never_replaced_by_a_later_worse_row(tmp_path):
+    ledger = Ledger(tmp_path / "l.duckdb")
+    check_precedence(ledger)
     # two rows of one key in one write (one created_at): the later one wins within its status
     key = ledger_key("generate", "openai", {}, {}, "same batch", "v1")
     ledger.write([ledger_row(key, "same batch", output="first"), ledger_row(key, "same batch", output="second")])
