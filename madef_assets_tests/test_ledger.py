@@ -2,7 +2,6 @@
 append-only table, its two-pass lookup and the writer thread."""
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -16,23 +15,14 @@ from dagster import DagsterInstance, materialize
 from madef_assets.llm.ledger import FLUSH_ROWS, Ledger, LedgerWriter, key_hash, ledger_key, row_ranges
 from madef_assets_tests.ledger_process import MATERIALIZE_COMMAND, ledger_rows, process_env
 from madef_assets_tests.openai_server import OpenAICompatibleServer
+from madef_assets_tests.test_openai_backend import served_resource
 
 VENV_BIN = os.path.dirname(sys.executable)
 
 
 def judge_without_retries(tmp_path, server: OpenAICompatibleServer):
-    """An `openai` judge on the test server whose ledger is tmp_path/p.duckdb; an error is not retried."""
-    from madef_assets.llm.resource import LLMResource
-
-    options = {"base_url": server.base_url, "api_key_env": None, "max_retries": 0}
-    return LLMResource(
-        role="judge",
-        backend="openai",
-        model="test-model",
-        duckdb_path=str(tmp_path / "p.duckdb"),
-        models_dir=str(tmp_path),
-        options_json=json.dumps(options),
-    )
+    """An `openai` judge on the test server whose ledger is tmp_path/ledger.duckdb; an error is not retried."""
+    return served_resource(tmp_path, server.base_url, api_key_env=None)
 
 
 @pytest.fixture
@@ -144,7 +134,7 @@ def test_parse_errors_are_recorded_and_reparsed_without_new_calls(tmp_path):
         first = resource.generate(["ab", "abc", "[[400]]"], template_version="parse-test", parse=answer_length)
         assert [r.status for r in first.results] == ["ok", "parse_error", "error"]
         assert first.results[0].value == 2 and first.results[1].error == "odd length 3"
-        with duckdb.connect(str(tmp_path / "p.duckdb"), read_only=True) as connection:
+        with duckdb.connect(str(tmp_path / "ledger.duckdb"), read_only=True) as connection:
             stored = dict(connection.execute("select prompt, status from llm_ledger").fetchall())
         assert stored == {"ab": "ok", "abc": "parse_error", "[[400]]": "error"}
         # a fixed parser reads the stored answers again; only the error row is sent again
@@ -157,18 +147,10 @@ def test_progress_is_logged_at_a_steady_interval_while_calls_run(tmp_path, monke
     import logging
 
     from madef_assets.llm import resource as resource_module
-    from madef_assets.llm.resource import LLMResource
 
     monkeypatch.setattr(resource_module, "PROGRESS_EVERY_S", 0.2)
     with OpenAICompatibleServer(latency_s=0.1) as server:
-        judge = LLMResource(
-            role="judge",
-            backend="openai",
-            model="test-model",
-            duckdb_path=str(tmp_path / "p.duckdb"),
-            models_dir=str(tmp_path),
-            options_json=json.dumps({"base_url": server.base_url, "api_key_env": None, "concurrency": 1}),
-        )
+        judge = served_resource(tmp_path, server.base_url, api_key_env=None, concurrency=1)
         judge.generate(["warm"], template_version="progress")
         log = logging.getLogger("madef.test.progress")
         with caplog.at_level(logging.INFO, logger="madef.test.progress"):
@@ -277,7 +259,7 @@ def test_a_rerun_sends_only_calls_whose_best_row_is_not_final(tmp_path):
         assert [r.status for r in second.results] == ["ok", "refused", "ok"]
         assert second.backend_calls == 1 and server.total_requests == 4
         answered, moderated = first.results[0].key, first.results[1].key
-        Ledger(tmp_path / "p.duckdb").write(
+        Ledger(tmp_path / "ledger.duckdb").write(
             [
                 ledger_row(answered, prompts[0], "refused", "moderated later"),
                 ledger_row(answered, prompts[0], "parse_error", "unparsable later"),
