@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,9 +15,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from madef_assets.storage import Storage
 
-INSTANCE_YAML = """\
-# Written by `madef run`. One slot per pool: a device's pool runs one local-model step at a time, an
+INSTANCE_MARK = "# Written by `madef run`."
+INSTANCE_YAML = f"""\
+{INSTANCE_MARK} One slot per pool: a device's pool runs one local-model step at a time, an
 # endpoint's one served step; steps without a model take none (madef_assets/llm/pools.py names them).
+# Runs are launched at once (`madef run` bounds how many: execution.max_concurrent_runs), each in a
+# process of its own started by the code server.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: DefaultRunCoordinator
 concurrency:
   pools:
     default_limit: 1
@@ -28,11 +33,13 @@ telemetry:
 
 
 def prepare_dagster_home(state_dir: Path) -> Path:
-    """Use $DAGSTER_HOME, or <state_dir>/dagster_home with the project's instance settings."""
+    """Use $DAGSTER_HOME, or <state_dir>/dagster_home with the project's instance settings (written, or
+    rewritten when an older madef wrote them; a dagster.yaml of the user's own is left as it is)."""
     home = Path(os.environ.get("DAGSTER_HOME") or state_dir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    written = config.read_text(encoding="utf-8") if config.exists() else INSTANCE_MARK
+    if written.startswith(INSTANCE_MARK) and written != INSTANCE_YAML:
         config.write_text(INSTANCE_YAML, encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
@@ -57,6 +64,7 @@ def print_summary(storage: Storage) -> None:
 
 
 DEFINITIONS_MODULE = "madef_assets.definitions"
+CODE_SERVER_WORD = "[DagsterApiServer]"  # how a code server's events about its run workers begin
 PARTITION_TAG = "dagster/partition"  # Dagster's run tag naming the partition a run materializes
 
 
@@ -108,36 +116,14 @@ def execute(
     process; prints its end and, when it failed, each failed step's message."""
     from dagster import build_reconstructable_job, execute_job
 
-    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    if executor_config:
-        run_config["execution"] = {"config": executor_config}
+    run_config = run_config_of(executor_config)
     if planned.partition:
         tags = {**tags, PARTITION_TAG: planned.partition}
     print(f"starting ({planned})", flush=True)
     job = build_reconstructable_job("madef_assets.cli", "job_of", reconstructable_args=(module, planned.job))
     with execute_job(job, instance, run_config=run_config, tags=tags) as result:
-        print(f"run {result.run_id} ({planned}): {'succeeded' if result.success else 'FAILED'}", flush=True)
-        for event in result.all_events if not result.success else ():
-            if event.is_failure:
-                print(f"  {event.step_key or result.run_id}: {event.message}", file=sys.stderr, flush=True)
+        print_run_end(instance, result.run_id, planned, result.success)
         return result.success
-
-
-def execute_in_worker(planned: PlannedRun, tags: dict[str, str], module: str, executor_config: dict | None) -> bool:
-    """One run in a worker process of `madef run` (its own main thread, log handlers and loaded models);
-    the run is tagged with this worker's identity, so a killed worker's run counts as orphaned."""
-    from dagster import DagsterInstance
-
-    from madef_assets.llm.engines import ENGINES
-    from madef_assets.orphan_runs import PROCESS_TAG, process_tag
-
-    if PROCESS_TAG in tags:
-        tags = {**tags, PROCESS_TAG: process_tag()}
-    with DagsterInstance.get() as instance:
-        try:
-            return execute(instance, planned, tags, module, executor_config)
-        finally:
-            ENGINES.release()
 
 
 def launch_waves(
@@ -147,33 +133,126 @@ def launch_waves(
     tags: dict[str, str],
     module: str,
     executor_config: dict | None = None,
+    log_dir: Path | None = None,
 ) -> bool:
-    """Each wave's runs, up to `max_concurrent_runs` at once, each wave after the one before succeeded;
-    False after the first wave with a failed run (its other runs finish first). A run alone (one run in its
-    wave, or one at a time) runs in this process, as before; runs at once run in worker processes (spawned:
-    Dagster's run setup reconfigures Python's logging, which deadlocks runs in threads of one process)."""
-    import multiprocessing
-
+    """Each wave's runs, each wave after the one before succeeded; False after the first wave with a failed
+    run (its other runs finish first). One run at a time (`execution.max_concurrent_runs: 1`, the demo, for
+    debugging) runs in this process; otherwise every run is launched through the instance's run launcher,
+    up to `max_concurrent_runs` at once (madef_assets/launched_runs.py)."""
     from madef_assets.llm.engines import ENGINES
 
+    if max_concurrent_runs > 1:
+        return launch_through_instance(instance, waves, max_concurrent_runs, module, executor_config, log_dir)
     for wave in waves:
-        if max_concurrent_runs == 1 or len(wave) == 1:
-            for planned in wave:
-                succeeded = execute(instance, planned, tags, module, executor_config)
-                ENGINES.release()  # a run's models end with it (the next run may evaluate other weights)
-                if not succeeded:
-                    return False
-            continue
-        workers = min(max_concurrent_runs, len(wave))
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            outcomes = list(
-                pool.map(
-                    execute_in_worker, wave, [tags] * len(wave), [module] * len(wave), [executor_config] * len(wave)
-                )
-            )
-        if not all(outcomes):
-            return False
+        for planned in wave:
+            succeeded = execute(instance, planned, tags, module, executor_config)
+            ENGINES.release()  # a run's models end with it (the next run may evaluate other weights)
+            if not succeeded:
+                return False
     return True
+
+
+def run_config_of(executor_config: dict | None) -> dict:
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    if executor_config:
+        run_config["execution"] = {"config": executor_config}
+    return run_config
+
+
+def print_run_end(instance, run_id: str, planned: PlannedRun, succeeded: bool) -> None:
+    """The run's end and, when it failed, why: each failed step's error, the code server's word on a run
+    worker that died, the run's failure."""
+    from dagster import DagsterEventType
+
+    print(f"run {run_id} ({planned}): {'succeeded' if succeeded else 'FAILED'}", flush=True)
+    if succeeded:
+        return
+    kinds = {DagsterEventType.STEP_FAILURE, DagsterEventType.ENGINE_EVENT, DagsterEventType.RUN_FAILURE}
+    for record in instance.all_logs(run_id, of_type=kinds):
+        error = getattr(record.dagster_event.event_specific_data, "error", None)
+        if record.dagster_event.event_type == DagsterEventType.ENGINE_EVENT and not (
+            error or record.message.startswith(CODE_SERVER_WORD)
+        ):
+            continue
+        detail = error.message.strip() if error else record.message
+        print(f"  {record.step_key or run_id}: {detail}", file=sys.stderr, flush=True)
+
+
+def launch_all(server, starting: dict[str, PlannedRun], run_config: dict) -> None:
+    """`dagster job launch` for each run at once (each takes seconds: a Python process and a gRPC call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def launch(run_id: str, planned: PlannedRun) -> None:
+        print(f"starting ({planned})", flush=True)
+        tags = {PARTITION_TAG: planned.partition} if planned.partition else {}
+        server.launch(planned.job, run_id, tags, run_config)
+
+    with ThreadPoolExecutor(max(len(starting), 1)) as launches:
+        list(launches.map(launch, starting, starting.values()))
+
+
+@dataclass
+class LaunchedRun:
+    planned: PlannedRun
+    waiting_since: float  # when it was launched, or last said to be queued
+    tagged: bool = False  # with its run worker's process identity
+
+
+def launch_through_instance(
+    instance, waves, max_concurrent_runs: int, module: str, executor_config: dict | None, log_dir: Path | None
+) -> bool:
+    """Each wave's runs launched through the instance, up to `max_concurrent_runs` at once, polled to their
+    end; the runs still going when this ends early (a failure to launch, an interruption) are terminated."""
+    import time
+    import uuid
+
+    from madef_assets.launched_runs import CodeServer, sigterm_as_exit, terminate
+
+    run_config = run_config_of(executor_config)
+    log_dir = log_dir or Path(os.environ["DAGSTER_HOME"]) / "logs"
+    launched: list[str] = []
+    with sigterm_as_exit(), CodeServer(module, log_dir) as server:
+        print(f"runs launched by the instance's {type(instance.run_launcher).__name__}; logs: {server.log_path}")
+        try:
+            for wave in waves:
+                waiting, running, all_succeeded = list(wave), {}, True
+                while waiting or running:
+                    starting = {str(uuid.uuid4()): planned for planned in waiting[: max_concurrent_runs - len(running)]}
+                    del waiting[: len(starting)]
+                    launched += starting
+                    launch_all(server, starting, run_config)
+                    running |= {run_id: LaunchedRun(planned, time.monotonic()) for run_id, planned in starting.items()}
+                    time.sleep(1)
+                    all_succeeded &= poll_launched(instance, running)
+                if not all_succeeded:
+                    return False
+            return True
+        finally:
+            terminate(instance, launched)
+
+
+def poll_launched(instance, running: dict[str, LaunchedRun]) -> bool:
+    """Report and forget the runs that ended (False if one failed); tag the others with their run workers."""
+    import time
+
+    from dagster import DagsterRunStatus
+
+    from madef_assets.launched_runs import still_queued_note, tag_run_worker
+
+    all_succeeded = True
+    for run_id, launched in list(running.items()):
+        run = instance.get_run_by_id(run_id)
+        if run.is_finished:
+            succeeded = run.status == DagsterRunStatus.SUCCESS
+            print_run_end(instance, run_id, launched.planned, succeeded)
+            all_succeeded &= succeeded
+            del running[run_id]
+            continue
+        launched.tagged = launched.tagged or tag_run_worker(instance, run)
+        if note := still_queued_note(run_id, run.status, time.monotonic() - launched.waiting_since):
+            print(note, flush=True)
+            launched.waiting_since = time.monotonic()
+    return all_succeeded
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,7 +278,15 @@ def run(args: argparse.Namespace) -> int:
             tags = {}
         executor_config = EXECUTOR_RUN_CONFIG.get(settings.executor)
         plan = run_plan(settings)
-        if not launch_waves(instance, plan, settings.max_concurrent_runs, tags, DEFINITIONS_MODULE, executor_config):
+        from madef_assets.launched_runs import LaunchError
+
+        try:
+            if not launch_waves(
+                instance, plan, settings.max_concurrent_runs, tags, DEFINITIONS_MODULE, executor_config
+            ):
+                return 1
+        except LaunchError as exc:
+            print(f"madef run: {exc}", file=sys.stderr)
             return 1
     print(f"\nprofile: {settings.profile} ({settings.profile_path})")
     print(f"Tables: {settings.storage.location}")

@@ -7,7 +7,7 @@ from dagster import AssetSelection, Definitions, define_asset_job
 from madef_assets.definitions import build_definitions
 from madef_assets.settings import current_settings
 
-INGEST_JOB, EVALUATE_JOB = "ingest_safetybench", "answer_safetybench"
+INGEST_JOB, EVALUATE_JOB = "load_safetybench_source", "answer_safetybench"
 
 defs = Definitions.merge(
     build_definitions(current_settings()),

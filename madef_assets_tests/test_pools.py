@@ -1,5 +1,6 @@
 """Pools name real contention: a local model's device, a served model's endpoint, nothing for a step
-without a model; `madef run` launches independent runs at once, each step holding its pool."""
+without a model; `madef run` launches independent runs at once through the instance's run launcher, each step holding its
+pool."""
 
 import os
 import subprocess
@@ -155,7 +156,7 @@ def launch(tmp_path, servers, executor: str, max_concurrent_runs: int) -> tuple[
 
 
 def test_madef_runs_candidates_on_two_endpoints_at_once_with_a_serial_runs_results(tmp_path):
-    with OpenAICompatibleServer(latency_s=0.02) as first, OpenAICompatibleServer(latency_s=0.02) as second:
+    with OpenAICompatibleServer(latency_s=0.2) as first, OpenAICompatibleServer(latency_s=0.2) as second:
         together, records, pools = launch(tmp_path, (first, second), "in_process", 2)
         one_by_one, serial_records, _ = launch(tmp_path, (first, second), "multiprocess", 1)
     assert together.height > 0 and set(together["candidate"]) == {"first", "second"}
@@ -166,6 +167,8 @@ def test_madef_runs_candidates_on_two_endpoints_at_once_with_a_serial_runs_resul
     assert a.start_time < b.end_time and b.start_time < a.end_time  # the two evaluation runs overlapped
     c, d = serial_records
     assert c.end_time <= d.start_time or d.end_time <= c.start_time  # one at a time
+    launched_by_the_instance = [".dagster/grpc_info" in r.dagster_run.tags for r in records + serial_records]
+    assert launched_by_the_instance == [True, True, False, False]  # DefaultRunLauncher's tag; serial: in process
 
 
 @pytest.mark.parametrize("value", [0, -1, True, "2"])
