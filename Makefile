@@ -33,7 +33,8 @@ run: setup train-env
 test: setup train-env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile -m "not alone"
+	$(VENV)/bin/pytest -m alone
 
 ui: setup
 	$(VENV)/bin/madef ui

@@ -39,6 +39,8 @@ from rehearsal import madef_env as rehearsal_env  # noqa: E402
 from rehearsal import small_profile  # noqa: E402
 from rehearsal_model import answer  # noqa: E402
 
+from madef_assets.cli import INSTANCE_MARK  # noqa: E402
+from madef_assets.cli import INSTANCE_YAML as MADEF_INSTANCE_YAML  # noqa: E402
 from madef_assets.settings import PROJECT_ROOT, load_settings  # noqa: E402
 from madef_assets_tests.openai_server import OpenAICompatibleServer  # noqa: E402
 
@@ -49,17 +51,11 @@ MODES = ("serial", "runs", "multiprocess", "celery")
 ENDPOINT_CONCURRENCY = 8
 CELERY_RUN_CONFIG = PROJECT_ROOT / "deploy" / "celery" / "run_config.yaml"
 LOCK_WAIT = re.compile(r"waited ([0-9.]+) s for the DuckDB file lock")
-# madef's instance settings, plus storage's log lines (lock waits) in the event log.
-INSTANCE_YAML = """\
-concurrency:
-  pools:
-    default_limit: 1
-python_logs:
-  managed_python_loggers: [madef_assets.storage]
-  python_log_level: INFO
-telemetry:
-  enabled: false
-"""
+# madef's instance settings (not marked as madef's, so `madef run` keeps them), plus storage's log lines
+# (lock waits) in the event log.
+INSTANCE_YAML = MADEF_INSTANCE_YAML.replace(INSTANCE_MARK, "# bench/graph_concurrency.py: madef's settings.") + (
+    "python_logs:\n  managed_python_loggers: [madef_assets.storage]\n  python_log_level: INFO\n"
+)
 
 
 def bench_profile(target: Path, provider: str, responder: str, candidates: dict[str, str], mode: str) -> Path:

@@ -23,3 +23,16 @@ def openai_server():
 
     with OpenAICompatibleServer() as server:
         yield server
+
+
+# The modules that take minutes (whole-graph runs, real trainings), longest first: run first, so that the
+# two workers of `make test` (pytest-xdist, --dist loadfile) do not end with one of them alone on one.
+LONGEST_MODULES = ("test_method_pipeline", "test_rehearsal", "test_training", "test_celery", "test_pools")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.stem
+        return LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
+
+    items.sort(key=rank)  # stable: the order within a module, and of the other modules, is kept

@@ -1,6 +1,6 @@
 """Pools name real contention: a local model's device, a served model's endpoint, nothing for a step
-without a model; `madef run` launches independent runs at once through the instance's run launcher, each step holding its
-pool."""
+without a model; `madef run` launches independent runs at once through the instance's run launcher, each
+step holding its pool."""
 
 import os
 import subprocess

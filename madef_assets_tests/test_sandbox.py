@@ -39,6 +39,7 @@ from madef_assets.defs.evaluation.sandbox import (
 )
 from madef_assets.settings import PROJECT_ROOT, ConfigError, parse_sandbox
 
+pytestmark = pytest.mark.alone  # counts cgroups and processes host-wide: run after the parallel part
 ATTACKED = 42  # the exit code an attacking program uses when its attack worked
 BWRAP_PROBLEM = isolation_problem("bubblewrap")
 needs_bwrap = pytest.mark.skipif(BWRAP_PROBLEM is not None, reason=f"no bubblewrap sandbox here: {BWRAP_PROBLEM}")
