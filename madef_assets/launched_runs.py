@@ -29,6 +29,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunSta
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from madef_assets.orphan_runs import PROCESS_TAG, process_tag
+from madef_assets.secret_hygiene import child_env
 
 LOCATION_NAME = "madef"
 HEALTH_SERVICE = "DagsterApi"  # the service name Dagster's code servers answer gRPC health checks for
@@ -62,6 +63,12 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def launch_env() -> dict[str, str]:
+    """`dagster job launch` only asks the code server for a run: no credential (the code server, which
+    starts the run workers, keeps madef run's environment)."""
+    return child_env()
 
 
 class CodeServer:
@@ -114,7 +121,12 @@ class CodeServer:
         command = dagster_command("job", "launch", "-w", str(self.workspace), "-j", job, "--run-id", run_id)
         command += ["--tags", json.dumps(tags), "--config-json", json.dumps(run_config)]
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S, stdin=subprocess.DEVNULL
+            command,
+            env=launch_env(),
+            capture_output=True,
+            text=True,
+            timeout=LAUNCH_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
         )
         if done.returncode != 0:
             lines = (done.stdout + done.stderr).strip().splitlines()

@@ -14,7 +14,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from madef_assets.cli import INSTANCE_MARK, INSTANCE_YAML, PlannedRun, launch_waves, prepare_dagster_home
-from madef_assets.launched_runs import LaunchError, run_worker_pid, still_queued_note
+from madef_assets.launched_runs import LaunchError, launch_env, run_worker_pid, still_queued_note
 from madef_assets.orphan_runs import PROCESS_TAG, parse_process_tag
 from madef_assets.settings import PROJECT_ROOT
 
@@ -130,3 +130,11 @@ def test_a_run_queued_for_a_minute_names_the_missing_daemon():
     assert still_queued_note("r1", DagsterRunStatus.QUEUED, waited_s=59) is None
     assert "dagster-daemon" in still_queued_note("r1", DagsterRunStatus.QUEUED, waited_s=61)
     assert still_queued_note("r1", DagsterRunStatus.STARTED, waited_s=61) is None
+
+
+def test_dagster_job_launch_gets_no_credential(monkeypatch):
+    monkeypatch.setenv("PROVIDER_API_KEY", "sk-launch-test-0123456789abcdef")
+    monkeypatch.setenv("MADEF_PROFILE", "demo")
+    env = launch_env()
+    assert "PROVIDER_API_KEY" not in env and "sk-launch-test-0123456789abcdef" not in env.values()
+    assert env["MADEF_PROFILE"] == "demo"
