@@ -17,7 +17,7 @@ import time
 
 import polars as pl
 
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.project import PROJECT_ROOT
 
 THRESHOLD, PERMUTATIONS, SEED = 0.8, 64, 0
 SELECTION = {

@@ -16,7 +16,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from madef_assets.settings import PROJECT_ROOT, load_settings
+from madef_assets.project import PROJECT_ROOT
+from madef_assets.settings import load_settings
 
 
 def step_group(step_key: str, groups: dict[str, str]) -> str:

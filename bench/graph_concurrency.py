@@ -41,7 +41,8 @@ from rehearsal_model import answer  # noqa: E402
 
 from madef_assets.cli import INSTANCE_MARK  # noqa: E402
 from madef_assets.cli import INSTANCE_YAML as MADEF_INSTANCE_YAML  # noqa: E402
-from madef_assets.settings import PROJECT_ROOT, load_settings  # noqa: E402
+from madef_assets.project import PROJECT_ROOT  # noqa: E402
+from madef_assets.settings import load_settings  # noqa: E402
 from madef_assets_tests.openai_server import OpenAICompatibleServer  # noqa: E402
 
 PROVIDER_ROLES = ("labeler", "attacker", "judge", "scorer")

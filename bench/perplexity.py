@@ -16,7 +16,8 @@ import torch
 
 from madef_assets.llm.model_files import resolve_model_path
 from madef_assets.llm.transformers_backend import TransformersBackend
-from madef_assets.settings import PROJECT_ROOT, load_settings
+from madef_assets.project import PROJECT_ROOT
+from madef_assets.settings import load_settings
 
 
 def bundled_prompts(count: int) -> list[str]:

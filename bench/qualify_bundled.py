@@ -17,7 +17,8 @@ import yaml
 from dagster import AssetKey, DagsterInstance
 
 from madef_assets.definitions import MAIN_JOB, build_definitions
-from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
+from madef_assets.project import CONFIG_DIR, PROJECT_ROOT
+from madef_assets.settings import load_settings
 
 
 def main() -> None:

@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_graph import step_group  # noqa: E402
 from rehearsal_model import answer  # noqa: E402
 
-from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings  # noqa: E402
+from madef_assets.project import CONFIG_DIR, PROJECT_ROOT  # noqa: E402
+from madef_assets.settings import load_settings  # noqa: E402
 from madef_assets_tests.openai_server import OpenAICompatibleServer  # noqa: E402
 
 # How often each provider behaviour happens, per distinct prompt (transient faults on the first request only).

@@ -15,8 +15,8 @@ import re
 
 import yaml
 
+from madef_assets.project import PROJECT_ROOT
 from madef_assets.prompts import TEMPLATE_DIR
-from madef_assets.settings import PROJECT_ROOT
 
 TAXONOMY = yaml.safe_load((PROJECT_ROOT / "config" / "taxonomy.yaml").read_text(encoding="utf-8"))
 CATEGORIES = list(TAXONOMY["categories"])

@@ -22,7 +22,7 @@ import duckdb
 
 from madef_assets.defs.evaluation.general import humaneval_entry_point, humaneval_program, load_humaneval
 from madef_assets.defs.evaluation.sandbox import RunCgroup, cgroup_layout, isolation_problem, run_in_sandbox
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.project import PROJECT_ROOT
 
 
 def stored_predictions(path: Path | None) -> list[tuple[str, str, str, bool | None]]:

@@ -316,7 +316,8 @@ def summary(args: argparse.Namespace) -> int:
 
 
 def ui(args: argparse.Namespace) -> int:
-    from madef_assets.settings import PROJECT_ROOT, current_settings
+    from madef_assets.project import PROJECT_ROOT
+    from madef_assets.settings import current_settings
 
     prepare_dagster_home(current_settings().state_dir)
     dagster = str(Path(sys.executable).with_name("dagster"))

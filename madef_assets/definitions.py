@@ -28,8 +28,9 @@ from madef_assets.defs.reward.assets import build_reward_assets
 from madef_assets.defs.selection.assets import build_selection_assets
 from madef_assets.defs.sources.assets import build_source_defs
 from madef_assets.defs.training.assets import build_training_assets
+from madef_assets.project import ConfigError
 from madef_assets.resources import build_resources
-from madef_assets.settings import ConfigError, Settings, current_settings
+from madef_assets.settings import Settings, current_settings
 
 MAIN_JOB = "madef_build"
 EVALUATE_JOB = "madef_evaluate"

@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from madef_assets.llm.types import GenerationParams
+from madef_assets.project import PANEL_ROLES
 from madef_assets.secret_hygiene import openai_endpoint_problems
-from madef_assets.settings import PANEL_ROLES
 
 TOP_LEVEL = (
     "profile",

@@ -7,8 +7,9 @@ from typing import Any
 
 from madef_assets.llm.resource import LLMResource
 from madef_assets.pipes_client import CredentialFreePipesClient
+from madef_assets.project import ROLES
 from madef_assets.secret_hygiene import configured_key_names
-from madef_assets.settings import ROLES, Settings
+from madef_assets.settings import Settings
 from madef_assets.storage import MadefDuckDBIOManager
 
 

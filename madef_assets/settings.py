@@ -22,23 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from madef_assets.project import CONFIG_DIR, PANEL_ROLES, PROJECT_ROOT, ROLES, ConfigError, resolve_path
+
 if TYPE_CHECKING:
     from madef_assets.storage import Storage
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = PROJECT_ROOT / "config"
-SQL_DIR = PROJECT_ROOT / "dbt_like_sql"
 PATH_OPTIONS = ("answers",)
-ROLES = ("labeler", "attacker", "responder", "judge", "scorer", "trainee")
-PANEL_ROLES = ("judge",)
 # ingest.max_file_bytes when the profile sets none: each input file, and each zip archive's members together.
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 # The generation routes of §3.5 (madef_assets/defs/diversity/routes.py), in the order deficits are split.
 AUGMENT_ROUTES = ("keyword_fewshot", "derived_question", "attack_rewrite")
-
-
-class ConfigError(ValueError):
-    """A profile file is missing a key or has a value of the wrong kind."""
 
 
 @dataclass(frozen=True)
@@ -283,12 +276,6 @@ class Settings:
         return self.storage.path
 
 
-def _resolve(path: str | os.PathLike, base: Path) -> Path:
-    candidate = Path(os.path.expandvars(os.path.expanduser(str(path))))
-    # abspath, not resolve: a virtual environment's bin/python is a symlink that must stay one.
-    return Path(os.path.abspath(candidate if candidate.is_absolute() else base / candidate))
-
-
 # The data terms a source may name (`sources.<name>.license`): Creative Commons ids, the common permissive
 # software licenses, or `unknown` (the combined terms of a set with such rows say "check before use").
 LICENSE_ID = re.compile(r"CC-BY(-NC)?(-SA)?-\d\.\d|Apache-2\.0|MIT|BSD-[23]-Clause|unknown")
@@ -329,14 +316,14 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         raise ConfigError(f"{path}:\n  " + "\n  ".join(problems))
     base = PROJECT_ROOT
     where = str(path)
-    state_dir = _resolve(env.get("MADEF_STATE_DIR") or raw.get("state_dir", "state"), base)
+    state_dir = resolve_path(env.get("MADEF_STATE_DIR") or raw.get("state_dir", "state"), base)
     storage = parse_storage(
         env.get("MADEF_DUCKDB_PATH") or raw.get("duckdb_path") or state_dir / "madef.duckdb",
         env.get("MADEF_DUCKLAKE_DATA_PATH") or raw.get("ducklake_data_path"),
         env.get("MADEF_DUCKDB_LOCK_WAIT_SECONDS") or raw.get("duckdb_lock_wait_seconds"),
         base,
     )
-    models_dir = _resolve(env.get("MADEF_MODELS_DIR") or raw.get("models_dir") or state_dir / "models", base)
+    models_dir = resolve_path(env.get("MADEF_MODELS_DIR") or raw.get("models_dir") or state_dir / "models", base)
     ingest = raw.get("ingest", {})
     sources = {}
     for name, spec in (raw.get("sources") or {}).items():
@@ -347,13 +334,13 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
                 file_spec = {"path": file_spec}
             file_key = f"{key}.files[{index}]"
             extra = {
-                k: (_resolve(v, base) if k in PATH_OPTIONS else v)
+                k: (resolve_path(v, base) if k in PATH_OPTIONS else v)
                 for k, v in file_spec.items()
                 if k not in ("path", "lang")
             }
             files.append(
                 SourceFile(
-                    path=_resolve(_require(file_spec, "path", file_key), base),
+                    path=resolve_path(_require(file_spec, "path", file_key), base),
                     config_key=file_key,
                     lang=file_spec.get("lang"),
                     options=extra,
@@ -410,7 +397,7 @@ def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Sett
         gpu=parse_gpu(raw.get("gpu") or {}),
         sandbox=parse_sandbox(raw.get("sandbox") or {}),
         qualification=parse_qualification(raw.get("qualification") or {}, base, set(sources)),
-        taxonomy_path=_resolve(raw.get("taxonomy", "config/taxonomy.yaml"), base),
+        taxonomy_path=resolve_path(raw.get("taxonomy", "config/taxonomy.yaml"), base),
         raw=raw,
     )
 
@@ -438,7 +425,7 @@ def parse_method(raw: dict[str, Any], source_names: set[str], state_dir: Path, b
     overlap = set(values.get("train_sources", ())) & set(values.get("eval_sources", ()))
     if overlap:
         raise ConfigError(f"method: {sorted(overlap)} cannot be both train_sources and eval_sources")
-    values["sft_export_dir"] = _resolve(values.get("sft_export_dir") or state_dir / "sft_dataset", base)
+    values["sft_export_dir"] = resolve_path(values.get("sft_export_dir") or state_dir / "sft_dataset", base)
     selection = values.pop("selection", None) or {}
     unknown = set(selection) - set(SelectionConfig.__dataclass_fields__)
     if unknown:
@@ -470,8 +457,10 @@ def parse_training(raw: dict[str, Any], state_dir: Path, base: Path, env: dict[s
         raise ConfigError(f"training: unknown keys {sorted(unknown)}")
     args = dict(raw.get("args") or {})
     return TrainingConfig(
-        env_python=_resolve(env.get("MADEF_TRAIN_PYTHON") or raw.get("env_python") or ".venv-train/bin/python", base),
-        output_dir=_resolve(raw.get("output_dir") or state_dir / "checkpoints" / "finetuned", base),
+        env_python=resolve_path(
+            env.get("MADEF_TRAIN_PYTHON") or raw.get("env_python") or ".venv-train/bin/python", base
+        ),
+        output_dir=resolve_path(raw.get("output_dir") or state_dir / "checkpoints" / "finetuned", base),
         args=args,
         learning_rates=parse_learning_rates(raw.get("learning_rates"), args),
     )
@@ -546,8 +535,8 @@ def parse_qualification(raw: dict[str, Any], base: Path, sources: set[str]) -> Q
     config = QualificationConfig(
         **{
             **raw,
-            "gold_dir": _resolve(raw.get("gold_dir") or "data/xstest", base),
-            "pku_gold_file": _resolve(raw.get("pku_gold_file") or DEFAULT_PKU_GOLD, base),
+            "gold_dir": resolve_path(raw.get("gold_dir") or "data/xstest", base),
+            "pku_gold_file": resolve_path(raw.get("pku_gold_file") or DEFAULT_PKU_GOLD, base),
             "labeler_sources": tuple(labeler_sources),
         }
     )
@@ -664,19 +653,19 @@ def parse_evaluation(
         if missing:
             raise ConfigError(f"evaluation.{key}: {sorted(missing)} are not configured under sources")
     general = sections["general"]
-    general["data_dir"] = _resolve(general.get("data_dir", "data/general_eval"), base)
+    general["data_dir"] = resolve_path(general.get("data_dir", "data/general_eval"), base)
     check_llamafactory_eval(sections["llamafactory_eval"], [c.name for c in candidates])
     if isinstance(bench.get("dev_file"), dict):  # one dev file per language: {zh: dev_zh.json, en: dev_en.json}
-        bench["dev_file"] = {str(lang): _resolve(path, base) for lang, path in bench["dev_file"].items()}
+        bench["dev_file"] = {str(lang): resolve_path(path, base) for lang, path in bench["dev_file"].items()}
     elif bench.get("dev_file"):
-        bench["dev_file"] = _resolve(bench["dev_file"], base)
+        bench["dev_file"] = resolve_path(bench["dev_file"], base)
     return EvaluationConfig(
         candidates=tuple(candidates),
         params=dict(raw.get("params") or {}),
         seed=int(raw.get("seed", 0)),
         **sections,
-        review_dir=_resolve(raw.get("review_dir") or state_dir / "review", base),
-        report_dir=_resolve(raw.get("report_dir") or state_dir / "reports" / "evaluation", base),
+        review_dir=resolve_path(raw.get("review_dir") or state_dir / "review", base),
+        report_dir=resolve_path(raw.get("report_dir") or state_dir / "reports" / "evaluation", base),
     )
 
 

@@ -43,7 +43,7 @@ from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 from pydantic import Field
 
 from madef_assets.compat import DbIOManager, DbTypeHandler, TableSlice
-from madef_assets.settings import SQL_DIR, ConfigError, _resolve
+from madef_assets.project import SQL_DIR, ConfigError, resolve_path
 
 DEFAULT_LOCK_WAIT_SECONDS = 120.0
 FIRST_LOCK_DELAY_S = 0.05  # the first wait for a locked DuckDB file; each next one doubles, up to 2 s
@@ -149,9 +149,9 @@ def parse_storage(location: str | Path, data_path: str | None, lock_wait: Any, b
     value is kept as written, for Storage to accept (DuckLake) or refuse."""
     text = str(location)
     if not (URL_LIKE.match(text) or text.startswith(":") or not text.strip()):
-        text = str(_resolve(text, base))
+        text = str(resolve_path(text, base))
     if data_path and not URL_LIKE.match(str(data_path)):
-        data_path = str(_resolve(data_path, base))
+        data_path = str(resolve_path(data_path, base))
     try:
         seconds = DEFAULT_LOCK_WAIT_SECONDS if lock_wait in (None, "") else float(lock_wait)
     except (TypeError, ValueError):

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from madef_assets.settings import PROJECT_ROOT, load_settings
+from madef_assets.project import PROJECT_ROOT
+from madef_assets.settings import load_settings
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -11,7 +11,8 @@ import yaml
 
 from madef_assets.defs.selection.assets import FITNESS_SCHEMA
 from madef_assets.defs.sources.normalize import PROMPT_SCHEMA
-from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, Settings, load_settings
+from madef_assets.project import CONFIG_DIR, PROJECT_ROOT
+from madef_assets.settings import Settings, load_settings
 from madef_assets.storage import duckdb_connection
 
 SAFETY = [  # prompt_id, category, lang, prompt, response

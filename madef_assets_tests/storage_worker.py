@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetExecutionContext, DagsterInstance, StaticPartitionsDefinition, asset, materialize
 
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.project import PROJECT_ROOT
 from madef_assets.storage import MadefDuckDBIOManager, Storage, parse_storage
 
 PARTITIONS = StaticPartitionsDefinition(["p0", "p1"])

@@ -22,7 +22,8 @@ from madef_assets.compat import DATA_VERSION_TAG
 from madef_assets.definitions import MAIN_JOB, REBUILD_SFT_JOB, build_definitions
 from madef_assets.defs.automation import SOURCE_SENSOR
 from madef_assets.defs.selection.checks import CONTAMINATION_CHECK
-from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
+from madef_assets.project import CONFIG_DIR, PROJECT_ROOT
+from madef_assets.settings import load_settings
 from madef_assets_tests.sft_tables import GENERAL, gsm8k_question, sft_settings, write_upstream
 
 RAW_S_EVAL = AssetKey(["raw", "s_eval"])
@@ -251,7 +252,8 @@ def test_schedules_are_off_in_the_demo_and_request_every_candidate(tmp_path):
     ],
 )
 def test_automation_config_errors(tmp_path, automation, message):
-    from madef_assets.settings import ConfigError, parse_settings
+    from madef_assets.project import ConfigError
+    from madef_assets.settings import parse_settings
 
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
     raw["automation"] = automation

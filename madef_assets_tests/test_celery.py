@@ -19,7 +19,8 @@ from dagster import AssetKey, AssetSelection, DagsterEventType, DagsterInstance,
 
 from madef_assets.cli import INSTANCE_YAML
 from madef_assets.definitions import build_definitions
-from madef_assets.settings import PROJECT_ROOT, load_settings
+from madef_assets.project import PROJECT_ROOT
+from madef_assets.settings import load_settings
 from madef_assets_tests.celery_cluster import VENV_BIN, celery_workers, redis_server, stop_group
 from madef_assets_tests.ledger_process import ledger_rows
 from madef_assets_tests.openai_server import OpenAICompatibleServer

@@ -13,7 +13,7 @@ from datasketch.lsh import _optimal_param
 
 from madef_assets import compat
 from madef_assets.defs.diversity.dedup import LSH_ERROR_WEIGHTS, lsh_bands_and_rows
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.project import PROJECT_ROOT
 from madef_assets.storage import MadefDuckDBIOManager, PolarsTableHandler
 
 SCANNED_DIRS = ("madef_assets", "bench", "madef_assets_tests")

@@ -11,7 +11,8 @@ import yaml
 from dagster import AssetKey, DagsterInstance
 
 from madef_assets.definitions import MAIN_JOB, OBSERVE_JOB, build_definitions
-from madef_assets.settings import CONFIG_DIR, ROLES, ConfigError, load_settings
+from madef_assets.project import CONFIG_DIR, ROLES, ConfigError
+from madef_assets.settings import load_settings
 
 DAGSTER = os.path.join(os.path.dirname(sys.executable), "dagster")
 

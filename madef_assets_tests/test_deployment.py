@@ -14,7 +14,8 @@ from dagster import DagsterInvalidConfigError, validate_run_config
 
 from madef_assets.compat import dagster_instance_config
 from madef_assets.definitions import MAIN_JOB, build_definitions
-from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_settings
+from madef_assets.project import CONFIG_DIR, PROJECT_ROOT, ConfigError
+from madef_assets.settings import load_settings
 
 DOCKER = PROJECT_ROOT / "docker"
 DEPLOY = PROJECT_ROOT / "deploy"

@@ -8,7 +8,8 @@ import duckdb
 import pytest
 
 from madef_assets.llm.ledger import Ledger, LedgerWriter, ledger_key
-from madef_assets.settings import ConfigError, load_settings
+from madef_assets.project import ConfigError
+from madef_assets.settings import load_settings
 from madef_assets.storage import DUCKLAKE_PREFIX, Storage, duckdb_connection, extension_file, with_conflict_retries
 from madef_assets_tests.postgres_server import postgres_server
 from madef_assets_tests.storage_worker import start_writer, writer_frame
@@ -162,7 +163,7 @@ def test_unsupported_storage_is_a_clear_error_never_a_local_file(tmp_path, monke
 def test_unsupported_storage_in_the_profile_is_refused_too(tmp_path):
     import yaml
 
-    from madef_assets.settings import CONFIG_DIR
+    from madef_assets.project import CONFIG_DIR
 
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({**raw, "duckdb_path": "md:madef"}))

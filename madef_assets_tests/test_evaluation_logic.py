@@ -17,7 +17,8 @@ from madef_assets.defs.evaluation.judging import (
 )
 from madef_assets.defs.evaluation.report import compare, lineage_by_category, marked_regressions
 from madef_assets.defs.frames import params_view
-from madef_assets.settings import CONFIG_DIR, ConfigError, load_settings, parse_settings
+from madef_assets.project import CONFIG_DIR, ConfigError
+from madef_assets.settings import load_settings, parse_settings
 from madef_assets.storage import run_sql
 
 

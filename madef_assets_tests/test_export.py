@@ -18,7 +18,7 @@ from madef_assets.defs.selection.export import (
     manifest_name_parts,
     rename_noreplace,
 )
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.project import PROJECT_ROOT
 from madef_assets_tests.test_sft_card import publish
 
 VICTIM_TEXT = "the victim's own file\n"

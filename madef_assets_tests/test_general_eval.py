@@ -31,7 +31,7 @@ from madef_assets.defs.evaluation.general import (
     render_mcq_prompt,
     truncate_completion,
 )
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.project import PROJECT_ROOT
 from madef_assets_tests.conftest import SHARED_DATA
 
 DATA = PROJECT_ROOT / "data" / "general_eval"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.project import PROJECT_ROOT
 
 BENCH = PROJECT_ROOT / "bench"
 

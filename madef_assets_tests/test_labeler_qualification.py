@@ -30,8 +30,9 @@ from madef_assets.defs.qualification.labeler import (
 from madef_assets.defs.qualification.metrics import UNCERTAIN
 from madef_assets.defs.sources.assets import build_ingest_asset
 from madef_assets.defs.sources.normalize import normalize_source
+from madef_assets.project import CONFIG_DIR, ConfigError
 from madef_assets.resources import build_resources
-from madef_assets.settings import CONFIG_DIR, ConfigError, load_settings
+from madef_assets.settings import load_settings
 from madef_assets.storage import run_sql
 from madef_assets_tests.openai_server import OpenAICompatibleServer
 

@@ -16,7 +16,7 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 from madef_assets.cli import INSTANCE_MARK, INSTANCE_YAML, PlannedRun, launch_waves, prepare_dagster_home
 from madef_assets.launched_runs import LaunchError, launch_env, run_worker_pid, still_queued_note
 from madef_assets.orphan_runs import PROCESS_TAG, parse_process_tag
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.project import PROJECT_ROOT
 
 DEFS = "madef_assets_tests.launch_defs"
 GRPC_INFO_TAG = ".dagster/grpc_info"  # set by Dagster's DefaultRunLauncher on the runs it launches

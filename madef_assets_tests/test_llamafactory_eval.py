@@ -19,7 +19,8 @@ from madef_assets.defs.evaluation.llamafactory_eval import (
     template_for,
     write_task_folder,
 )
-from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, parse_settings
+from madef_assets.project import CONFIG_DIR, PROJECT_ROOT, ConfigError
+from madef_assets.settings import parse_settings
 from madef_assets_tests.run_failures import failure_messages
 
 DATA = PROJECT_ROOT / "data" / "general_eval"

@@ -21,8 +21,8 @@ from madef_assets.defs.reward.scores import parse_one_score, parse_score_list, s
 from madef_assets.defs.selection.contamination import contaminated, ngrams
 from madef_assets.defs.selection.export import write_llamafactory_dataset
 from madef_assets.llm.resource import ParseError
+from madef_assets.project import CONFIG_DIR
 from madef_assets.prompts import family_version, template
-from madef_assets.settings import CONFIG_DIR
 from madef_assets.storage import run_sql
 
 TAXONOMY = Taxonomy.load(CONFIG_DIR / "taxonomy.yaml")
@@ -205,7 +205,7 @@ def test_rejection_sampling_keeps_only_prompts_labeled_with_their_category(tmp_p
     from madef_assets.defs.diversity.assets import label_verdicts
     from madef_assets.defs.intent.taxonomy import Taxonomy
     from madef_assets.llm.resource import LLMResult
-    from madef_assets.settings import PROJECT_ROOT
+    from madef_assets.project import PROJECT_ROOT
 
     taxonomy = Taxonomy.load(PROJECT_ROOT / "config" / "taxonomy.yaml")
     table = pl.DataFrame(

@@ -13,8 +13,9 @@ from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, REPORT_JOB, build_d
 from madef_assets.defs.evaluation.judging import CVALUES_CHOICES
 from madef_assets.defs.evaluation.report_assets import sandbox_note
 from madef_assets.defs.evaluation.sandbox import isolation_problem
+from madef_assets.project import CONFIG_DIR, PROJECT_ROOT
 from madef_assets.review.decisions import append_decision, read_queue
-from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
+from madef_assets.settings import load_settings
 from madef_assets_tests.conftest import FIXTURES
 from madef_assets_tests.run_failures import failure_messages
 

@@ -24,7 +24,8 @@ from madef_assets.defs.qualification.fitness import (
 )
 from madef_assets.defs.qualification.gold import xstest_human_labels
 from madef_assets.defs.sources.normalize import normalize_source
-from madef_assets.settings import PROJECT_ROOT, MethodConfig, load_settings
+from madef_assets.project import PROJECT_ROOT
+from madef_assets.settings import MethodConfig, load_settings
 from madef_assets.storage import run_sql
 
 XSTEST = PROJECT_ROOT / "data" / "xstest"

@@ -14,7 +14,8 @@ from dagster import DagsterInstance, RunsFilter
 
 from madef_assets.definitions import build_definitions
 from madef_assets.llm.pools import device_name, endpoint_name, model_pool, step_pool
-from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, load_settings
+from madef_assets.project import CONFIG_DIR, PROJECT_ROOT
+from madef_assets.settings import load_settings
 from madef_assets.storage import duckdb_connection
 from madef_assets_tests.openai_server import OpenAICompatibleServer
 from madef_assets_tests.served_eval_defs import EVALUATE_JOB, INGEST_JOB
@@ -173,7 +174,8 @@ def test_madef_runs_candidates_on_two_endpoints_at_once_with_a_serial_runs_resul
 
 @pytest.mark.parametrize("value", [0, -1, True, "2"])
 def test_max_concurrent_runs_is_a_positive_integer(value):
-    from madef_assets.settings import ConfigError, parse_execution
+    from madef_assets.project import ConfigError
+    from madef_assets.settings import parse_execution
 
     assert parse_execution({})["max_concurrent_runs"] == 1
     with pytest.raises(ConfigError, match="execution.max_concurrent_runs"):

@@ -26,9 +26,10 @@ from madef_assets.defs.qualification.tasks import (
     sample_gold,
     sample_pairs,
 )
+from madef_assets.project import CONFIG_DIR, PROJECT_ROOT, ConfigError
 from madef_assets.prompts import template
 from madef_assets.resources import build_resources
-from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_settings
+from madef_assets.settings import load_settings
 from madef_assets_tests.openai_server import OpenAICompatibleServer
 
 GOLD = PROJECT_ROOT / "data" / "xstest"

@@ -26,7 +26,7 @@ from madef_assets.defs.qualification.metrics import (
     macro_f1,
     wilson_interval,
 )
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.project import PROJECT_ROOT
 
 XSTEST = PROJECT_ROOT / "data" / "xstest"
 PKU = PROJECT_ROOT / "data" / "pku_saferlhf" / "preference_train.json"

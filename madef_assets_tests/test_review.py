@@ -19,6 +19,7 @@ import pytest
 
 from madef_assets.cli import main
 from madef_assets.defs.intent.taxonomy import CATEGORIES
+from madef_assets.project import PROJECT_ROOT
 from madef_assets.review.decisions import (
     DECISION_FIELDS,
     QUEUE_FIELDS,
@@ -28,7 +29,6 @@ from madef_assets.review.decisions import (
     write_jsonl_atomically,
 )
 from madef_assets.review.server import ACCESS_TOKEN_ENV, allowed_host_headers, check_access_token, serve
-from madef_assets.settings import PROJECT_ROOT
 
 
 def queue_item(review_key: str, **changes) -> dict:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.project import PROJECT_ROOT
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install '.[test]')")
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402

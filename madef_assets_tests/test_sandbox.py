@@ -37,7 +37,8 @@ from madef_assets.defs.evaluation.sandbox import (
     run_status,
     sandbox_filter,
 )
-from madef_assets.settings import PROJECT_ROOT, ConfigError, parse_sandbox
+from madef_assets.project import PROJECT_ROOT, ConfigError
+from madef_assets.settings import parse_sandbox
 
 pytestmark = pytest.mark.alone  # counts cgroups and processes host-wide: run after the parallel part
 ATTACKED = 42  # the exit code an attacking program uses when its attack worked

@@ -19,6 +19,7 @@ from dagster import (
 
 from madef_assets.defs.training.assets import PIPES_SCRIPT
 from madef_assets.pipes_client import CredentialFreePipesClient
+from madef_assets.project import CONFIG_DIR, ConfigError
 from madef_assets.resources import build_resources
 from madef_assets.secret_hygiene import (
     MASK,
@@ -28,7 +29,7 @@ from madef_assets.secret_hygiene import (
     is_secret_name,
     mask_secrets,
 )
-from madef_assets.settings import CONFIG_DIR, ConfigError, load_settings
+from madef_assets.settings import load_settings
 
 # --- the masker -----------------------------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ from madef_assets.defs.selection.export import (
     publish_staged,
     stage_llamafactory_dataset,
 )
-from madef_assets.settings import PROJECT_ROOT, ConfigError, parse_license
+from madef_assets.project import PROJECT_ROOT, ConfigError
+from madef_assets.settings import parse_license
 
 TRAIN_PYTHON = PROJECT_ROOT / ".venv-train/bin/python"
 ROWS = pl.DataFrame(

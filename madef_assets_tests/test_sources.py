@@ -431,7 +431,7 @@ def test_production_configures_safetybench_per_language():
 def test_safetybench_config_takes_a_list_or_the_old_single_source(tmp_path):
     import yaml
 
-    from madef_assets.settings import CONFIG_DIR, ConfigError
+    from madef_assets.project import CONFIG_DIR, ConfigError
 
     def load(bench: dict):
         raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())

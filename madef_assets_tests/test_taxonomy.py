@@ -16,8 +16,9 @@ from madef_assets.defs.intent.assets import build_intent_assets, label_taxonomy_
 from madef_assets.defs.intent.review import apply_taxonomy_decisions, read_taxonomy_decisions, taxonomy_queue
 from madef_assets.defs.intent.taxonomy import CATEGORIES, GENERIC_SUFFIXES, Rule, Taxonomy, check_rule_terms
 from madef_assets.defs.sources.normalize import PROMPT_SCHEMA
+from madef_assets.project import CONFIG_DIR
 from madef_assets.review.decisions import TAXONOMY_QUEUE_FIELDS, append_decision, read_queue
-from madef_assets.settings import CONFIG_DIR, load_settings
+from madef_assets.settings import load_settings
 from madef_assets.storage import run_sql
 
 TAXONOMY = Taxonomy.load(CONFIG_DIR / "taxonomy.yaml")

@@ -18,8 +18,9 @@ from madef_assets.defs.training.llamafactory_config import (
     read_trainer_log,
     render_train_config,
 )
+from madef_assets.project import CONFIG_DIR, ConfigError
 from madef_assets.reports import lines_png
-from madef_assets.settings import CONFIG_DIR, ConfigError, load_settings, parse_settings, parse_training
+from madef_assets.settings import load_settings, parse_settings, parse_training
 from madef_assets.storage import duckdb_connection
 from madef_assets_tests.run_failures import failure_messages
 from madef_assets_tests.sft_tables import sft_settings, write_upstream

@@ -13,8 +13,9 @@ from madef_assets.defs.frames import params_view
 from madef_assets.defs.intent.taxonomy import Taxonomy
 from madef_assets.defs.reward.scores import pair_prompt, parse_one_score, parse_two_scores, plan_response_judging
 from madef_assets.defs.selection.assets import safety_target, single_threshold
+from madef_assets.project import CONFIG_DIR, PROJECT_ROOT, ConfigError
 from madef_assets.prompts import template
-from madef_assets.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, MethodConfig, SelectionConfig, load_settings
+from madef_assets.settings import MethodConfig, SelectionConfig, load_settings
 from madef_assets.storage import run_sql
 
 ROUTES = ("keyword_fewshot", "derived_question", "attack_rewrite")

@@ -15,9 +15,6 @@ from madef_assets.llm.types import Backend
 
 LOCAL_BACKENDS = ("transformers", "vllm")
 
-# vLLM's answers since it receives madef's token ids; earlier ones (text prompts, a chat template's BOS
-# doubled) are not reused from the ledger.
-VLLM_IDENTITY = {"prompts": "token_ids"}
 
 # Backends built in this process, by backend name (run metadata and tests read it).
 constructed: Counter[str] = Counter()
@@ -56,7 +53,7 @@ def backend_identity(backend: str, model: str, options: dict[str, Any], models_d
         from madef_assets.llm.openai_backend import OpenAIBackend
 
         return OpenAIBackend.identity(model, options)
-    from madef_assets.llm.local_model import local_identity
+    from madef_assets.llm.local_model import VLLM_IDENTITY, local_identity
     from madef_assets.llm.model_files import resolve_model_path
 
     extra = VLLM_IDENTITY if backend == "vllm" else {}

@@ -10,6 +10,10 @@ from typing import Any
 
 from madef_assets.llm.model_files import folder_fingerprint
 
+# What the ledger identity adds for vLLM's answers since it receives madef's token ids: earlier ones
+# (text prompts, a chat template's BOS doubled) are not reused from the ledger.
+VLLM_IDENTITY = {"prompts": "token_ids"}
+
 CHAT_TEMPLATE_MODES = ("auto", "always", "never")
 
 

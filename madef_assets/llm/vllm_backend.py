@@ -17,9 +17,8 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from madef_assets.llm.backends import VLLM_IDENTITY
 from madef_assets.llm.engines import ENGINES
-from madef_assets.llm.local_model import LocalModel
+from madef_assets.llm.local_model import VLLM_IDENTITY, LocalModel
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
 
 

@@ -25,9 +25,10 @@ from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, role_step
 from madef_assets.defs.sources.normalize import prompt_id
 from madef_assets.llm.resource import LLMBatch, LLMResource, LLMResult
+from madef_assets.project import PROJECT_ROOT
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import markdown_table
-from madef_assets.settings import PROJECT_ROOT, MethodConfig, Settings
+from madef_assets.settings import MethodConfig, Settings
 from madef_assets.storage import run_sql
 
 GROUP = "diversity"

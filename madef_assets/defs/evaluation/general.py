@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Literal
 
-from madef_assets.settings import PROJECT_ROOT
+from madef_assets.project import PROJECT_ROOT
 
 MCQ_LETTERS = ("A", "B", "C", "D")
 # Member path of one subject's split file inside each benchmark's zip.

@@ -51,7 +51,7 @@ def render_train_config(
     check_evaluation_args(config)
     if "deepspeed" in config and not Path(config["deepspeed"]).is_absolute():
         # A profile names the DeepSpeed file relative to the project; the trainer may run elsewhere.
-        from madef_assets.settings import PROJECT_ROOT
+        from madef_assets.project import PROJECT_ROOT
 
         config["deepspeed"] = str(PROJECT_ROOT / config["deepspeed"])
     return config
