@@ -33,7 +33,7 @@ run: setup train-env
 test: setup train-env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest -n 2 --dist loadfile -m "not alone"
+	$(VENV)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not alone"
 	$(VENV)/bin/pytest -m alone
 
 ui: setup

@@ -1,4 +1,7 @@
 import os
+import signal
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,31 @@ def pytest_collection_modifyitems(items):
         return LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
 
     items.sort(key=rank)  # stable: the order within a module, and of the other modules, is kept
+
+
+RESTORED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def ignored_signals() -> int:
+    """The kernel's mask of signals this process ignores (a library may set SIG_IGN without Python seeing it)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return 0
+    return int(next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("SigIgn:")), 16)
+
+
+@pytest.fixture(autouse=True)
+def signal_dispositions_restored(request):
+    """Each test leaves this process's signal handlers as it found them. A library that sets SIG_IGN in the
+    test process (and does not restore it) would otherwise make every later child process ignore SIGINT or
+    SIGTERM (dispositions to ignore survive exec), and the tests that signal children would wait in vain."""
+    before, ignored_before = {signum: signal.getsignal(signum) for signum in RESTORED_SIGNALS}, ignored_signals()
+    yield
+    if threading.current_thread() is not threading.main_thread():
+        return
+    ignored_after = ignored_signals()
+    for signum, handler in before.items():
+        bit = 1 << (signum - 1)
+        if signal.getsignal(signum) != handler or (ignored_before ^ ignored_after) & bit:
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            warnings.warn(f"{request.node.nodeid} left {signal.Signals(signum).name} changed; restored", stacklevel=1)

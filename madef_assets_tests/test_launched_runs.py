@@ -18,6 +18,8 @@ from madef_assets.launched_runs import LaunchError, launch_env, run_worker_pid, 
 from madef_assets.orphan_runs import PROCESS_TAG, parse_process_tag
 from madef_assets.project import PROJECT_ROOT
 
+pytestmark = pytest.mark.alone  # interrupts `madef run` and waits for its runs to end: run after the parallel part
+
 DEFS = "madef_assets_tests.launch_defs"
 GRPC_INFO_TAG = ".dagster/grpc_info"  # set by Dagster's DefaultRunLauncher on the runs it launches
 

@@ -30,6 +30,8 @@ from madef_assets.review.decisions import (
 )
 from madef_assets.review.server import ACCESS_TOKEN_ENV, allowed_host_headers, check_access_token, serve
 
+pytestmark = pytest.mark.alone  # servers stopped by signal within deadlines: run after the parallel part
+
 
 def queue_item(review_key: str, **changes) -> dict:
     item = {

@@ -15,6 +15,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from madef_assets_tests.browser import free_port, headless_chromium, save_screenshot, wait_until_answering  # noqa: E402
 
+pytestmark = pytest.mark.alone  # a server stopped by signal within a deadline: run after the parallel part
+
 ITEMS = [
     {
         "review_key": "a1f0",

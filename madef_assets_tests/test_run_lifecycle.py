@@ -31,6 +31,8 @@ WRITER_SCRIPT = """
 import signal, sys, time
 from madef_assets.llm.ledger import Ledger, LedgerWriter, ledger_key
 
+pytestmark = pytest.mark.alone  # signals processes and waits for them against deadlines: run after the parallel part
+
 class SlowLedger(Ledger):
     def write(self, rows):
         time.sleep(float(sys.argv[3]))  # a slow disk: the last flush takes this long
