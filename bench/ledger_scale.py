@@ -13,7 +13,6 @@ they do not compress away); the 10M ledger takes a few minutes to build and ~4 G
 
 import argparse
 import hashlib
-import json
 import multiprocessing
 import random
 import statistics
@@ -26,6 +25,7 @@ import duckdb
 from madef_assets.llm.ledger import FLUSH_ROWS, Ledger
 from madef_assets.llm.resource import LLMResource
 from madef_assets.llm.types import GenerationParams
+from madef_assets.settings import model_config
 
 TEMPLATE = "ledger-scale-v1"
 PARAMS = {"max_new_tokens": 8}
@@ -97,11 +97,11 @@ def fanout(base_url: str, path: Path, requests: int, concurrency: int, repeats: 
     call goes to the backend and into the ledger)."""
     resource = LLMResource(
         role="judge",
-        backend="openai",
-        model="bench",
-        params_json=json.dumps(PARAMS),
-        options_json=json.dumps(
-            {"base_url": base_url, "api_key_env": None, "concurrency": concurrency, "max_retries": 8}
+        config=model_config(
+            "openai",
+            "bench",
+            {"base_url": base_url, "api_key_env": None, "concurrency": concurrency, "max_retries": 8},
+            PARAMS,
         ),
         duckdb_path=str(path),
         models_dir=str(path.parent),

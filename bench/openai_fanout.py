@@ -24,6 +24,7 @@ from madef_assets.llm.openai_backend import OpenAIBackend
 from madef_assets.llm.resource import LLMResource
 from madef_assets.llm.types import GenerationParams
 from madef_assets.secret_hygiene import child_env
+from madef_assets.settings import model_config
 
 DISTILABEL_PYTHON = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
 DISTILABEL_CLIENT = Path(__file__).resolve().parent / "distilabel_client.py"
@@ -62,10 +63,9 @@ def asset_rate(base_url: str, requests: int, concurrency: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         resource = LLMResource(
             role="bench",
-            backend="openai",
-            model="bench",
-            params_json=json.dumps({"max_new_tokens": 8}),
-            options_json=json.dumps(
+            config=model_config(
+                "openai",
+                "bench",
                 {
                     "base_url": base_url,
                     "api_key_env": None,
@@ -73,7 +73,8 @@ def asset_rate(base_url: str, requests: int, concurrency: int) -> float:
                     "max_retries": 8,
                     "backoff_base_s": 0.05,
                     "backoff_cap_s": 1.0,
-                }
+                },
+                {"max_new_tokens": 8},
             ),
             duckdb_path=str(Path(tmp) / "ledger.duckdb"),
             models_dir=tmp,

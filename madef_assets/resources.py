@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from madef_assets.llm.resource import LLMResource
+from madef_assets.llm.resource import LLMResource, PanelMember
 from madef_assets.pipes_client import CredentialFreePipesClient
 from madef_assets.project import ROLES
 from madef_assets.secret_hygiene import configured_key_names
@@ -17,13 +16,8 @@ def llm_resource(settings: Settings, role: str) -> LLMResource:
     config = settings.roles[role]
     return LLMResource(
         role=role,
-        backend=config.backend,
-        model=config.model,
-        params_json=json.dumps(config.params),
-        options_json=json.dumps(config.options),
-        panel_json=json.dumps(
-            [{"backend": m.backend, "model": m.model, "params": m.params, "options": m.options} for m in config.panel]
-        ),
+        config=config.config,
+        panel_members=[PanelMember(config=member) for member in config.panel],
         **settings.storage.resource_fields(),
         models_dir=str(settings.models_dir),
     )
@@ -31,7 +25,7 @@ def llm_resource(settings: Settings, role: str) -> LLMResource:
 
 def profile_key_names(settings: Settings) -> set[str]:
     """Every api_key_env the profile names (roles, panel members, candidates): none reaches a child process."""
-    roles = [member for config in settings.roles.values() for member in (config, *config.panel)]
+    roles = [member for config in settings.roles.values() for member in config.members]
     return configured_key_names(
         [(m.backend, m.options) for m in roles] + [(c.backend, c.options) for c in settings.evaluation.candidates]
     )

@@ -1,75 +1,284 @@
-"""Profile configuration: one YAML file per profile under `config/`.
+"""The profile: one YAML file per profile under `config/`, read into one typed model (pydantic).
 
-A profile chooses data paths, sample sizes, limits and the model for each LLM role. Environment
-variables override the profile choice and the storage paths:
+A profile chooses data paths, sample sizes, limits and the model for each LLM role. Every section is a
+model below; an unknown key is an error naming the key and the allowed ones. Environment variables
+override the profile choice and the storage paths:
 
 - `MADEF_PROFILE`: a profile name (`demo`, `production`) or a path to a YAML file;
 - `MADEF_STATE_DIR`: the folder for the DuckDB file, converted models, reports and Dagster's state;
 - `MADEF_DUCKDB_PATH`: where the tables live (`duckdb_path`): a DuckDB file, or
   `ducklake:postgres:<libpq conninfo>` with `MADEF_DUCKLAKE_DATA_PATH` (`ducklake_data_path`; madef_assets/storage.py);
 - `MADEF_DUCKDB_LOCK_WAIT_SECONDS`: how long a connection waits for a DuckDB file another process holds;
-- `MADEF_MODELS_DIR`: where bundled and GGUF models are converted (default `<state>/models`).
+- `MADEF_MODELS_DIR`: where bundled and GGUF models are converted (default `<state>/models`);
+- `MADEF_TRAIN_PYTHON`: the Python of LLaMA-Factory's environment (`training.env_python`).
+
+Paths are relative to the project root; a path left null defaults to a place under `state_dir`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import dagster as dg
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from madef_assets.project import CONFIG_DIR, PANEL_ROLES, PROJECT_ROOT, ROLES, ConfigError, resolve_path
+from madef_assets.storage import Storage, parse_storage
 
-if TYPE_CHECKING:
-    from madef_assets.storage import Storage
-
-PATH_OPTIONS = ("answers",)
 # ingest.max_file_bytes when the profile sets none: each input file, and each zip archive's members together.
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 # The generation routes of §3.5 (madef_assets/defs/diversity/routes.py), in the order deficits are split.
 AUGMENT_ROUTES = ("keyword_fewshot", "derived_question", "attack_rewrite")
+CHECKPOINT_ASSETS = ("base_model_checkpoint", "finetuned_checkpoint")
+# The paper's learning rate (§4.1: 6e-7), the one rate trained when the profile names none.
+PAPER_LEARNING_RATE = 6.0e-7
+DEFAULT_LABELER_SOURCES = ("s_eval", "xsafety")
+# The data terms a source may name (`sources.<name>.license`): Creative Commons ids, the common permissive
+# software licenses, or `unknown` (the combined terms of a set with such rows say "check before use").
+LICENSE_ID = re.compile(r"CC-BY(-NC)?(-SA)?-\d\.\d|Apache-2\.0|MIT|BSD-[23]-Clause|unknown")
 
 
-@dataclass(frozen=True)
-class SourceFile:
-    path: Path
-    config_key: str
+def _project_path(value: Any) -> Path:
+    return resolve_path(value, PROJECT_ROOT)
+
+
+def _license(value: str) -> str:
+    if not LICENSE_ID.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a license id madef knows: CC-BY[-NC][-SA]-<version> "
+            "(e.g. CC-BY-NC-SA-4.0), Apache-2.0, MIT, BSD-2-Clause, BSD-3-Clause or unknown"
+        )
+    return value
+
+
+def _listed(value: Any) -> Any:
+    if value is None:  # dagster.Config passes a missing field as None
+        raise ValueError("Field required")
+    return [value] if isinstance(value, str) else value
+
+
+ProjectPath = Annotated[Path, AfterValidator(_project_path)]
+License = Annotated[str, AfterValidator(_license)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, values: Any) -> Any:
+        """A key written as null takes its default (the profiles say `null: <the default>`)."""
+        if not isinstance(values, dict):
+            return values
+        fields = {field.alias or name: field for name, field in cls.model_fields.items()}
+        return {
+            k: v
+            for k, v in values.items()
+            if v is not None
+            or k not in fields
+            or fields[k].is_required()
+            or type(None) in _alternatives(fields[k].annotation)
+        }
+
+
+# --- models per role: the backends' constructor options (a test keeps them equal) ----------------------
+
+
+class GenerationConfig(dg.Config):
+    """A role's default generation parameters (llm/types.py GenerationParams; unset: its defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+
+
+class ModelConfig(dg.Config):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    params: GenerationConfig = GenerationConfig()
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_required(cls, value: Any) -> Any:
+        if value is None and cls.model_fields["model"].is_required():  # dagster.Config passes a missing one as None
+            raise ValueError("Field required")
+        return value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The backend's constructor options (everything but backend, model and params)."""
+        return self.model_dump(exclude={"backend", "model", "params"})
+
+    @property
+    def generation(self) -> dict[str, Any]:
+        return self.params.model_dump(exclude_none=True)
+
+
+class OpenAIModel(ModelConfig):
+    """A model behind an OpenAI-compatible endpoint (llm/openai_backend.py); `base_url` one URL or replicas."""
+
+    backend: Literal["openai"] = "openai"
+    base_url: Annotated[list[str], BeforeValidator(_listed)]
+    api_key_env: str | None = "OPENAI_API_KEY"
+    api: Literal["chat", "completions"] = "chat"
+    concurrency: int = 16
+    timeout_s: float = 60.0
+    max_retries: int = 6
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    request_budget: int | None = None
+    model_revision: str | None = None
+    seed: int = 0
+    replica_cooldown_s: float = 30.0
+    transport: str = "aiohttp"
+    allow_insecure_http: bool = False
+
+
+class TransformersModel(ModelConfig):
+    """A local model run by transformers (llm/transformers_backend.py)."""
+
+    backend: Literal["transformers"] = "transformers"
+    batch_size: int = 8
+    device: str = "auto"
+    chat_template: str = "auto"
+    dtype: str = "auto"
+
+
+class VLLMModel(ModelConfig):
+    """A local model run by vLLM in this process (llm/vllm_backend.py; the vllm extra)."""
+
+    backend: Literal["vllm"] = "vllm"
+    chat_template: str = "auto"
+    chunk_size: int = 1024
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    seed: int = 0
+    enforce_eager: bool = False
+    attention_backend: str | None = None
+
+
+MODEL_CONFIGS: dict[str, type[ModelConfig]] = {
+    "openai": OpenAIModel,
+    "transformers": TransformersModel,
+    "vllm": VLLMModel,
+}
+AnyModel = Annotated[Union[OpenAIModel, TransformersModel, VLLMModel], Field(discriminator="backend")]
+
+
+def model_config(backend: str, model: str, options: Mapping[str, Any], params: Mapping[str, Any]) -> ModelConfig:
+    """A model's typed config from its parts (a candidate row, a test)."""
+    if backend not in MODEL_CONFIGS:
+        raise ConfigError(f"backend must be one of {sorted(MODEL_CONFIGS)}, got {backend!r}")
+    return MODEL_CONFIGS[backend](model=model, params=GenerationConfig(**params), **options)
+
+
+class Role:
+    """One role's model; the judge may be a panel (`models.judge` a list): this is its first member, the
+    others are `panel`; label verdicts are the panel's majority, numeric scores the first member's."""
+
+    def __init__(self, name: str, members: list[ModelConfig]):
+        self.name, self.config, self.panel = name, members[0], tuple(members[1:])
+
+    @property
+    def backend(self) -> str:
+        return self.config.backend
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.config.options
+
+    @property
+    def members(self) -> tuple[ModelConfig, ...]:
+        return (self.config, *self.panel)
+
+
+class Models(Strict):
+    labeler: AnyModel
+    attacker: AnyModel
+    responder: AnyModel
+    judge: Annotated[list[AnyModel], BeforeValidator(lambda v: [v] if isinstance(v, dict) else v), Field(min_length=1)]
+    scorer: AnyModel
+    trainee: AnyModel
+
+    @model_validator(mode="before")
+    @classmethod
+    def _panels_only_for_panel_roles(cls, values: Any) -> Any:
+        listed = [role for role, value in (values or {}).items() if isinstance(value, list) and role not in PANEL_ROLES]
+        if listed:
+            raise ValueError(f"{', '.join(listed)}: only {', '.join(PANEL_ROLES)} may list several models (a panel)")
+        return values
+
+
+assert tuple(Models.model_fields) == ROLES and PANEL_ROLES == ("judge",), "Models lists the roles"
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+class Ingest(Strict):
+    max_prompt_chars: PositiveInt = 8000
+    max_quarantine_share: Fraction = 0.05
+    max_file_bytes: PositiveInt = DEFAULT_MAX_FILE_BYTES  # each input file, and a zip archive's members together
+
+
+class SourceFile(Strict):
+    path: ProjectPath
     lang: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    answers: ProjectPath | None = None  # SafetyBench: the answers file beside the questions
+    config_key: str = ""  # where it is configured (sources.<name>.files[i]), for messages
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_bare_path(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
 
 
-@dataclass(frozen=True)
-class SourceConfig:
-    name: str
+class SourceConfig(Strict):
     reader: str
     files: tuple[SourceFile, ...]
-    known_categories: tuple[str, ...] | None
-    columns: dict[str, str]
-    description: str
-    license: str = "unknown"  # SPDX-like id of the data's terms (madef_assets/defs/selection/card.py); unknown: check
+    known_categories: tuple[str, ...] | None = None
+    columns: dict[str, str] = {}
+    description: str = ""
+    license: License = "unknown"  # the data's terms (madef_assets/defs/selection/card.py); unknown: check
+    name: str = ""  # its key under sources
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # ingest.max_file_bytes: larger files are refused before reading
 
 
-@dataclass(frozen=True)
-class RoleConfig:
-    """One role's model. The judge may be a panel (`models.judge` a list): this is its first member, the
-    others are `panel`; label verdicts are the panel's majority, numeric scores the first member's."""
-
-    role: str
-    backend: str
-    model: str
-    params: dict[str, Any]
-    options: dict[str, Any]
-    panel: tuple[RoleConfig, ...] = ()
+# --- the method ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SelectionConfig:
-    perplexity_quantile: float = 0.9
+class SelectionConfig(Strict):
+    perplexity_quantile: Fraction = 0.9
     min_response_safety: float = 0.5
     # A lone candidate (scored alone, `scored_as: single`) has no second answer to be measured against: its own
     # threshold (None: min_response_safety); selection ranks each kind's scores apart.
@@ -78,8 +287,7 @@ class SelectionConfig:
     per_category_cap: int = 100000
 
 
-@dataclass(frozen=True)
-class MethodConfig:
+class MethodConfig(Strict):
     """The data-construction method: which sources play which part, sizes, thresholds, gates."""
 
     attack_sources: tuple[str, ...] = ()
@@ -91,7 +299,7 @@ class MethodConfig:
     quota_per_category: int = 1000
     # Generation fills each category's deficit to the quota, split over these routes (defs/diversity/routes.py);
     # augment_max_per_category caps the new prompts planned per category (None: the whole deficit).
-    augment_routes: tuple[str, ...] = AUGMENT_ROUTES
+    augment_routes: tuple[Literal[AUGMENT_ROUTES], ...] = Field(AUGMENT_ROUTES, min_length=1)
     augment_max_per_category: int | None = None
     near_duplicate_threshold: float = 0.8
     minhash_permutations: int = 128
@@ -99,38 +307,75 @@ class MethodConfig:
     max_refusal_rate: float = 0.1  # refused or moderated answers, gated apart from parse failures
     rejection_sampling: bool = True  # generated prompts kept only when labeled with their category
     general_sample_size: int = 40000
-    general_zh_share: float | None = None  # Chinese share of the general sample (None: languages in proportion)
+    general_zh_share: Fraction | None = None  # Chinese share of the general sample (None: languages in proportion)
     sft_total: int | None = None  # target rows of the SFT set, general sample included (None: all that pass)
     contamination_zh_chars: int = 13
     contamination_en_words: int = 8
     # Remove SFT rows that share a long n-gram with an evaluation prompt (and count them) before the gate;
     # false: the gate blocks the whole set instead.
     decontaminate: bool = True
-    sft_export_dir: Path | None = None
+    sft_export_dir: ProjectPath | None = None  # None: <state_dir>/sft_dataset
     sft_formats: tuple[str, ...] = ("alpaca",)
     required_categories: tuple[str, ...] | None = None  # None: all 14; the attack-prompt gate blocks on a missing one
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    selection: SelectionConfig = SelectionConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "augment_per_route" in values:
+            raise ValueError(
+                "augment_per_route was replaced by augment_routes and augment_max_per_category "
+                "(generation fills each category's deficit to quota_per_category)"
+            )
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MethodConfig:
+        overlap = set(self.train_sources) & set(self.eval_sources)
+        if overlap:
+            raise ValueError(f"{sorted(overlap)} cannot be both train_sources and eval_sources")
+        if self.sft_total is not None and self.sft_total < self.general_sample_size:
+            raise ValueError(f"sft_total ({self.sft_total}) must hold general_sample_size ({self.general_sample_size})")
+        return self
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
+# --- training ------------------------------------------------------------------------------------
+
+
+def rate_label(rate: float) -> str:
+    """A learning rate as a partition key and name suffix: 6e-07 -> `lr6e-7`, 0.0002 -> `lr0.0002`."""
+    return "lr" + re.sub(r"e([+-])0*(\d)", r"e\1\2", format(rate, "g"))
+
+
+class TrainingConfig(Strict):
     """LLaMA-Factory fine-tuning: its environment's Python, where checkpoints go, YAML arguments over the
     paper's defaults (madef_assets/defs/training/llamafactory_config.py) and the learning rates to train
     with (§5.1.1's comparison). One rate: one unpartitioned checkpoint in `output_dir`, as before; several:
-    one checkpoint per rate (`finetuned_checkpoint` partitioned by `rate_labels`) in `output_dir/<label>`."""
+    one checkpoint per rate (`finetuned_checkpoint` partitioned by `rate_labels`) in `output_dir/<label>`.
+    Without `learning_rates`, the one rate of `args.learning_rate` (default: the paper's 6e-7)."""
 
-    env_python: Path
-    output_dir: Path
-    args: dict[str, Any]
-    learning_rates: tuple[float, ...] = (6.0e-7,)
+    env_python: ProjectPath = Path(".venv-train/bin/python")
+    output_dir: ProjectPath | None = None  # None: <state_dir>/checkpoints/finetuned
+    args: dict[str, Any] = {}
+    learning_rates: tuple[Annotated[float, Field(gt=0)], ...] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_rate_source(self) -> TrainingConfig:
+        if self.learning_rates is None:
+            self.learning_rates = (float(self.args.get("learning_rate", PAPER_LEARNING_RATE)),)
+        elif "learning_rate" in self.args:
+            raise ValueError("give learning_rates or args.learning_rate, not both")
+        if len(set(self.rate_labels)) != len(self.rate_labels):
+            raise ValueError(f"learning_rates: {list(self.learning_rates)} repeats a rate")
+        return self
 
     @property
     def rate_labels(self) -> tuple[str, ...]:
-        return tuple(rate_label(rate) for rate in self.learning_rates)
+        return tuple(rate_label(rate) for rate in self.learning_rates or ())
 
     @property
     def partitioned(self) -> bool:
-        return len(self.learning_rates) > 1
+        return len(self.rate_labels) > 1
 
     def learning_rate(self, label: str) -> float:
         return self.learning_rates[self.rate_labels.index(label)]
@@ -139,62 +384,200 @@ class TrainingConfig:
         return self.output_dir / label if self.partitioned else self.output_dir
 
 
-def rate_label(rate: float) -> str:
-    """A learning rate as a partition key and name suffix: 6e-07 -> `lr6e-7`, 0.0002 -> `lr0.0002`."""
-    return "lr" + re.sub(r"e([+-])0*(\d)", r"e\1\2", format(rate, "g"))
+# --- evaluation: candidates and each benchmark ---------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CandidateConfig:
-    """A model under evaluation: a checkpoint asset of this project (`checkpoint:`), or any backend and
-    model (a local path, or an OpenAI-compatible endpoint with `base_url`). A `checkpoint: finetuned_checkpoint`
-    candidate becomes one candidate per learning rate (`<name>_<rate label>`) when training runs at several."""
+class CandidateModel(Strict):
+    """A candidate as the profile writes it: a checkpoint asset of this project (`checkpoint:`), or any
+    backend and model (a local path, or an OpenAI-compatible endpoint with `base_url`); a served candidate
+    answers raw prompts through `raw_api` (default: its `api`)."""
+
+    checkpoint: Literal[CHECKPOINT_ASSETS] | None = None
+
+
+class OpenAICandidate(CandidateModel, OpenAIModel):
+    model: str | None = None
+    raw_api: Literal["completions", "chat", "none"] | None = None
+
+
+class TransformersCandidate(CandidateModel, TransformersModel):
+    model: str | None = None
+
+
+class VLLMCandidate(CandidateModel, VLLMModel):
+    model: str | None = None
+
+
+AnyCandidate = Annotated[Union[OpenAICandidate, TransformersCandidate, VLLMCandidate], Field(discriminator="backend")]
+
+
+class CandidateConfig(Strict):
+    """A model under evaluation, resolved: its options are what the profile wrote beside backend and model.
+    A `checkpoint: finetuned_checkpoint` candidate becomes one candidate per learning rate
+    (`<name>_<rate label>`) when training runs at several."""
 
     name: str
-    checkpoint: str | None
-    backend: str
-    model: str | None
-    options: dict[str, Any]
-    rate: str | None = None  # the finetuned_checkpoint partition (rate label) it reads, when trained at several rates
+    checkpoint: str | None = None
+    backend: str = "transformers"
+    model: str | None = None
+    options: dict[str, Any] = {}
+    rate: str | None = None  # the finetuned_checkpoint partition (rate label) it reads, when trained at several
 
 
-@dataclass(frozen=True)
-class EvaluationConfig:
+class SafetyBenchConfig(Strict):
+    """SafetyBench (multiple choice): one source per language, `per_category` questions per category (None:
+    all), five-shot with a dev file per language, `generate` answers limited to `max_new_tokens`."""
+
+    sources: Annotated[list[str], BeforeValidator(_listed), Field(min_length=1)] = ["safetybench"]
+    per_category: int | None = None
+    answer_modes: list[Literal["logprobs", "generate"]] = ["logprobs"]
+    dev_file: ProjectPath | dict[str, ProjectPath] | None = None
+    max_new_tokens: int = 64  # the official generate mode's
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_single_source(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "source" in values:
+            if "sources" in values:
+                raise ValueError("give either source or sources (a list: one source per language)")
+            values = {**values, "sources": values["source"]}
+            del values["source"]
+        return values
+
+
+class NewSafetyConfig(Strict):
+    sources: list[str] = []
+    per_category: int | None = None  # the paper: about 100
+    max_new_tokens: int | None = None  # None: evaluation.params
+
+
+class ResponsibilityConfig(Strict):
+    prompts_source: str = "cvalues_responsibility"
+    per_domain: int | None = None
+    mcq_source: str | None = None
+
+
+class Gsm8kConfig(Strict):
+    file: str
+    limit: int | None = None
+    shots: int = 8
+    max_new_tokens: int = 256
+
+
+class McqConfig(Strict):
+    zip: str
+    mapping: str
+    per_subject: int | None = None
+    shots: int = 5
+
+
+class HumanEvalConfig(Strict):
+    file: str
+    limit: int | None = None
+    max_new_tokens: int = 512
+    timeout_s: float = 10
+    memory_mb: int = 1024
+
+
+class GeneralConfig(Strict):
+    data_dir: ProjectPath = Path("data/general_eval")
+    gsm8k: Gsm8kConfig | None = None
+    mmlu: McqConfig | None = None
+    cmmlu: McqConfig | None = None
+    ceval: McqConfig | None = None
+    humaneval: HumanEvalConfig | None = None
+
+    def mcq(self) -> dict[str, McqConfig]:
+        """The configured multiple-choice benchmarks, by name."""
+        return {name: spec for name in ("mmlu", "cmmlu", "ceval") if (spec := getattr(self, name)) is not None}
+
+
+class OverRefusalConfig(Strict):
+    source: str | None = None
+    per_type: int | None = None
+    max_new_tokens: int | None = None
+
+
+class LlamaFactoryEvalConfig(Strict):
+    """LLaMA-Factory's own evaluator: `template` for every local candidate (None: training.args.template),
+    `templates` per candidate name (as evaluated), `batch_size` (EvaluationArguments')."""
+
+    enabled: bool = True
+    template: str | None = None
+    templates: dict[str, str] = {}
+    batch_size: PositiveInt = 4
+
+
+class EvaluationConfig(Strict):
     """Candidates, their generation parameters and each benchmark's data and sample sizes."""
 
-    candidates: tuple[CandidateConfig, ...]
-    params: dict[str, Any]
-    seed: int
-    safetybench: dict[str, Any]
-    new_safety: dict[str, Any]
-    responsibility: dict[str, Any]
-    general: dict[str, Any]
-    over_refusal: dict[str, Any]
-    llamafactory_eval: dict[str, Any]
-    review_dir: Path
-    report_dir: Path
+    candidate_specs: dict[str, AnyCandidate] = Field({}, alias="candidates")
+    params: GenerationConfig = GenerationConfig()
+    seed: int = 0
+    safetybench: SafetyBenchConfig = SafetyBenchConfig()
+    new_safety: NewSafetyConfig = NewSafetyConfig()
+    responsibility: ResponsibilityConfig = ResponsibilityConfig()
+    general: GeneralConfig = GeneralConfig()
+    over_refusal: OverRefusalConfig = OverRefusalConfig()
+    llamafactory_eval: LlamaFactoryEvalConfig = LlamaFactoryEvalConfig()
+    review_dir: ProjectPath | None = None  # None: <state_dir>/review
+    report_dir: ProjectPath | None = None  # None: <state_dir>/reports/evaluation
+    _resolved: tuple[CandidateConfig, ...] = PrivateAttr(default=())
+
+    @field_validator("candidate_specs", mode="before")
+    @classmethod
+    def _local_by_default(cls, candidates: Any) -> Any:
+        if not isinstance(candidates, dict):
+            return candidates
+        return {n: {"backend": "transformers", **s} if isinstance(s, dict) else s for n, s in candidates.items()}
+
+    @field_validator("candidate_specs")
+    @classmethod
+    def _candidates(cls, candidates: dict[str, Any]) -> dict[str, Any]:
+        for name, spec in candidates.items():
+            if not str(name).replace("_", "").isalnum():
+                raise ValueError(f"{name}: a candidate name is letters, digits and _ only")
+            if spec.checkpoint is None and spec.model is None:
+                raise ValueError(f"{name}: needs either checkpoint or backend + model")
+        return candidates
+
+    @property
+    def candidates(self) -> tuple[CandidateConfig, ...]:
+        """The candidates evaluated (one per learning rate for a finetuned_checkpoint one, when several)."""
+        return self._resolved
 
 
-@dataclass(frozen=True)
-class AutomationConfig:
+# --- operations ----------------------------------------------------------------------------------
+
+
+class Schedule(Strict):
+    cron: str
+    enabled: bool = False
+
+
+class Schedules(Strict):
+    evaluate_candidates: Schedule = Schedule(cron="0 2 * * *")
+    rebuild_sft_dataset: Schedule = Schedule(cron="0 3 * * 0")
+
+
+class AutomationConfig(Strict):
     """Sensors (source files → new data versions → eager re-materialization) and schedules."""
 
     sensors_running: bool = True
     source_poll_seconds: int = 60
-    evaluate_cron: str = "0 2 * * *"
-    evaluate_enabled: bool = False
-    rebuild_sft_cron: str = "0 3 * * 0"
-    rebuild_sft_enabled: bool = False
     timezone: str = "UTC"
+    schedules: Schedules = Schedules()
 
 
-QUALIFICATION_GATES = ("block", "warn")
-DEFAULT_LABELER_SOURCES = ("s_eval", "xsafety")
-DEFAULT_PKU_GOLD = "data/pku_saferlhf/preference_train.json"
+class ExecutionConfig(Strict):
+    """How a run's steps run, and how many independent runs (candidates, learning rates) `madef run`
+    launches at once."""
+
+    executor: Literal["in_process", "multiprocess", "k8s", "celery"] = "in_process"
+    max_concurrent_runs: PositiveInt = 1
 
 
-@dataclass(frozen=True)
-class QualificationConfig:
+class QualificationConfig(Strict):
     """The judge measured against human labels (XSTest's answers, `gold_dir`; PKU-SafeRLHF's pairs,
     `pku_gold_file`) before its scores are used: `per_model` XSTest answers per answering model (null: all
     450 each) and `pku_pairs` pairs (null: all), seeded; the gate needs Cohen's kappa >= `min_kappa` on
@@ -207,93 +590,193 @@ class QualificationConfig:
     seeded with `seed`; its gate needs kappa >= `labeler_min_kappa` over all languages and at most
     `labeler_max_uncertain_rate` prompts without a category; `gate` and `gate_reason` apply to both."""
 
-    gold_dir: Path
-    pku_gold_file: Path
+    gold_dir: ProjectPath = Path("data/xstest")
+    pku_gold_file: ProjectPath = Path("data/pku_saferlhf/preference_train.json")
     per_model: int | None = None
-    pku_pairs: int | None = None
+    pku_pairs: PositiveInt | None = None
     seed: int = 0
     n_resamples: int = 1000
     min_kappa: float = 0.6
     max_uncertain_rate: float = 0.1
-    gate: str = "block"
+    gate: Literal["block", "warn"] = "block"
     gate_reason: str = ""
-    labeler_sources: tuple[str, ...] = DEFAULT_LABELER_SOURCES
+    labeler_sources: tuple[str, ...] | None = None
     labeler_per_category: int | None = None
     labeler_min_kappa: float = 0.6
     labeler_max_uncertain_rate: float = 0.1
 
+    @model_validator(mode="after")
+    def _a_reason_to_warn(self) -> QualificationConfig:
+        if self.gate == "warn" and not self.gate_reason.strip():
+            raise ValueError("gate: warn needs a gate_reason saying why an unqualified judge or labeler may be used")
+        return self
 
-GPU_RELEASE_POLICIES = ("per_asset", "per_run")
 
-
-@dataclass(frozen=True)
-class GpuConfig:
+class GpuConfig(Strict):
     """When loaded local models give their memory back: `per_asset` closes every engine an asset loaded
     when the asset ends; `per_run` keeps them for the next asset of the run. Either way every engine is
     closed before training, which starts only when the GPU has `training_min_free_fraction` free."""
 
-    release: str = "per_run"
-    training_min_free_fraction: float = 0.9
+    release: Literal["per_asset", "per_run"] = "per_run"
+    training_min_free_fraction: Fraction = 0.9
 
 
-SANDBOX_ISOLATIONS = ("bubblewrap", "rlimits")
-
-
-@dataclass(frozen=True)
-class SandboxConfig:
+class SandboxConfig(Strict):
     """How model-written code (HumanEval) runs: `bubblewrap` isolates each program (no network, no host
     files, no new processes; defs/evaluation/sandbox.py), `rlimits` only limits its resources."""
 
-    isolation: str = "bubblewrap"
+    isolation: Literal["bubblewrap", "rlimits"] = "bubblewrap"
 
 
-@dataclass(frozen=True)
-class Settings:
-    profile: str
-    profile_path: Path
-    state_dir: Path
-    storage: Storage
-    models_dir: Path
-    max_prompt_chars: int
-    max_quarantine_share: float
-    sources: dict[str, SourceConfig]
-    roles: dict[str, RoleConfig]
-    method: MethodConfig
-    training: TrainingConfig
-    evaluation: EvaluationConfig
-    automation: AutomationConfig
-    executor: str
-    max_concurrent_runs: int  # `madef run`: independent runs (candidates, learning rates) at once
-    gpu: GpuConfig
-    sandbox: SandboxConfig
-    qualification: QualificationConfig
-    taxonomy_path: Path
-    raw: dict[str, Any]
+# --- the profile ---------------------------------------------------------------------------------
+
+
+class Settings(Strict):
+    profile: str | None = None  # None: the file's name
+    state_dir: ProjectPath = Path("state")
+    duckdb_location: str | None = Field(None, alias="duckdb_path")  # None: <state_dir>/madef.duckdb
+    ducklake_data_path: str | None = None
+    duckdb_lock_wait_seconds: float | None = None
+    models_dir: ProjectPath | None = None  # None: <state_dir>/models
+    ingest: Ingest = Ingest()
+    sources: dict[str, SourceConfig] = {}
+    method: MethodConfig = MethodConfig()
+    training: TrainingConfig = TrainingConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    automation: AutomationConfig = AutomationConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    models: Models
+    gpu: GpuConfig = GpuConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    taxonomy: ProjectPath = Path("config/taxonomy.yaml")
+    qualification: QualificationConfig = QualificationConfig()
+
+    _path: Path = PrivateAttr(default=Path())
+    _storage: Storage | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        """Defaults under state_dir, each source's name and file keys, and every cross-section reference."""
+        state = self.state_dir
+        self.models_dir = self.models_dir or state / "models"
+        self.method.sft_export_dir = self.method.sft_export_dir or state / "sft_dataset"
+        self.training.output_dir = self.training.output_dir or state / "checkpoints" / "finetuned"
+        self.evaluation.review_dir = self.evaluation.review_dir or state / "review"
+        self.evaluation.report_dir = self.evaluation.report_dir or state / "reports" / "evaluation"
+        for name, source in self.sources.items():
+            source.name, source.max_file_bytes = name, self.ingest.max_file_bytes
+            for index, file in enumerate(source.files):
+                file.config_key = f"sources.{name}.files[{index}]"
+        configured = set(self.sources)
+        for key, names in self._source_references().items():
+            if key.startswith("evaluation.") and not self.evaluation.candidate_specs:
+                continue  # nothing is evaluated: the benchmarks' sources are not read
+            missing = sorted({n for n in names if n is not None} - configured)
+            if missing:
+                raise ValueError(f"{key}: {missing} are not configured under sources")
+        qualification = self.qualification
+        if qualification.labeler_sources is None:
+            qualification.labeler_sources = tuple(n for n in DEFAULT_LABELER_SOURCES if n in configured)
+        self.evaluation._resolved = tuple(self._expand_candidates())
+        names = [c.name for c in self.evaluation._resolved]
+        unknown = sorted(set(self.evaluation.llamafactory_eval.templates) - set(names))
+        if unknown:
+            raise ValueError(f"evaluation.llamafactory_eval.templates: {unknown} are not candidates ({names})")
+        return self
+
+    def _source_references(self) -> dict[str, list[str | None]]:
+        method, evaluation = self.method, self.evaluation
+        return {
+            **{f"method.{k}": list(getattr(method, k)) for k in ("attack_sources", "train_sources", "eval_sources")},
+            "method.general_sources": list(method.general_sources),
+            "evaluation.new_safety.sources": evaluation.new_safety.sources,
+            "evaluation.safetybench.sources": evaluation.safetybench.sources,
+            "evaluation.responsibility.prompts_source": [evaluation.responsibility.prompts_source],
+            "evaluation.responsibility.mcq_source": [evaluation.responsibility.mcq_source],
+            "evaluation.over_refusal.source": [evaluation.over_refusal.source],
+            "qualification.labeler_sources": list(self.qualification.labeler_sources or ()),
+        }
+
+    def _expand_candidates(self) -> list[CandidateConfig]:
+        """§5.1.1: with several learning rates, a finetuned_checkpoint candidate is one candidate per rate
+        (`tuned` -> `tuned_lr6e-7`, `tuned_lr1e-6`), each reading its rate's partition; otherwise it is
+        itself. A served one cannot follow: one endpoint serves one checkpoint."""
+        labels = self.training.rate_labels if self.training.partitioned else ()
+        candidates = []
+        for name, spec in self.evaluation.candidate_specs.items():
+            written = spec.model_dump(exclude_unset=True, exclude={"backend", "model", "checkpoint", "params"})
+            candidate = CandidateConfig(
+                name=name, checkpoint=spec.checkpoint, backend=spec.backend, model=spec.model, options=written
+            )
+            if spec.checkpoint != "finetuned_checkpoint" or not labels:
+                candidates.append(candidate)
+            elif spec.backend == "openai":
+                raise ValueError(
+                    f"evaluation.candidates.{name}: a served finetuned_checkpoint candidate needs a "
+                    "single training rate (one endpoint serves one checkpoint); evaluate the rates with a local "
+                    "candidate ({checkpoint: finetuned_checkpoint}) or train one rate"
+                )
+            else:
+                candidates += [
+                    candidate.model_copy(update={"name": f"{name}_{label}", "rate": label}) for label in labels
+                ]
+        return candidates
+
+    # --- what the rest of madef reads -----------------------------------------------------------
+
+    @property
+    def profile_path(self) -> Path:
+        return self._path
+
+    @property
+    def storage(self) -> Storage:
+        assert self._storage is not None, "Settings are made by parse_settings"
+        return self._storage
 
     @property
     def duckdb_path(self) -> Path:
         """The local DuckDB file (an error for DuckLake storage, which has none)."""
         return self.storage.path
 
+    @property
+    def roles(self) -> dict[str, Role]:
+        return {
+            role: Role(role, value if isinstance(value, list) else [value])
+            for role in ROLES
+            for value in (getattr(self.models, role),)
+        }
 
-# The data terms a source may name (`sources.<name>.license`): Creative Commons ids, the common permissive
-# software licenses, or `unknown` (the combined terms of a set with such rows say "check before use").
-LICENSE_ID = re.compile(r"CC-BY(-NC)?(-SA)?-\d\.\d|Apache-2\.0|MIT|BSD-[23]-Clause|unknown")
+    @property
+    def taxonomy_path(self) -> Path:
+        return self.taxonomy
+
+    @property
+    def max_prompt_chars(self) -> int:
+        return self.ingest.max_prompt_chars
+
+    @property
+    def max_quarantine_share(self) -> float:
+        return self.ingest.max_quarantine_share
+
+    @property
+    def executor(self) -> str:
+        return self.execution.executor
+
+    @property
+    def max_concurrent_runs(self) -> int:
+        return self.execution.max_concurrent_runs
 
 
-def parse_license(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not LICENSE_ID.fullmatch(value):
-        raise ConfigError(
-            f"{where}: {value!r} is not a license id madef knows: CC-BY[-NC][-SA]-<version> "
-            "(e.g. CC-BY-NC-SA-4.0), Apache-2.0, MIT, BSD-2-Clause, BSD-3-Clause or unknown"
-        )
-    return value
+# --- reading a profile ---------------------------------------------------------------------------
 
-
-def _require(mapping: dict, key: str, where: str) -> Any:
-    if key not in mapping:
-        raise ConfigError(f"{where}: missing key '{key}'")
-    return mapping[key]
+ENV_OVERRIDES = {
+    "MADEF_STATE_DIR": ("state_dir",),
+    "MADEF_DUCKDB_PATH": ("duckdb_path",),
+    "MADEF_DUCKLAKE_DATA_PATH": ("ducklake_data_path",),
+    "MADEF_DUCKDB_LOCK_WAIT_SECONDS": ("duckdb_lock_wait_seconds",),
+    "MADEF_MODELS_DIR": ("models_dir",),
+    "MADEF_TRAIN_PYTHON": ("training", "env_python"),
+}
 
 
 def profile_path(profile: str) -> Path:
@@ -307,398 +790,137 @@ def profile_path(profile: str) -> Path:
     return path
 
 
-def parse_settings(raw: dict[str, Any], path: Path, env: dict[str, str]) -> Settings:
-    from madef_assets.profile_schema import profile_problems
-    from madef_assets.storage import parse_storage
+def with_environment(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The profile with the environment's overrides (ENV_OVERRIDES) written in."""
+    raw = {**raw}
+    for variable, (*parents, key) in ENV_OVERRIDES.items():
+        if env.get(variable):
+            section = raw
+            for parent in parents:
+                section[parent] = section = {**(section.get(parent) or {})}
+            section[key] = env[variable]
+    return raw
 
-    problems = profile_problems(raw)
+
+def parse_settings(raw: dict[str, Any], path: Path, env: Mapping[str, str]) -> Settings:
+    """The profile `raw` (read from `path`) with the environment's overrides, checked whole: every problem
+    is listed, each naming its key (an unknown key with the allowed ones)."""
+    from madef_assets.secret_hygiene import openai_endpoint_problems
+
+    try:
+        settings = Settings.model_validate(with_environment(raw, env))
+    except ValidationError as error:
+        raise ConfigError(f"{path}:\n  " + "\n  ".join(describe(e) for e in error.errors())) from None
+    problems = [
+        f"{where}.base_url: {problem}"
+        for where, config in _served_models(settings)
+        for problem in openai_endpoint_problems(config)
+    ]
     if problems:
         raise ConfigError(f"{path}:\n  " + "\n  ".join(problems))
-    base = PROJECT_ROOT
-    where = str(path)
-    state_dir = resolve_path(env.get("MADEF_STATE_DIR") or raw.get("state_dir", "state"), base)
-    storage = parse_storage(
-        env.get("MADEF_DUCKDB_PATH") or raw.get("duckdb_path") or state_dir / "madef.duckdb",
-        env.get("MADEF_DUCKLAKE_DATA_PATH") or raw.get("ducklake_data_path"),
-        env.get("MADEF_DUCKDB_LOCK_WAIT_SECONDS") or raw.get("duckdb_lock_wait_seconds"),
-        base,
+    settings._path = path
+    settings.profile = settings.profile or path.stem
+    settings._storage = parse_storage(
+        settings.duckdb_location or settings.state_dir / "madef.duckdb",
+        settings.ducklake_data_path,
+        settings.duckdb_lock_wait_seconds,
+        PROJECT_ROOT,
     )
-    models_dir = resolve_path(env.get("MADEF_MODELS_DIR") or raw.get("models_dir") or state_dir / "models", base)
-    ingest = raw.get("ingest", {})
-    sources = {}
-    for name, spec in (raw.get("sources") or {}).items():
-        key = f"sources.{name}"
-        files = []
-        for index, file_spec in enumerate(_require(spec, "files", key)):
-            if isinstance(file_spec, str):
-                file_spec = {"path": file_spec}
-            file_key = f"{key}.files[{index}]"
-            extra = {
-                k: (resolve_path(v, base) if k in PATH_OPTIONS else v)
-                for k, v in file_spec.items()
-                if k not in ("path", "lang")
-            }
-            files.append(
-                SourceFile(
-                    path=resolve_path(_require(file_spec, "path", file_key), base),
-                    config_key=file_key,
-                    lang=file_spec.get("lang"),
-                    options=extra,
-                )
-            )
-        categories = spec.get("known_categories")
-        sources[name] = SourceConfig(
-            name=name,
-            reader=_require(spec, "reader", key),
-            files=tuple(files),
-            known_categories=tuple(categories) if categories is not None else None,
-            columns=dict(spec.get("columns") or {}),
-            description=spec.get("description", ""),
-            license=parse_license(spec.get("license", "unknown"), f"{key}.license"),
-            max_file_bytes=int(ingest.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES)),
-        )
-    roles = {}
-    models = _require(raw, "models", where)
+    return settings
+
+
+def parse_section(section: str, raw: Any) -> Any:
+    """One top-level section of a profile checked alone (a test of one setting); errors name the key."""
+    try:
+        return TypeAdapter(Settings.model_fields[section].annotation).validate_python(raw)
+    except ValidationError as error:
+        problems = [describe({**e, "loc": (section, *e["loc"])}) for e in error.errors()]
+        raise ConfigError("\n".join(problems)) from None
+
+
+def _served_models(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
+    served = []
     for role in ROLES:
-        spec = _require(models, role, f"{where}: models")
-        if isinstance(spec, list):
-            if role not in PANEL_ROLES or not spec:
-                raise ConfigError(
-                    f"models.{role}: only {', '.join(PANEL_ROLES)} may list several models (a panel), "
-                    "and a panel names at least one"
-                )
-            members = [parse_role(role, member, f"models.{role}[{index}]") for index, member in enumerate(spec)]
-            roles[role] = replace(members[0], panel=tuple(members[1:]))
+        members = settings.roles[role].members
+        for index, member in enumerate(members):
+            where = f"models.{role}" + (f"[{index}]" if len(members) > 1 else "")
+            if member.backend == "openai":
+                served.append((where, member.options))
+    for name, spec in settings.evaluation.candidate_specs.items():
+        if spec.backend == "openai":
+            served.append((f"evaluation.candidates.{name}", spec.options))
+    return served
+
+
+def describe(error: Mapping[str, Any]) -> str:
+    """One validation error as `dotted.key: what is wrong`; an unknown key lists the allowed ones."""
+    key, model = [], Settings
+    for part in error["loc"]:
+        if isinstance(part, int):
+            key[-1:] = [f"{key[-1]}[{part}]"] if key else [f"[{part}]"]
+        elif part in MODEL_CONFIGS and not _has_field(model, part):
+            pass  # the backend tag of a model or candidate: not a key
         else:
-            roles[role] = parse_role(role, spec, f"models.{role}")
-    method = parse_method(raw.get("method") or {}, set(sources), state_dir, base)
-    training = parse_training(raw.get("training") or {}, state_dir, base, env)
-    return Settings(
-        profile=raw.get("profile", path.stem),
-        profile_path=path,
-        state_dir=state_dir,
-        storage=storage,
-        models_dir=models_dir,
-        max_prompt_chars=int(ingest.get("max_prompt_chars", 8000)),
-        max_quarantine_share=float(ingest.get("max_quarantine_share", 0.05)),
-        sources=sources,
-        roles=roles,
-        method=method,
-        training=training,
-        evaluation=parse_evaluation(
-            raw.get("evaluation") or {},
-            set(sources),
-            state_dir,
-            base,
-            training.rate_labels if training.partitioned else (),
-        ),
-        automation=parse_automation(raw.get("automation") or {}),
-        **parse_execution(raw.get("execution") or {}),
-        gpu=parse_gpu(raw.get("gpu") or {}),
-        sandbox=parse_sandbox(raw.get("sandbox") or {}),
-        qualification=parse_qualification(raw.get("qualification") or {}, base, set(sources)),
-        taxonomy_path=resolve_path(raw.get("taxonomy", "config/taxonomy.yaml"), base),
-        raw=raw,
-    )
+            key.append(str(part))
+        model = _inner_model(model, part)
+    where = ".".join(key)
+    message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(error["loc"][:-1])
+        names = sorted(field.alias or name for name, field in parent.model_fields.items()) if parent else []
+        allowed = f"; allowed: {', '.join(names)}" if names else ""
+        return f"{where}: unknown {'top-level ' if len(key) == 1 else ''}key{allowed}"
+    if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        return f"{where}: needs backend (one of {', '.join(MODEL_CONFIGS)}) and model"
+    if error["type"] == "missing":
+        return f"{'.'.join(key[:-1]) or 'profile'}: missing key '{key[-1]}'" if key else message
+    return f"{where}: {message}" if where else message
 
 
-def parse_method(raw: dict[str, Any], source_names: set[str], state_dir: Path, base: Path) -> MethodConfig:
-    if "augment_per_route" in raw:
-        raise ConfigError(
-            "method.augment_per_route: replaced by augment_routes and augment_max_per_category "
-            "(generation fills each category's deficit to quota_per_category)"
-        )
-    known = MethodConfig.__dataclass_fields__
-    unknown = set(raw) - set(known)
-    if unknown:
-        raise ConfigError(f"method: unknown keys {sorted(unknown)}")
-    values = dict(raw)
-    for key in ("attack_sources", "train_sources", "eval_sources", "general_sources", "sft_formats", "augment_routes"):
-        if key in values:
-            values[key] = tuple(values[key] or ())
-    if values.get("required_categories") is not None:
-        values["required_categories"] = tuple(values["required_categories"])
-    for key in ("attack_sources", "train_sources", "eval_sources", "general_sources"):
-        missing = set(values.get(key, ())) - source_names
-        if missing:
-            raise ConfigError(f"method.{key}: {sorted(missing)} are not configured under sources")
-    overlap = set(values.get("train_sources", ())) & set(values.get("eval_sources", ()))
-    if overlap:
-        raise ConfigError(f"method: {sorted(overlap)} cannot be both train_sources and eval_sources")
-    values["sft_export_dir"] = resolve_path(values.get("sft_export_dir") or state_dir / "sft_dataset", base)
-    selection = values.pop("selection", None) or {}
-    unknown = set(selection) - set(SelectionConfig.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"method.selection: unknown keys {sorted(unknown)}")
-    config = MethodConfig(**values, selection=SelectionConfig(**selection))
-    check_volume(config)
-    return config
+def _field(model: Any, name: Any) -> Any:
+    """The field `name` (or the field of that alias) of a model class, else None."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    return next((f for n, f in model.model_fields.items() if name in (n, f.alias)), None)
 
 
-def check_volume(method: MethodConfig) -> None:
-    """The volume settings (§3.5) make sense together: known routes, a share in [0, 1], a total that holds the
-    general sample."""
-    unknown = set(method.augment_routes) - set(AUGMENT_ROUTES)
-    if unknown or not method.augment_routes:
-        raise ConfigError(
-            f"method.augment_routes: one or more of {list(AUGMENT_ROUTES)}, got {list(method.augment_routes)}"
-        )
-    if method.general_zh_share is not None and not 0 <= method.general_zh_share <= 1:
-        raise ConfigError(f"method.general_zh_share must be between 0 and 1 or null, got {method.general_zh_share}")
-    if method.sft_total is not None and method.sft_total < method.general_sample_size:
-        raise ConfigError(
-            f"method.sft_total ({method.sft_total}) must hold general_sample_size ({method.general_sample_size})"
-        )
+def _has_field(model: Any, name: Any) -> bool:
+    return _field(model, name) is not None
 
 
-def parse_training(raw: dict[str, Any], state_dir: Path, base: Path, env: dict[str, str]) -> TrainingConfig:
-    unknown = set(raw) - {"env_python", "output_dir", "args", "learning_rates"}
-    if unknown:
-        raise ConfigError(f"training: unknown keys {sorted(unknown)}")
-    args = dict(raw.get("args") or {})
-    return TrainingConfig(
-        env_python=resolve_path(
-            env.get("MADEF_TRAIN_PYTHON") or raw.get("env_python") or ".venv-train/bin/python", base
-        ),
-        output_dir=resolve_path(raw.get("output_dir") or state_dir / "checkpoints" / "finetuned", base),
-        args=args,
-        learning_rates=parse_learning_rates(raw.get("learning_rates"), args),
-    )
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: Any = Settings
+    for part in loc:
+        model = _inner_model(model, part)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def parse_learning_rates(rates: Any, args: dict[str, Any]) -> tuple[float, ...]:
-    """`training.learning_rates` (§5.1.1: one checkpoint per rate, compared) or, without it, the one rate of
-    `training.args.learning_rate` (default: the paper's 6e-7). Both at once is ambiguous and refused."""
-    from madef_assets.defs.training.llamafactory_config import PAPER_DEFAULTS
-
-    if rates is None:
-        return (float(args.get("learning_rate", PAPER_DEFAULTS["learning_rate"])),)
-    if "learning_rate" in args:
-        raise ConfigError("training: give learning_rates or args.learning_rate, not both")
-    if (
-        not isinstance(rates, list)
-        or not rates
-        or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in rates)
-    ):
-        raise ConfigError(f"training.learning_rates: a non-empty list of positive numbers, got {rates!r}")
-    labels = [rate_label(float(r)) for r in rates]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"training.learning_rates: {rates} repeats a rate")
-    return tuple(float(r) for r in rates)
+def _inner_model(model: Any, part: Any) -> Any:
+    """What sits at `part` inside `model` (a model class, or a container/union annotation)."""
+    if _has_field(model, part):
+        return _field(model, part).annotation
+    for candidate in _alternatives(model):
+        if _has_field(candidate, "backend") and part in get_args(candidate.model_fields["backend"].annotation):
+            return candidate  # a discriminated union's tag
+    for candidate in _alternatives(model):
+        origin = get_origin(candidate)
+        if origin in (list, tuple) and isinstance(part, int):
+            return get_args(candidate)[0]
+        if origin is dict and isinstance(part, str):
+            return get_args(candidate)[1]
+    return model
 
 
-def parse_sandbox(raw: dict[str, Any]) -> SandboxConfig:
-    if set(raw) - {"isolation"}:
-        raise ConfigError(f"sandbox: unknown keys {sorted(set(raw) - {'isolation'})}; allowed: ['isolation']")
-    isolation = raw.get("isolation", SandboxConfig.isolation)
-    if isolation not in SANDBOX_ISOLATIONS:
-        raise ConfigError(f"sandbox.isolation must be one of {SANDBOX_ISOLATIONS}, got {isolation!r}")
-    return SandboxConfig(isolation)
+def _alternatives(annotation: Any) -> list[Any]:
+    """The types an annotation may be (Annotated, Optional and Union unwrapped)."""
+    if get_origin(annotation) is Annotated:
+        return _alternatives(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, type(int | None)):
+        return [t for arg in get_args(annotation) for t in _alternatives(arg)]
+    return [annotation]
 
 
-def parse_gpu(raw: dict[str, Any]) -> GpuConfig:
-    unknown = set(raw) - set(GpuConfig.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"gpu: unknown keys {sorted(unknown)}; allowed: {sorted(GpuConfig.__dataclass_fields__)}")
-    config = GpuConfig(**raw)
-    if config.release not in GPU_RELEASE_POLICIES:
-        raise ConfigError(f"gpu.release must be one of {GPU_RELEASE_POLICIES}, got {config.release!r}")
-    if not 0 <= config.training_min_free_fraction <= 1:
-        raise ConfigError(
-            f"gpu.training_min_free_fraction must be between 0 and 1, got {config.training_min_free_fraction}"
-        )
-    return config
-
-
-def parse_role(role: str, spec: dict[str, Any], where: str) -> RoleConfig:
-    return RoleConfig(
-        role=role,
-        backend=_require(spec, "backend", where),
-        model=str(_require(spec, "model", where)),
-        params=dict(spec.get("params") or {}),
-        options={k: v for k, v in spec.items() if k not in ("backend", "model", "params")},
-    )
-
-
-def parse_qualification(raw: dict[str, Any], base: Path, sources: set[str]) -> QualificationConfig:
-    allowed = set(QualificationConfig.__dataclass_fields__)
-    unknown = set(raw) - allowed
-    if unknown:
-        raise ConfigError(f"qualification: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-    labeler_sources = raw.get("labeler_sources")
-    if labeler_sources is None:
-        labeler_sources = [name for name in DEFAULT_LABELER_SOURCES if name in sources]
-    elif set(labeler_sources) - sources:
-        raise ConfigError(
-            f"qualification.labeler_sources: {sorted(set(labeler_sources) - sources)} are not configured sources"
-        )
-    config = QualificationConfig(
-        **{
-            **raw,
-            "gold_dir": resolve_path(raw.get("gold_dir") or "data/xstest", base),
-            "pku_gold_file": resolve_path(raw.get("pku_gold_file") or DEFAULT_PKU_GOLD, base),
-            "labeler_sources": tuple(labeler_sources),
-        }
-    )
-    pairs = config.pku_pairs
-    if pairs is not None and (isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1):
-        raise ConfigError(f"qualification.pku_pairs must be a positive integer or null (all pairs), got {pairs!r}")
-    if config.gate not in QUALIFICATION_GATES:
-        raise ConfigError(f"qualification.gate must be one of {QUALIFICATION_GATES}, got {config.gate!r}")
-    if config.gate == "warn" and not config.gate_reason.strip():
-        raise ConfigError(
-            "qualification.gate: warn needs a gate_reason saying why an unqualified judge or labeler may be used"
-        )
-    return config
-
-
-EXECUTORS = ("in_process", "multiprocess", "k8s", "celery")
-
-
-def parse_execution(raw: dict[str, Any]) -> dict[str, Any]:
-    """`execution.executor` (how a run's steps run) and `execution.max_concurrent_runs` (how many independent
-    runs `madef run` launches at once; default 1)."""
-    if set(raw) - {"executor", "max_concurrent_runs"}:
-        raise ConfigError(f"execution: unknown keys {sorted(set(raw) - {'executor', 'max_concurrent_runs'})}")
-    executor = raw.get("executor", "in_process")
-    if executor not in EXECUTORS:
-        raise ConfigError(f"execution.executor: one of {EXECUTORS}, got {executor!r}")
-    runs = raw.get("max_concurrent_runs", 1)
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ConfigError(f"execution.max_concurrent_runs: a positive integer, got {runs!r}")
-    return {"executor": executor, "max_concurrent_runs": runs}
-
-
-def parse_automation(raw: dict[str, Any]) -> AutomationConfig:
-    unknown = set(raw) - {"sensors_running", "source_poll_seconds", "schedules", "timezone"}
-    if unknown:
-        raise ConfigError(f"automation: unknown keys {sorted(unknown)}")
-    values = {k: v for k, v in raw.items() if k != "schedules"}
-    for name, prefix in (("evaluate_candidates", "evaluate"), ("rebuild_sft_dataset", "rebuild_sft")):
-        spec = (raw.get("schedules") or {}).get(name) or {}
-        if set(spec) - {"cron", "enabled"}:
-            raise ConfigError(f"automation.schedules.{name}: unknown keys {sorted(set(spec) - {'cron', 'enabled'})}")
-        if "cron" in spec:
-            values[f"{prefix}_cron"] = str(spec["cron"])
-        if "enabled" in spec:
-            values[f"{prefix}_enabled"] = bool(spec["enabled"])
-    unknown_schedules = set(raw.get("schedules") or {}) - {"evaluate_candidates", "rebuild_sft_dataset"}
-    if unknown_schedules:
-        raise ConfigError(f"automation.schedules: unknown schedules {sorted(unknown_schedules)}")
-    return AutomationConfig(**values)
-
-
-CHECKPOINT_ASSETS = ("base_model_checkpoint", "finetuned_checkpoint")
-EVALUATION_SECTIONS = {
-    "safetybench": {"sources", "source", "per_category", "answer_modes", "dev_file", "max_new_tokens"},
-    "new_safety": {"sources", "per_category", "max_new_tokens"},
-    "responsibility": {"prompts_source", "per_domain", "mcq_source"},
-    "general": {"data_dir", "gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"},
-    "over_refusal": {"source", "per_type", "max_new_tokens"},
-    "llamafactory_eval": {"enabled", "template", "templates", "batch_size"},
-}
-
-
-def parse_evaluation(
-    raw: dict[str, Any], source_names: set[str], state_dir: Path, base: Path, rate_labels: tuple[str, ...] = ()
-) -> EvaluationConfig:
-    """The evaluation section; `rate_labels` (several learning rates) expands each finetuned_checkpoint
-    candidate into one per rate."""
-    unknown = set(raw) - {"candidates", "params", "seed", "review_dir", "report_dir", *EVALUATION_SECTIONS}
-    if unknown:
-        raise ConfigError(f"evaluation: unknown keys {sorted(unknown)}")
-    candidates = []
-    for name, spec in (raw.get("candidates") or {}).items():
-        where = f"evaluation.candidates.{name}"
-        if not str(name).replace("_", "").isalnum():
-            raise ConfigError(f"{where}: a candidate name is letters, digits and _ only")
-        checkpoint = spec.get("checkpoint")
-        if checkpoint is not None and checkpoint not in CHECKPOINT_ASSETS:
-            raise ConfigError(f"{where}.checkpoint: one of {CHECKPOINT_ASSETS}, got {checkpoint!r}")
-        if checkpoint is None and "model" not in spec:
-            raise ConfigError(f"{where}: needs either checkpoint or backend + model")
-        candidates += expand_candidate(
-            CandidateConfig(
-                name=str(name),
-                checkpoint=checkpoint,
-                backend=spec.get("backend", "transformers"),
-                model=None if spec.get("model") is None else str(spec["model"]),
-                options={k: v for k, v in spec.items() if k not in ("checkpoint", "backend", "model")},
-            ),
-            rate_labels,
-        )
-    sections = {}
-    for section, keys in EVALUATION_SECTIONS.items():
-        values = dict(raw.get(section) or {})
-        if set(values) - keys:
-            raise ConfigError(f"evaluation.{section}: unknown keys {sorted(set(values) - keys)}")
-        sections[section] = values
-    bench = sections["safetybench"]
-    if "source" in bench and "sources" in bench:
-        raise ConfigError("evaluation.safetybench: give either source or sources (a list: one source per language)")
-    if "source" in bench:  # the older single-source form
-        bench["sources"] = bench.pop("source")
-    if "sources" in bench:
-        bench["sources"] = [bench["sources"]] if isinstance(bench["sources"], str) else list(bench["sources"] or [])
-        if not bench["sources"]:
-            raise ConfigError("evaluation.safetybench.sources: name at least one source (one per language)")
-    for key, names in (
-        ("new_safety.sources", sections["new_safety"].get("sources", [])),
-        ("safetybench.sources", bench.get("sources", [])),
-        ("responsibility.prompts_source", [sections["responsibility"].get("prompts_source")]),
-        ("responsibility.mcq_source", [sections["responsibility"].get("mcq_source")]),
-        ("over_refusal.source", [sections["over_refusal"].get("source")]),
-    ):
-        missing = {n for n in names if n is not None} - source_names
-        if missing:
-            raise ConfigError(f"evaluation.{key}: {sorted(missing)} are not configured under sources")
-    general = sections["general"]
-    general["data_dir"] = resolve_path(general.get("data_dir", "data/general_eval"), base)
-    check_llamafactory_eval(sections["llamafactory_eval"], [c.name for c in candidates])
-    if isinstance(bench.get("dev_file"), dict):  # one dev file per language: {zh: dev_zh.json, en: dev_en.json}
-        bench["dev_file"] = {str(lang): resolve_path(path, base) for lang, path in bench["dev_file"].items()}
-    elif bench.get("dev_file"):
-        bench["dev_file"] = resolve_path(bench["dev_file"], base)
-    return EvaluationConfig(
-        candidates=tuple(candidates),
-        params=dict(raw.get("params") or {}),
-        seed=int(raw.get("seed", 0)),
-        **sections,
-        review_dir=resolve_path(raw.get("review_dir") or state_dir / "review", base),
-        report_dir=resolve_path(raw.get("report_dir") or state_dir / "reports" / "evaluation", base),
-    )
-
-
-def check_llamafactory_eval(section: dict[str, Any], candidate_names: list[str]) -> None:
-    """evaluation.llamafactory_eval: `enabled` (default true), `template` (LLaMA-Factory template name for every
-    local candidate; default training.args.template), `templates` (per candidate name, as evaluated),
-    `batch_size`."""
-    unknown = set(section.get("templates") or {}) - set(candidate_names)
-    if unknown:
-        raise ConfigError(
-            f"evaluation.llamafactory_eval.templates: {sorted(unknown)} are not candidates ({candidate_names})"
-        )
-    batch_size = section.get("batch_size", 4)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"evaluation.llamafactory_eval.batch_size: a positive integer, got {batch_size!r}")
-
-
-def expand_candidate(candidate: CandidateConfig, rate_labels: tuple[str, ...]) -> list[CandidateConfig]:
-    """§5.1.1: with several learning rates, a finetuned_checkpoint candidate is one candidate per rate
-    (`tuned` -> `tuned_lr6e-7`, `tuned_lr1e-6`), each reading its rate's partition; otherwise it is itself.
-    A served one cannot follow: one endpoint serves one checkpoint."""
-    if candidate.checkpoint != "finetuned_checkpoint" or not rate_labels:
-        return [candidate]
-    if candidate.backend == "openai":
-        raise ConfigError(
-            f"evaluation.candidates.{candidate.name}: a served finetuned_checkpoint candidate needs a "
-            "single training rate (one endpoint serves one checkpoint); evaluate the rates with a local "
-            "candidate ({checkpoint: finetuned_checkpoint}) or train one rate"
-        )
-    return [replace(candidate, name=f"{candidate.name}_{label}", rate=label) for label in rate_labels]
-
-
-def load_settings(profile: str | None = None, env: dict[str, str] | None = None) -> Settings:
+def load_settings(profile: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     path = profile_path(profile or env.get("MADEF_PROFILE") or "demo")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -7,6 +7,7 @@ import polars as pl
 from dagster import AssetExecutionContext, Definitions, asset, in_process_executor
 
 from madef_assets.llm.resource import LLMResource
+from madef_assets.settings import model_config
 from madef_assets.storage import MadefDuckDBIOManager
 
 
@@ -39,14 +40,10 @@ def resources_from_env() -> dict:
         "max_retries": 2,
         "backoff_base_s": 0.01,
     }
-    import json
 
     labeler = LLMResource(
         role="labeler",
-        backend="openai",
-        model="test-model",
-        params_json=json.dumps({"max_new_tokens": 8}),
-        options_json=json.dumps(options),
+        config=model_config("openai", "test-model", options, {"max_new_tokens": 8}),
         duckdb_path=database,
         models_dir=os.path.dirname(database),
     )

@@ -2,13 +2,13 @@
 kill-and-resume test of streamed local results (run by the `dagster` CLI in a subprocess or in-process).
 Settings come from environment variables set by the test."""
 
-import json
 import os
 
 import polars as pl
 from dagster import AssetExecutionContext, Definitions, asset, in_process_executor
 
 from madef_assets.llm.resource import LLMResource
+from madef_assets.settings import model_config
 from madef_assets.storage import MadefDuckDBIOManager
 
 
@@ -27,9 +27,7 @@ def resources_from_env() -> dict:
     database = os.environ["MADEF_DUCKDB_PATH"]
     scorer = LLMResource(
         role="scorer",
-        backend="transformers",
-        model="bundled:gemma3-270m",
-        options_json=json.dumps({"batch_size": 4}),
+        config=model_config("transformers", "bundled:gemma3-270m", {"batch_size": 4}, {}),
         duckdb_path=database,
         models_dir=os.environ["MADEF_MODELS_DIR"],
     )

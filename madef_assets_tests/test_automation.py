@@ -246,9 +246,9 @@ def test_schedules_are_off_in_the_demo_and_request_every_candidate(tmp_path):
 @pytest.mark.parametrize(
     "automation, message",
     [
-        ({"schedules": {"hourly": {"cron": "0 * * * *"}}}, "unknown schedules"),
-        ({"schedules": {"evaluate_candidates": {"every": "day"}}}, "unknown keys"),
-        ({"poll": 5}, "automation: unknown keys"),
+        ({"schedules": {"hourly": {"cron": "0 * * * *"}}}, "automation.schedules.hourly: unknown key; allowed"),
+        ({"schedules": {"evaluate_candidates": {"every": "day"}}}, "evaluate_candidates.every: unknown key"),
+        ({"poll": 5}, "automation.poll: unknown key; allowed: schedules, sensors_running"),
     ],
 )
 def test_automation_config_errors(tmp_path, automation, message):

@@ -209,8 +209,8 @@ def test_missing_source_file_fails_with_file_and_key(tmp_path):
     [
         ({"train_sources": ["nope"]}, r"method.train_sources: \['nope'\] are not configured"),
         ({"train_sources": ["s_eval"], "eval_sources": ["s_eval"]}, "cannot be both train_sources and eval_sources"),
-        ({"quota": 3}, r"method: unknown keys \['quota'\]"),
-        ({"selection": {"min_safety": 0.5}}, r"method.selection: unknown keys"),
+        ({"quota": 3}, r"method.quota: unknown key; allowed: attack_sources, "),
+        ({"selection": {"min_safety": 0.5}}, r"method.selection.min_safety: unknown key; allowed: max_instruction"),
     ],
 )
 def test_method_config_errors(tmp_path, method, message):

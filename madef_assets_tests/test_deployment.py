@@ -161,9 +161,12 @@ def test_unknown_executor_is_a_config_error(tmp_path):
 @pytest.mark.parametrize(
     "gpu, message",
     [
-        ({"release": "per_step"}, "gpu.release must be one of"),
-        ({"relase": "per_asset"}, "gpu: unknown keys \\['relase'\\]; allowed"),
-        ({"training_min_free_fraction": 1.5}, "between 0 and 1"),
+        ({"release": "per_step"}, "gpu.release: Input should be 'per_asset' or 'per_run'"),
+        ({"relase": "per_asset"}, "gpu.relase: unknown key; allowed: release, training_min_free_fraction"),
+        (
+            {"training_min_free_fraction": 1.5},
+            "gpu.training_min_free_fraction: Input should be less than or equal to 1",
+        ),
     ],
 )
 def test_gpu_policy_errors_name_the_key(tmp_path, gpu, message):

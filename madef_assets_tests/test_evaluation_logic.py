@@ -394,15 +394,15 @@ def demo_raw() -> dict:
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda e: e.update(unknown=1), "evaluation: unknown keys"),
-        (lambda e: e["candidates"].update(bad={"checkpoint": "nope"}), "checkpoint: one of"),
+        (lambda e: e.update(unknown=1), "evaluation.unknown: unknown key; allowed: candidates, general"),
+        (lambda e: e["candidates"].update(bad={"checkpoint": "nope"}), "bad.checkpoint: Input should be 'base_model"),
         (lambda e: e["candidates"].update(bad={"backend": "transformers"}), "needs either checkpoint or backend"),
         (
             lambda e: e["candidates"].update(bad={"backend": "openai", "model": "m"}),
             "evaluation.candidates.bad.base_url: Field required",
         ),
         (lambda e: e["new_safety"].update(sources=["not_a_source"]), "not configured under sources"),
-        (lambda e: e["general"].update(squad={}), "evaluation.general: unknown keys"),
+        (lambda e: e["general"].update(squad={}), "evaluation.general.squad: unknown key; allowed: ceval, cmmlu"),
     ],
 )
 def test_evaluation_config_errors_name_the_key(change, message, tmp_path):
@@ -420,8 +420,8 @@ def test_candidates_resolve_checkpoints_and_raw_prompt_mode(tmp_path):
     row = resolve_candidate(base, {"base_model_checkpoint": {"path": "/m/base"}})
     assert (row["model"], row["backend"]) == ("/m/base", "transformers")
     row["options"] = json.dumps(row["options"])
-    assert json.loads(candidate_llm(settings, row, raw_prompts=True).options_json)["chat_template"] == "never"
-    assert "chat_template" not in json.loads(candidate_llm(settings, row, raw_prompts=False).options_json)
+    assert candidate_llm(settings, row, raw_prompts=True).config.chat_template == "never"
+    assert candidate_llm(settings, row, raw_prompts=False).config.chat_template == "auto"
     assert candidate_llm(settings, row, raw_prompts=False).role == "candidate:base"
 
 
@@ -429,14 +429,18 @@ def test_a_served_checkpoint_candidate_is_versioned_by_the_checkpoint_content():
     from madef_assets.settings import CandidateConfig
 
     served = CandidateConfig(
-        "tuned", "finetuned_checkpoint", "openai", "tuned", {"base_url": "http://vllm-tuned:8000/v1"}
+        name="tuned",
+        checkpoint="finetuned_checkpoint",
+        backend="openai",
+        model="tuned",
+        options={"base_url": "http://vllm-tuned:8000/v1"},
     )
     checkpoints = {"finetuned_checkpoint": {"path": "/state/checkpoints/finetuned", "fingerprint": "abc123"}}
     row = resolve_candidate(served, checkpoints)
     assert row["model"] == "tuned" and row["options"]["model_revision"] == "abc123"
     assert "model_revision" not in served.options  # the profile's own options are left alone
     with pytest.raises(ValueError, match="needs model: <the served name>"):
-        resolve_candidate(CandidateConfig("tuned", "finetuned_checkpoint", "openai", None, {}), checkpoints)
+        resolve_candidate(served.model_copy(update={"model": None}), checkpoints)
 
 
 def test_served_candidates_score_raw_prompts_through_completions(tmp_path):
@@ -447,7 +451,7 @@ def test_served_candidates_score_raw_prompts_through_completions(tmp_path):
         "model": "tuned",
         "options": json.dumps({"base_url": "http://127.0.0.1:8000/v1", "api": "completions"}),
     }
-    options = lambda row, raw: json.loads(candidate_llm(settings, row, raw_prompts=raw).options_json)  # noqa: E731
+    options = lambda row, raw: candidate_llm(settings, row, raw_prompts=raw).config.model_dump()  # noqa: E731
     assert options(served, raw=True)["api"] == "completions" and options(served, raw=False)["api"] == "completions"
     chat_only = {**served, "options": json.dumps({"base_url": "https://api.example/v1", "api": "chat"})}
     assert options(chat_only, raw=True)["api"] == "chat" and "raw_api" not in options(chat_only, raw=True)
@@ -473,6 +477,7 @@ def test_a_missing_answer_is_never_sent_to_the_judge(tmp_path, openai_server):
 
     from madef_assets.defs.evaluation.assets import build_evaluation_assets
     from madef_assets.llm.resource import LLMResource
+    from madef_assets.settings import model_config
 
     settings = load_settings("demo", env={"MADEF_STATE_DIR": str(tmp_path)})
     judgements = next(a for a in build_evaluation_assets(settings) if a.key.path == ["new_safety_judgements"])
@@ -495,11 +500,9 @@ def test_a_missing_answer_is_never_sent_to_the_judge(tmp_path, openai_server):
     )
     judge = LLMResource(
         role="judge",
-        backend="openai",
-        model="test-model",
+        config=model_config("openai", "test-model", {"base_url": openai_server.base_url, "api_key_env": None}, {}),
         duckdb_path=str(tmp_path / "l.duckdb"),
         models_dir=str(tmp_path),
-        options_json=json.dumps({"base_url": openai_server.base_url, "api_key_env": None}),
     )
     output = judgements(
         build_asset_context(partition_key="base", resources={"judge": judge}), new_safety_responses=responses

@@ -43,7 +43,7 @@ MiB = 1 << 20
 
 def source(reader: str, *paths, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, columns=None, **options):
     files = tuple(
-        SourceFile(path=Path(p), config_key=f"sources.hostile.files[{i}]", lang="en", options=options)
+        SourceFile(path=Path(p), config_key=f"sources.hostile.files[{i}]", lang="en", **options)
         for i, p in enumerate(paths)
     )
     return SourceConfig(
@@ -980,7 +980,7 @@ from madef_assets.defs.sources.normalize import normalize_source
 from madef_assets.settings import SourceConfig, SourceFile
 path = Path(sys.argv[1])
 config = SourceConfig(name="hostile", reader="generic", known_categories=None, columns={"prompt": "question"},
-    files=(SourceFile(path=path, config_key="k", lang="en", options={}),), description="", max_file_bytes=5 << 20)
+    files=(SourceFile(path=path, config_key="k", lang="en"),), description="", max_file_bytes=5 << 20)
 try:
     normalize_source(config, 4000)
     outcome = "read"

@@ -20,7 +20,7 @@ from madef_assets.defs.evaluation.llamafactory_eval import (
     write_task_folder,
 )
 from madef_assets.project import CONFIG_DIR, PROJECT_ROOT, ConfigError
-from madef_assets.settings import parse_settings
+from madef_assets.settings import LlamaFactoryEvalConfig, parse_settings
 from madef_assets_tests.run_failures import failure_messages
 
 DATA = PROJECT_ROOT / "data" / "general_eval"
@@ -74,10 +74,10 @@ def test_evaluator_arguments_name_the_task_and_split_llamafactory_expects(tmp_pa
     assert (args["task"], args["lang"], args["n_shot"], args["template"]) == ("ceval_validation", "zh", 5, "default")
     assert evaluator_args(tmp_path / "m", None, "mmlu", tmp_path, tmp_path, 5, 4, 0)["task"] == "mmlu_test"
     assert "template" not in evaluator_args(tmp_path / "m", None, "mmlu", tmp_path, tmp_path, 5, 4, 0)
-    config = {"template": "llama3", "templates": {"llama2_chinese_7b_chat": "llama2_zh"}}
+    config = LlamaFactoryEvalConfig(template="llama3", templates={"llama2_chinese_7b_chat": "llama2_zh"})
     assert template_for("llama2_chinese_7b_chat", config, {"template": "default"}) == "llama2_zh"
     assert template_for("tuned", config, {"template": "default"}) == "llama3"
-    assert template_for("tuned", {}, {"template": "default"}) == "default"
+    assert template_for("tuned", LlamaFactoryEvalConfig(), {"template": "default"}) == "default"
 
 
 def test_results_are_read_from_the_evaluators_save_dir(tmp_path):
@@ -148,8 +148,8 @@ def test_report_section_puts_both_numbers_side_by_side_and_says_why_they_differ(
     "section, message",
     [
         ({"templates": {"nobody": "llama3"}}, "are not candidates"),
-        ({"batch_size": 0}, "positive integer"),
-        ({"n_shot": 3}, "unknown keys"),
+        ({"batch_size": 0}, "llamafactory_eval.batch_size: Input should be greater than 0"),
+        ({"n_shot": 3}, "llamafactory_eval.n_shot: unknown key; allowed: batch_size, enabled, template, templates"),
     ],
 )
 def test_llamafactory_eval_settings_errors_name_the_key(tmp_path, section, message):

@@ -140,7 +140,7 @@ def test_deltas_inside_the_noise_are_marked_not_significant():
 
 
 def method(**limits) -> MethodConfig:
-    return MethodConfig(**{**{k: v for k, v in vars(load_settings("demo", env={}).method).items()}, **limits})
+    return load_settings("demo", env={}).method.model_copy(update=limits)
 
 
 def test_role_criteria_count_refusals_failures_and_copies():
@@ -215,9 +215,8 @@ def test_xstest_reader_reads_every_prompt_and_quarantines_a_bad_label(tmp_path):
         encoding="utf-8",
     )
     source = settings.sources["xstest"]
-    from dataclasses import replace
-
-    broken = normalize_source(replace(source, files=(replace(source.files[0], path=bad),)), 4000)
+    broken_file = source.files[0].model_copy(update={"path": bad})
+    broken = normalize_source(source.model_copy(update={"files": (broken_file,)}), 4000)
     assert broken.prompts.height == 1 and broken.quarantine["reason"].to_list() == [
         "label 'maybe' is not one of ['safe', 'unsafe']"
     ]

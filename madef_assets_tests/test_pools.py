@@ -175,8 +175,8 @@ def test_madef_runs_candidates_on_two_endpoints_at_once_with_a_serial_runs_resul
 @pytest.mark.parametrize("value", [0, -1, True, "2"])
 def test_max_concurrent_runs_is_a_positive_integer(value):
     from madef_assets.project import ConfigError
-    from madef_assets.settings import parse_execution
+    from madef_assets.settings import parse_section
 
-    assert parse_execution({})["max_concurrent_runs"] == 1
+    assert parse_section("execution", {}).max_concurrent_runs == 1
     with pytest.raises(ConfigError, match="execution.max_concurrent_runs"):
-        parse_execution({"max_concurrent_runs": value})
+        parse_section("execution", {"max_concurrent_runs": value})

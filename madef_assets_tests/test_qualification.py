@@ -158,11 +158,11 @@ def profile(tmp_path, **qualification):
 def test_profile_section_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="gate_reason"):
         load_settings(str(profile(tmp_path, gate="warn", gate_reason="")), env={})
-    with pytest.raises(ConfigError, match="qualification.gate must be one of"):
+    with pytest.raises(ConfigError, match="qualification.gate: Input should be 'block' or 'warn'"):
         load_settings(str(profile(tmp_path, gate="sometimes")), env={})
     with pytest.raises(ConfigError, match="min_kapa"):
         load_settings(str(profile(tmp_path, min_kapa=0.5)), env={})
-    with pytest.raises(ConfigError, match="pku_pairs must be a positive integer or null"):
+    with pytest.raises(ConfigError, match="qualification.pku_pairs: Input should be greater than 0"):
         load_settings(str(profile(tmp_path, pku_pairs=0)), env={})
     assert load_settings(str(profile(tmp_path, pku_gold_file=None)), env={}).qualification.pku_gold_file == PKU
     demo = load_settings("demo", env={}).qualification

@@ -38,7 +38,7 @@ from madef_assets.defs.evaluation.sandbox import (
     sandbox_filter,
 )
 from madef_assets.project import PROJECT_ROOT, ConfigError
-from madef_assets.settings import parse_sandbox
+from madef_assets.settings import parse_section
 
 pytestmark = pytest.mark.alone  # counts cgroups and processes host-wide: run after the parallel part
 ATTACKED = 42  # the exit code an attacking program uses when its attack worked
@@ -976,12 +976,12 @@ def test_the_cgroup_layout_is_read_from_mountinfo():
 
 
 def test_the_profile_names_the_isolation(tmp_path, monkeypatch):
-    assert parse_sandbox({}).isolation == "bubblewrap"
-    assert parse_sandbox({"isolation": "rlimits"}).isolation == "rlimits"
-    with pytest.raises(ConfigError, match="sandbox.isolation must be one of"):
-        parse_sandbox({"isolation": "docker"})
-    with pytest.raises(ConfigError, match="unknown keys"):
-        parse_sandbox({"isolate": "rlimits"})
+    assert parse_section("sandbox", {}).isolation == "bubblewrap"
+    assert parse_section("sandbox", {"isolation": "rlimits"}).isolation == "rlimits"
+    with pytest.raises(ConfigError, match="sandbox.isolation: Input should be 'bubblewrap' or 'rlimits'"):
+        parse_section("sandbox", {"isolation": "docker"})
+    with pytest.raises(ConfigError, match="sandbox.isolate: unknown key; allowed: isolation"):
+        parse_section("sandbox", {"isolate": "rlimits"})
 
 
 def test_a_missing_bwrap_is_a_clear_error_naming_the_setting(monkeypatch):

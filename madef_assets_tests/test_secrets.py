@@ -170,7 +170,7 @@ def test_a_profile_with_an_unsafe_endpoint_does_not_load_and_says_why(tmp_path, 
 )
 def test_a_profile_with_a_safe_or_explicitly_allowed_endpoint_loads(tmp_path, labeler):
     settings = load_settings(str(profile_with(tmp_path, **labeler)), env={"MADEF_STATE_DIR": str(tmp_path)})
-    assert settings.roles["labeler"].options["base_url"] == labeler["base_url"]
+    assert settings.roles["labeler"].options["base_url"] == [labeler["base_url"]]
 
 
 # --- child environments ----------------------------------------------------------------------------------

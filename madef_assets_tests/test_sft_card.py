@@ -28,7 +28,7 @@ from madef_assets.defs.selection.export import (
     stage_llamafactory_dataset,
 )
 from madef_assets.project import PROJECT_ROOT, ConfigError
-from madef_assets.settings import parse_license
+from madef_assets.settings import parse_section
 
 TRAIN_PYTHON = PROJECT_ROOT / ".venv-train/bin/python"
 ROWS = pl.DataFrame(
@@ -81,9 +81,11 @@ def test_the_strictest_terms_propagate(licenses, terms, reason):
 
 
 def test_source_licenses_are_parsed_strictly_and_default_to_unknown(tmp_path):
-    assert parse_license("CC-BY-NC-SA-4.0", "x") == "CC-BY-NC-SA-4.0"
-    with pytest.raises(ConfigError, match="sources.s_eval.license"):
-        parse_license("CC BY-NC 4.0", "sources.s_eval.license")
+    source = {"reader": "s_eval", "files": ["data/s_eval/base_risk_en_sample.jsonl"]}
+    licensed = parse_section("sources", {"s_eval": {**source, "license": "CC-BY-NC-SA-4.0"}})
+    assert licensed["s_eval"].license == "CC-BY-NC-SA-4.0"
+    with pytest.raises(ConfigError, match="sources.s_eval.license: 'CC BY-NC 4.0' is not a license id"):
+        parse_section("sources", {"s_eval": {**source, "license": "CC BY-NC 4.0"}})
     from madef_assets.settings import load_settings
 
     demo = load_settings("demo", env={})

@@ -21,7 +21,7 @@ def source(
     reader: str, *paths, name: str = "test", lang: str | None = None, columns=None, known=None, **options
 ) -> SourceConfig:
     files = tuple(
-        SourceFile(path=Path(p), config_key=f"sources.{name}.files[{i}]", lang=lang, options=options)
+        SourceFile(path=Path(p), config_key=f"sources.{name}.files[{i}]", lang=lang, **options)
         for i, p in enumerate(paths)
     )
     return SourceConfig(
@@ -363,7 +363,10 @@ SB = FIXTURES / "sources_safetybench"
 def safetybench_source(lang: str) -> SourceConfig:
     name = f"safetybench_{lang}"
     file = SourceFile(
-        SB / f"test_{lang}.json", f"sources.{name}.files[0]", lang, {"answers": str(SB / f"test_answers_{lang}.json")}
+        path=SB / f"test_{lang}.json",
+        config_key=f"sources.{name}.files[0]",
+        lang=lang,
+        answers=SB / f"test_answers_{lang}.json",
     )
     return SourceConfig(
         name=name, reader="safetybench", files=(file,), known_categories=None, columns={}, description=""
@@ -414,10 +417,10 @@ def test_production_configures_safetybench_per_language():
         (1, "en"),
     ]
     bench = production.evaluation.safetybench
-    assert bench["sources"] == names and "source" not in bench
-    assert set(bench["dev_file"]) == {"zh", "en"} and all(p.is_absolute() for p in bench["dev_file"].values())
+    assert bench.sources == names
+    assert set(bench.dev_file) == {"zh", "en"} and all(p.is_absolute() for p in bench.dev_file.values())
     assert set(names) <= set(production.method.eval_sources)
-    assert DEMO.evaluation.safetybench["sources"] == ["safetybench"]
+    assert DEMO.evaluation.safetybench.sources == ["safetybench"]
     from dagster import AssetKey
 
     from madef_assets.definitions import build_definitions
@@ -439,8 +442,8 @@ def test_safetybench_config_takes_a_list_or_the_old_single_source(tmp_path):
         (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
         return load_settings(str(tmp_path / "p.yaml"), env={}).evaluation.safetybench
 
-    assert load({"source": "safetybench", "per_category": 1})["sources"] == ["safetybench"]
-    assert load({"sources": ["safetybench"], "dev_file": {"zh": "x/dev_zh.json"}})["dev_file"]["zh"].is_absolute()
+    assert load({"source": "safetybench", "per_category": 1}).sources == ["safetybench"]
+    assert load({"sources": ["safetybench"], "dev_file": {"zh": "x/dev_zh.json"}}).dev_file["zh"].is_absolute()
     with pytest.raises(ConfigError, match="either source or sources"):
         load({"source": "safetybench", "sources": ["safetybench"]})
     with pytest.raises(ConfigError, match=r"evaluation\.safetybench\.sources: \['nope'\] are not configured"):

@@ -20,7 +20,7 @@ from madef_assets.defs.training.llamafactory_config import (
 )
 from madef_assets.project import CONFIG_DIR, ConfigError
 from madef_assets.reports import lines_png
-from madef_assets.settings import load_settings, parse_settings, parse_training
+from madef_assets.settings import load_settings, parse_section, parse_settings
 from madef_assets.storage import duckdb_connection
 from madef_assets_tests.run_failures import failure_messages
 from madef_assets_tests.sft_tables import sft_settings, write_upstream
@@ -218,31 +218,32 @@ def rates_settings(tmp_path, rates, candidates=None):
 
 def test_learning_rates_parse_into_rate_labels_and_checkpoint_folders(tmp_path):
     """§5.1.1 compares learning rates: each rate gets a label (the partition key) and a folder of its own."""
-    training = parse_training({"learning_rates": [6e-7, 1e-6, 2.5e-5, 0.001]}, tmp_path, tmp_path, {})
+    folder = tmp_path / "checkpoints" / "finetuned"
+    training = parse_section("training", {"learning_rates": [6e-7, 1e-6, 2.5e-5, 0.001], "output_dir": folder})
     assert training.rate_labels == ("lr6e-7", "lr1e-6", "lr2.5e-5", "lr0.001") and training.partitioned
     assert training.checkpoint_dir("lr1e-6") == tmp_path / "checkpoints" / "finetuned" / "lr1e-6"
     assert training.learning_rate("lr2.5e-5") == 2.5e-5
-    single = parse_training({"args": {"learning_rate": 1e-5}}, tmp_path, tmp_path, {})
+    single = parse_section("training", {"args": {"learning_rate": 1e-5}, "output_dir": folder})
     assert single.learning_rates == (1e-5,) and not single.partitioned
     assert single.checkpoint_dir("lr1e-5") == tmp_path / "checkpoints" / "finetuned"  # as before: no rate folder
-    assert parse_training({}, tmp_path, tmp_path, {}).learning_rates == (PAPER_DEFAULTS["learning_rate"],)
-    assert not parse_training({"learning_rates": [6e-7]}, tmp_path, tmp_path, {}).partitioned
+    assert parse_section("training", {}).learning_rates == (PAPER_DEFAULTS["learning_rate"],)
+    assert not parse_section("training", {"learning_rates": [6e-7]}).partitioned
 
 
 @pytest.mark.parametrize(
     "training, message",
     [
         ({"learning_rates": [1e-6], "args": {"learning_rate": 1e-6}}, "not both"),
-        ({"learning_rates": []}, "non-empty list"),
-        ({"learning_rates": [1e-6, -1e-6]}, "positive numbers"),
-        ({"learning_rates": "1e-6"}, "non-empty list"),
+        ({"learning_rates": []}, "training.learning_rates: .*at least 1 item"),
+        ({"learning_rates": [1e-6, -1e-6]}, r"training.learning_rates\[1\]: Input should be greater than 0"),
+        ({"learning_rates": "1e-6"}, "training.learning_rates: Input should be a valid tuple"),
         ({"learning_rates": [1e-6, 0.000001]}, "repeats a rate"),
     ],
 )
 def test_learning_rates_errors_name_the_key(tmp_path, training, message):
     """§5.1.1's rates go through the strict profile parser: ambiguous, empty, negative or repeated rates fail."""
     with pytest.raises(ConfigError, match=message):
-        parse_training(training, tmp_path, tmp_path, {})
+        parse_section("training", training)
 
 
 def test_several_rates_partition_the_checkpoint_and_give_one_tuned_candidate_per_rate(tmp_path):

@@ -272,10 +272,10 @@ def test_profiles_carry_the_volume_settings():
     is refused with what replaced it; the settings are checked."""
     production = load_settings("production").method
     assert (production.sft_total, production.general_sample_size, production.general_zh_share) == (200000, 40000, 0.8)
-    from madef_assets.settings import parse_method
+    from madef_assets.settings import parse_section
 
     with pytest.raises(ConfigError, match="replaced by augment_routes"):
-        parse_method({"augment_per_route": 1}, set(), PROJECT_ROOT, PROJECT_ROOT)
+        parse_section("method", {"augment_per_route": 1})
     bad_settings = (
         {"augment_routes": ["telepathy"]},
         {"general_zh_share": 1.5},
@@ -283,7 +283,7 @@ def test_profiles_carry_the_volume_settings():
     )
     for bad in bad_settings:
         with pytest.raises(ConfigError):
-            parse_method(bad, set(), PROJECT_ROOT, PROJECT_ROOT)
+            parse_section("method", bad)
 
 
 # --- §3.4: the response-safety prompts -----------------------------------------------------------

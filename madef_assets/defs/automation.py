@@ -176,8 +176,8 @@ def build_schedules(settings: Settings, evaluate_job, rebuild_sft_job) -> list:
         @schedule(
             name="evaluate_candidates",
             job=evaluate_job,
-            cron_schedule=automation.evaluate_cron,
-            default_status=status(automation.evaluate_enabled),
+            cron_schedule=automation.schedules.evaluate_candidates.cron,
+            default_status=status(automation.schedules.evaluate_candidates.enabled),
             execution_timezone=automation.timezone,
         )
         def evaluate_candidates(context: ScheduleEvaluationContext):
@@ -190,8 +190,8 @@ def build_schedules(settings: Settings, evaluate_job, rebuild_sft_job) -> list:
     @schedule(
         name="rebuild_sft_dataset",
         job=rebuild_sft_job,
-        cron_schedule=automation.rebuild_sft_cron,
-        default_status=status(automation.rebuild_sft_enabled),
+        cron_schedule=automation.schedules.rebuild_sft_dataset.cron,
+        default_status=status(automation.schedules.rebuild_sft_dataset.enabled),
         execution_timezone=automation.timezone,
     )
     def rebuild_sft_dataset(context: ScheduleEvaluationContext):

@@ -54,7 +54,7 @@ def model_pool(backend: str, options: Mapping[str, Any], auto_device: str) -> st
 
 def role_pools(role: Any, auto_device: str) -> list[str]:
     """The pools of a role's models (a panel: every member's)."""
-    return [model_pool(m.backend, m.options, auto_device) for m in (role, *role.panel)]
+    return [model_pool(m.backend, m.options, auto_device) for m in role.members]
 
 
 def step_pool(pools: Iterable[str | None]) -> str | None:

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import Config, ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from madef_assets.llm.backends import backend_identity, build_backend
 from madef_assets.llm.ledger import Ledger, LedgerWriter, canonical_json, ledger_key
 from madef_assets.llm.refusals import refusal_opening
 from madef_assets.llm.types import Backend, CallKind, Completion, GenerationParams
+from madef_assets.settings import AnyModel, OpenAIModel
 from madef_assets.storage import DEFAULT_LOCK_WAIT_SECONDS, Storage
 
 PROGRESS_EVERY_S = 10.0
@@ -68,6 +69,12 @@ def _decode_output(kind: CallKind, raw: str | None) -> Any:
     return raw if raw is None or kind == "generate" else json.loads(raw)
 
 
+class PanelMember(Config):
+    """Another model of a role's panel (the judge may be several models)."""
+
+    config: AnyModel
+
+
 class LLMResource(ConfigurableResource):
     """One LLM role (labeler, attacker, responder, judge, scorer, trainee) as configured in the profile.
 
@@ -75,12 +82,8 @@ class LLMResource(ConfigurableResource):
     """
 
     role: str
-    backend: str
-    model: str
-    params_json: str = "{}"
-    options_json: str = "{}"
-    # The other members of a panel (the judge may be several models): [{backend, model, params, options}].
-    panel_json: str = "[]"
+    config: AnyModel
+    panel_members: list[PanelMember] = []
     duckdb_path: str  # the storage (madef_assets/storage.py): a DuckDB file or ducklake:postgres:<conninfo>
     models_dir: str
     ducklake_data_path: str | None = None
@@ -92,14 +95,18 @@ class LLMResource(ConfigurableResource):
     _run_id: str | None = PrivateAttr(default=None)
     _others: list[LLMResource] | None = PrivateAttr(default=None)
 
+    @property
+    def backend(self) -> str:
+        return self.config.backend
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._run_id = context.run_id if context.dagster_run else None
         for member in self.panel():
-            key_env = (
-                json.loads(member.options_json).get("api_key_env", "OPENAI_API_KEY")
-                if member.backend == "openai"
-                else None
-            )
+            key_env = member.config.api_key_env if isinstance(member.config, OpenAIModel) else None
             if key_env and not os.environ.get(key_env):
                 # At the run's start, before any call: a missing key fails here, not as 401s midway.
                 raise ValueError(
@@ -113,14 +120,11 @@ class LLMResource(ConfigurableResource):
             self._others = [
                 LLMResource(
                     role=self.role,
-                    backend=spec["backend"],
-                    model=spec["model"],
-                    params_json=json.dumps(spec["params"]),
-                    options_json=json.dumps(spec["options"]),
+                    config=member.config,
                     **self.storage().resource_fields(),
                     models_dir=self.models_dir,
                 )
-                for spec in json.loads(self.panel_json)
+                for member in self.panel_members
             ]
         for member in self._others:
             member._run_id = self._run_id
@@ -128,21 +132,17 @@ class LLMResource(ConfigurableResource):
 
     @property
     def default_params(self) -> GenerationParams:
-        return GenerationParams.from_config(json.loads(self.params_json))
+        return GenerationParams.from_config(self.config.generation)
 
     def get_backend(self) -> Backend:
         if self._backend is None:
-            self._backend = build_backend(
-                self.backend, self.model, json.loads(self.options_json), Path(self.models_dir)
-            )
+            self._backend = build_backend(self.backend, self.model, self.config.options, Path(self.models_dir))
         return self._backend
 
     def identity(self) -> dict[str, Any]:
         """The model's ledger identity, known without building the backend."""
         if self._identity is None:
-            self._identity = backend_identity(
-                self.backend, self.model, json.loads(self.options_json), Path(self.models_dir)
-            )
+            self._identity = backend_identity(self.backend, self.model, self.config.options, Path(self.models_dir))
         return self._identity
 
     def storage(self) -> Storage:

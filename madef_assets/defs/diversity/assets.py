@@ -1,5 +1,6 @@
 """Diversity control: per-category quotas, generation for thin categories, dedup and sampling."""
 
+import json
 import random
 
 import polars as pl
@@ -276,7 +277,7 @@ def build_augmentation_assets(settings: Settings) -> list:
             requests,
             batch,
             attacker.model,
-            attacker.params_json,
+            json.dumps(attacker.config.generation),
             method.contamination_zh_chars,
             method.contamination_en_words,
         )

@@ -16,7 +16,7 @@ from madef_assets.defs.frames import params_view
 from madef_assets.defs.sources.assets import content_version, source_input_files
 from madef_assets.llm.pools import auto_device, gpu_request_tags, model_pool
 from madef_assets.llm.resource import LLMResource
-from madef_assets.settings import CHECKPOINT_ASSETS, CandidateConfig, Settings
+from madef_assets.settings import CHECKPOINT_ASSETS, CandidateConfig, Settings, model_config
 from madef_assets.storage import duckdb_connection, run_sql
 
 CANDIDATE_SCHEMA = {
@@ -141,10 +141,9 @@ def candidate_llm(settings: Settings, row: Mapping[str, Any], raw_prompts: bool)
         options["api"] = "completions"
     return LLMResource(
         role=f"candidate:{row['candidate']}",
-        backend=row["backend"],
-        model=row["model"],
-        params_json=json.dumps(settings.evaluation.params),
-        options_json=json.dumps(options),
+        config=model_config(
+            row["backend"], row["model"], options, settings.evaluation.params.model_dump(exclude_none=True)
+        ),
         **settings.storage.resource_fields(),
         models_dir=str(settings.models_dir),
     )

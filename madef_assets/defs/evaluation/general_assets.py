@@ -19,7 +19,7 @@ from madef_assets.defs.evaluation.candidates import (
 from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.llm.resource import LLMResource
 from madef_assets.reports import markdown_table
-from madef_assets.settings import Settings
+from madef_assets.settings import Gsm8kConfig, HumanEvalConfig, McqConfig, Settings
 from madef_assets.storage import run_sql
 
 
@@ -27,7 +27,7 @@ def build_general_assets(
     settings: Settings, candidates: StaticPartitionsDefinition, llm_for: Callable[[pl.DataFrame, bool], LLMResource]
 ) -> list:
     general_config = settings.evaluation.general
-    data_dir = general_config["data_dir"]
+    data_dir = general_config.data_dir
 
     @per_candidate_asset(candidates, {"duckdb", "llm"}, pool_of=candidate_pools(settings))
     def general_capability_predictions(context: AssetExecutionContext, candidate_model: pl.DataFrame) -> Output:
@@ -38,8 +38,8 @@ def build_general_assets(
         llm = llm_for(candidate_model, raw_prompts=True)
         tables, metadata = [], {}
         for benchmark in ("gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"):
-            spec = general_config.get(benchmark)
-            if not spec:
+            spec = getattr(general_config, benchmark)
+            if spec is None:
                 continue
             run = {"gsm8k": predict_gsm8k, "humaneval": predict_humaneval}.get(benchmark, predict_mcq)
             table, batch, params, files = run(context, llm, benchmark, spec)
@@ -65,13 +65,10 @@ def build_general_assets(
         ]
         return Output(pl.concat([t.select(columns) for t in tables], how="vertical_relaxed"), metadata=metadata)
 
-    def predict_gsm8k(context, llm: LLMResource, benchmark: str, spec: dict):
-        path = data_dir / spec["file"]
-        shots_count = int(spec.get("shots", 8))
-        items = general.load_gsm8k(path, limit=spec.get("limit"))
-        params = llm.default_params.with_changes(
-            max_new_tokens=spec.get("max_new_tokens", 256), stop=general.GSM8K_STOP
-        )
+    def predict_gsm8k(context, llm: LLMResource, benchmark: str, spec: Gsm8kConfig):
+        path, shots_count = data_dir / spec.file, spec.shots
+        items = general.load_gsm8k(path, limit=spec.limit)
+        params = llm.default_params.with_changes(max_new_tokens=spec.max_new_tokens, stop=general.GSM8K_STOP)
         prompts = general.gsm8k_prompts(items, general.load_gsm8k_exemplars(), shots_count)
         batch = llm.generate(prompts, "gsm8k@1", params=params, log=context.log)
         predictions = [general.extract_gsm8k_answer(r.value) if r.status == "ok" else None for r in batch.results]
@@ -89,14 +86,12 @@ def build_general_assets(
         )
         return table, batch, {**params.as_dict(), "shots": shots_count}, [path, general.GSM8K_COT_EXEMPLARS]
 
-    def predict_mcq(context, llm: LLMResource, benchmark: str, spec: dict):
-        zip_path, mapping = data_dir / spec["zip"], data_dir / spec["mapping"]
+    def predict_mcq(context, llm: LLMResource, benchmark: str, spec: McqConfig):
+        zip_path, mapping = data_dir / spec.zip, data_dir / spec.mapping
         split = "val" if benchmark == "ceval" else "test"
-        items = general.load_mcq_benchmark(
-            benchmark, zip_path, mapping, split, limit_per_subject=spec.get("per_subject")
-        )
+        items = general.load_mcq_benchmark(benchmark, zip_path, mapping, split, limit_per_subject=spec.per_subject)
         dev = general.load_mcq_benchmark(benchmark, zip_path, mapping, "dev")
-        shots_count = int(spec.get("shots", 5))
+        shots_count = spec.shots
         dev_by_subject: dict[str, list] = {}
         for item in dev:
             dev_by_subject.setdefault(item.subject, []).append(item)
@@ -122,16 +117,14 @@ def build_general_assets(
         )
         return table, batch, {"options": list(continuations), "shots": shots_count}, [zip_path, mapping]
 
-    def predict_humaneval(context, llm: LLMResource, benchmark: str, spec: dict):
+    def predict_humaneval(context, llm: LLMResource, benchmark: str, spec: HumanEvalConfig):
         isolation = settings.sandbox.isolation
         problem = sandbox.isolation_problem(isolation)
         if problem:
             raise Failure(description=f"HumanEval not run: {problem}")
-        path = data_dir / spec["file"]
-        items = general.load_humaneval(path, limit=spec.get("limit"))
-        params = llm.default_params.with_changes(
-            max_new_tokens=spec.get("max_new_tokens", 512), stop=general.HUMANEVAL_STOP
-        )
+        path = data_dir / spec.file
+        items = general.load_humaneval(path, limit=spec.limit)
+        params = llm.default_params.with_changes(max_new_tokens=spec.max_new_tokens, stop=general.HUMANEVAL_STOP)
         batch = llm.generate([item.prompt for item in items], "humaneval@1", params=params, log=context.log)
         completions = [r.value if r.status == "ok" else "" for r in batch.results]
         programs = [general.humaneval_program(item, completion) for item, completion in zip(items, completions)]
@@ -140,8 +133,8 @@ def build_general_assets(
                 pool.map(
                     lambda program, item: sandbox.run_in_sandbox(
                         program,
-                        float(spec.get("timeout_s", 10)),
-                        int(spec.get("memory_mb", 1024)),
+                        spec.timeout_s,
+                        spec.memory_mb,
                         isolation,
                         entry_point=general.humaneval_entry_point(item),
                     ),
@@ -166,8 +159,8 @@ def build_general_assets(
             batch,
             {
                 **params.as_dict(),
-                "timeout_s": spec.get("timeout_s", 10),
-                "memory_mb": spec.get("memory_mb", 1024),
+                "timeout_s": spec.timeout_s,
+                "memory_mb": spec.memory_mb,
                 "isolation": isolation,
             },
             [path],

@@ -36,7 +36,7 @@ from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.llm.engines import ENGINES
 from madef_assets.llm.model_files import resolve_model_path
 from madef_assets.reports import markdown_table
-from madef_assets.settings import Settings
+from madef_assets.settings import LlamaFactoryEvalConfig, Settings
 
 PIPES_SCRIPT = str(Path(__file__).with_name("pipes_llamafactory_eval.py"))
 
@@ -138,10 +138,10 @@ def evaluator_args(
     return {**args, "template": template} if template else args
 
 
-def template_for(candidate: str, config: Mapping[str, Any], training_args: Mapping[str, Any]) -> str | None:
+def template_for(candidate: str, config: LlamaFactoryEvalConfig, training_args: Mapping[str, Any]) -> str | None:
     """The chat template LLaMA-Factory renders a candidate's prompts with: `templates[candidate]`, else
     `template`, else the one it was trained with (training.args.template); None: the tokenizer's own or none."""
-    return (config.get("templates") or {}).get(candidate) or config.get("template") or training_args.get("template")
+    return config.templates.get(candidate) or config.template or training_args.get("template")
 
 
 def read_results(save_dir: Path, references: Mapping[str, Sequence[str]]) -> dict[str, Any]:
@@ -228,8 +228,8 @@ def build_llamafactory_eval_asset(settings: Settings, candidates: PartitionsDefi
     """`llamafactory_eval_scores` (None when evaluation.llamafactory_eval.enabled is false or no MMLU / CMMLU /
     C-Eval is configured under evaluation.general, whose files, `per_subject` and `shots` it shares)."""
     config, general = settings.evaluation.llamafactory_eval, settings.evaluation.general
-    benchmarks = [b for b in TASKS if general.get(b)]
-    if not config.get("enabled", True) or not benchmarks:
+    benchmarks = [b for b in TASKS if b in general.mcq()]
+    if not config.enabled or not benchmarks:
         return None
 
     # LLaMA-Factory's evaluator loads a local candidate on its device (a served one is skipped at once)
@@ -251,12 +251,12 @@ def build_llamafactory_eval_asset(settings: Settings, candidates: PartitionsDefi
         template = template_for(name, config, settings.training.args)
         references, tasks = {}, []
         for benchmark in benchmarks:
-            spec = general[benchmark]
+            spec = general.mcq()[benchmark]
             references[benchmark] = write_task_folder(
                 benchmark,
-                general["data_dir"] / spec["zip"],
-                general["data_dir"] / spec["mapping"],
-                spec.get("per_subject"),
+                general.data_dir / spec.zip,
+                general.data_dir / spec.mapping,
+                spec.per_subject,
                 workdir / "tasks",
             )
             tasks.append(
@@ -268,8 +268,8 @@ def build_llamafactory_eval_asset(settings: Settings, candidates: PartitionsDefi
                         benchmark,
                         workdir / "tasks",
                         workdir / "results" / benchmark,
-                        int(spec.get("shots", 5)),
-                        int(config.get("batch_size", 4)),
+                        spec.shots,
+                        config.batch_size,
                         settings.evaluation.seed,
                     ),
                 }

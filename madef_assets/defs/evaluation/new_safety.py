@@ -37,7 +37,7 @@ def build_new_safety_assets(
     evaluation = settings.evaluation
     taxonomy = Taxonomy.load(settings.taxonomy_path)
     new_safety = evaluation.new_safety
-    new_safety_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in new_safety.get("sources", [])}
+    new_safety_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in new_safety.sources}
 
     @asset(
         group_name=GROUP,
@@ -69,9 +69,9 @@ def build_new_safety_assets(
             )
         }
         clean = mapped.filter(~pl.col("prompt_id").is_in(list(leaking | set(sft_dataset["prompt_id"].to_list()))))
-        table = sample_per_group(
-            clean, "category", "prompt_id", new_safety.get("per_category"), evaluation.seed
-        ).select("prompt_id", "source", "lang", "category", "source_category", "prompt")
+        table = sample_per_group(clean, "category", "prompt_id", new_safety.per_category, evaluation.seed).select(
+            "prompt_id", "source", "lang", "category", "source_category", "prompt"
+        )
         per_category = {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()}
         yield Output(
             table,
@@ -92,7 +92,7 @@ def build_new_safety_assets(
     ):
         """Each benchmark prompt answered by the candidate (chat template when the model has one)."""
         llm = llm_for(candidate_model, raw_prompts=False)
-        params = llm.default_params.with_changes(max_new_tokens=new_safety.get("max_new_tokens"))
+        params = llm.default_params.with_changes(max_new_tokens=new_safety.max_new_tokens)
         batch = llm.generate(
             new_safety_benchmark["prompt"].to_list(), "new_safety_response@1", params=params, log=context.log
         )
@@ -102,9 +102,7 @@ def build_new_safety_assets(
             status=pl.Series([r.status for r in batch.results]),
             error=pl.Series([r.error for r in batch.results], dtype=pl.Utf8),
         )
-        table = with_fingerprint(
-            table, fingerprint(llm, params.as_dict(), sources_hash(settings, new_safety.get("sources", [])))
-        )
+        table = with_fingerprint(table, fingerprint(llm, params.as_dict(), sources_hash(settings, new_safety.sources)))
         return Output(table, metadata=batch.metadata())
 
     @per_candidate_asset(

@@ -39,7 +39,7 @@ def build_over_refusal_assets(
     settings: Settings, candidates: StaticPartitionsDefinition, llm_for: Callable[[pl.DataFrame, bool], LLMResource]
 ) -> list:
     config = settings.evaluation.over_refusal
-    source = config.get("source")
+    source = config.source
     if not source:
         return []
 
@@ -56,11 +56,11 @@ def build_over_refusal_assets(
             prompts.with_columns(type=pl.col("source_category")),
             "type",
             "prompt_id",
-            config.get("per_type"),
+            config.per_type,
             settings.evaluation.seed,
         )
         llm = llm_for(candidate_model, False)
-        params = llm.default_params.with_changes(max_new_tokens=config.get("max_new_tokens"))
+        params = llm.default_params.with_changes(max_new_tokens=config.max_new_tokens)
         batch = llm.generate(sample["prompt"].to_list(), "over_refusal_response@1", params=params, log=context.log)
         table = sample.select("prompt_id", "type", "prompt").with_columns(
             candidate=pl.lit(context.partition_key),

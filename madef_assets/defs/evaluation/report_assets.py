@@ -71,7 +71,7 @@ def learning_rate_section(comparison: pl.DataFrame, output_dir: Path, report_dir
 
 def sandbox_note(settings: Settings) -> str:
     """How HumanEval's model-written programs ran, in a line above the general-capability table."""
-    if not settings.evaluation.general.get("humaneval"):
+    if not settings.evaluation.general.humaneval:
         return ""
     if settings.sandbox.isolation == "rlimits":
         return (

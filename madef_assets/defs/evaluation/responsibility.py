@@ -32,8 +32,8 @@ def build_responsibility_assets(
 ) -> list:
     evaluation = settings.evaluation
     responsibility = evaluation.responsibility
-    prompts_source = responsibility.get("prompts_source", "cvalues_responsibility")
-    mcq_source = responsibility.get("mcq_source")
+    prompts_source = responsibility.prompts_source
+    mcq_source = responsibility.mcq_source
 
     @per_candidate_asset(
         candidates,
@@ -47,7 +47,7 @@ def build_responsibility_assets(
             prompts.with_columns(domain=pl.col("source_category")),
             "domain",
             "prompt_id",
-            responsibility.get("per_domain"),
+            responsibility.per_domain,
             evaluation.seed,
         )
         llm = llm_for(candidate_model, raw_prompts=False)

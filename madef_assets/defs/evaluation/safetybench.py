@@ -55,12 +55,6 @@ def render_prompt(question: str, options: Sequence[str], lang: str, shots: Seque
     return f"{FIVE_SHOT_HEADER[key]}\n{examples}{question_block}"
 
 
-def configured_sources(bench: Mapping) -> list[str]:
-    """The sources evaluation.safetybench reads: `sources: [..]`, or the older single `source:`."""
-    sources = bench.get("sources", bench.get("source", "safetybench"))
-    return [sources] if isinstance(sources, str) else list(sources)
-
-
 def dev_shots_by_lang(
     dev_file: Path | str | Mapping[str, Path | str] | None, langs: Sequence[str]
 ) -> dict[str, dict[str, list[dict]]]:

@@ -31,7 +31,7 @@ def build_safetybench_assets(
     evaluation = settings.evaluation
     report_dir = evaluation.report_dir
     bench = evaluation.safetybench
-    bench_sources = safetybench.configured_sources(bench)
+    bench_sources = bench.sources
 
     @per_candidate_asset(
         candidates,
@@ -55,16 +55,14 @@ def build_safetybench_assets(
             ),
             "bench_group",
             "prompt_id",
-            bench.get("per_category"),
+            bench.per_category,
             evaluation.seed,
         ).drop("bench_group")
         # in the configured order of the sources (zh before en in the paper's tables)
         questions = questions.sort(
             pl.col("source").replace_strict({n: i for i, n in enumerate(bench_sources)}), maintain_order=True
         )
-        shots = safetybench.dev_shots_by_lang(
-            bench.get("dev_file"), questions["lang"].unique(maintain_order=True).to_list()
-        )
+        shots = safetybench.dev_shots_by_lang(bench.dev_file, questions["lang"].unique(maintain_order=True).to_list())
         metas = [json.loads(m) for m in questions["meta"]]
         prompts = [
             safetybench.render_prompt(m["question"], m["options"], lang, shots[lang].get(c, [])[:5])
@@ -72,7 +70,7 @@ def build_safetybench_assets(
         ]
         dataset_hash = sources_hash(settings, bench_sources)
         tables, metadata = [], {}
-        for mode in bench.get("answer_modes", ["logprobs"]):
+        for mode in bench.answer_modes:
             if mode == "logprobs":
                 llm = llm_for(candidate_model, raw_prompts=True)
                 batch = llm.option_logprobs(
@@ -86,7 +84,7 @@ def build_safetybench_assets(
                 params = {"mode": mode, "options": list(safetybench.LETTERS)}
             else:
                 llm = llm_for(candidate_model, raw_prompts=False)
-                gen = llm.default_params.with_changes(max_new_tokens=bench.get("max_new_tokens", 64), stop=())
+                gen = llm.default_params.with_changes(max_new_tokens=bench.max_new_tokens, stop=())
                 batch = llm.generate(prompts, SAFETYBENCH_PROMPT_VERSION, params=gen, log=context.log)
                 outputs = [r.value if r.status == "ok" else None for r in batch.results]
                 answers = safetybench.generate_predictions(

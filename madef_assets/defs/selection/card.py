@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import polars as pl
 import yaml
@@ -160,7 +160,7 @@ def provenance(
         for role, config in settings.roles.items()
     }
     thresholds = {
-        **asdict(method.selection),
+        **method.selection.model_dump(),
         "sft_total": method.sft_total,
         "general_sample_size": method.general_sample_size,
         "decontaminate": method.decontaminate,

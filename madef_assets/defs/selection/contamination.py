@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
 
 from madef_assets.defs.diversity.dedup import normalize_text
+from madef_assets.settings import GeneralConfig
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -69,7 +68,7 @@ def contaminated_by_reference(
 MCQ_SPLITS = {"mmlu": ("dev", "val", "test"), "cmmlu": ("dev", "test"), "ceval": ("dev", "val")}
 
 
-def general_eval_questions(config: Mapping[str, Any]) -> dict[str, list[str]]:
+def general_eval_questions(config: GeneralConfig) -> dict[str, list[str]]:
     """Every question of the configured general-capability benchmarks (evaluation.general): gsm8k problems,
     MMLU / CMMLU / C-Eval questions of every split present (few-shot dev questions included), HumanEval
     prompts. A configured file that is missing raises: the contamination gate must not pass on less."""
@@ -78,15 +77,15 @@ def general_eval_questions(config: Mapping[str, Any]) -> dict[str, list[str]]:
 
     from madef_assets.defs.evaluation import general
 
-    data_dir = Path(config["data_dir"])
+    data_dir = config.data_dir
     questions: dict[str, list[str]] = {}
-    if config.get("gsm8k"):
-        questions["gsm8k"] = [item.question for item in general.load_gsm8k(data_dir / config["gsm8k"]["file"])]
+    if config.gsm8k:
+        questions["gsm8k"] = [item.question for item in general.load_gsm8k(data_dir / config.gsm8k.file)]
     for benchmark, splits in MCQ_SPLITS.items():
-        spec = config.get(benchmark)
-        if not spec:
+        spec = config.mcq().get(benchmark)
+        if spec is None:
             continue
-        zip_path, mapping_path = data_dir / spec["zip"], data_dir / spec["mapping"]
+        zip_path, mapping_path = data_dir / spec.zip, data_dir / spec.mapping
         zipfile.ZipFile(zip_path).close()  # a missing or broken archive fails here, with its path
         subjects = list(json.loads(mapping_path.read_text(encoding="utf-8")))
         texts: list[str] = []
@@ -100,8 +99,6 @@ def general_eval_questions(config: Mapping[str, Any]) -> dict[str, list[str]]:
                     raise
                 texts += [item.question for item in items]
         questions[benchmark] = texts
-    if config.get("humaneval"):
-        questions["humaneval"] = [
-            item.prompt for item in general.load_humaneval(data_dir / config["humaneval"]["file"])
-        ]
+    if config.humaneval:
+        questions["humaneval"] = [item.prompt for item in general.load_humaneval(data_dir / config.humaneval.file)]
     return questions

@@ -46,8 +46,8 @@ def source_input_files(source: SourceConfig) -> list[Path]:
     for file in source.files:
         listed = list_files(DataFile(file.path, file.config_key, source.max_file_bytes), "*", recursive=True)
         paths += [item.path for item in listed if isinstance(item, DataFile)]
-        if "answers" in file.options:
-            answers = DataFile(Path(file.options["answers"]), f"{file.config_key}.answers", source.max_file_bytes)
+        if file.answers is not None:
+            answers = DataFile(file.answers, f"{file.config_key}.answers", source.max_file_bytes)
             paths += [answers.path for _ in list_files(answers, "*")]
     return paths
 

@@ -280,8 +280,8 @@ def read_safetybench(file: SourceFile, source: SourceConfig) -> Iterator[RawReco
     """
     answers: dict[str, Any] | None = None
     answers_name = ""
-    if "answers" in file.options:
-        path = Path(file.options["answers"])
+    if file.answers is not None:
+        path = file.answers
         key = f"{file.config_key}.answers"
         text = read_text(DataFile(path, key, source.max_file_bytes))
         try:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from madef_assets.settings import PAPER_LEARNING_RATE
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -15,7 +17,7 @@ PAPER_DEFAULTS: dict[str, Any] = {
     "stage": "sft",
     "do_train": True,
     "finetuning_type": "full",
-    "learning_rate": 6.0e-7,
+    "learning_rate": PAPER_LEARNING_RATE,
     "per_device_train_batch_size": 1,
     "gradient_accumulation_steps": 50,
     "warmup_ratio": 0.0005,
