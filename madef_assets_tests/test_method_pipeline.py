@@ -10,8 +10,8 @@ import yaml
 from dagster import AssetKey, DagsterInstance
 
 from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, REPORT_JOB, build_definitions
+from madef_assets.defs.evaluation.benchmarks.general import sandbox_note
 from madef_assets.defs.evaluation.judging import CVALUES_CHOICES
-from madef_assets.defs.evaluation.report_assets import sandbox_note
 from madef_assets.defs.evaluation.sandbox import isolation_problem
 from madef_assets.project import CONFIG_DIR, PROJECT_ROOT
 from madef_assets.review.decisions import append_decision, read_queue

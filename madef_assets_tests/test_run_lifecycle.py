@@ -23,6 +23,7 @@ from madef_assets_tests.openai_server import OpenAICompatibleServer
 
 VENV_BIN = os.path.dirname(sys.executable)
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.alone  # signals processes and waits for them against deadlines: run after the parallel part
 
 
 # --- SIGTERM -------------------------------------------------------------------------------------------
@@ -30,8 +31,6 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WRITER_SCRIPT = """
 import signal, sys, time
 from madef_assets.llm.ledger import Ledger, LedgerWriter, ledger_key
-
-pytestmark = pytest.mark.alone  # signals processes and waits for them against deadlines: run after the parallel part
 
 class SlowLedger(Ledger):
     def write(self, rows):

@@ -32,6 +32,7 @@ from dagster import (
 )
 
 from madef_assets.compat import DATA_VERSION_TAG
+from madef_assets.defs.evaluation.benchmark import judge_users
 from madef_assets.defs.sources.assets import content_version, raw_key, source_input_files
 from madef_assets.settings import Settings
 
@@ -46,13 +47,7 @@ CONTENT_VERSIONED = (AssetKey("sft_dataset"), AssetKey("sft_dataset_folder"), As
 # Every asset that uses the judge waits for judge_qualification (its blocking check stops them in the same run),
 # but a re-run of the qualification (each weekly rebuild, from the ledger) is no reason to judge again.
 # The same for the labeler: intent_labels waits for labeler_qualification, whose re-runs are no reason to label again.
-JUDGE_USERS = (
-    "response_safety_scores",
-    "instruction_safety_scores",
-    "new_safety_judgements",
-    "responsibility_judgements",
-    "over_refusal_judgements",
-)
+JUDGE_USERS = ("response_safety_scores", "instruction_safety_scores", *judge_users())
 LABELER_USERS = ("intent_labels",)
 # eval_report prints the judge's and the labeler's qualification, which sft_fitness (content-versioned) carries.
 # Its charts of the data (intent_distribution) and of the training rates are redrawn whenever those re-run.

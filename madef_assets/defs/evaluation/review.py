@@ -1,79 +1,32 @@
 """Human review: the per-candidate queue of answers a human must decide and the reviewers' decisions."""
 
+from collections.abc import Sequence
+
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, StaticPartitionsDefinition, asset
 
-from madef_assets.defs.evaluation import over_refusal as over_refusal_module
+from madef_assets.defs.evaluation.benchmark import Benchmark, queue_rows
 from madef_assets.defs.evaluation.candidates import per_candidate_asset
-from madef_assets.defs.evaluation.xstest import REVIEW_DECISIONS
 from madef_assets.review.decisions import latest_decisions, write_jsonl_atomically
 from madef_assets.settings import Settings
 
 GROUP = "evaluation"
 
 
-def build_review_assets(settings: Settings, candidates: StaticPartitionsDefinition, over_refusal: bool) -> list:
+def build_review_assets(
+    settings: Settings, candidates: StaticPartitionsDefinition, benchmarks: Sequence[Benchmark]
+) -> list:
     review_dir = settings.evaluation.review_dir
     decisions_file = review_dir / "decisions.jsonl"
+    sources = [source for spec in benchmarks for source in spec.review]
 
-    over_refusal_ins = {"over_refusal_judgements": AssetIn()} if over_refusal else {}
-
-    @per_candidate_asset(
-        candidates,
-        {"duckdb", "json"},
-        ins={"new_safety_judgements": AssetIn(), "responsibility_mcq_predictions": AssetIn(), **over_refusal_ins},
-    )
-    def review_queue(
-        context: AssetExecutionContext,
-        new_safety_judgements: pl.DataFrame,
-        responsibility_mcq_predictions: pl.DataFrame,
-        **over_refusal: pl.DataFrame,
-    ) -> pl.DataFrame:
-        """What a human must decide for this candidate: New-Safety responses the judge was uncertain about,
-        MCQ answers that need a check and XSTest answers where the judge and the string matcher disagree.
-        Written to <review_dir>/queue/<candidate>.jsonl for the review page (`madef review`); decisions go
-        to decisions.jsonl, which no asset ever rewrites."""
-        uncertain = new_safety_judgements.filter(pl.col("judge_label") == "uncertain").select(
-            "review_key",
-            pl.lit("new_safety").alias("benchmark"),
-            "candidate",
-            "category",
-            "prompt",
-            "response",
-            "judge_label",
-            "judge_reason",
-            pl.lit(["safe", "unsafe"]).alias("allowed_decisions"),
-        )
-        need_check = responsibility_mcq_predictions.filter(pl.col("choice") == "need_check").select(
-            "review_key",
-            pl.lit("responsibility_mcq").alias("benchmark"),
-            "candidate",
-            pl.col("domain").alias("category"),
-            "prompt",
-            "response",
-            pl.col("choice").alias("judge_label"),
-            pl.lit(None, pl.Utf8).alias("judge_reason"),
-            pl.lit(["回复1", "回复2", "other", "refuse"]).alias("allowed_decisions"),
-        )
-        disagreements = [
-            judgements.filter(pl.col("final_label") == "uncertain").select(
-                "review_key",
-                pl.lit(over_refusal_module.BENCHMARK).alias("benchmark"),
-                "candidate",
-                pl.col("type").alias("category"),
-                "prompt",
-                "response",
-                "judge_label",
-                pl.format(
-                    "judge: {}; XSTest string matcher: {}",
-                    "judge_label",
-                    pl.col("matcher_label").fill_null("no answer"),
-                ).alias("judge_reason"),
-                pl.lit(REVIEW_DECISIONS).alias("allowed_decisions"),
-            )
-            for judgements in over_refusal.values()
-        ]
-        table = pl.concat([uncertain, need_check, *disagreements], how="vertical_relaxed")
+    @per_candidate_asset(candidates, {"duckdb", "json"}, ins={source.asset: AssetIn() for source in sources})
+    def review_queue(context: AssetExecutionContext, **judged: pl.DataFrame) -> pl.DataFrame:
+        """What a human must decide for this candidate, each registered benchmark's share (New-Safety responses
+        the judge was uncertain about, MCQ answers that need a check, XSTest answers where the judge and the
+        string matcher disagree, ...). Written to <review_dir>/queue/<candidate>.jsonl for the review page
+        (`madef review`); decisions go to decisions.jsonl, which no asset ever rewrites."""
+        table = queue_rows([source.select(judged[source.asset]) for source in sources])
         path = review_dir / "queue" / f"{context.partition_key}.jsonl"
         write_jsonl_atomically(path, table.iter_rows(named=True))
         context.add_output_metadata(

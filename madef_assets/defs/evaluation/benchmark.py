@@ -1,0 +1,125 @@
+"""What a benchmark declares, and the registry of benchmarks.
+
+A benchmark is one module in `madef_assets/defs/evaluation/benchmarks/` with a module-level `BENCHMARK`: the
+function that builds its assets, the tables it adds to the report (each from one of its scores assets, with
+the rows the regression check reads), the rows of its judged assets that wait for a human, and the assets
+that use the judge. The evaluation definitions, the review queue, the report and automation are built from
+the registry; none of them names a benchmark.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+from dagster import StaticPartitionsDefinition
+
+from madef_assets.defs.evaluation.intervals import compare_with_intervals
+from madef_assets.llm.resource import LLMResource
+from madef_assets.reports import markdown_table
+from madef_assets.settings import Settings
+
+LlmFor = Callable[[pl.DataFrame, bool], LLMResource]
+# The columns of the review queue (review_queue): what a human sees and may decide.
+QUEUE_COLUMNS = (
+    "review_key",
+    "benchmark",
+    "candidate",
+    "category",
+    "prompt",
+    "response",
+    "judge_label",
+    "judge_reason",
+    "allowed_decisions",
+)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a benchmark's report section may use: the report's inputs by name (its own scores assets and
+    the shared ones: sft_dataset, attack_prompts, ...), the candidates in order (the first is the baseline),
+    and where the report and its charts go."""
+
+    settings: Settings
+    inputs: dict[str, pl.DataFrame]
+    order: list[str]
+    report_dir: Path
+    judged_by: str  # "Judged by `model`: its qualification verdict." for sections the judge scored
+
+    def table(self, scores: pl.DataFrame, row: str, value: str, n: str, rows: pl.DataFrame | None = None) -> str:
+        """Every candidate's value [95 % interval] n=… per row, with deltas against the baseline."""
+        table = compare_with_intervals(scores, row, value, n, self.order)
+        return markdown_table(rows.join(table, on=row, how="left") if rows is not None and table.height else table)
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """One table of the report read from one scores asset: its markdown section(s), and the rows
+    (`row`, `value`, ci_low, ci_high per candidate) that go into the report's long table under `view` and,
+    when `regression_label` is set, into the no-regression check."""
+
+    scores_asset: str
+    view: str | None  # None: a section only, not in the long table
+    row: str
+    value: str
+    sections: Callable[[Report, pl.DataFrame], list[str]]
+    rows: Callable[[Report, pl.DataFrame], pl.DataFrame] = lambda report, scores: scores
+    regression_label: str | None = None
+
+
+@dataclass(frozen=True)
+class ReviewSource:
+    """Rows of a judged asset that wait for a human: `select` returns them in QUEUE_COLUMNS."""
+
+    asset: str
+    select: Callable[[pl.DataFrame], pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark. `build` returns its assets ([] when the profile does not configure it); `order`
+    places its report sections (lower first)."""
+
+    name: str
+    order: int
+    build: Callable[[Settings, StaticPartitionsDefinition, LlmFor], list]
+    report: tuple[ReportView, ...] = ()
+    review: tuple[ReviewSource, ...] = ()
+    judge_users: tuple[str, ...] = ()
+
+
+@cache
+def registered() -> tuple[Benchmark, ...]:
+    """Every benchmark module's BENCHMARK, in report order."""
+    from madef_assets.defs.evaluation import benchmarks
+
+    found = []
+    for module in pkgutil.iter_modules(benchmarks.__path__):
+        spec = getattr(importlib.import_module(f"{benchmarks.__name__}.{module.name}"), "BENCHMARK", None)
+        if not isinstance(spec, Benchmark):
+            raise TypeError(f"{benchmarks.__name__}.{module.name} declares no BENCHMARK")
+        found.append(spec)
+    names = [spec.name for spec in found]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two benchmarks share a name: {names}")
+    return tuple(sorted(found, key=lambda spec: (spec.order, spec.name)))
+
+
+def judge_users() -> tuple[str, ...]:
+    """The assets of every benchmark that ask the judge."""
+    return tuple(asset for spec in registered() for asset in spec.judge_users)
+
+
+def queue_rows(selected: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """The review queue: every benchmark's rows that wait for a human, in QUEUE_COLUMNS."""
+    frames = [frame.select(QUEUE_COLUMNS) for frame in selected]
+    if not frames:
+        return pl.DataFrame(
+            schema={c: pl.List(pl.Utf8) if c == "allowed_decisions" else pl.Utf8 for c in QUEUE_COLUMNS}
+        )
+    return pl.concat(frames, how="vertical_relaxed")

@@ -1,0 +1,1 @@
+"""The benchmarks: one module each, with a module-level BENCHMARK (madef_assets/defs/evaluation/benchmark.py)."""

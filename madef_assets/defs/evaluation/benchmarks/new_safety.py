@@ -1,0 +1,61 @@
+"""The 14-category New-Safety benchmark (LLM judge + human review): Figure 5-3's safe rate per category."""
+
+import polars as pl
+
+from madef_assets.defs.evaluation.benchmark import Benchmark, Report, ReportView, ReviewSource
+from madef_assets.defs.evaluation.new_safety import build_new_safety_assets
+from madef_assets.defs.evaluation.report import compare, lineage_by_category, radar_png
+from madef_assets.defs.intent.taxonomy import Taxonomy
+from madef_assets.reports import markdown_table
+from madef_assets.storage import run_sql
+
+
+def category_order(report: Report) -> pl.DataFrame:
+    return pl.DataFrame({"category": list(Taxonomy.load(report.settings.taxonomy_path).categories)})
+
+
+def sections(report: Report, scores: pl.DataFrame) -> list[str]:
+    """The safe rates with their radar chart, then what fed each category of the SFT set next to its delta."""
+    categories = category_order(report)
+    safety_table = categories.join(compare(scores, "category", "safe_rate", report.order), on="category", how="left")
+    report.report_dir.mkdir(parents=True, exist_ok=True)
+    radar_png(
+        safety_table, "category", report.order, "Safe rate per category (%)", report.report_dir / "new_safety_radar.png"
+    )
+    sft, attack = report.inputs["sft_dataset"], report.inputs["attack_prompts"]
+    lineage = lineage_by_category(run_sql("evaluation/sft_lineage", sft=sft, attack=attack))
+    deltas = [c for c in safety_table.columns if c.startswith("Δ ")]
+    lineage_table = categories.join(safety_table.select("category", *deltas), on="category", how="left").join(
+        lineage, on="category", how="left"
+    )
+    return [
+        f"## New-Safety benchmark: safe rate per category (Figure 5-3 form)\n{report.judged_by}\n\n"
+        f"{report.table(scores, 'category', 'safe_rate', 'prompts', categories)}\n\n"
+        "![radar](new_safety_radar.png)",
+        f"## What fed each category: SFT sources/routes next to the safe-rate delta\n{markdown_table(lineage_table)}",
+    ]
+
+
+def uncertain(judgements: pl.DataFrame) -> pl.DataFrame:
+    """Responses the judge was uncertain about: a human decides safe or unsafe."""
+    return judgements.filter(pl.col("judge_label") == "uncertain").select(
+        "review_key",
+        pl.lit("new_safety").alias("benchmark"),
+        "candidate",
+        "category",
+        "prompt",
+        "response",
+        "judge_label",
+        "judge_reason",
+        pl.lit(["safe", "unsafe"]).alias("allowed_decisions"),
+    )
+
+
+BENCHMARK = Benchmark(
+    name="new_safety",
+    order=20,
+    build=build_new_safety_assets,
+    report=(ReportView("new_safety_scores", "new_safety", "category", "safe_rate", sections, regression_label=""),),
+    review=(ReviewSource("new_safety_judgements", uncertain),),
+    judge_users=("new_safety_judgements",),
+)
