@@ -1,14 +1,20 @@
-"""What every LLM-backed asset shares: per-row status columns and the two gates (failures, refusals)."""
+"""What every LLM-backed asset shares: its decorator (pool, GPU request, the two gates), per-row status
+columns, the gates' results (failures, refusals), and `LLMStep`, the spec of a step that asks one role about
+each row of a table."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetKey, asset
 
 from madef_assets.llm.pools import auto_device, gpu_request_tags, role_pools, step_pool
-from madef_assets.llm.resource import LLMBatch
+from madef_assets.llm.resource import LLMBatch, LLMResource
+from madef_assets.llm.types import GenerationParams
+from madef_assets.prompts import family_version, template
 from madef_assets.settings import MethodConfig, Settings
 
 PARSE_FAILURE_CHECK = "parse_failure_rate_within_limit"
@@ -78,3 +84,58 @@ def llm_gate_results(asset_key: AssetKey, statuses: pl.Series, method: MethodCon
         result(PARSE_FAILURE_CHECK, failed, method.max_parse_failure_rate),
         result(REFUSAL_CHECK, refused, method.max_refusal_rate),
     ]
+
+
+def llm_asset(settings: Settings, name: str, group: str, *roles: str, **decorator: Any):
+    """The decorator of an LLM-backed asset: its group, kinds, the pool of the roles it asks (and a GPU
+    request when that is a GPU's) and the two blocking gates; `decorator` adds ins, deps, a description."""
+    return asset(
+        name=name,
+        group_name=group,
+        kinds={"duckdb", "llm"},
+        **role_step(settings, *roles),
+        check_specs=llm_gate_specs(AssetKey(name)),
+        **decorator,
+    )
+
+
+@dataclass(frozen=True)
+class LLMStep:
+    """A step that asks one role about each row, as distilabel's Tasks declare theirs: the prompt family
+    rendered per row (in the row's `lang`, with its `prompt`), the parser of an answer, the columns read from
+    the parsed answers (None where there is none), the input columns kept, and optionally the generation
+    parameters and a check of a parsed answer against its row (a problem makes it `parse_error`)."""
+
+    name: str
+    role: str
+    template: str
+    parse: Callable[[str], Any]
+    columns: Callable[[list[Any]], dict[str, pl.Series]]
+    keep: tuple[str | pl.Expr, ...]
+    params: Callable[[GenerationParams], GenerationParams] | None = None
+    reject: Callable[[Any, dict[str, Any]], str | None] | None = None
+
+    def run(
+        self, context: AssetExecutionContext, llm: LLMResource, rows: pl.DataFrame
+    ) -> tuple[pl.DataFrame, LLMBatch]:
+        """The output table (kept columns, the parsed columns, status columns) and the ledger batch."""
+        rendered = [template(self.template, lang).render(prompt=p) for lang, p in zip(rows["lang"], rows["prompt"])]
+        batch = llm.generate(
+            rendered,
+            template_version=family_version(self.template),
+            params=self.params(llm.default_params) if self.params else None,
+            parse=self.parse,
+            log=context.log,
+            refusals=True,
+        )
+        columns = status_columns(batch)
+        values = []
+        for index, (result, row) in enumerate(zip(batch.results, rows.iter_rows(named=True))):
+            problem = result.status == "ok" and self.reject is not None and self.reject(result.value, row)
+            if problem:
+                columns["status"][index], columns["error"][index] = "parse_error", problem
+            values.append(result.value if result.status == "ok" and not problem else None)
+        table = rows.select(*self.keep).with_columns(
+            **self.columns(values), **{k: pl.Series(k, v) for k, v in columns.items()}
+        )
+        return table, batch

@@ -4,7 +4,7 @@ import json
 import random
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from madef_assets.defs.diversity.checks import attack_prompt_check_results, attack_prompt_check_specs
 from madef_assets.defs.diversity.dedup import near_duplicates, normalized_texts
@@ -23,7 +23,7 @@ from madef_assets.defs.diversity.routes import example_sets, route_capacity, spl
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.intent.labels import parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
-from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, role_step
+from madef_assets.defs.llm_steps import llm_asset, llm_gate_results
 from madef_assets.defs.sources.normalize import prompt_id
 from madef_assets.llm.resource import LLMBatch, LLMResource, LLMResult
 from madef_assets.project import PROJECT_ROOT
@@ -243,13 +243,8 @@ def build_augmentation_assets(settings: Settings) -> list:
         )
         return table
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        # one pool for two roles: the scarcer of the attacker's and the labeler's (llm/pools.py step_pool)
-        **role_step(settings, "attacker", "labeler"),
-        check_specs=llm_gate_specs(AssetKey("augmented_prompts")),
-    )
+    # one pool for two roles: the scarcer of the attacker's and the labeler's (llm/pools.py step_pool)
+    @llm_asset(settings, "augmented_prompts", GROUP, "attacker", "labeler")
     def augmented_prompts(
         context: AssetExecutionContext,
         attacker: LLMResource,

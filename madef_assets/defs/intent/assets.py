@@ -10,9 +10,8 @@ from madef_assets.defs.intent.checks import coverage_check_spec, coverage_result
 from madef_assets.defs.intent.labels import normalize_label, parse_labels
 from madef_assets.defs.intent.review import apply_taxonomy_decisions, read_taxonomy_decisions, taxonomy_queue
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
-from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, role_step, status_columns
+from madef_assets.defs.llm_steps import LLMStep, llm_asset, llm_gate_results
 from madef_assets.llm.resource import LLMResource
-from madef_assets.prompts import family_version, template
 from madef_assets.reports import bar_png, markdown_image, stacked_bar_png
 from madef_assets.review.decisions import write_jsonl_atomically
 from madef_assets.settings import Settings
@@ -102,39 +101,37 @@ def build_intent_assets(settings: Settings) -> list:
     return [*build_intent_label_assets(settings), *build_intent_category_assets(settings)]
 
 
+def label_columns(answers: list[list[str] | None]) -> dict[str, pl.Series]:
+    labels = [answer or [] for answer in answers]
+    return {
+        "labels": pl.Series(labels, dtype=pl.List(pl.Utf8)),
+        "label_keys": pl.Series([[normalize_label(x) for x in row] for row in labels], dtype=pl.List(pl.Utf8)),
+    }
+
+
+INTENT_LABELS = LLMStep(
+    name="intent_labels",
+    role="labeler",
+    template="intent_label",
+    parse=parse_labels,
+    columns=label_columns,
+    keep=(pl.all(),),
+)
+
+
 def build_intent_label_assets(settings: Settings) -> list:
     method = settings.method
     source_ins = attack_source_ins(settings)
     # The labeler's qualification blocks labeling in the same run (none is built without gold sources).
     qualification = [AssetKey("labeler_qualification")] if settings.qualification.labeler_sources else []
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        ins=source_ins,
-        **role_step(settings, "labeler"),
-        deps=qualification,
-        check_specs=llm_gate_specs(AssetKey("intent_labels")),
-    )
+    @llm_asset(settings, INTENT_LABELS.name, GROUP, INTENT_LABELS.role, ins=source_ins, deps=qualification)
     def intent_labels(context: AssetExecutionContext, labeler: LLMResource, **sources: pl.DataFrame):
         """Free-form safety-theme intent labels for attack prompts (the paper's labeling instruction, zh/en),
         one row per prompt with the parsed labels, their normalized keys and the call's status."""
         params = params_view(sample_per_source=method.label_sample_per_source, seed=method.seed)
         sample = run_sql("intent/label_sample", prompts=concat_prompts(sources), params=params)
-        templates = [template("intent_label", lang) for lang in sample["lang"]]
-        batch = labeler.generate(
-            [t.render(prompt=p) for t, p in zip(templates, sample["prompt"])],
-            template_version=family_version("intent_label"),
-            parse=parse_labels,
-            log=context.log,
-            refusals=True,
-        )
-        labels = [r.value if r.status == "ok" else [] for r in batch.results]
-        table = sample.with_columns(
-            pl.Series("labels", labels, dtype=pl.List(pl.Utf8)),
-            pl.Series("label_keys", [[normalize_label(x) for x in row] for row in labels], dtype=pl.List(pl.Utf8)),
-            **{k: pl.Series(k, v) for k, v in status_columns(batch).items()},
-        )
+        table, batch = INTENT_LABELS.run(context, labeler, sample)
         yield Output(table, metadata={**batch.metadata(), "rows_in": sample.height})
         yield from llm_gate_results(context.asset_key, table["status"], method)
 

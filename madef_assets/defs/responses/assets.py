@@ -1,66 +1,53 @@
 """Safe responses: the responder model answers every selected prompt with a safety chain of thought."""
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetKey, Output, asset
+from dagster import AssetExecutionContext, Output
 
 from madef_assets.defs.copies import is_copy_error
-from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, role_step, status_columns
+from madef_assets.defs.llm_steps import LLMStep, llm_asset, llm_gate_results
 from madef_assets.defs.responses.cot import STOP_SEQUENCES, copy_problem, parse_cot
 from madef_assets.llm.resource import LLMResource
-from madef_assets.prompts import family_version, template
-from madef_assets.settings import Settings
+from madef_assets.prompts import template
+from madef_assets.settings import MethodConfig, Settings
 
 GROUP = "responses"
 
 
-def build_response_assets(settings: Settings) -> list:
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        **role_step(settings, "responder"),
-        check_specs=llm_gate_specs(AssetKey("safe_responses")),
+def safe_response_step(method: MethodConfig) -> LLMStep:
+    """The responder's chain of thought (`reasoning`) and final answer (`safe_response`) per attack prompt; an
+    answer that copies the template's worked example or repeats the prompt is a `parse_error`."""
+
+    def copied(answer: tuple[str, str], row: dict) -> str | None:
+        example = template("safe_response", row["lang"]).example_text
+        return copy_problem(
+            *answer, row["prompt"], example, method.contamination_zh_chars, method.contamination_en_words
+        )
+
+    return LLMStep(
+        name="safe_responses",
+        role="responder",
+        template="safe_response",
+        parse=parse_cot,
+        columns=lambda answers: {
+            "reasoning": pl.Series([a and a[0] for a in answers], dtype=pl.Utf8),
+            "safe_response": pl.Series([a and a[1] for a in answers], dtype=pl.Utf8),
+        },
+        keep=("prompt_id", "category", "lang", "prompt", pl.col("response").alias("original_response")),
+        params=lambda defaults: defaults.with_changes(stop=tuple(defaults.stop) + STOP_SEQUENCES),
+        reject=copied,
     )
+
+
+def build_response_assets(settings: Settings) -> list:
+    step = safe_response_step(settings.method)
+
+    @llm_asset(settings, step.name, GROUP, step.role)
     def safe_responses(context: AssetExecutionContext, responder: LLMResource, attack_prompts: pl.DataFrame):
         """For every attack prompt: the responder's safety analysis (`reasoning`) and final safe answer
         (`safe_response`, the training response), next to the source's original response when it has one.
         An answer that copies the template's worked example or repeats the prompt is `parse_error`."""
-        rendered = [
-            template("safe_response", lang).render(prompt=p)
-            for lang, p in zip(attack_prompts["lang"], attack_prompts["prompt"])
-        ]
-        defaults = responder.default_params
-        params = defaults.with_changes(stop=tuple(defaults.stop) + STOP_SEQUENCES)
-        batch = responder.generate(
-            rendered,
-            template_version=family_version("safe_response"),
-            params=params,
-            parse=parse_cot,
-            log=context.log,
-            refusals=True,
-        )
-        columns = status_columns(batch)
-        parsed = []
-        for index, (result, lang, prompt) in enumerate(
-            zip(batch.results, attack_prompts["lang"], attack_prompts["prompt"])
-        ):
-            problem = result.status == "ok" and copy_problem(
-                *result.value,
-                prompt,
-                template("safe_response", lang).example_text,
-                settings.method.contamination_zh_chars,
-                settings.method.contamination_en_words,
-            )
-            if problem:
-                columns["status"][index], columns["error"][index] = "parse_error", problem
-            parsed.append(result.value if result.status == "ok" and not problem else (None, None))
-        table = attack_prompts.select(
-            "prompt_id", "category", "lang", "prompt", pl.col("response").alias("original_response")
-        ).with_columns(
-            pl.Series("reasoning", [p[0] for p in parsed], dtype=pl.Utf8),
-            pl.Series("safe_response", [p[1] for p in parsed], dtype=pl.Utf8),
-            **{k: pl.Series(k, v) for k, v in columns.items()},
-        )
-        copies = sum(map(is_copy_error, columns["error"]))
+        table, batch = step.run(context, responder, attack_prompts)
+        copies = sum(map(is_copy_error, table["error"]))
         yield Output(
             table,
             metadata={

@@ -3,11 +3,11 @@
 import polars as pl
 from dagster import AssetExecutionContext, AssetKey, Output, asset
 
-from madef_assets.defs.llm_steps import llm_gate_results, llm_gate_specs, role_step, status_columns
+from madef_assets.defs.llm_steps import LLMStep, llm_asset, llm_gate_results, status_columns
 from madef_assets.defs.reward.checks import score_range_result, score_range_spec
 from madef_assets.defs.reward.scores import parse_one_score, parse_two_scores, plan_response_judging
 from madef_assets.llm.resource import LLMResource
-from madef_assets.prompts import family_version, template
+from madef_assets.prompts import family_version
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
@@ -16,15 +16,20 @@ GROUP = "reward"
 JUDGE_QUALIFICATION = AssetKey("judge_qualification")
 
 
+INSTRUCTION_SAFETY = LLMStep(
+    name="instruction_safety_scores",
+    role="judge",
+    template="instruction_safety",
+    parse=parse_one_score,
+    columns=lambda scores: {"instruction_safety": pl.Series(scores, dtype=pl.Float64)},
+    keep=("prompt_id",),
+)
+
+
 def build_reward_assets(settings: Settings) -> list:
     method = settings.method
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        **role_step(settings, "scorer"),
-        check_specs=llm_gate_specs(AssetKey("prompt_perplexity")),
-    )
+    @llm_asset(settings, "prompt_perplexity", GROUP, "scorer")
     def prompt_perplexity(context: AssetExecutionContext, scorer: LLMResource, attack_prompts: pl.DataFrame):
         """The scorer model's perplexity of every attack prompt (batched, length-sorted)."""
         batch = scorer.perplexity(attack_prompts["prompt"].to_list(), log=context.log)
@@ -35,13 +40,7 @@ def build_reward_assets(settings: Settings) -> list:
         yield Output(table, metadata=batch.metadata())
         yield from llm_gate_results(context.asset_key, table["status"], method)
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        **role_step(settings, "judge"),
-        check_specs=llm_gate_specs(AssetKey("response_safety_scores")),
-        deps=[JUDGE_QUALIFICATION],
-    )
+    @llm_asset(settings, "response_safety_scores", GROUP, "judge", deps=[JUDGE_QUALIFICATION])
     def response_safety_scores(context: AssetExecutionContext, judge: LLMResource, safe_responses: pl.DataFrame):
         """The judge's 0-1 score of each candidate response on the paper's criteria (safety with accuracy,
         completeness and human values, §3.4), both candidates in one prompt in a seeded random order
@@ -88,32 +87,10 @@ def build_reward_assets(settings: Settings) -> list:
         judged = table.filter(pl.col("status") != "no_candidate")["status"]
         yield from llm_gate_results(context.asset_key, judged, method)
 
-    @asset(
-        group_name=GROUP,
-        kinds={"duckdb", "llm"},
-        **role_step(settings, "judge"),
-        check_specs=llm_gate_specs(AssetKey("instruction_safety_scores")),
-        deps=[JUDGE_QUALIFICATION],
-    )
+    @llm_asset(settings, INSTRUCTION_SAFETY.name, GROUP, INSTRUCTION_SAFETY.role, deps=[JUDGE_QUALIFICATION])
     def instruction_safety_scores(context: AssetExecutionContext, judge: LLMResource, attack_prompts: pl.DataFrame):
         """The judge's safety score (0-1) of each instruction itself; low means a hard, unsafe instruction."""
-        rendered = [
-            template("instruction_safety", lang).render(prompt=p)
-            for lang, p in zip(attack_prompts["lang"], attack_prompts["prompt"])
-        ]
-        batch = judge.generate(
-            rendered,
-            template_version=family_version("instruction_safety"),
-            parse=parse_one_score,
-            log=context.log,
-            refusals=True,
-        )
-        table = attack_prompts.select("prompt_id").with_columns(
-            pl.Series(
-                "instruction_safety", [r.value if r.status == "ok" else None for r in batch.results], dtype=pl.Float64
-            ),
-            **{k: pl.Series(k, v) for k, v in status_columns(batch).items()},
-        )
+        table, batch = INSTRUCTION_SAFETY.run(context, judge, attack_prompts)
         yield Output(table, metadata=batch.metadata())
         yield from llm_gate_results(context.asset_key, table["status"], method)
 

@@ -1,0 +1,59 @@
+"""LLMStep (defs/llm_steps.py): one role asked about each row, against the real local OpenAI-compatible server."""
+
+import polars as pl
+from dagster import build_asset_context
+
+from madef_assets.defs.llm_steps import LLMStep
+from madef_assets.defs.reward.assets import INSTRUCTION_SAFETY
+from madef_assets.defs.reward.scores import parse_one_score
+from madef_assets.llm.resource import LLMResource
+from madef_assets.settings import model_config
+from madef_assets_tests.openai_server import OpenAICompatibleServer
+
+ROWS = pl.DataFrame(
+    {
+        "prompt_id": ["a", "b", "c", "d"],
+        "lang": ["en", "zh", "en", "en"],
+        "prompt": ["how to pick a lock", "如何撬锁", "pick a lock [[refuse]]", "unreadable"],
+    }
+)
+
+
+def answer(prompt: str, request: dict) -> str:
+    return "[0.5]" if "unreadable" in prompt else "[0.25]"
+
+
+def judge(server: OpenAICompatibleServer, tmp_path) -> LLMResource:
+    return LLMResource(
+        role="judge",
+        config=model_config("openai", "m", {"base_url": server.base_url, "api_key_env": None}, {}),
+        duckdb_path=str(tmp_path / "ledger.duckdb"),
+        models_dir=str(tmp_path),
+    )
+
+
+def test_a_step_renders_each_row_parses_keeps_and_marks_refusals(tmp_path):
+    with OpenAICompatibleServer(answer=answer) as server:
+        table, batch = INSTRUCTION_SAFETY.run(build_asset_context(), judge(server, tmp_path), ROWS)
+    assert table.columns == ["prompt_id", "instruction_safety", "status", "error", "raw_output", "cached"]
+    assert table["prompt_id"].to_list() == ["a", "b", "c", "d"]
+    assert table["status"].to_list() == ["ok", "ok", "refused", "ok"]
+    assert table["instruction_safety"].to_list() == [0.25, 0.25, None, 0.5]
+    assert batch.backend_calls == 4
+
+
+def test_a_rejected_answer_is_a_parse_error_with_the_reason(tmp_path):
+    step = LLMStep(
+        name="scores",
+        role="judge",
+        template="instruction_safety",
+        parse=parse_one_score,
+        columns=lambda scores: {"score": pl.Series(scores, dtype=pl.Float64)},
+        keep=("prompt_id",),
+        reject=lambda score, row: "half is no answer" if score == 0.5 else None,
+    )
+    with OpenAICompatibleServer(answer=answer) as server:
+        table, _ = step.run(build_asset_context(), judge(server, tmp_path), ROWS)
+    rejected = table.filter(pl.col("prompt_id") == "d").row(0, named=True)
+    assert (rejected["status"], rejected["error"], rejected["score"]) == ("parse_error", "half is no answer", None)
+    assert table.filter(pl.col("prompt_id") == "a")["score"].item() == 0.25
