@@ -1,7 +1,6 @@
 """The LLaMA-Factory folder is published only after the contamination gate passed; a blocked set is never
 trainable. Runs the real sft_dataset / sft_dataset_folder assets on hand-made upstream tables (no model)."""
 
-import json
 
 import polars as pl
 import pytest
@@ -103,7 +102,6 @@ def test_general_capability_questions_join_the_reference(tmp_path):
     assert set(questions) == {"gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"} and all(questions.values())
     assert gsm8k_question(3) in questions["gsm8k"]
     assert any(q.startswith("from typing import") or "def " in q for q in questions["humaneval"])
-    spec = json.loads(json.dumps({k: v for k, v in settings.evaluation.general.items() if k != "data_dir"}))
-    missing = {"data_dir": tmp_path / "nowhere", **spec}
+    missing = settings.evaluation.general.model_copy(update={"data_dir": tmp_path / "nowhere"})
     with pytest.raises(FileNotFoundError):
         general_eval_questions(missing)  # a configured benchmark that is missing fails the gate, never passes it
