@@ -37,6 +37,9 @@ def tiny_profile(tmp_path, name: str, **method_changes) -> str:
         **method_changes,
     )
     raw["training"]["learning_rates"] = [1e-5]  # one rate: the two-rate path has its own test (test_training)
+    # The qualifications' own tests measure them; here they run at their smallest (3 XSTest answers, 1 PKU pair,
+    # the labeler on s_eval's categories): on CPU they were two thirds of this run.
+    raw["qualification"].update(per_model=1, pku_pairs=1, labeler_sources=["s_eval"])
     raw["models"]["responder"]["params"]["max_new_tokens"] = 40
     raw["models"]["attacker"]["params"]["max_new_tokens"] = 40
     path = tmp_path / f"{name}.yaml"
@@ -215,7 +218,9 @@ def tiny_evaluation_profile(tmp_path) -> str:
         review_dir=str(tmp_path / "review"),
         report_dir=str(tmp_path / "report"),
         responsibility={"prompts_source": "cvalues_responsibility", "per_domain": 1, "mcq_source": "cvalues_mc"},
+        over_refusal={"source": "xstest", "per_type": 1, "max_new_tokens": 8},
     )
+    raw["evaluation"]["safetybench"]["max_new_tokens"] = 8
     raw["sources"]["cvalues_mc"] = {
         "reader": "cvalues_responsibility_mc",
         "files": [{"path": str(FIXTURES / "cvalues_responsibility_mc.jsonl"), "lang": "zh"}],

@@ -1,7 +1,6 @@
 """The LLaMA-Factory folder is published only after the contamination gate passed; a blocked set is never
 trainable. Runs the real sft_dataset / sft_dataset_folder assets on hand-made upstream tables (no model)."""
 
-
 import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance

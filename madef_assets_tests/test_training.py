@@ -17,6 +17,9 @@ from madef_assets.defs.training.llamafactory_config import (
     loss_overlay_png,
     read_trainer_log,
     render_train_config,
+    reusable,
+    trained_from,
+    training_key,
 )
 from madef_assets.project import CONFIG_DIR, ConfigError
 from madef_assets.reports import lines_png
@@ -166,6 +169,19 @@ def test_cpu_training_on_the_published_folder_logs_eval_loss_next_to_train_loss(
     checkpoints = list(settings.training.output_dir.glob("checkpoint-*"))
     assert [p.name for p in checkpoints] == ["checkpoint-2"]  # save_total_limit 1
     assert not list(checkpoints[0].glob("optimizer*"))  # save_only_model: weights only
+    # The same base, folder and arguments again: the checkpoint is reused, not trained again.
+    weights = max(settings.training.output_dir.glob("*.safetensors"), key=lambda p: p.stat().st_size)
+    written = weights.stat().st_mtime_ns
+    again = (
+        build_definitions(settings)
+        .resolve_job_def(MAIN_JOB)
+        .execute_in_process(instance=DagsterInstance.ephemeral(), asset_selection=selection[2:])
+    )
+    reused = next(
+        e for e in again.get_asset_materialization_events() if e.asset_key == AssetKey("finetuned_checkpoint")
+    )
+    assert reused.materialization.metadata["reused"].value and weights.stat().st_mtime_ns == written
+    assert again.output_for_node("finetuned_checkpoint").equals(result.output_for_node("finetuned_checkpoint"))
 
 
 @pytest.mark.slow
@@ -343,3 +359,26 @@ def test_read_checkpoints_reads_the_rate_partition_of_a_candidate(tmp_path):
         assert resolved["model"] == path and resolved["candidate"] == name
     assert "finetuned_checkpoint" not in read_checkpoints(settings, "lr9e-9")
     assert read_checkpoints(settings)["base_model_checkpoint"]["path"] == "/m/base"
+
+
+def test_a_checkpoint_is_reusable_only_for_the_same_key_and_unchanged_files(tmp_path):
+    """finetuned_checkpoint reuses a checkpoint trained from the same base, SFT folder and arguments, unchanged
+    since; another rate, base or data version, a changed folder or a missing record trains again."""
+    config = {"learning_rate": 1e-5, "output_dir": "/x"}
+    key = training_key(config, "base-1", "data-1")
+    assert key == training_key(dict(reversed(config.items())), "base-1", "data-1")
+    others = (
+        ({**config, "learning_rate": 2e-5}, "base-1", "data-1"),
+        (config, "base-2", "data-1"),
+        (config, "base-1", "data-2"),
+    )
+    assert all(training_key(*other) != key for other in others)
+    record = tmp_path / "finetuned_trained_from.json"
+    assert not reusable(record, key, lambda: "weights-1")
+    trained_from(record, key, "weights-1")
+    assert reusable(record, key, lambda: "weights-1")
+    assert not reusable(record, key, lambda: "weights-2") and not reusable(
+        record, training_key(*others[0]), lambda: "weights-1"
+    )
+    record.write_text("{not json")
+    assert not reusable(record, key, lambda: "weights-1")

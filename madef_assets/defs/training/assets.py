@@ -24,7 +24,10 @@ from madef_assets.defs.training.llamafactory_config import (
     read_final_eval_loss,
     read_trainer_log,
     render_train_config,
+    reusable,
     to_yaml,
+    trained_from,
+    training_key,
 )
 from madef_assets.llm.engines import ENGINES, free_gpu_problem, gpu_memory
 from madef_assets.llm.model_files import folder_fingerprint, resolve_model_path
@@ -75,7 +78,9 @@ def build_training_assets(settings: Settings) -> list:
         set that passed the contamination gate is ever published), run in the training environment through
         Dagster Pipes (log streamed to the run); metadata: train and eval loss per step, one loss curve with
         both, rendered YAML, wall time, checkpoint path and size. With several `training.learning_rates`
-        (§5.1.1) one partition per rate, each in `<output_dir>/<rate label>`."""
+        (§5.1.1) one partition per rate, each in `<output_dir>/<rate label>`. A checkpoint already trained from
+        the same base checkpoint, SFT folder and arguments, and unchanged since, is reused (`reused` in the
+        metadata) instead of trained again."""
         label = context.partition_key if rates else training.rate_labels[0]
         dataset_dir = Path(sft_dataset_folder["path"][0])
         manifest = read_manifest(dataset_dir)
@@ -86,11 +91,6 @@ def build_training_assets(settings: Settings) -> list:
                 "contamination gate and withdrew it, or the folder was changed by hand; materialize sft_dataset and "
                 "sft_dataset_folder again"
             )
-        closed = ENGINES.release()  # every loaded model, whatever gpu.release says: training needs the memory
-        problem = free_gpu_problem(gpu_memory(), settings.gpu.training_min_free_fraction)
-        if problem:
-            raise Failure(description=f"training not started: {problem}")
-        context.log.info(f"closed {closed} loaded model engine(s) before training")
         output_dir = training.checkpoint_dir(label)
         config = render_train_config(
             base_model_checkpoint["path"][0],
@@ -100,6 +100,20 @@ def build_training_assets(settings: Settings) -> list:
             {**training.args, "learning_rate": training.learning_rate(label)},
         )
         prefix = label if rates else "finetuned"  # finetuned_train.yaml / finetuned_loss.png with one rate
+        record = output_dir.parent / f"{prefix}_trained_from.json"
+        key = training_key(config, base_model_checkpoint["fingerprint"][0], manifest["files_version"])
+        if reusable(record, key, lambda: folder_fingerprint(output_dir) if output_dir.is_dir() else ""):
+            context.log.info(
+                f"{output_dir} was trained from the same base checkpoint, SFT folder and arguments and is unchanged: "
+                f"reused, not trained again (delete {record} to train it again)"
+            )
+            return checkpoint_output(config, output_dir, prefix, manifest, label, reused=True)
+        record.unlink(missing_ok=True)
+        closed = ENGINES.release()  # every loaded model, whatever gpu.release says: training needs the memory
+        problem = free_gpu_problem(gpu_memory(), settings.gpu.training_min_free_fraction)
+        if problem:
+            raise Failure(description=f"training not started: {problem}")
+        context.log.info(f"closed {closed} loaded model engine(s) before training")
         config_path = output_dir.parent / f"{prefix}_train.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(to_yaml(config), encoding="utf-8")
@@ -125,6 +139,19 @@ def build_training_assets(settings: Settings) -> list:
                     "train_yaml": MetadataValue.md(f"```yaml\n{to_yaml(config)}```"),
                 },
             )
+        trained_from(record, key, folder_fingerprint(output_dir))
+        return checkpoint_output(config, output_dir, prefix, manifest, label, wall_seconds=outcome.get("wall_seconds"))
+
+    def checkpoint_output(
+        config: dict,
+        output_dir: Path,
+        prefix: str,
+        manifest: dict,
+        label: str,
+        reused: bool = False,
+        wall_seconds: float | None = None,
+    ) -> Output:
+        """The checkpoint's row, with train and eval loss per step, the loss curve and the rendered YAML."""
         log = read_trainer_log(output_dir)
         train_loss, eval_loss = log.drop_nulls("loss"), log.drop_nulls("eval_loss")
         chart = lines_png(
@@ -150,7 +177,8 @@ def build_training_assets(settings: Settings) -> list:
             "final_eval_loss": float(eval_loss["eval_loss"][-1])
             if eval_loss.height
             else read_final_eval_loss(output_dir),
-            "wall_seconds": outcome.get("wall_seconds"),
+            "reused": reused,
+            "wall_seconds": wall_seconds,
             "checkpoint": MetadataValue.path(str(output_dir)),
         }
         # Output, not a bare frame: a Pipes session makes Dagster treat the body's result as events.

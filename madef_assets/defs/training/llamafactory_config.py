@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,3 +173,27 @@ def read_final_eval_loss(output_dir: Path) -> float | None:
 
 def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def training_key(config: Mapping[str, Any], base_fingerprint: str, dataset_version: str) -> str:
+    """What a checkpoint is trained from: the rendered arguments, the base checkpoint's content and the SFT
+    folder's version. The same key would train the same checkpoint again, so it is reused instead."""
+    text = json.dumps(
+        {"config": config, "base": base_fingerprint, "data": dataset_version}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def trained_from(record: Path, key: str, fingerprint: str) -> None:
+    """Records that the checkpoint with this fingerprint was trained from `key` (written after a successful run)."""
+    record.write_text(json.dumps({"key": key, "fingerprint": fingerprint}), encoding="utf-8")
+
+
+def reusable(record: Path, key: str, fingerprint: Callable[[], str]) -> bool:
+    """Whether the checkpoint recorded in `record` was trained from `key` and is unchanged since (its
+    fingerprint as recorded): then training again would only reproduce it."""
+    try:
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and recorded.get("key") == key and recorded.get("fingerprint") == fingerprint()
