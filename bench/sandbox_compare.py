@@ -20,8 +20,9 @@ from pathlib import Path
 
 import duckdb
 
-from madef_assets.defs.evaluation.general import humaneval_entry_point, humaneval_program, load_humaneval
+from madef_assets.defs.evaluation.general import humaneval_entry_point, humaneval_program
 from madef_assets.defs.evaluation.sandbox import RunCgroup, cgroup_layout, isolation_problem, run_in_sandbox
+from madef_assets.defs.sources.benchmark_files import load_humaneval
 from madef_assets.project import PROJECT_ROOT
 
 

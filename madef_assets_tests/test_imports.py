@@ -83,3 +83,54 @@ def test_relative_and_deferred_imports_are_edges(tmp_path):
 
 def test_madef_has_no_import_circle():
     assert circles(import_graph()) == []
+
+
+# The stages in the order data flows through them (the qualification measures the labeler and the judge the
+# stages before it use). A stage imports from earlier stages and from the shared layers, never from a later
+# one; a shared module of madef_assets/defs/ (frames, panel, verdicts, text, ...) imports from no stage.
+STAGES = (
+    "sources",
+    "intent",
+    "diversity",
+    "responses",
+    "reward",
+    "qualification",
+    "selection",
+    "training",
+    "evaluation",
+)
+WIRING = {"madef_assets.defs.automation"}  # builds the sensors from every stage's assets, as definitions.py does
+
+
+def stage_of(module: str) -> int | None:
+    parts = module.split(".")
+    return STAGES.index(parts[2]) if len(parts) > 2 and parts[1] == "defs" and parts[2] in STAGES else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, imported in sorted(graph.items()):
+        shared = module.startswith("madef_assets.defs.") and module.count(".") == 2 and module not in WIRING
+        here = -1 if shared else stage_of(module)
+        found += [
+            f"{module} -> {target}"
+            for target in sorted(imported)
+            if here is not None and stage_of(target) is not None and stage_of(target) > here
+        ]
+    return found
+
+
+def test_an_import_from_a_later_stage_is_found():
+    graph = {
+        "madef_assets.defs.intent.assets": {"madef_assets.defs.sources.assets", "madef_assets.defs.reward.scores"},
+        "madef_assets.defs.panel": {"madef_assets.defs.verdicts", "madef_assets.defs.sources.normalize"},
+        "madef_assets.definitions": {"madef_assets.defs.evaluation.assets"},
+    }
+    assert upward_imports(graph) == [
+        "madef_assets.defs.intent.assets -> madef_assets.defs.reward.scores",
+        "madef_assets.defs.panel -> madef_assets.defs.sources.normalize",
+    ]
+
+
+def test_no_stage_imports_from_a_later_one():
+    assert upward_imports(import_graph()) == []

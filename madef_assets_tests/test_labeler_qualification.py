@@ -27,9 +27,9 @@ from madef_assets.defs.qualification.labeler import (
     predicted_category,
     sample_per_category,
 )
-from madef_assets.defs.qualification.metrics import UNCERTAIN
 from madef_assets.defs.sources.assets import build_ingest_asset
 from madef_assets.defs.sources.normalize import normalize_source
+from madef_assets.defs.verdicts import UNCERTAIN
 from madef_assets.project import CONFIG_DIR, ConfigError
 from madef_assets.resources import build_resources
 from madef_assets.settings import load_settings

@@ -5,7 +5,7 @@ import json
 import polars as pl
 import pytest
 
-from madef_assets.defs.diversity.dedup import near_duplicates, normalize_text, normalized_texts
+from madef_assets.defs.diversity.dedup import near_duplicates, normalized_texts
 from madef_assets.defs.diversity.generation import (
     FewShotTemplate,
     parse_generated_prompt,
@@ -18,8 +18,9 @@ from madef_assets.defs.intent.labels import normalize_label, parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.responses.cot import parse_cot
 from madef_assets.defs.reward.scores import parse_one_score, parse_score_list, swap_order
-from madef_assets.defs.selection.contamination import contaminated, ngrams
+from madef_assets.defs.selection.contamination import contaminated
 from madef_assets.defs.selection.export import write_llamafactory_dataset
+from madef_assets.defs.text import ngrams, normalize_text
 from madef_assets.llm.resource import ParseError
 from madef_assets.project import CONFIG_DIR
 from madef_assets.prompts import family_version, template

@@ -18,12 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from madef_assets.defs.evaluation.general import (
-    HumanEvalItem,
-    humaneval_entry_point,
-    humaneval_program,
-    load_humaneval,
-)
+from madef_assets.defs.evaluation.general import humaneval_entry_point, humaneval_program
 from madef_assets.defs.evaluation.sandbox import (
     CGROUP_PREFIX,
     SANDBOX_UID,
@@ -37,6 +32,7 @@ from madef_assets.defs.evaluation.sandbox import (
     run_status,
     sandbox_filter,
 )
+from madef_assets.defs.sources.benchmark_files import HumanEvalItem, load_humaneval
 from madef_assets.project import PROJECT_ROOT, ConfigError
 from madef_assets.settings import parse_section
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from madef_assets.defs.selection.contamination import ngrams
+from madef_assets.defs.text import ngrams
 
 # How the error of a row rejected as a copy begins (generation.py, responses/cot.py).
 COPY_ERROR_PREFIXES = ("copies ", "the answer repeats")

@@ -1,4 +1,5 @@
-"""Small helpers for asset bodies: combining source tables and one-row parameter views."""
+"""Table shapes and small helpers for asset bodies: the prompt schema, combining source tables and one-row
+parameter views."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ from typing import Any
 
 import polars as pl
 
-from madef_assets.defs.sources.normalize import PROMPT_SCHEMA
+# The normalized prompt table every source becomes (defs/sources/normalize.py) and the stages read.
+PROMPT_SCHEMA = {
+    "prompt_id": pl.Utf8,
+    "source": pl.Utf8,
+    "lang": pl.Utf8,
+    "prompt": pl.Utf8,
+    "response": pl.Utf8,
+    "source_category": pl.Utf8,
+    "attack_method": pl.Utf8,
+    "meta": pl.Utf8,
+}
 
 
 def concat_prompts(frames: Mapping[str, pl.DataFrame]) -> pl.DataFrame:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from madef_assets.defs.qualification.metrics import UNCERTAIN
+from madef_assets.defs.verdicts import UNCERTAIN
 from madef_assets.llm.resource import LLMBatch, LLMResource, LLMResult
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 from scipy.special import beta, betainc
 
-_NOT_TEXT = re.compile(r"[\W_]+", re.UNICODE)
 SHINGLE_CHARS = 3
 # (false positive, false negative): a missed duplicate counts four times an extra candidate
 LSH_ERROR_WEIGHTS = (0.2, 0.8)
@@ -43,11 +40,6 @@ def lsh_bands_and_rows(threshold: float, num_perm: int, weights: tuple[float, fl
             if error < best_error:
                 best_error, best = error, (bands, rows)
     return best
-
-
-def normalize_text(text: str) -> str:
-    """NFKC, lower case, no whitespace or punctuation: two prompts equal here are exact duplicates."""
-    return _NOT_TEXT.sub("", unicodedata.normalize("NFKC", text).lower())
 
 
 def normalized_texts(texts: pl.Series | pl.Expr) -> pl.Series | pl.Expr:

@@ -17,6 +17,7 @@ from madef_assets.defs.evaluation.candidates import (
     with_fingerprint,
 )
 from madef_assets.defs.evaluation.intervals import with_wilson
+from madef_assets.defs.sources import benchmark_files
 from madef_assets.llm.resource import LLMResource
 from madef_assets.reports import markdown_table
 from madef_assets.settings import Gsm8kConfig, HumanEvalConfig, McqConfig, Settings
@@ -67,7 +68,7 @@ def build_general_assets(
 
     def predict_gsm8k(context, llm: LLMResource, benchmark: str, spec: Gsm8kConfig):
         path, shots_count = data_dir / spec.file, spec.shots
-        items = general.load_gsm8k(path, limit=spec.limit)
+        items = benchmark_files.load_gsm8k(path, limit=spec.limit)
         params = llm.default_params.with_changes(max_new_tokens=spec.max_new_tokens, stop=general.GSM8K_STOP)
         prompts = general.gsm8k_prompts(items, general.load_gsm8k_exemplars(), shots_count)
         batch = llm.generate(prompts, "gsm8k@1", params=params, log=context.log)
@@ -89,8 +90,10 @@ def build_general_assets(
     def predict_mcq(context, llm: LLMResource, benchmark: str, spec: McqConfig):
         zip_path, mapping = data_dir / spec.zip, data_dir / spec.mapping
         split = "val" if benchmark == "ceval" else "test"
-        items = general.load_mcq_benchmark(benchmark, zip_path, mapping, split, limit_per_subject=spec.per_subject)
-        dev = general.load_mcq_benchmark(benchmark, zip_path, mapping, "dev")
+        items = benchmark_files.load_mcq_benchmark(
+            benchmark, zip_path, mapping, split, limit_per_subject=spec.per_subject
+        )
+        dev = benchmark_files.load_mcq_benchmark(benchmark, zip_path, mapping, "dev")
         shots_count = spec.shots
         dev_by_subject: dict[str, list] = {}
         for item in dev:
@@ -123,7 +126,7 @@ def build_general_assets(
         if problem:
             raise Failure(description=f"HumanEval not run: {problem}")
         path = data_dir / spec.file
-        items = general.load_humaneval(path, limit=spec.limit)
+        items = benchmark_files.load_humaneval(path, limit=spec.limit)
         params = llm.default_params.with_changes(max_new_tokens=spec.max_new_tokens, stop=general.HUMANEVAL_STOP)
         batch = llm.generate([item.prompt for item in items], "humaneval@1", params=params, log=context.log)
         completions = [r.value if r.status == "ok" else "" for r in batch.results]

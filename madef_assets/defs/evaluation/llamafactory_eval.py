@@ -31,8 +31,8 @@ import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, Output, PartitionsDefinition, PipesSubprocessClient
 
 from madef_assets.defs.evaluation.candidates import candidate_pools, per_candidate_asset
-from madef_assets.defs.evaluation.general import McqItem, load_mcq_benchmark
 from madef_assets.defs.evaluation.intervals import with_wilson
+from madef_assets.defs.sources.benchmark_files import McqItem, load_mcq_benchmark
 from madef_assets.llm.engines import ENGINES
 from madef_assets.llm.model_files import resolve_model_path
 from madef_assets.reports import markdown_table

@@ -16,12 +16,13 @@ from madef_assets.defs.evaluation.candidates import (
 )
 from madef_assets.defs.evaluation.checks import disjoint_from_sft_result, disjoint_from_sft_spec
 from madef_assets.defs.evaluation.intervals import with_wilson
-from madef_assets.defs.evaluation.judging import answered, parse_safety_judgement, review_key, safety_label
+from madef_assets.defs.evaluation.judging import answered, review_key, safety_label
 from madef_assets.defs.frames import concat_prompts
 from madef_assets.defs.intent.taxonomy import Taxonomy
 from madef_assets.defs.llm_steps import role_step
 from madef_assets.defs.panel import ask_panel
 from madef_assets.defs.selection.contamination import contaminated
+from madef_assets.defs.verdicts import parse_safety_judgement
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import markdown_table

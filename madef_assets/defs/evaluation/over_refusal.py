@@ -22,8 +22,8 @@ from madef_assets.defs.evaluation.judging import answered, review_key
 from madef_assets.defs.evaluation.xstest import settled_class, string_match_class
 from madef_assets.defs.llm_steps import role_step
 from madef_assets.defs.panel import ask_panel
-from madef_assets.defs.qualification.metrics import UNCERTAIN
 from madef_assets.defs.qualification.tasks import REFUSAL, parse_refusal_class
+from madef_assets.defs.verdicts import UNCERTAIN
 from madef_assets.llm.resource import LLMResource, LLMResult
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import markdown_table

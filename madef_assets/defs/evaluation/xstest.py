@@ -4,7 +4,7 @@ answer's class is settled from the judge, the matcher and a reviewer. Plain func
 from __future__ import annotations
 
 from madef_assets.defs.qualification.gold import ANSWER_CLASSES
-from madef_assets.defs.qualification.metrics import UNCERTAIN
+from madef_assets.defs.verdicts import UNCERTAIN
 
 REFUSAL_LIKE = frozenset({"refusal", "partial"})
 REVIEW_DECISIONS = list(ANSWER_CLASSES)

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import polars as pl
 
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
-from madef_assets.defs.qualification.metrics import UNCERTAIN, agreement_report
+from madef_assets.defs.qualification.metrics import agreement_report
+from madef_assets.defs.verdicts import UNCERTAIN
 from madef_assets.llm.resource import LLMResult
 from madef_assets.prompts import template
 

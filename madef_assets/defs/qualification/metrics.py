@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-UNCERTAIN = "uncertain"
+from madef_assets.defs.verdicts import UNCERTAIN
 
 Metric = Callable[[Sequence[Hashable], Sequence[Hashable]], float]
 

@@ -16,10 +16,9 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
-from madef_assets.defs.evaluation.judging import parse_safety_judgement
 from madef_assets.defs.qualification.gold import ANSWER_CLASSES, HARM_BY_ANSWER, PKU_RESPONSES, harmfulness_gold
-from madef_assets.defs.qualification.metrics import UNCERTAIN
 from madef_assets.defs.reward.scores import pair_prompt, parse_two_scores, swap_order
+from madef_assets.defs.verdicts import UNCERTAIN, parse_safety_judgement
 from madef_assets.llm.resource import ParseError
 from madef_assets.prompts import template
 

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
-from madef_assets.defs.diversity.dedup import normalize_text
+from madef_assets.defs.sources.benchmark_files import MCQ_SPLITS, load_gsm8k, load_humaneval, load_mcq_benchmark
+from madef_assets.defs.text import ngrams
 from madef_assets.settings import GeneralConfig
-
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def ngrams(text: str, zh_chars: int, en_words: int) -> set[str]:
-    """Character n-grams of the CJK-bearing normalized text, word n-grams of its Latin words, and the
-    whole normalized text (so a prompt too short for an n-gram is still caught when copied verbatim)."""
-    normalized = normalize_text(text)
-    grams: set[str] = {"x:" + normalized} if normalized else set()
-    if _CJK.search(normalized) and len(normalized) >= zh_chars:
-        grams |= {"c:" + normalized[i : i + zh_chars] for i in range(len(normalized) - zh_chars + 1)}
-    words = _WORD.findall(text.lower())
-    if len(words) >= en_words:
-        grams |= {"w:" + " ".join(words[i : i + en_words]) for i in range(len(words) - en_words + 1)}
-    return grams
 
 
 def contaminated(
@@ -63,24 +47,18 @@ def contaminated_by_reference(
     return leaks
 
 
-# Splits of each multiple-choice benchmark that carry questions with answers (C-Eval's test split has none
-# and its loader refuses it); each loaded where the archive has it.
-MCQ_SPLITS = {"mmlu": ("dev", "val", "test"), "cmmlu": ("dev", "test"), "ceval": ("dev", "val")}
-
-
 def general_eval_questions(config: GeneralConfig) -> dict[str, list[str]]:
     """Every question of the configured general-capability benchmarks (evaluation.general): gsm8k problems,
     MMLU / CMMLU / C-Eval questions of every split present (few-shot dev questions included), HumanEval
-    prompts. A configured file that is missing raises: the contamination gate must not pass on less."""
+    prompts. A configured file that is missing raises: the contamination gate must not pass on less. Every
+    split with answers (MCQ_SPLITS) is read where the archive has it."""
     import json
     import zipfile
-
-    from madef_assets.defs.evaluation import general
 
     data_dir = config.data_dir
     questions: dict[str, list[str]] = {}
     if config.gsm8k:
-        questions["gsm8k"] = [item.question for item in general.load_gsm8k(data_dir / config.gsm8k.file)]
+        questions["gsm8k"] = [item.question for item in load_gsm8k(data_dir / config.gsm8k.file)]
     for benchmark, splits in MCQ_SPLITS.items():
         spec = config.mcq().get(benchmark)
         if spec is None:
@@ -92,7 +70,7 @@ def general_eval_questions(config: GeneralConfig) -> dict[str, list[str]]:
         for split in splits:
             for subject in subjects:
                 try:
-                    items = general.load_mcq_benchmark(benchmark, zip_path, mapping_path, split, subjects=[subject])
+                    items = load_mcq_benchmark(benchmark, zip_path, mapping_path, split, subjects=[subject])
                 except ValueError as exc:
                     if "has no member" in str(exc):  # a sample archive holds some subjects' splits only
                         continue
@@ -100,5 +78,5 @@ def general_eval_questions(config: GeneralConfig) -> dict[str, list[str]]:
                 texts += [item.question for item in items]
         questions[benchmark] = texts
     if config.humaneval:
-        questions["humaneval"] = [item.prompt for item in general.load_humaneval(data_dir / config.humaneval.file)]
+        questions["humaneval"] = [item.prompt for item in load_humaneval(data_dir / config.humaneval.file)]
     return questions

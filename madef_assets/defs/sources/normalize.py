@@ -17,21 +17,12 @@ from typing import Any
 
 import polars as pl
 
+from madef_assets.defs.frames import PROMPT_SCHEMA
 from madef_assets.defs.sources.readers import MERGE_BY_PROMPT, READERS
 from madef_assets.defs.sources.records import RawRecord
 from madef_assets.defs.sources.text import forbidden_char_problem, has_surrogate, visible
 from madef_assets.settings import SourceConfig
 
-PROMPT_SCHEMA = {
-    "prompt_id": pl.Utf8,
-    "source": pl.Utf8,
-    "lang": pl.Utf8,
-    "prompt": pl.Utf8,
-    "response": pl.Utf8,
-    "source_category": pl.Utf8,
-    "attack_method": pl.Utf8,
-    "meta": pl.Utf8,
-}
 QUARANTINE_SCHEMA = {"source": pl.Utf8, "location": pl.Utf8, "reason": pl.Utf8, "raw": pl.Utf8}
 RAW_EXCERPT_CHARS = 500
 
