@@ -4,6 +4,7 @@ PKU-SafeRLHF gold loader (data/pku_saferlhf) with malformed files."""
 
 import csv
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -453,3 +454,30 @@ def test_unreadable_pku_files_are_errors(tmp_path):
             (tmp_path / name).write_text(text, encoding="utf-8")
         with pytest.raises(GoldDataError, match=messages[name]):
             pku_saferlhf_pairs(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    "labels, positive, gold, predicted",
+    [
+        (["a", "b", "c", "uncertain"], "a", None, None),  # random rows, drawn below
+        (["refusal", "compliance", "uncertain"], None, None, None),
+        (["x", "y", "uncertain"], "x", ["x"] * 7, ["x"] * 7),  # p_e = 1: kappa's degenerate case
+        (["x", "y", "uncertain"], "y", ["x"] * 6, ["x", "x", "y", "uncertain", "x", "x"]),  # positive never in gold
+    ],
+)
+def test_bootstrap_agreement_equals_one_bootstrap_per_metric(labels, positive, gold, predicted):
+    """The vectorized intervals of agreement_report are bootstrap_interval's, metric by metric, on the
+    same draws."""
+    from madef_assets.defs.qualification.metrics import bootstrap_agreement
+
+    rng = random.Random(7)
+    gold = gold or [rng.choice(labels[:-1]) for _ in range(53)]
+    predicted = predicted or [g if rng.random() < 0.6 else rng.choice(labels) for g in gold]
+    fast = bootstrap_agreement(gold, predicted, labels, positive, n_resamples=300, seed=3)
+    metrics = {"accuracy": accuracy, "kappa": cohen_kappa, "macro_f1": macro_f1}
+    if positive is not None:
+        metrics["f1"] = lambda truth, guess: f1(truth, guess, positive)
+    assert set(fast) == set(metrics)
+    for name, metric in metrics.items():
+        slow = bootstrap_interval(gold, predicted, metric, n_resamples=300, seed=3)
+        assert fast[name] == pytest.approx(slow, rel=1e-12, abs=1e-12), name

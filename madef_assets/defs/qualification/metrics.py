@@ -153,6 +153,51 @@ def bootstrap_interval(
     return (float(low), float(high))
 
 
+def bootstrap_agreement(
+    gold: Sequence[Hashable],
+    predicted: Sequence[Hashable],
+    labels: Sequence[Hashable],
+    positive: Hashable | None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """`bootstrap_interval` of accuracy, cohen_kappa, f1 (of `positive`, when given) and macro_f1 at once,
+    on the same resamples (the same draws as bootstrap_interval's for this n and seed), computed from each
+    resample's confusion matrix with numpy instead of one Python pass per resample and metric: the same
+    formulas, degenerate cases included, at a small fraction of the time."""
+    n = _check_pairs(gold, predicted)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+    position = {label: index for index, label in enumerate(labels)}
+    k = len(labels)
+    codes = np.array([position[t] * k + position[g] for t, g in zip(gold, predicted, strict=True)])
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    offsets = np.arange(n_resamples)[:, None] * (k * k)
+    matrices = np.bincount((codes[draws] + offsets).ravel(), minlength=n_resamples * k * k).reshape(-1, k, k)
+    true_pos = np.diagonal(matrices, axis1=1, axis2=2)
+    gold_counts, predicted_counts = matrices.sum(axis=2), matrices.sum(axis=1)
+    observed = true_pos.sum(axis=1) / n
+    expected = (gold_counts * predicted_counts).sum(axis=1) / (n * n)
+    degenerate = np.isclose(expected, 1.0, rtol=1e-9, atol=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = np.where(
+            degenerate,
+            np.where(np.isclose(observed, 1.0, rtol=1e-9, atol=0.0), 1.0, 0.0),
+            (observed - expected) / (1.0 - expected),
+        )
+        denominators = gold_counts + predicted_counts  # 2·TP + FP + FN per class
+        per_class = np.where(denominators > 0, 2 * true_pos / np.where(denominators > 0, denominators, 1), 0.0)
+    counted = (denominators > 0) & np.array([label != UNCERTAIN for label in labels])
+    classes = counted.sum(axis=1)
+    macro = np.where(classes > 0, (per_class * counted).sum(axis=1) / np.maximum(classes, 1), 0.0)
+    values = {"accuracy": observed, "kappa": kappa, "macro_f1": macro}
+    if positive is not None:
+        values["f1"] = per_class[:, position[positive]]
+    quantiles = [(1 - level) / 2, (1 + level) / 2]
+    return {name: tuple(float(q) for q in np.quantile(v, quantiles)) for name, v in values.items()}
+
+
 def agreement_report(
     gold: Sequence[Hashable],
     predicted: Sequence[Hashable | None],
@@ -185,23 +230,18 @@ def agreement_report(
     matrix = confusion(gold, rated, report_labels)  # first, so an unknown predicted label fails fast
     unparsed = sum(guess == UNCERTAIN for guess in rated)
 
-    def interval(metric: Metric) -> tuple[float, float]:
-        return bootstrap_interval(gold, rated, metric, n_resamples=n_resamples, seed=seed)
-
-    def positive_f1(truth: Sequence[Hashable], guess: Sequence[Hashable]) -> float:
-        return f1(truth, guess, positive)
-
+    intervals = bootstrap_agreement(gold, rated, report_labels, positive, n_resamples, seed)
     return {
         "n": n,
         "labels": report_labels,
         "accuracy": accuracy(gold, rated),
-        "accuracy_ci": interval(accuracy),
+        "accuracy_ci": intervals["accuracy"],
         "kappa": cohen_kappa(gold, rated),
-        "kappa_ci": interval(cohen_kappa),
-        "f1": None if positive is None else positive_f1(gold, rated),
-        "f1_ci": None if positive is None else interval(positive_f1),
+        "kappa_ci": intervals["kappa"],
+        "f1": None if positive is None else f1(gold, rated, positive),
+        "f1_ci": intervals.get("f1"),
         "macro_f1": macro_f1(gold, rated),
-        "macro_f1_ci": interval(macro_f1),
+        "macro_f1_ci": intervals["macro_f1"],
         "confusion": matrix,
         "unparsed": unparsed,
         "unparsed_rate": unparsed / n,
