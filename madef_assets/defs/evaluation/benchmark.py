@@ -22,21 +22,10 @@ from dagster import StaticPartitionsDefinition
 from madef_assets.defs.evaluation.intervals import compare_with_intervals
 from madef_assets.llm.resource import LLMResource
 from madef_assets.reports import markdown_table
+from madef_assets.review.decisions import QUEUE_FIELDS
 from madef_assets.settings import Settings
 
 LlmFor = Callable[[pl.DataFrame, bool], LLMResource]
-# The columns of the review queue (review_queue): what a human sees and may decide.
-QUEUE_COLUMNS = (
-    "review_key",
-    "benchmark",
-    "candidate",
-    "category",
-    "prompt",
-    "response",
-    "judge_label",
-    "judge_reason",
-    "allowed_decisions",
-)
 
 
 @dataclass(frozen=True)
@@ -74,7 +63,7 @@ class ReportView:
 
 @dataclass(frozen=True)
 class ReviewSource:
-    """Rows of a judged asset that wait for a human: `select` returns them in QUEUE_COLUMNS."""
+    """Rows of a judged asset that wait for a human: `select` returns them in QUEUE_FIELDS."""
 
     asset: str
     select: Callable[[pl.DataFrame], pl.DataFrame]
@@ -116,10 +105,8 @@ def judge_users() -> tuple[str, ...]:
 
 
 def queue_rows(selected: Sequence[pl.DataFrame]) -> pl.DataFrame:
-    """The review queue: every benchmark's rows that wait for a human, in QUEUE_COLUMNS."""
-    frames = [frame.select(QUEUE_COLUMNS) for frame in selected]
+    """The review queue: every benchmark's rows that wait for a human, in QUEUE_FIELDS."""
+    frames = [frame.select(QUEUE_FIELDS) for frame in selected]
     if not frames:
-        return pl.DataFrame(
-            schema={c: pl.List(pl.Utf8) if c == "allowed_decisions" else pl.Utf8 for c in QUEUE_COLUMNS}
-        )
+        return pl.DataFrame(schema={c: pl.List(pl.Utf8) if c == "allowed_decisions" else pl.Utf8 for c in QUEUE_FIELDS})
     return pl.concat(frames, how="vertical_relaxed")
