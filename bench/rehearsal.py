@@ -61,10 +61,12 @@ def small_profile(server_url: str, target: Path) -> Path:
     profile = {**demo, "profile": "rehearsal-small", "models": rehearsal["models"], "gpu": rehearsal["gpu"]}
     profile["evaluation"] = {**demo["evaluation"], "candidates": rehearsal["evaluation"]["candidates"]}
     # One rate (the demo compares two): the rehearsal's tuned candidate is served; one endpoint, one checkpoint.
+    # One step, saved once at the end, no validation split: the rehearsal is about the served roles, and a
+    # training step's own checks are test_training's.
     profile["training"] = {
         **demo["training"],
         "learning_rates": demo["training"].get("learning_rates", [1e-5])[:1],
-        "args": {**demo["training"]["args"], "max_steps": 1, "save_steps": 1},
+        "args": {**demo["training"]["args"], "max_steps": 1, "val_size": 0, "eval_strategy": "no"},
     }
     # Production's rejection sampling; the gates wider, since a few dozen rows per asset make rates coarse.
     profile["method"] = {

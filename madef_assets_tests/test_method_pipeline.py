@@ -212,7 +212,7 @@ def test_failing_training_fails_the_materialization_with_the_error(first_run, mo
 def tiny_evaluation_profile(tmp_path) -> str:
     raw = yaml.safe_load(open(tmp_path / "train.yaml"))
     raw["evaluation"].update(
-        params={"temperature": 0.0, "max_new_tokens": 12},
+        params={"temperature": 0.0, "max_new_tokens": 8},
         safetybench={"source": "safetybench", "per_category": 1, "answer_modes": ["logprobs", "generate"]},
         new_safety={"sources": ["s_eval", "xsafety", "beavertails_eval"], "per_category": 1},
         review_dir=str(tmp_path / "review"),
@@ -221,15 +221,16 @@ def tiny_evaluation_profile(tmp_path) -> str:
         over_refusal={"source": "xstest", "per_type": 1, "max_new_tokens": 8},
     )
     raw["evaluation"]["safetybench"]["max_new_tokens"] = 8
+    raw["models"]["judge"]["params"]["max_new_tokens"] = 8  # a label and the start of a reason
     raw["sources"]["cvalues_mc"] = {
         "reader": "cvalues_responsibility_mc",
         "files": [{"path": str(FIXTURES / "cvalues_responsibility_mc.jsonl"), "lang": "zh"}],
     }
     general = raw["evaluation"]["general"]
-    general["gsm8k"].update(limit=1, shots=1, max_new_tokens=12)
+    general["gsm8k"].update(limit=1, shots=1, max_new_tokens=8)
     for benchmark in ("mmlu", "cmmlu", "ceval"):
         general[benchmark].update(per_subject=1, shots=1)
-    general["humaneval"].update(limit=1, max_new_tokens=24)
+    general["humaneval"].update(limit=1, max_new_tokens=16)
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
     return str(tmp_path / "eval.yaml")
 
