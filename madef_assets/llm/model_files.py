@@ -40,10 +40,21 @@ TOKENIZER_PROBE = "The quick brown fox jumps over the lazy dog."
 
 def gguf_flag(gguf_path: Path, key: str) -> bool | None:
     """A boolean metadata field of a GGUF file (e.g. tokenizer.ggml.add_bos_token), None when absent."""
-    from gguf import GGUFReader
+    stat = Path(gguf_path).stat()
+    return _gguf_flags(str(gguf_path), stat.st_size, stat.st_mtime_ns).get(key)
 
-    field = GGUFReader(str(gguf_path)).fields.get(key)
-    return None if field is None or not field.data else bool(field.parts[field.data[0]][0])
+
+@lru_cache(maxsize=8)
+def _gguf_flags(path: str, size: int, mtime_ns: int) -> dict[str, bool]:
+    """Every one-value boolean metadata field of a GGUF file, read once per file version (the reader parses
+    the whole vocabulary: seconds for the bundled model)."""
+    from gguf import GGUFReader, GGUFValueType
+
+    return {
+        name: bool(field.parts[field.data[0]][0])
+        for name, field in GGUFReader(path).fields.items()
+        if field.types == [GGUFValueType.BOOL] and len(field.data) == 1
+    }
 
 
 def converted_tokenizer_problem(tokenizer, add_bos: bool) -> str | None:
