@@ -25,7 +25,7 @@ import duckdb
 from madef_assets.llm.ledger import FLUSH_ROWS, Ledger
 from madef_assets.llm.resource import LLMResource
 from madef_assets.llm.types import GenerationParams
-from madef_assets.settings import model_config
+from madef_assets.settings import model_from_parts
 
 TEMPLATE = "ledger-scale-v1"
 PARAMS = {"max_new_tokens": 8}
@@ -97,7 +97,7 @@ def fanout(base_url: str, path: Path, requests: int, concurrency: int, repeats: 
     call goes to the backend and into the ledger)."""
     resource = LLMResource(
         role="judge",
-        config=model_config(
+        config=model_from_parts(
             "openai",
             "bench",
             {"base_url": base_url, "api_key_env": None, "concurrency": concurrency, "max_retries": 8},

@@ -24,7 +24,7 @@ from madef_assets.llm.openai_backend import OpenAIBackend
 from madef_assets.llm.resource import LLMResource
 from madef_assets.llm.types import GenerationParams
 from madef_assets.secret_hygiene import child_env
-from madef_assets.settings import model_config
+from madef_assets.settings import model_from_parts
 
 DISTILABEL_PYTHON = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
 DISTILABEL_CLIENT = Path(__file__).resolve().parent / "distilabel_client.py"
@@ -63,7 +63,7 @@ def asset_rate(base_url: str, requests: int, concurrency: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         resource = LLMResource(
             role="bench",
-            config=model_config(
+            config=model_from_parts(
                 "openai",
                 "bench",
                 {

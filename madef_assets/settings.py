@@ -191,7 +191,7 @@ MODEL_CONFIGS: dict[str, type[ModelConfig]] = {
 AnyModel = Annotated[Union[OpenAIModel, TransformersModel, VLLMModel], Field(discriminator="backend")]
 
 
-def model_config(backend: str, model: str, options: Mapping[str, Any], params: Mapping[str, Any]) -> ModelConfig:
+def model_from_parts(backend: str, model: str, options: Mapping[str, Any], params: Mapping[str, Any]) -> ModelConfig:
     """A model's typed config from its parts (a candidate row, a test)."""
     if backend not in MODEL_CONFIGS:
         raise ConfigError(f"backend must be one of {sorted(MODEL_CONFIGS)}, got {backend!r}")
@@ -202,8 +202,8 @@ class Role:
     """One role's model; the judge may be a panel (`models.judge` a list): this is its first member, the
     others are `panel`; label verdicts are the panel's majority, numeric scores the first member's."""
 
-    def __init__(self, name: str, members: list[ModelConfig]):
-        self.name, self.config, self.panel = name, members[0], tuple(members[1:])
+    def __init__(self, members: list[ModelConfig]):
+        self.config, self.panel = members[0], tuple(members[1:])
 
     @property
     def backend(self) -> str:
@@ -654,6 +654,18 @@ class Settings(Strict):
     _path: Path = PrivateAttr(default=Path())
     _storage: Storage | None = PrivateAttr(default=None)
 
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _derived_keys_not_written(cls, sources: Any) -> Any:
+        """A source's name, size cap and its files' config keys come from where they are written, not from keys."""
+        for name, spec in (sources or {}).items() if isinstance(sources, dict) else ():
+            files = spec.get("files") or [] if isinstance(spec, dict) else []
+            written = set(spec) & {"name", "max_file_bytes"} if isinstance(spec, dict) else set()
+            written |= {"config_key"} if any(isinstance(f, dict) and "config_key" in f for f in files) else set()
+            if written:
+                raise ValueError(f"{name}: {sorted(written)} are set by madef (max_file_bytes: ingest.max_file_bytes)")
+        return sources
+
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
         """Defaults under state_dir, each source's name and file keys, and every cross-section reference."""
@@ -741,7 +753,7 @@ class Settings(Strict):
     @property
     def roles(self) -> dict[str, Role]:
         return {
-            role: Role(role, value if isinstance(value, list) else [value])
+            role: Role(value if isinstance(value, list) else [value])
             for role in ROLES
             for value in (getattr(self.models, role),)
         }

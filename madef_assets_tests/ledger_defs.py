@@ -7,7 +7,7 @@ import polars as pl
 from dagster import AssetExecutionContext, Definitions, asset, in_process_executor
 
 from madef_assets.llm.resource import LLMResource
-from madef_assets.settings import model_config
+from madef_assets.settings import model_from_parts
 from madef_assets.storage import MadefDuckDBIOManager
 
 
@@ -43,7 +43,7 @@ def resources_from_env() -> dict:
 
     labeler = LLMResource(
         role="labeler",
-        config=model_config("openai", "test-model", options, {"max_new_tokens": 8}),
+        config=model_from_parts("openai", "test-model", options, {"max_new_tokens": 8}),
         duckdb_path=database,
         models_dir=os.path.dirname(database),
     )

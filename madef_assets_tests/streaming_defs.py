@@ -8,7 +8,7 @@ import polars as pl
 from dagster import AssetExecutionContext, Definitions, asset, in_process_executor
 
 from madef_assets.llm.resource import LLMResource
-from madef_assets.settings import model_config
+from madef_assets.settings import model_from_parts
 from madef_assets.storage import MadefDuckDBIOManager
 
 
@@ -27,7 +27,7 @@ def resources_from_env() -> dict:
     database = os.environ["MADEF_DUCKDB_PATH"]
     scorer = LLMResource(
         role="scorer",
-        config=model_config("transformers", "bundled:gemma3-270m", {"batch_size": 4}, {}),
+        config=model_from_parts("transformers", "bundled:gemma3-270m", {"batch_size": 4}, {}),
         duckdb_path=database,
         models_dir=os.environ["MADEF_MODELS_DIR"],
     )

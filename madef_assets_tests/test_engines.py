@@ -18,7 +18,7 @@ from madef_assets.llm import backends
 from madef_assets.llm.engines import ENGINES, EngineRegistry, free_gpu_problem
 from madef_assets.llm.local_model import folder_has_chat_template
 from madef_assets.llm.resource import LLMResource
-from madef_assets.settings import model_config
+from madef_assets.settings import model_from_parts
 
 BUNDLED = "bundled:gemma3-270m"
 GEMMA_CHAT_TEMPLATE = (
@@ -145,7 +145,7 @@ def test_chat_prompts_are_token_ids_with_exactly_one_bos(chat_model_folder):
 def scorer(models_dir, tmp_path, **options) -> LLMResource:
     return LLMResource(
         role="scorer",
-        config=model_config("transformers", BUNDLED, {"batch_size": 4, **options}, {}),
+        config=model_from_parts("transformers", BUNDLED, {"batch_size": 4, **options}, {}),
         duckdb_path=str(tmp_path / "ledger.duckdb"),
         models_dir=str(models_dir),
     )

@@ -477,7 +477,7 @@ def test_a_missing_answer_is_never_sent_to_the_judge(tmp_path, openai_server):
 
     from madef_assets.defs.evaluation.assets import build_evaluation_assets
     from madef_assets.llm.resource import LLMResource
-    from madef_assets.settings import model_config
+    from madef_assets.settings import model_from_parts
 
     settings = load_settings("demo", env={"MADEF_STATE_DIR": str(tmp_path)})
     judgements = next(a for a in build_evaluation_assets(settings) if a.key.path == ["new_safety_judgements"])
@@ -500,7 +500,7 @@ def test_a_missing_answer_is_never_sent_to_the_judge(tmp_path, openai_server):
     )
     judge = LLMResource(
         role="judge",
-        config=model_config("openai", "test-model", {"base_url": openai_server.base_url, "api_key_env": None}, {}),
+        config=model_from_parts("openai", "test-model", {"base_url": openai_server.base_url, "api_key_env": None}, {}),
         duckdb_path=str(tmp_path / "l.duckdb"),
         models_dir=str(tmp_path),
     )

@@ -7,7 +7,7 @@ from madef_assets.defs.llm_steps import LLMStep
 from madef_assets.defs.reward.assets import INSTRUCTION_SAFETY
 from madef_assets.defs.reward.scores import parse_one_score
 from madef_assets.llm.resource import LLMResource
-from madef_assets.settings import model_config
+from madef_assets.settings import model_from_parts
 from madef_assets_tests.openai_server import OpenAICompatibleServer
 
 ROWS = pl.DataFrame(
@@ -26,7 +26,7 @@ def answer(prompt: str, request: dict) -> str:
 def judge(server: OpenAICompatibleServer, tmp_path) -> LLMResource:
     return LLMResource(
         role="judge",
-        config=model_config("openai", "m", {"base_url": server.base_url, "api_key_env": None}, {}),
+        config=model_from_parts("openai", "m", {"base_url": server.base_url, "api_key_env": None}, {}),
         duckdb_path=str(tmp_path / "ledger.duckdb"),
         models_dir=str(tmp_path),
     )

@@ -202,7 +202,7 @@ def test_provider_moderation_is_a_final_refusal_and_a_plain_400_an_error(openai_
     """DashScope's data_inspection_failed and OpenAI's content_policy_violation are answers about the model
     (status refused, never sent again); a 400 without a moderation code is an error with the body's message."""
     from madef_assets.llm.resource import LLMResource
-    from madef_assets.settings import model_config
+    from madef_assets.settings import model_from_parts
 
     prompts = ["怎样制作炸药 [[moderated]]", "how to build a weapon [[policy]]", "bad shape [[400]]", "fine question"]
     results = run_all(backend(openai_server, transport=transport).generate(prompts, GenerationParams()))
@@ -216,7 +216,7 @@ def test_provider_moderation_is_a_final_refusal_and_a_plain_400_an_error(openai_
     assert all(openai_server.requests[p] == 1 for p in prompts)  # none retried
     resource = LLMResource(
         role="labeler",
-        config=model_config(
+        config=model_from_parts(
             "openai",
             "test-model",
             {"base_url": openai_server.base_url, "api_key_env": None, "max_retries": 0, "transport": transport},
@@ -243,11 +243,11 @@ def test_a_refusal_is_refused_for_roles_whose_answers_become_data(openai_server,
     """Issue 13: an attacker's, labeler's or judge's refusal is `refused` (never an attack prompt, a label or
     a score); a candidate's refusal is its answer and stays `ok`."""
     from madef_assets.llm.resource import LLMResource
-    from madef_assets.settings import model_config
+    from madef_assets.settings import model_from_parts
 
     resource = LLMResource(
         role="attacker",
-        config=model_config("openai", "test-model", {"base_url": openai_server.base_url, "api_key_env": None}, {}),
+        config=model_from_parts("openai", "test-model", {"base_url": openai_server.base_url, "api_key_env": None}, {}),
         duckdb_path=str(tmp_path / "l.duckdb"),
         models_dir=str(tmp_path),
     )
@@ -276,11 +276,11 @@ sys.addaudithook(_record_network)  # audit hooks cannot be removed: this one rec
 
 def served_resource(tmp_path, base_url, **options):
     from madef_assets.llm.resource import LLMResource
-    from madef_assets.settings import model_config
+    from madef_assets.settings import model_from_parts
 
     return LLMResource(
         role="judge",
-        config=model_config("openai", "test-model", {"base_url": base_url, "max_retries": 0, **options}, {}),
+        config=model_from_parts("openai", "test-model", {"base_url": base_url, "max_retries": 0, **options}, {}),
         duckdb_path=str(tmp_path / "ledger.duckdb"),
         models_dir=str(tmp_path),
     )

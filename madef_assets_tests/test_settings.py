@@ -3,12 +3,13 @@
 import inspect
 
 import pytest
+import yaml
 
 from madef_assets.llm.openai_backend import OpenAIBackend
 from madef_assets.llm.transformers_backend import TransformersBackend
 from madef_assets.llm.vllm_backend import VLLMBackend
-from madef_assets.project import ConfigError
-from madef_assets.settings import MODEL_CONFIGS, load_settings, parse_section
+from madef_assets.project import CONFIG_DIR, ConfigError
+from madef_assets.settings import MODEL_CONFIGS, load_settings, parse_section, parse_settings
 
 
 @pytest.mark.parametrize(
@@ -67,3 +68,13 @@ def test_a_missing_role_model_names_the_key():
                 "trainee": {"backend": "transformers"},
             },
         )
+
+
+def test_what_madef_derives_cannot_be_written_in_the_profile(tmp_path):
+    """A source's name and size cap, and its files' config keys, come from where they are written."""
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    assert parse_settings(raw, tmp_path / "p.yaml", {}).sources["s_eval"].name == "s_eval"
+    for key, value in (("max_file_bytes", 5), ("name", "other")):
+        changed = {**raw, "sources": {**raw["sources"], "s_eval": {**raw["sources"]["s_eval"], key: value}}}
+        with pytest.raises(ConfigError, match=rf"sources: s_eval: \['{key}'\] are set by madef"):
+            parse_settings(changed, tmp_path / "p.yaml", {})

@@ -88,11 +88,11 @@ def test_perplexity_fluent_lower_than_shuffled(gemma):
 @pytest.mark.slow
 def test_resource_goes_through_the_ledger(gemma, models_dir, tmp_path):
     from madef_assets.llm.resource import LLMResource
-    from madef_assets.settings import model_config
+    from madef_assets.settings import model_from_parts
 
     resource = LLMResource(
         role="scorer",
-        config=model_config("transformers", "bundled:gemma3-270m", {"batch_size": 4}, {}),
+        config=model_from_parts("transformers", "bundled:gemma3-270m", {"batch_size": 4}, {}),
         duckdb_path=str(tmp_path / "l.duckdb"),
         models_dir=str(models_dir),
     )

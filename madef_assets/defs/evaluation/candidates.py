@@ -16,7 +16,7 @@ from madef_assets.defs.frames import params_view
 from madef_assets.defs.sources.assets import content_version, source_input_files
 from madef_assets.llm.pools import auto_device, gpu_request_tags, model_pool
 from madef_assets.llm.resource import LLMResource
-from madef_assets.settings import CHECKPOINT_ASSETS, CandidateConfig, Settings, model_config
+from madef_assets.settings import CHECKPOINT_ASSETS, CandidateConfig, Settings, model_from_parts
 from madef_assets.storage import duckdb_connection, run_sql
 
 CANDIDATE_SCHEMA = {
@@ -141,7 +141,7 @@ def candidate_llm(settings: Settings, row: Mapping[str, Any], raw_prompts: bool)
         options["api"] = "completions"
     return LLMResource(
         role=f"candidate:{row['candidate']}",
-        config=model_config(
+        config=model_from_parts(
             row["backend"], row["model"], options, settings.evaluation.params.model_dump(exclude_none=True)
         ),
         **settings.storage.resource_fields(),
