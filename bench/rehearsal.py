@@ -67,6 +67,9 @@ def small_profile(server_url: str, target: Path) -> Path:
         **demo["training"],
         "learning_rates": demo["training"].get("learning_rates", [1e-5])[:1],
         "args": {**demo["training"]["args"], "max_steps": 1, "val_size": 0, "eval_strategy": "no"},
+        # Outside each run's state: the resumed run finds the checkpoint trained from the same base, SFT folder
+        # and arguments, and reuses it instead of training again.
+        "output_dir": str(target.parent / "checkpoints" / "finetuned"),
     }
     # Production's rejection sampling; the gates wider, since a few dozen rows per asset make rates coarse.
     profile["method"] = {
@@ -74,6 +77,7 @@ def small_profile(server_url: str, target: Path) -> Path:
         "rejection_sampling": True,
         "max_refusal_rate": 0.3,
         "max_parse_failure_rate": 0.3,
+        "sft_export_dir": str(target.parent / "sft_dataset"),
     }
     text = yaml.safe_dump(profile, allow_unicode=True, sort_keys=False).replace(
         f"http://127.0.0.1:{FULL_PORT}/v1", server_url

@@ -4,28 +4,26 @@ the judge's labels and the safe rate per category (review decisions applied)."""
 from collections.abc import Callable
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition, asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey, Output, StaticPartitionsDefinition, asset
 
-from madef_assets.defs.evaluation.candidates import (
-    candidate_pools,
-    fingerprint,
-    per_candidate_asset,
-    sample_per_group,
-    sources_hash,
-    with_fingerprint,
-)
+from madef_assets.defs.evaluation.candidates import candidate_pools, per_candidate_asset, sample_per_group, sources_hash
 from madef_assets.defs.evaluation.checks import disjoint_from_sft_result, disjoint_from_sft_spec
 from madef_assets.defs.evaluation.intervals import with_wilson
-from madef_assets.defs.evaluation.judging import answered, review_key, safety_label
+from madef_assets.defs.evaluation.judged import (
+    Verdicts,
+    candidate_answers,
+    counts,
+    in_row_language,
+    judge_answers,
+    scores_table,
+)
+from madef_assets.defs.evaluation.judging import review_key, safety_label
 from madef_assets.defs.frames import concat_prompts
 from madef_assets.defs.intent.taxonomy import Taxonomy
 from madef_assets.defs.llm_steps import role_step
-from madef_assets.defs.panel import ask_panel
 from madef_assets.defs.selection.contamination import contaminated
-from madef_assets.defs.verdicts import parse_safety_judgement
+from madef_assets.defs.verdicts import SafetyJudgement, parse_safety_judgement
 from madef_assets.llm.resource import LLMResource
-from madef_assets.prompts import family_version, template
-from madef_assets.reports import markdown_table
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
@@ -93,18 +91,15 @@ def build_new_safety_assets(
     ):
         """Each benchmark prompt answered by the candidate (chat template when the model has one)."""
         llm = llm_for(candidate_model, raw_prompts=False)
-        params = llm.default_params.with_changes(max_new_tokens=new_safety.max_new_tokens)
-        batch = llm.generate(
-            new_safety_benchmark["prompt"].to_list(), "new_safety_response@1", params=params, log=context.log
+        return candidate_answers(
+            context,
+            llm,
+            new_safety_benchmark,
+            ("prompt_id", "category", "lang", "prompt"),
+            "new_safety_response@1",
+            llm.default_params.with_changes(max_new_tokens=new_safety.max_new_tokens),
+            sources_hash(settings, new_safety.sources),
         )
-        table = new_safety_benchmark.select("prompt_id", "category", "lang", "prompt").with_columns(
-            candidate=pl.lit(context.partition_key),
-            response=pl.Series([r.value if r.status == "ok" else None for r in batch.results], dtype=pl.Utf8),
-            status=pl.Series([r.status for r in batch.results]),
-            error=pl.Series([r.error for r in batch.results], dtype=pl.Utf8),
-        )
-        table = with_fingerprint(table, fingerprint(llm, params.as_dict(), sources_hash(settings, new_safety.sources)))
-        return Output(table, metadata=batch.metadata())
 
     @per_candidate_asset(
         candidates,
@@ -116,52 +111,25 @@ def build_new_safety_assets(
         """The judge's label per response: safe / unsafe / uncertain with a short reason (a panel's majority,
         its votes in the reason; a tie is uncertain). An unparseable verdict or a missing response is
         `uncertain` and goes to the review queue."""
-        rows = new_safety_responses.to_dicts()
-        judged = answered([r["response"] for r in rows], [r["status"] for r in rows])
-        answers = ask_panel(
+        verdicts = judge_answers(
+            context,
             judge,
-            [
-                template("new_safety_judge", rows[i]["lang"]).render(
-                    prompt=rows[i]["prompt"], response=rows[i]["response"]
-                )
-                for i in judged
-            ],
-            family_version("new_safety_judge"),
+            new_safety_responses,
+            in_row_language("new_safety_judge"),
+            "new_safety_judge",
             safety_label,
-            context.log,
         )
-        results, labels = dict(zip(judged, answers.first.results)), dict(zip(judged, answers.labels))
-        votes = dict(zip(judged, zip(*answers.votes))) if len(answers.models) > 1 else {}
-        verdicts = [
-            parse_safety_judgement(results[i].value) if i in results and results[i].status == "ok" else None
-            for i in range(len(rows))
-        ]
-        reasons = [
-            v.reason
-            if v
-            else (
-                f"judge call failed: {results[i].error}"
-                if i in results
-                else f"no answer to judge ({rows[i]['status']}: {rows[i]['error']})"
-            )
-            for i, v in enumerate(verdicts)
-        ]
-        reasons = [
-            f"panel votes {', '.join(votes[i])}; {reason}" if i in votes else reason for i, reason in enumerate(reasons)
+        parsed = [
+            parse_safety_judgement(result.value) if result is not None and result.status == "ok" else None
+            for result in map(verdicts.results.get, range(len(verdicts.rows)))
         ]
         table = new_safety_responses.select(
             "candidate", "prompt_id", "category", "lang", "prompt", "response"
         ).with_columns(
-            judge_label=pl.Series([labels.get(i, "uncertain") for i in range(len(rows))]),
-            judge_reason=pl.Series(reasons, dtype=pl.Utf8),
-            judge_parsed=pl.Series([bool(v and v.parsed) for v in verdicts]),
-            judge_raw_output=pl.Series(
-                [
-                    results[i].output if i in results and isinstance(results[i].output, str) else None
-                    for i in range(len(rows))
-                ],
-                dtype=pl.Utf8,
-            ),
+            judge_label=pl.Series(verdicts.labels, dtype=pl.Utf8),
+            judge_reason=pl.Series([judge_reason(verdicts, i, v) for i, v in enumerate(parsed)], dtype=pl.Utf8),
+            judge_parsed=pl.Series([bool(v and v.parsed) for v in parsed]),
+            judge_raw_output=verdicts.raw_outputs(),
             review_key=pl.Series(
                 [
                     review_key("new_safety", context.partition_key, p, r)
@@ -169,16 +137,7 @@ def build_new_safety_assets(
                 ]
             ),
         )
-        counts = {k: int(v) for k, v in table.group_by("judge_label").len().sort("judge_label").iter_rows()}
-        return Output(
-            table,
-            metadata={
-                **answers.metadata(),
-                "labels": counts,
-                "judge_model": ", ".join(answers.models),
-                "unanswered": len(rows) - len(judged),
-            },
-        )
+        return Output(table, metadata={**verdicts.metadata(), "labels": counts(table, "judge_label")})
 
     @per_candidate_asset(candidates, {"duckdb", "sql"})
     def new_safety_scores(
@@ -193,27 +152,20 @@ def build_new_safety_assets(
             "safe",
             "prompts",
         )
-        if new_safety_responses.height:
-            table = with_fingerprint(table, new_safety_responses.row(0, named=True))
-        context.add_output_metadata(
-            {
-                "scores": MetadataValue.md(
-                    markdown_table(
-                        table.select(
-                            "category",
-                            "prompts",
-                            "safe",
-                            "unsafe",
-                            "pending_review",
-                            "from_review",
-                            "safe_rate",
-                            "ci_low",
-                            "ci_high",
-                        )
-                    )
-                )
-            }
-        )
-        return table
+        shown = ("category", "prompts", "safe", "unsafe", "pending_review", "from_review", "safe_rate")
+        return scores_table(context, table, new_safety_responses, (*shown, "ci_low", "ci_high"))
 
     return [new_safety_benchmark, new_safety_responses, new_safety_judgements, new_safety_scores]
+
+
+def judge_reason(verdicts: Verdicts, row: int, verdict: SafetyJudgement | None) -> str:
+    """The judge's reason, why there is none, and a panel's votes."""
+    result = verdicts.results.get(row)
+    if verdict:
+        reason = verdict.reason
+    elif result is not None:
+        reason = f"judge call failed: {result.error}"
+    else:
+        reason = f"no answer to judge ({verdicts.rows[row]['status']}: {verdicts.rows[row]['error']})"
+    votes = verdicts.votes(row)
+    return f"panel votes {', '.join(votes)}; {reason}" if votes else reason

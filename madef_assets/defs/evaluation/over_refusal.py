@@ -7,26 +7,18 @@ import json
 from collections.abc import Callable
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition
+from dagster import AssetExecutionContext, AssetIn, AssetKey, Output, StaticPartitionsDefinition
 
-from madef_assets.defs.evaluation.candidates import (
-    candidate_pools,
-    fingerprint,
-    per_candidate_asset,
-    sample_per_group,
-    sources_hash,
-    with_fingerprint,
-)
+from madef_assets.defs.evaluation.candidates import candidate_pools, per_candidate_asset, sample_per_group, sources_hash
 from madef_assets.defs.evaluation.intervals import with_wilson
-from madef_assets.defs.evaluation.judging import answered, review_key
+from madef_assets.defs.evaluation.judged import candidate_answers, counts, judge_answers, scores_table
+from madef_assets.defs.evaluation.judging import review_key
 from madef_assets.defs.evaluation.xstest import settled_class, string_match_class
 from madef_assets.defs.llm_steps import role_step
-from madef_assets.defs.panel import ask_panel
 from madef_assets.defs.qualification.tasks import REFUSAL, parse_refusal_class
 from madef_assets.defs.verdicts import UNCERTAIN
 from madef_assets.llm.resource import LLMResource, LLMResult
-from madef_assets.prompts import family_version, template
-from madef_assets.reports import markdown_table
+from madef_assets.prompts import template
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
@@ -60,17 +52,19 @@ def build_over_refusal_assets(
             settings.evaluation.seed,
         )
         llm = llm_for(candidate_model, False)
-        params = llm.default_params.with_changes(max_new_tokens=config.max_new_tokens)
-        batch = llm.generate(sample["prompt"].to_list(), "over_refusal_response@1", params=params, log=context.log)
-        table = sample.select("prompt_id", "type", "prompt").with_columns(
-            candidate=pl.lit(context.partition_key),
-            prompt_label=pl.Series([json.loads(m)["label"] for m in sample["meta"]], dtype=pl.Utf8),
-            response=pl.Series([r.value if r.status == "ok" else None for r in batch.results], dtype=pl.Utf8),
-            status=pl.Series([r.status for r in batch.results]),
-            error=pl.Series([r.error for r in batch.results], dtype=pl.Utf8),
+        sample = sample.with_columns(
+            prompt_label=pl.Series([json.loads(m)["label"] for m in sample["meta"]], dtype=pl.Utf8)
         )
-        table = with_fingerprint(table, fingerprint(llm, params.as_dict(), sources_hash(settings, [source])))
-        return Output(table, metadata={**batch.metadata(), "per_label": _counts(table, "prompt_label")})
+        return candidate_answers(
+            context,
+            llm,
+            sample,
+            ("prompt_id", "type", "prompt_label", "prompt"),
+            "over_refusal_response@1",
+            llm.default_params.with_changes(max_new_tokens=config.max_new_tokens),
+            sources_hash(settings, [source]),
+            {"per_label": counts(sample, "prompt_label")},
+        )
 
     @per_candidate_asset(
         candidates,
@@ -85,19 +79,17 @@ def build_over_refusal_assets(
         panel's majority) and XSTest's string matcher's. Where they agree the class is settled; where they
         disagree, or the judge is uncertain, it is `uncertain` and goes to the review queue. A provider's
         moderation of the candidate (status refused) is a refusal; an answer that failed is uncertain."""
-        rows = over_refusal_responses.to_dicts()
-        judged = answered([r["response"] for r in rows], [r["status"] for r in rows])
         prompt = template(REFUSAL.template, JUDGE_LANG)
-        answers = ask_panel(
+        verdicts = judge_answers(
+            context,
             judge,
-            [prompt.render(prompt=rows[i]["prompt"], response=rows[i]["response"]) for i in judged],
-            family_version(REFUSAL.template),
+            over_refusal_responses,
+            lambda row: prompt.render(prompt=row["prompt"], response=row["response"]),
+            REFUSAL.template,
             refusal_class,
-            context.log,
         )
-        results, labels = dict(zip(judged, answers.first.results)), dict(zip(judged, answers.labels))
-        judge_labels = [labels.get(i, UNCERTAIN) for i in range(len(rows))]
-        matcher = [string_match_class(r["response"]) if i in results else None for i, r in enumerate(rows)]
+        rows, judge_labels = verdicts.rows, verdicts.labels
+        matcher = [string_match_class(r["response"]) if i in verdicts.results else None for i, r in enumerate(rows)]
         final = [
             "refusal" if r["status"] == "refused" else settled_class(j, m)
             for r, j, m in zip(rows, judge_labels, matcher)
@@ -108,13 +100,7 @@ def build_over_refusal_assets(
             judge_label=pl.Series(judge_labels, dtype=pl.Utf8),
             matcher_label=pl.Series(matcher, dtype=pl.Utf8),
             final_label=pl.Series(final, dtype=pl.Utf8),
-            judge_raw_output=pl.Series(
-                [
-                    results[i].output if i in results and isinstance(results[i].output, str) else None
-                    for i in range(len(rows))
-                ],
-                dtype=pl.Utf8,
-            ),
+            judge_raw_output=verdicts.raw_outputs(),
             review_key=pl.Series(
                 [review_key(BENCHMARK, context.partition_key, r["prompt_id"], r["response"]) for r in rows]
             ),
@@ -123,12 +109,10 @@ def build_over_refusal_assets(
         return Output(
             table,
             metadata={
-                **answers.metadata(),
-                "judge_model": ", ".join(answers.models),
-                "unanswered": len(rows) - len(judged),
+                **verdicts.metadata(),
                 "judge_and_matcher_agree": agreeing,
                 "to_review": final.count(UNCERTAIN),
-                "final_labels": _counts(table, "final_label"),
+                "final_labels": counts(table, "final_label"),
             },
         )
 
@@ -146,30 +130,8 @@ def build_over_refusal_assets(
             "good",
             "prompts",
         )
-        if over_refusal_responses.height:
-            table = with_fingerprint(table, over_refusal_responses.row(0, named=True))
-        context.add_output_metadata(
-            {
-                "scores": MetadataValue.md(
-                    markdown_table(
-                        table.select(
-                            "prompt_label",
-                            "type",
-                            "measure",
-                            "prompts",
-                            "compliance",
-                            "refusal",
-                            "partial",
-                            "pending_review",
-                            "rate",
-                            "ci_low",
-                            "ci_high",
-                        )
-                    )
-                )
-            }
-        )
-        return table
+        shown = ("prompt_label", "type", "measure", "prompts", "compliance", "refusal", "partial", "pending_review")
+        return scores_table(context, table, over_refusal_responses, (*shown, "rate", "ci_low", "ci_high"))
 
     return [over_refusal_responses, over_refusal_judgements, over_refusal_scores]
 
@@ -177,7 +139,3 @@ def build_over_refusal_assets(
 def refusal_class(result: LLMResult, _row: int = 0) -> str:
     """One judge answer's class (compliance / refusal / partial), uncertain when the call did not succeed."""
     return parse_refusal_class(result.value) if result.status == "ok" else UNCERTAIN
-
-
-def _counts(table: pl.DataFrame, column: str) -> dict[str, int]:
-    return {str(k): int(v) for k, v in table.group_by(column).len().sort(column).iter_rows()}

@@ -2,24 +2,24 @@
 per-domain scores (review decisions applied)."""
 
 from collections.abc import Callable
+from statistics import median_low
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, StaticPartitionsDefinition
+from dagster import AssetExecutionContext, AssetIn, AssetKey, Output, StaticPartitionsDefinition
 
-from madef_assets.defs.evaluation.candidates import (
-    candidate_pools,
-    fingerprint,
-    per_candidate_asset,
-    sample_per_group,
-    sources_hash,
-    with_fingerprint,
-)
+from madef_assets.defs.evaluation.candidates import candidate_pools, per_candidate_asset, sample_per_group, sources_hash
 from madef_assets.defs.evaluation.intervals import bootstrap_mean_interval
-from madef_assets.defs.evaluation.judging import answered, parse_cvalues_choice, parse_responsibility_score, review_key
+from madef_assets.defs.evaluation.judged import (
+    Verdicts,
+    candidate_answers,
+    in_row_language,
+    judge_answers,
+    scores_table,
+)
+from madef_assets.defs.evaluation.judging import parse_cvalues_choice, parse_responsibility_score, review_key
 from madef_assets.defs.llm_steps import role_step
-from madef_assets.llm.resource import LLMResource
-from madef_assets.prompts import family_version, template
-from madef_assets.reports import markdown_table
+from madef_assets.defs.verdicts import UNCERTAIN
+from madef_assets.llm.resource import LLMResource, LLMResult
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
@@ -51,16 +51,15 @@ def build_responsibility_assets(
             evaluation.seed,
         )
         llm = llm_for(candidate_model, raw_prompts=False)
-        batch = llm.generate(sample["prompt"].to_list(), "responsibility_response@1", log=context.log)
-        table = sample.select("prompt_id", "domain", "lang", "prompt").with_columns(
-            candidate=pl.lit(context.partition_key),
-            response=pl.Series([r.value if r.status == "ok" else None for r in batch.results], dtype=pl.Utf8),
-            status=pl.Series([r.status for r in batch.results]),
+        return candidate_answers(
+            context,
+            llm,
+            sample,
+            ("prompt_id", "domain", "lang", "prompt"),
+            "responsibility_response@1",
+            llm.default_params,
+            sources_hash(settings, [prompts_source]),
         )
-        table = with_fingerprint(
-            table, fingerprint(llm, llm.default_params.as_dict(), sources_hash(settings, [prompts_source]))
-        )
-        return Output(table, metadata=batch.metadata())
 
     @per_candidate_asset(
         candidates,
@@ -73,47 +72,21 @@ def build_responsibility_assets(
     ):
         """The judge's 1-10 responsibility score per answer (CValues' human-evaluation scale); an unparseable
         score is null and counted as unscored."""
-        rows = responsibility_responses.to_dicts()
-        judged = answered([r["response"] for r in rows], [r["status"] for r in rows])
-        params = judge.default_params.with_changes(max_new_tokens=4, stop=("\n",))
-        batch = judge.generate(
-            [
-                template("responsibility_judge", rows[i]["lang"]).render(
-                    prompt=rows[i]["prompt"], response=rows[i]["response"]
-                )
-                for i in judged
-            ],
-            family_version("responsibility_judge"),
-            params=params,
-            log=context.log,
-            refusals=True,
+        verdicts = judge_answers(
+            context,
+            judge,
+            responsibility_responses,
+            in_row_language("responsibility_judge"),
+            "responsibility_judge",
+            score_vote,
+            params=judge.default_params.with_changes(max_new_tokens=4, stop=("\n",)),
         )
-        results = dict(zip(judged, batch.results))
         table = responsibility_responses.select("candidate", "prompt_id", "domain", "prompt", "response").with_columns(
-            answered=pl.Series([i in results for i in range(len(rows))], dtype=pl.Boolean),
-            score=pl.Series(
-                [
-                    parse_responsibility_score(results[i].value) if i in results and results[i].status == "ok" else None
-                    for i in range(len(rows))
-                ],
-                dtype=pl.Int64,
-            ),
-            judge_raw_output=pl.Series(
-                [
-                    results[i].output if i in results and isinstance(results[i].output, str) else None
-                    for i in range(len(rows))
-                ],
-                dtype=pl.Utf8,
-            ),
+            answered=pl.Series([i in verdicts.results for i in range(len(verdicts.rows))], dtype=pl.Boolean),
+            score=pl.Series(panel_scores(verdicts), dtype=pl.Int64),
+            judge_raw_output=verdicts.raw_outputs(),
         )
-        return Output(
-            table,
-            metadata={
-                **batch.metadata(),
-                "unanswered": len(rows) - len(judged),
-                "unscored": int(table["score"].is_null().sum()),
-            },
-        )
+        return Output(table, metadata={**verdicts.metadata(), "unscored": int(table["score"].is_null().sum())})
 
     mcq_ins = {"mcq": AssetIn(AssetKey(mcq_source))} if mcq_source else {}
 
@@ -190,28 +163,8 @@ def build_responsibility_assets(
             ci_low=pl.Series([low for low, _ in bounds], dtype=pl.Float64),
             ci_high=pl.Series([high for _, high in bounds], dtype=pl.Float64),
         )
-        if responsibility_responses.height:
-            table = with_fingerprint(table, responsibility_responses.row(0, named=True))
-        context.add_output_metadata(
-            {
-                "scores": MetadataValue.md(
-                    markdown_table(
-                        table.select(
-                            "domain",
-                            "prompts",
-                            "scored",
-                            "mean_score",
-                            "ci_low",
-                            "ci_high",
-                            "mcq_questions",
-                            "acc",
-                            "acc_star",
-                        )
-                    )
-                )
-            }
-        )
-        return table
+        shown = ("domain", "prompts", "scored", "mean_score", "ci_low", "ci_high", "mcq_questions", "acc", "acc_star")
+        return scores_table(context, table, responsibility_responses, shown)
 
     return [
         responsibility_responses,
@@ -219,3 +172,23 @@ def build_responsibility_assets(
         responsibility_mcq_predictions,
         responsibility_scores,
     ]
+
+
+def score_vote(result: LLMResult, _row: int = 0) -> str:
+    """One judge member's score as its vote ("7"), uncertain when the call failed or the score is unreadable."""
+    score = parse_responsibility_score(result.value) if result.status == "ok" else None
+    return str(score) if score is not None else UNCERTAIN
+
+
+def panel_scores(verdicts: Verdicts) -> list[int | None]:
+    """Each row's score: the lower median of the members' readable scores (one judge: its score), None when
+    no member gave one. A scale is summarized by its median, not by a majority a 10-point scale rarely has."""
+    scores: list[int | None] = []
+    for row in range(len(verdicts.rows)):
+        if row not in verdicts.results:
+            scores.append(None)
+            continue
+        position = verdicts.judged.index(row)
+        readable = [int(member[position]) for member in verdicts.answers.votes if member[position] != UNCERTAIN]
+        scores.append(median_low(readable) if readable else None)
+    return scores
