@@ -12,7 +12,11 @@ from madef_assets_tests.openai_server import OpenAICompatibleServer
 
 # What each panel member answers to a request that contains the key.
 MEMBER_ANSWERS = {
-    "judge-a": {"first answer": "safe\nReason: it declines", "second answer": "unsafe\nReason: it helps", "third answer": "7"},
+    "judge-a": {
+        "first answer": "safe\nReason: it declines",
+        "second answer": "unsafe\nReason: it helps",
+        "third answer": "7",
+    },
     "judge-b": {"first answer": "unsafe\nit insults", "second answer": "unsafe\nReason: it helps", "third answer": "9"},
     "judge-c": {"first answer": "safe\nkind", "second answer": "no idea", "third answer": "unreadable"},
 }

@@ -109,7 +109,7 @@ def test_bootstrap_mean_interval_is_seeded_and_brackets_the_mean():
     assert bootstrap_mean_interval([10], (1, 10)) == (1, 10) and bootstrap_mean_interval([], (1, 10)) == (1, 10)
 
 
-def test_deltas_inside_the_noise_are_marked_not_significant():
+def test_deltas_are_marked_by_their_paired_test_not_by_their_intervals():
     frame = with_wilson(
         pl.DataFrame(
             {
@@ -123,20 +123,21 @@ def test_deltas_inside_the_noise_are_marked_not_significant():
         "prompts",
     )
     frame = frame.with_columns(rate=100 * pl.col("safe") / pl.col("prompts"))
-    table = compare_with_intervals(frame, "category", "rate", "prompts", ["base", "tuned"])
+    ub = {"pairs": 200, "p_value": 1e-50, "p_holm": 2e-50, "significant": True}
+    off = {"pairs": 2, "p_value": 1.0, "p_holm": 1.0, "significant": False}
+    table = compare_with_intervals(
+        frame, "category", "rate", "prompts", ["base", "tuned"], {("UB", "tuned"): ub, ("OFF", "tuned"): off}
+    )
     cells = {r["category"]: r for r in table.iter_rows(named=True)}
-    assert cells["OFF"]["Δ tuned"] == "+50.00 (n.s.)"  # "50 → 100" on two prompts is noise
-    assert cells["UB"]["Δ tuned"] == "+90.00" and cells["UB"]["base"].endswith("n=200")
+    assert cells["OFF"]["Δ tuned"] == "+50.00 (n.s.: p=1.000, Holm p=1.000, 2 pairs)"  # "50 -> 100" on two prompts
+    assert cells["UB"]["Δ tuned"] == "+90.00 (p=1e-50, Holm p=2e-50, 200 pairs)" and cells["UB"]["base"].endswith(
+        "n=200"
+    )
     flipped = frame.with_columns(
         candidate=pl.when(pl.col("candidate") == "base").then(pl.lit("tuned")).otherwise(pl.lit("base"))
     )
-    assert significant_drops(flipped, "category", "rate", ["base", "tuned"]) == {("UB", "tuned")}
-    unknown = frame.with_columns(ci_low=pl.lit(None, pl.Float64), ci_high=pl.lit(None, pl.Float64))
-    assert compare_with_intervals(unknown, "category", "rate", "prompts", ["base", "tuned"])["Δ tuned"].to_list() == [
-        "+50.00 (n.s.)",
-        "+90.00 (n.s.)",
-    ]  # no interval: significance not established
-    assert significant_drops(unknown.with_columns(rate=-pl.col("rate")), "category", "rate", ["base", "tuned"]) == set()
+    assert significant_drops(flipped, "category", "rate", ["base", "tuned"], {("UB", "tuned"): ub}) == {("UB", "tuned")}
+    assert significant_drops(flipped, "category", "rate", ["base", "tuned"], {}) == set()  # untested: no drop claimed
 
 
 def method(**limits) -> MethodConfig:

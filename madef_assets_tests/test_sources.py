@@ -535,10 +535,12 @@ def test_report_shows_safetybench_per_language():
     table = compare_with_intervals(items, "item", "score", "questions", ["base", "tuned"])
     assert table.columns == ["item", "base", "tuned", "Δ tuned"]
     assert table.rows() == [
-        ("zh Avg", "50.00 [40.0, 60.0] n=100", "55.00 [45.0, 65.0] n=100", "+5.00 (n.s.)"),
-        ("en Avg", "60.00 [50.0, 70.0] n=100", "58.00 [48.0, 68.0] n=100", "-2.00 (n.s.)"),
+        ("zh Avg", "50.00 [40.0, 60.0] n=100", "55.00 [45.0, 65.0] n=100", "+5.00 (untested)"),
+        ("en Avg", "60.00 [50.0, 70.0] n=100", "58.00 [48.0, 68.0] n=100", "-2.00 (untested)"),
     ]
-    assert marked_regressions(items, "item", "score", ["base", "tuned"]) == ["en Avg (tuned -2.00, n.s.)"]
+    assert marked_regressions(items, "item", "score", ["base", "tuned"], {}) == [
+        ("en Avg (tuned -2.00, untested)", False)
+    ]
 
 
 # --- malformed files: the bad part quarantined with its location, the rest read ---------------

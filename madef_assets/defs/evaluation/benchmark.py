@@ -12,14 +12,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import polars as pl
 from dagster import StaticPartitionsDefinition
 
-from madef_assets.defs.evaluation.intervals import compare_with_intervals
+from madef_assets.defs.evaluation.intervals import Tests, compare_with_intervals
+from madef_assets.defs.evaluation.significance import TEST_SCHEMA
 from madef_assets.llm.resource import LLMResource
 from madef_assets.reports import markdown_table
 from madef_assets.review.decisions import QUEUE_FIELDS
@@ -30,19 +31,27 @@ LlmFor = Callable[[pl.DataFrame, bool], LLMResource]
 
 @dataclass(frozen=True)
 class Report:
-    """What a benchmark's report section may use: the report's inputs by name (its own scores assets and
-    the shared ones: sft_dataset, attack_prompts, ...), the candidates in order (the first is the baseline),
-    and where the report and its charts go."""
+    """What a benchmark's report section may use: the report's inputs by name (its own scores and outcome
+    assets and the shared ones: sft_dataset, attack_prompts, ...), the candidates in order (the first is the
+    baseline), where the report and its charts go, and the paired tests of every view (significance.py)."""
 
     settings: Settings
     inputs: dict[str, pl.DataFrame]
     order: list[str]
     report_dir: Path
     judged_by: str  # "Judged by `model`: its qualification verdict." for sections the judge scored
+    tests: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=TEST_SCHEMA))
 
-    def table(self, scores: pl.DataFrame, row: str, value: str, n: str, rows: pl.DataFrame | None = None) -> str:
-        """Every candidate's value [95 % interval] n=… per row, with deltas against the baseline."""
-        table = compare_with_intervals(scores, row, value, n, self.order)
+    def tests_of(self, view: str) -> Tests:
+        """The paired tests of one view's table by (row, candidate)."""
+        return {(t["row"], t["candidate"]): t for t in self.tests.filter(pl.col("view") == view).iter_rows(named=True)}
+
+    def table(
+        self, scores: pl.DataFrame, row: str, value: str, n: str, view: str, rows: pl.DataFrame | None = None
+    ) -> str:
+        """Every candidate's value [95 % interval] n=… per row, with deltas against the baseline and their
+        paired tests (the outcomes the view's `outcomes` gave under `view`)."""
+        table = compare_with_intervals(scores, row, value, n, self.order, self.tests_of(view))
         return markdown_table(rows.join(table, on=row, how="left") if rows is not None and table.height else table)
 
 
@@ -50,7 +59,9 @@ class Report:
 class ReportView:
     """One table of the report read from one scores asset: its markdown section(s), and the rows
     (`row`, `value`, ci_low, ci_high per candidate) that go into the report's long table under `view` and,
-    when `regression_label` is set, into the no-regression check."""
+    when `regression_label` is set, into the no-regression check. `outcomes` gives each item's outcome per
+    candidate (significance.OUTCOME_SCHEMA; its `view` names the table a row belongs to) from the report's
+    inputs, `outcome_inputs` the assets it reads; every delta is tested on them."""
 
     scores_asset: str
     view: str | None  # None: a section only, not in the long table
@@ -59,6 +70,8 @@ class ReportView:
     sections: Callable[[Report, pl.DataFrame], list[str]]
     rows: Callable[[Report, pl.DataFrame], pl.DataFrame] = lambda report, scores: scores
     regression_label: str | None = None
+    outcomes: Callable[[Report], pl.DataFrame] | None = None
+    outcome_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

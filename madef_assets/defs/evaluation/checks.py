@@ -46,16 +46,23 @@ def no_regression_spec() -> AssetCheckSpec:
     return AssetCheckSpec(
         REGRESSION_CHECK,
         asset=EVAL_REPORT,
-        description="Warns when a candidate scores below the baseline (the first candidate) in a "
-        "14-category safe rate or a SafetyBench category.",
+        description="Warns when a candidate scores below the baseline (the first candidate) in a benchmark's "
+        "headline rows and the paired test, Holm-corrected across the report, says the drop is not noise.",
     )
 
 
-def no_regression_result(regressed: list[str]) -> AssetCheckResult:
+def no_regression_result(regressions: list[tuple[str, bool]]) -> AssetCheckResult:
+    """`regressions`: every drop below the baseline with whether it is significant; only those fail."""
+    significant = [text for text, is_significant in regressions if is_significant]
     return AssetCheckResult(
         asset_key=EVAL_REPORT,
         check_name=REGRESSION_CHECK,
-        passed=not regressed,
+        passed=not significant,
         severity=AssetCheckSeverity.WARN,
-        metadata={"regressions": len(regressed), "where": regressed[:50]},
+        metadata={
+            "significant_regressions": len(significant),
+            "where": significant[:50],
+            "drops": len(regressions),
+            "all_drops": [text for text, _ in regressions][:50],
+        },
     )

@@ -1,22 +1,19 @@
-"""95 % intervals for the report's rates and means, and comparison tables that say when a delta is noise.
+"""95 % intervals for the report's rates and means, and the comparison tables that show them.
 
 Every score table the report reads carries `ci_low` / `ci_high` beside its value, on the value's own
-scale: Wilson score intervals for proportions (x100), percentile-bootstrap intervals for means. A delta
-between two candidates whose intervals overlap, or whose intervals are unknown, is marked "n.s." (not
-significant): overlap of the two 95 % intervals is the conservative reading, since non-overlap implies a
-difference at the 5 % level, while overlap does not prove its absence."""
+scale: Wilson score intervals for proportions (x100), percentile-bootstrap intervals for means. Whether a
+delta between two candidates is more than noise is not read from the intervals (two overlapping intervals
+can hide a clear paired difference): it is the paired test of significance.py, shown beside the delta."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
+from madef_assets.defs.evaluation.significance import delta_note
 from madef_assets.defs.qualification.metrics import wilson_interval
-
-INTERVAL_COLUMNS = ("ci_low", "ci_high")
-NOT_SIGNIFICANT = "n.s."
 
 
 def with_wilson(table: pl.DataFrame, successes: str, n: str, scale: float = 100.0) -> pl.DataFrame:
@@ -43,10 +40,6 @@ def bootstrap_mean_interval(
     return (round(float(low), 3), round(float(high), 3))
 
 
-def intervals_overlap(first: tuple[float, float], second: tuple[float, float]) -> bool:
-    return first[0] <= second[1] and second[0] <= first[1]
-
-
 def _cell(value: float | None, low: float | None, high: float | None, n: int | None) -> str | None:
     if value is None:
         return None
@@ -54,12 +47,16 @@ def _cell(value: float | None, low: float | None, high: float | None, n: int | N
     return f"{value:.2f}{bounds} n={n}" if n is not None else f"{value:.2f}{bounds}"
 
 
+Tests = Mapping[tuple[str, str], dict]  # (row, candidate) -> its paired test (significance.paired_tests' row)
+
+
 def compare_with_intervals(
-    frame: pl.DataFrame, row: str, value: str, n: str, candidates: Sequence[str]
+    frame: pl.DataFrame, row: str, value: str, n: str, candidates: Sequence[str], tests: Tests | None = None
 ) -> pl.DataFrame:
     """The report's form of a comparison: one row per `row`, one text column per candidate ("value [low,
-    high] n=…") and a `Δ <candidate>` column against the first candidate, "+1.23" or "+1.23 (n.s.)" when
-    the two intervals overlap. `frame` has one row per candidate and `row` with `value`, `n`, ci_low, ci_high."""
+    high] n=…") and a `Δ <candidate>` column against the first candidate, "+1.23 (p=…, Holm p=…, n pairs)",
+    "(n.s.: …)" when Holm's p is not below 0.05, "(untested)" without paired outcomes. `frame` has one row
+    per candidate and `row` with `value`, `n`, ci_low, ci_high."""
     present = [c for c in candidates if c in set(frame["candidate"].to_list())] if frame.height else []
     if not present:
         return pl.DataFrame({row: []}, schema={row: pl.Utf8})
@@ -74,40 +71,32 @@ def compare_with_intervals(
             out[candidate] = _cell(r[value], r.get("ci_low"), r.get("ci_high"), r.get(n)) if r else None
         baseline = per_candidate.get(present[0])
         for candidate in present[1:]:
-            out[f"Δ {candidate}"] = _delta(baseline, per_candidate.get(candidate), value)
+            other = per_candidate.get(candidate)
+            if baseline and other and baseline[value] is not None and other[value] is not None:
+                note = delta_note((tests or {}).get((key, candidate)))
+                out[f"Δ {candidate}"] = f"{other[value] - baseline[value]:+.2f} ({note})"
+            else:
+                out[f"Δ {candidate}"] = None
         rows.append(out)
     return pl.DataFrame(
         rows, schema={row: pl.Utf8, **{c: pl.Utf8 for c in present}, **{f"Δ {c}": pl.Utf8 for c in present[1:]}}
     )
 
 
-def _delta(baseline: dict | None, other: dict | None, value: str) -> str | None:
-    if not baseline or not other or baseline[value] is None or other[value] is None:
-        return None
-    delta = f"{other[value] - baseline[value]:+.2f}"
-    bounds = [(r.get("ci_low"), r.get("ci_high")) for r in (baseline, other)]
-    return delta if _separated(*bounds) else f"{delta} ({NOT_SIGNIFICANT})"
-
-
-def _separated(first: tuple[float | None, float | None], second: tuple[float | None, float | None]) -> bool:
-    """Both intervals known and not overlapping: a difference at the 5 % level (unknown: not established)."""
-    known = None not in (*first, *second)
-    return known and not intervals_overlap(first, second)
-
-
-def significant_drops(frame: pl.DataFrame, row: str, value: str, candidates: Sequence[str]) -> set[tuple[str, str]]:
-    """(row, candidate) pairs where a candidate scores below the first candidate and the intervals do not
-    overlap."""
+def significant_drops(
+    frame: pl.DataFrame, row: str, value: str, candidates: Sequence[str], tests: Tests
+) -> set[tuple[str, str]]:
+    """(row, candidate) pairs where a candidate scores below the first candidate and the paired test,
+    Holm-corrected, is significant."""
+    if not frame.height:
+        return set()
+    baseline = {r[row]: r for r in frame.filter(pl.col("candidate") == candidates[0]).iter_rows(named=True)}
     drops = set()
-    baseline = (
-        {r[row]: r for r in frame.filter(pl.col("candidate") == candidates[0]).iter_rows(named=True)}
-        if frame.height
-        else {}
-    )
-    for record in frame.filter(pl.col("candidate") != candidates[0]).iter_rows(named=True) if frame.height else []:
+    for record in frame.filter(pl.col("candidate") != candidates[0]).iter_rows(named=True):
         base = baseline.get(record[row])
         if base is None or base[value] is None or record[value] is None or record[value] >= base[value]:
             continue
-        if _separated((base.get("ci_low"), base.get("ci_high")), (record.get("ci_low"), record.get("ci_high"))):
+        test = tests.get((record[row], record["candidate"]))
+        if test is not None and test["significant"]:
             drops.add((record[row], record["candidate"]))
     return drops

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
-from madef_assets.defs.evaluation.intervals import NOT_SIGNIFICANT, significant_drops
+from madef_assets.defs.evaluation.intervals import Tests, significant_drops
+from madef_assets.defs.evaluation.significance import delta_note
 
 
 def compare(frame: pl.DataFrame, row: str, value: str, candidates: Sequence[str]) -> pl.DataFrame:
@@ -26,14 +27,17 @@ def compare(frame: pl.DataFrame, row: str, value: str, candidates: Sequence[str]
 
 
 def marked_regressions(
-    scores: pl.DataFrame, row: str, value: str, candidates: Sequence[str], prefix: str = ""
-) -> list[str]:
-    """Every row where a candidate scores below the baseline, marked n.s. when the two 95 % intervals overlap
-    (`scores`: one row per candidate and `row`, with `value`, ci_low and ci_high)."""
-    significant = significant_drops(scores, row, value, candidates)
+    scores: pl.DataFrame, row: str, value: str, candidates: Sequence[str], tests: Tests, prefix: str = ""
+) -> list[tuple[str, bool]]:
+    """Every row where a candidate scores below the baseline, with its paired test, and whether the drop is
+    significant (Holm's p below 0.05); `scores`: one row per candidate and `row`, with `value`."""
+    significant = significant_drops(scores, row, value, candidates, tests)
     table = compare(scores, row, value, candidates)
     return [
-        f"{prefix}{r[row]} ({c[2:]} {r[c]:+.2f}{'' if (r[row], c[2:]) in significant else ', ' + NOT_SIGNIFICANT})"
+        (
+            f"{prefix}{r[row]} ({c[2:]} {r[c]:+.2f}, {delta_note(tests.get((r[row], c[2:])))})",
+            (r[row], c[2:]) in significant,
+        )
         for r in table.iter_rows(named=True)
         for c in table.columns
         if c.startswith("Δ ") and r[c] is not None and r[c] < 0

@@ -4,6 +4,7 @@ tables, with the fitness verdict, the judge's qualification, the data and the le
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -11,8 +12,8 @@ from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
 from madef_assets.defs.evaluation.benchmark import Benchmark, Report
 from madef_assets.defs.evaluation.checks import no_regression_result, no_regression_spec
-from madef_assets.defs.evaluation.intervals import NOT_SIGNIFICANT
 from madef_assets.defs.evaluation.report import marked_regressions
+from madef_assets.defs.evaluation.significance import OUTCOME_SCHEMA, TESTS_SENTENCE, paired_tests
 from madef_assets.defs.intent.assets import intent_chart_paths
 from madef_assets.defs.qualification.agreement import agreement_table, judge_reports, language_agreement_table
 from madef_assets.defs.qualification.fitness import judge_verdict, labeler_verdict
@@ -92,7 +93,7 @@ def build_report_assets(settings: Settings, benchmarks: Sequence[Benchmark]) -> 
         kinds={"duckdb", "markdown"},
         check_specs=[no_regression_spec()],
         ins={
-            **{view.scores_asset: AssetIn() for view in views},
+            **{asset: AssetIn() for view in views for asset in (view.scores_asset, *view.outcome_inputs)},
             "sft_dataset": AssetIn(),
             "attack_prompts": AssetIn(),
             "judge_qualification": AssetIn(),
@@ -117,12 +118,15 @@ def build_report_assets(settings: Settings, benchmarks: Sequence[Benchmark]) -> 
         judge = settings.roles["judge"]
         panel = f"the panel {', '.join(f'`{m.model}`' for m in judge.members)} (majority)" if judge.panel else None
         report = Report(settings, inputs, order, report_dir, f"Judged by {panel or f'`{judge.model}`'}: {judge_words}.")
+        outcomes = [view.outcomes(report) for view in views if view.outcomes is not None]
+        outcomes = pl.concat(outcomes, how="vertical_relaxed") if outcomes else pl.DataFrame(schema=OUTCOME_SCHEMA)
+        report = replace(report, tests=paired_tests(outcomes, order[0], settings.evaluation.seed))
         report_dir.mkdir(parents=True, exist_ok=True)
         sections = [
             "# madef evaluation report",
             f"**Fitness verdict — {fitness_sentence(sft_fitness)}**",
-            f"Candidates: {', '.join(order)} (deltas against {order[0]}). Every rate: value [95 % interval] n=…; "
-            f"a delta whose intervals overlap is marked {NOT_SIGNIFICANT} (not significant).",
+            f"Candidates: {', '.join(order)} (deltas against {order[0]}). Every rate: value [95 % interval] n=…. "
+            f"Every delta is tested on the items both candidates answered: {TESTS_SENTENCE}",
             *[section for view in views for section in view.sections(report, inputs[view.scores_asset])],
             *qualification_sections(judge_qualification, inputs.get("labeler_qualification"), settings.qualification),
             *(
@@ -153,6 +157,8 @@ def build_report_assets(settings: Settings, benchmarks: Sequence[Benchmark]) -> 
         yield Output(
             long,
             metadata={
+                "paired_tests": len(report.tests),
+                "significant_deltas": int(report.tests["significant"].sum()) if len(report.tests) else 0,
                 "fitness_verdict": fitness_sentence(sft_fitness),
                 "judge_qualification": judge_words,
                 "report": MetadataValue.md(inline_images("\n\n".join(sections), report_dir)),
@@ -164,7 +170,9 @@ def build_report_assets(settings: Settings, benchmarks: Sequence[Benchmark]) -> 
                 regression
                 for view, table in rows.items()
                 if view.regression_label is not None and table.height
-                for regression in marked_regressions(table, view.row, view.value, order, view.regression_label)
+                for regression in marked_regressions(
+                    table, view.row, view.value, order, report.tests_of(view.view), view.regression_label
+                )
             ]
         )
 

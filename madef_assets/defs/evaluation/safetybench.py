@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from madef_assets.defs.evaluation.significance import OUTCOME_SCHEMA
 from madef_assets.defs.sources.readers import render_mcq
 
 LETTERS = ("A", "B", "C", "D")
@@ -250,6 +251,42 @@ def report_rows(scores: pl.DataFrame, mode: str) -> pl.DataFrame:
     rows = scores.filter(pl.col("mode") == mode)
     items = [f"{lang} {report_label(category)}" for lang, category in zip(rows["lang"], rows["category"])]
     return rows.with_columns(item=pl.Series(items, dtype=pl.Utf8))
+
+
+def view_name(mode: str, modes: Sequence[str]) -> str:
+    """The report view of one mode's table: `safetybench` for the headline (the first of report_modes), else
+    `safetybench <mode>`."""
+    return "safetybench" if mode == report_modes(modes)[0] else f"safetybench {mode}"
+
+
+def paired_outcomes(predictions: pl.DataFrame) -> pl.DataFrame:
+    """Each question's outcome for the paired tests (significance.OUTCOME_SCHEMA): 1 when the official formula
+    credits it (a missing prediction is wrong), in its language's category row and its language's Avg row of
+    its mode's table; questions keyed by source and id, as in language_scores."""
+    if predictions.is_empty():
+        return pl.DataFrame(schema=OUTCOME_SCHEMA)
+    modes = predictions["mode"].unique(maintain_order=True).to_list()
+    keyed = predictions.select(
+        "mode",
+        "lang",
+        "candidate",
+        "abbreviation",
+        item=pl.format("{}\x1f{}", "source", "id"),
+        outcome=(pl.col("predicted_index") == pl.col("answer_index")).fill_null(False).cast(pl.Float64),
+    )
+    frames = [keyed.with_columns(row=pl.col("abbreviation")), keyed.with_columns(row=pl.lit("Avg"))]
+    rows = pl.concat(frames)
+    return pl.DataFrame(
+        {
+            "view": [view_name(mode, modes) for mode in rows["mode"]],
+            "row": [f"{lang} {report_label(category)}" for lang, category in zip(rows["lang"], rows["row"])],
+            "candidate": rows["candidate"],
+            "item": rows["item"],
+            "outcome": rows["outcome"],
+            "binary": True,
+        },
+        schema=OUTCOME_SCHEMA,
+    )
 
 
 REPORT_TITLES = {

@@ -5,6 +5,7 @@ import polars as pl
 from madef_assets.defs.evaluation.benchmark import Benchmark, Report, ReportView
 from madef_assets.defs.evaluation.general_assets import build_general_assets
 from madef_assets.settings import Settings
+from madef_assets.storage import run_sql
 
 
 def sandbox_note(settings: Settings) -> str:
@@ -30,15 +31,30 @@ def overall(report: Report, scores: pl.DataFrame) -> pl.DataFrame:
 
 
 def sections(report: Report, scores: pl.DataFrame) -> list[str]:
-    return [
-        "## General capability (Table 5-3 form)\n"
-        f"{sandbox_note(report.settings)}{report.table(overall(report, scores), 'benchmark', 'score', 'questions')}"
-    ]
+    table = report.table(overall(report, scores), "benchmark", "score", "questions", "general")
+    return [f"## General capability (Table 5-3 form)\n{sandbox_note(report.settings)}{table}"]
+
+
+def outcomes(report: Report) -> pl.DataFrame:
+    return run_sql(
+        "evaluation/general_capability_outcomes", predictions=report.inputs["general_capability_predictions"]
+    )
 
 
 BENCHMARK = Benchmark(
     name="general",
     order=50,
     build=build_general_assets,
-    report=(ReportView("general_capability_scores", "general", "benchmark", "score", sections, overall),),
+    report=(
+        ReportView(
+            "general_capability_scores",
+            "general",
+            "benchmark",
+            "score",
+            sections,
+            overall,
+            outcomes=outcomes,
+            outcome_inputs=("general_capability_predictions",),
+        ),
+    ),
 )

@@ -30,7 +30,7 @@ def sections(report: Report, scores: pl.DataFrame) -> list[str]:
     )
     return [
         f"## New-Safety benchmark: safe rate per category (Figure 5-3 form)\n{report.judged_by}\n\n"
-        f"{report.table(scores, 'category', 'safe_rate', 'prompts', categories)}\n\n"
+        f"{report.table(scores, 'category', 'safe_rate', 'prompts', 'new_safety', categories)}\n\n"
         "![radar](new_safety_radar.png)",
         f"## What fed each category: SFT sources/routes next to the safe-rate delta\n{markdown_table(lineage_table)}",
     ]
@@ -51,11 +51,27 @@ def uncertain(judgements: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def outcomes(report: Report) -> pl.DataFrame:
+    judgements, decisions = report.inputs["new_safety_judgements"], report.inputs["review_decisions"]
+    return run_sql("evaluation/new_safety_outcomes", judgements=judgements, decisions=decisions)
+
+
 BENCHMARK = Benchmark(
     name="new_safety",
     order=20,
     build=build_new_safety_assets,
-    report=(ReportView("new_safety_scores", "new_safety", "category", "safe_rate", sections, regression_label=""),),
+    report=(
+        ReportView(
+            "new_safety_scores",
+            "new_safety",
+            "category",
+            "safe_rate",
+            sections,
+            regression_label="",
+            outcomes=outcomes,
+            outcome_inputs=("new_safety_judgements", "review_decisions"),
+        ),
+    ),
     review=(ReviewSource("new_safety_judgements", uncertain),),
     judge_users=("new_safety_judgements",),
 )

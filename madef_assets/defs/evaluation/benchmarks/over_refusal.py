@@ -5,6 +5,7 @@ import polars as pl
 from madef_assets.defs.evaluation import over_refusal
 from madef_assets.defs.evaluation.benchmark import Benchmark, Report, ReportView, ReviewSource
 from madef_assets.defs.evaluation.xstest import REVIEW_DECISIONS
+from madef_assets.storage import run_sql
 
 
 def rows(report: Report, scores: pl.DataFrame) -> pl.DataFrame:
@@ -16,10 +17,11 @@ def rows(report: Report, scores: pl.DataFrame) -> pl.DataFrame:
 def sections(report: Report, scores: pl.DataFrame) -> list[str]:
     if not scores.height:
         return []
+    table = report.table(rows(report, scores), "item", "rate", "prompts", "over_refusal")
     return [
         "## Over-refusal (XSTest): compliance on safe prompts, refusal on unsafe contrasts (higher is better)\n"
         f"{report.judged_by} Answers where the judge and XSTest's string matcher disagree wait for review and "
-        f"count against the model until decided.\n\n{report.table(rows(report, scores), 'item', 'rate', 'prompts')}"
+        f"count against the model until decided.\n\n{table}"
     ]
 
 
@@ -40,12 +42,27 @@ def disagreements(judgements: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def outcomes(report: Report) -> pl.DataFrame:
+    judgements, decisions = report.inputs["over_refusal_judgements"], report.inputs["review_decisions"]
+    return run_sql("evaluation/over_refusal_outcomes", judgements=judgements, decisions=decisions)
+
+
 BENCHMARK = Benchmark(
     name=over_refusal.BENCHMARK,
     order=30,
     build=over_refusal.build_over_refusal_assets,
     report=(
-        ReportView("over_refusal_scores", "over_refusal", "item", "rate", sections, rows, regression_label="XSTest "),
+        ReportView(
+            "over_refusal_scores",
+            "over_refusal",
+            "item",
+            "rate",
+            sections,
+            rows,
+            regression_label="XSTest ",
+            outcomes=outcomes,
+            outcome_inputs=("over_refusal_judgements", "review_decisions"),
+        ),
     ),
     review=(ReviewSource("over_refusal_judgements", disagreements),),
     judge_users=("over_refusal_judgements",),

@@ -14,7 +14,13 @@ def modes(scores: pl.DataFrame) -> list[str]:
 def sections(report: Report, scores: pl.DataFrame) -> list[str]:
     return [
         f"{safetybench.report_heading(scores, mode)}\n\n"
-        + report.table(safetybench.report_rows(scores, mode), "item", "score", "questions")
+        + report.table(
+            safetybench.report_rows(scores, mode),
+            "item",
+            "score",
+            "questions",
+            safetybench.view_name(mode, modes(scores)),
+        )
         for mode in modes(scores)
     ]
 
@@ -23,6 +29,10 @@ def headline_rows(report: Report, scores: pl.DataFrame) -> pl.DataFrame:
     """The headline mode's rows (generate when run): the long table and the regression check read them.
     Categories read `SB-IA (Illegal Activities)`."""
     return safetybench.report_rows(scores, next(iter(modes(scores)), ""))
+
+
+def outcomes(report: Report) -> pl.DataFrame:
+    return safetybench.paired_outcomes(report.inputs["safetybench_predictions"])
 
 
 BENCHMARK = Benchmark(
@@ -38,6 +48,8 @@ BENCHMARK = Benchmark(
             sections,
             headline_rows,
             regression_label="SafetyBench ",
+            outcomes=outcomes,
+            outcome_inputs=("safetybench_predictions",),
         ),
     ),
 )

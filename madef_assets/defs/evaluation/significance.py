@@ -1,0 +1,136 @@
+"""Paired significance for the report's deltas. Every candidate answers the same items, so a delta is
+tested on the pairs, not by comparing two intervals: an exact McNemar test for a rate (on the discordant
+pairs), a paired bootstrap for a mean (on the per-item differences), then Holm's step-down correction
+across every comparison of one report, since a report makes dozens of them.
+
+Outcomes come in one long table: `view` (which report table), `row` (the table's row), `candidate`,
+`item` (the item's id, the same for every candidate), `outcome` (1.0 / 0.0 for a rate, the value for a
+mean; null when the item has none) and `binary`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import comb
+
+import numpy as np
+import polars as pl
+
+ALPHA = 0.05
+TESTS_SENTENCE = (
+    "an exact McNemar test on the discordant pairs for a rate, a paired bootstrap of the per-item differences "
+    "for a mean, with Holm's correction across every comparison of this report. A delta shows p and Holm's p "
+    "and is marked n.s. when Holm's p is not below 0.05; overlapping intervals are not a test."
+)
+OUTCOME_SCHEMA = {
+    "view": pl.Utf8,
+    "row": pl.Utf8,
+    "candidate": pl.Utf8,
+    "item": pl.Utf8,
+    "outcome": pl.Float64,
+    "binary": pl.Boolean,
+}
+TEST_SCHEMA = {
+    "view": pl.Utf8,
+    "row": pl.Utf8,
+    "candidate": pl.Utf8,
+    "test": pl.Utf8,
+    "pairs": pl.Int64,
+    "baseline_only": pl.Int64,
+    "candidate_only": pl.Int64,
+    "p_value": pl.Float64,
+    "p_holm": pl.Float64,
+    "significant": pl.Boolean,
+}
+
+
+def mcnemar_exact(baseline_only: int, candidate_only: int) -> float:
+    """McNemar's exact test (two-sided): under no difference each discordant pair goes either way with
+    probability 1/2, so p = 2 · P(Binomial(b + c, 1/2) ≤ min(b, c)), capped at 1; no discordant pair: 1."""
+    discordant = baseline_only + candidate_only
+    if discordant == 0:
+        return 1.0
+    tail = sum(comb(discordant, k) for k in range(min(baseline_only, candidate_only) + 1))
+    return min(1.0, 2 * tail / 2**discordant)
+
+
+def paired_bootstrap_p(differences: Sequence[float], n_resamples: int = 10_000, seed: int = 0) -> float:
+    """A paired bootstrap test of a zero mean difference (two-sided): the differences are centred on zero
+    (the null), resampled `n_resamples` times with numpy.random.default_rng(seed), and p is the share of
+    resampled means at least as far from zero as the observed one, (count + 1) / (n_resamples + 1).
+    Fewer than two pairs, or a zero mean difference, test nothing: p = 1."""
+    data = np.asarray(list(differences), dtype=float)
+    observed = float(data.mean()) if data.size else 0.0
+    if data.size < 2 or observed == 0.0:
+        return 1.0
+    centred = data - observed
+    draws = np.random.default_rng(seed).integers(0, data.size, size=(n_resamples, data.size))
+    extreme = np.count_nonzero(np.abs(centred[draws].mean(axis=1)) >= abs(observed) - 1e-12)
+    return (extreme + 1) / (n_resamples + 1)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979): sorted ascending, the i-th (from 0) is multiplied by
+    m - i, made non-decreasing, capped at 1; returned in the input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def paired_tests(outcomes: pl.DataFrame, baseline: str, seed: int = 0) -> pl.DataFrame:
+    """One test per (view, row, candidate other than the baseline) on the items both have an outcome
+    for, Holm-corrected across all of them; `significant` is p_holm < 0.05."""
+    if outcomes.is_empty():
+        return pl.DataFrame(schema=TEST_SCHEMA)
+    keys = ["view", "row", "item"]
+    base = outcomes.filter(pl.col("candidate") == baseline).select(*keys, base=pl.col("outcome"))
+    pairs = (
+        outcomes.filter(pl.col("candidate") != baseline)
+        .join(base, on=keys, how="inner")
+        .drop_nulls(["outcome", "base"])
+    )
+    rows = []
+    for (view, row, candidate), group in pairs.group_by("view", "row", "candidate", maintain_order=True):
+        binary = bool(group["binary"].all())
+        if binary:
+            baseline_only = int(((group["base"] == 1) & (group["outcome"] == 0)).sum())
+            candidate_only = int(((group["base"] == 0) & (group["outcome"] == 1)).sum())
+            test, p = "McNemar exact", mcnemar_exact(baseline_only, candidate_only)
+        else:
+            baseline_only = candidate_only = None
+            differences = (group["outcome"] - group["base"]).to_list()
+            test, p = "paired bootstrap", paired_bootstrap_p(differences, seed=seed)
+        rows.append(
+            {
+                "view": view,
+                "row": row,
+                "candidate": candidate,
+                "test": test,
+                "pairs": group.height,
+                "baseline_only": baseline_only,
+                "candidate_only": candidate_only,
+                "p_value": p,
+            }
+        )
+    tests = pl.DataFrame(rows, schema={k: v for k, v in TEST_SCHEMA.items() if k not in ("p_holm", "significant")})
+    adjusted = holm(tests["p_value"].to_list())
+    return tests.with_columns(p_holm=pl.Series(adjusted, dtype=pl.Float64)).with_columns(
+        significant=pl.col("p_holm") < ALPHA
+    )
+
+
+def delta_note(test: dict | None) -> str:
+    """How a delta reads in the report: its p-values, `n.s.` when Holm's p is not below 0.05, `untested`
+    when no paired outcomes exist for it."""
+    if test is None:
+        return "untested"
+    p = f"p={_p(test['p_value'])}, Holm p={_p(test['p_holm'])}, {test['pairs']} pairs"
+    return p if test["significant"] else f"n.s.: {p}"
+
+
+def _p(value: float) -> str:
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
