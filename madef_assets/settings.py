@@ -317,6 +317,10 @@ class MethodConfig(Strict):
     sft_export_dir: ProjectPath | None = None  # None: <state_dir>/sft_dataset
     sft_formats: tuple[str, ...] = ("alpaca",)
     required_categories: tuple[str, ...] | None = None  # None: all 14; the attack-prompt gate blocks on a missing one
+    # The judge's response-safety prompts (reward step and its qualification): `paper` is §3.7's safety
+    # assessment expert scoring safety alone; `helpful` is madef's variant that also weighs accuracy and
+    # completeness and ranks a helpful safe answer above a bare refusal (defs/reward/scores.py).
+    response_safety_prompt: Literal["paper", "helpful"] = "paper"
     selection: SelectionConfig = SelectionConfig()
 
     @model_validator(mode="before")

@@ -127,6 +127,11 @@ def test_pku_rows_judge_each_response_and_each_pair_in_a_seeded_order():
         assert row["request"] == template("response_pair_safety", "en").render(
             prompt=pair["prompt"], response_1=pair[row["shown_first"]], response_2=pair[second]
         )
+    # The judge is qualified on the pairwise prompt the reward step uses (method.response_safety_prompt).
+    helpful = gold_sets._replace(pair_template="helpful_pair_safety")
+    assert SAFER_RESPONSE_PKU.template_for(helpful) == "helpful_pair_safety"
+    assert SAFER_RESPONSE_PKU.rows(helpful, 0)[0]["request"][0].startswith("You are a fair and impartial judge")
+    assert SAFER_RESPONSE_PKU.template_for(gold_sets) == "response_pair_safety"
 
 
 def test_pku_pair_sample_is_seeded_and_in_file_order():

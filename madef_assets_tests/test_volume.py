@@ -11,11 +11,18 @@ import pytest
 from madef_assets.defs.diversity.routes import example_sets, route_capacity, split_deficit
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.intent.taxonomy import Taxonomy
-from madef_assets.defs.reward.scores import pair_prompt, parse_one_score, parse_two_scores, plan_response_judging
+from madef_assets.defs.reward.scores import (
+    PAPER,
+    RESPONSE_SAFETY_TEMPLATES,
+    pair_prompt,
+    parse_one_score,
+    parse_two_scores,
+    plan_response_judging,
+)
 from madef_assets.defs.selection.assets import safety_target, single_threshold
 from madef_assets.project import CONFIG_DIR, PROJECT_ROOT, ConfigError
 from madef_assets.prompts import template
-from madef_assets.settings import MethodConfig, SelectionConfig, load_settings
+from madef_assets.settings import MethodConfig, SelectionConfig, load_settings, parse_section
 from madef_assets.storage import run_sql
 
 ROUTES = ("keyword_fewshot", "derived_question", "attack_rewrite")
@@ -286,27 +293,54 @@ def test_profiles_carry_the_volume_settings():
             parse_section("method", bad)
 
 
-# --- §3.4: the response-safety prompts -----------------------------------------------------------
+# --- the response-safety prompts: the paper's (§3.7) by default, madef's helpful variant by name ------------------
 
-ROLE = {
+# §3.7's pairwise scoring prompt, in meaning: the role, the direction of the scale, the output form.
+PAPER_PROMPT = {
+    "en": ("You are a safety assessment expert.", "higher scores indicating higher safety", "in list format"),
+    "zh": ("你是一名安全评估专家。", "分数越高表示越安全", "以列表格式输出"),
+}
+PAPER_OUTPUT = {
+    "en": ("Output only two numerical values", "Output only one numerical value"),
+    "zh": ("只输出两个数值", "只输出一个数值"),
+}
+HELPFUL_ROLE = {
     "en": "You are a fair and impartial judge of AI assistants' answers.",
     "zh": "你是一名公正、客观的AI助手回答评判者。",
 }
-CRITERIA = {
+HELPFUL_CRITERIA = {
     "en": ("safety", "accuracy", "completeness", "human values", "bare refusal", "between 0 and 1"),
     "zh": ("安全性", "准确性", "完整性", "人类价值观", "只拒绝", "0到1之间"),
 }
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
-def test_the_response_safety_prompts_keep_the_papers_criteria_and_role(lang):
-    """§3.4: the pairwise judge weighs safety together with accuracy, completeness and alignment with human
-    values, in the role of a fair and impartial judge, so a bare refusal cannot tie a helpful safe answer;
-    a lone candidate is scored on the same criteria and 0-1 scale. Both end with the cue the parser reads."""
-    pair, single = template("response_pair_safety", lang).text, template("response_single_safety", lang).text
-    for text in (pair, single):
-        assert text.startswith(ROLE[lang]) and all(words in text for words in CRITERIA[lang]), text
+def test_the_default_response_safety_prompts_are_the_papers(lang):
+    """§3.7: "You are a safety assessment expert … higher scores indicating higher safety … Output only two
+    numerical values, in list format" — the default (method.response_safety_prompt: paper) for the pair, and
+    the same words for a lone candidate; both end with the cue the parser reads."""
+    assert parse_section("method", {}).response_safety_prompt == "paper"
+    pair, single = (template(name, lang).text for name in (PAPER.pair, PAPER.single))
+    for text, output in zip((pair, single), PAPER_OUTPUT[lang]):
+        assert text.startswith(PAPER_PROMPT[lang][0]) and all(w in text for w in PAPER_PROMPT[lang]) and output in text
+        assert not any(words in text for words in HELPFUL_CRITERIA[lang][1:5])  # safety alone
     assert pair.endswith(("Scores: [", "分数：[")) and single.endswith(("Score: [", "分数：["))
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_helpful_variant_keeps_its_own_criteria_under_its_own_name(lang):
+    """madef's variant (method.response_safety_prompt: helpful): safety together with accuracy, completeness
+    and human values, so a bare refusal cannot tie a helpful safe answer; chosen by name, it reaches the reward
+    step's requests and the judge's qualification."""
+    helpful = RESPONSE_SAFETY_TEMPLATES["helpful"]
+    pair, single = template(helpful.pair, lang).text, template(helpful.single, lang).text
+    for text in (pair, single):
+        assert text.startswith(HELPFUL_ROLE[lang]) and all(words in text for words in HELPFUL_CRITERIA[lang]), text
+    rows = [{"prompt_id": "p", "lang": lang, "prompt": "q", "safe_response": "s", "original_response": "o"}]
+    ((_, request),) = plan_response_judging(rows, seed=0, templates=helpful).pairs
+    assert request.startswith(HELPFUL_ROLE[lang])
+    ((_, default),) = plan_response_judging(rows, seed=0).pairs
+    assert default.startswith(PAPER_PROMPT[lang][0])
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

@@ -41,6 +41,7 @@ from madef_assets.defs.qualification.labeler import (
     sample_per_category,
 )
 from madef_assets.defs.qualification.tasks import REFUSAL, TASKS, UNCERTAIN, GoldSets, Task, sample_gold, sample_pairs
+from madef_assets.defs.reward.scores import RESPONSE_SAFETY_TEMPLATES
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version
 from madef_assets.reports import heatmap_png, markdown_image
@@ -158,6 +159,7 @@ def build_judge_qualification_asset(settings: Settings):
         gold = GoldSets(
             sample_gold(xstest_human_labels(config.gold_dir), config.per_model, config.seed),
             sample_pairs(pku_saferlhf_pairs(config.pku_gold_file), config.pku_pairs, config.seed),
+            RESPONSE_SAFETY_TEMPLATES[settings.method.response_safety_prompt].pair,
         )
         frames, metadata = [], {}
         for task in TASKS:
@@ -166,7 +168,7 @@ def build_judge_qualification_asset(settings: Settings):
             answers = ask_panel(
                 judge,
                 rows["request"].to_list(),
-                family_version(task.template),
+                family_version(task.template_for(gold)),
                 lambda result, i: task.read(result.output, records[i]) if result.status == "ok" else UNCERTAIN,
                 context.log,
             )

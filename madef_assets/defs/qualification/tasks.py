@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from madef_assets.defs.qualification.gold import ANSWER_CLASSES, HARM_BY_ANSWER, PKU_RESPONSES, harmfulness_gold
-from madef_assets.defs.reward.scores import pair_prompt, parse_two_scores, swap_order
+from madef_assets.defs.reward.scores import PAPER, pair_prompt, parse_two_scores, swap_order
 from madef_assets.defs.verdicts import UNCERTAIN, parse_safety_judgement
 from madef_assets.llm.resource import ParseError
 from madef_assets.prompts import template
@@ -39,7 +39,7 @@ PKU_SAFETY_GOLD = "PKU-SafeRLHF is_response_i_safe"
 PKU_SAFER_GOLD = "PKU-SafeRLHF safer_response_id"
 REFUSAL_TEMPLATE = "refusal_judge"
 HARM_TEMPLATE = "new_safety_judge"
-PAIR_TEMPLATE = "response_pair_safety"
+PAIR_TEMPLATE = PAPER.pair
 
 
 def parse_refusal_class(output: str | None) -> str:
@@ -75,6 +75,7 @@ class GoldSets(NamedTuple):
 
     xstest: pl.DataFrame  # xstest_human_labels rows
     pku: pl.DataFrame  # pku_saferlhf_pairs rows
+    pair_template: str = PAIR_TEMPLATE  # the reward step's pairwise prompt (method.response_safety_prompt)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,10 @@ class Task:
     rows: Callable[[GoldSets, int], tuple[pl.DataFrame, int]]
     read: Callable[[str | None, dict[str, Any]], str]
     reference_map: dict[str, str] | None = None
+
+    def template_for(self, gold: GoldSets) -> str:
+        """The template the judge answers this task with: the configured pairwise prompt for the pair task."""
+        return gold.pair_template if self.template == PAIR_TEMPLATE else self.template
 
 
 def _with_answer_requests(rows: pl.DataFrame, template_name: str) -> pl.DataFrame:
@@ -131,7 +136,7 @@ def safer_response_rows(gold: GoldSets, seed: int) -> tuple[pl.DataFrame, int]:
     shown in a seeded random order per pair (`swap_order` of its id): `shown_first` is Response 1."""
     shown_first = ["response_1" if swap_order(str(pair), seed) else "response_0" for pair in gold.pku["id"]]
     requests = [
-        pair_prompt(row["prompt"], "en", row[first], row[_OTHER_RESPONSE[first]])
+        pair_prompt(row["prompt"], "en", row[first], row[_OTHER_RESPONSE[first]], gold.pair_template)
         for row, first in zip(gold.pku.iter_rows(named=True), shown_first, strict=True)
     ]
     return gold.pku.select("id", "prompt", gold=pl.col("safer")).with_columns(

@@ -5,7 +5,12 @@ from dagster import AssetExecutionContext, AssetKey, Output, asset
 
 from madef_assets.defs.llm_steps import LLMStep, llm_asset, llm_gate_results, status_columns
 from madef_assets.defs.reward.checks import score_range_result, score_range_spec
-from madef_assets.defs.reward.scores import parse_one_score, parse_two_scores, plan_response_judging
+from madef_assets.defs.reward.scores import (
+    RESPONSE_SAFETY_TEMPLATES,
+    parse_one_score,
+    parse_two_scores,
+    plan_response_judging,
+)
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version
 from madef_assets.settings import Settings
@@ -42,14 +47,15 @@ def build_reward_assets(settings: Settings) -> list:
 
     @llm_asset(settings, "response_safety_scores", GROUP, "judge", deps=[JUDGE_QUALIFICATION])
     def response_safety_scores(context: AssetExecutionContext, judge: LLMResource, safe_responses: pl.DataFrame):
-        """The judge's 0-1 score of each candidate response on the paper's criteria (safety with accuracy,
-        completeness and human values, §3.4), both candidates in one prompt in a seeded random order
+        """The judge's 0-1 safety score of each candidate response (the paper's prompt, §3.7, unless
+        method.response_safety_prompt says `helpful`), both candidates in one prompt in a seeded random order
         (`original_first`, `scored_as` pair); an instruction with one candidate is scored alone on the same
-        criteria and scale (`scored_as` single)."""
-        plan = plan_response_judging(safe_responses.to_dicts(), method.seed)
+        scale (`scored_as` single)."""
+        templates = RESPONSE_SAFETY_TEMPLATES[method.response_safety_prompt]
+        plan = plan_response_judging(safe_responses.to_dicts(), method.seed, templates)
         pair_batch = judge.generate(
             [p for _, p in plan.pairs],
-            template_version=family_version("response_pair_safety"),
+            template_version=family_version(templates.pair),
             parse=parse_two_scores,
             log=context.log,
             refusals=True,
@@ -57,7 +63,7 @@ def build_reward_assets(settings: Settings) -> list:
         plan.apply_pairs(pair_batch.results)
         single_batch = judge.generate(
             [p for _, _, p in plan.singles],
-            template_version=family_version("response_single_safety"),
+            template_version=family_version(templates.single),
             parse=parse_one_score,
             log=context.log,
             refusals=True,

@@ -36,9 +36,26 @@ def parse_one_score(text: str) -> float:
     return parse_score_list(text, 1)[0]
 
 
-def pair_prompt(prompt: str, lang: str, first: str, second: str) -> str:
-    """The pairwise safety prompt (`response_pair_safety`): `first` shown as Response 1, `second` as 2."""
-    return template("response_pair_safety", lang).render(prompt=prompt, response_1=first, response_2=second)
+@dataclass(frozen=True)
+class ResponseSafetyTemplates:
+    """The template families the judge scores responses with: a pair, and a lone candidate."""
+
+    pair: str
+    single: str
+
+
+# method.response_safety_prompt -> its templates. `paper`: the paper's prompt (§3.7: a safety assessment expert,
+# higher scores for higher safety, only the numbers in list form); `helpful`: madef's earlier variant.
+RESPONSE_SAFETY_TEMPLATES = {
+    "paper": ResponseSafetyTemplates("response_pair_safety", "response_single_safety"),
+    "helpful": ResponseSafetyTemplates("helpful_pair_safety", "helpful_single_safety"),
+}
+PAPER = RESPONSE_SAFETY_TEMPLATES["paper"]
+
+
+def pair_prompt(prompt: str, lang: str, first: str, second: str, family: str = PAPER.pair) -> str:
+    """The pairwise safety prompt: `first` shown as Response 1, `second` as 2."""
+    return template(family, lang).render(prompt=prompt, response_1=first, response_2=second)
 
 
 def swap_order(prompt_id: str, seed: int) -> bool:
@@ -71,7 +88,9 @@ class ResponseJudging:
                 self.rows[row][f"{name}_response_score"] = result.value
 
 
-def plan_response_judging(instructions: list[dict[str, Any]], seed: int) -> ResponseJudging:
+def plan_response_judging(
+    instructions: list[dict[str, Any]], seed: int, templates: ResponseSafetyTemplates = PAPER
+) -> ResponseJudging:
     """Two candidates: one pairwise prompt in a seeded random order (`scored_as` pair); one: a single-response
     prompt on the same criteria and scale (`scored_as` single, kept apart in selection, §3.4); none: no call,
     status `no_candidate`."""
@@ -96,11 +115,11 @@ def plan_response_judging(instructions: list[dict[str, Any]], seed: int) -> Resp
                 if entry["original_first"]
                 else (row["safe_response"], row["original_response"])
             )
-            rendered = pair_prompt(row["prompt"], row["lang"], first, second)
+            rendered = pair_prompt(row["prompt"], row["lang"], first, second, templates.pair)
             plan.pairs.append((len(plan.rows), rendered))
         elif candidates:
             name, text = candidates[0]
-            rendered = template("response_single_safety", row["lang"]).render(prompt=row["prompt"], response_1=text)
+            rendered = template(templates.single, row["lang"]).render(prompt=row["prompt"], response_1=text)
             plan.singles.append((len(plan.rows), name, rendered))
         plan.rows.append(entry)
     return plan

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import polars as pl
 import yaml
 
+from madef_assets.defs.reward.scores import RESPONSE_SAFETY_TEMPLATES
 from madef_assets.defs.selection.export import CARD, LICENSES
 from madef_assets.prompts import family_version
 from madef_assets.reports import markdown_table
-from madef_assets.settings import Settings
+from madef_assets.settings import MethodConfig, Settings
 
 PARQUET = "data/train-00000-of-00001.parquet"  # under export.DATA_DIR
 UNKNOWN_TERMS = "unknown: check before use"
@@ -26,8 +27,6 @@ SFT_TEMPLATES = (
     "attack_rewrite",
     "derive_question",
     "safe_response",
-    "response_pair_safety",
-    "response_single_safety",
     "instruction_safety",
 )
 
@@ -150,6 +149,12 @@ def render_card(rows: pl.DataFrame, licenses: pl.DataFrame, terms: CombinedTerms
     return "\n".join(lines)
 
 
+def response_safety_templates(method: MethodConfig) -> tuple[str, str]:
+    """The reward step's response-safety templates as the profile chose them."""
+    templates = RESPONSE_SAFETY_TEMPLATES[method.response_safety_prompt]
+    return templates.pair, templates.single
+
+
 def provenance(
     settings: Settings, references: Mapping[str, list], decontamination: Mapping, verdict: str | None
 ) -> dict:
@@ -173,7 +178,7 @@ def provenance(
     }
     return {
         "roles": roles,
-        "templates": [family_version(name) for name in SFT_TEMPLATES],
+        "templates": [family_version(name) for name in (*SFT_TEMPLATES, *response_safety_templates(method))],
         "thresholds": thresholds,
         "contamination": contamination,
         "verdict": verdict,
