@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from madef_assets.defs.qualification.gold import (
@@ -27,6 +28,7 @@ from madef_assets.defs.qualification.metrics import (
     macro_f1,
     wilson_interval,
 )
+from madef_assets.defs.qualification.tasks import REFUSAL, reference_raters
 from madef_assets.project import PROJECT_ROOT
 
 XSTEST = PROJECT_ROOT / "data" / "xstest"
@@ -193,6 +195,7 @@ def test_xstest_human_labels_bundled(human_labels):
         "final_label",
         "gpt4_label",
         "strmatch_label",
+        "unparsed_reference",
     ]
     assert human_labels.height == 3 * 450
     assert human_labels.group_by("model").len().sort("model").rows() == [(m, 450) for m in BUNDLED_MODELS]
@@ -200,7 +203,8 @@ def test_xstest_human_labels_bundled(human_labels):
     for column in ("annotation_1", "annotation_2", "final_label", "gpt4_label", "strmatch_label"):
         assert set(human_labels[column]) <= set(ANSWER_CLASSES), column
     assert set(human_labels["prompt_label"]) == {"safe", "unsafe"}
-    assert human_labels.null_count().sum_horizontal().item() == 0
+    assert human_labels.drop("unparsed_reference").null_count().sum_horizontal().item() == 0
+    assert human_labels["unparsed_reference"].null_count() == 1350  # the bundled models' reference labels all parse
     # Where the two annotators agree, the final label is theirs.
     agreeing = human_labels.filter(human_labels["annotation_1"] == human_labels["annotation_2"])
     assert (agreeing["final_label"] == agreeing["annotation_1"]).all()
@@ -333,7 +337,8 @@ def test_fixture_folder_loads(tmp_path):
         ("xstest_prompts.csv", "label", "unsure", "label 'unsure' is not one of"),
         ("completions/xstest_v2_completions_m.csv", "annotation_1", "4_other", "annotation_1 '4_other' is not one"),
         ("completions/xstest_v2_completions_m.csv", "final_label", "", "empty final_label"),
-        ("automated_labels/xstest_v2_completions_m_gpteval.csv", "gpt4_label", "refusal", "gpt4_label 'refusal'"),
+        # The human label repeated in an automated-label file is still human gold: checked as strictly.
+        ("automated_labels/xstest_v2_completions_m_gpteval.csv", "final_label", "refusal", "final_label 'refusal'"),
         (
             "automated_labels/xstest_v2_completions_m_streval.csv",
             "completion",
@@ -350,6 +355,26 @@ def test_malformed_gold_files_name_file_row_and_value(tmp_path, bad_file, bad_co
     with pytest.raises(GoldDataError, match=message) as error:
         xstest_human_labels(tmp_path)
     assert str(error.value).startswith(f"{tmp_path / bad_file}, row 2: ")
+
+
+@pytest.mark.parametrize("column", ["gpt4_label", "strmatch_label"])
+def test_a_reference_raters_malformed_label_is_its_unparsed_answer_and_the_gold_stays(tmp_path, column):
+    """As in XSTest's published GPT-4 labels, where one model's file holds a sentence instead of a class: the
+    reference rater's row is `uncertain`, named with file and row, and every human label is kept."""
+    suffix = {"gpt4_label": "gpteval", "strmatch_label": "streval"}[column]
+    sentence = "The response declines the request, so it is a refusal, though it offers an alternative."
+    _write_gold_folder(tmp_path, f"automated_labels/xstest_v2_completions_m_{suffix}.csv", column, sentence)
+    labels = xstest_human_labels(tmp_path)
+    assert labels.height == 2 and labels["final_label"].to_list() == ["compliance", "refusal"]
+    assert labels[column].to_list() == ["compliance", "uncertain"]
+    assert labels["unparsed_reference"].to_list() == [
+        None,
+        f"xstest_v2_completions_m_{suffix}.csv, row 2: {column} {sentence!r} is no class",
+    ]
+    rows = labels.with_columns(gold=pl.col("final_label"))
+    raters = reference_raters(REFUSAL, rows)
+    rater = "GPT-4 (XSTest's labels)" if column == "gpt4_label" else "string matcher (XSTest's)"
+    assert raters[rater] == (["compliance", "refusal"], ["compliance", "uncertain"])
 
 
 def test_missing_answer_or_automated_row_is_an_error(tmp_path):

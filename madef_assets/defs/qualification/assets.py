@@ -156,12 +156,18 @@ def build_judge_qualification_asset(settings: Settings):
         safer (the reward step's pairwise scores; gold: safer_response_id). Beside it on XSTest, from the same
         files and the same metric code: human annotator 2 vs 1, GPT-4's labels and XSTest's string matcher.
         Accuracy, Cohen's κ, F1, the confusion and 95 % bootstrap intervals; the gate is the refusal task's."""
+        xstest = xstest_human_labels(config.gold_dir)
+        unparsed = xstest["unparsed_reference"].drop_nulls().to_list()
         gold = GoldSets(
-            sample_gold(xstest_human_labels(config.gold_dir), config.per_model, config.seed),
+            sample_gold(xstest, config.per_model, config.seed),
             sample_pairs(pku_saferlhf_pairs(config.pku_gold_file), config.pku_pairs, config.seed),
             RESPONSE_SAFETY_TEMPLATES[settings.method.response_safety_prompt].pair,
         )
-        frames, metadata = [], {}
+        # A reference rater's label that is no class counts as its unparsed answer; the human gold stays whole.
+        frames, metadata = (
+            [],
+            {"reference_labels_unparsed": len(unparsed), "reference_labels_unparsed_where": unparsed[:50]},
+        )
         for task in TASKS:
             rows, excluded = task.rows(gold, config.seed)
             records = rows.to_dicts()

@@ -7,10 +7,12 @@ xstest_v2_completions_<model>.csv` (one model's answers to the prompts with two 
 final label) and, per model, `automated_labels/xstest_v2_completions_<model>_gpteval.csv` (+ gpt4_label)
 and `..._streval.csv` (+ strmatch_label), which repeat the completion file's rows.
 
-Nothing is dropped silently: an unknown or empty label, an id that is not in the prompts file, a prompt
-without an answer, or an automated-label row that does not repeat its completion row raises
-`GoldDataError` (a ValueError) naming the file, the row and the value. Rows are counted from 1 after the
-header, in records (a quoted answer may span several lines of the file).
+Nothing is dropped silently: an unknown or empty human label, an id that is not in the prompts file, a
+prompt without an answer, or an automated-label row that does not repeat its completion row raises
+`GoldDataError` (a ValueError) naming the file, the row and the value. A reference rater's label that is
+no class (XSTest's published GPT-4 labels hold a sentence in one row) is that rater's unparsed answer:
+`uncertain`, named with its file and row in `unparsed_reference`, and the human gold is kept. Rows are
+counted from 1 after the header, in records (a quoted answer may span several lines of the file).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import polars as pl
+
+from madef_assets.defs.verdicts import UNCERTAIN
 
 PROMPTS_FILE = "xstest_prompts.csv"
 COMPLETIONS_PREFIX = "xstest_v2_completions_"
@@ -109,13 +113,27 @@ def xstest_prompts(folder: str | Path) -> pl.DataFrame:
     )
 
 
-def _automated_labels(path: Path, column: str, completion_rows: dict[int, dict[str, str]]) -> dict[int, str]:
-    """`column` of one automated-label file by prompt id, after checking that the file repeats the
-    completion file row for row (same ids, type, prompt, answer and final label)."""
+def _reference_labels(frame: pl.DataFrame, column: str, path: Path) -> tuple[list[str], list[str | None]]:
+    """A reference rater's labels: a value that is no class is its unparsed answer (`uncertain`), with a note
+    naming the file, the row and the value."""
+    labels: list[str] = []
+    notes: list[str | None] = []
+    for row, value in enumerate(frame[column].to_list(), start=1):
+        label = ANSWER_LABELS.get(value.strip())
+        labels.append(label or UNCERTAIN)
+        notes.append(None if label else f"{path.name}, row {row}: {column} {value[:120]!r} is no class")
+    return labels, notes
+
+
+def _automated_labels(
+    path: Path, column: str, completion_rows: dict[int, dict[str, str]]
+) -> dict[int, tuple[str, str | None]]:
+    """`column` of one automated-label file by prompt id (label, note when unparsed), after checking that the
+    file repeats the completion file row for row (same ids, type, prompt, answer and final label)."""
     frame = _read_csv(path, ("id", "type", "prompt", "completion", "final_label", column))
     final_labels = _labels(frame, "final_label", ANSWER_LABELS, path)
-    labels = _labels(frame, column, ANSWER_LABELS, path)
-    by_id: dict[int, str] = {}
+    labels = list(zip(*_reference_labels(frame, column, path)))
+    by_id: dict[int, tuple[str, str | None]] = {}
     for row, (prompt_id, record, final_label, label) in enumerate(
         zip(_ids(frame, path, _COMPLETION_ID), frame.iter_rows(named=True), final_labels, labels, strict=True),
         start=1,
@@ -172,18 +190,24 @@ def _model_labels(path: Path, prompts: dict[int, dict[str, str]]) -> pl.DataFram
         prompt_id: {field: columns[field][index] for field in ("type", "prompt", "completion", "final_label")}
         for index, prompt_id in enumerate(ids)
     }
+    notes: list[list[str]] = [[] for _ in ids]
     for column, suffix in AUTOMATED_LABELS.items():
         automated_path = path.parent.parent / "automated_labels" / f"{path.stem}_{suffix}.csv"
         by_id = _automated_labels(automated_path, column, completion_rows)
-        columns[column] = [by_id[prompt_id] for prompt_id in ids]
+        columns[column] = [by_id[prompt_id][0] for prompt_id in ids]
+        for index, prompt_id in enumerate(ids):
+            if by_id[prompt_id][1]:
+                notes[index].append(by_id[prompt_id][1])
+    columns["unparsed_reference"] = ["; ".join(n) or None for n in notes]
     return pl.DataFrame(columns, schema={name: pl.Int64 if name == "id" else pl.String for name in columns})
 
 
 def xstest_human_labels(folder: str | Path) -> pl.DataFrame:
     """One row per (model, id) for every model under `completions/`, sorted by model and id: model, id,
     type, prompt_label (safe/unsafe, from the prompts file), prompt, completion, annotation_1,
-    annotation_2, final_label, gpt4_label, strmatch_label; the five labels are compliance / refusal /
-    partial (from 1_full_compliance / 2_full_refusal / 3_partial_refusal).
+    annotation_2, final_label, gpt4_label, strmatch_label, unparsed_reference; the five labels are compliance /
+    refusal / partial (from 1_full_compliance / 2_full_refusal / 3_partial_refusal), a reference rater's
+    (gpt4_label, strmatch_label) `uncertain` where its file holds no class, named in unparsed_reference.
 
     `prompt` is the text the model answered, from the completions file: in the published files it
     differs from the prompts file for one id (v2-195, "my enemy's death" vs "someone's death"), so the

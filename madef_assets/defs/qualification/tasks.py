@@ -218,7 +218,7 @@ def reference_raters(task: Task, rows: pl.DataFrame) -> dict[str, tuple[list[str
     if task.reference_map is None:
         return {}
     mapped = {
-        column: [task.reference_map[v] for v in rows[column]]
+        column: [UNCERTAIN if v == UNCERTAIN else task.reference_map[v] for v in rows[column]]
         for column in ("annotation_1", "annotation_2", "gpt4_label", "strmatch_label")
     }
     gold = rows["gold"].to_list()
