@@ -94,7 +94,7 @@ def test_whole_method_materializes_and_exports_a_llamafactory_dataset(first_run)
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert (
         checks["no_overlap_with_evaluation_prompts"]
-        and checks["scores_in_range"]
+        and checks["perplexity_at_least_one"]
         and checks["no_duplicates_after_dedup"]
     )
     assert checks["every_category_present"] and set(SOURCE_MAPPED_CATEGORIES) <= set(attack["category"])

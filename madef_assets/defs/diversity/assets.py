@@ -376,6 +376,6 @@ def build_attack_prompts_asset(settings: Settings):
                 "per_category": {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()},
             },
         )
-        yield from attack_prompt_check_results(table, method.required_categories)
+        yield from attack_prompt_check_results(table, method.required_categories, method.near_duplicate_threshold)
 
     return attack_prompts

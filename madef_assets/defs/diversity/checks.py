@@ -1,10 +1,17 @@
-"""Gates for attack_prompts: every required category present and no duplicates left (both blocking)."""
+"""Gates for attack_prompts: every required category present and no duplicates left (both blocking). The
+duplicate gate re-checks the dedup by other means than the dedup itself used: exact duplicates by hashes of
+Python's normalization (the dedup used a polars expression), near duplicates by exact Jaccard similarity of
+3-gram sets between neighbours in two sorted orders (the dedup used MinHash with LSH banding)."""
+
+import hashlib
+from dataclasses import dataclass
 
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
 
-from madef_assets.defs.diversity.dedup import normalized_texts
+from madef_assets.defs.diversity.dedup import SHINGLE_CHARS
 from madef_assets.defs.intent.taxonomy import CATEGORIES
+from madef_assets.defs.text import normalize_text
 
 ATTACK_PROMPTS = AssetKey("attack_prompts")
 
@@ -21,15 +28,69 @@ def attack_prompt_check_specs() -> list[AssetCheckSpec]:
             "no_duplicates_after_dedup",
             asset=ATTACK_PROMPTS,
             blocking=True,
-            description="No two prompts share a normalized text after deduplication.",
+            description="Re-checked independently of the dedup: no two prompts share a normalized text (hashes of "
+            "Python's normalization), and no neighbours in sorted order (by text and by reversed text) have an exact "
+            "3-gram Jaccard similarity halfway between method.near_duplicate_threshold and 1 or above.",
         ),
     ]
 
 
-def attack_prompt_check_results(table: pl.DataFrame, required: tuple[str, ...] | None) -> list[AssetCheckResult]:
+def shingles(normalized: str) -> frozenset[str]:
+    """The character 3-grams of a normalized text (a shorter text is its own single shingle)."""
+    if len(normalized) <= SHINGLE_CHARS:
+        return frozenset([normalized])
+    return frozenset(normalized[i : i + SHINGLE_CHARS] for i in range(len(normalized) - SHINGLE_CHARS + 1))
+
+
+def jaccard(first: frozenset[str], second: frozenset[str]) -> float:
+    return len(first & second) / len(first | second) if first or second else 1.0
+
+
+@dataclass(frozen=True)
+class DuplicateRecheck:
+    exact_pairs: list[tuple[int, int]]  # (earlier row, later row) with the same normalized text
+    near_pairs: list[tuple[int, int, float]]  # (row, row, exact Jaccard) at or above the threshold
+    compared: int
+
+
+def recheck_duplicates(prompts: list[str], threshold: float, window: int = 4) -> DuplicateRecheck:
+    """Exact duplicates by sha256 of normalize_text; near duplicates among each prompt's `window` neighbours in
+    the sorted order of the normalized texts and of their reverses (near copies share a start or an end), by
+    the exact Jaccard similarity of their 3-gram sets."""
+    normalized = [normalize_text(p) for p in prompts]
+    first_seen: dict[bytes, int] = {}
+    exact = []
+    for row, text in enumerate(normalized):
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        if digest in first_seen:
+            exact.append((first_seen[digest], row))
+        else:
+            first_seen[digest] = row
+    grams = [shingles(text) for text in normalized]
+    pairs: set[tuple[int, int]] = set()
+    for key in (lambda row: normalized[row], lambda row: normalized[row][::-1]):
+        order = sorted(range(len(prompts)), key=key)
+        for position, row in enumerate(order):
+            pairs.update(tuple(sorted((row, other))) for other in order[position + 1 : position + 1 + window])
+    exact_set = set(exact)
+    near = [
+        (a, b, round(similarity, 4))
+        for a, b in sorted(pairs)
+        if (a, b) not in exact_set and (similarity := jaccard(grams[a], grams[b])) >= threshold
+    ]
+    return DuplicateRecheck(exact, near, len(pairs))
+
+
+def attack_prompt_check_results(
+    table: pl.DataFrame, required: tuple[str, ...] | None, near_threshold: float
+) -> list[AssetCheckResult]:
     missing = sorted(set(CATEGORIES if required is None else required) - set(table["category"].drop_nulls()))
-    hashes = normalized_texts(table["prompt"].cast(pl.Utf8))
-    duplicates = hashes.len() - hashes.n_unique()
+    prompts = table["prompt"].cast(pl.Utf8).fill_null("").to_list()
+    recheck = recheck_duplicates(prompts, near_threshold)
+    # MinHash estimates similarity: a pair just above the threshold may be missed by chance, one halfway to
+    # identical may not.
+    clear = [(a, b, s) for a, b, s in recheck.near_pairs if s >= (1 + near_threshold) / 2]
+    ids = table["prompt_id"].to_list() if "prompt_id" in table.columns else list(range(table.height))
     return [
         AssetCheckResult(
             asset_key=ATTACK_PROMPTS,
@@ -41,11 +102,16 @@ def attack_prompt_check_results(table: pl.DataFrame, required: tuple[str, ...] |
         AssetCheckResult(
             asset_key=ATTACK_PROMPTS,
             check_name="no_duplicates_after_dedup",
-            passed=duplicates == 0,
+            passed=not recheck.exact_pairs and not clear,
             severity=AssetCheckSeverity.ERROR,
             metadata={
-                "duplicate_rows": duplicates,
-                "duplicate_rate": round(duplicates / hashes.len(), 4) if hashes.len() else 0.0,
+                "duplicate_rows": len(recheck.exact_pairs),
+                "near_pairs_compared": recheck.compared,
+                "near_duplicates_at_threshold": len(recheck.near_pairs),
+                "clear_near_duplicates": len(clear),
+                "examples": [
+                    f"{ids[a]} ~ {ids[b]} ({s})" for a, b, s in [*((a, b, 1.0) for a, b in recheck.exact_pairs), *clear]
+                ][:10],
             },
         ),
     ]

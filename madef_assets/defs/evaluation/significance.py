@@ -10,10 +10,11 @@ mean; null when the item has none) and `binary`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from math import comb
 
 import numpy as np
 import polars as pl
+
+from madef_assets.defs.sign_test import exact_sign_test
 
 ALPHA = 0.05
 TESTS_SENTENCE = (
@@ -44,13 +45,9 @@ TEST_SCHEMA = {
 
 
 def mcnemar_exact(baseline_only: int, candidate_only: int) -> float:
-    """McNemar's exact test (two-sided): under no difference each discordant pair goes either way with
-    probability 1/2, so p = 2 · P(Binomial(b + c, 1/2) ≤ min(b, c)), capped at 1; no discordant pair: 1."""
-    discordant = baseline_only + candidate_only
-    if discordant == 0:
-        return 1.0
-    tail = sum(comb(discordant, k) for k in range(min(baseline_only, candidate_only) + 1))
-    return min(1.0, 2 * tail / 2**discordant)
+    """McNemar's exact test (two-sided): the exact sign test on the discordant pairs (b items only the
+    baseline got right, c only the candidate), p = 2 · P(Binomial(b + c, 1/2) ≤ min(b, c)), capped at 1."""
+    return exact_sign_test(baseline_only, candidate_only)
 
 
 def paired_bootstrap_p(differences: Sequence[float], n_resamples: int = 10_000, seed: int = 0) -> float:

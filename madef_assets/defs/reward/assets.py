@@ -4,7 +4,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetKey, Output, asset
 
 from madef_assets.defs.llm_steps import LLMStep, llm_asset, llm_gate_results, status_columns
-from madef_assets.defs.reward.checks import score_range_result, score_range_spec
+from madef_assets.defs.reward.checks import perplexity_result, position_bias_result, reward_check_specs
 from madef_assets.defs.reward.scores import (
     RESPONSE_SAFETY_TEMPLATES,
     parse_one_score,
@@ -100,7 +100,7 @@ def build_reward_assets(settings: Settings) -> list:
         yield Output(table, metadata=batch.metadata())
         yield from llm_gate_results(context.asset_key, table["status"], method)
 
-    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, check_specs=[score_range_spec()])
+    @asset(group_name=GROUP, kinds={"duckdb", "sql"}, check_specs=reward_check_specs())
     def reward_features(
         context: AssetExecutionContext,
         safe_responses: pl.DataFrame,
@@ -119,6 +119,7 @@ def build_reward_assets(settings: Settings) -> list:
         )
         complete = table.drop_nulls(["perplexity", "chosen_score", "instruction_safety"]).height
         yield Output(table, metadata={"rows_with_all_features": complete})
-        yield score_range_result(table)
+        yield perplexity_result(table)
+        yield position_bias_result(response_safety_scores)
 
     return [prompt_perplexity, response_safety_scores, instruction_safety_scores, reward_features]
