@@ -362,6 +362,10 @@ class TrainingConfig(Strict):
     output_dir: ProjectPath | None = None  # None: <state_dir>/checkpoints/finetuned
     args: dict[str, Any] = {}
     learning_rates: tuple[Annotated[float, Field(gt=0)], ...] | None = Field(None, min_length=1)
+    # How the report chooses among several rates' tuned candidates: `validation_loss` (the lowest final eval
+    # loss; needs args.val_size) or a row of eval_report's long table, `<view>: <item>` (the highest value,
+    # e.g. `new_safety: OFF`, `general: gsm8k`).
+    choose_rate_by: Annotated[str, Field(pattern=r"^(validation_loss|[^:]+:.+)$")] = "validation_loss"
 
     @model_validator(mode="after")
     def _one_rate_source(self) -> TrainingConfig:

@@ -519,6 +519,7 @@ def test_a_missing_answer_is_never_sent_to_the_judge(tmp_path, openai_server):
 def test_report_shows_the_data_charts_and_the_learning_rate_comparison_and_embeds_them_for_the_ui(tmp_path):
     """The paper's Figures 3-3..3-5 (one top-labels chart per labeled source) and §5.1.1's rate comparison appear in
     the report as links relative to the report folder; the UI copy embeds the files that exist."""
+    from madef_assets.defs.evaluation.rate_choice import choose_rate
     from madef_assets.defs.evaluation.report_assets import data_section, inline_images, learning_rate_section
 
     reports, report_dir = tmp_path / "reports", tmp_path / "reports" / "evaluation"
@@ -531,11 +532,60 @@ def test_report_shows_the_data_charts_and_the_learning_rate_comparison_and_embed
     section = data_section(distribution, reports, report_dir)
     assert "![intent_distribution](../intent_distribution.png)" in section
     assert "![intent_labels_s_eval](../intent_labels_s_eval.png)" in section and "intent_labels_all" not in section
-    curves = pl.DataFrame({"rate": ["lr1e-5", "lr1e-5", "lr3e-5"], "step": [1, 2, 1], "loss": [2.0, 1.5, 1.8]})
-    rates = learning_rate_section(curves, tmp_path / "ckpt", report_dir)
+    curves = pl.DataFrame(
+        {
+            "rate": ["lr1e-5", "lr1e-5", "lr3e-5"],
+            "step": [1, 2, 1],
+            "loss": [2.0, 1.5, 1.8],
+            "eval_loss": [None, 1.7, 1.6],
+        }
+    )
+    choice = choose_rate(
+        "validation_loss", curves, pl.DataFrame(), {"lr1e-5": "tuned_lr1e-5", "lr3e-5": "tuned_lr3e-5"}
+    )
+    rates = learning_rate_section(curves, choice, "validation_loss", tmp_path / "ckpt", report_dir)
     assert "![learning_rate_comparison](../../ckpt/learning_rate_comparison.png)" in rates
     assert "| lr1e-5 | 2 | 1.5 |" in rates
+    assert (
+        "**Chosen: lr3e-5 (`tuned_lr3e-5`), by `validation_loss`: the lowest final validation loss, 1.6000**" in rates
+    )
     reports.mkdir(parents=True)
     (reports / "intent_distribution.png").write_bytes(b"\x89PNG fake")
     embedded = inline_images(section, report_dir)
     assert "data:image/png;base64," in embedded and "![intent_labels_s_eval](../intent_labels_s_eval.png)" in embedded
+
+
+def test_the_learning_rate_is_chosen_by_the_configured_rule():
+    """§5.1.1 chooses a rate: by the lowest final validation loss (default) or the highest value of a named row
+    of the report's long table among the rates' tuned candidates; no data, no choice, and the report says why."""
+    from madef_assets.defs.evaluation.rate_choice import choose_rate
+    from madef_assets.settings import parse_section
+
+    rates = {"lr6e-7": "tuned_lr6e-7", "lr1e-6": "tuned_lr1e-6", "lr2e-6": "tuned_lr2e-6"}
+    curves = pl.DataFrame(
+        {
+            "rate": ["lr6e-7", "lr6e-7", "lr1e-6", "lr1e-6", "lr2e-6"],
+            "step": [50, 100, 50, 100, 100],
+            "loss": [1.0, 0.9, 1.0, 0.8, 0.7],
+            "eval_loss": [0.95, 1.10, 1.20, 1.05, None],  # the last logged eval loss counts, not the lowest
+        }
+    )
+    choice = choose_rate("validation_loss", curves, pl.DataFrame(), rates)
+    assert (choice.rate, choice.candidate, choice.values) == ("lr1e-6", "tuned_lr1e-6", {"lr6e-7": 1.1, "lr1e-6": 1.05})
+    long = pl.DataFrame(
+        {
+            "candidate": ["base", "tuned_lr6e-7", "tuned_lr1e-6", "tuned_lr2e-6", "tuned_lr2e-6"],
+            "view": ["new_safety", "new_safety", "new_safety", "new_safety", "general"],
+            "item": ["OFF", "OFF", "OFF", "OFF", "gsm8k"],
+            "score": [90.0, 70.0, 75.0, 72.0, 10.0],
+        }
+    )
+    by_metric = choose_rate("new_safety: OFF", curves, long, rates)
+    assert (by_metric.rate, by_metric.reason) == ("lr1e-6", "the highest `new_safety: OFF`, 75.00")
+    assert choose_rate("general: gsm8k", curves, long, rates).rate == "lr2e-6"
+    assert choose_rate("general: mmlu", curves, long, rates).rate is None
+    no_validation = choose_rate("validation_loss", curves.with_columns(eval_loss=None), long, rates)
+    assert no_validation.rate is None and "no validation loss was logged" in no_validation.reason
+    assert parse_section("training", {}).choose_rate_by == "validation_loss"
+    with pytest.raises(ConfigError, match="choose_rate_by"):
+        parse_section("training", {"choose_rate_by": "safest"})

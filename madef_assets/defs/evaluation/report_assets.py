@@ -10,8 +10,9 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
-from madef_assets.defs.evaluation.benchmark import Benchmark, Report
+from madef_assets.defs.evaluation.benchmark import Benchmark, Report, ReportView
 from madef_assets.defs.evaluation.checks import no_regression_result, no_regression_spec
+from madef_assets.defs.evaluation.rate_choice import RateChoice, choose_rate
 from madef_assets.defs.evaluation.report import marked_regressions
 from madef_assets.defs.evaluation.significance import OUTCOME_SCHEMA, TESTS_SENTENCE, paired_tests
 from madef_assets.defs.intent.assets import intent_chart_paths
@@ -53,18 +54,45 @@ def data_section(intent_distribution: pl.DataFrame, reports_dir: Path, report_di
     return "## The data: intent distributions (Figures 3-3..3-5)\n" + "\n\n".join(images)
 
 
-def learning_rate_section(comparison: pl.DataFrame, output_dir: Path, report_dir: Path) -> str:
-    """§5.1.1's learning-rate comparison: the overlaid loss curves and each rate's final loss; every rate's
-    tuned candidate is a column of the tables above."""
+def learning_rate_section(
+    comparison: pl.DataFrame, choice: RateChoice, rule: str, output_dir: Path, report_dir: Path
+) -> str:
+    """§5.1.1's learning-rate comparison: the rate chosen by `rule` and why, the overlaid loss curves and each
+    rate's final loss; every rate's tuned candidate is a column of the tables above."""
     final = (
         comparison.drop_nulls("loss")
         .group_by("rate", maintain_order=True)
         .agg(final_step=pl.col("step").last(), final_loss=pl.col("loss").last())
     )
     chart = os.path.relpath(output_dir / "learning_rate_comparison.png", report_dir)
+    compared = ", ".join(f"{rate} {value:.4g}" for rate, value in choice.values.items())
+    chosen = (
+        f"**Chosen: {choice.rate} (`{choice.candidate}`), by `{rule}`: {choice.reason}** (compared: {compared})."
+        if choice.rate
+        else f"**{choice.reason}** (training.choose_rate_by: `{rule}`)."
+    )
     return (
-        f"## Learning-rate comparison (§5.1.1)\nOne checkpoint per rate; each is a `tuned_<rate>` candidate in "
-        f"the tables above.\n\n![learning_rate_comparison]({chart})\n\n{markdown_table(final)}"
+        f"## Learning-rate comparison (§5.1.1)\n{chosen} One checkpoint per rate; each is a `tuned_<rate>` "
+        f"candidate in the tables above.\n\n![learning_rate_comparison]({chart})\n\n{markdown_table(final)}"
+    )
+
+
+def long_table(rows: dict[ReportView, pl.DataFrame]) -> pl.DataFrame:
+    """Every view's rows as one table: candidate, view, item, score, ci_low, ci_high."""
+    return pl.concat(
+        [
+            table.select(
+                "candidate",
+                pl.lit(view.view).alias("view"),
+                pl.col(view.row).alias("item"),
+                pl.col(view.value).alias("score"),
+                "ci_low",
+                "ci_high",
+            )
+            for view, table in rows.items()
+            if view.view is not None and table.height
+        ],
+        how="vertical_relaxed",
     )
 
 
@@ -83,6 +111,10 @@ def build_report_assets(settings: Settings, benchmarks: Sequence[Benchmark]) -> 
     evaluation = settings.evaluation
     report_dir = evaluation.report_dir
     order = [c.name for c in evaluation.candidates]
+    candidates_by_rate: dict[str, str] = {}
+    for candidate in evaluation.candidates:
+        if candidate.rate:
+            candidates_by_rate.setdefault(candidate.rate, candidate.name)
     views = [view for spec in benchmarks for view in spec.report]
 
     report_labeler = {"labeler_qualification": AssetIn()} if settings.qualification.labeler_sources else {}
@@ -122,6 +154,11 @@ def build_report_assets(settings: Settings, benchmarks: Sequence[Benchmark]) -> 
         outcomes = pl.concat(outcomes, how="vertical_relaxed") if outcomes else pl.DataFrame(schema=OUTCOME_SCHEMA)
         report = replace(report, tests=paired_tests(outcomes, order[0], settings.evaluation.seed))
         report_dir.mkdir(parents=True, exist_ok=True)
+        rows = {view: view.rows(report, inputs[view.scores_asset]) for view in views}
+        long = long_table(rows)
+        rates = inputs.get("learning_rate_comparison")
+        rule = settings.training.choose_rate_by
+        choice = choose_rate(rule, rates, long, candidates_by_rate) if rates is not None else None
         sections = [
             "# madef evaluation report",
             f"**Fitness verdict — {fitness_sentence(sft_fitness)}**",
@@ -129,34 +166,15 @@ def build_report_assets(settings: Settings, benchmarks: Sequence[Benchmark]) -> 
             f"Every delta is tested on the items both candidates answered: {TESTS_SENTENCE}",
             *[section for view in views for section in view.sections(report, inputs[view.scores_asset])],
             *qualification_sections(judge_qualification, inputs.get("labeler_qualification"), settings.qualification),
-            *(
-                [learning_rate_section(inputs["learning_rate_comparison"], settings.training.output_dir, report_dir)]
-                if "learning_rate_comparison" in inputs
-                else []
-            ),
+            *([learning_rate_section(rates, choice, rule, settings.training.output_dir, report_dir)] if choice else []),
             data_section(intent_distribution, settings.state_dir / "reports", report_dir),
         ]
         report_path = report_dir / "eval_report.md"
         report_path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
-        rows = {view: view.rows(report, inputs[view.scores_asset]) for view in views}
-        long = pl.concat(
-            [
-                table.select(
-                    "candidate",
-                    pl.lit(view.view).alias("view"),
-                    pl.col(view.row).alias("item"),
-                    pl.col(view.value).alias("score"),
-                    "ci_low",
-                    "ci_high",
-                )
-                for view, table in rows.items()
-                if view.view is not None and table.height
-            ],
-            how="vertical_relaxed",
-        )
         yield Output(
             long,
             metadata={
+                **({"chosen_rate": choice.rate or "none", "rate_choice": choice.reason} if choice else {}),
                 "paired_tests": len(report.tests),
                 "significant_deltas": int(report.tests["significant"].sum()) if len(report.tests) else 0,
                 "fitness_verdict": fitness_sentence(sft_fitness),
