@@ -39,6 +39,7 @@ from pydantic import (
     model_validator,
 )
 
+from madef_assets.lineage import SourceLineage, related_pairs
 from madef_assets.project import CONFIG_DIR, PANEL_ROLES, PROJECT_ROOT, ROLES, ConfigError, resolve_path
 from madef_assets.storage import Storage, parse_storage
 
@@ -270,6 +271,9 @@ class SourceConfig(Strict):
     columns: dict[str, str] = {}
     description: str = ""
     license: License = "unknown"  # the data's terms (madef_assets/defs/selection/card.py); unknown: check
+    # Datasets (or configured sources) it was built from, beside its reader's (madef_assets/lineage.py): a
+    # profile that trains on a source related to one it evaluates on is refused.
+    derived_from: tuple[str, ...] = ()
     name: str = ""  # its key under sources
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # ingest.max_file_bytes: larger files are refused before reading
 
@@ -694,6 +698,8 @@ class Settings(Strict):
             missing = sorted({n for n in names if n is not None} - configured)
             if missing:
                 raise ValueError(f"{key}: {missing} are not configured under sources")
+        if self.evaluation.candidate_specs:
+            self._refuse_training_on_evaluation_data()
         qualification = self.qualification
         if qualification.labeler_sources is None:
             qualification.labeler_sources = tuple(n for n in DEFAULT_LABELER_SOURCES if n in configured)
@@ -703,6 +709,26 @@ class Settings(Strict):
         if unknown:
             raise ValueError(f"evaluation.llamafactory_eval.templates: {unknown} are not candidates ({names})")
         return self
+
+    def _refuse_training_on_evaluation_data(self) -> None:
+        """The sources that can enter the SFT set against those a benchmark evaluates on (the contamination
+        reference, method.eval_sources, is neither: it is what the SFT set is checked against)."""
+        references = self._source_references()
+        trained = {k: references[k] for k in ("method.train_sources", "method.general_sources")}
+        evaluated = {k: [n for n in names if n] for k, names in references.items() if k.startswith("evaluation.")}
+        sources = {
+            name: SourceLineage(s.reader, s.derived_from, tuple(f.path for f in s.files))
+            for name, s in self.sources.items()
+        }
+        problems = related_pairs(trained, evaluated, sources)
+        if problems:
+            raise ValueError(
+                "a model would be evaluated on data it was trained on: "
+                + "; ".join(problems)
+                + ". Train and evaluate on unrelated sources (the paper trains on Safety-Prompts and generated "
+                "prompts, §3.3, and evaluates on CValues-Comparison's test split and S-Eval, §4.2); a source's "
+                "lineage is its reader's plus sources.<name>.derived_from"
+            )
 
     def _source_references(self) -> dict[str, list[str | None]]:
         method, evaluation = self.method, self.evaluation

@@ -20,9 +20,9 @@ from madef_assets_tests.conftest import FIXTURES
 from madef_assets_tests.run_failures import failure_messages
 
 pytestmark = pytest.mark.slow
-# What the tiny profile's sources supply by their own categories; PR, DT and PS come only from generation
-# by the 270M model, which a two-prompt sample cannot promise.
-SOURCE_MAPPED_CATEGORIES = ["OFF", "UB", "CIA", "PP", "EM", "PMH", "IA", "MI", "DP", "NS", "EX"]
+# What the tiny profile's training sources (XSafety, PKU-SafeRLHF) supply by their own categories; the others
+# come only from generation by the 270M model, which a two-prompt sample cannot promise.
+SOURCE_MAPPED_CATEGORIES = ["OFF", "UB", "CIA", "PP", "EM", "PMH", "IA", "MI"]
 LLM_ASSETS = ("intent_labels", "augmented_prompts", "safe_responses", "prompt_perplexity", "instruction_safety_scores")
 
 
@@ -214,7 +214,7 @@ def tiny_evaluation_profile(tmp_path) -> str:
     raw["evaluation"].update(
         params={"temperature": 0.0, "max_new_tokens": 8},
         safetybench={"source": "safetybench", "per_category": 1, "answer_modes": ["logprobs", "generate"]},
-        new_safety={"sources": ["s_eval", "xsafety", "beavertails_eval"], "per_category": 1},
+        new_safety={"sources": ["s_eval"], "per_category": 1},
         review_dir=str(tmp_path / "review"),
         report_dir=str(tmp_path / "report"),
         responsibility={"prompts_source": "cvalues_responsibility", "per_domain": 1, "mcq_source": "cvalues_mc"},
@@ -289,7 +289,9 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
     for result in (shared, *per_candidate.values(), report):
         assert result.success, failure_messages(result)
     benchmark = shared.output_for_node("new_safety_benchmark")
-    assert benchmark.height >= 10 and benchmark.group_by("category").len()["len"].max() == 1
+    # S-Eval's eight mapped categories, one prompt each; never a training source's prompt (§4.2)
+    assert benchmark.height == 8 and benchmark.group_by("category").len()["len"].max() == 1
+    assert set(benchmark["source"]) == {"s_eval"}
     assert next(c for c in shared.get_asset_check_evaluations() if c.check_name == "disjoint_from_sft_dataset").passed
     models = {}
     for candidate, result in per_candidate.items():

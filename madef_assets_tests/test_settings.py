@@ -78,3 +78,72 @@ def test_what_madef_derives_cannot_be_written_in_the_profile(tmp_path):
         changed = {**raw, "sources": {**raw["sources"], "s_eval": {**raw["sources"]["s_eval"], key: value}}}
         with pytest.raises(ConfigError, match=rf"sources: s_eval: \['{key}'\] are set by madef"):
             parse_settings(changed, tmp_path / "p.yaml", {})
+
+
+# --- provenance: no profile trains on what its benchmarks are built from ----------------------------------------
+
+
+def demo_raw() -> dict:
+    return yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("profile", ["demo", "production", "rehearsal"])
+def test_the_bundled_profiles_train_and_evaluate_on_unrelated_sources(profile):
+    settings = load_settings(profile, env={})
+    assert "s_eval" in settings.evaluation.new_safety.sources
+    assert "s_eval" not in settings.method.train_sources
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # the same source on both sides
+        (
+            lambda raw: (
+                raw["method"]["eval_sources"].remove("s_eval") or raw["method"]["train_sources"].append("s_eval")
+            ),
+            r"trains on `s_eval` and .* evaluates on `s_eval`",
+        ),
+        # XSafety translates Safety-Prompts (the readers' lineage)
+        (
+            lambda raw: raw["evaluation"]["new_safety"]["sources"].append("xsafety"),
+            r"method.train_sources trains on `xsafety` and evaluation.new_safety.sources evaluates on `xsafety`",
+        ),
+        # PKU-SafeRLHF re-answers BeaverTails' prompts
+        (
+            lambda raw: raw["evaluation"]["new_safety"]["sources"].append("beavertails_eval"),
+            r"`pku_saferlhf` and evaluation.new_safety.sources evaluates on `beavertails_eval`: both derive from "
+            r"Anthropic HH red-team prompts",
+        ),
+        # a lineage declared in the profile, through a configured source
+        (
+            lambda raw: raw["sources"]["general_sft"].update(derived_from=["s_eval"]),
+            r"method.general_sources trains on `general_sft` .* evaluates on `s_eval`: both derive from S-Eval",
+        ),
+        # two names for the same file
+        (
+            lambda raw: (
+                raw["sources"].update(s_eval_copy={**raw["sources"]["s_eval"], "reader": "generic"})
+                or raw["method"]["train_sources"].append("s_eval_copy")
+            ),
+            r"trains on `s_eval_copy` and evaluation.new_safety.sources evaluates on `s_eval`: both read .*s_eval",
+        ),
+    ],
+)
+def test_training_on_a_source_related_to_an_evaluated_one_is_refused_naming_both(tmp_path, change, message):
+    raw = demo_raw()
+    change(raw)
+    with pytest.raises(ConfigError, match=message):
+        parse_settings(raw, tmp_path / "p.yaml", {})
+
+
+def test_a_contamination_reference_is_no_evaluated_source_and_nothing_evaluated_checks_nothing(tmp_path):
+    """method.eval_sources is what the SFT set is checked against, not a benchmark: training beside it is the
+    point of the check. Without candidates nothing is evaluated, so nothing is refused."""
+    raw = demo_raw()
+    assert "beavertails_eval" in raw["method"]["eval_sources"] and "pku_saferlhf" in raw["method"]["train_sources"]
+    parse_settings(raw, tmp_path / "p.yaml", {})
+    raw["method"]["eval_sources"].remove("s_eval")
+    raw["method"]["train_sources"].append("s_eval")
+    raw["evaluation"]["candidates"] = {}
+    parse_settings(raw, tmp_path / "p.yaml", {})

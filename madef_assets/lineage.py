@@ -1,0 +1,66 @@
+"""What each source derives from, so that no profile trains on data its benchmarks are built from.
+
+A source's lineage is the set of datasets it is made of: its reader's (below), the names it lists under
+`derived_from` in the profile, and the lineage of any configured source it names there. A training source and
+an evaluation source are related when their lineages meet or when they read the same file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# The datasets each bundled reader reads, with what they were built from (per their papers / cards).
+READER_LINEAGE: dict[str, tuple[str, ...]] = {
+    "safety_prompts": ("Safety-Prompts",),
+    "xsafety": ("XSafety", "Safety-Prompts"),  # XSafety translates Safety-Prompts' scenarios into 10 languages
+    "s_eval": ("S-Eval",),  # its attack prompts are rewrites of its base prompts, its English set translations
+    "safetybench": ("SafetyBench",),
+    "cvalues_comparison": ("CValues-Comparison",),
+    "cvalues_responsibility": ("CValues responsibility prompts",),
+    "cvalues_responsibility_mc": ("CValues responsibility prompts",),
+    "beavertails_eval": ("BeaverTails", "Anthropic HH red-team prompts"),
+    "pku_saferlhf": ("PKU-SafeRLHF", "Anthropic HH red-team prompts"),  # BeaverTails' prompts, re-answered
+    "xstest": ("XSTest",),
+    "alpaca": (),
+}
+
+
+@dataclass(frozen=True)
+class SourceLineage:
+    """One configured source as the lineage check needs it."""
+
+    reader: str
+    derived_from: tuple[str, ...]
+    files: tuple[Path, ...]
+
+
+def lineage(name: str, sources: Mapping[str, SourceLineage], seen: frozenset[str] = frozenset()) -> set[str]:
+    """The datasets source `name` is made of: its reader's, its derived_from names, and, for a name that is
+    itself a configured source, that source's lineage."""
+    source = sources[name]
+    found = {name, *READER_LINEAGE.get(source.reader, ()), *source.derived_from}
+    for parent in source.derived_from:
+        if parent in sources and parent not in seen:
+            found |= lineage(parent, sources, seen | {name})
+    return found
+
+
+def related_pairs(
+    trained: Mapping[str, Iterable[str]], evaluated: Mapping[str, Iterable[str]], sources: Mapping[str, SourceLineage]
+) -> list[str]:
+    """Every (profile key, training source) related to a (profile key, evaluation source), as one message each
+    naming both and what they share."""
+    problems = []
+    for train_key, train_names in trained.items():
+        for train in train_names:
+            for eval_key, eval_names in evaluated.items():
+                for evaluated_name in eval_names:
+                    shared = sorted(lineage(train, sources) & lineage(evaluated_name, sources))
+                    files = sorted(set(sources[train].files) & set(sources[evaluated_name].files))
+                    if shared or files:
+                        why = f"both derive from {', '.join(shared)}" if shared else f"both read {files[0]}"
+                        problems.append(
+                            f"{train_key} trains on `{train}` and {eval_key} evaluates on `{evaluated_name}`: {why}"
+                        )
+    return problems
