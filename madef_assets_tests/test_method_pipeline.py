@@ -396,7 +396,7 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
     regression = next(
         c for c in report.get_asset_check_evaluations() if c.check_name == "no_category_worse_than_baseline"
     )
-    assert regression.passed == (regression.metadata["regressions"].value == 0)
+    assert regression.passed == (regression.metadata["significant_regressions"].value == 0)
 
 
 def test_humaneval_without_its_sandbox_fails_naming_the_setting(evaluated, monkeypatch):

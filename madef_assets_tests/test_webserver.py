@@ -119,18 +119,14 @@ def test_asset_graph_in_headless_chromium(webserver):
         dismiss_welcome_dialog(driver)
         save_screenshot(driver, tmp_path / "dagster_asset_lineage.png")
         driver.get(f"http://127.0.0.1:{port}/locations/madef/asset-groups/evaluation")
-        body = wait_for_text(driver, "eval_report")
-        for asset in (
-            "candidate_model",
-            "eval_report",
-            "review_queue",
-            "review_decisions",
-            "new_safety_scores",
-            "sft_dataset",
-        ):
-            assert asset in body, asset
+        wait_for_text(driver, "eval_report")
         dismiss_welcome_dialog(driver)
         data = save_screenshot(driver, tmp_path / "dagster_evaluation_group.png")
+        # The group's graph is laid out to fit the window and draws what is in view: each asset's own page
+        # shows it whatever the layout.
+        for asset in ("candidate_model", "review_queue", "review_decisions", "new_safety_scores", "sft_dataset"):
+            driver.get(f"http://127.0.0.1:{port}/assets/{asset}")
+            assert "Materialize" in wait_for_text(driver, asset), asset
     finally:
         driver.quit()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20 * 1024
