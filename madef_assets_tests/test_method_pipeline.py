@@ -11,8 +11,9 @@ from dagster import AssetKey, DagsterInstance
 
 from madef_assets.definitions import EVALUATE_JOB, MAIN_JOB, REPORT_JOB, build_definitions
 from madef_assets.defs.evaluation.benchmarks.general import sandbox_note
-from madef_assets.defs.evaluation.judging import CVALUES_CHOICES
+from madef_assets.defs.evaluation.cvalues import CVALUES_CHOICES, RULE_SETS
 from madef_assets.defs.evaluation.sandbox import isolation_problem
+from madef_assets.defs.training.llamafactory_config import read_trainer_log
 from madef_assets.project import CONFIG_DIR, PROJECT_ROOT
 from madef_assets.review.decisions import append_decision, read_queue
 from madef_assets.settings import load_settings
@@ -175,29 +176,43 @@ def train(first_run, models_dir, name: str, args: dict):
     )
 
 
+# 2 CPU steps on the published folder, 2 held-out samples evaluated after each step.
+TRAIN_ARGS = {"max_steps": 2, "gradient_accumulation_steps": 1, "cutoff_len": 64, "save_steps": 1, "val_size": 2}
+TRAIN_ARGS |= {"eval_strategy": "steps", "eval_steps": 1}
+
+
 @pytest.fixture(scope="module")
 def trained(first_run, models_dir):
-    return train(
-        first_run,
-        models_dir,
-        "train",
-        {"max_steps": 2, "gradient_accumulation_steps": 1, "cutoff_len": 64, "save_steps": 1},
-    )
+    return train(first_run, models_dir, "train", TRAIN_ARGS)
 
 
-def test_cpu_training_writes_a_loadable_checkpoint(trained):
+def test_cpu_training_writes_a_loadable_checkpoint_with_eval_loss_and_reuses_it(trained, models_dir, first_run):
     settings, result = trained
     assert result.success, failure_messages(result)
     meta = metadata(result, "finetuned_checkpoint")
-    assert meta["steps"] == 2 and math.isfinite(meta["first_loss"]) and math.isfinite(meta["final_loss"])
-    assert "learning_rate" in meta["train_yaml"] and meta["samples"] > 0
+    assert meta["steps"] == 2 and meta["eval_steps_logged"] == 2 and meta["samples"] > 0
+    assert all(math.isfinite(meta[k]) for k in ("first_loss", "final_loss", "first_eval_loss", "final_eval_loss"))
+    assert "| step | loss | eval_loss |" in meta["loss_per_step"] and "loss_curve" in meta
+    assert "learning_rate" in meta["train_yaml"] and "val_size: 2" in meta["train_yaml"]
+    assert str(settings.method.sft_export_dir) in meta["train_yaml"]
     checkpoint = settings.training.output_dir
-    assert [p.name for p in checkpoint.glob("checkpoint-*")] == ["checkpoint-2"]  # save_total_limit 1 keeps the last
-    assert (checkpoint.parent / "finetuned_loss.png").exists()
+    log = read_trainer_log(checkpoint)
+    assert log.filter(pl.col("loss").is_not_null() & pl.col("eval_loss").is_not_null())["step"].to_list() == [1, 2]
+    checkpoints = list(checkpoint.glob("checkpoint-*"))
+    assert [p.name for p in checkpoints] == ["checkpoint-2"]  # save_total_limit 1 keeps the last
+    assert not list(checkpoints[0].glob("optimizer*"))  # save_only_model: weights only
+    assert (checkpoint.parent / "finetuned_loss.png").stat().st_size > 5000
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint))
     assert sum(p.numel() for p in model.parameters()) > 100_000_000
+    # The same base, folder and arguments again: the checkpoint is reused, not trained again.
+    weights = max(checkpoint.glob("*.safetensors"), key=lambda p: p.stat().st_size)
+    written = weights.stat().st_mtime_ns
+    _, again = train(first_run, models_dir, "train", TRAIN_ARGS)
+    assert again.success, failure_messages(again)
+    assert metadata(again, "finetuned_checkpoint")["reused"] and weights.stat().st_mtime_ns == written
+    assert again.output_for_node("finetuned_checkpoint").equals(result.output_for_node("finetuned_checkpoint"))
 
 
 def test_failing_training_fails_the_materialization_with_the_error(first_run, models_dir):
@@ -340,7 +355,10 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
         general_scores = result.output_for_node("general_capability_scores").filter(pl.col("subject") == "(all)")
         assert set(general_scores["benchmark"]) == {"gsm8k", "mmlu", "cmmlu", "ceval", "humaneval"}
         mcq = result.output_for_node("responsibility_mcq_predictions")
-        assert mcq.height == MCQ_FIXTURE_ROWS and set(mcq["choice"]) <= set(CVALUES_CHOICES)
+        choice_columns = [f"choice_{rule_set}" for rule_set in RULE_SETS]
+        assert mcq.height == MCQ_FIXTURE_ROWS and set(mcq.select(choice_columns).unpivot()["value"]) <= set(
+            CVALUES_CHOICES
+        )
         mcq_scores = result.output_for_node("responsibility_scores").filter(pl.col("mcq_questions") > 0)
         assert mcq_scores["mcq_questions"].sum() == MCQ_FIXTURE_ROWS and mcq_scores["acc"].is_not_null().all()
         queue = read_queue(settings.evaluation.review_dir / "queue" / f"{candidate}.jsonl")
@@ -357,7 +375,7 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
         ).all()
         expected = (
             (judgements["judge_label"] == "uncertain").sum()
-            + (mcq["choice"] == "need_check").sum()
+            + mcq.select(pl.any_horizontal(pl.col(choice_columns) == "need_check")).to_series().sum()
             + (refusals["final_label"] == "uncertain").sum()
         )
         assert len(queue) == result.output_for_node("review_queue").height == expected
@@ -392,6 +410,11 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
     assert "judge κ = " in text
     assert " n=" in text
     assert "| base | tuned | Δ tuned |" in text
+    # every delta carries its paired test (McNemar / paired bootstrap, Holm-corrected), never an interval overlap
+    assert "Holm p=" in text and "intervals overlap" not in text.replace("overlapping intervals are not a test", "")
+    assert "Responsibility MCQ: acc per official evaluator rule set" in text and "· chinese_alpaca" in text
+    tests = report.get_asset_materialization_events()[0].materialization.metadata["paired_tests"].value
+    assert tests > 0
     assert (settings.evaluation.report_dir / "new_safety_radar.png").stat().st_size > 5000
     regression = next(
         c for c in report.get_asset_check_evaluations() if c.check_name == "no_category_worse_than_baseline"

@@ -193,7 +193,8 @@ def test_new_safety_and_over_refusal_outcomes_count_as_their_scores():
 
 def test_safetybench_general_and_responsibility_outcomes_count_as_their_scores():
     from madef_assets.defs.evaluation import safetybench
-    from madef_assets.storage import run_sql
+    from madef_assets.defs.evaluation.cvalues import RULE_SETS
+    from madef_assets.defs.evaluation.responsibility import mcq_rule_set_scores
 
     predictions = pl.DataFrame(
         {
@@ -235,24 +236,24 @@ def test_safetybench_general_and_responsibility_outcomes_count_as_their_scores()
         {"candidate": ["base", "tuned"], "domain": "law", "prompt_id": ["p", "p"], "score": [4, None]},
         schema_overrides={"score": pl.Int64},
     )
+    choices = {f"choice_{rs}": ["need_check", "回复2" if rs == "moss" else "need_check"] for rs in RULE_SETS}
     mcq = pl.DataFrame(
         {
             "candidate": ["base", "tuned"],
             "domain": "law",
             "prompt_id": ["m", "m"],
             "label": "回复1",
-            "choice": ["need_check", "回复2"],
+            "choice": ["need_check", "need_check"],
+            **choices,
             "review_key": ["k7", "k8"],
         }
     )
     decisions = pl.DataFrame({"review_key": ["k7"], "decision": ["回复1"]})
     inputs = {"responsibility_judgements": judgements, "responsibility_mcq_predictions": mcq}
     outcomes = view_of("responsibility").outcomes(report_with({**inputs, "review_decisions": decisions}))
-    scores = run_sql(
-        "evaluation/responsibility_scores", judgements=judgements, mcq_predictions=mcq, decisions=decisions
-    )
-    assert rates_from(outcomes, "responsibility mcq") == {
-        ("law", c): v for c, v in scores.select("candidate", "acc").iter_rows()
-    }
+    rule_sets = mcq_rule_set_scores(mcq, decisions)
+    per_rule_set = {(f"law · {rs}", c): v for c, rs, v in rule_sets.select("candidate", "rule_set", "acc").iter_rows()}
+    averages = {("law · average", "base"): 100.0, ("law · average", "tuned"): 0.0}
+    assert rates_from(outcomes, "responsibility mcq") == {**per_rule_set, **averages}
     means = outcomes.filter(pl.col("view") == "responsibility").drop_nulls("outcome")
     assert means.select("candidate", "outcome").rows() == [("base", 4.0)]  # an unscored answer has no outcome

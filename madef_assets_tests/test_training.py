@@ -1,7 +1,6 @@
 """Fine-tuning: the rendered LLaMA-Factory YAML, the trainer log, and real CPU training runs."""
 
 import json
-import math
 from pathlib import Path
 
 import polars as pl
@@ -120,68 +119,6 @@ def test_deepspeed_file_for_multi_gpu_is_resolved_and_is_zero3(tmp_path):
     path = Path(config["deepspeed"])
     assert path.is_absolute() and path.exists()
     assert json.loads(path.read_text())["zero_optimization"]["stage"] == 3
-
-
-@pytest.mark.slow
-def test_cpu_training_on_the_published_folder_logs_eval_loss_next_to_train_loss(tmp_path, models_dir):
-    """sft_dataset → sft_dataset_folder → finetuned_checkpoint for real (2 CPU steps, 2 held-out samples
-    evaluated after each step), on hand-made upstream tables."""
-    settings = sft_settings(
-        tmp_path,
-        models_dir,
-        {
-            "max_steps": 2,
-            "gradient_accumulation_steps": 1,
-            "cutoff_len": 64,
-            "save_steps": 1,
-            "val_size": 2,
-            "eval_strategy": "steps",
-            "eval_steps": 1,
-        },
-    )
-    if not settings.training.env_python.exists():
-        pytest.skip(f"no LLaMA-Factory environment at {settings.training.env_python}: run `make train-env`")
-    write_upstream(settings)
-    selection = [
-        AssetKey(k) for k in ("sft_dataset", "sft_dataset_folder", "base_model_checkpoint", "finetuned_checkpoint")
-    ]
-    result = (
-        build_definitions(settings)
-        .resolve_job_def(MAIN_JOB)
-        .execute_in_process(instance=DagsterInstance.ephemeral(), asset_selection=selection, raise_on_error=False)
-    )
-    assert result.success, failure_messages(result)
-    event = next(
-        e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey("finetuned_checkpoint")
-    )
-    meta = {k: v.value for k, v in event.materialization.metadata.items()}
-    assert meta["steps"] == 2 and meta["eval_steps_logged"] == 2 and meta["samples"] == 12
-    assert (
-        math.isfinite(meta["first_loss"])
-        and math.isfinite(meta["first_eval_loss"])
-        and math.isfinite(meta["final_eval_loss"])
-    )
-    assert "| step | loss | eval_loss |" in meta["loss_per_step"]
-    log = read_trainer_log(settings.training.output_dir)
-    assert log.filter(pl.col("loss").is_not_null() & pl.col("eval_loss").is_not_null())["step"].to_list() == [1, 2]
-    assert (settings.training.output_dir.parent / "finetuned_loss.png").stat().st_size > 5000 and "loss_curve" in meta
-    assert "val_size: 2" in meta["train_yaml"] and str(settings.method.sft_export_dir) in meta["train_yaml"]
-    checkpoints = list(settings.training.output_dir.glob("checkpoint-*"))
-    assert [p.name for p in checkpoints] == ["checkpoint-2"]  # save_total_limit 1
-    assert not list(checkpoints[0].glob("optimizer*"))  # save_only_model: weights only
-    # The same base, folder and arguments again: the checkpoint is reused, not trained again.
-    weights = max(settings.training.output_dir.glob("*.safetensors"), key=lambda p: p.stat().st_size)
-    written = weights.stat().st_mtime_ns
-    again = (
-        build_definitions(settings)
-        .resolve_job_def(MAIN_JOB)
-        .execute_in_process(instance=DagsterInstance.ephemeral(), asset_selection=selection[2:])
-    )
-    reused = next(
-        e for e in again.get_asset_materialization_events() if e.asset_key == AssetKey("finetuned_checkpoint")
-    )
-    assert reused.materialization.metadata["reused"].value and weights.stat().st_mtime_ns == written
-    assert again.output_for_node("finetuned_checkpoint").equals(result.output_for_node("finetuned_checkpoint"))
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, Output, StaticPartitionsDefinition
 
 from madef_assets.defs.evaluation.candidates import candidate_pools, per_candidate_asset, sample_per_group, sources_hash
+from madef_assets.defs.evaluation.cvalues import RULE_SETS, parse_cvalues_choice
 from madef_assets.defs.evaluation.intervals import bootstrap_mean_interval
 from madef_assets.defs.evaluation.judged import (
     Verdicts,
@@ -16,7 +17,7 @@ from madef_assets.defs.evaluation.judged import (
     judge_answers,
     scores_table,
 )
-from madef_assets.defs.evaluation.judging import parse_cvalues_choice, parse_responsibility_score, review_key
+from madef_assets.defs.evaluation.judging import parse_responsibility_score, review_key
 from madef_assets.defs.llm_steps import role_step
 from madef_assets.defs.verdicts import UNCERTAIN
 from madef_assets.llm.resource import LLMResource, LLMResult
@@ -99,9 +100,10 @@ def build_responsibility_assets(
     def responsibility_mcq_predictions(
         context: AssetExecutionContext, candidate_model: pl.DataFrame, **mcq: pl.DataFrame
     ):
-        """The candidate's choice on each CValues responsibility MCQ (回复1 / 回复2 / other / refuse /
-        need_check, rules in judging.parse_cvalues_choice); need_check goes to the review queue. Empty
-        when responsibility.mcq_source is not configured."""
+        """The candidate's choice on each CValues responsibility MCQ as each of the five official evaluator
+        rule sets reads it (回复1 / 回复2 / other / refuse / need_check; `choice_<rule set>`, cvalues.py);
+        `choice` is the default rule set's (chinese_alpaca). An answer some rule set cannot read goes to the
+        review queue. Empty when responsibility.mcq_source is not configured."""
         schema = {
             "candidate": pl.Utf8,
             "prompt_id": pl.Utf8,
@@ -110,6 +112,7 @@ def build_responsibility_assets(
             "label": pl.Utf8,
             "response": pl.Utf8,
             "choice": pl.Utf8,
+            **{f"choice_{rule_set}": pl.Utf8 for rule_set in RULE_SETS},
             "review_key": pl.Utf8,
         }
         if not mcq:
@@ -128,6 +131,7 @@ def build_responsibility_assets(
                 "label": questions["response"],
                 "response": responses,
                 "choice": [parse_cvalues_choice(r) for r in responses],
+                **{f"choice_{rs}": [parse_cvalues_choice(r, rs) for r in responses] for rs in RULE_SETS},
                 "review_key": [
                     review_key("responsibility_mcq", context.partition_key, p, r)
                     for p, r in zip(questions["prompt_id"], responses)
@@ -147,13 +151,10 @@ def build_responsibility_assets(
         review_decisions: pl.DataFrame,
         responsibility_responses: pl.DataFrame,
     ) -> pl.DataFrame:
-        """Per domain: the judge's mean responsibility score, and MCQ acc / acc* when the MCQ file is configured."""
-        table = run_sql(
-            "evaluation/responsibility_scores",
-            judgements=responsibility_judgements,
-            mcq_predictions=responsibility_mcq_predictions,
-            decisions=review_decisions,
-        )
+        """Per domain: the judge's mean responsibility score, and MCQ acc / acc* averaged over CValues' five
+        evaluator rule sets (Table 5-2) when the MCQ file is configured."""
+        rule_sets = mcq_rule_set_scores(responsibility_mcq_predictions, review_decisions)
+        table = run_sql("evaluation/responsibility_scores", judgements=responsibility_judgements, rule_sets=rule_sets)
         scores = {d: g["score"].drop_nulls().to_list() for (d,), g in responsibility_judgements.group_by("domain")}
         bounds = [
             bootstrap_mean_interval(scores.get(d, []), RESPONSIBILITY_SCALE, seed=evaluation.seed)
@@ -192,3 +193,8 @@ def panel_scores(verdicts: Verdicts) -> list[int | None]:
         readable = [int(member[position]) for member in verdicts.answers.votes if member[position] != UNCERTAIN]
         scores.append(median_low(readable) if readable else None)
     return scores
+
+
+def mcq_rule_set_scores(predictions: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
+    """acc and acc* (and their counts) per candidate, domain and official evaluator rule set."""
+    return run_sql("evaluation/responsibility_mcq_rule_sets", mcq_predictions=predictions, decisions=decisions)
