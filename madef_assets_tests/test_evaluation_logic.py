@@ -451,7 +451,7 @@ def test_candidates_resolve_checkpoints_and_raw_prompt_mode(tmp_path):
     with pytest.raises(ValueError, match="finetuned_checkpoint is not materialized"):
         resolve_candidate(tuned, {"base_model_checkpoint": {"path": "/m/base"}})
     row = resolve_candidate(base, {"base_model_checkpoint": {"path": "/m/base"}})
-    assert (row["model"], row["backend"]) == ("/m/base", "transformers")
+    assert (row["model"], row["backend"], row["weights"]) == ("/m/base", "transformers", "/m/base")
     row["options"] = json.dumps(row["options"])
     assert candidate_llm(settings, row, raw_prompts=True).config.chat_template == "never"
     assert candidate_llm(settings, row, raw_prompts=False).config.chat_template == "auto"
@@ -471,6 +471,10 @@ def test_a_served_checkpoint_candidate_is_versioned_by_the_checkpoint_content():
     checkpoints = {"finetuned_checkpoint": {"path": "/state/checkpoints/finetuned", "fingerprint": "abc123"}}
     row = resolve_candidate(served, checkpoints)
     assert row["model"] == "tuned" and row["options"]["model_revision"] == "abc123"
+    # LLaMA-Factory's evaluator loads weights from disk: a served checkpoint's are its folder (issue 27 item 8)
+    assert row["weights"] == "/state/checkpoints/finetuned"
+    endpoint_only = served.model_copy(update={"checkpoint": None})
+    assert resolve_candidate(endpoint_only, checkpoints)["weights"] is None
     assert "model_revision" not in served.options  # the profile's own options are left alone
     with pytest.raises(ValueError, match="needs model: <the served name>"):
         resolve_candidate(served.model_copy(update={"model": None}), checkpoints)

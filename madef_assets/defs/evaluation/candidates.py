@@ -26,6 +26,7 @@ CANDIDATE_SCHEMA = {
     "model_hash": pl.Utf8,
     "chat_template": pl.Boolean,
     "options": pl.Utf8,
+    "weights": pl.Utf8,  # the weights on disk (a local model, or a served checkpoint's folder); null: none known
 }
 # Every score table carries these columns: what was evaluated, how, and on which data.
 FINGERPRINT_COLUMNS = ("backend", "model", "model_hash", "chat_template", "params", "dataset_hash")
@@ -75,8 +76,10 @@ def resolve_candidate(candidate: CandidateConfig, checkpoints: Mapping[str, Mapp
     """The backend, model (path or served name) and options a candidate runs with. A local `checkpoint:`
     candidate takes the path of that checkpoint asset's row (e.g. the fine-tuned folder); a served one
     (`backend: openai`, `model:` the served name) takes the checkpoint's fingerprint as its revision, so
-    its answers in the ledger follow the checkpoint's content."""
+    its answers in the ledger follow the checkpoint's content. `weights`: where the candidate's weights are on
+    disk (a local model's path, a served checkpoint's folder), for the evaluators that load weights themselves."""
     model, options = candidate.model, dict(candidate.options)
+    weights = model if candidate.backend != "openai" else None
     if candidate.checkpoint is not None:
         if candidate.checkpoint not in checkpoints:
             raise ValueError(f"candidate {candidate.name!r}: {candidate.checkpoint} is not materialized yet")
@@ -87,7 +90,14 @@ def resolve_candidate(candidate: CandidateConfig, checkpoints: Mapping[str, Mapp
             options["model_revision"] = row["fingerprint"]
         else:
             model = row["path"]
-    return {"candidate": candidate.name, "backend": candidate.backend, "model": model, "options": options}
+        weights = row["path"]
+    return {
+        "candidate": candidate.name,
+        "backend": candidate.backend,
+        "model": model,
+        "options": options,
+        "weights": weights,
+    }
 
 
 def read_checkpoints(settings: Settings, rate: str | None = None) -> dict[str, dict]:

@@ -44,8 +44,8 @@ PIPES_SCRIPT = str(Path(__file__).with_name("pipes_llamafactory_eval.py"))
 TASKS = {"mmlu": ("test", "en"), "cmmlu": ("test", "zh"), "ceval": ("validation", "zh")}
 SOURCE_SPLITS = {"mmlu": "test", "cmmlu": "test", "ceval": "val"}
 SERVED_REASON = (
-    "served candidate: LLaMA-Factory's evaluator loads the weights itself; evaluate the checkpoint "
-    "with a local candidate"
+    "served candidate without local weights: LLaMA-Factory's evaluator loads the weights itself; give the "
+    "candidate a `checkpoint:` of this project (a served checkpoint is evaluated from its folder)"
 )
 SCORE_SCHEMA = {
     "candidate": pl.Utf8,
@@ -232,7 +232,7 @@ def build_llamafactory_eval_asset(settings: Settings, candidates: PartitionsDefi
     if not config.enabled or not benchmarks:
         return None
 
-    # LLaMA-Factory's evaluator loads a local candidate on its device (a served one is skipped at once)
+    # LLaMA-Factory's evaluator loads the candidate's weights from disk, whether madef serves or loads them
     @per_candidate_asset(candidates, {"duckdb", "pytorch"}, pool_of=candidate_pools(settings))
     def llamafactory_eval_scores(
         context: AssetExecutionContext, pipes_subprocess_client: PipesSubprocessClient, candidate_model: pl.DataFrame
@@ -240,14 +240,15 @@ def build_llamafactory_eval_asset(settings: Settings, candidates: PartitionsDefi
         """MMLU / CMMLU / C-Eval scored by LLaMA-Factory's own evaluator (what `llamafactory-cli eval` ran), in
         the training environment through Dagster Pipes, on the questions madef's general_capability_predictions
         asks (same files, per_subject, shots), from task folders written at run time in the state folder; one
-        row per benchmark. A served candidate gets rows saying why it is skipped."""
+        row per benchmark. It loads the weights on disk, a served checkpoint's folder included; a served model
+        without local weights gets rows saying why it is skipped."""
         name, row = context.partition_key, candidate_model.row(0, named=True)
-        if row["backend"] == "openai":
+        if not row["weights"]:
             rows = [{"benchmark": b, "status": "skipped", "reason": SERVED_REASON} for b in benchmarks]
             return Output(score_table(name, rows), metadata={"skipped": SERVED_REASON})
         workdir = settings.state_dir / "llamafactory_eval" / name
         shutil.rmtree(workdir, ignore_errors=True)
-        model = resolve_model_path(row["model"], settings.models_dir)
+        model = resolve_model_path(row["weights"], settings.models_dir)
         template = template_for(name, config, settings.training.args)
         references, tasks = {}, []
         for benchmark in benchmarks:
