@@ -45,10 +45,15 @@ def test_compose_files_pass_docker_compose_config(tmp_path):
     worker, user_code = services["celery_worker"], services["user_code"]  # the worker runs the user code's steps
     assert (worker["environment"], worker["deploy"]) == (user_code["environment"], user_code["deploy"])
     evaluation = yaml.safe_load(compose_config(tmp_path, COMPOSE, profile="gpu-eval").stdout)["services"]
-    for name in ("vllm", "vllm-base", "vllm-tuned"):  # one GPU shared: every server is told its share
+    for name in ("vllm", "vllm-attacker", "vllm-base", "vllm-tuned"):  # one GPU shared: each is told its share
         server = (services | evaluation)[name]["command"]
         assert "--gpu-memory-utilization" in server and "--max-model-len" in server, name
     assert evaluation["vllm-tuned"]["profiles"] == ["gpu-eval"]
+    # the production attacker is the open model served beside the responder, not a moderated API
+    production = load_settings("production", env={})
+    attacker = production.roles["attacker"]
+    assert attacker.options["base_url"] == ["http://vllm-attacker:8000/v1"] and attacker.options["api_key_env"] is None
+    assert services["vllm-attacker"]["profiles"] == ["gpu"] and "attacker" in services["vllm-attacker"]["command"]
     # the validator is real: a misspelt key is refused
     broken = yaml.safe_load(COMPOSE.read_text())
     broken["services"]["webserver"]["comand"] = broken["services"]["webserver"].pop("command")
@@ -62,7 +67,7 @@ def test_compose_wires_postgres_grpc_and_secrets_consistently():
     services = compose["services"]
     assert set(services) == {
         *("postgres", "user_code", "webserver", "daemon", "redis", "celery_worker"),
-        *("vllm", "vllm-base", "vllm-tuned"),
+        *("vllm", "vllm-attacker", "vllm-base", "vllm-tuned"),
     }
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())["load_from"][0]["grpc_server"]
     assert workspace["host"] == "user_code"

@@ -90,6 +90,9 @@ def test_whole_method_materializes_and_exports_a_llamafactory_dataset(first_run)
     conversations = json.loads((tmp_path / "sft" / info["madef_sft_sharegpt"]["file_name"]).read_text())
     assert [c["conversations"][1]["value"] for c in conversations] == [r["output"] for r in records]
     assert (settings.state_dir / "reports" / "intent_distribution.png").stat().st_size > 1000
+    augmented = result.output_for_node("augmented_prompts")
+    refused = (augmented["status"] == "refused").sum() / augmented.height
+    assert metadata(result, "augmented_prompts")["attacker_refusal_rate"] == round(refused, 4)
     attack = result.output_for_node("attack_prompts")
     assert attack.group_by("category").len()["len"].max() == 1  # the quota
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}

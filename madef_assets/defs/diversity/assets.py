@@ -299,6 +299,11 @@ def build_augmentation_assets(settings: Settings) -> list:
                 **batch.metadata(),
                 **{f"labeler_{k}": v for k, v in label_batch.metadata().items()},
                 "requests": len(requests),
+                # §3.5 generates with weakly aligned models so that generation does not end in refusals: how
+                # often this attacker refused (or its provider moderated) is the measure of that choice.
+                "attacker_refusal_rate": round((table["status"] == "refused").sum() / table.height, 4)
+                if table.height
+                else 0.0,
                 "deficit": int(report.unique("category")["deficit"].sum()),
                 "planned": int(report["planned"].sum()),
                 "plan": MetadataValue.md(markdown_table(report) if report.height else "no category below its quota"),
