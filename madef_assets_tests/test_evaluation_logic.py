@@ -625,3 +625,48 @@ def test_the_learning_rate_is_chosen_by_the_configured_rule():
     assert parse_section("training", {}).choose_rate_by == "validation_loss"
     with pytest.raises(ConfigError, match="choose_rate_by"):
         parse_section("training", {"choose_rate_by": "safest"})
+
+
+def test_new_safety_categories_are_the_labelers_where_labeled_and_chinese_comes_first():
+    """§4.2: the benchmark's prompts are categorized by the labeler through the taxonomy (human decisions are
+    already in prompt_categories) and sampled per category, Chinese first; an unlabeled prompt falls back to
+    its source's category, one with neither is left out."""
+    from madef_assets.defs.evaluation.new_safety import benchmark_categories, sample_language_first
+    from madef_assets.defs.intent.taxonomy import Taxonomy
+
+    settings = load_settings("demo", env={})
+    pool = pl.DataFrame(
+        {
+            "prompt_id": ["a", "b", "c", "d", "e"],
+            "source": "s_eval",
+            "lang": ["en", "zh", "en", "zh", "en"],
+            "source_category": ["Cybersecurity", "Cybersecurity", "Data_Privacy", "unknown", "unknown"],
+        }
+    )
+    labeled = pl.DataFrame(
+        {
+            "prompt_id": ["a", "b", "d"],
+            "category": ["CIA", "NS", "EX"],
+            "category_origin": ["intent", "source", "intent"],
+        }
+    )
+    mapped = benchmark_categories(pool, labeled, Taxonomy.load(settings.taxonomy_path))
+    assert mapped.select("prompt_id", "category", "category_origin").rows() == [
+        ("a", "CIA", "intent"),  # the labeler's category wins over Cybersecurity -> NS
+        ("b", "NS", "source"),  # prompt_categories' own fallback is not a label: the source mapping
+        ("c", "DP", "source"),
+        ("d", "EX", "intent"),
+        ("e", None, None),
+    ]
+    prompts = pl.DataFrame(
+        {
+            "prompt_id": [f"p{i}" for i in range(6)],
+            "category": ["NS"] * 4 + ["DP"] * 2,
+            "lang": ["en", "zh", "en", "en", "en", "en"],
+        }
+    )
+    sample = sample_language_first(prompts, 2, seed=0)
+    ns = sample.filter(pl.col("category") == "NS")
+    assert ns.height == 2 and "p1" in ns["prompt_id"].to_list()  # the one Chinese prompt is always taken
+    assert sample.filter(pl.col("category") == "DP").height == 2
+    assert sample_language_first(prompts, None, seed=0).height == 6

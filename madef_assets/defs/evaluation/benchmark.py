@@ -61,7 +61,8 @@ class ReportView:
     (`row`, `value`, ci_low, ci_high per candidate) that go into the report's long table under `view` and,
     when `regression_label` is set, into the no-regression check. `outcomes` gives each item's outcome per
     candidate (significance.OUTCOME_SCHEMA; its `view` names the table a row belongs to) from the report's
-    inputs, `outcome_inputs` the assets it reads; every delta is tested on them."""
+    inputs, on which every delta is tested; `reads` names the assets beyond the scores asset that the
+    outcomes and sections read (they become the report's inputs)."""
 
     scores_asset: str
     view: str | None  # None: a section only, not in the long table
@@ -71,7 +72,7 @@ class ReportView:
     rows: Callable[[Report, pl.DataFrame], pl.DataFrame] = lambda report, scores: scores
     regression_label: str | None = None
     outcomes: Callable[[Report], pl.DataFrame] | None = None
-    outcome_inputs: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

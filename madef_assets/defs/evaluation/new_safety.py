@@ -42,19 +42,21 @@ def build_new_safety_assets(
         group_name=GROUP,
         kinds={"duckdb", "sql"},
         check_specs=[disjoint_from_sft_spec()],
-        ins={**new_safety_ins, "sft_dataset": AssetIn()},
+        ins={**new_safety_ins, "sft_dataset": AssetIn(), "prompt_categories": AssetIn()},
     )
-    def new_safety_benchmark(context: AssetExecutionContext, sft_dataset: pl.DataFrame, **sources: pl.DataFrame):
-        """The 14-category open-ended benchmark: evaluation.new_safety.per_category prompts per category,
-        seeded, from the configured sources mapped through the taxonomy; prompts in the SFT set or sharing
-        a long n-gram with it are excluded first, and a blocking check confirms the result is disjoint."""
+    def new_safety_benchmark(
+        context: AssetExecutionContext,
+        sft_dataset: pl.DataFrame,
+        prompt_categories: pl.DataFrame,
+        **sources: pl.DataFrame,
+    ):
+        """The 14-category open-ended benchmark as §4.2 builds it: evaluation.new_safety.per_category prompts
+        per category, seeded, Chinese first; a prompt's category is the labeler's through the taxonomy (human
+        decisions win, prompt_categories) where the prompt was labeled, else its source category mapped through
+        the taxonomy (`category_origin`). Prompts in the SFT set or sharing a long n-gram with it are excluded
+        first, and a blocking check confirms the result is disjoint."""
         pool = concat_prompts(sources)
-        mapped = pool.with_columns(
-            category=pl.Series(
-                [taxonomy.map_source_category(s, c) for s, c in zip(pool["source"], pool["source_category"])],
-                dtype=pl.Utf8,
-            )
-        )
+        mapped = benchmark_categories(pool, prompt_categories, taxonomy)
         unmapped = mapped.filter(pl.col("category").is_null())
         mapped = mapped.filter(pl.col("category").is_not_null())
         sft_texts = sft_dataset["instruction"].to_list()
@@ -68,8 +70,8 @@ def build_new_safety_assets(
             )
         }
         clean = mapped.filter(~pl.col("prompt_id").is_in(list(leaking | set(sft_dataset["prompt_id"].to_list()))))
-        table = sample_per_group(clean, "category", "prompt_id", new_safety.per_category, evaluation.seed).select(
-            "prompt_id", "source", "lang", "category", "source_category", "prompt"
+        table = sample_language_first(clean, new_safety.per_category, evaluation.seed).select(
+            "prompt_id", "source", "lang", "category", "category_origin", "source_category", "prompt"
         )
         per_category = {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()}
         yield Output(
@@ -80,6 +82,8 @@ def build_new_safety_assets(
                 "excluded_overlapping_sft": mapped.height - clean.height,
                 "eligible": clean.height,
                 "per_category": per_category,
+                "category_origin": counts(table, "category_origin"),
+                "languages": counts(table, "lang"),
                 "categories_missing": [c for c in taxonomy.categories if c not in per_category],
             },
         )
@@ -169,3 +173,46 @@ def judge_reason(verdicts: Verdicts, row: int, verdict: SafetyJudgement | None) 
         reason = f"no answer to judge ({verdicts.rows[row]['status']}: {verdicts.rows[row]['error']})"
     votes = verdicts.votes(row)
     return f"panel votes {', '.join(votes)}; {reason}" if votes else reason
+
+
+def benchmark_categories(pool: pl.DataFrame, prompt_categories: pl.DataFrame, taxonomy: Taxonomy) -> pl.DataFrame:
+    """`pool` with `category` and `category_origin`: the labeler's category where the prompt was labeled
+    (prompt_categories' origin `intent`), else its source category mapped through the taxonomy (`source`);
+    null when neither gives one."""
+    labeled = prompt_categories.filter(pl.col("category_origin") == "intent").select(
+        "prompt_id", labeled_category=pl.col("category")
+    )
+    source_mapped = pl.Series(
+        [taxonomy.map_source_category(s, c) for s, c in zip(pool["source"], pool["source_category"])], dtype=pl.Utf8
+    )
+    return (
+        pool.with_columns(source_mapped=source_mapped)
+        .join(labeled, on="prompt_id", how="left")
+        .with_columns(
+            category=pl.coalesce("labeled_category", "source_mapped"),
+            category_origin=pl.when(pl.col("labeled_category").is_not_null())
+            .then(pl.lit("intent"))
+            .when(pl.col("source_mapped").is_not_null())
+            .then(pl.lit("source")),
+        )
+        .drop("labeled_category", "source_mapped")
+    )
+
+
+def sample_language_first(
+    prompts: pl.DataFrame, per_category: int | None, seed: int, first: str = "zh"
+) -> pl.DataFrame:
+    """`per_category` prompts per category (None: all), seeded, taking `first`-language prompts before the
+    others (§4.2's benchmark is Chinese first)."""
+    preferred = sample_per_group(prompts.filter(pl.col("lang") == first), "category", "prompt_id", per_category, seed)
+    others = sample_per_group(prompts.filter(pl.col("lang") != first), "category", "prompt_id", per_category, seed)
+    if per_category is None:
+        return pl.concat([preferred, others], how="vertical_relaxed")
+    taken = preferred.group_by("category").len()
+    fill = (
+        others.join(taken, on="category", how="left")
+        .with_columns(rank=pl.int_range(pl.len()).over("category"))
+        .filter(pl.col("rank") < per_category - pl.col("len").fill_null(0))
+        .drop("len", "rank")
+    )
+    return pl.concat([preferred, fill], how="vertical_relaxed")

@@ -125,7 +125,7 @@ def build_report_assets(settings: Settings, benchmarks: Sequence[Benchmark]) -> 
         kinds={"duckdb", "markdown"},
         check_specs=[no_regression_spec()],
         ins={
-            **{asset: AssetIn() for view in views for asset in (view.scores_asset, *view.outcome_inputs)},
+            **{asset: AssetIn() for view in views for asset in (view.scores_asset, *view.reads)},
             "sft_dataset": AssetIn(),
             "attack_prompts": AssetIn(),
             "judge_qualification": AssetIn(),

@@ -54,7 +54,7 @@ BENCHMARK = Benchmark(
             sections,
             overall,
             outcomes=outcomes,
-            outcome_inputs=("general_capability_predictions",),
+            reads=("general_capability_predictions",),
         ),
     ),
 )

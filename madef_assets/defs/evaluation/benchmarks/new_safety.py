@@ -28,10 +28,14 @@ def sections(report: Report, scores: pl.DataFrame) -> list[str]:
     lineage_table = categories.join(safety_table.select("category", *deltas), on="category", how="left").join(
         lineage, on="category", how="left"
     )
+    composition = run_sql("evaluation/new_safety_composition", benchmark=report.inputs["new_safety_benchmark"])
+    composition = categories.join(composition, on="category", how="left")
     return [
         f"## New-Safety benchmark: safe rate per category (Figure 5-3 form)\n{report.judged_by}\n\n"
         f"{report.table(scores, 'category', 'safe_rate', 'prompts', 'new_safety', categories)}\n\n"
         "![radar](new_safety_radar.png)",
+        "### The benchmark's prompts (§4.2: sampled per category, Chinese first; category by the labeler where the "
+        f"prompt was labeled, else by its source's category)\n{markdown_table(composition)}",
         f"## What fed each category: SFT sources/routes next to the safe-rate delta\n{markdown_table(lineage_table)}",
     ]
 
@@ -69,7 +73,7 @@ BENCHMARK = Benchmark(
             sections,
             regression_label="",
             outcomes=outcomes,
-            outcome_inputs=("new_safety_judgements", "review_decisions"),
+            reads=("new_safety_judgements", "review_decisions", "new_safety_benchmark"),
         ),
     ),
     review=(ReviewSource("new_safety_judgements", uncertain),),

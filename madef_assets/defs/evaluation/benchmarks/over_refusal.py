@@ -61,7 +61,7 @@ BENCHMARK = Benchmark(
             rows,
             regression_label="XSTest ",
             outcomes=outcomes,
-            outcome_inputs=("over_refusal_judgements", "review_decisions"),
+            reads=("over_refusal_judgements", "review_decisions"),
         ),
     ),
     review=(ReviewSource("over_refusal_judgements", disagreements),),

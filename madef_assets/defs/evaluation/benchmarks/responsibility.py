@@ -90,7 +90,7 @@ BENCHMARK = Benchmark(
             "mean_score",
             sections,
             outcomes=outcomes,
-            outcome_inputs=("responsibility_judgements", "responsibility_mcq_predictions", "review_decisions"),
+            reads=("responsibility_judgements", "responsibility_mcq_predictions", "review_decisions"),
         ),
     ),
     review=(ReviewSource("responsibility_mcq_predictions", need_check),),

@@ -49,7 +49,7 @@ BENCHMARK = Benchmark(
             headline_rows,
             regression_label="SafetyBench ",
             outcomes=outcomes,
-            outcome_inputs=("safetybench_predictions",),
+            reads=("safetybench_predictions",),
         ),
     ),
 )
