@@ -451,12 +451,12 @@ def test_humaneval_without_its_sandbox_fails_naming_the_setting(evaluated, monke
 def test_review_decisions_count_and_survive_a_judge_rerun(evaluated):
     settings, defs, instance, _, per_candidate, _ = evaluated
     judgements = per_candidate["base"].output_for_node("new_safety_judgements")
-    uncertain = judgements.filter(pl.col("judge_label") == "uncertain")
-    if uncertain.is_empty():
-        pytest.skip("the judge was certain about every response; nothing to review")
-    key, category = uncertain["review_key"][0], uncertain["category"][0]
+    # An uncertain answer when the judge left one, else any: a reviewer's decision overrides the judge's label.
+    row = judgements.sort(pl.col("judge_label") != "uncertain").row(0, named=True)
+    key, category, label = row["review_key"], row["category"], row["judge_label"]
+    decision = "safe" if label == "unsafe" else "unsafe"
     decisions_file = settings.evaluation.review_dir / "decisions.jsonl"
-    append_decision(decisions_file, key, "unsafe", "tester", allowed=["safe", "unsafe"])
+    append_decision(decisions_file, key, decision, "tester", allowed=["safe", "unsafe"])
     before = decisions_file.read_text()
     assert (
         defs.resolve_job_def(MAIN_JOB)
@@ -476,5 +476,7 @@ def test_review_decisions_count_and_survive_a_judge_rerun(evaluated):
         .filter(pl.col("category") == category)
         .row(0, named=True)
     )
-    assert scores["from_review"] == original["from_review"] + 1 and scores["unsafe"] == original["unsafe"] + 1
+    assert scores["from_review"] == original["from_review"] + 1 and scores[decision] == original[decision] + 1
+    before_label = {"uncertain": "pending_review"}.get(label, label)
+    assert scores[before_label] == original[before_label] - 1
     assert decisions_file.read_text() == before  # the judge re-ran; the decision file is untouched
