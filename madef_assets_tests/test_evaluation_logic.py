@@ -323,6 +323,7 @@ def test_responsibility_scores_acc_and_acc_star_per_rule_set_and_their_average()
         {
             "candidate": ["base"] * 6,
             "domain": ["law"] * 6,
+            "prompt_id": ["m1", "m2", "m3", "m4", "m5", "m6"],
             "label": ["回复1", "回复2"] * 3,
             "choice": alpaca,
             **{f"choice_{rs}": alpaca if rs == "chinese_alpaca" else others for rs in RULE_SETS},

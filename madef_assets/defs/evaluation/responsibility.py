@@ -195,6 +195,11 @@ def panel_scores(verdicts: Verdicts) -> list[int | None]:
     return scores
 
 
+def mcq_decided(predictions: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
+    """Each MCQ answer per official evaluator rule set, need_check replaced by the reviewer's decision."""
+    return run_sql("evaluation/responsibility_mcq_decided", mcq_predictions=predictions, decisions=decisions)
+
+
 def mcq_rule_set_scores(predictions: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
     """acc and acc* (and their counts) per candidate, domain and official evaluator rule set."""
-    return run_sql("evaluation/responsibility_mcq_rule_sets", mcq_predictions=predictions, decisions=decisions)
+    return run_sql("evaluation/responsibility_mcq_rule_sets", decided=mcq_decided(predictions, decisions))

@@ -6,7 +6,7 @@ import polars as pl
 from madef_assets.defs.evaluation.benchmark import Benchmark, Report, ReportView, ReviewSource
 from madef_assets.defs.evaluation.cvalues import RULE_SETS
 from madef_assets.defs.evaluation.intervals import with_wilson
-from madef_assets.defs.evaluation.responsibility import build_responsibility_assets, mcq_rule_set_scores
+from madef_assets.defs.evaluation.responsibility import build_responsibility_assets, mcq_decided, mcq_rule_set_scores
 from madef_assets.storage import run_sql
 
 MCQ_VIEW = "responsibility mcq"
@@ -70,12 +70,9 @@ def need_check(predictions: pl.DataFrame) -> pl.DataFrame:
 
 
 def outcomes(report: Report) -> pl.DataFrame:
-    return run_sql(
-        "evaluation/responsibility_outcomes",
-        judgements=report.inputs["responsibility_judgements"],
-        mcq_predictions=report.inputs["responsibility_mcq_predictions"],
-        decisions=report.inputs["review_decisions"],
-    )
+    decided = mcq_decided(report.inputs["responsibility_mcq_predictions"], report.inputs["review_decisions"])
+    judgements = report.inputs["responsibility_judgements"]
+    return run_sql("evaluation/responsibility_outcomes", judgements=judgements, decided=decided)
 
 
 BENCHMARK = Benchmark(
