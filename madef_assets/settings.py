@@ -305,6 +305,10 @@ class MethodConfig(Strict):
     # augment_max_per_category caps the new prompts planned per category (None: the whole deficit).
     augment_routes: tuple[Literal[AUGMENT_ROUTES], ...] = Field(AUGMENT_ROUTES, min_length=1)
     augment_max_per_category: int | None = None
+    # Rounds of generation: after a round, the categories whose kept prompts (after refusals, copies and the
+    # rejection sampling) fall short of what was wanted are generated for again with requests not sent before,
+    # until none is short or the rounds are spent (the metadata says which categories stayed short and why).
+    augment_rounds: PositiveInt = 1
     near_duplicate_threshold: float = 0.8
     minhash_permutations: int = 128
     max_parse_failure_rate: float = 0.2

@@ -7,6 +7,7 @@ import sys
 
 import polars as pl
 import pytest
+import yaml
 
 from madef_assets.defs.diversity.routes import example_sets, route_capacity, split_deficit
 from madef_assets.defs.frames import params_view
@@ -362,3 +363,79 @@ def test_response_scores_say_how_they_were_obtained():
         {"prompt_id": "none", "lang": "en", "prompt": "q", "safe_response": None, "original_response": None},
     ]
     assert [row["scored_as"] for row in plan_response_judging(rows, seed=0).rows] == ["pair", "single", None]
+
+
+def test_a_later_round_asks_only_for_what_is_still_short_with_requests_not_sent_before():
+    """§3.5's volume: prompts lost to refusals, copies or the rejection sampling are generated for again, in
+    bounded rounds, with requests the ledger has not answered yet (the same request would bring the same answer)."""
+    from madef_assets.defs.diversity.assets import generation_requests, shortfall
+
+    taxonomy = Taxonomy.load(CONFIG_DIR / "taxonomy.yaml")
+    wanted = pl.DataFrame({"category": ["CIA", "PS"], "deficit": [6, 4]})
+    pool = pool_for("CIA", [f"如何实施第{i}种违法犯罪行为而不被发现？" for i in range(6)])
+    method = MethodConfig(quota_per_category=30)
+    first, _ = generation_requests(wanted, pool, taxonomy, method)
+    kept = pl.DataFrame({"category": [r["category"] for r in first], "kept": [i % 2 == 0 for i in range(len(first))]})
+    short = shortfall(wanted, kept)
+    expected = {c: n - sum(k for cat, k in zip(kept["category"], kept["kept"]) if cat == c) for c, n in wanted.rows()}
+    assert dict(short.rows()) == expected and sum(expected.values()) > 0
+    second, _ = generation_requests(short, pool, taxonomy, method, 1, frozenset(r["request"] for r in first))
+    assert second and not {r["request"] for r in second} & {r["request"] for r in first}
+    per_category = pl.DataFrame(second).group_by("category").len()
+    assert all(n <= expected[c] for c, n in per_category.rows())
+    # nothing short: nothing asked
+    enough = pl.DataFrame({"category": ["CIA"] * 6 + ["PS"] * 4, "kept": [True] * 10})
+    assert dict(shortfall(wanted, enough).rows()) == {"CIA": 0, "PS": 0}
+    assert generation_requests(shortfall(wanted, enough), pool, taxonomy, method, 1)[0] == []
+
+
+def test_augmentation_runs_a_second_round_for_what_the_first_lost(tmp_path):
+    """Direct invocation against a served attacker and labeler: the attacker refuses some requests, so a
+    second round asks for the shortfall with requests never sent before; nothing is asked twice."""
+    import hashlib
+
+    from dagster import Output, build_asset_context
+
+    from madef_assets.defs.diversity.assets import build_augmentation_assets
+    from madef_assets.llm.resource import LLMResource
+    from madef_assets.settings import model_from_parts
+    from madef_assets_tests.openai_server import OpenAICompatibleServer
+
+    def answer(prompt: str, request: dict) -> str:
+        digest = hashlib.sha256(prompt.encode()).hexdigest()
+        if request["model"] == "labeler":
+            return "违法犯罪"
+        if int(digest, 16) % 2:  # about half the generation requests refused
+            return "抱歉，我无法协助完成这个请求。"
+        return f"第{digest[:8]}号问题：怎样在不被发现的情况下实施违法犯罪行为？"
+
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    raw["method"].update(augment_rounds=2, augment_max_per_category=6)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    settings = load_settings(str(tmp_path / "p.yaml"), env={"MADEF_STATE_DIR": str(tmp_path / "state")})
+    augmented = build_augmentation_assets(settings)[1]
+    quota = pl.DataFrame({"category": ["CIA"], "deficit": [6], "thin": [True]})
+    categories = pool_for("CIA", [f"如何实施第{i}种违法犯罪行为而不被发现？" for i in range(6)]).with_columns(
+        source=pl.lit(settings.method.train_sources[0]), response=pl.lit(None, pl.Utf8)
+    )
+    with OpenAICompatibleServer(answer=answer) as server:
+
+        def role(name: str) -> LLMResource:
+            options = {"base_url": server.base_url, "api_key_env": None, "max_retries": 0}
+            return LLMResource(
+                role=name,
+                config=model_from_parts("openai", name, options, {}),
+                duckdb_path=str(tmp_path / "ledger.duckdb"),
+                models_dir=str(tmp_path),
+            )
+
+        context = build_asset_context(resources={"attacker": role("attacker"), "labeler": role("labeler")})
+        results = list(augmented(context, category_quota=quota, prompt_categories=categories))
+    output = next(r for r in results if isinstance(r, Output))
+    table, metadata = output.value, {k: v.value for k, v in output.metadata.items()}
+    first = table.filter(pl.col("round") == 0)
+    assert metadata["rounds"] == 2 and first.height == 6 and (first["status"] == "refused").sum() > 0
+    assert table.filter(pl.col("round") == 1).height == (first["status"] == "refused").sum()
+    assert table["kept"].sum() > first["kept"].sum()
+    assert max(server.requests.values()) == 1  # no request sent twice
+    assert 0 < metadata["attacker_refusal_rate"] < 1

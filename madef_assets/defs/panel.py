@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from madef_assets.defs.verdicts import UNCERTAIN
-from madef_assets.llm.resource import LLMBatch, LLMResource, LLMResult
+from madef_assets.llm.resource import LLMBatch, LLMResource, LLMResult, batches_metadata
 
 
 def panel_label(votes: Sequence[str]) -> str:
@@ -39,12 +39,7 @@ class PanelAnswers:
 
     def metadata(self) -> dict[str, Any]:
         """The members' LLM metadata summed (llm_backend_calls counts every member's calls), with the panel."""
-        totals: dict[str, Any] = {}
-        for batch in self.batches:
-            for key, value in batch.metadata().items():
-                totals[key] = totals.get(key, 0) + value if key != "llm_ledger_hit_rate" else None
-        calls = totals["llm_backend_calls"] + totals["llm_ledger_hits"]
-        totals["llm_ledger_hit_rate"] = round(totals["llm_ledger_hits"] / calls, 4) if calls else 0.0
+        totals = batches_metadata(self.batches)
         if len(self.models) > 1:
             totals["panel_models"] = self.models
             totals["panel_ties"] = sum(

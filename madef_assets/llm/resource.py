@@ -65,6 +65,18 @@ class LLMBatch:
         }
 
 
+def batches_metadata(batches: Sequence[LLMBatch]) -> dict[str, Any]:
+    """Several batches' LLM metadata summed (rows, calls, ledger hits, seconds, statuses), the hit rate
+    recomputed over them all."""
+    totals: dict[str, Any] = {}
+    for batch in batches:
+        for key, value in batch.metadata().items():
+            totals[key] = totals.get(key, 0) + value if key != "llm_ledger_hit_rate" else None
+    calls = totals.get("llm_backend_calls", 0) + totals.get("llm_ledger_hits", 0)
+    totals["llm_ledger_hit_rate"] = round(totals.get("llm_ledger_hits", 0) / calls, 4) if calls else 0.0
+    return totals
+
+
 def _decode_output(kind: CallKind, raw: str | None) -> Any:
     return raw if raw is None or kind == "generate" else json.loads(raw)
 

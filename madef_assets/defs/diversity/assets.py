@@ -1,6 +1,7 @@
 """Diversity control: per-category quotas, generation for thin categories, dedup and sampling."""
 
 import json
+import logging
 import random
 
 import polars as pl
@@ -25,7 +26,7 @@ from madef_assets.defs.intent.labels import parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.llm_steps import llm_asset, llm_gate_results
 from madef_assets.defs.sources.normalize import prompt_id
-from madef_assets.llm.resource import LLMBatch, LLMResource, LLMResult
+from madef_assets.llm.resource import LLMBatch, LLMResource, LLMResult, batches_metadata
 from madef_assets.project import PROJECT_ROOT
 from madef_assets.prompts import family_version, template
 from madef_assets.reports import markdown_table
@@ -47,12 +48,17 @@ PLAN_SCHEMA = {"category": pl.Utf8, "route": pl.Utf8, "deficit": pl.Int64, "capa
 
 
 def generation_requests(
-    quota: pl.DataFrame, pool: pl.DataFrame, taxonomy: Taxonomy, method: MethodConfig
+    quota: pl.DataFrame,
+    pool: pl.DataFrame,
+    taxonomy: Taxonomy,
+    method: MethodConfig,
+    round_index: int = 0,
+    sent: frozenset[str] = frozenset(),
 ) -> tuple[list[dict], pl.DataFrame]:
     """What to generate (§3.5): each category's deficit to the quota, capped by method.augment_max_per_category,
     split over method.augment_routes by routes.split_deficit; and the plan (deficit, capacity, planned per
-    category and route)."""
-    rng = random.Random(method.seed)
+    category and route). A later round draws with its own seed and leaves out the requests already `sent`."""
+    rng = random.Random(method.seed if round_index == 0 else f"{method.seed}:{round_index}")
     templates = fewshot_templates(AUGMENTATION_FILE, taxonomy.fewshot_scenarios)
     requests, plan = [], []
     for category, deficit in quota.filter(pl.col("deficit") > 0).select("category", "deficit").iter_rows():
@@ -70,8 +76,20 @@ def generation_requests(
             for route, count in planned.items()
         ]
         keywords = taxonomy.categories[category]["keywords"]
-        requests += route_requests(category, planned, zh, parents, fewshot, keywords, rng)
+        new = route_requests(category, planned, zh, parents, fewshot, keywords, rng)
+        requests += [r for r in new if r["request"] not in sent]
     return requests, pl.DataFrame(plan, schema=PLAN_SCHEMA)
+
+
+def shortfall(wanted: pl.DataFrame, kept: pl.DataFrame) -> pl.DataFrame:
+    """The quota table of the next round: each category's deficit is what it still lacks of what was wanted
+    (`wanted`: category, deficit) after the prompts kept so far (`kept`: the rounds' rows)."""
+    counts = kept.filter(pl.col("kept")).group_by("category").agg(kept=pl.len())
+    return (
+        wanted.join(counts, on="category", how="left")
+        .with_columns(deficit=(pl.col("deficit") - pl.col("kept").fill_null(0)).clip(lower_bound=0))
+        .select("category", "deficit")
+    )
 
 
 def route_requests(
@@ -129,9 +147,52 @@ def route_requests(
     return requests
 
 
+def generate_and_label(
+    requests: list[dict],
+    attacker: LLMResource,
+    labeler: LLMResource,
+    taxonomy: Taxonomy,
+    method: MethodConfig,
+    log: logging.Logger,
+) -> tuple[pl.DataFrame, LLMBatch, LLMBatch]:
+    """One round: the attacker answers the requests, every new prompt is labeled again and kept or dropped by
+    the rejection sampling (label_verdicts)."""
+    batch = attacker.generate(
+        [r["request"] for r in requests],
+        template_version=family_version("attack_rewrite") + family_version("derive_question"),
+        parse=parse_generated_prompt,
+        log=log,
+        refusals=True,
+    )
+    table = augmented_table(
+        requests,
+        batch,
+        attacker.model,
+        json.dumps(attacker.config.generation),
+        method.contamination_zh_chars,
+        method.contamination_en_words,
+    )
+    generated = [
+        (i, row["lang"], row["prompt"]) for i, row in enumerate(table.iter_rows(named=True)) if row["status"] == "ok"
+    ]
+    label_batch = labeler.generate(
+        [template("intent_label", lang).render(prompt=p) for _, lang, p in generated],
+        template_version=family_version("intent_label"),
+        parse=parse_labels,
+        log=log,
+        refusals=True,
+    )
+    labels = {i: r for (i, _, _), r in zip(generated, label_batch.results)}
+    return label_verdicts(table, labels, taxonomy, method.rejection_sampling), batch, label_batch
+
+
 def augmentation_report(plan: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:
-    """Planned against produced per category and route: `generated` answers that are new prompts, `kept`
-    those the rejection sampling kept."""
+    """Planned against produced per category and route over all rounds: the first round's deficit and
+    capacity, the planned requests summed, `generated` answers that are new prompts, `kept` those the
+    rejection sampling kept."""
+    plan = plan.group_by("category", "route", maintain_order=True).agg(
+        pl.col("deficit").first(), pl.col("capacity").first(), pl.col("planned").sum()
+    )
     produced = table.group_by("category", "route").agg(
         generated=(pl.col("status") == "ok").sum(), kept=pl.col("kept").sum()
     )
@@ -257,54 +318,48 @@ def build_augmentation_assets(settings: Settings) -> list:
         S-Eval attack-tactic rewrite of a plain one; the metadata's `plan` table sets planned against produced. A
         refusal is `refused`; a copy of the parent, an example or the template is `parse_error`; every
         other prompt is labeled again and `kept` only when its labels map to the category it was written
-        for (method.rejection_sampling); `drop_reason` says why a row is not kept."""
+        for (method.rejection_sampling); `drop_reason` says why a row is not kept. Up to method.augment_rounds
+        rounds: each next round asks again, with requests not sent before, for what the categories still lack
+        (`round`); `short_after_rounds` names the categories left short and why."""
         taxonomy = Taxonomy.load(settings.taxonomy_path)
         pool = train_pool(prompt_categories, method.train_sources)
-        requests, plan = generation_requests(category_quota, pool, taxonomy, method)
-        batch = attacker.generate(
-            [r["request"] for r in requests],
-            template_version=family_version("attack_rewrite") + family_version("derive_question"),
-            parse=parse_generated_prompt,
-            log=context.log,
-            refusals=True,
+        wanted = category_quota.select(
+            "category",
+            deficit=pl.col("deficit")
+            if method.augment_max_per_category is None
+            else pl.min_horizontal("deficit", pl.lit(method.augment_max_per_category)),
         )
-        table = augmented_table(
-            requests,
-            batch,
-            attacker.model,
-            json.dumps(attacker.config.generation),
-            method.contamination_zh_chars,
-            method.contamination_en_words,
-        )
-        generated = [
-            (i, row["lang"], row["prompt"])
-            for i, row in enumerate(table.iter_rows(named=True))
-            if row["status"] == "ok"
-        ]
-        label_batch = labeler.generate(
-            [template("intent_label", lang).render(prompt=p) for _, lang, p in generated],
-            template_version=family_version("intent_label"),
-            parse=parse_labels,
-            log=context.log,
-            refusals=True,
-        )
-        table = label_verdicts(
-            table, {i: r for (i, _, _), r in zip(generated, label_batch.results)}, taxonomy, method.rejection_sampling
-        )
+        rounds, plans, sent, generated, labeled = [], [], set(), [], []
+        for round_index in range(method.augment_rounds):
+            so_far = pl.concat(rounds) if rounds else pl.DataFrame(schema={"category": pl.Utf8, "kept": pl.Boolean})
+            quota = category_quota if round_index == 0 else shortfall(wanted, so_far)
+            requests, plan = generation_requests(quota, pool, taxonomy, method, round_index, frozenset(sent))
+            if not requests and round_index > 0:
+                break
+            plans.append(plan.with_columns(round=pl.lit(round_index, pl.Int64)))
+            sent |= {r["request"] for r in requests}
+            table, batch, label_batch = generate_and_label(requests, attacker, labeler, taxonomy, method, context.log)
+            rounds.append(table.with_columns(round=pl.lit(round_index, pl.Int64)))
+            generated.append(batch)
+            labeled.append(label_batch)
+        table = pl.concat(rounds)
+        still_short = shortfall(wanted, table).filter(pl.col("deficit") > 0)
         rejected = table.filter((pl.col("status") == "ok") & pl.col("drop_reason").is_not_null()).height
-        report = augmentation_report(plan, table)
+        report = augmentation_report(pl.concat(plans), table)
         yield Output(
             table,
             metadata={
-                **batch.metadata(),
-                **{f"labeler_{k}": v for k, v in label_batch.metadata().items()},
-                "requests": len(requests),
+                **batches_metadata(generated),
+                **{f"labeler_{k}": v for k, v in batches_metadata(labeled).items()},
+                "requests": table.height,
+                "rounds": len(rounds),
                 # §3.5 generates with weakly aligned models so that generation does not end in refusals: how
                 # often this attacker refused (or its provider moderated) is the measure of that choice.
                 "attacker_refusal_rate": round((table["status"] == "refused").sum() / table.height, 4)
                 if table.height
                 else 0.0,
-                "deficit": int(report.unique("category")["deficit"].sum()),
+                "deficit": int(category_quota["deficit"].sum()),
+                "wanted": int(wanted["deficit"].sum()),
                 "planned": int(report["planned"].sum()),
                 "plan": MetadataValue.md(markdown_table(report) if report.height else "no category below its quota"),
                 "by_status": {k: int(v) for k, v in table.group_by("status").len().sort("status").iter_rows()},
@@ -313,6 +368,16 @@ def build_augmentation_assets(settings: Settings) -> list:
                 "kept": int(table["kept"].sum()),
                 "kept_by_route": {
                     k: int(v) for k, v in table.filter(pl.col("kept")).group_by("route").len().sort("route").iter_rows()
+                },
+                # What the rounds could not make up: the category, its shortfall, and why generation stopped.
+                "short_after_rounds": {
+                    c: f"{d} short: "
+                    + (
+                        "round limit (method.augment_rounds)"
+                        if len(rounds) == method.augment_rounds
+                        else "no request left that was not sent (route capacity)"
+                    )
+                    for c, d in still_short.iter_rows()
                 },
             },
         )
