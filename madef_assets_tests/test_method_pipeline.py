@@ -307,9 +307,10 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
     for result in (shared, *per_candidate.values(), report):
         assert result.success, failure_messages(result)
     benchmark = shared.output_for_node("new_safety_benchmark")
-    # S-Eval's eight mapped categories, one prompt each; never a training source's prompt (§4.2)
-    assert benchmark.height == 8 and benchmark.group_by("category").len()["len"].max() == 1
-    assert set(benchmark["source"]) == {"s_eval"}
+    # S-Eval's eight source-mapped categories at least (a labeled prompt may add the labeler's), one prompt each;
+    # never a training source's prompt (§4.2)
+    assert benchmark.height >= 8 and benchmark.group_by("category").len()["len"].max() == 1
+    assert set(benchmark["source"]) == {"s_eval"} and set(benchmark["category_origin"]) <= {"intent", "source"}
     assert next(c for c in shared.get_asset_check_evaluations() if c.check_name == "disjoint_from_sft_dataset").passed
     models = {}
     for candidate, result in per_candidate.items():

@@ -395,9 +395,12 @@ def test_production_labels_safetybench_but_never_trains_on_it():
     assert safetybench <= set(method.attack_sources) and safetybench <= set(method.eval_sources)
     assert not safetybench & set(method.train_sources)
     categorized = pl.DataFrame(
-        {"source": ["safetybench_zh", "safetybench_en", "s_eval", "s_eval"], "category": ["DP", "UB", "CIA", None]}
+        {
+            "source": ["safetybench_zh", "safetybench_en", "safety_prompts", "safety_prompts"],
+            "category": ["DP", "UB", "CIA", None],
+        }
     )
-    assert train_pool(categorized, method.train_sources).to_dicts() == [{"source": "s_eval", "category": "CIA"}]
+    assert train_pool(categorized, method.train_sources).to_dicts() == [{"source": "safety_prompts", "category": "CIA"}]
 
 
 def test_label_taxonomy_follows_the_decisions_file_like_review_decisions(tmp_path: Path):

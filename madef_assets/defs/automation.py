@@ -32,7 +32,7 @@ from dagster import (
 )
 
 from madef_assets.compat import DATA_VERSION_TAG
-from madef_assets.defs.evaluation.benchmark import judge_users
+from madef_assets.defs.evaluation.benchmark import judge_users, quiet_inputs
 from madef_assets.defs.sources.assets import content_version, raw_key, source_input_files
 from madef_assets.settings import Settings
 
@@ -61,6 +61,7 @@ NOT_TRIGGERS = {
     ),
     **{AssetKey(name): (AssetKey("judge_qualification"),) for name in JUDGE_USERS},
     **{AssetKey(name): (AssetKey("labeler_qualification"),) for name in LABELER_USERS},
+    **{AssetKey(asset): tuple(AssetKey(i) for i in inputs) for asset, inputs in quiet_inputs().items()},
 }
 
 

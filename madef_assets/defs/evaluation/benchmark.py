@@ -86,7 +86,8 @@ class ReviewSource:
 @dataclass(frozen=True)
 class Benchmark:
     """One benchmark. `build` returns its assets ([] when the profile does not configure it); `order`
-    places its report sections (lower first)."""
+    places its report sections (lower first); `quiet_inputs` names, per asset, inputs it reads that are no
+    reason to re-run it (automation)."""
 
     name: str
     order: int
@@ -94,6 +95,7 @@ class Benchmark:
     report: tuple[ReportView, ...] = ()
     review: tuple[ReviewSource, ...] = ()
     judge_users: tuple[str, ...] = ()
+    quiet_inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @cache
@@ -111,6 +113,11 @@ def registered() -> tuple[Benchmark, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"two benchmarks share a name: {names}")
     return tuple(sorted(found, key=lambda spec: (spec.order, spec.name)))
+
+
+def quiet_inputs() -> dict[str, tuple[str, ...]]:
+    """Every benchmark's inputs that are read but are no reason to re-run, by asset."""
+    return {asset: inputs for spec in registered() for asset, inputs in spec.quiet_inputs.items()}
 
 
 def judge_users() -> tuple[str, ...]:
