@@ -95,7 +95,7 @@ class Benchmark:
     report: tuple[ReportView, ...] = ()
     review: tuple[ReviewSource, ...] = ()
     judge_users: tuple[str, ...] = ()
-    quiet_inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    quiet_inputs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (asset, its quiet inputs)
 
 
 @cache
@@ -117,7 +117,7 @@ def registered() -> tuple[Benchmark, ...]:
 
 def quiet_inputs() -> dict[str, tuple[str, ...]]:
     """Every benchmark's inputs that are read but are no reason to re-run, by asset."""
-    return {asset: inputs for spec in registered() for asset, inputs in spec.quiet_inputs.items()}
+    return {asset: inputs for spec in registered() for asset, inputs in spec.quiet_inputs}
 
 
 def judge_users() -> tuple[str, ...]:

@@ -80,5 +80,5 @@ BENCHMARK = Benchmark(
     judge_users=("new_safety_judgements",),
     # The labeler's categories are re-read at every weekly rebuild; the benchmark follows the SFT set and its
     # sources, and takes a changed labeling with them.
-    quiet_inputs={"new_safety_benchmark": ("prompt_categories",)},
+    quiet_inputs=(("new_safety_benchmark", ("prompt_categories",)),),
 )
