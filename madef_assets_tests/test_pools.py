@@ -157,7 +157,7 @@ def launch(tmp_path, servers, executor: str, max_concurrent_runs: int) -> tuple[
 
 
 def test_madef_runs_candidates_on_two_endpoints_at_once_with_a_serial_runs_results(tmp_path):
-    with OpenAICompatibleServer(latency_s=0.2) as first, OpenAICompatibleServer(latency_s=0.2) as second:
+    with OpenAICompatibleServer(latency_s=0.05) as first, OpenAICompatibleServer(latency_s=0.05) as second:
         together, records, pools = launch(tmp_path, (first, second), "in_process", 2)
         one_by_one, serial_records, _ = launch(tmp_path, (first, second), "multiprocess", 1)
     assert together.height > 0 and set(together["candidate"]) == {"first", "second"}
