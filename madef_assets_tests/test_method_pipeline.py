@@ -35,6 +35,7 @@ def tiny_profile(tmp_path, name: str, **method_changes) -> str:
         general_sample_size=4,
         sft_export_dir=str(tmp_path / "sft"),
         required_categories=SOURCE_MAPPED_CATEGORIES,
+        augment_rounds=1,  # the rounds have their own test (test_volume); the sources supply the required categories
         **method_changes,
     )
     raw["training"]["learning_rates"] = [1e-5]  # one rate: the two-rate path has its own test (test_training)
