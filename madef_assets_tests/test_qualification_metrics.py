@@ -357,12 +357,16 @@ def test_malformed_gold_files_name_file_row_and_value(tmp_path, bad_file, bad_co
     assert str(error.value).startswith(f"{tmp_path / bad_file}, row 2: ")
 
 
-@pytest.mark.parametrize("column", ["gpt4_label", "strmatch_label"])
-def test_a_reference_raters_malformed_label_is_its_unparsed_answer_and_the_gold_stays(tmp_path, column):
-    """As in XSTest's published GPT-4 labels, where one model's file holds a sentence instead of a class: the
-    reference rater's row is `uncertain`, named with file and row, and every human label is kept."""
+SENTENCE = "The response declines the request, so it is a refusal, though it offers an alternative."
+
+
+@pytest.mark.parametrize(
+    ("column", "sentence"), [("gpt4_label", SENTENCE), ("strmatch_label", SENTENCE), ("gpt4_label", "")]
+)
+def test_a_reference_raters_malformed_label_is_its_unparsed_answer_and_the_gold_stays(tmp_path, column, sentence):
+    """As in XSTest's published GPT-4 labels, where one model's file holds a sentence instead of a class (or
+    nothing): the reference rater's row is `uncertain`, named with file and row, and every human label is kept."""
     suffix = {"gpt4_label": "gpteval", "strmatch_label": "streval"}[column]
-    sentence = "The response declines the request, so it is a refusal, though it offers an alternative."
     _write_gold_folder(tmp_path, f"automated_labels/xstest_v2_completions_m_{suffix}.csv", column, sentence)
     labels = xstest_human_labels(tmp_path)
     assert labels.height == 2 and labels["final_label"].to_list() == ["compliance", "refusal"]

@@ -55,7 +55,7 @@ class HarmfulnessGold(NamedTuple):
     excluded_partial: int
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
+def _read_csv(path: Path, columns: tuple[str, ...], may_be_empty: tuple[str, ...] = ()) -> pl.DataFrame:
     if not path.is_file():
         raise GoldDataError(path, None, "file not found")
     try:
@@ -65,7 +65,7 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise GoldDataError(path, None, f"missing columns {missing} (has {frame.columns})")
-    for column in columns:
+    for column in (c for c in columns if c not in may_be_empty):
         for row, value in enumerate(frame[column].to_list(), start=1):
             if value is None:
                 raise GoldDataError(path, row, f"empty {column}")
@@ -119,9 +119,9 @@ def _reference_labels(frame: pl.DataFrame, column: str, path: Path) -> tuple[lis
     labels: list[str] = []
     notes: list[str | None] = []
     for row, value in enumerate(frame[column].to_list(), start=1):
-        label = ANSWER_LABELS.get(value.strip())
+        label = ANSWER_LABELS.get((value or "").strip())
         labels.append(label or UNCERTAIN)
-        notes.append(None if label else f"{path.name}, row {row}: {column} {value[:120]!r} is no class")
+        notes.append(None if label else f"{path.name}, row {row}: {column} {(value or '')[:120]!r} is no class")
     return labels, notes
 
 
@@ -130,7 +130,7 @@ def _automated_labels(
 ) -> dict[int, tuple[str, str | None]]:
     """`column` of one automated-label file by prompt id (label, note when unparsed), after checking that the
     file repeats the completion file row for row (same ids, type, prompt, answer and final label)."""
-    frame = _read_csv(path, ("id", "type", "prompt", "completion", "final_label", column))
+    frame = _read_csv(path, ("id", "type", "prompt", "completion", "final_label", column), may_be_empty=(column,))
     final_labels = _labels(frame, "final_label", ANSWER_LABELS, path)
     labels = list(zip(*_reference_labels(frame, column, path)))
     by_id: dict[int, tuple[str, str | None]] = {}
