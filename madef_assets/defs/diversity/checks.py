@@ -4,6 +4,7 @@ Python's normalization (the dedup used a polars expression), near duplicates by 
 3-gram sets between neighbours in two sorted orders (the dedup used MinHash with LSH banding)."""
 
 import hashlib
+from collections import deque
 from dataclasses import dataclass
 
 import polars as pl
@@ -50,7 +51,7 @@ def jaccard(first: frozenset[str], second: frozenset[str]) -> float:
 class DuplicateRecheck:
     exact_pairs: list[tuple[int, int]]  # (earlier row, later row) with the same normalized text
     near_pairs: list[tuple[int, int, float]]  # (row, row, exact Jaccard) at or above the threshold
-    compared: int
+    compared: int  # neighbour comparisons made (a pair neighbouring in both orders counts twice)
 
 
 def recheck_duplicates(prompts: list[str], threshold: float, window: int = 4) -> DuplicateRecheck:
@@ -66,19 +67,20 @@ def recheck_duplicates(prompts: list[str], threshold: float, window: int = 4) ->
             exact.append((first_seen[digest], row))
         else:
             first_seen[digest] = row
-    grams = [shingles(text) for text in normalized]
-    pairs: set[tuple[int, int]] = set()
-    for key in (lambda row: normalized[row], lambda row: normalized[row][::-1]):
-        order = sorted(range(len(prompts)), key=key)
-        for position, row in enumerate(order):
-            pairs.update(tuple(sorted((row, other))) for other in order[position + 1 : position + 1 + window])
     exact_set = set(exact)
-    near = [
-        (a, b, round(similarity, 4))
-        for a, b in sorted(pairs)
-        if (a, b) not in exact_set and (similarity := jaccard(grams[a], grams[b])) >= threshold
-    ]
-    return DuplicateRecheck(exact, near, len(pairs))
+    compared = 0
+    near: dict[tuple[int, int], float] = {}
+    for key in (lambda row: normalized[row], lambda row: normalized[row][::-1]):
+        recent: deque[tuple[int, frozenset[str]]] = deque(maxlen=window)  # the last `window` rows in this order
+        for row in sorted(range(len(prompts)), key=key):
+            grams = shingles(normalized[row])
+            for other, other_grams in recent:
+                pair = (min(row, other), max(row, other))
+                compared += 1
+                if pair not in exact_set and (similarity := jaccard(grams, other_grams)) >= threshold:
+                    near[pair] = round(similarity, 4)
+            recent.append((row, grams))
+    return DuplicateRecheck(exact, [(a, b, s) for (a, b), s in sorted(near.items())], compared)
 
 
 def attack_prompt_check_results(
