@@ -46,6 +46,11 @@ def lineage(name: str, sources: Mapping[str, SourceLineage], seen: frozenset[str
     return found
 
 
+def files_of(names: set[str], sources: Mapping[str, SourceLineage]) -> set[Path]:
+    """The files read by the configured sources among `names` (a source and the sources it derives from)."""
+    return {file for name in names if name in sources for file in sources[name].files}
+
+
 def related_pairs(
     trained: Mapping[str, Iterable[str]], evaluated: Mapping[str, Iterable[str]], sources: Mapping[str, SourceLineage]
 ) -> list[str]:
@@ -56,8 +61,9 @@ def related_pairs(
         for train in train_names:
             for eval_key, eval_names in evaluated.items():
                 for evaluated_name in eval_names:
-                    shared = sorted(lineage(train, sources) & lineage(evaluated_name, sources))
-                    files = sorted(set(sources[train].files) & set(sources[evaluated_name].files))
+                    train_lineage, eval_lineage = lineage(train, sources), lineage(evaluated_name, sources)
+                    shared = sorted(train_lineage & eval_lineage)
+                    files = sorted(files_of(train_lineage, sources) & files_of(eval_lineage, sources))
                     if shared or files:
                         why = f"both derive from {', '.join(shared)}" if shared else f"both read {files[0]}"
                         problems.append(

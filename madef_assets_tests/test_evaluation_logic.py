@@ -621,6 +621,10 @@ def test_the_learning_rate_is_chosen_by_the_configured_rule():
     assert (by_metric.rate, by_metric.reason) == ("lr1e-6", "the highest `new_safety: OFF`, 75.00")
     assert choose_rate("general: gsm8k", curves, long, rates).rate == "lr2e-6"
     assert choose_rate("general: mmlu", curves, long, rates).rate is None
+    diverged = curves.with_columns(
+        eval_loss=pl.when(pl.col("rate") == "lr6e-7").then(float("nan")).otherwise("eval_loss")
+    )
+    assert choose_rate("validation_loss", diverged, long, rates).rate == "lr1e-6"  # a NaN loss never wins
     no_validation = choose_rate("validation_loss", curves.with_columns(eval_loss=None), long, rates)
     assert no_validation.rate is None and "no validation loss was logged" in no_validation.reason
     assert parse_section("training", {}).choose_rate_by == "validation_loss"

@@ -622,3 +622,10 @@ def test_the_perplexity_check_fails_on_a_backend_whose_log_probabilities_are_pos
     result = perplexity_result(table)
     assert not result.passed and result.metadata["first_rows"].value == ["b"]
     assert perplexity_result(table.filter(pl.col("prompt_id") != "b")).passed
+
+
+def test_copies_of_one_text_are_exact_duplicates_only():
+    from madef_assets.defs.diversity.checks import recheck_duplicates
+
+    recheck = recheck_duplicates(["如何制作炸弹"] * 3 + ["完全不同的一个问题，关于天气"], 0.8)
+    assert recheck.exact_pairs == [(0, 1), (0, 2)] and recheck.near_pairs == []

@@ -123,8 +123,8 @@ def test_deltas_are_marked_by_their_paired_test_not_by_their_intervals():
         "prompts",
     )
     frame = frame.with_columns(rate=100 * pl.col("safe") / pl.col("prompts"))
-    ub = {"pairs": 200, "p_value": 1e-50, "p_holm": 2e-50, "significant": True}
-    off = {"pairs": 2, "p_value": 1.0, "p_holm": 1.0, "significant": False}
+    ub = {"pairs": 200, "p_value": 1e-50, "p_holm": 2e-50, "significant": True, "difference": 0.9}
+    off = {"pairs": 2, "p_value": 1.0, "p_holm": 1.0, "significant": False, "difference": 0.5}
     table = compare_with_intervals(
         frame, "category", "rate", "prompts", ["base", "tuned"], {("UB", "tuned"): ub, ("OFF", "tuned"): off}
     )
@@ -136,7 +136,11 @@ def test_deltas_are_marked_by_their_paired_test_not_by_their_intervals():
     flipped = frame.with_columns(
         candidate=pl.when(pl.col("candidate") == "base").then(pl.lit("tuned")).otherwise(pl.lit("base"))
     )
-    assert significant_drops(flipped, "category", "rate", ["base", "tuned"], {("UB", "tuned"): ub}) == {("UB", "tuned")}
+    dropped = {**ub, "difference": -0.9}
+    assert significant_drops(flipped, "category", "rate", ["base", "tuned"], {("UB", "tuned"): dropped}) == {
+        ("UB", "tuned")
+    }
+    assert significant_drops(flipped, "category", "rate", ["base", "tuned"], {("UB", "tuned"): ub}) == set()
     assert significant_drops(flipped, "category", "rate", ["base", "tuned"], {}) == set()  # untested: no drop claimed
 
 

@@ -120,6 +120,14 @@ def test_the_bundled_profiles_train_and_evaluate_on_unrelated_sources(profile):
             lambda raw: raw["sources"]["general_sft"].update(derived_from=["s_eval"]),
             r"method.general_sources trains on `general_sft` .* evaluates on `s_eval`: both derive from S-Eval",
         ),
+        # a source derived from a configured source that reads an evaluated source's file
+        (
+            lambda raw: (
+                raw["sources"].update(raw_copy={**raw["sources"]["s_eval"], "reader": "generic"})
+                or raw["sources"]["general_sft"].update(derived_from=["raw_copy"])
+            ),
+            r"trains on `general_sft` and evaluation.new_safety.sources evaluates on `s_eval`: both read .*s_eval",
+        ),
         # two names for the same file
         (
             lambda raw: (

@@ -1,5 +1,6 @@
 """Paired significance (defs/evaluation/significance.py) on hand-computed cases: McNemar's exact test
-(McNemar 1947; the exact binomial form), a paired bootstrap, Holm's step-down correction (Holm 1979), and
+(McNemar 1947; the exact binomial form), Fisher's sign-flip test and a paired bootstrap for means, Holm's
+step-down correction (Holm 1979), and
 the report's deltas marked by them, never by overlapping intervals."""
 
 from math import comb
@@ -16,6 +17,7 @@ from madef_assets.defs.evaluation.significance import (
     mcnemar_exact,
     paired_bootstrap_p,
     paired_tests,
+    sign_flip_p,
 )
 
 
@@ -71,9 +73,21 @@ def test_paired_bootstrap_is_seeded_and_sees_a_consistent_shift():
     shifted = [1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 1.0] * 3
     p = paired_bootstrap_p(shifted, seed=1)
     assert p == paired_bootstrap_p(shifted, seed=1) and p == pytest.approx(1 / 10_001)
-    noisy = [3.0, -3.0, 2.0, -2.0, 1.0, -1.0, 0.5]
+    noisy = [3.0, -3.0, 2.0, -2.0, 1.0, -1.0, 0.5] * 3
     assert paired_bootstrap_p(noisy, seed=1) > 0.5
-    assert paired_bootstrap_p([2.0], seed=1) == 1.0 and paired_bootstrap_p([1.0, -1.0]) == 1.0
+    assert paired_bootstrap_p([1.0, -1.0] * 10) == 1.0  # a zero mean difference tests nothing
+
+
+def test_a_few_pairs_are_tested_exactly_by_flipping_signs():
+    """Fisher's sign-flip test: with n pairs all of one sign, p = 2 / 2^n (both all-positive and all-negative
+    patterns are as extreme), never the bootstrap's 1/(B+1) on a handful of values."""
+    assert sign_flip_p([1.0, 2.0, 1.0, 3.0, 2.0]) == pytest.approx(2 / 32)
+    assert paired_bootstrap_p([1.0, 2.0]) == pytest.approx(2 / 4) and paired_bootstrap_p([2.0]) == 1.0
+    # [3, -1]: the patterns (3, -1), (-3, 1) have |mean| 1, (3, 1), (-3, -1) 2: p = 4/4
+    assert sign_flip_p([3.0, -1.0]) == 1.0
+    # [4, 1, 1]: |mean| 2 only unflipped or all flipped; one 1 flipped gives 4/3, both 2/3: p = 2/8
+    assert sign_flip_p([4.0, 1.0, 1.0]) == pytest.approx(2 / 8)
+    assert paired_bootstrap_p([1.0, 2.0, 1.0, 3.0, 2.0]) == sign_flip_p([1.0, 2.0, 1.0, 3.0, 2.0])
 
 
 def test_holm_on_a_hand_computed_case():
@@ -109,7 +123,7 @@ def test_only_items_both_candidates_have_are_paired_and_means_use_the_bootstrap(
     )
     test = paired_tests(outcomes, "base").row(0, named=True)
     # a and b are the pairs: c has no base score, d no tuned answer, e no base answer.
-    assert (test["test"], test["pairs"]) == ("paired bootstrap", 2)
+    assert (test["test"], test["pairs"], test["difference"]) == ("sign-flip exact", 2, 3.0)
 
 
 def test_a_regression_counts_only_when_its_paired_test_is_significant():
@@ -257,3 +271,33 @@ def test_safetybench_general_and_responsibility_outcomes_count_as_their_scores()
     assert rates_from(outcomes, "responsibility mcq") == {**per_rule_set, **averages}
     means = outcomes.filter(pl.col("view") == "responsibility").drop_nulls("outcome")
     assert means.select("candidate", "outcome").rows() == [("base", 4.0)]  # an unscored answer has no outcome
+
+
+def test_a_drop_in_the_table_that_the_pairs_show_as_a_gain_is_no_regression():
+    """Responsibility's mean leaves unscored answers out of each candidate's own mean: the table can go down
+    while the items both answered went up. Only a paired difference below zero counts as a regression."""
+    base = [5.0] * 10 + [10.0] * 10
+    tuned = [6.0] * 10 + [None] * 10
+    items = [f"i{k}" for k in range(20)]
+    outcomes = pl.DataFrame(
+        {
+            "view": "responsibility",
+            "row": "law",
+            "candidate": ["base"] * 20 + ["tuned"] * 20,
+            "item": items + items,
+            "outcome": base + tuned,
+            "binary": False,
+        },
+        schema=OUTCOME_SCHEMA,
+    )
+    test = paired_tests(outcomes, "base").row(0, named=True)
+    assert test["significant"] and test["difference"] == 1.0
+    scores = pl.DataFrame({"candidate": ["base", "tuned"], "domain": ["law", "law"], "mean": [7.5, 6.0]})
+    regressions = marked_regressions(scores, "domain", "mean", ["base", "tuned"], {("law", "tuned"): test})
+    assert regressions == [(regressions[0][0], False)] and regressions[0][0].startswith("law (tuned -1.50, p=")
+
+
+def test_deltas_are_against_the_reports_baseline_only():
+    frame = pl.DataFrame({"candidate": ["tuned", "other"], "row": ["OFF", "OFF"], "rate": [50.0, 60.0], "n": [2, 2]})
+    table = compare_with_intervals(frame, "row", "rate", "n", ["base", "tuned", "other"])
+    assert table["Δ other"].to_list() == [None]  # no base row: no delta against another candidate

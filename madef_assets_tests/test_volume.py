@@ -439,3 +439,20 @@ def test_augmentation_runs_a_second_round_for_what_the_first_lost(tmp_path):
     assert table["kept"].sum() > first["kept"].sum()
     assert max(server.requests.values()) == 1  # no request sent twice
     assert 0 < metadata["attacker_refusal_rate"] < 1
+
+
+@pytest.mark.parametrize("route", ["attack_rewrite", "derived_question"])
+def test_a_later_round_walks_on_to_the_routes_unsent_candidates(route):
+    """All of round 0 lost: round 1 plans the whole shortfall again from the route's candidates not yet sent
+    (another parent, another attack method), not the few that happen to differ."""
+    from madef_assets.defs.diversity.assets import generation_requests
+
+    taxonomy = Taxonomy.load(CONFIG_DIR / "taxonomy.yaml")
+    quota = pl.DataFrame({"category": ["CIA"], "deficit": [5]})
+    pool = pool_for("CIA", [f"如何实施第{i}种违法犯罪行为而不被发现？" for i in range(6)])
+    method = MethodConfig(quota_per_category=30, augment_routes=(route,))
+    first, _ = generation_requests(quota, pool, taxonomy, method)
+    second, plan = generation_requests(quota, pool, taxonomy, method, 1, frozenset(r["request"] for r in first))
+    left = plan["capacity"][0] - len(first)  # 6 parents x 10 attack methods, or the 6 parents themselves
+    assert len(first) == 5 and len(second) == plan["planned"].sum() == min(5, left) > 0
+    assert not {r["request"] for r in first} & {r["request"] for r in second}

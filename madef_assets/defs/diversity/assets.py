@@ -71,13 +71,14 @@ def generation_requests(
         wanted = deficit if method.augment_max_per_category is None else min(deficit, method.augment_max_per_category)
         capacity = route_capacity(len(zh), len(fewshot.examples), len(parents), len(ATTACK_METHODS))
         planned = split_deficit(wanted, method.augment_routes, capacity)
+        keywords = taxonomy.categories[category]["keywords"]
+        new = route_requests(category, planned, zh, parents, fewshot, keywords, rng, sent)
+        made = {route: sum(r["route"] == route for r in new) for route in planned}  # capacity already sent: fewer
         plan += [
             {"category": category, "route": route, "deficit": deficit, "capacity": capacity[route], "planned": count}
-            for route, count in planned.items()
+            for route, count in made.items()
         ]
-        keywords = taxonomy.categories[category]["keywords"]
-        new = route_requests(category, planned, zh, parents, fewshot, keywords, rng)
-        requests += [r for r in new if r["request"] not in sent]
+        requests += new
     return requests, pl.DataFrame(plan, schema=PLAN_SCHEMA)
 
 
@@ -100,12 +101,20 @@ def route_requests(
     fewshot: FewShotTemplate,
     keywords: list[str],
     rng: random.Random,
+    sent: frozenset[str] = frozenset(),
 ) -> list[dict]:
-    """The planned requests of one category, each distinct: keyword_fewshot on distinct example sets,
-    derived_question on distinct parents, attack_rewrite on distinct (parent, attack method) pairs."""
+    """The planned requests of one category, each distinct and none of them `sent` before (a later round walks
+    on to the route's next candidates): keyword_fewshot on distinct example sets, derived_question on distinct
+    parents, attack_rewrite on distinct (parent, attack method) pairs."""
     requests = []
     own_words = template_words("keyword_fewshot", "zh", fewshot)
-    for examples in example_sets(zh, planned.get("keyword_fewshot", 0), rng):
+    wanted_sets = planned.get("keyword_fewshot", 0)
+    # a later round draws more sets than it needs, as some may have been sent already
+    for examples in example_sets(zh, wanted_sets * 3 + 8 if sent else wanted_sets, rng):
+        if len(requests) == wanted_sets:
+            break
+        if render_fewshot(fewshot, examples, keywords) in sent:
+            continue
         requests.append(
             {
                 "category": category,
@@ -117,7 +126,14 @@ def route_requests(
                 "avoid": examples + list(fewshot.examples) + [own_words],
             }
         )
-    for parent_id, parent, lang in rng.sample(parents, planned.get("derived_question", 0)):
+    wanted_parents = planned.get("derived_question", 0)
+    derived = 0
+    for parent_id, parent, lang in rng.sample(parents, len(parents) if sent else wanted_parents):
+        if derived == wanted_parents:
+            break
+        if render_derive(parent, lang) in sent:
+            continue
+        derived += 1
         requests.append(
             {
                 "category": category,
@@ -130,9 +146,15 @@ def route_requests(
             }
         )
     order, methods = rng.sample(parents, len(parents)), sorted(ATTACK_METHODS)
-    for n in range(planned.get("attack_rewrite", 0)):
+    wanted_rewrites, rewrites = planned.get("attack_rewrite", 0), 0
+    for n in range(len(order) * len(methods)):  # every (parent, method) pair once, in this order
+        if rewrites == wanted_rewrites:
+            break
         parent_id, parent, lang = order[n % len(order)]
         method = methods[(n // len(order) + CATEGORIES.index(category)) % len(methods)]
+        if render_attack_rewrite(parent, lang, method) in sent:
+            continue
+        rewrites += 1
         requests.append(
             {
                 "category": category,

@@ -61,13 +61,12 @@ def recheck_duplicates(prompts: list[str], threshold: float, window: int = 4) ->
     normalized = [normalize_text(p) for p in prompts]
     first_seen: dict[bytes, int] = {}
     exact = []
-    for row, text in enumerate(normalized):
-        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    digests = [hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest() for text in normalized]
+    for row, digest in enumerate(digests):
         if digest in first_seen:
             exact.append((first_seen[digest], row))
         else:
             first_seen[digest] = row
-    exact_set = set(exact)
     compared = 0
     near: dict[tuple[int, int], float] = {}
     for key in (lambda row: normalized[row], lambda row: normalized[row][::-1]):
@@ -77,7 +76,7 @@ def recheck_duplicates(prompts: list[str], threshold: float, window: int = 4) ->
             for other, other_grams in recent:
                 pair = (min(row, other), max(row, other))
                 compared += 1
-                if pair not in exact_set and (similarity := jaccard(grams, other_grams)) >= threshold:
+                if digests[row] != digests[other] and (similarity := jaccard(grams, other_grams)) >= threshold:
                     near[pair] = round(similarity, 4)
             recent.append((row, grams))
     return DuplicateRecheck(exact, [(a, b, s) for (a, b), s in sorted(near.items())], compared)

@@ -69,7 +69,7 @@ def compare_with_intervals(
         for candidate in present:
             r = per_candidate.get(candidate)
             out[candidate] = _cell(r[value], r.get("ci_low"), r.get("ci_high"), r.get(n)) if r else None
-        baseline = per_candidate.get(present[0])
+        baseline = per_candidate.get(candidates[0])  # the report's baseline; no row of it: no delta
         for candidate in present[1:]:
             other = per_candidate.get(candidate)
             if baseline and other and baseline[value] is not None and other[value] is not None:
@@ -87,7 +87,7 @@ def significant_drops(
     frame: pl.DataFrame, row: str, value: str, candidates: Sequence[str], tests: Tests
 ) -> set[tuple[str, str]]:
     """(row, candidate) pairs where a candidate scores below the first candidate and the paired test,
-    Holm-corrected, is significant."""
+    Holm-corrected, is significant with a negative paired difference."""
     if not frame.height:
         return set()
     baseline = {r[row]: r for r in frame.filter(pl.col("candidate") == candidates[0]).iter_rows(named=True)}
@@ -97,6 +97,7 @@ def significant_drops(
         if base is None or base[value] is None or record[value] is None or record[value] >= base[value]:
             continue
         test = tests.get((record[row], record["candidate"]))
-        if test is not None and test["significant"]:
+        # A drop counts when the paired test finds it, in the same direction on the items both answered.
+        if test is not None and test["significant"] and test["difference"] < 0:
             drops.add((record[row], record["candidate"]))
     return drops

@@ -20,8 +20,9 @@ class RateChoice:
 
 
 def final_validation_loss(curves: pl.DataFrame) -> dict[str, float]:
-    """Each rate's last logged eval_loss (rates that logged none are left out)."""
-    logged = curves.drop_nulls("eval_loss").sort("step")
+    """Each rate's last logged finite eval_loss (rates that logged none are left out; a diverged run's NaN or
+    infinity never wins)."""
+    logged = curves.drop_nulls("eval_loss").filter(pl.col("eval_loss").is_finite()).sort("step")
     return {rate: float(group["eval_loss"][-1]) for (rate,), group in logged.group_by("rate", maintain_order=True)}
 
 

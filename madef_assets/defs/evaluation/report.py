@@ -20,7 +20,7 @@ def compare(frame: pl.DataFrame, row: str, value: str, candidates: Sequence[str]
     wide = frame.pivot(on="candidate", index=row, values=value, aggregate_function="first", maintain_order=True)
     present = [c for c in candidates if c in wide.columns]
     wide = wide.select(row, *present)
-    if len(present) > 1:
+    if len(present) > 1 and present[0] == candidates[0]:  # deltas only against the report's baseline
         baseline = present[0]
         wide = wide.with_columns((pl.col(c) - pl.col(baseline)).round(2).alias(f"Δ {c}") for c in present[1:])
     return wide

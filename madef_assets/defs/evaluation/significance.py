@@ -18,9 +18,10 @@ from madef_assets.defs.sign_test import exact_sign_test
 
 ALPHA = 0.05
 TESTS_SENTENCE = (
-    "an exact McNemar test on the discordant pairs for a rate, a paired bootstrap of the per-item differences "
-    "for a mean, with Holm's correction across every comparison of this report. A delta shows p and Holm's p "
-    "and is marked n.s. when Holm's p is not below 0.05; overlapping intervals are not a test."
+    "an exact McNemar test on the discordant pairs for a rate, for a mean an exact sign-flip test of the "
+    "per-item differences (up to 16 pairs) or a paired bootstrap, with Holm's correction across every "
+    "comparison of this report. A delta shows p and Holm's p and is marked n.s. when Holm's p is not below "
+    "0.05; overlapping intervals are not a test."
 )
 OUTCOME_SCHEMA = {
     "view": pl.Utf8,
@@ -36,6 +37,7 @@ TEST_SCHEMA = {
     "candidate": pl.Utf8,
     "test": pl.Utf8,
     "pairs": pl.Int64,
+    "difference": pl.Float64,  # the paired mean difference, candidate - baseline (its sign: up or down)
     "baseline_only": pl.Int64,
     "candidate_only": pl.Int64,
     "p_value": pl.Float64,
@@ -50,15 +52,34 @@ def mcnemar_exact(baseline_only: int, candidate_only: int) -> float:
     return exact_sign_test(baseline_only, candidate_only)
 
 
+# Up to this many pairs a mean is tested exactly by flipping signs (every one of the 2^n patterns); the
+# bootstrap needs more pairs than that before its resampled means say anything about the tail.
+EXACT_SIGN_FLIP_MAX_PAIRS = 16
+
+
+def sign_flip_p(differences: Sequence[float]) -> float:
+    """The exact paired permutation test of a zero mean difference (two-sided; Fisher's sign-flip test): under
+    the null each difference is as likely negated, so p is the share of the 2^n sign patterns whose mean is at
+    least as far from zero as the observed one. Five differences all of one sign give 2/32 = 0.0625."""
+    data = np.asarray(list(differences), dtype=float)
+    observed = abs(float(data.mean())) if data.size else 0.0
+    if data.size == 0 or observed == 0.0:
+        return 1.0
+    patterns = ((np.arange(2**data.size)[:, None] >> np.arange(data.size)) & 1) * 2 - 1
+    means = np.abs((patterns * data).mean(axis=1))
+    return float(np.count_nonzero(means >= observed - 1e-12) / means.size)
+
+
 def paired_bootstrap_p(differences: Sequence[float], n_resamples: int = 10_000, seed: int = 0) -> float:
-    """A paired bootstrap test of a zero mean difference (two-sided): the differences are centred on zero
-    (the null), resampled `n_resamples` times with numpy.random.default_rng(seed), and p is the share of
-    resampled means at least as far from zero as the observed one, (count + 1) / (n_resamples + 1).
-    Fewer than two pairs, or a zero mean difference, test nothing: p = 1."""
+    """A paired test of a zero mean difference (two-sided). Up to EXACT_SIGN_FLIP_MAX_PAIRS pairs: the exact
+    sign-flip test (a bootstrap of a handful of same-signed differences would call them significant at
+    p = 1/(B+1)). More: the paired bootstrap — the differences centred on zero (the null), resampled
+    `n_resamples` times with numpy.random.default_rng(seed), p the share of resampled means at least as far
+    from zero as the observed one, (count + 1) / (n_resamples + 1). A zero mean difference tests nothing."""
     data = np.asarray(list(differences), dtype=float)
     observed = float(data.mean()) if data.size else 0.0
-    if data.size < 2 or observed == 0.0:
-        return 1.0
+    if data.size <= EXACT_SIGN_FLIP_MAX_PAIRS or observed == 0.0:
+        return sign_flip_p(data)
     centred = data - observed
     draws = np.random.default_rng(seed).integers(0, data.size, size=(n_resamples, data.size))
     extreme = np.count_nonzero(np.abs(centred[draws].mean(axis=1)) >= abs(observed) - 1e-12)
@@ -93,6 +114,7 @@ def paired_tests(outcomes: pl.DataFrame, baseline: str, seed: int = 0) -> pl.Dat
     rows = []
     for (view, row, candidate), group in pairs.group_by("view", "row", "candidate", maintain_order=True):
         binary = bool(group["binary"].all())
+        difference = float((group["outcome"] - group["base"]).mean())
         if binary:
             baseline_only = int(((group["base"] == 1) & (group["outcome"] == 0)).sum())
             candidate_only = int(((group["base"] == 0) & (group["outcome"] == 1)).sum())
@@ -100,7 +122,8 @@ def paired_tests(outcomes: pl.DataFrame, baseline: str, seed: int = 0) -> pl.Dat
         else:
             baseline_only = candidate_only = None
             differences = (group["outcome"] - group["base"]).to_list()
-            test, p = "paired bootstrap", paired_bootstrap_p(differences, seed=seed)
+            test = "sign-flip exact" if len(differences) <= EXACT_SIGN_FLIP_MAX_PAIRS else "paired bootstrap"
+            p = paired_bootstrap_p(differences, seed=seed)
         rows.append(
             {
                 "view": view,
@@ -108,6 +131,7 @@ def paired_tests(outcomes: pl.DataFrame, baseline: str, seed: int = 0) -> pl.Dat
                 "candidate": candidate,
                 "test": test,
                 "pairs": group.height,
+                "difference": difference,
                 "baseline_only": baseline_only,
                 "candidate_only": candidate_only,
                 "p_value": p,
