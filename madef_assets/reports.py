@@ -132,6 +132,12 @@ def lines_png(frame: pl.DataFrame, x: str, ys: dict[str, str], title: str, path:
     return path
 
 
+def per_value(table: pl.DataFrame, column: str) -> dict[str, int]:
+    """Rows per value of a column (a missing value counts as "none"), for metadata."""
+    counts = table.group_by(column).len().sort(column).iter_rows()
+    return {"none" if value is None else str(value): int(count) for value, count in counts}
+
+
 def markdown_table(frame: pl.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width + "\n"
     return header + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows())

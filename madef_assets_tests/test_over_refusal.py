@@ -14,6 +14,7 @@ from madef_assets.defs.evaluation.intervals import (
     significant_drops,
     with_wilson,
 )
+from madef_assets.defs.evaluation.over_refusal import decided_answers
 from madef_assets.defs.evaluation.xstest import needs_review, settled_class, string_match_class
 from madef_assets.defs.qualification.fitness import (
     Criterion,
@@ -61,7 +62,14 @@ def test_judge_and_matcher_settle_or_send_to_review(judge, matcher, review, sett
 def judgements(rows, candidate="base"):
     return pl.DataFrame(
         [
-            {"candidate": candidate, "prompt_label": label, "type": kind, "final_label": final, "review_key": key}
+            {
+                "candidate": candidate,
+                "prompt_id": key,
+                "prompt_label": label,
+                "type": kind,
+                "final_label": final,
+                "review_key": key,
+            }
             for key, (label, kind, final) in rows.items()
         ]
     )
@@ -80,7 +88,7 @@ def test_rates_count_review_decisions_and_pending_rows_against_the_model():
     )
     decisions = pl.DataFrame({"review_key": ["c"], "decision": ["compliance"]})
     scores = with_wilson(
-        run_sql("evaluation/over_refusal_scores", judgements=table, decisions=decisions), "good", "prompts"
+        run_sql("evaluation/over_refusal_scores", decided=decided_answers(table, decisions)), "good", "prompts"
     )
     rows = {(r["prompt_label"], r["type"]): r for r in scores.iter_rows(named=True)}
     safe = rows[("safe", "(all)")]

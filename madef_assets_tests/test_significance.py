@@ -173,6 +173,7 @@ DECISIONS = pl.DataFrame(
 
 
 def test_new_safety_and_over_refusal_outcomes_count_as_their_scores():
+    from madef_assets.defs.evaluation.over_refusal import decided_answers
     from madef_assets.storage import run_sql
 
     judgements = pl.DataFrame(
@@ -198,7 +199,7 @@ def test_new_safety_and_over_refusal_outcomes_count_as_their_scores():
     inputs = {"over_refusal_judgements": over, "review_decisions": DECISIONS}
     outcomes = view_of("over_refusal").outcomes(report_with(inputs))
     scores = view_of("over_refusal").rows(
-        None, run_sql("evaluation/over_refusal_scores", judgements=over, decisions=DECISIONS)
+        None, run_sql("evaluation/over_refusal_scores", decided=decided_answers(over, DECISIONS))
     )
     assert rates_from(outcomes, "over_refusal") == {
         (r, c): v for r, c, v in scores.select("item", "candidate", "rate").iter_rows()
@@ -223,7 +224,7 @@ def test_safetybench_general_and_responsibility_outcomes_count_as_their_scores()
             "predicted_index": [0, None, 1, 0, 1, 2],
             "extraction": "rule",
         }
-    )
+    ).with_columns(correct=(pl.col("predicted_index") == pl.col("answer_index")).fill_null(False))
     outcomes = view_of("safetybench").outcomes(report_with({"safetybench_predictions": predictions}))
     scores = [
         {"candidate": c, **row}

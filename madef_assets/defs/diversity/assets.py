@@ -47,6 +47,11 @@ def train_pool(prompt_categories: pl.DataFrame, train_sources: tuple[str, ...]) 
 PLAN_SCHEMA = {"category": pl.Utf8, "route": pl.Utf8, "deficit": pl.Int64, "capacity": pl.Int64, "planned": pl.Int64}
 
 
+def capped_deficit(deficit: int, method: MethodConfig) -> int:
+    """What generation asks for in a category: its deficit, at most method.augment_max_per_category."""
+    return deficit if method.augment_max_per_category is None else min(deficit, method.augment_max_per_category)
+
+
 def generation_requests(
     quota: pl.DataFrame,
     pool: pl.DataFrame,
@@ -68,7 +73,7 @@ def generation_requests(
         plain = existing.filter(pl.col("attack_method").is_null())
         parents = [(r["prompt_id"], r["prompt"], r["lang"]) for r in plain.iter_rows(named=True)]
         parents += [(None, example, "zh") for example in fewshot.examples]
-        wanted = deficit if method.augment_max_per_category is None else min(deficit, method.augment_max_per_category)
+        wanted = capped_deficit(deficit, method)
         capacity = route_capacity(len(zh), len(fewshot.examples), len(parents), len(ATTACK_METHODS))
         planned = split_deficit(wanted, method.augment_routes, capacity)
         keywords = taxonomy.categories[category]["keywords"]
@@ -345,11 +350,12 @@ def build_augmentation_assets(settings: Settings) -> list:
         (`round`); `short_after_rounds` names the categories left short and why."""
         taxonomy = Taxonomy.load(settings.taxonomy_path)
         pool = train_pool(prompt_categories, method.train_sources)
-        wanted = category_quota.select(
-            "category",
-            deficit=pl.col("deficit")
-            if method.augment_max_per_category is None
-            else pl.min_horizontal("deficit", pl.lit(method.augment_max_per_category)),
+        wanted = pl.DataFrame(
+            {
+                "category": category_quota["category"],
+                "deficit": [capped_deficit(d, method) for d in category_quota["deficit"]],
+            },
+            schema={"category": pl.Utf8, "deficit": pl.Int64},
         )
         rounds, plans, sent, generated, labeled = [], [], set(), [], []
         for round_index in range(method.augment_rounds):

@@ -114,8 +114,3 @@ def scores_table(
         table = with_fingerprint(table, responses.row(0, named=True))
     context.add_output_metadata({"scores": MetadataValue.md(markdown_table(table.select(shown)))})
     return table
-
-
-def counts(table: pl.DataFrame, column: str) -> dict[str, int]:
-    """How many rows hold each value of `column`."""
-    return {str(k): int(v) for k, v in table.group_by(column).len().sort(column).iter_rows()}

@@ -12,7 +12,6 @@ from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.defs.evaluation.judged import (
     Verdicts,
     candidate_answers,
-    counts,
     in_row_language,
     judge_answers,
     scores_table,
@@ -24,6 +23,7 @@ from madef_assets.defs.llm_steps import role_step
 from madef_assets.defs.selection.contamination import contaminated
 from madef_assets.defs.verdicts import SafetyJudgement, parse_safety_judgement
 from madef_assets.llm.resource import LLMResource
+from madef_assets.reports import per_value
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
@@ -82,8 +82,8 @@ def build_new_safety_assets(
                 "excluded_overlapping_sft": mapped.height - clean.height,
                 "eligible": clean.height,
                 "per_category": per_category,
-                "category_origin": counts(table, "category_origin"),
-                "languages": counts(table, "lang"),
+                "category_origin": per_value(table, "category_origin"),
+                "languages": per_value(table, "lang"),
                 "categories_missing": [c for c in taxonomy.categories if c not in per_category],
             },
         )
@@ -141,7 +141,7 @@ def build_new_safety_assets(
                 ]
             ),
         )
-        return Output(table, metadata={**verdicts.metadata(), "labels": counts(table, "judge_label")})
+        return Output(table, metadata={**verdicts.metadata(), "labels": per_value(table, "judge_label")})
 
     @per_candidate_asset(candidates, {"duckdb", "sql"})
     def new_safety_scores(

@@ -11,7 +11,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, Output, StaticPart
 
 from madef_assets.defs.evaluation.candidates import candidate_pools, per_candidate_asset, sample_per_group, sources_hash
 from madef_assets.defs.evaluation.intervals import with_wilson
-from madef_assets.defs.evaluation.judged import candidate_answers, counts, judge_answers, scores_table
+from madef_assets.defs.evaluation.judged import candidate_answers, judge_answers, scores_table
 from madef_assets.defs.evaluation.judging import review_key
 from madef_assets.defs.evaluation.xstest import settled_class, string_match_class
 from madef_assets.defs.llm_steps import role_step
@@ -19,6 +19,7 @@ from madef_assets.defs.qualification.tasks import REFUSAL, parse_refusal_class
 from madef_assets.defs.verdicts import UNCERTAIN
 from madef_assets.llm.resource import LLMResource, LLMResult
 from madef_assets.prompts import template
+from madef_assets.reports import per_value
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
@@ -63,7 +64,7 @@ def build_over_refusal_assets(
             "over_refusal_response@1",
             llm.default_params.with_changes(max_new_tokens=config.max_new_tokens),
             sources_hash(settings, [source]),
-            {"per_label": counts(sample, "prompt_label")},
+            {"per_label": per_value(sample, "prompt_label")},
         )
 
     @per_candidate_asset(
@@ -112,7 +113,7 @@ def build_over_refusal_assets(
                 **verdicts.metadata(),
                 "judge_and_matcher_agree": agreeing,
                 "to_review": final.count(UNCERTAIN),
-                "final_labels": counts(table, "final_label"),
+                "final_labels": per_value(table, "final_label"),
             },
         )
 
@@ -126,7 +127,9 @@ def build_over_refusal_assets(
         """Compliance rate on the safe prompts and refusal rate (full or partial) on the unsafe contrasts, per
         XSTest type and over all types, with Wilson 95 % intervals; pending reviews count against the model."""
         table = with_wilson(
-            run_sql("evaluation/over_refusal_scores", judgements=over_refusal_judgements, decisions=review_decisions),
+            run_sql(
+                "evaluation/over_refusal_scores", decided=decided_answers(over_refusal_judgements, review_decisions)
+            ),
             "good",
             "prompts",
         )
@@ -134,6 +137,11 @@ def build_over_refusal_assets(
         return scores_table(context, table, over_refusal_responses, (*shown, "rate", "ci_low", "ci_high"))
 
     return [over_refusal_responses, over_refusal_judgements, over_refusal_scores]
+
+
+def decided_answers(judgements: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
+    """Each answer's final class after review and whether it meets its measure, per type and under '(all)'."""
+    return run_sql("evaluation/over_refusal_decided", judgements=judgements, decisions=decisions)
 
 
 def refusal_class(result: LLMResult, _row: int = 0) -> str:

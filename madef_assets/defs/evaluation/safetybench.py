@@ -272,7 +272,7 @@ def paired_outcomes(predictions: pl.DataFrame) -> pl.DataFrame:
         "candidate",
         "abbreviation",
         item=pl.format("{}\x1f{}", "source", "id"),
-        outcome=(pl.col("predicted_index") == pl.col("answer_index")).fill_null(False).cast(pl.Float64),
+        outcome=pl.col("correct").cast(pl.Float64),  # as safetybench_predictions credits it
     )
     frames = [keyed.with_columns(row=pl.col("abbreviation")), keyed.with_columns(row=pl.lit("Avg"))]
     rows = pl.concat(frames)

@@ -34,7 +34,7 @@ from madef_assets.defs.selection.checks import (
 )
 from madef_assets.defs.selection.contamination import general_eval_questions
 from madef_assets.defs.selection.export import publish_staged, stage_llamafactory_dataset, staging_dir, withdraw_dataset
-from madef_assets.reports import markdown_table
+from madef_assets.reports import markdown_table, per_value
 from madef_assets.settings import MethodConfig, SelectionConfig, Settings
 from madef_assets.storage import run_sql
 
@@ -56,12 +56,6 @@ def sft_content_version(table: pl.DataFrame, formats: tuple[str, ...]) -> str:
         {"columns": table.columns, "rows": table.rows(), "formats": list(formats)}, ensure_ascii=False, default=str
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def per_value(table: pl.DataFrame, column: str) -> dict[str, int]:
-    """Rows per value of a column (a missing value counts as "none"), for metadata."""
-    counts = table.group_by(column).len().sort(column).iter_rows()
-    return {"none" if value is None else str(value): int(count) for value, count in counts}
 
 
 def single_threshold(selection: SelectionConfig) -> float:

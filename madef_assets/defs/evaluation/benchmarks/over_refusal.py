@@ -44,7 +44,7 @@ def disagreements(judgements: pl.DataFrame) -> pl.DataFrame:
 
 def outcomes(report: Report) -> pl.DataFrame:
     judgements, decisions = report.inputs["over_refusal_judgements"], report.inputs["review_decisions"]
-    return run_sql("evaluation/over_refusal_outcomes", judgements=judgements, decisions=decisions)
+    return run_sql("evaluation/over_refusal_outcomes", decided=over_refusal.decided_answers(judgements, decisions))
 
 
 BENCHMARK = Benchmark(
