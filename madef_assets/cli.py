@@ -278,12 +278,18 @@ def run(args: argparse.Namespace) -> int:
             tags = {}
         executor_config = EXECUTOR_RUN_CONFIG.get(settings.executor)
         plan = run_plan(settings)
+        from madef_assets.defs.diversity.volume import data_rounds
         from madef_assets.launched_runs import LaunchError
 
+        def launch(waves: list[list[PlannedRun]]) -> bool:
+            concurrent = settings.max_concurrent_runs
+            return launch_waves(instance, waves, concurrent, tags, DEFINITIONS_MODULE, executor_config)
+
         try:
-            if not launch_waves(
-                instance, plan, settings.max_concurrent_runs, tags, DEFINITIONS_MODULE, executor_config
-            ):
+            # observe and build, the data builds that make up a shortfall (method.volume_rounds), then the rest
+            if not (launch(plan[:2]) and data_rounds(instance, settings.method, lambda: launch(plan[1:2]))):
+                return 1
+            if not launch(plan[2:]):
                 return 1
         except LaunchError as exc:
             print(f"madef run: {exc}", file=sys.stderr)

@@ -274,6 +274,9 @@ class SourceConfig(Strict):
     # Datasets (or configured sources) it was built from, beside its reader's (madef_assets/lineage.py): a
     # profile that trains on a source related to one it evaluates on is refused.
     derived_from: tuple[str, ...] = ()
+    # The published split it holds (`train`, `test`): two splits of one dataset are unrelated (CValues-Comparison's
+    # train split may be trained on while its test split is evaluated, §4.2); the whole dataset meets every split.
+    split: str | None = None
     name: str = ""  # its key under sources
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # ingest.max_file_bytes: larger files are refused before reading
 
@@ -299,8 +302,19 @@ class MethodConfig(Strict):
     eval_sources: tuple[str, ...] = ()
     general_sources: tuple[str, ...] = ()
     label_sample_per_source: int | None = None
+    # A raw intent label the taxonomy file does not map takes the labeler's constrained choice (taxonomy_choices)
+    # when its confidence (the option's probability over the 15 options) reaches this; else a person decides.
+    taxonomy_choice_min_confidence: Fraction = 0.9
+    # false: one answer at temperature 0 even on a local backend (confidence null: every choice left to a person)
+    taxonomy_choice_scores: bool = True
     seed: int = 0
-    quota_per_category: int = 1000
+    # Attack prompts per category (rejection sampling keeps at most this many; generation fills up to it). null:
+    # derived from sft_total and the share of each category's prompts that reached the SFT set in the last build
+    # (defs/diversity/volume.py).
+    quota_per_category: PositiveInt | None = 1000
+    # `madef run` builds the data again, up to this many times in all, while the SFT set falls short of sft_total
+    # and the derived quotas grow (each build asks only for what the ledger does not hold).
+    volume_rounds: PositiveInt = 1
     # Generation fills each category's deficit to the quota, split over these routes (defs/diversity/routes.py);
     # augment_max_per_category caps the new prompts planned per category (None: the whole deficit).
     augment_routes: tuple[Literal[AUGMENT_ROUTES], ...] = Field(AUGMENT_ROUTES, min_length=1)
@@ -346,6 +360,8 @@ class MethodConfig(Strict):
         overlap = set(self.train_sources) & set(self.eval_sources)
         if overlap:
             raise ValueError(f"{sorted(overlap)} cannot be both train_sources and eval_sources")
+        if self.quota_per_category is None and self.sft_total is None:
+            raise ValueError("quota_per_category: null derives the quotas from sft_total, which is not set")
         if self.sft_total is not None and self.sft_total < self.general_sample_size:
             raise ValueError(f"sft_total ({self.sft_total}) must hold general_sample_size ({self.general_sample_size})")
         return self
@@ -462,9 +478,19 @@ class SafetyBenchConfig(Strict):
 
 
 class NewSafetyConfig(Strict):
-    sources: list[str] = []
+    sources: list[str] = []  # the headline: §4.2 samples CValues-Comparison's test split and S-Eval
+    # Sources sampled, answered and judged the same way but reported apart, never mixed into the headline (e.g.
+    # beavertails_eval: English only, its own 14 harm categories).
+    extra_views: list[str] = []
     per_category: int | None = None  # the paper: about 100
     max_new_tokens: int | None = None  # None: evaluation.params
+
+    @model_validator(mode="after")
+    def _extra_views_apart(self) -> NewSafetyConfig:
+        both = sorted(set(self.sources) & set(self.extra_views))
+        if both:
+            raise ValueError(f"{both} are both headline sources and extra views")
+        return self
 
 
 class ResponsibilityConfig(Strict):
@@ -721,7 +747,7 @@ class Settings(Strict):
         trained = {k: references[k] for k in ("method.train_sources", "method.general_sources")}
         evaluated = {k: [n for n in names if n] for k, names in references.items() if k.startswith("evaluation.")}
         sources = {
-            name: SourceLineage(s.reader, s.derived_from, tuple(f.path for f in s.files))
+            name: SourceLineage(s.reader, s.derived_from, tuple(f.path for f in s.files), s.split)
             for name, s in self.sources.items()
         }
         problems = related_pairs(trained, evaluated, sources)
@@ -740,6 +766,7 @@ class Settings(Strict):
             **{f"method.{k}": list(getattr(method, k)) for k in ("attack_sources", "train_sources", "eval_sources")},
             "method.general_sources": list(method.general_sources),
             "evaluation.new_safety.sources": evaluation.new_safety.sources,
+            "evaluation.new_safety.extra_views": evaluation.new_safety.extra_views,
             "evaluation.safetybench.sources": evaluation.safetybench.sources,
             "evaluation.responsibility.prompts_source": [evaluation.responsibility.prompts_source],
             "evaluation.responsibility.mcq_source": [evaluation.responsibility.mcq_source],

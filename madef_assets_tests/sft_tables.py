@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from madef_assets.defs.diversity.volume import quota_table
 from madef_assets.defs.selection.assets import FITNESS_SCHEMA
 from madef_assets.defs.sources.normalize import PROMPT_SCHEMA
 from madef_assets.project import CONFIG_DIR, PROJECT_ROOT
@@ -116,8 +117,9 @@ def gsm8k_question(index: int = 0) -> str:
 
 
 def write_upstream(settings: Settings, safety=SAFETY, general=GENERAL, evaluation=EVALUATION) -> None:
-    """Store safety_sft_selected, attack_prompts (the safety rows' source and route), general_sft_sample,
-    sft_fitness and the evaluation sources in the profile's DuckDB file."""
+    """Store safety_sft_selected, attack_prompts (the safety rows' category, source and route), category_quota,
+    general_sft_sample, sft_fitness, the (empty) training sources and the evaluation sources in the profile's
+    DuckDB file."""
     tables = {
         "sft_fitness": pl.DataFrame(
             [("judge qualification", True, "judge κ = 0.90 [0.80, 0.95] on 60 answers — qualified")],
@@ -130,6 +132,7 @@ def write_upstream(settings: Settings, safety=SAFETY, general=GENERAL, evaluatio
         "attack_prompts": pl.DataFrame(
             {
                 "prompt_id": [row[0] for row in safety],
+                "category": [row[1] for row in safety],
                 "source": "s_eval",
                 "origin": "original",
                 "route": None,
@@ -141,6 +144,11 @@ def write_upstream(settings: Settings, safety=SAFETY, general=GENERAL, evaluatio
             general, schema=["prompt_id", "source", "lang", "prompt", "response"], orient="row"
         ),
     }
+    tables["category_quota"] = quota_table(settings.method, None).with_columns(
+        target=pl.col("quota"), prompts=0, thin=True, deficit=pl.col("quota")
+    )
+    for name in settings.method.train_sources:
+        tables[name] = pl.DataFrame(schema=PROMPT_SCHEMA)
     for name in settings.method.eval_sources:
         prompts = evaluation.get(name, [])
         tables[name] = pl.DataFrame(

@@ -70,7 +70,7 @@ def test_a_panel_judges_only_answered_rows_and_keeps_each_members_vote(tmp_path,
     judgements = judgement_asset(tmp_path, "new_safety_judgements")
     output = judgements(
         build_asset_context(partition_key="base", resources={"judge": judge}),
-        new_safety_responses=responses(category=["OFF"] * 4),
+        new_safety_responses=responses(view=["headline"] * 4, category=["OFF"] * 4),
     )
     table = output.value
     # Rows 1 and 3 are answered; each of the three members is asked once per answered row.

@@ -182,7 +182,10 @@ def test_profile_keys(tmp_path):
     with pytest.raises(ConfigError, match="labeler_min_kapa"):
         load_settings(profile(tmp_path, labeler_min_kapa=0.5), env={})
     opted_out = load_settings(profile(tmp_path, labeler_sources=[]), env={})
-    assert [a.key for a in build_qualification_assets(opted_out)] == [AssetKey("judge_qualification")]
+    assert [a.key for a in build_qualification_assets(opted_out)] == [
+        AssetKey("judge_qualification"),
+        AssetKey("taxonomy_choice_qualification"),
+    ]
 
 
 def test_intent_labels_waits_for_the_labeler_qualification_without_being_triggered_by_it():

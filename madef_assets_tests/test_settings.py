@@ -128,6 +128,32 @@ def test_the_bundled_profiles_train_and_evaluate_on_unrelated_sources(profile):
             ),
             r"trains on `general_sft` and evaluation.new_safety.sources evaluates on `s_eval`: both read .*s_eval",
         ),
+        # a dataset's split beside the whole dataset (two splits are unrelated: the test of the New-Safety headline)
+        (
+            lambda raw: (
+                raw["sources"].update(
+                    cvc_train={"reader": "cvalues_comparison", "split": "train", "files": [{"path": "a.jsonl"}]},
+                    cvc_all={"reader": "cvalues_comparison", "files": [{"path": "b.jsonl"}]},
+                )
+                or raw["method"]["train_sources"].append("cvc_train")
+                or raw["evaluation"]["new_safety"]["sources"].append("cvc_all")
+            ),
+            r"trains on `cvc_train` and evaluation.new_safety.sources evaluates on `cvc_all`: both derive from "
+            r"CValues-Comparison",
+        ),
+        # the same split twice
+        (
+            lambda raw: (
+                raw["sources"].update(
+                    cvc_a={"reader": "cvalues_comparison", "split": "test", "files": [{"path": "a.jsonl"}]},
+                    cvc_b={"reader": "cvalues_comparison", "split": "test", "files": [{"path": "b.jsonl"}]},
+                )
+                or raw["method"]["train_sources"].append("cvc_a")
+                or raw["evaluation"]["new_safety"]["sources"].append("cvc_b")
+            ),
+            r"trains on `cvc_a` and evaluation.new_safety.sources evaluates on `cvc_b`: both derive from "
+            r"CValues-Comparison \[test\]",
+        ),
         # two names for the same file
         (
             lambda raw: (

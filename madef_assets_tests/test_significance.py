@@ -179,6 +179,7 @@ def test_new_safety_and_over_refusal_outcomes_count_as_their_scores():
     judgements = pl.DataFrame(
         {
             "candidate": ["base", "base", "base", "tuned", "tuned", "tuned"],
+            "view": ["headline"] * 6,
             "category": ["OFF", "OFF", "UB", "OFF", "OFF", "UB"],
             "prompt_id": ["a", "b", "c", "a", "b", "c"],
             "judge_label": ["safe", "uncertain", "unsafe", "uncertain", "safe", "safe"],

@@ -265,7 +265,8 @@ def test_the_queue_lists_proposed_and_unmapped_labels_most_frequent_first():
         ("xyz", "unmapped", None, 1),
         ("天气", "unmapped", None, 1),
     ]
-    assert all(tuple(item) == TAXONOMY_QUEUE_FIELDS for item in queue)
+    # the required fields, then the labeler's choice (taxonomy_choices; none here)
+    assert all(tuple(item) == (*TAXONOMY_QUEUE_FIELDS, "choice", "choice_confidence") for item in queue)
     assert queue[0]["allowed_decisions"] == [*CATEGORIES, "ignore"]
     json.dumps(queue, ensure_ascii=False)  # written as JSONL by label_taxonomy
 
@@ -339,8 +340,13 @@ def test_label_taxonomy_writes_the_queue_and_applies_decisions(tmp_path: Path):
     labels = pl.DataFrame(
         {"status": ["ok"], "labels": [["天气", "伦理道德观"]]}, schema={"status": pl.Utf8, "labels": pl.List(pl.Utf8)}
     )
+    no_choices = pl.DataFrame(schema={"key": pl.Utf8, "choice": pl.Utf8, "confidence": pl.Float64, "outcome": pl.Utf8})
     table = assets["label_taxonomy"](
-        build_asset_context(), intent_labels=labels, taxonomy_decisions=decisions, **empty_sources(settings)
+        build_asset_context(),
+        intent_labels=labels,
+        taxonomy_choices=no_choices,
+        taxonomy_decisions=decisions,
+        **empty_sources(settings),
     )
     assert dict(zip(table["label"], table["status"])) == {"天气": "ignored", "伦理道德观": "proposed"}
     queue = read_queue(review_dir / "taxonomy_queue.jsonl", TAXONOMY_QUEUE_FIELDS)

@@ -2,6 +2,7 @@
 targeted SFT total with Chinese-first general data, the perplexity cut per language) and the scoring prompts
 (§3.4: the pairwise judge's criteria and role line, lone candidates on the same scale and selected apart)."""
 
+import math
 import random
 import sys
 
@@ -10,6 +11,14 @@ import pytest
 import yaml
 
 from madef_assets.defs.diversity.routes import example_sets, route_capacity, split_deficit
+from madef_assets.defs.diversity.volume import (
+    MIN_PASS_RATE,
+    data_rounds,
+    derived_quotas,
+    measured_pass_rates,
+    quota_table,
+    safety_rows_target,
+)
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.intent.taxonomy import Taxonomy
 from madef_assets.defs.reward.scores import (
@@ -20,7 +29,7 @@ from madef_assets.defs.reward.scores import (
     parse_two_scores,
     plan_response_judging,
 )
-from madef_assets.defs.selection.assets import safety_target, single_threshold
+from madef_assets.defs.selection.assets import single_threshold
 from madef_assets.project import CONFIG_DIR, PROJECT_ROOT, ConfigError
 from madef_assets.prompts import template
 from madef_assets.settings import MethodConfig, SelectionConfig, load_settings, parse_section
@@ -213,8 +222,8 @@ def test_the_sft_total_trims_the_safety_part_in_turns_across_categories():
         [(f"a{i}", "CIA", "zh", 10.0 + i, 0.9, "pair") for i in range(6)]
         + [(f"b{i}", "PS", "zh", 10.0 + i, 0.9, "pair") for i in range(2)]
     )
-    assert safety_target(None, 40) is None and safety_target(200000, 40000) == 160000 and safety_target(10, 40) == 0
-    assert select(table, safety_target=safety_target(10, 4)) == ["a0", "a1", "a2", "a3", "b0", "b1"]
+    assert safety_rows_target(None, 40) is None and safety_rows_target(200000, 40000) == 160000
+    assert select(table, safety_target=safety_rows_target(10, 4)) == ["a0", "a1", "a2", "a3", "b0", "b1"]
     assert select(table, safety_target=2) == ["a0", "b0"]
     assert len(select(table)) == 8
 
@@ -456,3 +465,140 @@ def test_a_later_round_walks_on_to_the_routes_unsent_candidates(route):
     left = plan["capacity"][0] - len(first)  # 6 parents x 10 attack methods, or the 6 parents themselves
     assert len(first) == 5 and len(second) == plan["planned"].sum() == min(5, left) > 0
     assert not {r["request"] for r in first} & {r["request"] for r in second}
+
+
+def test_quotas_follow_sft_total_over_the_measured_pass_rates():
+    """Issue 27 item 4: 14 × 12,000 × 0.8 cannot reach the paper's ~200k (§3.5). With quota_per_category null,
+    each category asks for its share of the safety rows over the share of its prompts that reached the SFT set
+    in the last build; before any build, over what the perplexity cut keeps by construction."""
+    method = MethodConfig(
+        quota_per_category=None,
+        sft_total=200_000,
+        general_sample_size=40_000,
+        selection=SelectionConfig(perplexity_quantile=0.8),
+    )
+    prior = quota_table(method, None)
+    assert prior["sft_rows_target"].sum() == 160_000 and set(prior["quota"]) == {
+        14_285,
+        14_287,
+    }  # ceil(11,428 or 11,429 / 0.8)
+    assert set(prior["pass_rate_origin"]) == {"prior: selection.perplexity_quantile"}
+    rates = measured_pass_rates({"OFF": 1000, "UB": 400, "PS": 0}, {"OFF": 500, "UB": 400}, "run abc")
+    assert rates.per_category == {"OFF": 0.5, "UB": 1.0} and rates.overall == 900 / 1400
+    quotas = {
+        r["category"]: r for r in derived_quotas(1400, ("OFF", "UB", "PS", "EX"), rates, 0.8).iter_rows(named=True)
+    }
+    assert (quotas["OFF"]["quota"], quotas["OFF"]["pass_rate_origin"]) == (700, "measured (run abc)")  # 350 / 0.5
+    assert quotas["UB"]["quota"] == 350
+    assert quotas["PS"]["pass_rate_origin"] == "measured overall (run abc)" and quotas["PS"]["quota"] == 545
+    floor = derived_quotas(100, ("OFF",), measured_pass_rates({"OFF": 50}, {}, "r"), 0.8)
+    assert floor["quota"][0] == round(100 / MIN_PASS_RATE)  # nothing passed: bounded, not infinite
+    fixed = quota_table(MethodConfig(quota_per_category=7), None)
+    assert set(fixed["quota"]) == {7} and fixed["sft_rows_target"].is_null().all()
+    with pytest.raises(ValueError, match="derives the quotas from sft_total"):
+        MethodConfig(quota_per_category=None)
+
+
+def test_category_quota_reads_the_last_builds_pass_rates_from_the_instance(tmp_path):
+    from dagster import AssetMaterialization, DagsterInstance, build_asset_context
+
+    from madef_assets.defs.diversity.assets import build_augmentation_assets
+
+    raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+    raw["method"].update(quota_per_category=None, sft_total=4 + 14 * 10, general_sample_size=4)
+    settings = load_settings_from(raw, tmp_path)
+    category_quota = next(a for a in build_augmentation_assets(settings) if a.key.path == ["category_quota"])
+    prompts = pl.DataFrame({"prompt_id": ["a"], "source": ["xsafety"], "category": ["OFF"]})
+    with DagsterInstance.ephemeral() as instance:
+        before = category_quota(build_asset_context(instance=instance), prompt_categories=prompts)
+        prior = settings.method.selection.perplexity_quantile
+        assert set(before["target"]) == {math.ceil(10 / prior)}  # 10 rows over the prior
+        for asset, counts in (("attack_prompts", {"OFF": 20, "UB": 10}), ("safety_sft_selected", {"OFF": 5})):
+            instance.report_runless_asset_event(AssetMaterialization(asset, metadata={"per_category": counts}))
+        after = category_quota(build_asset_context(instance=instance), prompt_categories=prompts)
+    off = after.row(0, named=True)
+    assert (off["category"], off["prompts"], off["target"], off["deficit"], off["pass_rate"]) == (
+        "OFF",
+        1,
+        40,
+        39,
+        0.25,
+    )
+    ub = after.row(1, named=True)
+    assert (ub["target"], ub["pass_rate"]) == (round(10 / MIN_PASS_RATE), 0.0)  # measured: none of UB's passed
+    assert after.filter(pl.col("category") == "PS")["pass_rate_origin"][0].startswith("measured overall")
+
+
+def load_settings_from(raw: dict, tmp_path):
+    from madef_assets.settings import parse_settings
+
+    return parse_settings(raw, tmp_path / "p.yaml", {"MADEF_STATE_DIR": str(tmp_path)})
+
+
+def test_madef_run_builds_the_data_again_while_the_sft_set_is_short():
+    """`madef run`'s data builds (method.volume_rounds): again while short of sft_total, stopping when met, when a
+    build adds nothing, or at the limit, and saying why."""
+    from dagster import AssetMaterialization, DagsterInstance
+
+    def scenario(method: MethodConfig, totals: list[int]) -> tuple[int, list[str]]:
+        said, builds = [], iter(totals[1:])
+        with DagsterInstance.ephemeral() as instance:
+
+            def build() -> bool:
+                rows = next(builds)
+                instance.report_runless_asset_event(AssetMaterialization("sft_dataset", metadata={"sft_total": rows}))
+                return True
+
+            instance.report_runless_asset_event(AssetMaterialization("sft_dataset", metadata={"sft_total": totals[0]}))
+            assert data_rounds(instance, method, build, said.append)
+            return len(totals) - 1 - sum(1 for _ in builds), said
+
+    derived = {"quota_per_category": None, "sft_total": 100, "general_sample_size": 10, "volume_rounds": 3}
+    assert scenario(MethodConfig(**derived), [60, 90, 100, 100]) == (2, [ANY_LINE, ANY_LINE])
+    extra, said = scenario(MethodConfig(**derived), [60, 70, 80, 90])
+    assert extra == 2 and "after 3 data build(s) the SFT set has 80 of 100 rows (20 short)" in said[-1]
+    extra, said = scenario(MethodConfig(**derived), [60, 60, 90])
+    assert extra == 1 and "added no row" in said[-1]
+    extra, said = scenario(MethodConfig(**{**derived, "quota_per_category": 5}), [60, 90])
+    assert extra == 0 and "the quotas are fixed" in said[0]
+    assert scenario(MethodConfig(**derived), [100, 100]) == (0, [])
+
+
+class _AnyLine:
+    def __eq__(self, other) -> bool:
+        return isinstance(other, str) and other.startswith("data build")
+
+
+ANY_LINE = _AnyLine()
+
+
+def test_selection_losses_count_each_row_at_the_first_cut_it_fails():
+    table = reward_features(
+        [
+            ("ok", "CIA", "zh", 1.0, 0.9, "pair"),
+            ("fluent_but_unsafe", "CIA", "zh", 2.0, 0.1, "pair"),
+            ("perplexing", "CIA", "zh", 99.0, 0.9, "pair"),
+            ("capped", "CIA", "zh", 3.0, 0.9, "pair"),
+        ]
+    ).vstack(
+        reward_features([("no_score", "PS", "zh", 1.0, None, "pair")]).with_columns(
+            pl.col("chosen_score").cast(pl.Float64)
+        )
+    )
+    table = table.with_columns(
+        instruction_safety=pl.when(pl.col("prompt_id") == "capped").then(0.95).otherwise(pl.col("instruction_safety"))
+    )
+    params = selection_params(
+        perplexity_quantile=0.7, min_response_safety=0.5, max_instruction_safety=0.9, per_category_cap=1
+    )
+    selected = run_sql("selection/safety_sft_selected", reward_features=table, params=params)
+    losses = run_sql("selection/selection_losses", reward_features=table, selected=selected, params=params)
+    assert losses.rows() == [("CIA", 4, 0, 1, 1, 1, 0, 1), ("PS", 1, 1, 0, 0, 0, 0, 0)]
+    assert losses.columns[2:] == [
+        "missing_feature",
+        "perplexity_cut",
+        "response_safety",
+        "instruction_safety",
+        "cap_or_total",
+        "selected",
+    ]

@@ -1,4 +1,5 @@
--- Train-eligible prompts per category against the configured target; thin categories get generation.
+-- Train-eligible prompts per category against its quota (`quotas`: the configured one, or one derived from
+-- method.sft_total and the measured pass rates); thin categories get generation.
 WITH counts AS (
     SELECT category, count(*) AS prompts
     FROM prompt_categories
@@ -7,11 +8,14 @@ WITH counts AS (
 )
 SELECT
     c.category,
-    coalesce(n.prompts, 0)                               AS prompts,
-    params.quota                                         AS target,
-    coalesce(n.prompts, 0) < params.quota                AS thin,
-    greatest(params.quota - coalesce(n.prompts, 0), 0)   AS deficit
+    coalesce(n.prompts, 0)                              AS prompts,
+    q.quota                                             AS target,
+    coalesce(n.prompts, 0) < q.quota                    AS thin,
+    greatest(q.quota - coalesce(n.prompts, 0), 0)       AS deficit,
+    q.sft_rows_target,
+    q.pass_rate,
+    q.pass_rate_origin
 FROM categories AS c
-CROSS JOIN params
+JOIN quotas AS q USING (category)
 LEFT JOIN counts AS n USING (category)
 ORDER BY c.position;

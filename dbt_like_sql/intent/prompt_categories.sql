@@ -1,5 +1,6 @@
 -- One category per attack prompt: the majority of its mapped intent labels (ties: the label named
--- first; a label counts when the taxonomy file maps it or a reviewer decided it), else the data set's own
+-- first; a label counts when the taxonomy file maps it, the labeler chose its category confidently (llm_choice)
+-- or a reviewer decided it), else the data set's own
 -- category mapped through the taxonomy.
 WITH label_rows AS (
     SELECT prompt_id, unnest(label_keys) AS key, generate_subscripts(label_keys, 1) AS pos
@@ -10,7 +11,7 @@ mapped AS (
     SELECT l.prompt_id, t.category, count(*) AS n, min(l.pos) AS first_pos
     FROM label_rows AS l
     JOIN label_taxonomy AS t
-      ON t.kind = 'intent_label' AND t.key = l.key AND t.status IN ('accepted', 'rule', 'reviewed')
+      ON t.kind = 'intent_label' AND t.key = l.key AND t.status IN ('accepted', 'rule', 'llm_choice', 'reviewed')
     GROUP BY l.prompt_id, t.category
 ),
 intent AS (

@@ -283,6 +283,10 @@ def _render_label(item: dict, decided: dict | None, reviewer: str, action: str, 
     proposal = (
         f"Proposed: <b>{_escape(item['proposed'])}</b>{similarity}" if item["proposed"] else f"No proposal{similarity}"
     )
+    if item.get("choice"):  # the labeler's choice (label_taxonomy): unsure, so a person decides
+        confidence = item.get("choice_confidence")
+        sure = f"confidence {confidence:.2f}" if isinstance(confidence, int | float) else "no confidence"
+        proposal += f" · labeler's choice <b>{_escape(item['choice'])}</b> ({sure})"
     accept = _button(item["proposed"], f"accept {item['proposed']}", " accept") if item["proposed"] else ""
     buttons = accept + "".join(_button(d, d) for d in item["allowed_decisions"])
     return f"""<div class="item{" decided" if decided is not None else ""}" id="item-{key}">

@@ -21,6 +21,7 @@ from madef_assets.defs.diversity.generation import (
     template_words,
 )
 from madef_assets.defs.diversity.routes import example_sets, route_capacity, split_deficit
+from madef_assets.defs.diversity.volume import latest_per_category, quota_table
 from madef_assets.defs.frames import params_view
 from madef_assets.defs.intent.labels import parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
@@ -313,20 +314,28 @@ def build_augmentation_assets(settings: Settings) -> list:
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"})
     def category_quota(context: AssetExecutionContext, prompt_categories: pl.DataFrame) -> pl.DataFrame:
-        """Train-eligible prompts per category against the target from the config; thin ones are flagged with
-        their deficit, which augmented_prompts fills."""
+        """Train-eligible prompts per category against its quota; thin ones are flagged with their deficit, which
+        augmented_prompts fills. The quota is method.quota_per_category, or, when that is null, derived from
+        method.sft_total: each category's share of the safety rows over the share of its prompts that reached the
+        SFT set in the last build (safety_sft_selected against attack_prompts; before any build, the share the
+        perplexity cut keeps), so that what selection drops is collected beforehand (volume.py)."""
         categories = pl.DataFrame({"category": list(CATEGORIES), "position": list(range(len(CATEGORIES)))})
+        quotas = quota_table(method, latest_per_category(context.instance))
         table = run_sql(
             "diversity/category_quota",
             prompt_categories=prompt_categories,
             categories=categories,
             train_sources=train_sources,
-            params=params_view(quota=method.quota_per_category),
+            quotas=quotas,
         )
         context.add_output_metadata(
             {
                 "thin_categories": ", ".join(table.filter(pl.col("thin"))["category"]) or "none",
                 "deficit": int(table["deficit"].sum()),
+                "quota": "method.quota_per_category"
+                if method.quota_per_category is not None
+                else f"derived from method.sft_total ({method.sft_total})",
+                "quotas": MetadataValue.md(markdown_table(table.drop("thin"))),
             }
         )
         return table
@@ -419,10 +428,13 @@ def build_attack_prompts_asset(settings: Settings):
 
     @asset(group_name=GROUP, kinds={"duckdb", "sql"}, check_specs=attack_prompt_check_specs())
     def attack_prompts(
-        context: AssetExecutionContext, prompt_categories: pl.DataFrame, augmented_prompts: pl.DataFrame
+        context: AssetExecutionContext,
+        prompt_categories: pl.DataFrame,
+        augmented_prompts: pl.DataFrame,
+        category_quota: pl.DataFrame,
     ):
         """Original (train sources) and augmented prompts, exact and MinHash near-duplicate dedup, then
-        rejection sampling to the per-category quota."""
+        rejection sampling to each category's quota (category_quota's `target`)."""
         columns = [
             "prompt_id",
             "source",
@@ -454,7 +466,8 @@ def build_attack_prompts_asset(settings: Settings):
         sampled = run_sql(
             "diversity/quota_sample",
             candidates=candidates,
-            params=params_view(quota=method.quota_per_category, seed=method.seed),
+            quotas=category_quota.select("category", quota="target"),
+            params=params_view(seed=method.seed),
         )
         table = sampled.select(columns)
         near_count = candidates["duplicate_of"].drop_nulls().len()

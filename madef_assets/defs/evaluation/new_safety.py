@@ -28,6 +28,7 @@ from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
 
 GROUP = "evaluation"
+HEADLINE = "headline"  # the view of evaluation.new_safety.sources; an extra view is named by its source
 
 
 def build_new_safety_assets(
@@ -36,7 +37,7 @@ def build_new_safety_assets(
     evaluation = settings.evaluation
     taxonomy = Taxonomy.load(settings.taxonomy_path)
     new_safety = evaluation.new_safety
-    new_safety_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in new_safety.sources}
+    new_safety_ins = {f"src_{name}": AssetIn(AssetKey(name)) for name in (*new_safety.sources, *new_safety.extra_views)}
 
     @asset(
         group_name=GROUP,
@@ -54,8 +55,11 @@ def build_new_safety_assets(
         per category, seeded, Chinese first; a prompt's category is the labeler's through the taxonomy (human
         decisions win, prompt_categories) where the prompt was labeled, else its source category mapped through
         the taxonomy (`category_origin`). Prompts in the SFT set or sharing a long n-gram with it are excluded
-        first, and a blocking check confirms the result is disjoint."""
-        pool = concat_prompts(sources)
+        first, and a blocking check confirms the result is disjoint. Each extra view (evaluation.new_safety.extra_views)
+        is sampled the same way on its own, its rows named by their `view`; the headline's are `headline`."""
+        pool = concat_prompts(sources).with_columns(
+            view=pl.when(pl.col("source").is_in(new_safety.extra_views)).then("source").otherwise(pl.lit(HEADLINE))
+        )
         mapped = benchmark_categories(pool, prompt_categories, taxonomy)
         unmapped = mapped.filter(pl.col("category").is_null())
         mapped = mapped.filter(pl.col("category").is_not_null())
@@ -70,10 +74,15 @@ def build_new_safety_assets(
             )
         }
         clean = mapped.filter(~pl.col("prompt_id").is_in(list(leaking | set(sft_dataset["prompt_id"].to_list()))))
-        table = sample_language_first(clean, new_safety.per_category, evaluation.seed).select(
-            "prompt_id", "source", "lang", "category", "category_origin", "source_category", "prompt"
+        views = [
+            sample_language_first(clean.filter(pl.col("view") == view), new_safety.per_category, evaluation.seed)
+            for view in (HEADLINE, *new_safety.extra_views)
+        ]
+        table = pl.concat(views, how="vertical_relaxed").select(
+            "prompt_id", "view", "source", "lang", "category", "category_origin", "source_category", "prompt"
         )
-        per_category = {k: int(v) for k, v in table.group_by("category").len().sort("category").iter_rows()}
+        headline = table.filter(pl.col("view") == HEADLINE)
+        per_category = {k: int(v) for k, v in headline.group_by("category").len().sort("category").iter_rows()}
         yield Output(
             table,
             metadata={
@@ -82,8 +91,9 @@ def build_new_safety_assets(
                 "excluded_overlapping_sft": mapped.height - clean.height,
                 "eligible": clean.height,
                 "per_category": per_category,
-                "category_origin": per_value(table, "category_origin"),
-                "languages": per_value(table, "lang"),
+                "category_origin": per_value(headline, "category_origin"),
+                "languages": per_value(headline, "lang"),
+                "extra_views": per_value(table.filter(pl.col("view") != HEADLINE), "view"),
                 "categories_missing": [c for c in taxonomy.categories if c not in per_category],
             },
         )
@@ -99,10 +109,10 @@ def build_new_safety_assets(
             context,
             llm,
             new_safety_benchmark,
-            ("prompt_id", "category", "lang", "prompt"),
+            ("prompt_id", "view", "category", "lang", "prompt"),
             "new_safety_response@1",
             llm.default_params.with_changes(max_new_tokens=new_safety.max_new_tokens),
-            sources_hash(settings, new_safety.sources),
+            sources_hash(settings, [*new_safety.sources, *new_safety.extra_views]),
         )
 
     @per_candidate_asset(
@@ -128,7 +138,7 @@ def build_new_safety_assets(
             for result in map(verdicts.results.get, range(len(verdicts.rows)))
         ]
         table = new_safety_responses.select(
-            "candidate", "prompt_id", "category", "lang", "prompt", "response"
+            "candidate", "prompt_id", "view", "category", "lang", "prompt", "response"
         ).with_columns(
             judge_label=pl.Series(verdicts.labels, dtype=pl.Utf8),
             judge_reason=pl.Series([judge_reason(verdicts, i, v) for i, v in enumerate(parsed)], dtype=pl.Utf8),
@@ -156,7 +166,7 @@ def build_new_safety_assets(
             "safe",
             "prompts",
         )
-        shown = ("category", "prompts", "safe", "unsafe", "pending_review", "from_review", "safe_rate")
+        shown = ("view", "category", "prompts", "safe", "unsafe", "pending_review", "from_review", "safe_rate")
         return scores_table(context, table, new_safety_responses, (*shown, "ci_low", "ci_high"))
 
     return [new_safety_benchmark, new_safety_responses, new_safety_judgements, new_safety_scores]

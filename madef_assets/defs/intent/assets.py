@@ -7,10 +7,16 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Out
 
 from madef_assets.defs.frames import concat_prompts, params_view
 from madef_assets.defs.intent.checks import coverage_check_spec, coverage_result
+from madef_assets.defs.intent.choice import CHOSEN, UNPARSED, UNSURE, apply_taxonomy_choices, choose, with_outcomes
 from madef_assets.defs.intent.labels import normalize_label, parse_labels
-from madef_assets.defs.intent.review import apply_taxonomy_decisions, read_taxonomy_decisions, taxonomy_queue
+from madef_assets.defs.intent.review import (
+    REVIEWABLE,
+    apply_taxonomy_decisions,
+    read_taxonomy_decisions,
+    taxonomy_queue,
+)
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
-from madef_assets.defs.llm_steps import LLMStep, llm_asset, llm_gate_results
+from madef_assets.defs.llm_steps import LLMStep, llm_asset, llm_gate_results, role_step
 from madef_assets.llm.resource import LLMResource
 from madef_assets.reports import bar_png, markdown_image, stacked_bar_png
 from madef_assets.review.decisions import write_jsonl_atomically
@@ -82,6 +88,12 @@ def label_taxonomy_table(labels: pl.DataFrame, sources: pl.DataFrame, taxonomy: 
     return pl.DataFrame(rows, schema=schema)
 
 
+def open_intent_labels(labels: pl.DataFrame, taxonomy: Taxonomy) -> pl.DataFrame:
+    """The raw intent labels the taxonomy file does not map (proposed or unmapped), one row per label key."""
+    table = label_taxonomy_table(labels, pl.DataFrame(), taxonomy)
+    return table.filter(pl.col("status").is_in(REVIEWABLE)).select("key", "label", "count", "status")
+
+
 def intent_chart_paths(distribution: pl.DataFrame, reports_dir: Path) -> tuple[Path, dict[str, Path]]:
     """Where intent_distribution draws its charts: the source × category chart, and the top-labels chart of
     each labeled source (the paper's Figures 3-3..3-5)."""
@@ -135,6 +147,38 @@ def build_intent_label_assets(settings: Settings) -> list:
         yield Output(table, metadata={**batch.metadata(), "rows_in": sample.height})
         yield from llm_gate_results(context.asset_key, table["status"], method)
 
+    # Not llm_asset: no blocking gate. A choice that fails or cannot be parsed only leaves its label to a person
+    # (`unparsed_to_people`), so the line does not stop for it.
+    @asset(
+        group_name=GROUP, kinds={"duckdb", "llm"}, **role_step(settings, "labeler"), ins={"intent_labels": AssetIn()}
+    )
+    def taxonomy_choices(context: AssetExecutionContext, labeler: LLMResource, intent_labels: pl.DataFrame):
+        """The labeler's constrained choice for each raw intent label the taxonomy file leaves proposed or
+        unmapped (before a person): one of the 14 categories or NONE (template taxonomy_choice, the categories
+        listed from the taxonomy file), with its confidence where the backend scores the options (the option's
+        probability over the 15; null on an `openai` endpoint, which answers once at temperature 0:
+        defs/intent/choice.py). `outcome`: `chosen` (a category at confidence >= method.
+        taxonomy_choice_min_confidence; label_taxonomy applies it as status llm_choice), `unsure` or `unparsed`
+        (the label goes to the taxonomy queue with the choice as its proposal)."""
+        taxonomy = Taxonomy.load(settings.taxonomy_path)
+        rows = open_intent_labels(intent_labels, taxonomy)
+        choices, batch = choose(labeler, rows, taxonomy, context.log, method.taxonomy_choice_scores)
+        table = with_outcomes(choices, method.taxonomy_choice_min_confidence)
+        counts = {o: int((table["outcome"] == o).sum()) for o in (CHOSEN, UNSURE, UNPARSED)}
+        yield Output(
+            table,
+            metadata={
+                **batch.metadata(),
+                "labels_in": rows.height,
+                "chosen_confidently": counts[CHOSEN],
+                "unsure_to_people": counts[UNSURE],
+                "unparsed_to_people": counts[UNPARSED],
+                "min_confidence": method.taxonomy_choice_min_confidence,
+                "mode": table["mode"][0] if table.height else None,
+                "by_choice": {str(k): int(v) for k, v in table["choice"].value_counts().sort("choice").iter_rows()},
+            },
+        )
+
     review_dir = settings.evaluation.review_dir
     decisions_file = review_dir / "taxonomy_decisions.jsonl"
     queue_file = review_dir / "taxonomy_queue.jsonl"
@@ -158,36 +202,46 @@ def build_intent_label_assets(settings: Settings) -> list:
     @asset(
         group_name=GROUP,
         kinds={"duckdb", "polars", "json"},
-        ins={**source_ins, "intent_labels": AssetIn(), "taxonomy_decisions": AssetIn()},
+        ins={
+            **source_ins,
+            "intent_labels": AssetIn(),
+            "taxonomy_choices": AssetIn(),
+            "taxonomy_decisions": AssetIn(),
+        },
     )
     def label_taxonomy(
         context: AssetExecutionContext,
         intent_labels: pl.DataFrame,
+        taxonomy_choices: pl.DataFrame,
         taxonomy_decisions: pl.DataFrame,
         **sources: pl.DataFrame,
     ) -> pl.DataFrame:
         """Each raw intent label and each source category mapped to one of the 14 categories through the
-        reviewed file (status accepted or rule); the long tail gets a `proposed` category and a place in the
-        taxonomy queue (<review_dir>/taxonomy_queue.jsonl, `madef review` → /taxonomy) until a reviewer decides
-        (status reviewed, or ignored with no category), as the paper merged raw labels by hand (§3.2)."""
+        reviewed file (status accepted or rule); the long tail takes the labeler's confident choice
+        (taxonomy_choices: status llm_choice), else gets a `proposed` category (the labeler's unsure choice, or
+        the nearest reviewed label's) and a place in the taxonomy queue (<review_dir>/taxonomy_queue.jsonl,
+        `madef review` → /taxonomy) until a reviewer decides (status reviewed, or ignored with no category; a
+        decision also overrides an llm_choice), as the paper merged raw labels by hand (§3.2)."""
         taxonomy = Taxonomy.load(settings.taxonomy_path)
         mapped = label_taxonomy_table(intent_labels, concat_prompts(sources), taxonomy)
+        mapped = apply_taxonomy_choices(mapped, taxonomy_choices)
         queue = taxonomy_queue(mapped)
         write_jsonl_atomically(queue_file, queue)
         table = apply_taxonomy_decisions(mapped, taxonomy_decisions)
+        decided = set(taxonomy_decisions["review_key"])
         by_status = table.group_by(["kind", "status"]).len().sort(["kind", "status"])
         context.add_output_metadata(
             {
                 "taxonomy_file": MetadataValue.path(str(settings.taxonomy_path)),
                 "queue_file": MetadataValue.path(str(queue_file)),
                 "decisions_file": MetadataValue.path(str(decisions_file)),
-                "queue_pending": len(queue) - table.filter(pl.col("status").is_in(["reviewed", "ignored"])).height,
+                "queue_pending": sum(item["review_key"] not in decided for item in queue),
                 "by_status": {f"{k}/{s}": int(n) for k, s, n in by_status.iter_rows()},
             }
         )
         return table
 
-    return [intent_labels, taxonomy_decisions, label_taxonomy]
+    return [intent_labels, taxonomy_choices, taxonomy_decisions, label_taxonomy]
 
 
 def build_intent_category_assets(settings: Settings) -> list:

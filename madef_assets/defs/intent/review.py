@@ -13,6 +13,8 @@ from madef_assets.review.decisions import latest_decisions
 IGNORE = "ignore"
 TAXONOMY_DECISIONS = (*CATEGORIES, IGNORE)
 REVIEWABLE = ("proposed", "unmapped")
+# A person's decision also wins over the labeler's confident choice (status llm_choice, not in the queue).
+DECIDABLE = (*REVIEWABLE, "llm_choice")
 DECISION_SCHEMA = {
     "review_key": pl.Utf8,
     "decision": pl.Utf8,
@@ -24,7 +26,9 @@ DECISION_SCHEMA = {
 
 def taxonomy_queue(table: pl.DataFrame) -> list[dict]:
     """One queue item per raw intent label the taxonomy file does not map (proposed or unmapped), most frequent
-    first, keyed by the label's normalized key; a decision is one of the 14 categories or `ignore`."""
+    first, keyed by the label's normalized key; a decision is one of the 14 categories or `ignore`. `proposed` is
+    the labeler's choice where it made one (`choice`, `choice_confidence`: it was unsure), else the nearest
+    reviewed label's category (`similarity`)."""
     pending = table.filter((pl.col("kind") == "intent_label") & pl.col("status").is_in(REVIEWABLE))
     return [
         {
@@ -35,6 +39,9 @@ def taxonomy_queue(table: pl.DataFrame) -> list[dict]:
             "proposed": row["category"],
             "similarity": row["similarity"],
             "allowed_decisions": list(TAXONOMY_DECISIONS),
+            # beyond TAXONOMY_QUEUE_FIELDS (shown when present): the labeler's choice, NONE or null
+            "choice": row.get("choice"),
+            "choice_confidence": row.get("choice_confidence"),
         }
         for row in pending.sort(["count", "key"], descending=[True, False]).iter_rows(named=True)
     ]
@@ -55,11 +62,11 @@ def read_taxonomy_decisions(path: Path) -> tuple[pl.DataFrame, list[str]]:
 
 
 def apply_taxonomy_decisions(table: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
-    """A decided proposed/unmapped label gets status `reviewed` with the chosen category, or `ignored` with no
-    category; labels the taxonomy file maps (accepted, rule) keep the file's category."""
+    """A decided proposed/unmapped/llm_choice label gets status `reviewed` with the chosen category, or `ignored`
+    with no category; labels the taxonomy file maps (accepted, rule) keep the file's category."""
     decided = dict(zip(decisions["review_key"], decisions["decision"], strict=True))
     decision = pl.col("key").replace_strict(decided, default=None, return_dtype=pl.Utf8)
-    open_ = (pl.col("kind") == "intent_label") & pl.col("status").is_in(REVIEWABLE) & decision.is_not_null()
+    open_ = (pl.col("kind") == "intent_label") & pl.col("status").is_in(DECIDABLE) & decision.is_not_null()
     ignored = decision == IGNORE
     category = pl.when(ignored).then(pl.lit(None, pl.Utf8)).otherwise(decision)
     status = pl.when(ignored).then(pl.lit("ignored")).otherwise(pl.lit("reviewed"))

@@ -17,9 +17,28 @@ from madef_assets.defs.intent.labels import normalize_label
 
 CATEGORIES = ("OFF", "UB", "CIA", "PP", "EM", "PMH", "IA", "MI", "DP", "NS", "EX", "PR", "DT", "PS")
 PROPOSAL_MIN_SIMILARITY = 0.3
-# Generic heads a Chinese label may end with after its term (色情内容, 暴力行为, 危险性, 侮辱性语言): stripped
-# before matching, one after the other, as long as 2+ characters remain.
-GENERIC_SUFFIXES = ("问题", "行为", "内容", "言论", "语言", "信息", "话题", "相关", "风险", "活动", "倾向", "类", "性")
+# Generic heads a Chinese label may end with after its term (色情内容, 暴力行为, 危险性, 侮辱性语言, 制作炸弹方法,
+# 诈骗团伙, 越狱攻击): stripped before matching, one after the other, as long as 2+ characters remain. Each names
+# a how-to, a medium, a group or an act of whatever precedes it, never a safety category of its own.
+GENERIC_SUFFIXES = (
+    *("问题", "行为", "内容", "言论", "语言", "信息", "话题", "相关", "风险", "活动", "倾向", "类", "性"),
+    *("方法", "教程", "技巧", "手段", "手法", "方式", "途径", "步骤", "指南", "攻略", "建议", "咨询", "知识", "技术"),
+    *("工具", "意图", "现象", "事件", "案例", "平台", "网站", "软件", "程序", "用语", "词汇", "言辞", "评论", "交易"),
+    *("制作", "制造", "传播", "分子", "团伙", "集团", "组织", "产业", "宣传", "思想", "生成", "评价", "攻击", "推荐"),
+    "招募",
+)
+# A prefix term's object after it (伪造 + 学历, 盗刷 + 信用卡): 2-3 characters, the length of a Chinese noun, not
+# ending with a one-character head that makes the whole a new noun (极端主义学 is a discipline, 伦理道德观 an
+# outlook, 激进化学 chemistry).
+PREFIX_OBJECT_CHARS = (2, 3)
+NOUN_HEADS = ("学", "家", "者", "史", "论", "观", "片", "剧", "经", "课", "界")
+# Words that open a Chinese label without naming its theme (涉及伪造公章的问题, 生成骂人的话, 关于毒品交易): taken
+# off the start of a unit, one after the other, as long as 2+ characters remain, so the theme that follows is
+# matched as if it opened the label.
+LEADING_CONTEXT = (
+    *("涉及", "关于", "有关", "针对", "对于", "询问", "请求", "要求", "寻求", "获取", "提供", "生成", "编写"),
+    *("撰写", "如何", "怎么", "怎样", "帮助", "协助", "教人", "试图", "企图", "利用", "通过"),
+)
 _CJK_TERM = re.compile(r"[\u3400-\u9fff]{2,}")
 _EN_TERM = re.compile(r"[a-z]{3,}( [a-z]{2,})*")
 _TOKENS = re.compile(r"[\u3400-\u9fff]+|[a-z0-9]+")
@@ -28,40 +47,79 @@ _TOKENS = re.compile(r"[\u3400-\u9fff]+|[a-z0-9]+")
 @dataclass(frozen=True)
 class Rule:
     """Terms of one category that match whole units of a label, never a substring of an unrelated word: an
-    English term matches a run of whole words (a final plural `s` allowed: crime, crimes); a Chinese term
-    (2+ characters) matches a run of Chinese characters that is the term or ends with it (Chinese compounds put
-    the head last: 电信诈骗 is a kind of 诈骗), optionally followed by GENERIC_SUFFIXES."""
+    English term matches a run of whole words (a final regular plural allowed: crime, crimes; loss, losses); a
+    Chinese term (2+ characters) matches a run of Chinese characters that is the term or ends with it (Chinese
+    compounds put the head last: 电信诈骗 is a kind of 诈骗), optionally followed by GENERIC_SUFFIXES.
+
+    Prefix terms (Chinese only) match like terms and also at the START of a run (before generic suffixes),
+    followed by an object of 2-3 characters (PREFIX_OBJECT_CHARS): verbs before their object (伪造学历,
+    盗刷信用卡, 歧视女性) and modifiers whose every compound stays in the category (非法集资, 色情小说,
+    隐私侵犯). Only words listed as prefix terms do this: a noun at the start of a compound is usually a
+    modifier of some other head (恐怖片 is a film, 道德经 a book), so a plain term never matches there. The
+    object bounds the unit: one character (伪造者), 4+ (a phrase with a head of its own) or an object ending
+    with a one-character noun head (NOUN_HEADS: 极端主义学, 伦理道德观) does not match at the start."""
 
     category: str
     terms: tuple[str, ...]
+    prefix_terms: tuple[str, ...] = ()
 
     def match_length(self, label: str) -> int:
         """The length of this rule's longest term that matches the label, 0 when none does."""
         tokens = _TOKENS.findall(label.lower())
         words = [t for t in tokens if t.isascii()]
-        heads = {core for run in tokens if not run.isascii() for core in _cores(run)}
+        heads = {unit for run in tokens if not run.isascii() for core in _cores(run) for unit in _units(core)}
         matched = [
             term
-            for term in self.terms
+            for term in self.terms + self.prefix_terms
             if (_words_match(term.split(" "), words) if term.isascii() else any(head.endswith(term) for head in heads))
         ]
+        matched += [term for term in self.prefix_terms if any(_starts_with_verb(head, term) for head in heads)]
         return max(map(len, matched), default=0)
 
 
+def _starts_with_verb(head: str, term: str) -> bool:
+    """The head is the prefix term followed by an object (伪造学历), not by a noun of its own (伪造者, 极端主义学)."""
+    return head.startswith(term) and len(head) - len(term) in PREFIX_OBJECT_CHARS and not head.endswith(NOUN_HEADS)
+
+
+def _units(core: str) -> list[str]:
+    """A core with and without each leading context word it opens with (涉及伪造公章 -> 涉及伪造公章, 伪造公章)."""
+    units = [core]
+    while prefix := next(
+        (p for p in LEADING_CONTEXT if units[-1].startswith(p) and len(units[-1]) - len(p) >= 2), None
+    ):
+        units.append(units[-1][len(prefix) :])
+    return units
+
+
 def _cores(run: str) -> list[str]:
-    """A run of Chinese characters, then the run without each generic suffix it ends with (侮辱性语言, 侮辱性, 侮辱)."""
+    """A run of Chinese characters, then the run without each generic suffix it ends with (侮辱性语言, 侮辱性, 侮辱),
+    with the particle that joined it (涉及粗俗辱骂的问题, 涉及粗俗辱骂). A head that is not generic keeps its
+    particle and its place (研究诈骗的历史 is about history)."""
     cores = [run]
-    while suffix := next((s for s in GENERIC_SUFFIXES if cores[-1].endswith(s) and len(cores[-1]) - len(s) >= 2), None):
-        cores.append(cores[-1][: -len(suffix)])
+    while suffix := next(
+        (
+            s
+            for s in GENERIC_SUFFIXES
+            if cores[-1].endswith(s) and len(cores[-1].removesuffix(s).removesuffix("的")) >= 2
+        ),
+        None,
+    ):
+        cores.append(cores[-1][: -len(suffix)].removesuffix("的"))
     return cores
 
 
 def _words_match(term: list[str], words: list[str]) -> bool:
     n = len(term)
     return any(
-        words[i : i + n - 1] == term[:-1] and words[i + n - 1] in (term[-1], term[-1] + "s")
+        words[i : i + n - 1] == term[:-1] and words[i + n - 1] in _singular_and_plural(term[-1])
         for i in range(len(words) - n + 1)
     )
+
+
+def _singular_and_plural(word: str) -> tuple[str, str]:
+    """The word and its regular plural: crime, crimes; loss, losses; tax, taxes."""
+    return word, word + ("es" if word.endswith(("s", "x", "z", "ch", "sh")) else "s")
 
 
 def check_rule_terms(rules: tuple[Rule, ...]) -> list[str]:
@@ -69,7 +127,12 @@ def check_rule_terms(rules: tuple[Rule, ...]) -> list[str]:
     single Chinese characters, short or non-word English terms, generic suffixes as terms, duplicates."""
     problems, seen = [], {}
     for rule in rules:
-        for term in rule.terms:
+        problems += [
+            f"rule {rule.category}: prefix term {term!r} is not 2+ Chinese characters"
+            for term in rule.prefix_terms
+            if not _CJK_TERM.fullmatch(term)
+        ]
+        for term in rule.terms + rule.prefix_terms:
             if not (_CJK_TERM.fullmatch(term) or _EN_TERM.fullmatch(term)):
                 problems.append(
                     f"rule {rule.category}: {term!r} is neither 2+ Chinese characters nor lower-case whole "
@@ -95,12 +158,15 @@ class Taxonomy:
     def load(cls, path: Path) -> Taxonomy:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         rules = raw.get("rules") or ()
-        if any(set(r) != {"category", "terms"} for r in rules):
-            raise ValueError(f"{path}: every rule must have exactly `category` and `terms` (whole terms, no patterns)")
+        if any(not {"category", "terms"} <= set(r) <= {"category", "terms", "prefix_terms"} for r in rules):
+            raise ValueError(
+                f"{path}: every rule must have exactly `category` and `terms`, optionally `prefix_terms` (whole "
+                "terms, no patterns)"
+            )
         taxonomy = cls(
             categories=raw["categories"],
             labels={normalize_label(k): v for k, v in (raw.get("labels") or {}).items()},
-            rules=tuple(Rule(r["category"], tuple(r["terms"])) for r in rules),
+            rules=tuple(Rule(r["category"], tuple(r["terms"]), tuple(r.get("prefix_terms") or ())) for r in rules),
             source_categories=raw.get("source_categories") or {},
             fewshot_scenarios=raw.get("fewshot_scenarios") or {},
         )

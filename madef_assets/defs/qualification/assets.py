@@ -1,5 +1,6 @@
-"""Group `qualification`: the judge measured against human labels before its scores are used, and the labeler
-against the data sets' own categories before its labels are."""
+"""Group `qualification`: the judge measured against human labels before its scores are used, the labeler
+against the data sets' own categories before its labels are, and its taxonomy choice against people's mapping
+of raw labels."""
 
 import hashlib
 import json
@@ -20,6 +21,7 @@ from dagster import (
 )
 
 from madef_assets.defs.frames import concat_prompts
+from madef_assets.defs.intent.choice import choose, with_outcomes
 from madef_assets.defs.intent.labels import parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.llm_steps import role_step
@@ -41,6 +43,7 @@ from madef_assets.defs.qualification.labeler import (
     sample_per_category,
 )
 from madef_assets.defs.qualification.tasks import REFUSAL, TASKS, UNCERTAIN, GoldSets, Task, sample_gold, sample_pairs
+from madef_assets.defs.qualification.taxonomy_choice import choice_agreement, choice_gold
 from madef_assets.defs.reward.scores import RESPONSE_SAFETY_TEMPLATES
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import family_version
@@ -124,10 +127,57 @@ def gate_result(
 
 
 def build_qualification_assets(settings: Settings) -> list:
-    """The judge's qualification, and the labeler's when qualification.labeler_sources names gold sources."""
-    if not settings.qualification.labeler_sources:
-        return [build_judge_qualification_asset(settings)]
-    return [build_judge_qualification_asset(settings), build_labeler_qualification_asset(settings)]
+    """The judge's qualification, the labeler's taxonomy choice against people's mapping of raw labels, and
+    the labeler's qualification when qualification.labeler_sources names gold sources."""
+    assets = [build_judge_qualification_asset(settings), build_taxonomy_choice_qualification_asset(settings)]
+    if settings.qualification.labeler_sources:
+        assets.append(build_labeler_qualification_asset(settings))
+    return assets
+
+
+def build_taxonomy_choice_qualification_asset(settings: Settings):
+    config = settings.qualification
+
+    @asset(
+        group_name=GROUP,
+        kinds={"duckdb", "llm"},
+        **role_step(settings, "labeler"),
+        ins={"taxonomy_choices": AssetIn(), "taxonomy_decisions": AssetIn()},
+    )
+    def taxonomy_choice_qualification(
+        context: AssetExecutionContext,
+        labeler: LLMResource,
+        taxonomy_choices: pl.DataFrame,
+        taxonomy_decisions: pl.DataFrame,
+    ) -> pl.DataFrame:
+        """The labeler's taxonomy choice (taxonomy_choices' prompt and confidence, through the ledger) on raw
+        labels people mapped: the taxonomy file's reviewed `labels:` list and the reviewers' taxonomy decisions
+        (`ignore` = NONE; a decided label's choice is the one taxonomy_choices made, from the ledger). n,
+        accuracy with its Wilson interval and Cohen's κ (bootstrap interval) over the 15 options, and the
+        accuracy of the choices confident enough to be applied (method.taxonomy_choice_min_confidence). The
+        reviewed list names categories nearly verbatim and people decide mostly the unsure labels, so neither
+        part alone is the long tail's accuracy: both are shown apart (`by_origin`). Measures only; no gate."""
+        taxonomy = Taxonomy.load(settings.taxonomy_path)
+        gold, skipped = choice_gold(taxonomy, taxonomy_decisions, taxonomy_choices)
+        choices, batch = choose(labeler, gold, taxonomy, context.log, settings.method.taxonomy_choice_scores)
+        table = with_outcomes(choices, settings.method.taxonomy_choice_min_confidence).with_columns(
+            gold_category=gold["gold_category"], gold_origin=gold["gold_origin"]
+        )
+        report = choice_agreement(table, config.n_resamples, config.seed)
+        context.add_output_metadata(
+            {
+                **batch.metadata(),
+                "labeler_model": labeler.model,
+                "agreement": report,
+                "n": report["n"],
+                "accuracy": report.get("accuracy"),
+                "kappa": report.get("kappa"),
+                "decisions_without_label": len(skipped),
+            }
+        )
+        return table
+
+    return taxonomy_choice_qualification
 
 
 def build_judge_qualification_asset(settings: Settings):

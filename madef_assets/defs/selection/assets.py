@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, DataVersion, Failure, MetadataValue, Output, asset
 
+from madef_assets.defs.diversity.volume import safety_rows_target, shortfall
 from madef_assets.defs.frames import concat_prompts, params_view
 from madef_assets.defs.qualification.fitness import (
     ROLE_ASSETS,
@@ -31,9 +32,11 @@ from madef_assets.defs.selection.checks import (
     contamination_result,
     contamination_spec,
     decontaminate,
+    shared_id_leaks,
 )
 from madef_assets.defs.selection.contamination import general_eval_questions
 from madef_assets.defs.selection.export import publish_staged, stage_llamafactory_dataset, staging_dir, withdraw_dataset
+from madef_assets.lineage import shared_ids
 from madef_assets.reports import markdown_table, per_value
 from madef_assets.settings import MethodConfig, SelectionConfig, Settings
 from madef_assets.storage import run_sql
@@ -62,11 +65,6 @@ def single_threshold(selection: SelectionConfig) -> float:
     """The response-safety threshold of a lone candidate's score (§3.4): its own, else the pairs'."""
     single = selection.min_single_response_safety
     return selection.min_response_safety if single is None else single
-
-
-def safety_target(sft_total: int | None, general_rows: int) -> int | None:
-    """How many safety rows the SFT set's total leaves after the general sample (§3.5); None: no target."""
-    return None if sft_total is None else max(sft_total - general_rows, 0)
 
 
 def fitness_sentence(sft_fitness: pl.DataFrame) -> str:
@@ -126,6 +124,30 @@ def mix_metadata(
     }
 
 
+def volume_metadata(
+    table: pl.DataFrame,
+    attack_prompts: pl.DataFrame,
+    safety_sft_selected: pl.DataFrame,
+    category_quota: pl.DataFrame,
+    method: MethodConfig,
+) -> dict:
+    """Target against achieved per category and where rows were lost on the way (dbt_like_sql/selection/
+    sft_volume.sql; safety_sft_selected's `losses` splits selection's share by cut), and the shortfall against
+    method.sft_total that `madef run`'s data rounds (method.volume_rounds) work off."""
+    volume = run_sql(
+        "selection/sft_volume",
+        quotas=category_quota,
+        attack=attack_prompts,
+        selected=safety_sft_selected,
+        sft=table,
+        params=params_view(general_target=method.general_sample_size),
+    )
+    return {
+        "volume": MetadataValue.md(markdown_table(volume)),
+        "sft_total_shortfall": shortfall(table.height, method.sft_total) or 0,
+    }
+
+
 def folder_table(path: str, version: str, manifest: dict) -> pl.DataFrame:
     """sft_dataset_folder's one row: the published folder, the SFT set's version and the manifest's."""
     row = {
@@ -163,12 +185,14 @@ def build_sft_selection_assets(settings: Settings) -> list:
             min_single_response_safety=single_threshold(selection),
             max_instruction_safety=selection.max_instruction_safety,
             per_category_cap=selection.per_category_cap,
-            safety_target=safety_target(method.sft_total, method.general_sample_size),
+            safety_target=safety_rows_target(method.sft_total, method.general_sample_size),
         )
         table = run_sql("selection/safety_sft_selected", reward_features=reward_features, params=params)
+        losses = run_sql("selection/selection_losses", reward_features=reward_features, selected=table, params=params)
         context.add_output_metadata(
             {
                 "rows_in": reward_features.height,
+                "losses": MetadataValue.md(markdown_table(losses)),
                 "thresholds": MetadataValue.json(params.to_dicts()[0]),
                 "scored_as_in": per_value(reward_features.drop_nulls("chosen_score"), "scored_as"),
                 "scored_as_selected": per_value(table, "scored_as"),
@@ -242,6 +266,8 @@ def build_sft_fitness_asset(settings: Settings):
 def build_sft_dataset_assets(settings: Settings) -> list:
     method = settings.method
     eval_ins = {f"eval_{name}": AssetIn(AssetKey(name)) for name in method.eval_sources}
+    train_ins = {f"train_{name}": AssetIn(AssetKey(name)) for name in method.train_sources}
+    readers = {name: source.reader for name, source in settings.sources.items()}
 
     @asset(
         group_name=GROUP,
@@ -252,7 +278,9 @@ def build_sft_dataset_assets(settings: Settings) -> list:
             "general_sft_sample": AssetIn(),
             "sft_fitness": AssetIn(),
             "attack_prompts": AssetIn(),
+            "category_quota": AssetIn(),
             **eval_ins,
+            **train_ins,
         },
     )
     def sft_dataset(
@@ -261,10 +289,12 @@ def build_sft_dataset_assets(settings: Settings) -> list:
         general_sft_sample: pl.DataFrame,
         sft_fitness: pl.DataFrame,
         attack_prompts: pl.DataFrame,
-        **eval_sources: pl.DataFrame,
+        category_quota: pl.DataFrame,
+        **sources: pl.DataFrame,
     ):
         """The SFT set (selected safety samples + general sample) without the rows that share a long n-gram
-        with an evaluation prompt or a general-capability question (method.decontaminate; removed rows are
+        with an evaluation prompt or a general-capability question, or whose source record shares an id with an
+        evaluation prompt's (S-Eval's translations and rewrites) (method.decontaminate; removed rows are
         counted per reference in the metadata), then gated by the blocking contamination check against the
         same reference. A set that passes is staged as a LLaMA-Factory folder with its dataset card (README.md),
         licenses.csv and the rows as Parquet (published by sft_dataset_folder); a blocked one stages nothing and
@@ -276,19 +306,27 @@ def build_sft_dataset_assets(settings: Settings) -> list:
         table = run_sql(
             "selection/sft_dataset", safety_sft_selected=safety_sft_selected, general_sft_sample=general_sft_sample
         )
+        eval_sources = {k.removeprefix("eval_"): v for k, v in sources.items() if k.startswith("eval_")}
+        train_sources = {k: v for k, v in sources.items() if k.startswith("train_")}
         references = contamination_references(
             concat_prompts(eval_sources), general_eval_questions(settings.evaluation.general)
         )
+        id_leaks = shared_id_leaks(
+            table,
+            attack_prompts,
+            shared_ids(concat_prompts(train_sources), readers),
+            {f"source:{name}": shared_ids(frame, readers) for name, frame in eval_sources.items()},
+        )
         decontamination = {}
         if method.decontaminate:
-            table, decontamination = decontaminate(table, references, method)
+            table, decontamination = decontaminate(table, references, method, id_leaks)
             if decontamination["rows_removed"]:
                 context.log.info(
                     f"decontamination removed {decontamination['rows_removed']} of {decontamination['rows_in']} "
                     f"rows: {decontamination['removed_by_reference']}"
                 )
         version = sft_content_version(table, method.sft_formats)
-        gate = contamination_result(table, references, method)
+        gate = contamination_result(table, references, method, id_leaks)
         shared = run_sql("selection/sft_export_rows", sft=table, attack=attack_prompts, selected=safety_sft_selected)
         licenses = licenses_table(shared, {name: source.license for name, source in settings.sources.items()})
         terms = combine_licenses(dict(licenses.select("source", "license").iter_rows()))
@@ -312,6 +350,7 @@ def build_sft_dataset_assets(settings: Settings) -> list:
                 "dataset_dir": MetadataValue.path(str(method.sft_export_dir)),
                 **export,
                 **mix_metadata(table, attack_prompts, safety_sft_selected, method),
+                **volume_metadata(table, attack_prompts, safety_sft_selected, category_quota, method),
             },
         )
         yield gate

@@ -3,7 +3,7 @@
 import polars as pl
 
 from madef_assets.defs.evaluation.benchmark import Benchmark, Report, ReportView, ReviewSource
-from madef_assets.defs.evaluation.new_safety import build_new_safety_assets
+from madef_assets.defs.evaluation.new_safety import HEADLINE, build_new_safety_assets
 from madef_assets.defs.evaluation.report import compare, lineage_by_category, radar_png
 from madef_assets.defs.intent.taxonomy import Taxonomy
 from madef_assets.reports import markdown_table
@@ -14,8 +14,19 @@ def category_order(report: Report) -> pl.DataFrame:
     return pl.DataFrame({"category": list(Taxonomy.load(report.settings.taxonomy_path).categories)})
 
 
+def headline(report: Report, scores: pl.DataFrame) -> pl.DataFrame:
+    return scores.filter(pl.col("view") == HEADLINE)
+
+
+def extra_views(report: Report, scores: pl.DataFrame) -> pl.DataFrame:
+    """The extra views' rows, each category named with its view (`beavertails_eval: OFF`)."""
+    extras = scores.filter(pl.col("view") != HEADLINE)
+    return extras.with_columns(category=pl.concat_str("view", pl.lit(": "), "category"))
+
+
 def sections(report: Report, scores: pl.DataFrame) -> list[str]:
     """The safe rates with their radar chart, then what fed each category of the SFT set next to its delta."""
+    scores = headline(report, scores)
     categories = category_order(report)
     safety_table = categories.join(compare(scores, "category", "safe_rate", report.order), on="category", how="left")
     report.report_dir.mkdir(parents=True, exist_ok=True)
@@ -28,7 +39,8 @@ def sections(report: Report, scores: pl.DataFrame) -> list[str]:
     lineage_table = categories.join(safety_table.select("category", *deltas), on="category", how="left").join(
         lineage, on="category", how="left"
     )
-    composition = run_sql("evaluation/new_safety_composition", benchmark=report.inputs["new_safety_benchmark"])
+    benchmark = report.inputs["new_safety_benchmark"].filter(pl.col("view") == HEADLINE)
+    composition = run_sql("evaluation/new_safety_composition", benchmark=benchmark)
     composition = categories.join(composition, on="category", how="left")
     return [
         f"## New-Safety benchmark: safe rate per category (Figure 5-3 form)\n{report.judged_by}\n\n"
@@ -37,6 +49,17 @@ def sections(report: Report, scores: pl.DataFrame) -> list[str]:
         "### The benchmark's prompts (§4.2: sampled per category, Chinese first; category by the labeler where the "
         f"prompt was labeled, else by its source's category)\n{markdown_table(composition)}",
         f"## What fed each category: SFT sources/routes next to the safe-rate delta\n{markdown_table(lineage_table)}",
+    ]
+
+
+def extra_sections(report: Report, scores: pl.DataFrame) -> list[str]:
+    """Each extra view's safe rates, below the headline and never in it."""
+    extras = extra_views(report, scores)
+    if not extras.height:
+        return []
+    return [
+        "### New-Safety extra views (evaluation.new_safety.extra_views: sampled, answered and judged like the "
+        f"headline, not part of it)\n{report.table(extras, 'category', 'safe_rate', 'prompts', 'new_safety_extra')}"
     ]
 
 
@@ -71,10 +94,12 @@ BENCHMARK = Benchmark(
             "category",
             "safe_rate",
             sections,
+            rows=headline,
             regression_label="",
             outcomes=outcomes,
             reads=("new_safety_judgements", "review_decisions", "new_safety_benchmark"),
         ),
+        ReportView("new_safety_scores", "new_safety_extra", "category", "safe_rate", extra_sections, rows=extra_views),
     ),
     review=(ReviewSource("new_safety_judgements", uncertain),),
     judge_users=("new_safety_judgements",),
