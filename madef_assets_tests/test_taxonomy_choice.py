@@ -407,9 +407,9 @@ def test_the_bundled_model_scores_the_fifteen_options(tmp_path: Path, models_dir
         duckdb_path=str(tmp_path / "ledger.duckdb"),
         models_dir=str(models_dir),
     )
-    rows = pl.DataFrame({"key": ["逃税", "hacking"], "label": ["逃税", "hacking"]})
+    rows = pl.DataFrame({"key": ["逃税"], "label": ["逃税"]})  # one label: 15 long prompts on CPU
     table, batch = choose(resource, rows, TAXONOMY)
-    assert table["status"].to_list() == ["ok", "ok"] and set(table["mode"]) == {"option_scores"}
+    assert table["status"].to_list() == ["ok"] and set(table["mode"]) == {"option_scores"}
     assert set(table["choice"]) <= set(OPTIONS)
     assert all(1 / 15 <= c <= 1 for c in table["confidence"]) and all(0 < m <= 1 for m in table["option_mass"])
     again, second = choose(resource, rows, TAXONOMY)
