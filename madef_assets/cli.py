@@ -80,10 +80,13 @@ class PlannedRun:
 
 def run_plan(settings) -> list[list[PlannedRun]]:
     """The runs of `madef run` in waves; a wave's runs are independent of one another and start once the
-    wave before succeeded: observe, build, [each learning rate's training, their comparison], each
+    wave before succeeded: observe, build (with method.volume_rounds > 1: the SFT set, which `run` builds again
+    while it is short, then the rest of the build), [each learning rate's training, their comparison], each
     candidate's evaluation, the report."""
     from madef_assets.definitions import (
+        AFTER_DATA_JOB,
         COMPARE_RATES_JOB,
+        DATA_JOB,
         EVALUATE_JOB,
         MAIN_JOB,
         OBSERVE_JOB,
@@ -92,6 +95,8 @@ def run_plan(settings) -> list[list[PlannedRun]]:
     )
 
     waves = [[PlannedRun(OBSERVE_JOB)], [PlannedRun(MAIN_JOB)]]
+    if settings.method.volume_rounds > 1:  # the SFT set first (built again while short), then the rest once
+        waves = [[PlannedRun(OBSERVE_JOB)], [PlannedRun(DATA_JOB)], [PlannedRun(AFTER_DATA_JOB)]]
     if settings.training.partitioned:
         waves += [[PlannedRun(TRAIN_JOB, label, "rate") for label in settings.training.rate_labels]]
         waves += [[PlannedRun(COMPARE_RATES_JOB)]]
@@ -286,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
             return launch_waves(instance, waves, concurrent, tags, DEFINITIONS_MODULE, executor_config)
 
         try:
-            # observe and build, the data builds that make up a shortfall (method.volume_rounds), then the rest
+            # observe and build; with method.volume_rounds > 1 the SFT set is built again while short, then the rest
             if not (launch(plan[:2]) and data_rounds(instance, settings.method, lambda: launch(plan[1:2]))):
                 return 1
             if not launch(plan[2:]):

@@ -37,6 +37,8 @@ EVALUATE_JOB = "madef_evaluate"
 REPORT_JOB = "madef_report"
 OBSERVE_JOB = "observe_sources"
 REBUILD_SFT_JOB = "rebuild_sft_dataset"
+DATA_JOB = "madef_build_data"
+AFTER_DATA_JOB = "madef_build_after_data"
 # With several training.learning_rates (§5.1.1): one training run per rate, then their loss comparison.
 TRAIN_JOB = "madef_train"
 COMPARE_RATES_JOB = "madef_compare_rates"
@@ -115,7 +117,9 @@ def build_definitions(settings: Settings) -> Definitions:
     )
     # Not the sources: the source sensor re-materializes a source when its files change (by content), and a
     # weekly re-ingest of unchanged files would give every evaluation input a new version and re-evaluate.
-    rebuild = AssetSelection.assets("sft_dataset_folder").upstream().materializable() - AssetSelection.groups("sources")
+    upstream_of_sft = AssetSelection.assets("sft_dataset_folder").upstream().materializable()
+    rebuild = upstream_of_sft - AssetSelection.groups("sources")
+    data = upstream_of_sft.required_multi_asset_neighbors()
     rebuild_sft_job = define_asset_job(
         REBUILD_SFT_JOB,
         selection=rebuild.required_multi_asset_neighbors(),
@@ -135,6 +139,18 @@ def build_definitions(settings: Settings) -> Definitions:
                 selection=AssetSelection.all() - per_candidate - report - per_rate,
                 description="Materialize every asset that is not per candidate: data, training, shared "
                 "evaluation inputs.",
+            ),
+            define_asset_job(
+                DATA_JOB,
+                selection=data,
+                description="The SFT set and everything upstream, sources included: `madef run`'s data builds "
+                "(method.volume_rounds > 1).",
+            ),
+            define_asset_job(
+                AFTER_DATA_JOB,
+                selection=AssetSelection.all() - per_candidate - report - per_rate - data,
+                description="What madef_build materializes beyond the SFT set and its upstream (training, shared "
+                "evaluation inputs): `madef run` runs it after its data builds.",
             ),
             *rate_jobs,
             evaluate_job,

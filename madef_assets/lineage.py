@@ -95,7 +95,8 @@ def related_pairs(
     return problems
 
 
-# The meta fields in which a reader's records name one item across its translations and rewrites, with the dataset
+# The meta fields in which a reader's records name one item across its translations (and rewrites, where a data set
+# records them), with the dataset
 # the ids belong to: S-Eval's English prompts carry their Chinese original's id as `from_traceid`.
 SHARED_ID_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {"s_eval": ("S-Eval", ("traceid", "from_traceid"))}
 

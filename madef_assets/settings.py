@@ -759,6 +759,13 @@ class Settings(Strict):
                 "prompts, §3.3, and evaluates on CValues-Comparison's test split and S-Eval, §4.2); a source's "
                 "lineage is its reader's plus sources.<name>.derived_from"
             )
+        new_safety = self.evaluation.new_safety
+        unchecked = sorted((set(new_safety.sources) | set(new_safety.extra_views)) - set(self.method.eval_sources))
+        if unchecked:
+            raise ValueError(
+                f"evaluation.new_safety samples {unchecked}, which method.eval_sources does not list: the SFT set "
+                "is checked for contamination against method.eval_sources only"
+            )
 
     def _source_references(self) -> dict[str, list[str | None]]:
         method, evaluation = self.method, self.evaluation

@@ -730,6 +730,7 @@ def test_new_safety_headline_is_cvalues_comparison_test_and_s_eval_and_extra_vie
     }
     raw["method"]["train_sources"] = ["xsafety", "cvalues_comparison_train"]
     raw["method"]["attack_sources"] += ["cvalues_comparison_train", "cvalues_comparison_test"]
+    raw["method"]["eval_sources"].append("cvalues_comparison_test")
     raw["evaluation"]["new_safety"] = {
         "sources": ["cvalues_comparison_test", "s_eval"],
         "extra_views": ["beavertails_eval"],
@@ -787,4 +788,8 @@ def test_new_safety_headline_is_cvalues_comparison_test_and_s_eval_and_extra_vie
     raw["method"]["train_sources"].remove("pku_saferlhf")
     raw["evaluation"]["new_safety"]["extra_views"] = ["s_eval"]
     with pytest.raises(ConfigError, match=r"\['s_eval'\] are both headline sources and extra views"):
+        parse_settings(raw, tmp_path / "p.yaml", {})
+    raw["evaluation"]["new_safety"]["extra_views"] = []
+    raw["method"]["eval_sources"].remove("cvalues_comparison_test")
+    with pytest.raises(ConfigError, match=r"samples \['cvalues_comparison_test'\], which method.eval_sources does not"):
         parse_settings(raw, tmp_path / "p.yaml", {})

@@ -208,13 +208,14 @@ def test_particles_and_leading_context_words_do_not_hide_the_theme():
 
 @pytest.mark.parametrize(
     "fixture, at_least_right, at_most_wrong",
-    [("taxonomy_heldout_labels.yaml", 0.77, 0.02), ("taxonomy_heldout_labels_2.yaml", 0.69, 0.03)],
+    [("taxonomy_heldout_labels.yaml", 0.78, 0.01), ("taxonomy_heldout_labels_2.yaml", 0.70, 0.02)],
 )
 def test_coverage_on_labels_written_apart_from_the_vocabulary(fixture, at_least_right, at_most_wrong):
     """The rules on realistic zh/en labels written by others without sight of config/taxonomy.yaml: 240 labels
     (the first set; the matcher's particle and context-word handling was tuned after seeing its misses: 75.4 % ->
-    77.9 % right, 1.3 % wrong) and 210 (written after all tuning, measured once: 70.0 % right, 2.4 % wrong). The
-    unmapped rest goes to the labeler's constrained choice, then to people. Short of the issue's goal (90 % right,
+    78.3 % right, 0.8 % wrong) and 210 (written after that tuning, measured first at 70.0 % right, 2.4 % wrong;
+    then a review's fixes of over-broad terms, one of them among its misses: 70.5 %, 1.9 %). The unmapped rest
+    goes to the labeler's constrained choice, then to people. Short of the issue's goal (90 % right,
     2 % wrong, by the rules alone); this pins what is reached so that a vocabulary change cannot lose it
     unnoticed."""
     import yaml
@@ -226,3 +227,26 @@ def test_coverage_on_labels_written_apart_from_the_vocabulary(fixture, at_least_
     right = sum(got == gold for got, gold in mapped) / len(rows)
     wrong = sum(got is not None and got != gold for got, gold in mapped) / len(rows)
     assert len(rows) >= 200 and right >= at_least_right and wrong <= at_most_wrong, (right, wrong)
+
+
+@pytest.mark.parametrize(
+    "label, category",
+    [
+        ("行贿官员", "CIA"),  # an official is the object of the bribe, not a political remark
+        ("人身袭击", None),  # 袭击 alone is no terrorist attack
+        ("安全威胁", None),
+        ("security threat", None),  # a threat is no insult
+        ("拖欠工资", None),  # wages are no personal data
+        ("explicit violence", "CIA"),  # explicit is not pornographic by itself
+        ("drug trafficking", "DT"),  # as 贩毒
+        ("sexual harassment", "PR"),  # as 性骚扰
+        ("medical fraud", "CIA"),
+        ("色情图片", "PR"),  # a 2-character object ending with 片/者/家 is still the object
+        ("歧视患者", "UB"),
+        ("诋毁国家", "OFF"),
+    ],
+)
+def test_an_object_of_another_category_does_not_take_the_label(label, category):
+    """From a review: a term naming an object that appears in labels of other categories (官员, 工资) or a word
+    too broad alone (袭击, 威胁, explicit) sent labels to the wrong category."""
+    assert TAXONOMY.map_label(label)[0] == category

@@ -513,8 +513,13 @@ def test_category_quota_reads_the_last_builds_pass_rates_from_the_instance(tmp_p
         before = category_quota(build_asset_context(instance=instance), prompt_categories=prompts)
         prior = settings.method.selection.perplexity_quantile
         assert set(before["target"]) == {math.ceil(10 / prior)}  # 10 rows over the prior
-        for asset, counts in (("attack_prompts", {"OFF": 20, "UB": 10}), ("safety_sft_selected", {"OFF": 5})):
-            instance.report_runless_asset_event(AssetMaterialization(asset, metadata={"per_category": counts}))
+        report = instance.report_runless_asset_event
+        report(AssetMaterialization("safety_sft_selected", metadata={"passed_per_category": {"OFF": 1}}))
+        report(AssetMaterialization("attack_prompts", metadata={"per_category": {"OFF": 20, "UB": 10}}))
+        stale = category_quota(build_asset_context(instance=instance), prompt_categories=prompts)
+        assert set(stale["pass_rate_origin"]) == {"prior: selection.perplexity_quantile"}  # selection older
+        # what passed the thresholds counts, not what the cap or the total trim left
+        report(AssetMaterialization("safety_sft_selected", metadata={"passed_per_category": {"OFF": 5}}))
         after = category_quota(build_asset_context(instance=instance), prompt_categories=prompts)
     off = after.row(0, named=True)
     assert (off["category"], off["prompts"], off["target"], off["deficit"], off["pass_rate"]) == (
@@ -602,3 +607,24 @@ def test_selection_losses_count_each_row_at_the_first_cut_it_fails():
         "cap_or_total",
         "selected",
     ]
+
+
+def test_with_data_rounds_madef_run_builds_the_sft_set_apart_and_trains_once(tmp_path):
+    """volume_rounds > 1: the first wave builds the SFT set and its upstream (built again while short), the
+    training and the rest of madef_build run once after it; together the two jobs are madef_build, no asset in both."""
+    from madef_assets.cli import run_plan
+    from madef_assets.definitions import AFTER_DATA_JOB, DATA_JOB, MAIN_JOB, OBSERVE_JOB, build_definitions
+
+    raw = yaml.safe_load((CONFIG_DIR / "production.yaml").read_text())
+    settings = load_settings_from(raw, tmp_path)
+    assert [[p.job for p in wave] for wave in run_plan(settings)[:3]] == [[OBSERVE_JOB], [DATA_JOB], [AFTER_DATA_JOB]]
+    definitions = build_definitions(settings)
+    jobs = {
+        name: set(definitions.resolve_job_def(name).asset_layer.selected_asset_keys)
+        for name in (MAIN_JOB, DATA_JOB, AFTER_DATA_JOB)
+    }
+    assert jobs[MAIN_JOB] == jobs[DATA_JOB] | jobs[AFTER_DATA_JOB] and not jobs[DATA_JOB] & jobs[AFTER_DATA_JOB]
+    names = {key.to_user_string() for key in jobs[AFTER_DATA_JOB]}
+    assert "finetuned_checkpoint" in names and "sft_dataset" not in names
+    raw["method"]["volume_rounds"] = 1
+    assert [p.job for p in run_plan(load_settings_from(raw, tmp_path))[1]] == [MAIN_JOB]

@@ -21,8 +21,8 @@ MIN_PASS_RATE = 0.05
 
 @dataclass(frozen=True)
 class PassRates:
-    """Per category, the share of its attack prompts selected into the SFT set in the last build, and where
-    the numbers come from."""
+    """Per category, the share of its attack prompts that passed selection's thresholds in the last build, and
+    where the numbers come from."""
 
     per_category: dict[str, float]
     overall: float | None
@@ -100,13 +100,20 @@ def quota_table(method: MethodConfig, measured: PassRates | None) -> pl.DataFram
 
 
 def latest_per_category(instance: DagsterInstance) -> PassRates | None:
-    """The pass rates of the last build: safety_sft_selected's rows per category over attack_prompts' (their
-    latest materializations' metadata); None before both exist."""
-    events = [instance.get_latest_materialization_event(AssetKey(k)) for k in ("attack_prompts", "safety_sft_selected")]
-    if any(event is None for event in events):
+    """The pass rates of the last build: the prompts per category that passed selection's thresholds (before
+    the per-category cap and the total trim, which say nothing about how many prompts to collect;
+    safety_sft_selected's `passed_per_category`) over attack_prompts' rows, from their latest materializations;
+    None before both exist, or when the selection is older than the prompts (a build that stopped between them)."""
+    prompts, selection = (
+        instance.get_latest_materialization_event(AssetKey(k)) for k in ("attack_prompts", "safety_sft_selected")
+    )
+    if prompts is None or selection is None or selection.timestamp < prompts.timestamp:
         return None
-    collected, selected = (event.asset_materialization.metadata["per_category"].value for event in events)
-    return measured_pass_rates(collected, selected, f"run {events[1].run_id[:8]}")
+    passed = selection.asset_materialization.metadata.get("passed_per_category")
+    if passed is None:
+        return None
+    collected = prompts.asset_materialization.metadata["per_category"].value
+    return measured_pass_rates(collected, passed.value, f"run {selection.run_id[:8]}")
 
 
 def latest_sft_rows(instance: DagsterInstance) -> int | None:

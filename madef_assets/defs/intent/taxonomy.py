@@ -27,11 +27,14 @@ GENERIC_SUFFIXES = (
     *("制作", "制造", "传播", "分子", "团伙", "集团", "组织", "产业", "宣传", "思想", "生成", "评价", "攻击", "推荐"),
     "招募",
 )
-# A prefix term's object after it (伪造 + 学历, 盗刷 + 信用卡): 2-3 characters, the length of a Chinese noun, not
-# ending with a one-character head that makes the whole a new noun (极端主义学 is a discipline, 伦理道德观 an
-# outlook, 激进化学 chemistry).
+# A prefix term's object after it (伪造 + 学历, 盗刷 + 信用卡): 2-3 characters, the length of a Chinese noun; a
+# 3-character one not ending with a one-character head that makes the whole a new noun (极端主义学 is a
+# discipline, 伦理道德观 an outlook, 激进化学 chemistry); a 2-character one not ending with FIELD_HEADS.
 PREFIX_OBJECT_CHARS = (2, 3)
 NOUN_HEADS = ("学", "家", "者", "史", "论", "观", "片", "剧", "经", "课", "界")
+# After a 2-character object only the heads of a field of study or thought make a new noun (抑郁症学, 作弊器学); a
+# person, a picture or a country stays the object (歧视患者, 色情图片, 诋毁国家).
+FIELD_HEADS = ("学", "史", "论", "观", "经", "课", "界")
 # Words that open a Chinese label without naming its theme (涉及伪造公章的问题, 生成骂人的话, 关于毒品交易): taken
 # off the start of a unit, one after the other, as long as 2+ characters remain, so the theme that follows is
 # matched as if it opened the label.
@@ -79,7 +82,12 @@ class Rule:
 
 def _starts_with_verb(head: str, term: str) -> bool:
     """The head is the prefix term followed by an object (伪造学历), not by a noun of its own (伪造者, 极端主义学)."""
-    return head.startswith(term) and len(head) - len(term) in PREFIX_OBJECT_CHARS and not head.endswith(NOUN_HEADS)
+    rest = len(head) - len(term)
+    return (
+        head.startswith(term)
+        and rest in PREFIX_OBJECT_CHARS
+        and not head.endswith(NOUN_HEADS if rest == 3 else FIELD_HEADS)
+    )
 
 
 def _units(core: str) -> list[str]:

@@ -193,6 +193,11 @@ def build_sft_selection_assets(settings: Settings) -> list:
             {
                 "rows_in": reward_features.height,
                 "losses": MetadataValue.md(markdown_table(losses)),
+                # what passed the thresholds, before the cap and the total trim: the pass rate the quotas use
+                "passed_per_category": {
+                    c: int(n)
+                    for c, n in losses.select("category", pl.col("selected") + pl.col("cap_or_total")).iter_rows()
+                },
                 "thresholds": MetadataValue.json(params.to_dicts()[0]),
                 "scored_as_in": per_value(reward_features.drop_nulls("chosen_score"), "scored_as"),
                 "scored_as_selected": per_value(table, "scored_as"),
@@ -294,7 +299,7 @@ def build_sft_dataset_assets(settings: Settings) -> list:
     ):
         """The SFT set (selected safety samples + general sample) without the rows that share a long n-gram
         with an evaluation prompt or a general-capability question, or whose source record shares an id with an
-        evaluation prompt's (S-Eval's translations and rewrites) (method.decontaminate; removed rows are
+        evaluation prompt's (S-Eval's translations) (method.decontaminate; removed rows are
         counted per reference in the metadata), then gated by the blocking contamination check against the
         same reference. A set that passes is staged as a LLaMA-Factory folder with its dataset card (README.md),
         licenses.csv and the rows as Parquet (published by sft_dataset_folder); a blocked one stages nothing and

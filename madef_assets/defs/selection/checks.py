@@ -22,7 +22,7 @@ def contamination_spec() -> AssetCheckSpec:
         "contamination_en_words words), or its whole text, with any prompt of the evaluation sources "
         "or any question of the general-capability benchmarks (gsm8k, MMLU, CMMLU, C-Eval, HumanEval), and no "
         "SFT prompt's source record (or the record it was generated from) shares an id with an evaluation "
-        "prompt's, as S-Eval's translations and rewrites do (madef_assets/lineage.py, SHARED_ID_FIELDS). "
+        "prompt's, as S-Eval's translations do (madef_assets/lineage.py, SHARED_ID_FIELDS). "
         "Only a set that passes is published as the LLaMA-Factory folder.",
     )
 

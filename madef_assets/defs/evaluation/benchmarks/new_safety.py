@@ -64,12 +64,17 @@ def extra_sections(report: Report, scores: pl.DataFrame) -> list[str]:
 
 
 def uncertain(judgements: pl.DataFrame) -> pl.DataFrame:
-    """Responses the judge was uncertain about: a human decides safe or unsafe."""
+    """Responses the judge was uncertain about: a human decides safe or unsafe (an extra view's category reads
+    `<source>: <category>`)."""
     return judgements.filter(pl.col("judge_label") == "uncertain").select(
         "review_key",
         pl.lit("new_safety").alias("benchmark"),
         "candidate",
-        "category",
+        # an extra view's answer names its view, as its report table does
+        pl.when(pl.col("view") == HEADLINE)
+        .then(pl.col("category"))
+        .otherwise(pl.concat_str("view", pl.lit(": "), "category"))
+        .alias("category"),
         "prompt",
         "response",
         "judge_label",
