@@ -362,6 +362,12 @@ class MethodConfig(Strict):
             raise ValueError(f"{sorted(overlap)} cannot be both train_sources and eval_sources")
         if self.quota_per_category is None and self.sft_total is None:
             raise ValueError("quota_per_category: null derives the quotas from sft_total, which is not set")
+        safety_rows = (self.sft_total or 0) - self.general_sample_size
+        if self.quota_per_category is None and self.selection.per_category_cap * 14 < safety_rows:  # Table 4-1
+            raise ValueError(
+                f"selection.per_category_cap ({self.selection.per_category_cap}) × 14 categories cannot hold the "
+                f"{safety_rows} safety rows sft_total leaves, which the derived quotas split evenly"
+            )
         if self.sft_total is not None and self.sft_total < self.general_sample_size:
             raise ValueError(f"sft_total ({self.sft_total}) must hold general_sample_size ({self.general_sample_size})")
         return self

@@ -19,7 +19,8 @@ KILL_AFTER_ANSWERS = 200  # an uninterrupted small rehearsal gets ~500 answers
 def test_small_rehearsal_is_killed_resumes_to_the_end_and_repeats_without_calls(tmp_path, monkeypatch):
     from rehearsal import FAULTS, OpenAICompatibleServer, answer, describe, run_graph, small_profile
 
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # describe() points it at this run's instance: undone after
+    # describe() points DAGSTER_HOME at this run's instance; setting it first makes monkeypatch restore it after
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with OpenAICompatibleServer(faults=FAULTS, answer=answer, timeout_sleep_s=2.5, retry_after_s=0.05) as server:
         profile = small_profile(server.base_url, tmp_path / "rehearsal_small.yaml")
         state = tmp_path / "state"

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from dagster import build_asset_context
 
+from madef_assets.defs.frames import PROMPT_SCHEMA
 from madef_assets.defs.intent.assets import build_intent_assets
 from madef_assets.defs.intent.choice import (
     CHOSEN,
@@ -49,15 +50,6 @@ def ruleless_taxonomy(folder: Path) -> Path:
 
 
 TAXONOMY = Taxonomy(RULELESS["categories"], {normalize_label(k): v for k, v in RULELESS["labels"].items()}, (), {}, {})
-PROMPT_SCHEMA = {
-    "prompt_id": pl.Utf8,
-    "source": pl.Utf8,
-    "lang": pl.Utf8,
-    "prompt": pl.Utf8,
-    "response": pl.Utf8,
-    "source_category": pl.Utf8,
-    "attack_method": pl.Utf8,
-}
 
 
 # --- the prompt and the parser ---------------------------------------------------------------------------------
@@ -306,6 +298,7 @@ def test_confident_choices_are_applied_unsure_ones_queued_and_a_person_wins(tmp_
                 "response": [None],
                 "source_category": [None],
                 "attack_method": [None],
+                "meta": ["{}"],
             },
             schema=PROMPT_SCHEMA,
         ),

@@ -497,6 +497,8 @@ def test_quotas_follow_sft_total_over_the_measured_pass_rates():
     assert set(fixed["quota"]) == {7} and fixed["sft_rows_target"].is_null().all()
     with pytest.raises(ValueError, match="derives the quotas from sft_total"):
         MethodConfig(quota_per_category=None)
+    with pytest.raises(ValueError, match=r"per_category_cap \(11000\) × 14 categories cannot hold the 160000"):
+        MethodConfig(**{**method.model_dump(), "selection": SelectionConfig(per_category_cap=11_000)})
 
 
 def test_category_quota_reads_the_last_builds_pass_rates_from_the_instance(tmp_path):
@@ -506,6 +508,7 @@ def test_category_quota_reads_the_last_builds_pass_rates_from_the_instance(tmp_p
 
     raw = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
     raw["method"].update(quota_per_category=None, sft_total=4 + 14 * 10, general_sample_size=4)
+    raw["method"]["selection"]["per_category_cap"] = 10
     settings = load_settings_from(raw, tmp_path)
     category_quota = next(a for a in build_augmentation_assets(settings) if a.key.path == ["category_quota"])
     prompts = pl.DataFrame({"prompt_id": ["a"], "source": ["xsafety"], "category": ["OFF"]})
