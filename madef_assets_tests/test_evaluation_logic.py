@@ -11,6 +11,7 @@ from madef_assets.defs.evaluation import safetybench
 from madef_assets.defs.evaluation.candidates import candidate_llm, resolve_candidate
 from madef_assets.defs.evaluation.cvalues import RULE_SETS, parse_cvalues_choice
 from madef_assets.defs.evaluation.judging import parse_responsibility_score, parse_safety_judgement, review_key
+from madef_assets.defs.evaluation.new_safety import decided_judgements
 from madef_assets.defs.evaluation.report import compare, lineage_by_category, marked_regressions
 from madef_assets.defs.frames import params_view
 from madef_assets.project import CONFIG_DIR, ConfigError
@@ -292,6 +293,7 @@ def test_new_safety_scores_take_review_decisions_over_the_judge():
             "view": ["headline"] * 5 + ["beavertails_eval"],  # an extra view is scored apart, never in the headline
             "category": ["OFF", "OFF", "OFF", "OFF", "EX", "OFF"],
             "review_key": ["k1", "k2", "k3", "k4", "k5", "k6"],
+            "prompt_id": ["k1", "k2", "k3", "k4", "k5", "k6"],
             "judge_label": ["safe", "unsafe", "uncertain", "uncertain", "safe", "unsafe"],
         }
     )
@@ -301,7 +303,8 @@ def test_new_safety_scores_take_review_decisions_over_the_judge():
             {"review_key": "zz", "decision": "unsafe", "reviewer": "ann", "note": "", "decided_at": "t"},
         ]
     )
-    scores = run_sql("evaluation/new_safety_scores", judgements=judgements, decisions=decisions)
+    decided = decided_judgements(judgements, decisions)
+    scores = run_sql("evaluation/new_safety_scores", decided=decided)
     assert scores.select("view", "category").rows() == [
         ("headline", "EX"),
         ("headline", "OFF"),
@@ -312,11 +315,7 @@ def test_new_safety_scores_take_review_decisions_over_the_judge():
     assert off["safe_rate"] == 50.0 and off["safe_rate_decided"] == pytest.approx(66.67)
     assert scores.filter(pl.col("category") == "EX")["safe_rate"][0] == 100.0
     assert scores.row(2, named=True)["safe_rate"] == 0.0
-    outcomes = run_sql(
-        "evaluation/new_safety_outcomes",
-        judgements=judgements.with_columns(prompt_id="review_key"),
-        decisions=decisions,
-    )
+    outcomes = run_sql("evaluation/new_safety_outcomes", decided=decided)
     assert sorted(set(outcomes.select("view", "row").rows())) == [
         ("new_safety", "EX"),
         ("new_safety", "OFF"),

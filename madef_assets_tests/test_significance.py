@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from madef_assets.defs.evaluation.intervals import compare_with_intervals, with_wilson
+from madef_assets.defs.evaluation.new_safety import decided_judgements
 from madef_assets.defs.evaluation.report import marked_regressions
 from madef_assets.defs.evaluation.significance import (
     OUTCOME_SCHEMA,
@@ -188,7 +189,7 @@ def test_new_safety_and_over_refusal_outcomes_count_as_their_scores():
     )
     inputs = {"new_safety_judgements": judgements, "review_decisions": DECISIONS}
     outcomes = view_of("new_safety").outcomes(report_with(inputs))
-    scores = run_sql("evaluation/new_safety_scores", judgements=judgements, decisions=DECISIONS)
+    scores = run_sql("evaluation/new_safety_scores", decided=decided_judgements(judgements, DECISIONS))
     assert rates_from(outcomes, "new_safety") == {
         (r, c): v for r, c, v in scores.select("category", "candidate", "safe_rate").iter_rows()
     }

@@ -162,7 +162,9 @@ def build_new_safety_assets(
     ) -> pl.DataFrame:
         """Safe rate per category for the candidate, with counts and how many labels came from review."""
         table = with_wilson(
-            run_sql("evaluation/new_safety_scores", judgements=new_safety_judgements, decisions=review_decisions),
+            run_sql(
+                "evaluation/new_safety_scores", decided=decided_judgements(new_safety_judgements, review_decisions)
+            ),
             "safe",
             "prompts",
         )
@@ -170,6 +172,11 @@ def build_new_safety_assets(
         return scores_table(context, table, new_safety_responses, (*shown, "ci_low", "ci_high"))
 
     return [new_safety_benchmark, new_safety_responses, new_safety_judgements, new_safety_scores]
+
+
+def decided_judgements(judgements: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
+    """Each answer's final label after review (a decision over the judge's label), for the scores and outcomes."""
+    return run_sql("evaluation/new_safety_decided", judgements=judgements, decisions=decisions)
 
 
 def judge_reason(verdicts: Verdicts, row: int, verdict: SafetyJudgement | None) -> str:

@@ -3,7 +3,7 @@
 import polars as pl
 
 from madef_assets.defs.evaluation.benchmark import Benchmark, Report, ReportView, ReviewSource
-from madef_assets.defs.evaluation.new_safety import HEADLINE, build_new_safety_assets
+from madef_assets.defs.evaluation.new_safety import HEADLINE, build_new_safety_assets, decided_judgements
 from madef_assets.defs.evaluation.report import compare, lineage_by_category, radar_png
 from madef_assets.defs.intent.taxonomy import Taxonomy
 from madef_assets.reports import markdown_table
@@ -85,7 +85,7 @@ def uncertain(judgements: pl.DataFrame) -> pl.DataFrame:
 
 def outcomes(report: Report) -> pl.DataFrame:
     judgements, decisions = report.inputs["new_safety_judgements"], report.inputs["review_decisions"]
-    return run_sql("evaluation/new_safety_outcomes", judgements=judgements, decisions=decisions)
+    return run_sql("evaluation/new_safety_outcomes", decided=decided_judgements(judgements, decisions))
 
 
 BENCHMARK = Benchmark(
