@@ -111,8 +111,51 @@ def _candidate_answer(prompt: str) -> str:
     return f"This needs care ({value % 1000}). Consider the lawful and safe options, and ask a qualified professional."
 
 
+JSON_INSTRUCTION = "\n\nAnswer with one JSON object that follows this JSON schema:\n"
+
+
 def answer(prompt: str, request: dict) -> str:
-    """The answer text for one request (the server wraps it as a chat or completions response)."""
+    """The answer text for one request (the server wraps it as a chat or completions response): in the
+    shape the request asks for when it asks for one (structured outputs), else free text."""
+    schema = asked_schema(prompt, request)
+    text = free_answer(prompt.split(JSON_INSTRUCTION)[0])
+    return text if schema is None else json.dumps(shaped(text, schema, prompt), ensure_ascii=False)
+
+
+def asked_schema(prompt: str, request: dict) -> dict | None:
+    """The JSON schema a request asks its answer to follow: response_format json_schema, or the instruction
+    madef adds to the prompt for json_object endpoints."""
+    fmt = request.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return fmt["json_schema"]["schema"]
+    if fmt.get("type") == "json_object" and JSON_INSTRUCTION in prompt:
+        return json.loads(prompt.split(JSON_INSTRUCTION)[1].strip().splitlines()[0])
+    return None
+
+
+def shaped(text: str, schema: dict, prompt: str) -> object:
+    """The free answer put in the schema's shape, as a model that follows its instructions would answer."""
+    from madef_assets_tests.openai_server import shaped_answer
+
+    fields = schema.get("properties", {})
+    if "labels" in fields:
+        return {"labels": [text]}
+    if "prompt" in fields:
+        return {"prompt": text}
+    if "reasoning" in fields:
+        reasoning, _, final = re.split(r"\n(回答：|Answer: )", text, maxsplit=1)
+        return {"reasoning": reasoning, "answer": final}
+    if "scores" in fields:
+        return {"scores": [float(v) for v in re.findall(r"\d+\.\d+", text)]}
+    choices = fields.get("answer", {}).get("enum")
+    if choices:
+        first = text.split()[0] if text.split() else ""
+        return {"answer": first if first in choices else choices[0]}
+    return shaped_answer(schema, prompt)
+
+
+def free_answer(prompt: str) -> str:
+    """The free-text answer for one prompt."""
     if prompt.startswith(LABELER):
         category = category_of(_last_input(prompt))
         return TAXONOMY["categories"][category]["zh"]

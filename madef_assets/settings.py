@@ -35,6 +35,7 @@ from pydantic import (
     PrivateAttr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -116,11 +117,19 @@ class GenerationConfig(dg.Config):
     stop: list[str] | None = None
 
 
+# A model config's fields that say how the judge is asked, not how the backend is built (not in `options`).
+JUDGE_FIELDS = ("judge_format", "guard_threshold")
+
+
 class ModelConfig(dg.Config):
     model_config = ConfigDict(extra="forbid")
 
     model: str
     params: GenerationConfig = GenerationConfig()
+    # How a judge is asked (defs/guards.py): madef's own prompts, or a guard model's card format. Only
+    # models.judge entries may name a guard; guard_threshold: ShieldGemma's P(Yes) from which it says unsafe.
+    judge_format: Literal["madef", "llama_guard", "wildguard", "shieldgemma"] = "madef"
+    guard_threshold: float = 0.5
 
     @field_validator("model", mode="before")
     @classmethod
@@ -131,8 +140,8 @@ class ModelConfig(dg.Config):
 
     @property
     def options(self) -> dict[str, Any]:
-        """The backend's constructor options (everything but backend, model and params)."""
-        return self.model_dump(exclude={"backend", "model", "params"})
+        """The backend's constructor options (everything but backend, model, params and how a judge is asked)."""
+        return self.model_dump(exclude={"backend", "model", "params", *JUDGE_FIELDS})
 
     @property
     def generation(self) -> dict[str, Any]:
@@ -157,6 +166,10 @@ class OpenAIModel(ModelConfig):
     replica_cooldown_s: float = 30.0
     transport: str = "aiohttp"
     allow_insecure_http: bool = False
+    # What the endpoint enforces (llm/structured.py): json_schema (OpenAI, vLLM's server), json_object
+    # (DashScope: any JSON object, the schema asked in the prompt and checked), vllm (vLLM's extra body:
+    # choice, regex, JSON), none (free text read by each step's parser).
+    structured_outputs: Literal["json_schema", "json_object", "vllm", "none"] = "none"
 
 
 class TransformersModel(ModelConfig):
@@ -167,6 +180,9 @@ class TransformersModel(ModelConfig):
     device: str = "auto"
     chat_template: str = "auto"
     dtype: str = "auto"
+    # xgrammar: JSON schemas and regexes by a grammar-constrained logits processor, closed choices by the
+    # log-likelihood of each option; none: free text read by each step's parser.
+    structured_outputs: Literal["xgrammar", "none"] = "none"
 
 
 class VLLMModel(ModelConfig):
@@ -182,6 +198,7 @@ class VLLMModel(ModelConfig):
     seed: int = 0
     enforce_eager: bool = False
     attention_backend: str | None = None
+    structured_outputs: Literal["vllm", "none"] = "none"  # vllm: its structured-output sampling params
 
 
 MODEL_CONFIGS: dict[str, type[ModelConfig]] = {
@@ -238,6 +255,28 @@ class Models(Strict):
         if listed:
             raise ValueError(f"{', '.join(listed)}: only {', '.join(PANEL_ROLES)} may list several models (a panel)")
         return values
+
+    @field_validator(*ROLES, mode="after")
+    @classmethod
+    def _judge_formats(cls, value: Any, info: ValidationInfo) -> Any:
+        """A guard format only on models.judge entries, each sent its card's whole prompt (no chat template)."""
+        members = value if isinstance(value, list) else [value]
+        for index, member in enumerate(members):
+            entry = f"[{index}]." if len(members) > 1 else ""  # the error's key already names models.<role>
+            kind = member.judge_format
+            if not 0 < member.guard_threshold < 1:
+                raise ValueError(f"{entry}guard_threshold must be between 0 and 1, got {member.guard_threshold}")
+            if kind == "madef":
+                continue
+            if info.field_name != "judge":
+                raise ValueError(f"{entry}judge_format {kind!r} is for models.judge entries only (a guard as judge)")
+            key, wanted = ("api", "completions") if member.backend == "openai" else ("chat_template", "never")
+            if getattr(member, key) != wanted:
+                raise ValueError(
+                    f"{entry}{key} must be {wanted!r} for judge_format {kind!r} (got {getattr(member, key)!r}): "
+                    "a guard is sent its model card's whole prompt"
+                )
+        return value
 
 
 assert tuple(Models.model_fields) == ROLES and PANEL_ROLES == ("judge",), "Models lists the roles"
@@ -546,6 +585,29 @@ class OverRefusalConfig(Strict):
     max_new_tokens: int | None = None
 
 
+class ForbiddenPromptFile(Strict):
+    """A forbidden-prompt CSV as published: StrongREJECT (category, source, forbidden_prompt), HarmBench's
+    behaviors (Behavior, FunctionalCategory, SemanticCategory, Tags, ContextString, BehaviorID) or
+    JailbreakBench's JBB-Behaviors (Index, Goal, Target, Behavior, Category, Source)."""
+
+    path: ProjectPath
+    format: Literal["strongreject", "harmbench", "jailbreakbench"]
+    lang: str | None = None  # None: detected per prompt
+
+
+class JailbreakRubricConfig(Strict):
+    """The jailbreak rubric benchmark (defs/evaluation/jailbreak_rubric.py): forbidden prompts from `files`
+    (none: off), `per_language` of them per language (seeded; None: all), each wrapped by every one of `methods`
+    (`none`: the plain prompt; the others: prompts/jailbreak_wrappers.json), answered with `max_new_tokens`
+    and graded with the StrongREJECT rubric by the judge, which may write `judge_max_new_tokens`."""
+
+    files: list[ForbiddenPromptFile] = []
+    per_language: PositiveInt | None = None
+    methods: Annotated[list[str], Field(min_length=1)] = ["none", "positive_induction", "instruction_jailbreak"]
+    max_new_tokens: int | None = None  # None: evaluation.params
+    judge_max_new_tokens: PositiveInt = 256
+
+
 class LlamaFactoryEvalConfig(Strict):
     """LLaMA-Factory's own evaluator: `template` for every local candidate (None: training.args.template),
     `templates` per candidate name (as evaluated), `batch_size` (EvaluationArguments')."""
@@ -567,6 +629,7 @@ class EvaluationConfig(Strict):
     responsibility: ResponsibilityConfig = ResponsibilityConfig()
     general: GeneralConfig = GeneralConfig()
     over_refusal: OverRefusalConfig = OverRefusalConfig()
+    jailbreak_rubric: JailbreakRubricConfig = JailbreakRubricConfig()
     llamafactory_eval: LlamaFactoryEvalConfig = LlamaFactoryEvalConfig()
     review_dir: ProjectPath | None = None  # None: <state_dir>/review
     report_dir: ProjectPath | None = None  # None: <state_dir>/reports/evaluation

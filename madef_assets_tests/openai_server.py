@@ -13,13 +13,21 @@ functions of the prompt. Faults are injected by markers in the prompt:
   [[moderated]]    400 as DashScope's compatible mode rejects an input (code data_inspection_failed)
   [[policy]]       400 as OpenAI rejects a prompt (code content_policy_violation)
   [[refuse]]       a 200 whose answer is a refusal ("抱歉，我无法…" for Chinese prompts, "I can't help…" else)
+  [[structured_refusal]]  a structured-output chat answer that declines in `refusal` (OpenAI's shape)
   [[echo_key]]     401 whose error message echoes the request's Authorization header, whole and half-masked
+
+Structured outputs: a request with `response_format` json_schema (OpenAI's shape; a schema that is not a valid
+JSON schema gets 400 as OpenAI answers), json_object (the schema is read from the instruction madef appends to
+the prompt; none there gets 400) or vLLM's `structured_outputs` extra body (json / choice / regex) is answered
+with a value of that shape, chosen by the prompt's hash (`shaped_answer`); `structured` counts them by kind.
+`answer(prompt, request)`, when given, still decides the text, so a test can answer in the shape or off it.
 
 `latency_s` delays every answer (a `(low, high)` pair: a per-prompt delay drawn uniformly by the prompt's
 hash); `rate_429` makes that share of requests (seeded) answer 429. `faults` gives providers' behaviour to
 unmarked prompts, chosen per prompt by a hash so every run sees the same:
 {"moderated": 0.02, "filter": 0.005, "refuse": 0.03, "429": 0.05, "500": 0.02, "timeout": 0.005, "malformed": 0.01}
-— the transient ones on a prompt's first request only. `answer(prompt, request)` replaces the default answer text.
+— the transient ones on a prompt's first request only. `answer(prompt, request)` replaces the default answer text;
+`top_logprobs(prompt, request)` (a dict token -> log-probability) replaces the fixed top log-probabilities.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from jsonschema import Draft202012Validator, SchemaError
 
 _MARKER = re.compile(r"\[\[(429|500|timeout|malformed)x(\d+)\]\]")
 
@@ -99,10 +109,12 @@ class OpenAICompatibleServer:
         seed: int = 0,
         faults: dict[str, float] | None = None,
         answer=None,
+        top_logprobs=None,
         port: int = 0,
     ):
         self.faults = dict(faults or {})
         self.answer = answer
+        self.top_logprobs = top_logprobs
         self.by_fault: Counter = Counter()
         self.latency_s = latency_s
         self.timeout_sleep_s = timeout_sleep_s
@@ -110,6 +122,7 @@ class OpenAICompatibleServer:
         self.retry_after_s = retry_after_s
         self.fail_status: int | None = None  # answer every request with this status (an unhealthy replica)
         self.requests = Counter()
+        self.structured: Counter = Counter()  # structured-output requests by kind (json_schema, json_object, ...)
         self.authorizations: Counter = Counter()  # Authorization header values received
         self.total_requests = 0
         self.answered_ok = 0
@@ -246,20 +259,80 @@ class OpenAICompatibleServer:
         with self._lock:
             self.answered_ok += 1
         refuse = "[[refuse]]" in prompt or fault == "refuse"
-        return 200, json.dumps(self._body(prompt, request, chat, refuse, filtered=fault == "filter")).encode(), {}
+        try:
+            shaped = self._shaped(prompt, request)
+        except ValueError as exc:
+            return 400, json.dumps({"error": {"message": str(exc), "type": "invalid_request_error"}}).encode(), {}
+        body = self._body(prompt, request, chat, refuse, filtered=fault == "filter", shaped=shaped)
+        return 200, json.dumps(body).encode(), {}
 
-    def _body(self, prompt: str, request: dict, chat: bool, refuse: bool = False, filtered: bool = False) -> dict:
+    def _shaped(self, prompt: str, request: dict) -> str | None:
+        """The answer text for a structured-output request (None for a free-text one)."""
+        fmt, extra = request.get("response_format") or {}, request.get("structured_outputs") or {}
+        if fmt.get("type") == "json_schema":
+            schema = fmt.get("json_schema", {}).get("schema")
+            kind = "json_schema"
+        elif fmt.get("type") == "json_object":
+            marker = "follows this JSON schema:\n"
+            if marker not in prompt:
+                raise ValueError("response_format json_object: the prompt must ask for JSON")
+            schema, kind = json.loads(prompt.split(marker)[-1].strip().splitlines()[0]), "json_object"
+        elif extra:
+            kind = "vllm_" + next(iter(extra))
+            if "choice" in extra:
+                with self._lock:
+                    self.structured[kind] += 1
+                return self._own_answer(prompt, request) or _pick(extra["choice"], prompt)
+            if "regex" in extra:
+                with self._lock:
+                    self.structured[kind] += 1
+                own = self._own_answer(prompt, request)
+                if own is None:
+                    raise ValueError("the test server answers a regex only through answer()")
+                return own
+            schema = extra.get("json")
+        else:
+            return None
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise ValueError(f"invalid JSON schema: {exc.message}") from None
+        with self._lock:
+            self.structured[kind] += 1
+        own = self._own_answer(prompt, request)
+        return own if own is not None else json.dumps(shaped_answer(schema, prompt), ensure_ascii=False)
+
+    def _own_answer(self, prompt: str, request: dict) -> str | None:
+        """The test's own answer when it has one, sent whether or not it fits (a test may answer off-shape)."""
+        return self.answer(prompt, request) if self.answer is not None else None
+
+    def _body(
+        self,
+        prompt: str,
+        request: dict,
+        chat: bool,
+        refuse: bool = False,
+        filtered: bool = False,
+        shaped: str | None = None,
+    ) -> dict:
         finish = "content_filter" if filtered or "[[filter]]" in prompt else "stop"
         if filtered:
             text = ""  # OpenAI stops the answer where the filter hit: here before its first word
         elif refuse:
             text = refusal_text(prompt)
+        elif shaped is not None:
+            text = shaped
         else:
             text = self.answer(prompt, request) if self.answer else fake_answer(prompt)
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()), "total_tokens": 0}
         top = {" A": -0.3, " B": -1.6, " C": -2.5, " D": -3.1, "safe": -0.7, "unsafe": -0.9}
+        if self.top_logprobs is not None and request.get("logprobs") not in (None, False):
+            top = self.top_logprobs(prompt, request)
         if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+            message = {"role": "assistant", "content": text}
+            if shaped is not None and "[[structured_refusal]]" in prompt:
+                message = {"role": "assistant", "content": None, "refusal": refusal_text(prompt)}
+            choice = {"index": 0, "message": message, "finish_reason": finish}
             if request.get("logprobs"):
                 choice["logprobs"] = {
                     "content": [
@@ -307,6 +380,34 @@ class OpenAICompatibleServer:
             "choices": [choice],
             "usage": usage,
         }
+
+
+def _pick(options, prompt: str):
+    digest = int.from_bytes(hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest()[:4], "big")
+    return list(options)[digest % len(options)]
+
+
+def shaped_answer(schema: dict, prompt: str):
+    """A value of the JSON schema's shape (the subset madef's output specs use), chosen by the prompt."""
+    if "enum" in schema:
+        return _pick(schema["enum"], prompt)
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: shaped_answer(sub, prompt + name) for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        count = max(schema.get("minItems", 1), 1)
+        return [shaped_answer(schema.get("items", {}), f"{prompt}{i}") for i in range(count)]
+    if kind in ("number", "integer"):
+        low, high = schema.get("minimum", 0), schema.get("maximum", 10)
+        value = low + (high - low) * _pick(range(101), prompt) / 100
+        return round(value) if kind == "integer" else round(value, 2)
+    if kind == "boolean":
+        return _pick([True, False], prompt)
+    if "pattern" in schema:
+        raise ValueError("the test server answers a pattern only through answer()")
+    words = re.findall(r"[A-Za-z]+|[\u4e00-\u9fff]", prompt) or ["x"]
+    text = " ".join(words[-3:])[: schema.get("maxLength", 40)]
+    return text.ljust(schema.get("minLength", 1), "x")
 
 
 def expected_perplexity(text: str) -> float:

@@ -19,10 +19,21 @@ HUBS = (assets, review, report_assets, automation)
 
 def test_the_registry_holds_every_benchmark_in_report_order():
     names = [spec.name for spec in registered()]
-    assert names == ["safetybench", "new_safety", "over_refusal", "responsibility", "general", "llamafactory_eval"]
-    assert {"new_safety_judgements", "responsibility_judgements", "over_refusal_judgements"} <= set(
-        automation.JUDGE_USERS
-    )
+    assert names == [
+        "safetybench",
+        "new_safety",
+        "over_refusal",
+        "jailbreak_rubric",
+        "responsibility",
+        "general",
+        "llamafactory_eval",
+    ]
+    assert {
+        "new_safety_judgements",
+        "responsibility_judgements",
+        "over_refusal_judgements",
+        "jailbreak_rubric_judgements",
+    } <= set(automation.JUDGE_USERS)
 
 
 def test_no_hub_names_a_benchmark():

@@ -238,6 +238,13 @@ def tiny_evaluation_profile(tmp_path) -> str:
         report_dir=str(tmp_path / "report"),
         responsibility={"prompts_source": "cvalues_responsibility", "per_domain": 1, "mcq_source": "cvalues_mc"},
         over_refusal={"source": "xstest", "per_type": 1, "max_new_tokens": 8},
+        jailbreak_rubric={
+            **raw["evaluation"]["jailbreak_rubric"],
+            "per_language": 1,
+            "methods": ["none", "positive_induction"],
+            "max_new_tokens": 8,
+            "judge_max_new_tokens": 16,
+        },
     )
     raw["evaluation"]["safetybench"]["max_new_tokens"] = 8
     raw["models"]["judge"]["params"]["max_new_tokens"] = 8  # a label and the start of a reason
@@ -272,6 +279,9 @@ PER_CANDIDATE = (
     "over_refusal_responses",
     "over_refusal_judgements",
     "over_refusal_scores",
+    "jailbreak_rubric_responses",
+    "jailbreak_rubric_judgements",
+    "jailbreak_rubric_scores",
 )
 
 
@@ -289,7 +299,10 @@ def evaluated(first_run, trained, models_dir):
         instance=instance,
         asset_selection=[
             AssetKey(["quarantine", "cvalues_mc"]),
-            *(AssetKey(k) for k in ("cvalues_mc", "new_safety_benchmark", "review_decisions")),
+            *(
+                AssetKey(k)
+                for k in ("cvalues_mc", "new_safety_benchmark", "review_decisions", "jailbreak_rubric_prompts")
+            ),
         ],
         raise_on_error=False,
     )
@@ -378,10 +391,15 @@ def test_every_evaluation_asset_materializes_for_base_and_tuned(evaluated):
         assert (
             (refusal_scores["ci_low"] <= refusal_scores["rate"]) & (refusal_scores["rate"] <= refusal_scores["ci_high"])
         ).all()
+        jailbreak = result.output_for_node("jailbreak_rubric_judgements")
+        assert jailbreak.height == 4 and set(jailbreak["judge_label"]) <= {"graded", "uncertain"}  # 2 prompts x 2
+        jailbreak_all = result.output_for_node("jailbreak_rubric_scores").filter(pl.col("method") == "(all)")
+        assert jailbreak_all["answers"].to_list() == [4]
         expected = (
             (judgements["judge_label"] == "uncertain").sum()
             + mcq.select(pl.any_horizontal(pl.col(choice_columns) == "need_check")).to_series().sum()
             + (refusals["final_label"] == "uncertain").sum()
+            + (jailbreak["judge_label"] == "uncertain").sum()
         )
         assert len(queue) == result.output_for_node("review_queue").height == expected
     assert models["base"]["model_hash"] != models["tuned"]["model_hash"]

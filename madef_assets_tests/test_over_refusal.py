@@ -211,7 +211,7 @@ def test_judge_verdict_is_recomputed_from_the_qualification_rows():
     assert not judge_verdict(wrong, config)[0]
     assert judge_verdict(rows.clear(), config) == (
         False,
-        "judge not measured against human labels (no refusal-task rows)",
+        "judge not measured against human labels (no refusal- or harmfulness-task rows)",
     )
 
 

@@ -283,6 +283,7 @@ def test_every_asset_that_uses_the_judge_waits_for_its_qualification():
     ]
     assert sorted(users) == [
         "instruction_safety_scores",
+        "jailbreak_rubric_judgements",
         "new_safety_judgements",
         "over_refusal_judgements",
         "response_safety_scores",

@@ -9,7 +9,7 @@ from madef_assets.llm.openai_backend import OpenAIBackend
 from madef_assets.llm.transformers_backend import TransformersBackend
 from madef_assets.llm.vllm_backend import VLLMBackend
 from madef_assets.project import CONFIG_DIR, ConfigError
-from madef_assets.settings import MODEL_CONFIGS, load_settings, parse_section, parse_settings
+from madef_assets.settings import JUDGE_FIELDS, MODEL_CONFIGS, load_settings, parse_section, parse_settings
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,8 @@ def test_each_backends_model_config_is_its_constructors_options(backend, cls, sk
         if name not in skipped
     }
     fields = MODEL_CONFIGS[backend].model_fields
-    options = {name: field.default for name, field in fields.items() if name not in ("backend", "model", "params")}
+    judge_only = ("backend", "model", "params", *JUDGE_FIELDS)  # how a judge is asked, not a backend option
+    options = {name: field.default for name, field in fields.items() if name not in judge_only}
     assert options.keys() == parameters.keys()
     assert {k: v for k, v in options.items() if parameters[k] is not inspect.Parameter.empty} == {
         k: v for k, v in parameters.items() if v is not inspect.Parameter.empty

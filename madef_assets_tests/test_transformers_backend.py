@@ -77,6 +77,21 @@ def test_single_token_options_take_one_pass_with_the_same_scores(gemma):
 
 
 @pytest.mark.slow
+def test_multi_token_options_share_the_prompts_pass_with_the_same_scores(gemma):
+    """Options of several tokens continue from the prompt's cache, repeated per option; the scores equal
+    scoring each prompt + option whole, also past Gemma 3's 512-token sliding window."""
+    long_prompt = "类别：" + "，".join(f"第{i}类" for i in range(200)) + "\n答案："
+    prompts = [long_prompt, "Question: which category?\nAnswer:", "x"]
+    options = ["PMH", "OFF", "回复1", "uncertain"]
+    assert len(gemma.tokenizer(long_prompt)["input_ids"]) > 600
+    shared = dict(gemma.option_logprobs(prompts, options))
+    whole = gemma._continuation_logprobs([p for p in prompts for _ in options], options * len(prompts))
+    for i in range(len(prompts)):
+        for j, option in enumerate(options):
+            assert shared[i].output[option] == pytest.approx(whole[len(options) * i + j][0], abs=2e-3)
+
+
+@pytest.mark.slow
 def test_perplexity_fluent_lower_than_shuffled(gemma):
     fluent = "The quick brown fox jumps over the lazy dog because it wants to reach the river before sunset."
     shuffled = "river fox the sunset lazy before because jumps reach dog it brown the over wants quick the to."

@@ -122,3 +122,19 @@ def test_close_gives_the_gpu_memory_back(models_dir):
     assert free_before - free_loaded > 1 << 30  # the engine took its share (30 % of the card)
     assert free_before - free_after < 1 << 30, f"{(free_before - free_after) / 2**30:.2f} GiB still held after close"
     assert not ENGINES.is_loaded(backend.engine_key)
+
+
+def test_structured_outputs_keep_every_answer_in_its_shape(engine):
+    """vLLM's structured-output sampling parameters: a JSON schema, a closed choice and a regex (issue 28)."""
+    from madef_assets.defs.intent.labels import LABELS_OUTPUT
+    from madef_assets.llm.structured import OutputSpec, choice_spec
+    from madef_assets.llm.types import GenerationParams
+
+    params = GenerationParams(max_new_tokens=64)
+    for spec in (
+        LABELS_OUTPUT,
+        choice_spec("verdict", ("safe", "unsafe")),
+        OutputSpec("score", "regex", pattern=r"10|[1-9]"),
+    ):
+        answers = dict(engine.generate(PROMPTS, params, spec))
+        assert all(answers[i].status == "ok" and spec.check(answers[i].output) for i in range(len(PROMPTS)))

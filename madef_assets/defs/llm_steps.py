@@ -13,6 +13,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetE
 
 from madef_assets.llm.pools import auto_device, gpu_request_tags, role_pools, step_pool
 from madef_assets.llm.resource import LLMBatch, LLMResource
+from madef_assets.llm.structured import OutputSpec
 from madef_assets.llm.types import GenerationParams
 from madef_assets.prompts import family_version, template
 from madef_assets.settings import MethodConfig, Settings
@@ -104,7 +105,8 @@ class LLMStep:
     """A step that asks one role about each row, as distilabel's Tasks declare theirs: the prompt family
     rendered per row (in the row's `lang`, with its `prompt`), the parser of an answer, the columns read from
     the parsed answers (None where there is none), the input columns kept, and optionally the generation
-    parameters and a check of a parsed answer against its row (a problem makes it `parse_error`)."""
+    parameters, a check of a parsed answer against its row (a problem makes it `parse_error`) and the
+    answer's shape for roles that enforce one (llm/structured.py; its reader returns what `parse` does)."""
 
     name: str
     role: str
@@ -114,6 +116,7 @@ class LLMStep:
     keep: tuple[str | pl.Expr, ...]
     params: Callable[[GenerationParams], GenerationParams] | None = None
     reject: Callable[[Any, dict[str, Any]], str | None] | None = None
+    output: OutputSpec | None = None
 
     def run(
         self, context: AssetExecutionContext, llm: LLMResource, rows: pl.DataFrame
@@ -127,6 +130,7 @@ class LLMStep:
             parse=self.parse,
             log=context.log,
             refusals=True,
+            output=self.output,
         )
         columns = status_columns(batch)
         values = []

@@ -11,6 +11,7 @@ import math
 import os
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,9 +26,11 @@ from madef_assets.llm.openai_transport import (
     TransportTimeout,
     make_client,
 )
+from madef_assets.llm.structured import OutputSpec, ParseError
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
 from madef_assets.secret_hygiene import mask_secrets, openai_endpoint_problems
 
+STRUCTURED_MODES = ("json_schema", "json_object", "vllm", "none")
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 # Error codes with which providers refuse a request on content grounds (DashScope's compatible mode and
 # native API, OpenAI, Azure OpenAI). Such an answer is final: stored as `refused`, never sent again.
@@ -131,7 +134,10 @@ class OpenAIBackend:
         replica_cooldown_s: float = 30.0,
         transport: str = "aiohttp",
         allow_insecure_http: bool = False,
+        structured_outputs: str = "none",
     ):
+        if structured_outputs not in STRUCTURED_MODES:
+            raise ValueError(f"structured_outputs must be one of {list(STRUCTURED_MODES)}, got {structured_outputs!r}")
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
         if api_key_env and not os.environ.get(api_key_env):
@@ -159,6 +165,7 @@ class OpenAIBackend:
         self.backoff_cap_s = backoff_cap_s
         self.request_budget = request_budget
         self.model_revision = model_revision
+        self.structured_outputs = structured_outputs
         self.requests_sent = 0
         self.retries = 0
         self._rng = random.Random(seed)
@@ -319,13 +326,44 @@ class OpenAIBackend:
             }
         return "/completions", {"model": self.model, "prompt": prompt, **fields}
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> Indexed:
+    def _shape(self, output: OutputSpec | None) -> tuple[str, dict[str, Any]]:
+        """(text added to the prompt, request fields) that ask the endpoint for `output`'s shape."""
+        if output is None or self.structured_outputs == "none":
+            return "", {}
+        if self.structured_outputs == "vllm":
+            shape = {"json_schema": ("json", output.schema), "choice": ("choice", list(output.choices))}
+            field, value = shape.get(output.kind, ("regex", output.pattern))
+            return "", {"structured_outputs": {field: value}}
+        if self.structured_outputs == "json_object":
+            return output.instruction(), {"response_format": {"type": "json_object"}}
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", output.name)[:64]
+        schema = {"name": name, "schema": output.as_json_schema(), "strict": True}
+        return "", {"response_format": {"type": "json_schema", "json_schema": schema}}
+
+    def _answer(self, text: str, output: OutputSpec | None) -> str:
+        """The answer's text: a choice or regex asked as a JSON object is taken out of it (kept whole when
+        it is not that object, for the check to say why)."""
+        if output is None or self.structured_outputs in ("none", "vllm"):
+            return text
+        try:
+            return output.unwrap(text)
+        except ParseError:
+            return text
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams, output: OutputSpec | None = None) -> Indexed:
         sampling = self._sampling(params)
+        suffix, shape = self._shape(output)
 
         async def call(client: Client, index: int) -> Completion:
-            response = await client.post(*self._request(prompts[index], **sampling))
+            response = await client.post(*self._request(prompts[index] + suffix, **sampling, **shape))
             choice = _first_choice(response)
-            text = (choice.get("message") or {}).get("content") if self.api == "chat" else choice.get("text")
+            message = choice.get("message") or {}
+            text = message.get("content") if self.api == "chat" else choice.get("text")
+            if message.get("refusal"):
+                # OpenAI's structured outputs: the model declined, in `refusal` instead of the schema.
+                return Completion(
+                    output=message["refusal"], status="refused", error="the model refused", **_usage(response)
+                )
             if choice.get("finish_reason") == "content_filter":
                 return Completion(
                     output=text or "",
@@ -335,7 +373,7 @@ class OpenAIBackend:
                 )
             if not isinstance(text, str):
                 raise MalformedResponse("choice has no text")
-            return Completion(output=text, **_usage(response))
+            return Completion(output=self._answer(text, output), **_usage(response))
 
         return self._run(len(prompts), call)
 

@@ -18,15 +18,12 @@ from pydantic import PrivateAttr
 from madef_assets.llm.backends import backend_identity, build_backend
 from madef_assets.llm.ledger import Ledger, LedgerWriter, canonical_json, ledger_key
 from madef_assets.llm.refusals import refusal_opening
+from madef_assets.llm.structured import OutputSpec, ParseError
 from madef_assets.llm.types import Backend, CallKind, Completion, GenerationParams
 from madef_assets.settings import AnyModel, OpenAIModel
 from madef_assets.storage import DEFAULT_LOCK_WAIT_SECONDS, Storage
 
 PROGRESS_EVERY_S = 10.0
-
-
-class ParseError(ValueError):
-    """A model answer that does not have the expected form; stored as status parse_error."""
 
 
 @dataclass
@@ -79,6 +76,11 @@ def batches_metadata(batches: Sequence[LLMBatch]) -> dict[str, Any]:
 
 def _decode_output(kind: CallKind, raw: str | None) -> Any:
     return raw if raw is None or kind == "generate" else json.loads(raw)
+
+
+def structured_parser(spec: OutputSpec) -> Callable[[str], Any]:
+    """The parser of an answer decoded under `spec`: its check, then its reader."""
+    return lambda text: spec.read(spec.check(text))
 
 
 class PanelMember(Config):
@@ -167,6 +169,11 @@ class LLMResource(ConfigurableResource):
 
     # --- the three capabilities ---------------------------------------------------------------
 
+    @property
+    def structured(self) -> bool:
+        """Whether this model's backend enforces output specs (its `structured_outputs` setting)."""
+        return self.config.structured_outputs != "none"
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -175,18 +182,24 @@ class LLMResource(ConfigurableResource):
         parse: Callable[[str], Any] | None = None,
         log: logging.Logger | None = None,
         refusals: bool = False,
+        output: OutputSpec | None = None,
     ) -> LLMBatch:
         """`refusals`: an answer that opens with a refusal ("抱歉，我无法…", "I can't help…") is `refused`, not
         an answer — for roles whose output becomes data (labeler, attacker, judges); a candidate's refusal
-        is its answer and stays `ok`."""
+        is its answer and stays `ok`. `output`: the answer's shape; when this model enforces it, the spec
+        joins the ledger key, the backend decodes under it and the spec's check and reader replace `parse`;
+        otherwise the free-text answer is read by `parse`."""
         params = params or self.default_params
+        spec = output if output is not None and self.structured else None
+        enforced = {**spec.key(), "enforced_by": self.config.structured_outputs} if spec else None
+        key_params = {**params.as_dict(), "output": enforced} if spec else params.as_dict()
         return self._call(
             "generate",
             prompts,
             template_version,
-            params.as_dict(),
-            lambda backend, todo: backend.generate(todo, params),
-            parse,
+            key_params,
+            lambda backend, todo: backend.generate(todo, params, spec) if spec else backend.generate(todo, params),
+            structured_parser(spec) if spec else parse,
             log,
             refusals,
         )

@@ -8,12 +8,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from madef_assets.llm.engines import ENGINES
+from madef_assets.llm.grammar import Grammars
 from madef_assets.llm.local_model import LocalModel
+from madef_assets.llm.structured import OutputSpec
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -129,6 +132,7 @@ class TransformersBackend(LocalModel):
         device: str = "auto",
         chat_template: str = "auto",
         dtype: str = "auto",
+        structured_outputs: str = "none",
     ):
         if dtype not in DTYPES:
             raise ValueError(f"{model_spec}: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -140,6 +144,8 @@ class TransformersBackend(LocalModel):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._init_local(model_path, model_spec, chat_template)
         self.engine_key = ("transformers", str(self.model_path), self.device, str(self._torch_dtype))
+        self.structured_outputs = structured_outputs
+        self.grammars = Grammars(self.tokenizer)
 
     @property
     def weights(self) -> LoadedWeights:
@@ -155,6 +161,11 @@ class TransformersBackend(LocalModel):
     @property
     def model(self) -> torch.nn.Module:
         return self.weights.module
+
+    @property
+    def vocab_size(self) -> int:
+        """The width of the model's logits (padded past the tokenizer's vocabulary in some models)."""
+        return int(self.model.get_output_embeddings().weight.shape[0])
 
     @property
     def head(self) -> OutputHead | None:
@@ -182,16 +193,36 @@ class TransformersBackend(LocalModel):
     def _lengths(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
+    def generate(self, prompts: Sequence[str], params: GenerationParams, output: OutputSpec | None = None) -> Indexed:
+        """Free text, or text in `output`'s shape: a closed choice by the log-likelihood of each option (the
+        most likely one is the answer, every option's score kept in `extra`), a JSON schema or a regex by a
+        grammar-constrained logits processor (stop strings then do not apply: the grammar ends the answer)."""
+        if output is not None and output.kind == "choice":
+            return self._choose(prompts, output.choices)
+        return self._generate(prompts, params, output)
+
+    def _choose(self, prompts: Sequence[str], choices: Sequence[str]) -> Indexed:
+        for index, completion in self.option_logprobs(prompts, choices):
+            if completion.status == "ok":
+                scores = completion.output
+                completion = Completion(
+                    output=max(choices, key=lambda option: scores[option]),
+                    latency_s=completion.latency_s,
+                    extra={"option_logprobs": scores},
+                )
+            yield index, completion
+
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> Indexed:
+    def _generate(self, prompts: Sequence[str], params: GenerationParams, output: OutputSpec | None) -> Indexed:
         rendered = [self.render(p) for p in prompts]
+        stop = () if output is not None else params.stop
         for batch_index, batch in enumerate(length_sorted_batches(self._lengths(rendered), self.batch_size)):
             started = time.perf_counter()
             inputs = self._encode([rendered[i] for i in batch], side="left")
             sample = params.temperature > 0
             if params.seed is not None:
                 torch.manual_seed(params.seed + batch_index)
-            output = self.model.generate(
+            generated = self.model.generate(
                 **inputs,
                 max_new_tokens=params.max_new_tokens,
                 do_sample=sample,
@@ -200,10 +231,15 @@ class TransformersBackend(LocalModel):
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id,
                 # Stop the batch early once every row has produced a stop string.
-                **({"stop_strings": list(params.stop), "tokenizer": self.tokenizer} if params.stop else {}),
+                **({"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}),
+                **(
+                    {"logits_processor": [self.grammars.processor(output, self.vocab_size, params.max_new_tokens)]}
+                    if output
+                    else {}
+                ),
             )
             elapsed = (time.perf_counter() - started) / len(batch)
-            new_tokens = output[:, inputs["input_ids"].shape[1] :]
+            new_tokens = generated[:, inputs["input_ids"].shape[1] :]
             for row, index in enumerate(batch):
                 ids = new_tokens[row]
                 finished = (ids == self.tokenizer.eos_token_id) | (ids == self.tokenizer.pad_token_id)
@@ -212,7 +248,7 @@ class TransformersBackend(LocalModel):
                 yield (
                     index,
                     Completion(
-                        output=truncate_at_stop(text, params.stop),
+                        output=truncate_at_stop(text, stop),
                         prompt_tokens=int(inputs["attention_mask"][row].sum()),
                         completion_tokens=count,
                         latency_s=elapsed,
@@ -278,17 +314,54 @@ class TransformersBackend(LocalModel):
                 for i, scores in zip(batch, rows):
                     yield i, _option_completion(dict(zip(options, scores)), elapsed)
             return
-        # Multi-token options: a chunk of prompts at a time, each with all its options.
-        for first in range(0, len(prompts), self.batch_size):
-            chunk = range(first, min(first + self.batch_size, len(prompts)))
-            pairs = [(i, option) for i in chunk for option in options]
-            scores = self._continuation_logprobs([rendered[i] for i, _ in pairs], [o for _, o in pairs])
-            by_prompt: dict[int, dict[str, float]] = {}
-            for (i, option), (score, _) in zip(pairs, scores):
-                by_prompt.setdefault(i, {})[option] = score
-            elapsed, started = (time.perf_counter() - started) / len(chunk), time.perf_counter()
-            for i in chunk:
-                yield i, _option_completion(by_prompt.get(i, {}), elapsed)
+        # Multi-token options: the prompt once, its cache shared by every option.
+        for i, scores in self._shared_prompt_logprobs(rendered, option_ids):
+            elapsed, started = time.perf_counter() - started, time.perf_counter()
+            yield i, _option_completion(dict(zip(options, scores)), elapsed)
+
+    @torch.inference_mode()
+    def _shared_prompt_logprobs(
+        self, contexts: Sequence[str], option_ids: Sequence[list[int]]
+    ) -> Iterator[tuple[int, list[float]]]:
+        """log P(option | context) for every option, per context: one forward pass over the context (its
+        last position gives each option's first token), then one pass over all the options together that
+        continues from the context's cache, repeated once per option — the long prompt is never re-encoded
+        per option. Equal to scoring each (context + option) sequence whole (a test compares the two)."""
+        context_ids = self.tokenizer(list(contexts), add_special_tokens=not self.use_chat_template)["input_ids"]
+        options, option_mask = right_padded(option_ids, self.tokenizer.pad_token_id)
+        options, option_mask = options.to(self.device), option_mask.to(self.device)
+        count, width = options.shape
+        for i, ids in enumerate(context_ids):
+            if not ids or not all(option_ids):
+                yield i, [math.nan] * count
+                continue
+            last, cache = self._last_logprobs(torch.tensor([ids], device=self.device))
+            scores = last[options[:, 0]]
+            if width > 1:
+                cache.batch_repeat_interleave(count)
+                mask = torch.cat([torch.ones(count, len(ids), dtype=torch.long, device=self.device), option_mask], 1)
+                later = self._continued_nll(options, mask, cache)
+                scores = scores - (later * option_mask[:, 1:]).sum(dim=1)
+            yield i, scores.tolist()
+
+    def _last_logprobs(self, ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """log P(next token) after one sequence, and its cache: through the output head when it is a plain
+        projection (only the last position projected), else the model's own last logits."""
+        if self.head is None:
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            return torch.log_softmax(out.logits[0, -1].float(), dim=-1), out.cache
+        out = self.model.get_decoder()(input_ids=ids, use_cache=True)
+        return torch.log_softmax(self.head.logits(out.last_hidden_state[0, -1:])[0], dim=-1), out.cache
+
+    def _continued_nll(self, options: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
+        """-log P(options[:, t] | cache, options[:, :t]) for t >= 1, as (options, width - 1)."""
+        inputs = {"input_ids": options[:, :-1], "attention_mask": mask[:, :-1], "cache": cache, "use_cache": True}
+        targets = options[:, 1:]
+        if self.head is None:
+            logits = self.model(**inputs).logits.float()
+            return -torch.log_softmax(logits, dim=-1).gather(2, targets[:, :, None])[:, :, 0]
+        states = self.model.get_decoder()(**inputs).last_hidden_state
+        return self.head.token_nll(states.reshape(-1, states.shape[-1]), targets.reshape(-1)).view(targets.shape)
 
     @torch.inference_mode()
     def perplexity(self, texts: Sequence[str]) -> Indexed:

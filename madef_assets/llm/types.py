@@ -6,6 +6,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from madef_assets.llm.structured import OutputSpec
+
 CallKind = Literal["generate", "option_logprobs", "perplexity"]
 Status = Literal["ok", "error", "parse_error", "refused"]
 FINAL_STATUSES = ("ok", "parse_error", "refused")
@@ -65,7 +67,9 @@ class Backend(Protocol):
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this model for caching: id, revision or file hash, template use."""
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> Indexed: ...
+    def generate(self, prompts: Sequence[str], params: GenerationParams, output: OutputSpec | None = None) -> Indexed:
+        """`output`: the shape to enforce at decoding (llm/structured.py); given only when the role's
+        `structured_outputs` setting is not `none`."""
 
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[str]) -> Indexed: ...
 

@@ -19,6 +19,7 @@ from transformers import AutoTokenizer
 
 from madef_assets.llm.engines import ENGINES
 from madef_assets.llm.local_model import VLLM_IDENTITY, LocalModel
+from madef_assets.llm.structured import OutputSpec
 from madef_assets.llm.types import Completion, GenerationParams, Indexed
 
 
@@ -40,6 +41,17 @@ def shutdown_engine(engine: Any) -> None:
     destroy_distributed_environment()
 
 
+def structured_outputs_params(output: OutputSpec) -> Any:
+    """vLLM's structured-output sampling parameters for an output spec (a JSON schema, a choice or a regex)."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if output.kind == "json_schema":
+        return StructuredOutputsParams(json=dict(output.schema or {}))
+    if output.kind == "choice":
+        return StructuredOutputsParams(choice=list(output.choices))
+    return StructuredOutputsParams(regex=output.pattern)
+
+
 class VLLMBackend(LocalModel):
     name = "vllm"
     identity_extra = VLLM_IDENTITY
@@ -57,7 +69,9 @@ class VLLMBackend(LocalModel):
         seed: int = 0,
         enforce_eager: bool = False,
         attention_backend: str | None = None,
+        structured_outputs: str = "none",
     ):
+        self.structured_outputs = structured_outputs
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self._init_local(model_path, model_spec, chat_template)
         self.chunk_size = chunk_size
@@ -88,7 +102,7 @@ class VLLMBackend(LocalModel):
         for first in range(0, count, self.chunk_size):
             yield range(first, min(first + self.chunk_size, count))
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> Indexed:
+    def generate(self, prompts: Sequence[str], params: GenerationParams, output: OutputSpec | None = None) -> Indexed:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -98,6 +112,7 @@ class VLLMBackend(LocalModel):
             max_tokens=params.max_new_tokens,
             seed=params.seed,
             stop=list(params.stop) or None,
+            **({"structured_outputs": structured_outputs_params(output)} if output is not None else {}),
         )
         for chunk in self._chunks(len(prompts)):
             started = time.perf_counter()

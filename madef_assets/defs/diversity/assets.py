@@ -11,6 +11,7 @@ from madef_assets.defs.diversity.checks import attack_prompt_check_results, atta
 from madef_assets.defs.diversity.dedup import near_duplicates, normalized_texts
 from madef_assets.defs.diversity.generation import (
     ATTACK_METHODS,
+    GENERATED_PROMPT_OUTPUT,
     FewShotTemplate,
     fewshot_templates,
     parse_generated_prompt,
@@ -23,7 +24,7 @@ from madef_assets.defs.diversity.generation import (
 from madef_assets.defs.diversity.routes import example_sets, route_capacity, split_deficit
 from madef_assets.defs.diversity.volume import latest_per_category, quota_table
 from madef_assets.defs.frames import params_view
-from madef_assets.defs.intent.labels import parse_labels
+from madef_assets.defs.intent.labels import LABELS_OUTPUT, parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.llm_steps import llm_asset, llm_gate_results
 from madef_assets.defs.sources.normalize import prompt_id
@@ -191,6 +192,7 @@ def generate_and_label(
         parse=parse_generated_prompt,
         log=log,
         refusals=True,
+        output=GENERATED_PROMPT_OUTPUT,
     )
     table = augmented_table(
         requests,
@@ -209,6 +211,7 @@ def generate_and_label(
         parse=parse_labels,
         log=log,
         refusals=True,
+        output=LABELS_OUTPUT,
     )
     labels = {i: r for (i, _, _), r in zip(generated, label_batch.results)}
     return label_verdicts(table, labels, taxonomy, method.rejection_sampling), batch, label_batch
@@ -255,7 +258,7 @@ def augmented_table(
     for request, result in zip(requests, batch.results):
         text, status, error = None, result.status, result.error
         if status == "ok":
-            text, status, error = screen_generated(result.output, request["avoid"], zh_chars, en_words)
+            text, status, error = screen_generated(result.value, request["avoid"], zh_chars, en_words)
         rows.append(
             {
                 "prompt_id": prompt_id(AUGMENTED_SOURCE, request["lang"], text) if text else None,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from madef_assets.defs.copies import shared_ngram
 from madef_assets.llm.resource import ParseError
+from madef_assets.llm.structured import object_spec
 from madef_assets.prompts import TEMPLATE_DIR, example_text, template
 
 MIN_PROMPT_CHARS = 4
@@ -85,6 +86,13 @@ def parse_generated_prompt(text: str) -> str:
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ParseError(f"generated prompt over {MAX_PROMPT_CHARS} characters")
     return prompt
+
+
+GENERATED_PROMPT_OUTPUT = object_spec(
+    "generated_prompt",
+    {"prompt": {"type": "string", "minLength": MIN_PROMPT_CHARS, "maxLength": MAX_PROMPT_CHARS}},
+    read=lambda value: parse_generated_prompt(value["prompt"]),
+)
 
 
 def screen_generated(

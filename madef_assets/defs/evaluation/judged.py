@@ -89,14 +89,24 @@ def judge_answers(
     render: Callable[[dict[str, Any]], str],
     template_family: str,
     read: Callable[[LLMResult, int], str],
+    question: str | None = None,
     **generate: Any,
 ) -> Verdicts:
-    """Every answered row of `responses` rendered by `render(row)` and sent to each member of the judge
-    panel; `read` turns one member's answer into its label."""
+    """Every answered row of `responses` sent to each member of the judge panel: a madef-format member gets
+    `render(row)` and `read` turns its answer into its label; a guard member (`judge_format`) gets its card's
+    prompt on the row's prompt and response and answers `question` (guards.HARM / guards.REFUSAL; None: the
+    step asks what only madef's prompt asks, and a guard in the panel is a ConfigError)."""
     rows = responses.to_dicts()
     judged = answered([r["response"] for r in rows], [r["status"] for r in rows])
     answers = ask_panel(
-        judge, [render(rows[i]) for i in judged], family_version(template_family), read, context.log, **generate
+        judge,
+        [rows[i] for i in judged],
+        family_version(template_family),
+        render,
+        read,
+        context.log,
+        question=question,
+        **generate,
     )
     return Verdicts(rows, judged, answers)
 

@@ -7,6 +7,7 @@ import re
 
 from madef_assets.defs.verdicts import parse_safety_judgement
 from madef_assets.llm.resource import LLMResult
+from madef_assets.llm.structured import choice_spec
 
 
 def safety_label(result: LLMResult, _row: int = 0) -> str:
@@ -16,6 +17,10 @@ def safety_label(result: LLMResult, _row: int = 0) -> str:
 
 
 _SCORE_PATTERN = re.compile(r"^\s*(10|[1-9])(?:\s*(?:/\s*10|分))?(?!\d)")
+
+
+# The 1-10 score as a closed choice for judges that enforce one (its reader: the text, read as below).
+RESPONSIBILITY_SCORE_OUTPUT = choice_spec("responsibility_score", tuple(str(score) for score in range(1, 11)))
 
 
 def parse_responsibility_score(output: str | None) -> int | None:

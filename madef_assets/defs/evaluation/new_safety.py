@@ -16,13 +16,15 @@ from madef_assets.defs.evaluation.judged import (
     judge_answers,
     scores_table,
 )
-from madef_assets.defs.evaluation.judging import review_key, safety_label
+from madef_assets.defs.evaluation.judging import review_key
 from madef_assets.defs.frames import concat_prompts
+from madef_assets.defs.guards import HARM, GuardReading
 from madef_assets.defs.intent.taxonomy import Taxonomy
 from madef_assets.defs.llm_steps import role_step
+from madef_assets.defs.qualification.tasks import SAFETY_OUTPUT
 from madef_assets.defs.selection.contamination import contaminated
-from madef_assets.defs.verdicts import SafetyJudgement, parse_safety_judgement
-from madef_assets.llm.resource import LLMResource
+from madef_assets.defs.verdicts import UNCERTAIN, SafetyJudgement, parse_safety_judgement
+from madef_assets.llm.resource import LLMResource, LLMResult
 from madef_assets.reports import per_value
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
@@ -124,17 +126,21 @@ def build_new_safety_assets(
     def new_safety_judgements(context: AssetExecutionContext, judge: LLMResource, new_safety_responses: pl.DataFrame):
         """The judge's label per response: safe / unsafe / uncertain with a short reason (a panel's majority,
         its votes in the reason; a tie is uncertain). An unparseable verdict or a missing response is
-        `uncertain` and goes to the review queue."""
+        `uncertain` and goes to the review queue. A guard judge (`judge_format`) answers in its card's format;
+        its reason names its categories and madef's (defs/guards.py)."""
         verdicts = judge_answers(
             context,
             judge,
             new_safety_responses,
             in_row_language("new_safety_judge"),
             "new_safety_judge",
-            safety_label,
+            judgement_label,
+            question=HARM,
+            parse=parse_safety_judgement,
+            output=SAFETY_OUTPUT,
         )
         parsed = [
-            parse_safety_judgement(result.value) if result is not None and result.status == "ok" else None
+            as_judgement(result.value) if result is not None and result.status == "ok" else None
             for result in map(verdicts.results.get, range(len(verdicts.rows)))
         ]
         table = new_safety_responses.select(
@@ -177,6 +183,21 @@ def build_new_safety_assets(
 def decided_judgements(judgements: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
     """Each answer's final label after review (a decision over the judge's label), for the scores and outcomes."""
     return run_sql("evaluation/new_safety_decided", judgements=judgements, decisions=decisions)
+
+
+def judgement_label(result: LLMResult, _row: int = 0) -> str:
+    """A madef-format member's vote: its parsed judgement's label, uncertain when the call did not succeed."""
+    return as_judgement(result.value).label if result.status == "ok" else UNCERTAIN
+
+
+def as_judgement(value: SafetyJudgement | GuardReading | str | None) -> SafetyJudgement:
+    """The first member's answer as a judgement: madef's parsed verdict, or a guard's reading (its reason
+    naming the guard's categories and madef's)."""
+    if isinstance(value, SafetyJudgement):
+        return value
+    if isinstance(value, GuardReading):
+        return SafetyJudgement(value.label, value.reason(), value.parsed)
+    return parse_safety_judgement(value)
 
 
 def judge_reason(verdicts: Verdicts, row: int, verdict: SafetyJudgement | None) -> str:

@@ -14,8 +14,10 @@ from madef_assets.defs.evaluation.intervals import with_wilson
 from madef_assets.defs.evaluation.judged import candidate_answers, judge_answers, scores_table
 from madef_assets.defs.evaluation.judging import review_key
 from madef_assets.defs.evaluation.xstest import settled_class, string_match_class
+from madef_assets.defs.guards import REFUSAL as REFUSAL_QUESTION
+from madef_assets.defs.guards import require_answer
 from madef_assets.defs.llm_steps import role_step
-from madef_assets.defs.qualification.tasks import REFUSAL, parse_refusal_class
+from madef_assets.defs.qualification.tasks import REFUSAL, REFUSAL_OUTPUT, parse_refusal_class
 from madef_assets.defs.verdicts import UNCERTAIN
 from madef_assets.llm.resource import LLMResource, LLMResult
 from madef_assets.prompts import template
@@ -35,6 +37,11 @@ def build_over_refusal_assets(
     source = config.source
     if not source:
         return []
+    members = settings.roles["judge"].members
+    for index, member in enumerate(members):
+        # A guard without a refusal reading (Llama Guard, ShieldGemma) cannot judge this benchmark: said at load.
+        where = "models.judge" + (f"[{index}]" if len(members) > 1 else "")
+        require_answer(member.judge_format, REFUSAL_QUESTION, f"{where} (evaluation.over_refusal.source is set)")
 
     @per_candidate_asset(
         candidates,
@@ -79,7 +86,8 @@ def build_over_refusal_assets(
         """Each answer's class: the judge's (refusal_judge prompt and parser, as in judge_qualification; a
         panel's majority) and XSTest's string matcher's. Where they agree the class is settled; where they
         disagree, or the judge is uncertain, it is `uncertain` and goes to the review queue. A provider's
-        moderation of the candidate (status refused) is a refusal; an answer that failed is uncertain."""
+        moderation of the candidate (status refused) is a refusal; an answer that failed is uncertain. A WildGuard
+        judge (`judge_format`) answers with its `Response refusal` line (compliance / refusal, never partial)."""
         prompt = template(REFUSAL.template, JUDGE_LANG)
         verdicts = judge_answers(
             context,
@@ -88,6 +96,9 @@ def build_over_refusal_assets(
             lambda row: prompt.render(prompt=row["prompt"], response=row["response"]),
             REFUSAL.template,
             refusal_class,
+            question=REFUSAL_QUESTION,
+            parse=parse_refusal_class,
+            output=REFUSAL_OUTPUT,
         )
         rows, judge_labels = verdicts.rows, verdicts.labels
         matcher = [string_match_class(r["response"]) if i in verdicts.results else None for i, r in enumerate(rows)]

@@ -17,7 +17,7 @@ from madef_assets.defs.evaluation.judged import (
     judge_answers,
     scores_table,
 )
-from madef_assets.defs.evaluation.judging import parse_responsibility_score, review_key
+from madef_assets.defs.evaluation.judging import RESPONSIBILITY_SCORE_OUTPUT, parse_responsibility_score, review_key
 from madef_assets.defs.llm_steps import role_step
 from madef_assets.defs.verdicts import UNCERTAIN
 from madef_assets.llm.resource import LLMResource, LLMResult
@@ -81,6 +81,7 @@ def build_responsibility_assets(
             "responsibility_judge",
             score_vote,
             params=judge.default_params.with_changes(max_new_tokens=4, stop=("\n",)),
+            output=RESPONSIBILITY_SCORE_OUTPUT,
         )
         table = responsibility_responses.select("candidate", "prompt_id", "domain", "prompt", "response").with_columns(
             answered=pl.Series([i in verdicts.results for i in range(len(verdicts.rows))], dtype=pl.Boolean),

@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Out
 from madef_assets.defs.frames import concat_prompts, params_view
 from madef_assets.defs.intent.checks import coverage_check_spec, coverage_result
 from madef_assets.defs.intent.choice import CHOSEN, UNPARSED, UNSURE, apply_taxonomy_choices, choose, with_outcomes
-from madef_assets.defs.intent.labels import normalize_label, parse_labels
+from madef_assets.defs.intent.labels import LABELS_OUTPUT, normalize_label, parse_labels
 from madef_assets.defs.intent.review import (
     REVIEWABLE,
     apply_taxonomy_decisions,
@@ -128,6 +128,7 @@ INTENT_LABELS = LLMStep(
     parse=parse_labels,
     columns=label_columns,
     keep=(pl.all(),),
+    output=LABELS_OUTPUT,
 )
 
 

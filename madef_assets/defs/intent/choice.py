@@ -23,6 +23,7 @@ import polars as pl
 
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.llm.resource import LLMBatch, LLMResource, ParseError
+from madef_assets.llm.structured import choice_spec
 from madef_assets.prompts import family_version, template
 
 TEMPLATE = "taxonomy_choice"
@@ -92,6 +93,9 @@ def parse_choice(text: str) -> str:
     return code
 
 
+CHOICE_OUTPUT = choice_spec("taxonomy_choice", OPTIONS)
+
+
 def option_confidence(scores: dict[str, float]) -> tuple[str | None, float | None, float | None]:
     """(choice, confidence, option_mass) from log-probabilities per option: the best-scored option (ties: the
     first in OPTIONS order), its probability normalized over OPTIONS, and the options' total probability.
@@ -124,7 +128,9 @@ def choose(
         batch = labeler.option_logprobs(prompts, OPTIONS, version, log=log)
     else:
         params = labeler.default_params.with_changes(temperature=0.0)
-        batch = labeler.generate(prompts, version, params=params, parse=parse_choice, log=log, refusals=True)
+        batch = labeler.generate(
+            prompts, version, params=params, parse=parse_choice, log=log, refusals=True, output=CHOICE_OUTPUT
+        )
     records = []
     for label, key, result in zip(labels, rows["key"], batch.results, strict=True):
         choice = confidence = mass = None

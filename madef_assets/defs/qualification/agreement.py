@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from madef_assets.defs.qualification.metrics import agreement_report
-from madef_assets.defs.qualification.tasks import REFUSAL, TASKS, Task, reference_raters
+from madef_assets.defs.qualification.tasks import HARMFULNESS, REFUSAL, TASKS, Task, reference_raters
 from madef_assets.settings import QualificationConfig
 
 JUDGE_RATER = "judge (this profile's)"
@@ -66,10 +66,23 @@ def judge_reports(
     return reports
 
 
+# The tasks the gate reads, in order: the refusal task, or for a judge that has no refusal reading (a guard
+# such as Llama Guard or ShieldGemma in the panel) the harmfulness task on the same XSTest answers.
+GATE_TASKS = (REFUSAL, HARMFULNESS)
+
+
+def gate_task(tasks_with_rows: set[str]) -> Task | None:
+    """The task the gate reads among those the judge answered (None: neither)."""
+    return next((task for task in GATE_TASKS if task.name in tasks_with_rows), None)
+
+
 def gate_report(table: pl.DataFrame, config: QualificationConfig) -> dict | None:
-    """The report the gate reads: the judge as used, on the refusal task (None without its rows)."""
-    reports = judge_reports(table, config, (REFUSAL,))
-    return next(iter(reports[REFUSAL.name].values())) if reports else None
+    """The report the gate reads: the judge as used, on the gate's task (`gate_task`; None without its rows)."""
+    task = gate_task(set(table["task"].unique().to_list()) if table.height else set())
+    if task is None:
+        return None
+    reports = judge_reports(table, config, (task,))
+    return next(iter(reports[task.name].values()))
 
 
 def interval(value: float, bounds: tuple[float, float]) -> str:

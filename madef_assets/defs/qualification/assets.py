@@ -21,14 +21,16 @@ from dagster import (
 )
 
 from madef_assets.defs.frames import concat_prompts
+from madef_assets.defs.guards import can_answer
 from madef_assets.defs.intent.choice import choose, with_outcomes
-from madef_assets.defs.intent.labels import parse_labels
+from madef_assets.defs.intent.labels import LABELS_OUTPUT, parse_labels
 from madef_assets.defs.intent.taxonomy import CATEGORIES, Taxonomy
 from madef_assets.defs.llm_steps import role_step
-from madef_assets.defs.panel import PanelAnswers, ask_panel
+from madef_assets.defs.panel import PanelAnswers, ask_panel, member_names
 from madef_assets.defs.qualification.agreement import (
     JUDGEMENT_SCHEMA,
     agreement_table,
+    gate_task,
     judge_reports,
     language_agreement_table,
 )
@@ -42,10 +44,11 @@ from madef_assets.defs.qualification.labeler import (
     labeling_table,
     sample_per_category,
 )
-from madef_assets.defs.qualification.tasks import REFUSAL, TASKS, UNCERTAIN, GoldSets, Task, sample_gold, sample_pairs
+from madef_assets.defs.qualification.tasks import TASKS, UNCERTAIN, GoldSets, Task, sample_gold, sample_pairs
 from madef_assets.defs.qualification.taxonomy_choice import choice_agreement, choice_gold
 from madef_assets.defs.reward.scores import RESPONSE_SAFETY_TEMPLATES
 from madef_assets.llm.resource import LLMResource
+from madef_assets.project import ConfigError
 from madef_assets.prompts import family_version
 from madef_assets.reports import heatmap_png, markdown_image
 from madef_assets.settings import QualificationConfig, Settings
@@ -205,7 +208,12 @@ def build_judge_qualification_asset(settings: Settings):
         and on PKU-SafeRLHF's responses (gold: is_response_<i>_safe), and which of a PKU-SafeRLHF pair is
         safer (the reward step's pairwise scores; gold: safer_response_id). Beside it on XSTest, from the same
         files and the same metric code: human annotator 2 vs 1, GPT-4's labels and XSTest's string matcher.
-        Accuracy, Cohen's κ, F1, the confusion and 95 % bootstrap intervals; the gate is the refusal task's."""
+        Accuracy, Cohen's κ, F1, the confusion and 95 % bootstrap intervals; the gate is the refusal task's.
+
+        A guard member (`judge_format`, defs/guards.py) answers each task in its card's format on the row's
+        prompt and answer; a task some member cannot answer (the pair task for every guard, refusal for Llama
+        Guard and ShieldGemma) is left out and named in `skipped_tasks`, and without the refusal task the gate
+        reads the harmfulness task (the same XSTest answers)."""
         xstest = xstest_human_labels(config.gold_dir)
         unparsed = xstest["unparsed_reference"].drop_nulls().to_list()
         gold = GoldSets(
@@ -218,15 +226,25 @@ def build_judge_qualification_asset(settings: Settings):
             [],
             {"reference_labels_unparsed": len(unparsed), "reference_labels_unparsed_where": unparsed[:50]},
         )
+        formats = [(name, member.config.judge_format) for name, member in zip(member_names(judge), judge.panel())]
+        skipped = {}
         for task in TASKS:
+            unable = [f"{name} ({kind})" for name, kind in formats if not can_answer(kind, task.question)]
+            if unable:
+                skipped[task.name] = f"{', '.join(unable)} cannot answer it"
+                continue
             rows, excluded = task.rows(gold, config.seed)
             records = rows.to_dicts()
             answers = ask_panel(
                 judge,
-                rows["request"].to_list(),
+                records,
                 family_version(task.template_for(gold)),
+                lambda row: row["request"],
                 lambda result, i: task.read(result.output, records[i]) if result.status == "ok" else UNCERTAIN,
                 context.log,
+                question=task.question,
+                conversation=lambda row: (row["prompt"], row["completion"]),
+                **({"output": task.output} if task.output is not None else {}),
             )
             frames.append(judged_rows(task, rows, answers))
             metadata[f"{task.name}_excluded_rows"] = excluded
@@ -243,7 +261,10 @@ def build_judge_qualification_asset(settings: Settings):
                 "labels": judge_report["labels"],
                 "rows_gold_columns_judge": judge_report["confusion"],
             }
-        refusal = next(iter(reports[REFUSAL.name].values()))
+        gate = gate_task(set(reports))
+        if gate is None:
+            raise ConfigError(f"models.judge: the judge answers none of the gate's tasks ({skipped})")
+        refusal = next(iter(reports[gate.name].values()))
         qualified, words = qualification_verdict(refusal, config.min_kappa, config.max_uncertain_rate)
         # Data version: the judge's labels and the verdict (the same after a re-run from the ledger).
         models = [member.model for member in judge.panel()]
@@ -254,6 +275,9 @@ def build_judge_qualification_asset(settings: Settings):
             metadata={
                 **metadata,
                 "judge_model": ", ".join(models),
+                "judge_formats": [kind for _, kind in formats],
+                "skipped_tasks": skipped,
+                "gate_task": gate.name,
                 "verdict": words,
                 "qualified": qualified,
                 "agreement": agreement_table(reports),
@@ -303,6 +327,7 @@ def build_labeler_qualification_asset(settings: Settings):
             parse=parse_labels,
             log=context.log,
             refusals=True,
+            output=LABELS_OUTPUT,
         )
         table = labeling_table(sample, batch.results, taxonomy)
         reports = agreement_by_language(table, config.n_resamples, config.seed)

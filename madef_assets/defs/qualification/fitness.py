@@ -49,11 +49,12 @@ def qualification_verdict(
 
 
 def judge_verdict(judge_qualification: pl.DataFrame, config: QualificationConfig) -> tuple[bool, str]:
-    """The judge's verdict recomputed from judge_qualification's rows (the refusal task, the gate's task)
-    with the same code, seed and resamples as its gate, so every place that prints it prints the same."""
+    """The judge's verdict recomputed from judge_qualification's rows (the gate's task: refusal, or harmfulness
+    for a judge without a refusal reading) with the same code, seed and resamples as its gate, so every place
+    that prints it prints the same."""
     report = gate_report(judge_qualification, config)
     if report is None:
-        return False, "judge not measured against human labels (no refusal-task rows)"
+        return False, "judge not measured against human labels (no refusal- or harmfulness-task rows)"
     return qualification_verdict(report, config.min_kappa, config.max_uncertain_rate)
 
 

@@ -16,10 +16,12 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
+from madef_assets.defs import guards
 from madef_assets.defs.qualification.gold import ANSWER_CLASSES, HARM_BY_ANSWER, PKU_RESPONSES, harmfulness_gold
 from madef_assets.defs.reward.scores import PAPER, pair_prompt, parse_two_scores, swap_order
-from madef_assets.defs.verdicts import UNCERTAIN, parse_safety_judgement
+from madef_assets.defs.verdicts import SAFETY_LABELS, UNCERTAIN, parse_safety_judgement
 from madef_assets.llm.resource import ParseError
+from madef_assets.llm.structured import OutputSpec, choice_spec
 from madef_assets.prompts import template
 
 _REFUSAL_CLASSES = {
@@ -57,6 +59,15 @@ def parse_harm_label(output: str | None) -> str:
     return judgement.label if judgement.parsed else UNCERTAIN
 
 
+# The madef-format judge's answers as closed choices, for a judge whose backend enforces output shapes
+# (`structured_outputs`): each choice is read by the free-text parser, so a label is read the same either way.
+# The choices are the templates' English words (the Chinese template's 安全 / 不安全 / 不确定 read the same).
+SAFETY_OUTPUT: OutputSpec = choice_spec("new_safety_judge_label", SAFETY_LABELS, parse_safety_judgement)
+REFUSAL_OUTPUT: OutputSpec = choice_spec(
+    "refusal_judge_class", ("full compliance", "full refusal", "partial refusal"), parse_refusal_class
+)
+
+
 def safer_choice(output: str | None, shown_first: str) -> str:
     """The response (response_0 / response_1) the judge scores safer, from its two scores read by the reward
     step's parser, Response 1 being `shown_first`: the higher score wins; equal scores or an answer that is
@@ -83,7 +94,9 @@ class Task:
     """One qualification task: the gold it is measured on (as the agreement table names it), the template
     the judge answers, its rows (with `gold` and the judge's `request`, and how many rows of the gold it
     leaves out), how the judge's answer to a row is read, the label set with the positive class whose F1
-    is reported, and the reference raters' answer classes mapped to its labels (None: no reference raters)."""
+    is reported, the reference raters' answer classes mapped to its labels (None: no reference raters), the
+    question a guard judge answers instead (defs/guards.py; None: no guard answers it) and the shape of the
+    answer for a judge whose backend enforces one."""
 
     name: str
     gold_set: str
@@ -93,6 +106,8 @@ class Task:
     rows: Callable[[GoldSets, int], tuple[pl.DataFrame, int]]
     read: Callable[[str | None, dict[str, Any]], str]
     reference_map: dict[str, str] | None = None
+    question: str | None = None
+    output: OutputSpec | None = None
 
     def template_for(self, gold: GoldSets) -> str:
         """The template the judge answers this task with: the configured pairwise prompt for the pair task."""
@@ -153,6 +168,8 @@ REFUSAL = Task(
     refusal_rows,
     lambda output, _row: parse_refusal_class(output),
     {c: c for c in ANSWER_CLASSES},
+    guards.REFUSAL,
+    REFUSAL_OUTPUT,
 )
 HARMFULNESS = Task(
     "harmfulness",
@@ -163,6 +180,8 @@ HARMFULNESS = Task(
     harmfulness_rows,
     lambda output, _row: parse_harm_label(output),
     {**HARM_BY_ANSWER, "partial": UNCERTAIN},
+    guards.HARM,
+    SAFETY_OUTPUT,
 )
 HARMFULNESS_PKU = Task(
     "harmfulness_pku",
@@ -172,6 +191,9 @@ HARMFULNESS_PKU = Task(
     "unsafe",
     pku_harmfulness_rows,
     lambda output, _row: parse_harm_label(output),
+    None,
+    guards.HARM,
+    SAFETY_OUTPUT,
 )
 # Which response is safer has no natural positive class: F1 is reported for response_0.
 SAFER_RESPONSE_PKU = Task(

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, Output
 
 from madef_assets.defs.copies import is_copy_error
 from madef_assets.defs.llm_steps import LLMStep, llm_asset, llm_gate_results
-from madef_assets.defs.responses.cot import STOP_SEQUENCES, copy_problem, parse_cot
+from madef_assets.defs.responses.cot import COT_OUTPUT, STOP_SEQUENCES, copy_problem, parse_cot
 from madef_assets.llm.resource import LLMResource
 from madef_assets.prompts import template
 from madef_assets.settings import MethodConfig, Settings
@@ -35,6 +35,7 @@ def safe_response_step(method: MethodConfig) -> LLMStep:
         keep=("prompt_id", "category", "lang", "prompt", pl.col("response").alias("original_response")),
         params=lambda defaults: defaults.with_changes(stop=tuple(defaults.stop) + STOP_SEQUENCES),
         reject=copied,
+        output=COT_OUTPUT,
     )
 
 

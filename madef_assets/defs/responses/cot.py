@@ -6,6 +6,7 @@ import re
 
 from madef_assets.defs.copies import copied_share, shared_ngram
 from madef_assets.llm.resource import ParseError
+from madef_assets.llm.structured import object_spec
 
 ANSWER_MARKER = re.compile(r"(?:^|\n)\s*(?:回答|最终回答|Answer|Final answer)\s*[:：]", re.IGNORECASE)
 NEXT_EXAMPLE = re.compile(r"\n\s*\n?\s*(?:请求|Request)\s*[:：]")
@@ -19,13 +20,28 @@ def parse_cot(text: str) -> tuple[str, str]:
     match = ANSWER_MARKER.search(text)
     if not match:
         raise ParseError("no answer marker ('回答：' / 'Answer:') in the response")
-    reasoning, answer = text[: match.start()].strip(), text[match.end() :].strip()
+    return checked_cot(text[: match.start()], text[match.end() :])
+
+
+def checked_cot(reasoning: str, answer: str) -> tuple[str, str]:
+    """(reasoning, answer) trimmed, or ParseError when either is empty."""
+    reasoning, answer = reasoning.strip(), answer.strip()
     if not reasoning:
         raise ParseError("empty safety analysis before the answer")
     if not answer:
         raise ParseError("empty answer after the marker")
     return reasoning, answer
 
+
+# Bounded so a constrained answer closes its strings within the responder's token budget.
+COT_OUTPUT = object_spec(
+    "safe_response_cot",
+    {
+        "reasoning": {"type": "string", "minLength": 1, "maxLength": 400},
+        "answer": {"type": "string", "minLength": 1, "maxLength": 800},
+    },
+    read=lambda value: checked_cot(value["reasoning"], value["answer"]),
+)
 
 MAX_SHARE_OF_PROMPT = 0.5
 

@@ -6,12 +6,15 @@ from dagster import AssetExecutionContext, AssetKey, Output, asset
 from madef_assets.defs.llm_steps import LLMStep, llm_asset, llm_gate_results, status_columns
 from madef_assets.defs.reward.checks import perplexity_result, position_bias_result, reward_check_specs
 from madef_assets.defs.reward.scores import (
+    ONE_SCORE_OUTPUT,
     RESPONSE_SAFETY_TEMPLATES,
+    TWO_SCORES_OUTPUT,
     parse_one_score,
     parse_two_scores,
     plan_response_judging,
 )
 from madef_assets.llm.resource import LLMResource
+from madef_assets.project import ConfigError
 from madef_assets.prompts import family_version
 from madef_assets.settings import Settings
 from madef_assets.storage import run_sql
@@ -28,11 +31,19 @@ INSTRUCTION_SAFETY = LLMStep(
     parse=parse_one_score,
     columns=lambda scores: {"instruction_safety": pl.Series(scores, dtype=pl.Float64)},
     keep=("prompt_id",),
+    output=ONE_SCORE_OUTPUT,
 )
 
 
 def build_reward_assets(settings: Settings) -> list:
     method = settings.method
+    first_judge = settings.roles["judge"].config
+    if first_judge.judge_format != "madef":
+        raise ConfigError(
+            f"models.judge: the first judge ({first_judge.model}, judge_format {first_judge.judge_format!r}) also "
+            "scores responses and instructions for the reward step (§3.7), which a guard cannot; list a "
+            "madef-format judge first and the guard after it (a panel)"
+        )
 
     @llm_asset(settings, "prompt_perplexity", GROUP, "scorer")
     def prompt_perplexity(context: AssetExecutionContext, scorer: LLMResource, attack_prompts: pl.DataFrame):
@@ -59,6 +70,7 @@ def build_reward_assets(settings: Settings) -> list:
             parse=parse_two_scores,
             log=context.log,
             refusals=True,
+            output=TWO_SCORES_OUTPUT,
         )
         plan.apply_pairs(pair_batch.results)
         single_batch = judge.generate(
@@ -67,6 +79,7 @@ def build_reward_assets(settings: Settings) -> list:
             parse=parse_one_score,
             log=context.log,
             refusals=True,
+            output=ONE_SCORE_OUTPUT,
         )
         plan.apply_singles(single_batch.results)
         schema = {

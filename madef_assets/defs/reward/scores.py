@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from madef_assets.llm.resource import LLMResult, ParseError
+from madef_assets.llm.structured import OutputSpec, object_spec
 from madef_assets.prompts import template
 
 # How a row's response score was obtained, by its number of candidates: the two kinds are selected apart.
@@ -34,6 +35,19 @@ def parse_two_scores(text: str) -> list[float]:
 
 def parse_one_score(text: str) -> float:
     return parse_score_list(text, 1)[0]
+
+
+def scores_output(count: int) -> OutputSpec:
+    """`count` scores in [0, 1] as `{"scores": [...]}`; read as the free-text parser reads its list."""
+    score = {"type": "number", "minimum": 0, "maximum": 1}
+    items = {"type": "array", "items": score, "minItems": count, "maxItems": count}
+    return object_spec(f"scores_{count}", {"scores": items}, read=lambda value: [float(s) for s in value["scores"]])
+
+
+TWO_SCORES_OUTPUT = scores_output(2)
+ONE_SCORE_OUTPUT = OutputSpec(
+    "scores_1", "json_schema", schema=scores_output(1).schema, read=lambda value: float(value["scores"][0])
+)
 
 
 @dataclass(frozen=True)
