@@ -57,3 +57,38 @@ def test_a_rejected_answer_is_a_parse_error_with_the_reason(tmp_path):
     rejected = table.filter(pl.col("prompt_id") == "d").row(0, named=True)
     assert (rejected["status"], rejected["error"], rejected["score"]) == ("parse_error", "half is no answer", None)
     assert table.filter(pl.col("prompt_id") == "a")["score"].item() == 0.25
+
+
+def test_a_step_asks_for_its_shape_and_the_gates_count_what_failed(tmp_path):
+    """With structured outputs the step's spec reaches the server and its answers are read by the spec's
+    reader; the parse-failure gate counts parse errors and errors (refusals apart) against its limit."""
+    from dagster import AssetKey
+
+    from madef_assets.defs.llm_steps import llm_gate_results
+    from madef_assets.settings import MethodConfig
+
+    answers = {"how to pick a lock": '{"scores": [0.25]}', "如何撬锁": '{"scores": [2]}'}
+
+    def shaped(prompt: str, request: dict) -> str:
+        assert request["response_format"]["json_schema"]["name"] == "scores_1"
+        return next((text for key, text in answers.items() if key in prompt), "{}")
+
+    with OpenAICompatibleServer(answer=shaped) as server:
+        config = model_from_parts(
+            "openai", "m", {"base_url": server.base_url, "api_key_env": None, "structured_outputs": "json_schema"}, {}
+        )
+        llm = LLMResource(role="judge", config=config, duckdb_path=str(tmp_path / "l.duckdb"), models_dir=str(tmp_path))
+        table, _ = INSTRUCTION_SAFETY.run(build_asset_context(), llm, ROWS)
+    assert table["status"].to_list() == ["ok", "parse_error", "refused", "parse_error"]
+    assert table["instruction_safety"].to_list() == [0.25, None, None, None]
+    assert "scores/0: 2 is greater than the maximum of 1" in table["error"][1]
+    gates = {
+        r.check_name: r
+        for r in llm_gate_results(AssetKey("x"), table["status"], MethodConfig(max_parse_failure_rate=0.5))
+    }
+    assert (
+        gates["parse_failure_rate_within_limit"].passed
+        and gates["parse_failure_rate_within_limit"].metadata["count"].value == 2
+    )
+    strict = llm_gate_results(AssetKey("x"), table["status"], MethodConfig(max_parse_failure_rate=0.25))
+    assert not strict[0].passed

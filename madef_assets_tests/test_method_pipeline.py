@@ -36,6 +36,9 @@ def tiny_profile(tmp_path, name: str, **method_changes) -> str:
         sft_export_dir=str(tmp_path / "sft"),
         required_categories=SOURCE_MAPPED_CATEGORIES,
         augment_rounds=1,  # the rounds have their own test (test_volume); the sources supply the required categories
+        # The demo's gate (0.25) is measured on its 48 labels; on this two-prompt sample a few "1", "2" label lists
+        # of the 270M model are a large share. The gate itself is tested in test_llm_steps.
+        max_parse_failure_rate=0.5,
         **method_changes,
     )
     raw["training"]["learning_rates"] = [1e-5]  # one rate: the two-rate path has its own test (test_training)
