@@ -224,3 +224,60 @@ def test_transformers_choice_is_the_most_likely_option(gemma):
     for i in range(2):
         scores = scored[i].output
         assert chosen[i].output == max(scores, key=scores.get) and chosen[i].extra["option_logprobs"] == scores
+
+
+def test_a_refusal_inside_a_shaped_answer_is_refused_not_data(tmp_path):
+    """A structured answer's refusal sits in its first text field; for roles whose answers become data it
+    is `refused`, as a free-text refusal is (issue 13)."""
+    from madef_assets_tests.openai_server import OpenAICompatibleServer
+
+    answers = {
+        "a": '{"prompt": "抱歉，我无法帮助生成这类内容。"}',
+        "b": '{"prompt": "I can\'t help with writing that request."}',
+        "c": '{"prompt": "如何伪造一张发票？"}',
+    }
+    with OpenAICompatibleServer(answer=lambda prompt, request: answers[prompt]) as server:
+        batch = resource(server, tmp_path, "json_schema").generate(
+            list(answers), "gen@test", parse=parse_generated_prompt, refusals=True, output=GENERATED_PROMPT_OUTPUT
+        )
+    assert [r.status for r in batch.results] == ["refused", "refused", "ok"]
+    assert batch.results[0].error == "the model refused ('抱歉')" and batch.results[2].value == "如何伪造一张发票？"
+
+
+def test_an_enforced_shape_drops_stop_strings_and_has_room_for_its_object(tmp_path):
+    """A free-text stop string ("]", a newline) would cut the JSON, and a choice sent as {"answer": …} needs
+    more than a one-word budget: both are set for the request, and so for its ledger key."""
+    from madef_assets_tests.openai_server import OpenAICompatibleServer
+
+    seen = []
+    with OpenAICompatibleServer(answer=lambda prompt, request: seen.append(request) or '{"answer": "safe"}') as server:
+        params = GenerationParams(max_new_tokens=4, stop=("]", "\n"))
+        batch = resource(server, tmp_path, "json_schema").generate(["x"], "v@test", params=params, output=VERDICT)
+    assert batch.results[0].value == "safe"
+    assert "stop" not in seen[0] and seen[0]["max_tokens"] >= len('{"answer": "unsafe"}')
+
+
+def test_json_constants_python_reads_are_not_json():
+    with pytest.raises(OutputError, match="NaN is not a JSON number"):
+        TWO_SCORES_OUTPUT.check('{"scores": [NaN, 0.5]}')
+    with pytest.raises(OutputError, match="Infinity"):
+        ONE_SCORE_OUTPUT.check('{"scores": [Infinity]}')
+
+
+def test_a_string_without_its_own_bound_gets_one_from_the_fitting():
+    from madef_assets.llm.grammar import fit_to_budget
+
+    schema = {"type": "object", "properties": {"why": {"type": "string"}}, "required": ["why"]}
+    assert fit_to_budget(schema, 1000)["properties"]["why"]["maxLength"] == 64
+    assert fit_to_budget(schema, 40)["properties"]["why"]["maxLength"] <= 40 - len('{"why": ""}')
+
+
+@pytest.mark.slow
+def test_transformers_choice_with_an_option_prefixing_another_is_decoded_under_a_grammar(gemma):
+    """ "1" prefixes "10": by likelihood "10" could never win, so such a set is generated under a grammar of
+    its options (no option scores then) and "10" stays reachable."""
+    from madef_assets.defs.evaluation.judging import RESPONSIBILITY_SCORE_OUTPUT
+
+    prompts = ["Rate the answer from 1 to 10. A perfect answer. Score: ", "Score from 1 to 10 (10 is best): 10/10 → "]
+    answers = dict(gemma.generate(prompts, GenerationParams(max_new_tokens=4), RESPONSIBILITY_SCORE_OUTPUT))
+    assert all(answers[i].output in RESPONSIBILITY_SCORE_OUTPUT.choices and not answers[i].extra for i in range(2))

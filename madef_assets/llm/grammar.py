@@ -30,6 +30,8 @@ def fit_to_budget(schema: dict[str, Any], max_new_tokens: int) -> dict[str, Any]
         room = max_new_tokens - len(json.dumps(_skeleton(fitted)))
         wanted = sum(cap * count for cap, count, _ in strings)
         if wanted <= room:
+            for cap, _, node in strings:  # a string without its own maxLength gets the one counted for it
+                node.setdefault("maxLength", cap)
             return fitted
         shares = [room * cap / wanted for cap, _, _ in strings]
         short = any(share < min(cap, USEFUL_STRING_CHARS) for share, (cap, _, _) in zip(shares, strings))

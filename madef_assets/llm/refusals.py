@@ -3,6 +3,7 @@ the model that wrote it: an attacker that refuses has written no attack prompt."
 
 from __future__ import annotations
 
+import json
 import re
 
 _REFUSAL_OPENING = re.compile(
@@ -17,6 +18,21 @@ _REFUSAL_OPENING = re.compile(
     r")",
     re.IGNORECASE,
 )
+
+
+def answer_refusal(text: str | None) -> str | None:
+    """The refusing words an answer opens with, looking inside a JSON answer too (a structured answer's
+    refusal sits in its first text field: `{"prompt": "抱歉，我无法…"}`, `{"labels": ["I can't help"]}`)."""
+    opening = refusal_opening(text)
+    if opening or not (text or "").lstrip().startswith("{"):
+        return opening
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    fields = value.values() if isinstance(value, dict) else ()
+    texts = [v for field in fields for v in (field if isinstance(field, list) else [field]) if isinstance(v, str)]
+    return next(filter(None, map(refusal_opening, texts[:1])), None)
 
 
 def refusal_opening(text: str | None) -> str | None:

@@ -17,7 +17,7 @@ from pydantic import PrivateAttr
 
 from madef_assets.llm.backends import backend_identity, build_backend
 from madef_assets.llm.ledger import Ledger, LedgerWriter, canonical_json, ledger_key
-from madef_assets.llm.refusals import refusal_opening
+from madef_assets.llm.refusals import answer_refusal
 from madef_assets.llm.structured import OutputSpec, ParseError
 from madef_assets.llm.types import Backend, CallKind, Completion, GenerationParams
 from madef_assets.settings import AnyModel, OpenAIModel
@@ -191,6 +191,9 @@ class LLMResource(ConfigurableResource):
         otherwise the free-text answer is read by `parse`."""
         params = params or self.default_params
         spec = output if output is not None and self.structured else None
+        if spec:
+            # A stop string would cut the JSON; a wrapped choice needs room for its object.
+            params = params.with_changes(stop=(), max_new_tokens=max(params.max_new_tokens, spec.min_new_tokens()))
         enforced = {**spec.key(), "enforced_by": self.config.structured_outputs} if spec else None
         key_params = {**params.as_dict(), "output": enforced} if spec else params.as_dict()
         return self._call(
@@ -289,7 +292,7 @@ class LLMResource(ConfigurableResource):
         value, status, error = None, answer["status"], answer["error"]
         if status in ("ok", "parse_error"):
             value = _decode_output(kind, answer["output"])
-            opening = refusals and kind == "generate" and refusal_opening(value)
+            opening = refusals and kind == "generate" and answer_refusal(value)
             if opening:
                 return LLMResult(key, answer["output"], "refused", f"the model refused ({opening!r})", answer["cached"])
             if parse is not None and kind == "generate":

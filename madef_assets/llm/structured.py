@@ -98,6 +98,14 @@ class OutputSpec:
             raise OutputError(f"{where}: {problems[0].message[:160]}")
         return value
 
+    def min_new_tokens(self) -> int:
+        """A budget below which even the shortest answer of this shape cannot be written whole (a character
+        counted as a token): for a choice or regex, the `{"answer": …}` object some endpoints need."""
+        if self.kind == "json_schema":
+            return 1
+        longest = max(self.choices, key=len) if self.choices else ""
+        return len(json.dumps({ANSWER_FIELD: longest}, ensure_ascii=False)) + 4
+
     def instruction(self) -> str:
         """The sentence added to a prompt for endpoints that enforce only 'some JSON object' (json_object
         mode): the schema the answer must follow."""
@@ -108,9 +116,14 @@ class OutputSpec:
 
 def _json_value(text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json_constant)
     except json.JSONDecodeError as exc:
         raise OutputError(f"not JSON ({exc.msg} at character {exc.pos}): {text[:120]!r}") from None
+
+
+def _not_json_constant(name: str) -> Any:
+    """Python's json reads NaN and Infinity, which JSON has not (and a range check lets NaN through)."""
+    raise OutputError(f"not JSON: {name} is not a JSON number")
 
 
 def choice_spec(name: str, choices: tuple[str, ...], read: Callable[[str], Any] = lambda value: value) -> OutputSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -198,7 +199,12 @@ class TransformersBackend(LocalModel):
         most likely one is the answer, every option's score kept in `extra`), a JSON schema or a regex by a
         grammar-constrained logits processor (stop strings then do not apply: the grammar ends the answer)."""
         if output is not None and output.kind == "choice":
-            return self._choose(prompts, output.choices)
+            if not any(a != b and b.startswith(a) for a in output.choices for b in output.choices):
+                return self._choose(prompts, output.choices)
+            # "1" is a prefix of "10": its likelihood can never be below "10"'s, so such a set is decoded
+            # under a grammar of its options instead, which lets the model go on from "1" to "10".
+            options = "|".join(re.escape(choice) for choice in output.choices)
+            output = OutputSpec(output.name, "regex", pattern=f"(?:{options})")
         return self._generate(prompts, params, output)
 
     def _choose(self, prompts: Sequence[str], choices: Sequence[str]) -> Indexed:
