@@ -1,7 +1,7 @@
 """Grammar-constrained decoding for local transformers models through xgrammar (its public API only).
 
 xgrammar was chosen by measurement over llguidance on the bundled Gemma 3 tokenizer (262k tokens): both kept
-every answer valid, xgrammar ~1.5x faster per request and ~3x faster to set up on CPU (bench/structured.py,
+every answer valid, xgrammar ~1.6x faster per request and ~5x faster to set up on CPU (bench/structured.py,
 BENCHMARKS.md)."""
 
 from __future__ import annotations
