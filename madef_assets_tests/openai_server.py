@@ -270,37 +270,31 @@ class OpenAICompatibleServer:
         """The answer text for a structured-output request (None for a free-text one)."""
         fmt, extra = request.get("response_format") or {}, request.get("structured_outputs") or {}
         if fmt.get("type") == "json_schema":
-            schema = fmt.get("json_schema", {}).get("schema")
-            kind = "json_schema"
+            kind, schema = "json_schema", fmt.get("json_schema", {}).get("schema")
         elif fmt.get("type") == "json_object":
             marker = "follows this JSON schema:\n"
             if marker not in prompt:
                 raise ValueError("response_format json_object: the prompt must ask for JSON")
-            schema, kind = json.loads(prompt.split(marker)[-1].strip().splitlines()[0]), "json_object"
+            kind, schema = "json_object", json.loads(prompt.split(marker)[-1].strip().splitlines()[0])
         elif extra:
-            kind = "vllm_" + next(iter(extra))
-            if "choice" in extra:
-                with self._lock:
-                    self.structured[kind] += 1
-                return self._own_answer(prompt, request) or _pick(extra["choice"], prompt)
-            if "regex" in extra:
-                with self._lock:
-                    self.structured[kind] += 1
-                own = self._own_answer(prompt, request)
-                if own is None:
-                    raise ValueError("the test server answers a regex only through answer()")
-                return own
-            schema = extra.get("json")
+            kind, schema = "vllm_" + next(iter(extra)), extra.get("json")
         else:
             return None
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
-            raise ValueError(f"invalid JSON schema: {exc.message}") from None
+        if "choice" not in extra and "regex" not in extra:
+            try:
+                Draft202012Validator.check_schema(schema)
+            except SchemaError as exc:
+                raise ValueError(f"invalid JSON schema: {exc.message}") from None
         with self._lock:
             self.structured[kind] += 1
         own = self._own_answer(prompt, request)
-        return own if own is not None else json.dumps(shaped_answer(schema, prompt), ensure_ascii=False)
+        if own is not None:
+            return own
+        if "choice" in extra:
+            return _pick(extra["choice"], prompt)
+        if "regex" in extra:
+            raise ValueError("the test server answers a regex only through answer()")
+        return json.dumps(shaped_answer(schema, prompt), ensure_ascii=False)
 
     def _own_answer(self, prompt: str, request: dict) -> str | None:
         """The test's own answer when it has one, sent whether or not it fits (a test may answer off-shape)."""

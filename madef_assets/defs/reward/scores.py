@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,17 +38,15 @@ def parse_one_score(text: str) -> float:
     return parse_score_list(text, 1)[0]
 
 
-def scores_output(count: int) -> OutputSpec:
-    """`count` scores in [0, 1] as `{"scores": [...]}`; read as the free-text parser reads its list."""
+def scores_output(count: int, read: Callable[[list[float]], Any] = lambda scores: scores) -> OutputSpec:
+    """`count` scores in [0, 1] as `{"scores": [...]}`; `read` gets the list the free-text parser reads."""
     score = {"type": "number", "minimum": 0, "maximum": 1}
     items = {"type": "array", "items": score, "minItems": count, "maxItems": count}
-    return object_spec(f"scores_{count}", {"scores": items}, read=lambda value: [float(s) for s in value["scores"]])
+    return object_spec(f"scores_{count}", {"scores": items}, lambda value: read([float(s) for s in value["scores"]]))
 
 
 TWO_SCORES_OUTPUT = scores_output(2)
-ONE_SCORE_OUTPUT = OutputSpec(
-    "scores_1", "json_schema", schema=scores_output(1).schema, read=lambda value: float(value["scores"][0])
-)
+ONE_SCORE_OUTPUT = scores_output(1, read=lambda scores: scores[0])
 
 
 @dataclass(frozen=True)
